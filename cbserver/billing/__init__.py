@@ -1,0 +1,1 @@
+"""Billing: catalog, accounts, rating arithmetic, authorization and the xDR writer."""

@@ -1,0 +1,1 @@
+"""The callback service: the legA -> legB session, the hosted IVR, number translation."""

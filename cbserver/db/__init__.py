@@ -1,0 +1,1 @@
+"""PostgreSQL: the txpostgres pool service, migrations and the local cluster helper."""

@@ -1,0 +1,1 @@
+"""A native SIP stack on Twisted: message -> transport -> transaction -> dialog -> user agent."""

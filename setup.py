@@ -1,0 +1,38 @@
+"""Installs cbserver: the package, its twistd plugin, SQL, prompts and web assets."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="cbserver",
+    version="0.1.0",
+    description="A WEB callback server for VoIP operators, on Twisted",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=find_packages(include=["cbserver", "cbserver.*"]) + ["twisted.plugins"],
+    include_package_data=True,
+    package_data={
+        "cbserver": [
+            "data/*.toml",
+            "data/sql/*.sql",
+            "data/sql/reports/*.sql",
+            "data/prompts/*/*.wav",
+            "web/templates/*",
+            "web/static/*",
+        ],
+    },
+    install_requires=[
+        "twisted[tls]>=23.8",
+        "klein>=23.5",
+        "txpostgres>=1.7",
+        "zope.interface>=6",
+        "treq>=23.11",
+        "psycopg2-binary>=2.9",
+        "prometheus-client>=0.17",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "ruff>=0.4"],
+    },
+    entry_points={"console_scripts": ["cbserver = cbserver.cli:main"]},
+)
