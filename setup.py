@@ -1,6 +1,19 @@
 """Installs cbserver: the package, its twistd plugin, SQL, prompts and web assets."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+
+def _data_files():
+    """Map every file under sql/ and prompts/ to share/cbserver/<same relative folder>."""
+    out = {}
+    for top in ("sql", "prompts"):
+        for f in sorted(Path(top).rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                out.setdefault(str(Path("share/cbserver") / f.parent), []).append(str(f))
+    return sorted(out.items())
+
 
 setup(
     name="cbserver",
@@ -12,16 +25,10 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["cbserver", "cbserver.*"]) + ["twisted.plugins"],
     include_package_data=True,
-    package_data={
-        "cbserver": [
-            "data/*.toml",
-            "data/sql/*.sql",
-            "data/sql/reports/*.sql",
-            "data/prompts/*/*.wav",
-            "web/templates/*",
-            "web/static/*",
-        ],
-    },
+    package_data={"cbserver": ["data/*.toml", "web/templates/*", "web/static/*"]},
+    # sql/ and prompts/ stay top-level folders of the checkout; an install copies them to
+    # <prefix>/share/cbserver/, where cbserver.resources finds them.
+    data_files=_data_files(),
     install_requires=[
         "twisted[tls]>=23.8",
         "klein>=23.5",
