@@ -33,3 +33,10 @@ def reports_dir() -> Path:
 def prompts_dir() -> Path:
     """The folder holding one sub-folder of WAV prompts per language."""
     return _locate("prompts")
+
+
+def checkout_dir() -> Path:
+    """The source checkout when running from one (it has setup.py), else the working folder."""
+    if (_CHECKOUT / "setup.py").exists():
+        return _CHECKOUT
+    return Path.cwd()

@@ -1,0 +1,351 @@
+"""The cbserver configuration: one TOML file read into frozen dataclasses.
+
+Every key is documented in ``cbserver/data/cbserver.example.toml`` (``cbserver config
+example`` prints it). ``load_config`` raises ``ConfigError`` naming the key path and what was
+expected; unknown keys are refused with the nearest valid key suggested.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from cbserver.configschema import ConfigError, build, setting
+
+_HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>\d+)$")
+_ENDPOINT_KINDS = ("tcp", "tcp6", "ssl", "unix", "systemd", "le", "lets")
+_ACCESS_CODE = re.compile(r"^[A-Z0-9_]{1,32}$")
+
+
+def _port(value: int) -> int:
+    """Check a TCP/UDP port number."""
+    if not 1 <= value <= 65535:
+        raise ValueError(f"port {value} is out of range (expected 1-65535)")
+    return value
+
+
+def parse_host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6); ``default_port`` applies when it is absent."""
+    m = _HOST_PORT.match(text)
+    if m is None:
+        if default_port is not None and re.fullmatch(r"[A-Za-z0-9.\-]+", text or ""):
+            return text, default_port
+        raise ValueError(f"expected host:port (e.g. 127.0.0.1:5060), got {text!r}")
+    return (m.group("v6") or m.group("host")), _port(int(m.group("port")))
+
+
+def _host_port(text: str) -> str:
+    """Validate ``host:port``."""
+    parse_host_port(text)
+    return text
+
+
+def _trunk_address(text: str) -> str:
+    """Validate a trunk address: host or host:port (the port defaults to 5060)."""
+    parse_host_port(text, default_port=5060)
+    return text
+
+
+def _ip_address(text: str) -> str:
+    """Validate a literal IP address."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"expected an IP address, got {text!r}") from None
+    return text
+
+
+def _port_range(text: str) -> str:
+    """Validate ``LOW-HIGH``: even start, at least two ports, both in range."""
+    m = re.fullmatch(r"(\d+)-(\d+)", text)
+    if not m:
+        raise ValueError(f"expected a port range LOW-HIGH (e.g. 20000-29999), got {text!r}")
+    low, high = _port(int(m.group(1))), _port(int(m.group(2)))
+    if low >= high or low < 1024:
+        raise ValueError(f"range {text} must be increasing and above 1023")
+    return text
+
+
+def _endpoint(text: str) -> str:
+    """Check the kind of a Twisted server endpoint string (``ssl:8901``, ``tcp:8080:...``)."""
+    kind = text.split(":", 1)[0]
+    if kind not in _ENDPOINT_KINDS:
+        raise ValueError(
+            f"expected a Twisted endpoint string such as 'ssl:8901' or 'tcp:8080:interface="
+            f"127.0.0.1', got {text!r} (unknown kind {kind!r})"
+        )
+    return text
+
+
+def _access_code(text: str) -> str:
+    """An access code of the product rating list, e.g. WEBCALLBACK."""
+    if not _ACCESS_CODE.match(text):
+        raise ValueError(f"expected upper-case letters, digits or _ (e.g. WEBCALLBACK), got {text!r}")
+    return text
+
+
+def _digits(text: str) -> str:
+    """A phone number given as digits, optionally with a leading +."""
+    if not re.fullmatch(r"\+?[0-9]{2,32}", text):
+        raise ValueError(f"expected a phone number of digits (e.g. 18005550100), got {text!r}")
+    return text
+
+
+def _client(entry: str) -> str:
+    """An allowed Hosted client: an IP network (``10.0.0.0/8``) or ``token:<secret>``."""
+    if entry.startswith("token:"):
+        if len(entry) < len("token:") + 16:
+            raise ValueError("a client token must be at least 16 characters after 'token:'")
+        return entry
+    try:
+        ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        raise ValueError(f"expected an IP network or 'token:<secret>', got {entry!r}") from None
+    return entry
+
+
+def _translation_rule(rule: str) -> str:
+    """Compile the Perl ``s///`` rule now so that a bad rule stops the server at start-up."""
+    from cbserver.callback.translation import TranslationRuleError, compile_rule
+
+    try:
+        compile_rule(rule)
+    except TranslationRuleError as e:
+        raise ValueError(str(e)) from None
+    return rule
+
+
+def _positive(value: float) -> float:
+    """A strictly positive number."""
+    if value <= 0:
+        raise ValueError(f"expected a positive number, got {value}")
+    return value
+
+
+def _log_format(value: str) -> str:
+    """``text`` or ``json``."""
+    if value not in ("text", "json"):
+        raise ValueError(f"expected 'text' or 'json', got {value!r}")
+    return value
+
+
+def _read_secret(path: str, key: str) -> str:
+    """Read a secret from a file (first line, stripped); errors name the key."""
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise ConfigError(key, f"cannot read {path}: {e.strerror}") from None
+    if not text:
+        raise ConfigError(key, f"{path} is empty")
+    return text
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """Process-wide settings."""
+
+    node: str = setting("node1", doc="this node's name (rating list node, xDRs)")
+    state_dir: str = setting("var", doc="folder for the TLS certificate, the xDR spool, CSVs")
+    shutdown_grace: float = setting(10.0, check=_positive,
+                                    doc="seconds to end calls and flush writes on SIGTERM")
+    log_format: str = setting("text", check=_log_format, doc="'text' or 'json' (one per line)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatabaseConfig:
+    """The PostgreSQL connection."""
+
+    dsn: str = setting(doc="libpq connection string, e.g. 'host=/run/postgresql dbname=cbserver'")
+    pool_size: int = setting(4, doc="connections kept open")
+    retry_max: float = setting(30.0, check=_positive,
+                               doc="longest wait between reconnection attempts, seconds")
+
+    def validate(self) -> None:
+        """Check cross-field rules."""
+        if not self.dsn.strip():
+            raise ConfigError("dsn", "must not be empty")
+        if not 1 <= self.pool_size <= 100:
+            raise ConfigError("pool_size", f"expected 1-100, got {self.pool_size}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrunkConfig:
+    """The operator's SIP trunk that legA and legB are placed through."""
+
+    address: str = setting(check=_trunk_address, doc="host[:port] of the trunk (RFC 3263 lookup)")
+    from_domain: str = setting(doc="domain used in From and request URIs")
+    username: str = setting("", doc="digest username (empty: no authentication)")
+    password: str = setting("", doc="digest password")
+    password_file: str = setting("", doc="file holding the digest password instead")
+    transport: str = setting("udp", doc="'udp' or 'tcp'")
+
+    def validate(self) -> None:
+        """Check cross-field rules."""
+        if self.password and self.password_file:
+            raise ConfigError("password_file", "give either password or password_file, not both")
+        if self.transport not in ("udp", "tcp"):
+            raise ConfigError("transport", f"expected 'udp' or 'tcp', got {self.transport!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SipConfig:
+    """The SIP user agent."""
+
+    listen: str = setting("0.0.0.0:5060", check=_host_port, doc="UDP address:port to bind")
+    public_address: str = setting(check=_ip_address, doc="address put in Via, Contact and SDP")
+    trunk: TrunkConfig = setting(doc="the [sip.trunk] table")
+    t1: float = setting(0.5, check=_positive, doc="RFC 3261 T1 (RTT estimate), seconds")
+    t2: float = setting(4.0, check=_positive, doc="RFC 3261 T2 (max non-INVITE retransmit)")
+    t4: float = setting(5.0, check=_positive, doc="RFC 3261 T4 (max message lifetime)")
+    no_answer_timeout: float = setting(30.0, check=_positive, doc="ring time before CANCEL")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RtpConfig:
+    """RTP media anchored at the server."""
+
+    address: str = setting(check=_ip_address, doc="address to bind RTP sockets to")
+    ports: str = setting("20000-29999", check=_port_range, doc="even/odd port range LOW-HIGH")
+    inactivity_timeout: float = setting(30.0, check=_positive,
+                                        doc="end a call after this long without media")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebConfig:
+    """The callback page, the JSON API, health and metrics; and the admin API."""
+
+    endpoint: str = setting("ssl:8901", check=_endpoint,
+                            doc="Twisted endpoint; 'ssl:PORT' without keys uses a self-signed "
+                                "certificate generated on first run")
+    admin_endpoint: str = setting("ssl:8902:interface=127.0.0.1", check=_endpoint,
+                                  doc="endpoint of the admin JSON API")
+    admin_token: str = setting("", doc="bearer token for the admin API")
+    admin_token_file: str = setting("", doc="file holding the admin token instead")
+
+    def validate(self) -> None:
+        """Check cross-field rules."""
+        if self.admin_token and self.admin_token_file:
+            raise ConfigError("admin_token_file", "give admin_token or admin_token_file, not both")
+        if self.admin_token and len(self.admin_token) < 16:
+            raise ConfigError("admin_token", "must be at least 16 characters")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApplicationConfig:
+    """One WEB callback trigger instance, as the operator's manual defines it."""
+
+    name: str = setting(doc="instance name shown on its page")
+    callback_page_address: str = setting(doc="URL given to users, e.g. https://cb.example.net:8901/")
+    path: str = setting("", doc="URL path of this instance's page (default: /<name slug>)")
+    second_number: str = setting("", doc="Simple mode target (e.g. the helpdesk)")
+    access_code: str = setting("WEBCALLBACK", check=_access_code,
+                               doc="rating-list access code for callback charging")
+    internal_account: str = setting("", doc="account charged for partial hosted calls")
+    special_charge_if_legb_fails: bool = setting(
+        False, doc="charge legA by the CALLBACK_FAIL entry when legB cannot be established")
+    account_id_translation_rule: str = setting("", check=_translation_rule,
+                                               doc="Perl s/// rule applied to the ANI")
+    prompts: str = setting("", doc="folder of custom prompts overriding the defaults by name")
+    language: str = setting("en", doc="prompt language folder")
+    use_account_id_as_ani: bool = setting(False, doc="show the account ID as the calling number")
+    hosted_allowed_clients: tuple[str, ...] = setting(
+        (), check=lambda v: tuple(_client(x) for x in v),
+        doc="networks or token:<secret> allowed to trigger Hosted mode; empty = Hosted off")
+
+    def validate(self) -> None:
+        """Check cross-field rules."""
+        if not self.name.strip():
+            raise ConfigError("name", "must not be empty")
+        if self.second_number:
+            try:
+                _digits(self.second_number)
+            except ValueError as e:
+                raise ConfigError("second_number", str(e)) from None
+        if self.hosted_allowed_clients and not self.internal_account:
+            raise ConfigError("internal_account",
+                              "Hosted mode is enabled (hosted_allowed_clients) so an internal "
+                              "account is required to charge partial hosted calls")
+
+    @property
+    def url_path(self) -> str:
+        """The path this instance's page is served at."""
+        if self.path:
+            return "/" + self.path.strip("/")
+        return "/" + (re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "callback")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The whole configuration file."""
+
+    database: DatabaseConfig = setting(doc="[database]")
+    sip: SipConfig = setting(doc="[sip]")
+    rtp: RtpConfig = setting(doc="[rtp]")
+    application: tuple[ApplicationConfig, ...] = setting(doc="[[application]] instances")
+    server: ServerConfig = setting(ServerConfig(), doc="[server]")
+    web: WebConfig = setting(WebConfig(), doc="[web]")
+
+    def validate(self) -> None:
+        """Check cross-table rules."""
+        if not self.application:
+            raise ConfigError("application", "at least one [[application]] table is required")
+        seen: dict[str, int] = {}
+        for i, app in enumerate(self.application):
+            if app.url_path in seen:
+                raise ConfigError(f"application[{i}].path",
+                                  f"{app.url_path!r} is already used by application"
+                                  f"[{seen[app.url_path]}]")
+            seen[app.url_path] = i
+
+
+def parse_config(text: str, source: str = "<config>", base: Path | None = None) -> Config:
+    """Parse TOML ``text`` into a ``Config``; secret files are resolved relative to ``base``."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("", f"invalid TOML: {e}", source) from None
+    try:
+        cfg = build(Config, data)
+    except ConfigError as e:
+        raise ConfigError(e.path, e.problem, source) from None
+    return _resolve_secrets(cfg, base or Path.cwd(), source)
+
+
+def _resolve_secrets(cfg: Config, base: Path, source: str) -> Config:
+    """Replace ``*_file`` settings by the secrets they point to."""
+    trunk, web = cfg.sip.trunk, cfg.web
+    try:
+        if trunk.password_file:
+            pw = _read_secret(str(base / trunk.password_file), "sip.trunk.password_file")
+            trunk = replace(trunk, password=pw)
+        if web.admin_token_file:
+            tok = _read_secret(str(base / web.admin_token_file), "web.admin_token_file")
+            if len(tok) < 16:
+                raise ConfigError("web.admin_token_file", "the token must be at least 16 characters")
+            web = replace(web, admin_token=tok)
+    except ConfigError as e:
+        raise ConfigError(e.path, e.problem, source) from None
+    return replace(cfg, sip=replace(cfg.sip, trunk=trunk), web=web)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the config file at ``path``."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("", f"config file {p} does not exist "
+                              "(start from: cbserver config example > cbserver.toml)") from None
+    except OSError as e:
+        raise ConfigError("", f"cannot read config file {p}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("", f"config file {p} is not UTF-8 text") from None
+    return parse_config(text, str(p), p.parent)
+
+
+def example_path() -> Path:
+    """The commented example configuration shipped with the package."""
+    return Path(__file__).resolve().parent / "data" / "cbserver.example.toml"

@@ -1,0 +1,143 @@
+"""Numbered SQL migrations: discovery, the schema version, and ``cbserver db upgrade``.
+
+Migrations are the files ``sql/NNN_name.sql``, applied in number order, each in its own
+transaction together with its row in ``schema_migrations``. A PostgreSQL advisory lock keeps
+two nodes from upgrading one database at the same time. Schema changes happen only here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+
+from cbserver.resources import sql_dir
+
+_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+# An arbitrary constant naming cbserver's upgrade lock (pg_advisory_xact_lock takes a bigint).
+_LOCK_KEY = 0x6362_7376_6D69_67
+
+BOOTSTRAP = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+class MigrationError(RuntimeError):
+    """A migration file is malformed, failed to apply, or the schema is not usable."""
+
+
+class SchemaTooOld(MigrationError):
+    """The database schema is older than this cbserver needs."""
+
+    def __init__(self, current: int, required: int):
+        self.current = current
+        self.required = required
+        super().__init__(
+            f"database schema is at version {current}, this cbserver needs {required}: "
+            "run `cbserver db upgrade --dsn DSN` (or `cbserver db upgrade --config FILE`)")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered migration file."""
+
+    version: int
+    name: str
+    path: Path
+
+    def sql(self) -> str:
+        """The file's text."""
+        return self.path.read_text(encoding="utf-8")
+
+    def checksum(self) -> str:
+        """SHA-256 of the file, recorded so that a changed applied migration is noticed."""
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def discover(folder: Path | None = None) -> list[Migration]:
+    """List the migrations in ``folder`` (default: the shipped ``sql/``) in version order."""
+    folder = folder or sql_dir()
+    found: dict[int, Migration] = {}
+    for path in sorted(folder.glob("*.sql")):
+        m = _NAME.match(path.name)
+        if m is None:
+            raise MigrationError(f"{path.name}: migration files must be named NNN_name.sql")
+        version = int(m.group(1))
+        if version in found:
+            raise MigrationError(f"two migrations share number {version:03d}: "
+                                 f"{found[version].path.name} and {path.name}")
+        found[version] = Migration(version, m.group(2), path)
+    return [found[v] for v in sorted(found)]
+
+
+def required_version(folder: Path | None = None) -> int:
+    """The schema version this code needs: the highest shipped migration number."""
+    migrations = discover(folder)
+    return migrations[-1].version if migrations else 0
+
+
+def current_version(conn) -> int:
+    """The highest migration applied to the database behind the psycopg2 ``conn``."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return 0
+        cur.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
+        return int(cur.fetchone()[0])
+    # (the cursor's context manager closes it; the caller owns the transaction)
+
+
+def pending(conn, folder: Path | None = None) -> list[Migration]:
+    """The migrations not yet applied."""
+    have = current_version(conn)
+    conn.rollback()
+    return [m for m in discover(folder) if m.version > have]
+
+
+def upgrade(dsn: str, folder: Path | None = None, report=print) -> list[Migration]:
+    """Apply every pending migration, each in its own transaction; return those applied."""
+    try:
+        conn = psycopg2.connect(dsn, connect_timeout=10)
+    except psycopg2.OperationalError as e:
+        raise MigrationError(f"cannot connect to {dsn!r}: {str(e).strip()}") from None
+    applied = []
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(BOOTSTRAP)
+        for migration in discover(folder):
+            with conn, conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                cur.execute("SELECT 1 FROM schema_migrations WHERE version = %s",
+                            (migration.version,))
+                if cur.fetchone():
+                    continue
+                try:
+                    cur.execute(migration.sql())
+                except psycopg2.Error as e:
+                    raise MigrationError(f"{migration.path.name} failed: "
+                                         f"{str(e).strip()}") from None
+                cur.execute("INSERT INTO schema_migrations (version, name, checksum) "
+                            "VALUES (%s, %s, %s)",
+                            (migration.version, migration.name, migration.checksum()))
+            applied.append(migration)
+            report(f"applied {migration.path.name}")
+    finally:
+        conn.close()
+    return applied
+
+
+def check_schema(conn, folder: Path | None = None) -> int:
+    """Raise ``SchemaTooOld`` unless the database is at least at the required version."""
+    have = current_version(conn)
+    need = required_version(folder)
+    if have < need:
+        raise SchemaTooOld(have, need)
+    return have
