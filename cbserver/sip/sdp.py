@@ -1,0 +1,322 @@
+"""SDP (RFC 4566) parse/serialise and RFC 3264 offer/answer for G.711 and telephone-event.
+
+Pure: no Twisted. The server speaks one audio stream of PCMU or PCMA (static payload types 0
+and 8, RFC 3551 6) plus RFC 4733 telephone-event on a dynamic payload type.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+__all__ = [
+    "SdpError", "Connection", "Media", "SessionDescription", "MediaChoice", "parse_sdp",
+    "make_offer", "make_answer", "negotiate", "STATIC_CODECS", "DIRECTIONS",
+]  # fmt: skip
+
+
+class SdpError(ValueError):
+    """An SDP body that cannot be parsed, or offers nothing this server can accept."""
+
+
+#: RFC 3551 6: static payload types of the codecs we speak.
+STATIC_CODECS = {"PCMU": 0, "PCMA": 8}
+#: RFC 4566 6 / RFC 3264 5.1 direction attributes.
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+# RFC 3264 6.1: what the answerer says for each direction it was offered.
+_ANSWER_DIRECTION = {
+    "sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly",
+    "inactive": "inactive",
+}  # fmt: skip
+# RFC 4566 5: the order of session-level lines; unmodelled ones are kept and put back here.
+_SESSION_ORDER = "iuepcbtrzka"
+_MEDIA_ORDER = "icbka"
+
+
+@dataclass
+class Connection:
+    """A ``c=`` line: network type, address type and address (with any /ttl kept)."""
+
+    nettype: str
+    addrtype: str
+    address: str
+
+    def __str__(self) -> str:
+        return f"{self.nettype} {self.addrtype} {self.address}"
+
+
+def _parse_connection(value: str) -> Connection:
+    parts = value.split()
+    if len(parts) != 3:
+        raise SdpError(f"bad c= line {value!r}")
+    return Connection(*parts)
+
+
+@dataclass
+class Media:
+    """One ``m=`` section with its own lines."""
+
+    media: str
+    port: int
+    proto: str
+    formats: list[str]
+    port_count: int | None = None
+    connection: Connection | None = None
+    attributes: list[tuple[str, str | None]] = field(default_factory=list)
+    other: list[tuple[str, str]] = field(default_factory=list)
+
+    def attribute(self, name: str) -> str | None:
+        """Value of the first ``a=name[:value]`` (``""`` for a flag), or None."""
+        for key, value in self.attributes:
+            if key == name:
+                return "" if value is None else value
+        return None
+
+    def rtpmap(self) -> dict[str, tuple[str, int, str | None]]:
+        """Payload type -> (encoding name, clock rate, channels) from ``a=rtpmap``."""
+        out = {}
+        for key, value in self.attributes:
+            if key == "rtpmap" and value:
+                pt, _, enc = value.partition(" ")
+                name, _, rest = enc.strip().partition("/")
+                rate, _, channels = rest.partition("/")
+                if rate.isdigit():
+                    out[pt] = (name, int(rate), channels or None)
+        return out
+
+    def direction(self, default: str = "sendrecv") -> str:
+        """The direction attribute of this stream, or ``default`` (the session's)."""
+        for key, _ in self.attributes:
+            if key in DIRECTIONS:
+                return key
+        return default
+
+    def lines(self) -> list[str]:
+        """The section as ``x=value`` lines."""
+        ports = f"{self.port}/{self.port_count}" if self.port_count else str(self.port)
+        out = [f"m={self.media} {ports} {self.proto} {' '.join(self.formats)}".rstrip()]
+        for kind in _MEDIA_ORDER:
+            if kind == "c" and self.connection:
+                out.append(f"c={self.connection}")
+            elif kind == "a":
+                out.extend(f"a={k}" if v is None else f"a={k}:{v}" for k, v in self.attributes)
+            out.extend(f"{t}={v}" for t, v in self.other if t == kind)
+        return out
+
+
+@dataclass
+class SessionDescription:
+    """A whole SDP body: origin, session name, timing, session-level lines, media sections."""
+
+    origin: str
+    name: str = "-"
+    connection: Connection | None = None
+    times: list[str] = field(default_factory=lambda: ["0 0"])
+    attributes: list[tuple[str, str | None]] = field(default_factory=list)
+    media: list[Media] = field(default_factory=list)
+    other: list[tuple[str, str]] = field(default_factory=list)
+
+    def direction(self) -> str:
+        """The session-level direction attribute (RFC 4566 6), sendrecv when absent."""
+        for key, _ in self.attributes:
+            if key in DIRECTIONS:
+                return key
+        return "sendrecv"
+
+    def serialize(self) -> bytes:
+        """The body as bytes with CRLF line ends."""
+        out = ["v=0", f"o={self.origin}", f"s={self.name}"]
+        for kind in _SESSION_ORDER:
+            if kind == "c" and self.connection:
+                out.append(f"c={self.connection}")
+            elif kind == "t":
+                out.extend(f"t={t}" for t in self.times)
+            elif kind == "a":
+                out.extend(f"a={k}" if v is None else f"a={k}:{v}" for k, v in self.attributes)
+            out.extend(f"{t}={v}" for t, v in self.other if t == kind)
+        for m in self.media:
+            out.extend(m.lines())
+        return ("\r\n".join(out) + "\r\n").encode("utf-8")
+
+
+def _parse_media(value: str) -> Media:
+    parts = value.split()
+    if len(parts) < 3:
+        raise SdpError(f"bad m= line {value!r}")
+    port_text, _, count = parts[1].partition("/")
+    if not port_text.isdigit() or int(port_text) > 65535 or (count and not count.isdigit()):
+        raise SdpError(f"bad port in m= line {value!r}")
+    return Media(parts[0], int(port_text), parts[2], parts[3:], int(count) if count else None)
+
+
+def parse_sdp(data: bytes | str) -> SessionDescription:
+    """Parse an SDP body (RFC 4566 5); raise SdpError when it is not SDP."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    lines = [ln for ln in text.replace("\r\n", "\n").split("\n") if ln]
+    if not lines or lines[0].strip() != "v=0":
+        raise SdpError("SDP must start with v=0")
+    sd = SessionDescription(origin="", times=[])
+    current: Media | None = None
+    for line in lines[1:]:
+        if len(line) < 2 or line[1] != "=" or not line[0].isalpha():
+            raise SdpError(f"bad SDP line {line[:60]!r}")
+        kind, value = line[0], line[2:].strip()
+        if kind == "m":
+            current = _parse_media(value)
+            sd.media.append(current)
+        elif kind == "a":
+            name, colon, rest = value.partition(":")
+            (current or sd).attributes.append((name, rest if colon else None))
+        elif kind == "c":
+            (current or sd).connection = _parse_connection(value)
+        elif current is not None:
+            current.other.append((kind, value))
+        elif kind == "o":
+            if len(value.split()) != 6:
+                raise SdpError(f"bad o= line {value!r}")
+            sd.origin = value
+        elif kind == "s":
+            sd.name = value
+        elif kind == "t":
+            sd.times.append(value)
+        else:
+            sd.other.append((kind, value))
+    if not sd.origin:
+        raise SdpError("SDP without o= line")
+    return sd
+
+
+@dataclass(frozen=True)
+class MediaChoice:
+    """The audio stream agreed on: where to send RTP and in which format."""
+
+    address: str
+    port: int
+    codec: str
+    payload_type: int
+    telephone_event: int | None
+    direction: str
+    ptime: int = 20
+
+
+def _addrtype(address: str) -> str:
+    return "IP6" if ":" in address else "IP4"
+
+
+def _choose(media: Media, codecs) -> tuple[str, int, int | None]:
+    """First format of ``media`` (in its order) that is one of ``codecs``; + telephone-event."""
+    rtpmap = media.rtpmap()
+    wanted = {c.upper() for c in codecs}
+    chosen = None
+    event = None
+    for fmt in media.formats:
+        name, rate, _ = rtpmap.get(fmt, (None, 8000, None))
+        if name is None:  # RFC 3551 6: static payload types need no rtpmap
+            name = next((c for c, pt in STATIC_CODECS.items() if str(pt) == fmt), None)
+        if name is None or rate != 8000 or not fmt.isdigit():
+            continue
+        if name.upper() == "TELEPHONE-EVENT":
+            event = event if event is not None else int(fmt)
+        elif chosen is None and name.upper() in wanted:
+            chosen = (name.upper(), int(fmt))
+    if chosen is None:
+        raise SdpError(f"no acceptable codec among {media.formats}")
+    return chosen[0], chosen[1], event
+
+
+def _audio_stream(sd: SessionDescription, codecs):
+    """(index, media, codec, pt, event) of the first usable audio stream, or raise SdpError."""
+    for i, m in enumerate(sd.media):
+        # RFC 3264 6: port 0 marks a rejected stream; we only speak plain RTP/AVP(F).
+        if m.media != "audio" or m.port == 0 or m.proto.upper() not in ("RTP/AVP", "RTP/AVPF"):
+            continue
+        try:
+            codec, pt, event = _choose(m, codecs)
+        except SdpError:
+            continue
+        return i, m, codec, pt, event
+    raise SdpError("no acceptable audio stream")
+
+
+def negotiate(sdp: bytes, codecs=("PCMU", "PCMA")) -> MediaChoice:
+    """The audio stream to use from the far end's SDP (offer or answer); SdpError if none."""
+    sd = parse_sdp(sdp)
+    _, m, codec, pt, event = _audio_stream(sd, codecs)
+    conn = m.connection or sd.connection
+    if conn is None:
+        raise SdpError("no c= line for the audio stream")  # RFC 4566 5.7
+    ptime = m.attribute("ptime")
+    return MediaChoice(
+        address=conn.address.split("/")[0],
+        port=m.port,
+        codec=codec,
+        payload_type=pt,
+        telephone_event=event,
+        direction=m.direction(sd.direction()),
+        ptime=int(ptime) if ptime and ptime.isdigit() else 20,
+    )
+
+
+def _origin(username, session_id, version, address) -> str:
+    sid = session_id if session_id is not None else secrets.randbelow(2**62)
+    ver = version if version is not None else sid
+    return f"{username} {sid} {ver} IN {_addrtype(address)} {address}"
+
+
+def make_offer(address: str, port: int, codecs=("PCMU", "PCMA"), telephone_event=101,
+               session_id: int | None = None, version: int | None = None,
+               direction: str = "sendrecv", ptime: int = 20,
+               username: str = "cbserver") -> bytes:
+    """An RFC 3264 5 offer of one audio stream with ``codecs`` in preference order."""
+    formats, attrs = [], []
+    for codec in codecs:
+        pt = STATIC_CODECS[codec.upper()]
+        formats.append(str(pt))
+        attrs.append(("rtpmap", f"{pt} {codec.upper()}/8000"))
+    if telephone_event is not None:
+        formats.append(str(telephone_event))
+        attrs.append(("rtpmap", f"{telephone_event} telephone-event/8000"))
+        attrs.append(("fmtp", f"{telephone_event} 0-16"))  # RFC 4733 2.4.1
+    attrs.append(("ptime", str(ptime)))
+    attrs.append((direction, None))
+    sd = SessionDescription(
+        origin=_origin(username, session_id, version, address),
+        connection=Connection("IN", _addrtype(address), address),
+        media=[Media("audio", port, "RTP/AVP", formats, attributes=attrs)],
+    )
+    return sd.serialize()
+
+
+def make_answer(offer: bytes, address: str, port: int, codecs=("PCMU", "PCMA"),
+                telephone_event: bool = True, session_id: int | None = None,
+                version: int | None = None, direction: str | None = None,
+                username: str = "cbserver") -> bytes:
+    """An RFC 3264 6 answer: accept the first usable audio stream, reject every other one.
+
+    The chosen codec is the first of the offer's formats that we speak (6.1: the offerer's
+    preference wins). ``direction`` overrides the one derived from the offer's."""
+    sd = parse_sdp(offer)
+    index, m, codec, pt, event = _audio_stream(sd, codecs)
+    out_media = []
+    for i, om in enumerate(sd.media):
+        if i != index:
+            # RFC 3264 6: a rejected stream keeps its place, port 0, its formats.
+            out_media.append(Media(om.media, 0, om.proto, list(om.formats)))
+            continue
+        formats, attrs = [str(pt)], [("rtpmap", f"{pt} {codec}/8000")]
+        if telephone_event and event is not None:
+            formats.append(str(event))
+            attrs.append(("rtpmap", f"{event} telephone-event/8000"))
+            attrs.append(("fmtp", f"{event} 0-16"))
+        ptime = om.attribute("ptime")
+        if ptime:
+            attrs.append(("ptime", ptime))
+        attrs.append((direction or _ANSWER_DIRECTION[om.direction(sd.direction())], None))
+        out_media.append(Media("audio", port, om.proto, formats, attributes=attrs))
+    answer = SessionDescription(
+        origin=_origin(username, session_id, version, address),
+        connection=Connection("IN", _addrtype(address), address),
+        times=list(sd.times) or ["0 0"],
+        media=out_media,
+    )
+    return answer.serialize()
