@@ -1,0 +1,279 @@
+"""Pure rating: what one leg of a call costs, which rate applies, and how long a call may last.
+
+The charge rule, for a leg of ``d`` whole seconds priced by a tier with first
+interval ``f``, next interval ``n``, first price ``P1`` and next price ``P2``
+(prices per minute)::
+
+    d = 0  ->  nothing is charged (the leg never connected; no formula either)
+    c      =  f + ceil(max(0, d - f) / n) * n            charged seconds
+    amount =  P1 * f / 60 + P2 * (c - f) / 60
+
+The amount is computed exactly (50 significant digits) and rounded once, at
+the very end, to 5 decimal places, ROUND_HALF_UP. A rate formula, when present,
+replaces the amount before that single rounding. No I/O, no Twisted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from bisect import bisect_right
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Context, Decimal, DivisionByZero, InvalidOperation, Overflow
+
+from cbserver.billing.formula import FormulaEvaluationError
+from cbserver.billing.model import (
+    WILDCARD,
+    ChargePart,
+    InvalidCallError,
+    LegCharge,
+    NoRateError,
+    Quote,
+    Rate,
+    RatingError,
+    TariffRates,
+    Tier,
+)
+from cbserver.billing.numbers import normalise_number
+from cbserver.billing.offpeak import is_offpeak, period_runs
+
+#: Longest leg the rating core accepts (7 days); anything longer is an input error.
+MAX_DURATION = 7 * 86400
+
+_CTX = Context(prec=50, rounding=ROUND_HALF_UP, traps=[InvalidOperation, DivisionByZero, Overflow])
+_PLACES = Decimal("0.00001")
+_SIXTY = Decimal(60)
+_ZERO = Decimal(0)
+_ZERO_AMOUNT = Decimal("0.00000")
+
+
+class RateFormulaError(RatingError):
+    """A rate's formula failed at rating time, or produced a negative charge."""
+
+
+def charged_seconds(duration: int, first_interval: int, next_interval: int) -> int:
+    """Seconds charged for ``duration``: ``f + ceil(max(0, d - f) / n) * n``; 0 when d is 0."""
+    if duration <= 0:
+        return 0
+    if duration <= first_interval:
+        return first_interval
+    return first_interval + -(-(duration - first_interval) // next_interval) * next_interval
+
+
+def round_amount(value: Decimal) -> Decimal:
+    """The one rounding of the rating core: 5 decimal places, ROUND_HALF_UP."""
+    return value.quantize(_PLACES, rounding=ROUND_HALF_UP, context=_CTX)
+
+
+def exact_amount(tier: Tier, charged: int) -> Decimal:
+    """``P1 * f / 60 + P2 * (charged - f) / 60``, unrounded (``charged`` already >= f)."""
+    mul = _CTX.multiply
+    total = _CTX.add(
+        mul(tier.first_price, tier.first_interval),
+        mul(tier.next_price, charged - tier.first_interval),
+    )
+    return _CTX.divide(total, _SIXTY)
+
+
+def check_duration(duration: object) -> int:
+    """Return ``duration`` if it is a whole number of seconds in 0..MAX_DURATION."""
+    if isinstance(duration, bool) or not isinstance(duration, int):
+        raise InvalidCallError(f"duration: must be whole seconds, got {duration!r}")
+    if not 0 <= duration <= MAX_DURATION:
+        raise InvalidCallError(
+            f"duration: must be from 0 to {MAX_DURATION} seconds, got {duration}"
+        )
+    return duration
+
+
+def check_connect_time(connect_time: object) -> dt.datetime:
+    """Return ``connect_time`` in UTC; refuse anything but an aware datetime."""
+    if not isinstance(connect_time, dt.datetime):
+        raise InvalidCallError(f"connect_time: must be a datetime, got {connect_time!r}")
+    if connect_time.tzinfo is None or connect_time.utcoffset() is None:
+        raise InvalidCallError("connect_time: must carry a time zone (naive time refused)")
+    return connect_time.astimezone(dt.UTC)
+
+
+def _apply_formula(
+    rate: Rate, tier: Tier, duration: int, charged: int, amount: Decimal, peak: bool
+) -> Decimal:
+    formula = rate.parsed_formula
+    assert formula is not None
+    env = {
+        "duration": Decimal(duration),
+        "charged": Decimal(charged),
+        "first_interval": Decimal(tier.first_interval),
+        "next_interval": Decimal(tier.next_interval),
+        "first_price": tier.first_price,
+        "next_price": tier.next_price,
+        "amount": amount,
+        "peak": Decimal(1 if peak else 0),
+    }
+    try:
+        result = formula.evaluate(env)
+    except FormulaEvaluationError as exc:
+        raise RateFormulaError(f"rate {rate.prefix!r} v{rate.version}: {exc}") from exc
+    if result < _ZERO:
+        raise RateFormulaError(
+            f"rate {rate.prefix!r} v{rate.version}: formula gave a negative charge {result}"
+        )
+    return result
+
+
+def charge(rate: Rate, duration: int, peak: bool = True) -> LegCharge:
+    """Charge a leg of ``duration`` seconds wholly at the peak or off-peak tier of ``rate``."""
+    duration = check_duration(duration)
+    if duration == 0:
+        return LegCharge(rate, 0, peak, 0, _ZERO_AMOUNT)
+    tier = rate.peak_tier if peak else rate.offpeak_tier
+    charged = charged_seconds(duration, tier.first_interval, tier.next_interval)
+    amount = exact_amount(tier, charged)
+    if rate.parsed_formula is not None:
+        amount = _apply_formula(rate, tier, duration, charged, amount, peak)
+    return LegCharge(rate, duration, peak, charged, round_amount(amount))
+
+
+def charge_split(rate: Rate, runs: list[tuple[int, int, bool]]) -> LegCharge:
+    """Charge a leg whose seconds fall in several periods (``split_at_boundary`` mode).
+
+    The first interval is taken once, at the start of the call, from the tier of
+    the connect time's period, and is never split. The seconds after it are cut
+    at each boundary; each part is rounded up to whole next intervals of its own
+    period's tier and priced at that tier's next price. With a single run this
+    is exactly ``charge``.
+    """
+    duration = sum(seconds for _, seconds, _ in runs)
+    duration = check_duration(duration)
+    first_peak = runs[0][2]
+    if duration == 0:
+        return LegCharge(rate, 0, first_peak, 0, _ZERO_AMOUNT)
+    first_tier = rate.tier(first_peak)
+    f = first_tier.first_interval
+    total = _CTX.multiply(first_tier.first_price, f)
+    charged_total = f
+    parts = []
+    for index, (start, seconds, peak) in enumerate(runs):
+        tier = rate.tier(peak)
+        after_first = max(0, start + seconds - max(start, f))
+        part_charged = -(-after_first // tier.next_interval) * tier.next_interval
+        total = _CTX.add(total, _CTX.multiply(tier.next_price, part_charged))
+        charged_total += part_charged
+        if index == 0:
+            part_charged += f
+        parts.append(ChargePart(start, seconds, peak, part_charged))
+    amount = _CTX.divide(total, _SIXTY)
+    if rate.parsed_formula is not None:
+        amount = _apply_formula(rate, first_tier, duration, charged_total, amount, first_peak)
+    return LegCharge(rate, duration, first_peak, charged_total, round_amount(amount), tuple(parts))
+
+
+def select_rate(tariff: TariffRates, digits: str, connect_utc: dt.datetime) -> Rate:
+    """The rate for normalised ``digits`` at ``connect_utc`` (an aware UTC datetime).
+
+    Longest prefix first; for a prefix, the version with the latest
+    effective_from at or before the connect time (the higher version number on
+    a tie). A prefix whose versions are all in the future is skipped. The ``|``
+    wildcard comes last. Raises ``NoRateError`` when nothing matches.
+    """
+    index = tariff.index
+    size = len(digits)
+    for length in tariff.prefix_lengths:
+        if length > size:
+            continue
+        versions = index.get(digits[:length])
+        if versions is not None:
+            position = bisect_right(versions.starts, connect_utc)
+            if position:
+                return versions.rates[position - 1]
+    versions = index.get(WILDCARD)
+    if versions is not None:
+        position = bisect_right(versions.starts, connect_utc)
+        if position:
+            return versions.rates[position - 1]
+    name = f" {tariff.name!r}" if tariff.name else ""
+    raise NoRateError(f"number: no rate in tariff{name} for {digits} at {connect_utc.isoformat()}")
+
+
+@dataclass(frozen=True, slots=True)
+class LegPricer:
+    """A leg's rate bound to its tariff and connect time: prices any duration of it."""
+
+    tariff: TariffRates
+    rate: Rate
+    connect_time: dt.datetime  # UTC
+    peak: bool
+
+    def charge(self, duration: int) -> LegCharge:
+        """The charge for ``duration`` seconds of this leg."""
+        if self.tariff.split_at_boundary and self.tariff.offpeak is not None:
+            return charge_split(
+                self.rate, period_runs(self.tariff.offpeak, self.connect_time, duration)
+            )
+        return charge(self.rate, duration, self.peak)
+
+    def amount(self, duration: int) -> Decimal:
+        """The rounded amount for ``duration`` seconds of this leg."""
+        return self.charge(duration).amount
+
+
+def price_leg(tariff: TariffRates, number: str, connect_time: dt.datetime) -> LegPricer:
+    """Select the rate for ``number`` at ``connect_time`` and bind it into a ``LegPricer``."""
+    connect_utc = check_connect_time(connect_time)
+    rate = select_rate(tariff, normalise_number(number), connect_utc)
+    peak = not is_offpeak(tariff.offpeak, connect_utc)
+    return LegPricer(tariff, rate, connect_utc, peak)
+
+
+def rate_leg(
+    tariff: TariffRates, number: str, duration: int, connect_time: dt.datetime
+) -> LegCharge:
+    """Charge one leg: normalise, select the rate, pick the period, apply the rule."""
+    duration = check_duration(duration)
+    return price_leg(tariff, number, connect_time).charge(duration)
+
+
+def quote(tariff: TariffRates, number: str, duration: int, connect_time: dt.datetime) -> Quote:
+    """What a call of ``duration`` seconds to ``number`` connected at ``connect_time`` costs."""
+    duration = check_duration(duration)
+    pricer = price_leg(tariff, number, connect_time)
+    return Quote(
+        tariff=tariff.name,
+        number=normalise_number(number),
+        connect_time=pricer.connect_time,
+        charge=pricer.charge(duration),
+        currency=tariff.currency,
+    )
+
+
+def max_duration(
+    budget: Decimal, leg_a: LegPricer, leg_a_elapsed: int, leg_b: LegPricer, limit: int = 86400
+) -> int:
+    """The largest whole ``t <= limit`` with ``A(elapsed + t) + B(t) <= budget``; 0 if none.
+
+    ``A`` and ``B`` are the rounded charges of the two legs. The search is a
+    binary search, exact when charges do not decrease with duration (always
+    true of the standard rule; a formula that decreases is the operator's
+    responsibility). ``t = 0`` is returned when even ``A(elapsed)`` exceeds
+    the budget.
+    """
+    if isinstance(budget, float) or not isinstance(budget, Decimal | int):
+        raise InvalidCallError(f"budget: must be a Decimal, got {budget!r}")
+    budget = Decimal(budget)
+    leg_a_elapsed = check_duration(leg_a_elapsed)
+    limit = min(check_duration(limit), MAX_DURATION - leg_a_elapsed)
+
+    def fits(t: int) -> bool:
+        return leg_a.amount(leg_a_elapsed + t) + leg_b.amount(t) <= budget
+
+    if limit <= 0 or not fits(0):
+        return 0
+    if fits(limit):
+        return limit
+    low, high = 0, limit  # fits(low) and not fits(high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle
+    return low
