@@ -1,0 +1,305 @@
+"""An RTP session: one call leg's media endpoint on an even UDP port, RTCP on the odd one.
+
+Outbound it stamps SSRC, sequence and timestamp on generated audio (the player), sets the
+marker bit on the first packet of each talk spurt, and rewrites relayed packets into its own
+sequence/timestamp space (``forward``). Inbound it validates RTP, keeps receiver statistics,
+sends RTCP receiver (or sender) reports, reads BYE, and hands packets to its sinks.
+
+Symmetric RTP (RFC 4961): until the peer's first valid packet arrives we send to the address
+from SDP; then we latch to the packet's source address and send there, which gets media through
+NAT. Packets from any other source are dropped afterwards (no re-latching to strangers).
+"""
+
+import random
+
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IReactorTime, IReactorUDP
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from cbserver.media import rtcp, rtp
+from cbserver.media.ports import PortPool
+from cbserver.media.rewrite import StreamRewriter
+
+SAMPLE_RATE = 8000  # G.711 and telephone-event clock rate (RFC 3551 4.5.14, RFC 4733 2.1)
+_BIND_ATTEMPTS = 10
+
+
+class _RtcpProtocol(DatagramProtocol):
+    """The odd-port half of a session: passes RTCP datagrams to the session."""
+
+    def __init__(self, session: "RtpSession"):
+        self.session = session
+
+    def datagramReceived(self, data, addr):
+        """Hand every datagram to the session's RTCP reader."""
+        self.session.rtcp_received(data, addr)
+
+
+class RtpSession(DatagramProtocol):
+    """One leg's RTP endpoint; see the module docstring."""
+
+    log = Logger()
+
+    def __init__(
+        self, clock: IReactorTime, reactor: IReactorUDP, pool: PortPool, host: str = "127.0.0.1",
+        *, call_id: str = "", rtcp_interval: float = 5.0, rng: random.Random | None = None,
+    ):
+        self._clock = clock
+        self._reactor = reactor
+        self._pool = pool
+        self.host = host
+        self.call_id = call_id
+        self._rng = rng or random.SystemRandom()
+        self.rtcp_interval = rtcp_interval
+        # RFC 3550 5.1: SSRC, initial sequence and timestamp are random.
+        self.ssrc = self._rng.getrandbits(32)
+        self._seq = self._rng.getrandbits(16)
+        self._ts_base = self._rng.getrandbits(32)
+        self._t0: float | None = None
+        self._next_ts = self._ts_base
+        self._marker = True
+        self._rewriter = StreamRewriter()
+        self.local_port: int | None = None
+        self._rtp_port = self._rtcp_port = None
+        self._rtcp_proto = _RtcpProtocol(self)
+        self._rtcp_call = None
+        # negotiated by SDP (configure)
+        self.payload_type = 0
+        self.codec = "PCMU"
+        self.telephone_event_pt: int | None = None
+        self.remote: tuple[str, int] | None = None
+        self.remote_rtcp: tuple[str, int] | None = None
+        self.latched = False
+        # sinks
+        self.event_sink = None  # callable(RtpPacket) for telephone-event packets
+        self.packet_sink = None  # callable(RtpPacket) for every valid packet (the relay)
+        self.on_bye = None  # callable() when the peer sends RTCP BYE
+        # counters
+        self.last_received: float | None = None
+        self.packets_sent = self.octets_sent = 0
+        self.packets_received = self.packets_dropped = 0
+        self._sent_since_report = False
+        self._stats: rtcp.ReceiverStats | None = None
+        self.closed = False
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    def open(self) -> int:
+        """Bind an even RTP port and the RTCP port above it; return the RTP port."""
+        for _ in range(_BIND_ATTEMPTS):
+            port = self._pool.allocate()
+            try:
+                rtp_port = self._reactor.listenUDP(port, self, interface=self.host)
+            except CannotListenError:
+                self._pool.release(port)
+                continue
+            try:
+                rtcp_port = self._reactor.listenUDP(port + 1, self._rtcp_proto, interface=self.host)
+            except CannotListenError:
+                rtp_port.stopListening()
+                self._pool.release(port)
+                continue
+            self._rtp_port, self._rtcp_port, self.local_port = rtp_port, rtcp_port, port
+            self._schedule_rtcp()
+            return port
+        raise CannotListenError(self.host, 0, f"no bindable RTP pair after {_BIND_ATTEMPTS} tries")
+
+    def configure(
+        self, remote: tuple[str, int] | None, payload_type: int, codec: str,
+        telephone_event_pt: int | None = None, remote_rtcp: tuple[str, int] | None = None,
+    ) -> None:
+        """Apply the SDP outcome: where to send (until latched), codec and event type."""
+        self.payload_type = payload_type
+        self.codec = codec.upper()
+        self.telephone_event_pt = telephone_event_pt
+        if not self.latched:
+            self.remote = remote
+            if remote is not None:
+                # RFC 3550 11: RTCP on the next port unless SDP said otherwise (RFC 3605).
+                self.remote_rtcp = remote_rtcp or (remote[0], remote[1] + 1)
+
+    def close(self) -> defer.Deferred:
+        """Send RTCP BYE, stop listening and give the ports back to the pool."""
+        if self.closed:
+            return defer.succeed(None)
+        self.closed = True
+        if self._rtcp_call is not None and self._rtcp_call.active():
+            self._rtcp_call.cancel()
+        self._rtcp_call = None
+        if self._rtcp_port is not None and self.remote_rtcp is not None:
+            self._send_rtcp(rtcp.pack_bye(self.ssrc), with_report=True)  # RFC 3550 6.3.7
+        waits = []
+        for port in (self._rtp_port, self._rtcp_port):
+            if port is not None:
+                waits.append(defer.maybeDeferred(port.stopListening))
+        if self.local_port is not None:
+            self._pool.release(self.local_port)
+        self._rtp_port = self._rtcp_port = None
+        return defer.gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
+
+    # --- sending ----------------------------------------------------------------------------
+
+    def _wall_ts(self) -> int:
+        """The RTP timestamp of 'now' on this stream's media clock (RFC 3550 5.1)."""
+        now = self._clock.seconds()
+        if self._t0 is None:
+            self._t0 = now
+        return rtp.ts_add(self._ts_base, round((now - self._t0) * SAMPLE_RATE))
+
+    def begin_talkspurt(self) -> None:
+        """The next packet starts a talk spurt: marker bit set, timestamp caught up to now.
+
+        RFC 3550 5.1 / RFC 3551 4.1: after silence the timestamp jumps by the silent time and
+        the first packet carries the marker bit.
+        """
+        wall = self._wall_ts()
+        if rtp.ts_delta(wall, self._next_ts) > 0:
+            self._next_ts = wall
+        self._marker = True
+        self._rewriter.reset()
+
+    def skip_samples(self, samples: int) -> None:
+        """Advance the timestamp for frames that were never sent (media clock fell behind)."""
+        self._next_ts = rtp.ts_add(self._next_ts, samples)
+
+    def send_audio(self, payload: bytes) -> None:
+        """Send one frame of audio in the negotiated codec (G.711: one byte per sample)."""
+        if self._t0 is None:
+            self._t0 = self._clock.seconds()
+        self._write(
+            rtp.pack(self.payload_type, self._seq, self._next_ts, self.ssrc, payload, self._marker)
+        )
+        self._marker = False
+        self._seq = (self._seq + 1) & 0xFFFF
+        self._next_ts = (self._next_ts + len(payload)) & 0xFFFFFFFF
+
+    def forward(self, packet: rtp.RtpPacket, payload_type: int, samples: int) -> None:
+        """Send a relayed packet, rewritten into this stream's SSRC/sequence/timestamp space."""
+        if self._rewriter.needs_anchor(packet.ssrc):
+            wall = self._wall_ts()
+            start_ts = wall if rtp.ts_delta(wall, self._next_ts) > 0 else self._next_ts
+            self._rewriter.anchor(packet, self._seq, start_ts)
+        seq, ts, marker = self._rewriter.map(packet)
+        self._write(rtp.pack(payload_type, seq, ts, self.ssrc, packet.payload, marker))
+        if rtp.seq_delta(seq, self._seq) >= 0:
+            self._seq = (seq + 1) & 0xFFFF
+        end = rtp.ts_add(ts, samples)
+        if rtp.ts_delta(end, self._next_ts) > 0:
+            self._next_ts = end
+        self._marker = False
+
+    def _write(self, data: bytes) -> None:
+        if self.remote is None or self._rtp_port is None:
+            return
+        self._rtp_port.write(data, self.remote)
+        self.packets_sent += 1
+        self.octets_sent += len(data) - 12
+        self._sent_since_report = True
+
+    # --- receiving --------------------------------------------------------------------------
+
+    def datagramReceived(self, data, addr):
+        """Validate, latch, account and dispatch one inbound RTP datagram."""
+        if rtp.looks_like_rtcp(data):  # RFC 5761 4: RTCP multiplexed on the RTP port
+            self.rtcp_received(data, addr)
+            return
+        try:
+            packet = rtp.unpack(data)
+        except rtp.RtpError:
+            self.packets_dropped += 1
+            return
+        if not self._accept(packet, addr):
+            self.packets_dropped += 1
+            return
+        self.packets_received += 1
+        self.last_received = now = self._clock.seconds()
+        stats = self._stats
+        if stats is None or stats.ssrc != packet.ssrc:
+            stats = self._stats = rtcp.ReceiverStats(packet.ssrc, packet.sequence)
+        stats.update(packet.sequence, packet.timestamp, int(now * SAMPLE_RATE))
+        if packet.payload_type == self.telephone_event_pt and self.event_sink is not None:
+            self.event_sink(packet)
+        if self.packet_sink is not None:
+            self.packet_sink(packet)
+
+    def _accept(self, packet: rtp.RtpPacket, addr) -> bool:
+        """Symmetric RTP: latch to the first source sending a negotiated payload type."""
+        if self.latched:
+            return addr == self.remote
+        if packet.payload_type not in (self.payload_type, self.telephone_event_pt):
+            return False
+        if addr != self.remote:
+            self.log.info(
+                "rtp latched call_id={call_id} from={sdp} to={seen}",
+                call_id=self.call_id, sdp=self.remote, seen=addr,
+            )
+        self.remote = addr
+        if self.remote_rtcp is None or self.remote_rtcp[0] != addr[0]:
+            self.remote_rtcp = (addr[0], addr[1] + 1)
+        self.latched = True
+        return True
+
+    def unlatch(self) -> None:
+        """Forget the latched address (after a re-INVITE moved the peer's media)."""
+        self.latched = False
+
+    # --- RTCP -------------------------------------------------------------------------------
+
+    def rtcp_received(self, data: bytes, addr) -> None:
+        """Read an RTCP compound: remember SR times for our reports, act on BYE."""
+        if self.latched and addr[0] != self.remote[0]:
+            return
+        try:
+            report = rtcp.parse_compound(data)
+        except rtcp.RtcpError as e:
+            self.log.debug("bad rtcp call_id={call_id}: {err}", call_id=self.call_id, err=e)
+            return
+        if self.latched:
+            self.remote_rtcp = addr  # symmetric RTCP, like RTP
+        if report.sr_ntp_middle is not None and self._stats is not None:
+            if report.sender_ssrc == self._stats.ssrc:
+                self._stats.lsr = report.sr_ntp_middle
+                self._stats.lsr_arrival = self._clock.seconds()
+        if report.bye_ssrcs:
+            self.log.info("rtcp bye call_id={call_id}", call_id=self.call_id)
+            if self.on_bye is not None:
+                self.on_bye()
+
+    def _schedule_rtcp(self) -> None:
+        # RFC 3550 6.3.1: randomise the interval to 0.5-1.5 times the nominal value.
+        delay = self.rtcp_interval * (0.5 + self._rng.random())
+        self._rtcp_call = self._clock.callLater(delay, self._rtcp_tick)
+
+    def _rtcp_tick(self) -> None:
+        self._rtcp_call = None
+        if self.closed:
+            return
+        if self.remote_rtcp is not None:
+            self._send_rtcp(b"", with_report=True)
+        self._schedule_rtcp()
+
+    def report(self) -> bytes:
+        """The SR or RR (plus SDES CNAME) this session would send now (RFC 3550 6.1)."""
+        now = self._clock.seconds()
+        blocks = [self._stats.report_block(now)] if self._stats is not None else []
+        if self._sent_since_report:
+            head = rtcp.pack_sr(
+                self.ssrc, now, self._wall_ts(), self.packets_sent, self.octets_sent, blocks
+            )
+        else:
+            head = rtcp.pack_rr(self.ssrc, blocks)
+        self._sent_since_report = False
+        cname = f"cbserver-{self.ssrc:08x}@{self.host}".encode()
+        return head + rtcp.pack_sdes_cname(self.ssrc, cname)
+
+    def _send_rtcp(self, tail: bytes, with_report: bool) -> None:
+        if self._rtcp_port is None or self.remote_rtcp is None:
+            return
+        data = (self.report() if with_report else b"") + tail
+        self._rtcp_port.write(data, self.remote_rtcp)
+
+    def receiver_stats(self) -> rtcp.ReceiverStats | None:
+        """Statistics of the current inbound source, if any."""
+        return self._stats
