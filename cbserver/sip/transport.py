@@ -1,0 +1,228 @@
+"""SIP transports: a UDP ``DatagramProtocol`` and the seams the transaction layer uses.
+
+Inbound: every datagram is parsed; a parse error never escapes ``datagramReceived`` (a 400 is
+sent when the request can still be routed, otherwise the datagram is dropped and logged);
+requests get ``received``/``rport`` on their top Via (RFC 3261 18.2.1, RFC 3581 4).
+Outbound: requests go to an address the caller already resolved; responses are routed by
+the top Via (RFC 3261 18.2.2, RFC 3581 4) and never by resolving a host name taken from a
+message.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from zope.interface import Attribute, Interface, implementer
+
+from cbserver.sip.message import (
+    MAX_MESSAGE_SIZE,
+    Request,
+    Response,
+    SipParseError,
+    make_response,
+    parse_message,
+    parse_via,
+)
+
+__all__ = [
+    "TransportError",
+    "ISipTransport",
+    "IMessageSink",
+    "SipUdpProtocol",
+    "is_ip_literal",
+    "response_destination",
+    "stamp_via",
+]
+
+log = Logger()
+
+
+class TransportError(Exception):
+    """A message could not be sent (socket error, unroutable response, oversized)."""
+
+
+class ISipTransport(Interface):
+    """What the transaction layer needs from a transport."""
+
+    name = Attribute("transport token written in Via: 'UDP' or 'TCP'")
+    reliable = Attribute("True when the transport retransmits by itself (TCP)")
+    host = Attribute("address written in our Via sent-by and Contact")
+    port = Attribute("port written in our Via sent-by and Contact")
+
+    def send_request(request, destination):
+        """Send ``request`` to ``destination`` (ip, port); raise TransportError on failure."""
+
+    def send_response(response):
+        """Send ``response`` where its top Via says (RFC 3261 18.2.2); TransportError on failure."""
+
+
+class IMessageSink(Interface):
+    """Where a transport delivers parsed messages (the transaction layer)."""
+
+    def request_received(request, source):
+        """A request arrived from ``source`` (ip, port); its top Via is already stamped."""
+
+    def response_received(response, source):
+        """A response arrived from ``source`` (ip, port)."""
+
+
+def is_ip_literal(host: str) -> bool:
+    """True for an IPv4 or (bracketed or bare) IPv6 address literal."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def stamp_via(request: Request, source: tuple[str, int]) -> None:
+    """Add ``received`` and fill ``rport`` on the top Via (RFC 3261 18.2.1, RFC 3581 4)."""
+    vias = request.headers.get_all("Via")
+    if not vias:
+        raise SipParseError("request without Via")
+    top = parse_via(vias[0])
+    changed = False
+    if "rport" in top.params and not top.params["rport"]:
+        # RFC 3581 4: fill rport with the source port, and always add received then.
+        top.params["rport"] = str(source[1])
+        top.params["received"] = source[0]
+        changed = True
+    elif top.host.strip("[]") != source[0]:
+        # RFC 3261 18.2.1: received when sent-by differs from the packet's source address.
+        top.params["received"] = source[0]
+        changed = True
+    if changed:
+        request.headers.remove("Via")
+        for value in reversed([str(top), *vias[1:]]):
+            request.headers.add("Via", value, first=True)
+
+
+def response_destination(response: Response, default_port: int = 5060) -> tuple[str, int]:
+    """Where an unreliable transport sends a response (RFC 3261 18.2.2, RFC 3581 4).
+
+    Raises :class:`TransportError` when the Via names a host name with no ``received``:
+    we never resolve a host name taken from a message.
+    """
+    top_text = response.headers.get("Via")
+    if top_text is None:
+        raise TransportError("response without Via")
+    try:
+        top = parse_via(top_text)
+    except SipParseError as exc:
+        raise TransportError(f"unroutable Via: {exc.reason}") from exc
+    maddr = top.params.get("maddr")
+    if maddr:
+        host, port = maddr, top.port or default_port
+    else:
+        host = top.params.get("received") or top.host
+        rport = top.params.get("rport")
+        port = int(rport) if rport and rport.isdigit() else (top.port or default_port)
+    if not is_ip_literal(host):
+        raise TransportError(f"will not resolve Via host {host!r} from a message")
+    return host.strip("[]"), port
+
+
+@implementer(ISipTransport)
+class SipUdpProtocol(DatagramProtocol):
+    """SIP over UDP (RFC 3261 18): parse in, serialise out, route responses by Via."""
+
+    name = "UDP"
+    reliable = False
+
+    def __init__(
+        self,
+        sink: IMessageSink | None,
+        host: str,
+        port: int,
+        max_size: int = MAX_MESSAGE_SIZE,
+    ) -> None:
+        self.sink = sink
+        self.host = host
+        self.port = port
+        self.max_size = max_size
+        self.dropped = 0
+
+    # -- inbound
+
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:  # noqa: N802
+        """Parse one datagram and hand it to the sink; nothing raises out of here."""
+        if not data.strip(b"\r\n\t "):
+            return  # RFC 5626 4.4.1: CRLF keep-alive
+        try:
+            self._receive(data, addr)
+        except Exception:  # the server must survive any datagram (issue 5, Robustness)
+            self.dropped += 1
+            log.failure("unexpected error handling a datagram from {addr}", addr=addr)
+
+    def _receive(self, data: bytes, addr: tuple[str, int]) -> None:
+        if len(data) > self.max_size:
+            self.dropped += 1
+            log.warn(
+                "dropped oversized datagram of {size} bytes from {addr}", size=len(data), addr=addr
+            )
+            return
+        try:
+            message = parse_message(data, self.max_size)
+        except SipParseError as exc:
+            self._reject(exc, addr)
+            return
+        if self.sink is None:
+            return
+        if isinstance(message, Request):
+            try:
+                stamp_via(message, addr)
+                for name in ("From", "To", "Call-ID", "CSeq"):
+                    if message.headers.get(name) is None:
+                        raise SipParseError(f"missing {name}")
+            except SipParseError as exc:
+                exc.partial = exc.partial or message
+                self._reject(exc, addr)
+                return
+            self.sink.request_received(message, addr)
+        else:
+            self.sink.response_received(message, addr)
+
+    def _reject(self, exc: SipParseError, addr: tuple[str, int]) -> None:
+        """Answer a bad request with 400 (or the implied code) when it can be routed."""
+        self.dropped += 1
+        partial = exc.partial
+        call_id = partial.headers.get("Call-ID") if partial is not None else None
+        log.info(
+            "bad message from {addr} call_id={call_id}: {reason}",
+            addr=addr,
+            call_id=call_id,
+            reason=exc.reason,
+        )
+        if partial is None or exc.status is None or partial.method == "ACK":
+            return  # RFC 3261 17.1.1.3: ACK never gets a response
+        if not all(partial.headers.get(n) for n in ("Via", "From", "To", "Call-ID", "CSeq")):
+            return
+        response = make_response(partial, exc.status, None)
+        response.reason = response.reason or "Bad Request"
+        try:
+            # Answer to where the bad message came from (RFC 3581 4 behaviour).
+            self.transport.write(response.serialize(), addr)
+        except OSError as err:
+            log.warn("could not answer bad message from {addr}: {error}", addr=addr, error=err)
+
+    # -- outbound
+
+    def send_request(self, request: Request, destination: tuple[str, int]) -> None:
+        """Send ``request`` to an already resolved (ip, port)."""
+        self._write(request.serialize(), destination)
+
+    def send_response(self, response: Response) -> None:
+        """Send ``response`` per RFC 3261 18.2.2 / RFC 3581 4."""
+        self._write(response.serialize(), response_destination(response))
+
+    def _write(self, data: bytes, destination: tuple[str, int]) -> None:
+        if len(data) > self.max_size:
+            raise TransportError(f"message of {len(data)} bytes is too large for UDP")
+        if self.transport is None:
+            raise TransportError("transport not listening")
+        try:
+            self.transport.write(data, destination)
+        except OSError as exc:
+            raise TransportError(str(exc)) from exc

@@ -1,0 +1,309 @@
+"""Client transactions (RFC 3261 17.1): INVITE (Timers A, B, D) and non-INVITE (E, F, K).
+
+Each transaction is one state machine; each state is a method named after the state with the
+RFC section beside it. The transaction user (TU) is told about responses, timeouts and
+transport errors through :class:`IClientTransactionUser`. The INVITE client transaction uses
+the RFC 6026 "Accepted" state so that 2xx retransmissions reach the TU (which re-ACKs them,
+RFC 3261 13.2.2.4) instead of being treated as strays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from zope.interface import Attribute, Interface
+
+from cbserver.sip.message import Headers, Request, Response, parse_via
+from cbserver.sip.timers import SipTimers
+from cbserver.sip.transport import ISipTransport, TransportError
+
+__all__ = [
+    "IClientTransactionUser",
+    "ClientTransaction",
+    "ClientInviteTransaction",
+    "ClientNonInviteTransaction",
+    "build_ack_for_non_2xx",
+    "build_cancel",
+    "branch_of",
+]
+
+log = Logger()
+
+
+class IClientTransactionUser(Interface):
+    """What a client transaction reports to its owner (the TU)."""
+
+    def response_received(txn, response):
+        """A response passed up: every 1xx, the first final, and (INVITE) 2xx retransmits."""
+
+    def transaction_timed_out(txn):
+        """Timer B or F fired without a final response (RFC 3261 17.1.1.2, 17.1.2.2)."""
+
+    def transport_failed(txn, error):
+        """The transport could not send the request (RFC 3261 17.1.4)."""
+
+
+class ClientTransaction:
+    """State shared by both client transaction kinds: request, destination, timers, TU."""
+
+    state: str = "calling"
+    key = Attribute("(branch, method) used to match responses (RFC 3261 17.1.3)")
+
+    def __init__(
+        self,
+        request: Request,
+        destination: tuple[str, int],
+        transport: ISipTransport,
+        clock: IReactorTime,
+        timers: SipTimers,
+        user: IClientTransactionUser,
+        on_terminated: Callable[[ClientTransaction], None] = lambda txn: None,
+    ) -> None:
+        self.request = request
+        self.destination = destination
+        self.transport = transport
+        self.clock = clock
+        self.timers = timers
+        self.user = user
+        self._on_terminated = on_terminated
+        self.branch = branch_of(request)
+        self.key = (self.branch, request.method)
+        self.call_id = request.headers.get("Call-ID", "")
+        self.last_response: Response | None = None
+        self._timers: dict[str, IDelayedCall] = {}
+
+    # -- helpers
+
+    def _start_timer(self, name: str, delay: float, fn: Callable[[], None]) -> None:
+        self._cancel_timer(name)
+
+        def fire() -> None:
+            self._timers.pop(name, None)
+            fn()
+
+        self._timers[name] = self.clock.callLater(delay, fire)
+
+    def _cancel_timer(self, name: str) -> None:
+        dc = self._timers.pop(name, None)
+        if dc is not None and dc.active():
+            dc.cancel()
+
+    def _send(self, message: Request) -> bool:
+        try:
+            self.transport.send_request(message, self.destination)
+        except TransportError as exc:
+            log.warn(
+                "transport error sending {method} call_id={call_id}: {error}",
+                method=message.method,
+                call_id=self.call_id,
+                error=exc,
+            )
+            # RFC 3261 17.1.1.2 / 17.1.2.2: a transport error terminates the transaction.
+            self._terminate()
+            self.user.transport_failed(self, exc)
+            return False
+        return True
+
+    def _terminate(self) -> None:
+        if self.state == "terminated":
+            return
+        self.state = "terminated"
+        for name in list(self._timers):
+            self._cancel_timer(name)
+        self._on_terminated(self)
+
+    def terminate(self) -> None:
+        """Stop at once, cancelling every timer (used when the UA shuts down)."""
+        self._terminate()
+
+    def start(self) -> None:
+        """Send the request and arm the first timers."""
+        raise NotImplementedError
+
+    def receive_response(self, response: Response) -> None:
+        """Feed a response matched to this transaction (RFC 3261 17.1.3)."""
+        raise NotImplementedError
+
+
+class ClientInviteTransaction(ClientTransaction):
+    """RFC 3261 17.1.1 client INVITE transaction, with RFC 6026's Accepted state."""
+
+    def start(self) -> None:
+        """Enter Calling: send the INVITE, start Timers A (UDP only) and B (17.1.1.2)."""
+        self.state = "calling"
+        self._interval_a = self.timers.A
+        if not self._send(self.request):
+            return
+        if not self.timers.reliable:
+            self._start_timer("A", self._interval_a, self._timer_a)
+        self._start_timer("B", self.timers.B, self._timer_b)
+
+    def _timer_a(self) -> None:
+        # RFC 3261 17.1.1.2: retransmit and double the interval (no T2 cap for INVITE).
+        if self.state != "calling":
+            return
+        if not self._send(self.request):
+            return
+        self._interval_a *= 2
+        self._start_timer("A", self._interval_a, self._timer_a)
+
+    def _timer_b(self) -> None:
+        # RFC 3261 17.1.1.2: Timer B only times out the transaction in Calling; once a
+        # provisional arrived, ending the call is the TU's business (CANCEL, RFC 3261 9.1).
+        if self.state == "calling":
+            self._terminate()
+            self.user.transaction_timed_out(self)
+
+    def receive_response(self, response: Response) -> None:
+        """Dispatch to the current state's handler."""
+        getattr(self, "_in_" + self.state)(response)
+
+    def _in_calling(self, response: Response) -> None:
+        # RFC 3261 17.1.1.2, Calling: 1xx -> Proceeding, 2xx -> Accepted, 3xx-6xx -> Completed.
+        self._cancel_timer("A")
+        self._in_proceeding(response)
+
+    def _in_proceeding(self, response: Response) -> None:
+        # RFC 3261 17.1.1.2, Proceeding.
+        self.last_response = response
+        if response.status < 200:
+            self.state = "proceeding"
+            self._cancel_timer("B")
+            self.user.response_received(self, response)
+        elif response.status < 300:
+            # RFC 6026 7.2: Accepted, Timer M; the TU builds the ACK for 2xx (13.2.2.4).
+            self.state = "accepted"
+            self._cancel_timer("B")
+            self._start_timer("M", self.timers.M, self._terminate)
+            self.user.response_received(self, response)
+        else:
+            self.state = "completed"
+            self._cancel_timer("B")
+            self._ack = build_ack_for_non_2xx(self.request, response)
+            self._send(self._ack)
+            if self.state == "completed":
+                self._start_timer("D", self.timers.D, self._terminate)
+                self.user.response_received(self, response)
+
+    def _in_accepted(self, response: Response) -> None:
+        # RFC 6026 7.2: 2xx retransmissions go to the TU; anything else is absorbed.
+        if 200 <= response.status < 300:
+            self.user.response_received(self, response)
+
+    def _in_completed(self, response: Response) -> None:
+        # RFC 3261 17.1.1.2: a retransmitted final response is answered with the same ACK.
+        if response.status >= 300:
+            self._send(self._ack)
+
+    def _in_terminated(self, response: Response) -> None:
+        return None
+
+
+class ClientNonInviteTransaction(ClientTransaction):
+    """RFC 3261 17.1.2 client non-INVITE transaction."""
+
+    state = "trying"
+
+    def start(self) -> None:
+        """Enter Trying: send, start Timers E (UDP only) and F (17.1.2.2)."""
+        self.state = "trying"
+        self._interval_e = self.timers.E
+        if not self._send(self.request):
+            return
+        if not self.timers.reliable:
+            self._start_timer("E", self._interval_e, self._timer_e)
+        self._start_timer("F", self.timers.F, self._timer_f)
+
+    def _timer_e(self) -> None:
+        # RFC 3261 17.1.2.2: Trying doubles up to T2; Proceeding retransmits every T2.
+        if self.state not in ("trying", "proceeding"):
+            return
+        if not self._send(self.request):
+            return
+        if self.state == "trying":
+            self._interval_e = min(2 * self._interval_e, self.timers.t2)
+        else:
+            self._interval_e = self.timers.t2
+        self._start_timer("E", self._interval_e, self._timer_e)
+
+    def _timer_f(self) -> None:
+        # RFC 3261 17.1.2.2: Timer F in Trying or Proceeding is a timeout.
+        if self.state in ("trying", "proceeding"):
+            self._terminate()
+            self.user.transaction_timed_out(self)
+
+    def receive_response(self, response: Response) -> None:
+        """Dispatch to the current state's handler."""
+        getattr(self, "_in_" + self.state)(response)
+
+    def _in_trying(self, response: Response) -> None:
+        # RFC 3261 17.1.2.2, Trying: 1xx -> Proceeding; final -> Completed (Timer K).
+        self._in_proceeding(response)
+
+    def _in_proceeding(self, response: Response) -> None:
+        # RFC 3261 17.1.2.2, Proceeding.
+        self.last_response = response
+        if response.status < 200:
+            self.state = "proceeding"
+        else:
+            self.state = "completed"
+            self._cancel_timer("E")
+            self._cancel_timer("F")
+            self._start_timer("K", self.timers.K, self._terminate)
+        self.user.response_received(self, response)
+
+    def _in_completed(self, response: Response) -> None:
+        # RFC 3261 17.1.2.2: retransmitted responses are absorbed in Completed.
+        return None
+
+    def _in_terminated(self, response: Response) -> None:
+        return None
+
+
+def branch_of(message: Request | Response) -> str:
+    """The branch parameter of the top Via (RFC 3261 8.1.1.7), or '' when there is none."""
+    top = message.headers.get("Via")
+    if top is None:
+        return ""
+    return parse_via(top).branch or ""
+
+
+def build_ack_for_non_2xx(invite: Request, response: Response) -> Request:
+    """The ACK the INVITE client transaction sends for a 3xx-6xx (RFC 3261 17.1.1.3)."""
+    h = Headers()
+    # 17.1.1.3: only the top Via of the original request, same branch.
+    h.add("Via", invite.headers.get("Via") or "")
+    for route in invite.headers.get_all("Route"):
+        h.add("Route", route)
+    h.add("Max-Forwards", "70")
+    h.add("From", invite.headers.get("From") or "")
+    # 17.1.1.3: To is the To of the response being acknowledged (it carries the tag).
+    h.add("To", response.headers.get("To") or invite.headers.get("To") or "")
+    h.add("Call-ID", invite.headers.get("Call-ID") or "")
+    number = (invite.headers.get("CSeq") or "0 INVITE").split()[0]
+    h.add("CSeq", f"{number} ACK")
+    h.add("Content-Length", "0")
+    return Request(method="ACK", uri=invite.uri, headers=h, body=b"")
+
+
+def build_cancel(invite: Request) -> Request:
+    """The CANCEL for a pending INVITE (RFC 3261 9.1).
+
+    Same Request-URI, Call-ID, From, To (without a tag the INVITE did not have), CSeq number
+    and Route set, and a single Via equal to the INVITE's top Via, so that it matches the
+    INVITE's server transaction at the far end.
+    """
+    h = Headers()
+    h.add("Via", invite.headers.get("Via") or "")
+    for route in invite.headers.get_all("Route"):
+        h.add("Route", route)
+    h.add("Max-Forwards", "70")
+    h.add("From", invite.headers.get("From") or "")
+    h.add("To", invite.headers.get("To") or "")
+    h.add("Call-ID", invite.headers.get("Call-ID") or "")
+    number = (invite.headers.get("CSeq") or "0 INVITE").split()[0]
+    h.add("CSeq", f"{number} CANCEL")
+    h.add("Content-Length", "0")
+    return Request(method="CANCEL", uri=invite.uri, headers=h, body=b"")
