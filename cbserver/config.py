@@ -109,6 +109,8 @@ def _client(entry: str) -> str:
 
 def _translation_rule(rule: str) -> str:
     """Compile the Perl ``s///`` rule now so that a bad rule stops the server at start-up."""
+    if not rule:
+        return rule
     from cbserver.callback.translation import TranslationRuleError, compile_rule
 
     try:

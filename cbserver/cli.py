@@ -1,0 +1,57 @@
+"""The ``cbserver`` command: one sub-command per operator task.
+
+Each sub-command lives in a module of ``cbserver.commands`` with ``register(subparsers)``;
+errors a user can fix end with one line on stderr and a non-zero exit code, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from cbserver import __version__
+
+# Modules of cbserver.commands that add sub-commands, in the order `--help` lists them.
+COMMAND_MODULES = ("config", "db", "pg", "demo", "catalog", "accounts", "rates", "provision",
+                   "quote", "report")
+
+
+class CommandError(Exception):
+    """A user-facing failure of a sub-command: printed as one line, exit code 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every available sub-command registered."""
+    parser = argparse.ArgumentParser(prog="cbserver", description="cbserver operator tool")
+    parser.add_argument("--version", action="version", version=f"cbserver {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"cbserver.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"cbserver.commands.{name}":
+                continue  # that part of cbserver is not installed in this build
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cbserver`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except CommandError as e:
+        print(f"cbserver {args.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

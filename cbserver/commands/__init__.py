@@ -1,0 +1,1 @@
+"""Sub-commands of the ``cbserver`` command, one module each."""

@@ -1,0 +1,66 @@
+"""``cbserver db upgrade|status``: apply or list schema migrations."""
+
+from __future__ import annotations
+
+import psycopg2
+
+from cbserver.cli import CommandError
+from cbserver.config import ConfigError, load_config
+from cbserver.db.migrations import MigrationError, current_version, discover, upgrade
+
+
+def register(sub) -> None:
+    """Add the ``db`` sub-commands."""
+    p = sub.add_parser("db", help="database schema: upgrade, status")
+    s = p.add_subparsers(dest="action", metavar="ACTION")
+    s.required = True
+    for name, func, text in (("upgrade", _upgrade, "apply pending migrations"),
+                             ("status", _status, "show applied and pending migrations")):
+        a = s.add_parser(name, help=text)
+        add_dsn_arguments(a)
+        a.set_defaults(func=func)
+
+
+def add_dsn_arguments(parser) -> None:
+    """``--dsn DSN`` or ``--config FILE`` (whose [database] dsn is used)."""
+    g = parser.add_mutually_exclusive_group(required=True)
+    g.add_argument("--dsn", help="libpq connection string")
+    g.add_argument("--config", help="take the DSN from this configuration file")
+
+
+def dsn_from_args(args) -> str:
+    """The DSN named by ``--dsn`` or ``--config``."""
+    if args.dsn:
+        return args.dsn
+    try:
+        return load_config(args.config).database.dsn
+    except ConfigError as e:
+        raise CommandError(str(e)) from None
+
+
+def _upgrade(args) -> int:
+    """Apply pending migrations."""
+    try:
+        applied = upgrade(dsn_from_args(args))
+    except MigrationError as e:
+        raise CommandError(str(e)) from None
+    if not applied:
+        print("schema is up to date")
+    return 0
+
+
+def _status(args) -> int:
+    """Print the current version and each pending migration."""
+    dsn = dsn_from_args(args)
+    try:
+        conn = psycopg2.connect(dsn, connect_timeout=10)
+    except psycopg2.OperationalError as e:
+        raise CommandError(f"cannot connect: {str(e).strip()}") from None
+    try:
+        have = current_version(conn)
+    finally:
+        conn.close()
+    print(f"schema version {have}")
+    for m in discover():
+        print(f"  {m.version:03d} {m.name}: {'applied' if m.version <= have else 'PENDING'}")
+    return 0

@@ -1,0 +1,227 @@
+"""Config loading: the example is valid, and every kind of mistake names its key."""
+
+from pathlib import Path
+
+import pytest
+
+from cbserver.config import ConfigError, example_path, load_config, parse_config
+
+MINIMAL = """
+[database]
+dsn = "dbname=cbserver"
+[sip]
+public_address = "127.0.0.1"
+[sip.trunk]
+address = "127.0.0.1:5070"
+from_domain = "trunk.test"
+[rtp]
+address = "127.0.0.1"
+[[application]]
+name = "Web callback"
+callback_page_address = "https://127.0.0.1:8901/"
+"""
+
+
+def _with(extra: str = "", replace: tuple[str, str] | None = None) -> str:
+    text = MINIMAL
+    if replace:
+        assert replace[0] in text
+        text = text.replace(*replace)
+    return text + extra
+
+
+def _error(text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "test.toml")
+    return info.value
+
+
+def test_shipped_example_is_valid():
+    cfg = load_config(example_path())
+    assert cfg.web.endpoint == "ssl:8901"
+    assert cfg.application[0].access_code == "WEBCALLBACK"
+    assert cfg.application[0].url_path == "/web-callback"
+    assert cfg.sip.trunk.address == "127.0.0.1:5070"
+
+
+def test_minimal_config_takes_documented_defaults():
+    cfg = parse_config(MINIMAL)
+    assert cfg.server.node == "node1"
+    assert cfg.rtp.ports == "20000-29999"
+    assert cfg.sip.t1 == 0.5 and cfg.sip.t2 == 4.0 and cfg.sip.t4 == 5.0
+    assert cfg.application[0].hosted_allowed_clients == ()
+    assert cfg.application[0].access_code == "WEBCALLBACK"
+
+
+def test_config_is_frozen():
+    cfg = parse_config(MINIMAL)
+    with pytest.raises(AttributeError):
+        cfg.database.dsn = "x"  # type: ignore[misc]
+
+
+def test_missing_file_names_the_path_and_the_fix(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.toml")
+    assert "nope.toml does not exist" in str(info.value)
+    assert "cbserver config example" in str(info.value)
+
+
+def test_file_that_is_not_utf8(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_bytes(b"\xff\xfe[database]\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(p)
+
+
+def test_directory_instead_of_file_is_unreadable(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path)
+
+
+def test_invalid_toml_reports_line():
+    e = _error(MINIMAL + "\n[sip\n")
+    assert "invalid TOML" in str(e) and "line" in str(e)
+    assert str(e).startswith("test.toml: ")
+
+
+def test_unknown_key_suggests_nearest():
+    e = _error(_with(replace=("dsn =", "dns =")))
+    assert e.path == "database.dns"
+    assert "did you mean 'dsn'" in str(e)
+
+
+def test_unknown_key_in_application_array_names_index():
+    e = _error(_with('[[application]]\nname = "b"\ncallback_page_address = "x"\n'
+                     'acess_code = "X"\n'))
+    assert e.path == "application[1].acess_code"
+    assert "did you mean 'access_code'" in str(e)
+
+
+def test_unknown_table():
+    e = _error(_with("[databse]\ndsn = 'x'\n"))
+    assert e.path == "databse" and "did you mean 'database'" in str(e)
+
+
+def test_wrong_type_names_key_and_expectation():
+    e = _error(_with(replace=('[rtp]\naddress = "127.0.0.1"', '[rtp]\naddress = "127.0.0.1"\n'
+                                                              'inactivity_timeout = "soon"')))
+    assert e.path == "rtp.inactivity_timeout"
+    assert "expected a number" in str(e)
+
+
+def test_boolean_is_not_an_integer():
+    e = _error(_with(replace=('dsn = "dbname=cbserver"', 'dsn = "dbname=cbserver"\npool_size = true')))
+    assert e.path == "database.pool_size" and "expected an integer" in str(e)
+
+
+def test_out_of_range_port():
+    e = _error(_with(replace=('address = "127.0.0.1:5070"', 'address = "127.0.0.1:70000"')))
+    assert e.path == "sip.trunk.address"
+    assert "out of range" in str(e)
+
+
+def test_listen_needs_host_and_port():
+    e = _error(_with(replace=('public_address = "127.0.0.1"',
+                              'public_address = "127.0.0.1"\nlisten = "5060"')))
+    assert e.path == "sip.listen" and "host:port" in str(e)
+
+
+def test_bad_port_range():
+    e = _error(_with(replace=('[rtp]\naddress = "127.0.0.1"',
+                              '[rtp]\naddress = "127.0.0.1"\nports = "30000-20000"')))
+    assert e.path == "rtp.ports"
+
+
+def test_required_key_missing():
+    e = _error(_with(replace=('dsn = "dbname=cbserver"\n', "")))
+    assert e.path == "database.dsn" and "required" in str(e)
+
+
+def test_no_application_is_an_error():
+    text = MINIMAL.split("[[application]]")[0]
+    e = _error(text)
+    assert e.path == "application"
+
+
+def test_bad_endpoint_kind():
+    e = _error(_with("[web]\nendpoint = 'https:8901'\n"))
+    assert e.path == "web.endpoint" and "unknown kind 'https'" in str(e)
+
+
+def test_short_admin_token():
+    e = _error(_with("[web]\nadmin_token = 'short'\n"))
+    assert e.path == "web.admin_token"
+
+
+def test_password_and_password_file_conflict():
+    e = _error(_with(replace=('from_domain = "trunk.test"',
+                              'from_domain = "trunk.test"\npassword = "a"\npassword_file = "b"')))
+    assert e.path == "sip.trunk.password_file"
+
+
+def test_password_file_is_read_relative_to_config(tmp_path):
+    (tmp_path / "trunk.secret").write_text("s3cret\n")
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(_with(replace=('from_domain = "trunk.test"',
+                                       'from_domain = "trunk.test"\npassword_file = "trunk.secret"')))
+    assert load_config(cfg_path).sip.trunk.password == "s3cret"
+
+
+def test_missing_password_file_names_key(tmp_path):
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(_with(replace=('from_domain = "trunk.test"',
+                                       'from_domain = "trunk.test"\npassword_file = "gone"')))
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg_path)
+    assert info.value.path == "sip.trunk.password_file"
+
+
+def test_hosted_needs_internal_account():
+    e = _error(_with("hosted_allowed_clients = ['10.0.0.0/8']\n"))
+    assert e.path == "application[0].internal_account"
+
+
+def test_hosted_client_must_be_network_or_token():
+    e = _error(_with("internal_account = 'cbi'\nhosted_allowed_clients = ['everyone']\n"))
+    assert e.path == "application[0].hosted_allowed_clients"
+
+
+def test_bad_access_code():
+    e = _error(_with("access_code = 'web callback'\n"))
+    assert e.path == "application[0].access_code"
+
+
+def test_bad_second_number():
+    e = _error(_with("second_number = 'helpdesk'\n"))
+    assert e.path == "application[0].second_number"
+
+
+def test_bad_translation_rule_is_refused_at_load():
+    e = _error(_with("account_id_translation_rule = 's/^/cb/e'\n"))
+    assert e.path == "application[0].account_id_translation_rule"
+
+
+def test_good_translation_rule_is_accepted():
+    cfg = parse_config(_with("account_id_translation_rule = 's/^/cb/'\n"))
+    assert cfg.application[0].account_id_translation_rule == "s/^/cb/"
+
+
+def test_duplicate_application_paths():
+    e = _error(_with('[[application]]\nname = "Web callback"\ncallback_page_address = "x"\n'))
+    assert e.path == "application[1].path"
+
+
+def test_log_format_choice():
+    e = _error(_with("[server]\nlog_format = 'xml'\n"))
+    assert e.path == "server.log_format"
+
+
+def test_example_documents_every_key():
+    """Every key of the schema appears in the shipped example file."""
+    from cbserver.config import Config
+    from cbserver.configschema import describe
+
+    text = Path(example_path()).read_text()
+    for key, _type, _default, _doc in describe(Config):
+        leaf = key.rsplit(".", 1)[-1]
+        assert f"{leaf} =" in text, f"{key} is not documented in the example"
