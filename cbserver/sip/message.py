@@ -327,12 +327,16 @@ def make_response(request: Request, status: int, reason: str | None = None,
                   to_tag: str | None = None) -> Response:
     """A response to ``request`` with Via, From, To, Call-ID and CSeq copied (RFC 3261 8.2.6.2).
 
-    ``to_tag`` is added to To when To has no tag yet and the status is above 100."""
+    Every Via is copied in order; of the others only the first (a malformed request may repeat
+    them). ``to_tag`` is added to To when To has no tag yet and the status is above 100."""
     headers = Headers()
+    items = request.headers._items
     for name in _RESPONSE_COPY:
-        for _, canon, value in request.headers._items:
+        for _, canon, value in items:
             if canon == name:
                 if name == "To" and to_tag and status > 100 and not _has_tag(value):
                     value = f"{value};tag={to_tag}"
                 headers._items.append([name.lower(), name, value])
+                if name != "Via":
+                    break
     return Response(status, reason, headers)
