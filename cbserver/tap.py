@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg2
 from twisted.application import service, strports
 from twisted.internet import defer
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
@@ -129,10 +130,33 @@ def makeService(options: Options) -> service.IService:
     cfg = options.config
     if not options["no-preflight"]:
         preflight(cfg)
-    # twistd maps SIGTERM and SIGINT to reactor.stop(), which runs stopService: the
-    # graceful path. SIGHUP is ignored rather than killing calls in progress.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    reactor.callWhenRunning(_install_signal_handlers, reactor)
     return CallbackServer(cfg, reactor)
+
+
+def _install_signal_handlers(reactor) -> None:
+    """SIGTERM/SIGINT stop the reactor gracefully and the process then exits 0.
+
+    Twisted's own handlers make twistd re-raise the signal after shutdown (exit status
+    -15), which service managers count as a failure; a requested stop that went cleanly is
+    a success. SIGHUP is ignored rather than killing calls in progress.
+    """
+
+    def graceful(signum, _frame):
+        log.info("received {name}: stopping gracefully", name=signal.Signals(signum).name)
+        reactor.callFromThread(_stop_once, reactor)
+
+    signal.signal(signal.SIGTERM, graceful)
+    signal.signal(signal.SIGINT, graceful)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def _stop_once(reactor) -> None:
+    """Stop the reactor unless a stop is already under way (a second signal)."""
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass
 
 
 __all__ = ["Options", "makeService", "CallbackServer"]

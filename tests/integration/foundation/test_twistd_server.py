@@ -1,0 +1,73 @@
+"""The real server under twistd: start, /healthz, SIGTERM, and each start-up failure."""
+
+import subprocess
+
+import psycopg2
+
+from tests.support.server import TWISTD, start, terminate, wait_health, write_config
+
+
+def test_twistd_lists_the_plugin():
+    out = subprocess.run([TWISTD, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "cbserver" in out
+
+
+def test_starts_answers_healthz_and_exits_zero_on_sigterm(tmp_path, pg_dsn):
+    config, port = write_config(tmp_path, pg_dsn)
+    proc = start(config)
+    try:
+        body = wait_health(port, 200, proc)
+    finally:
+        code, out = terminate(proc)
+    assert body["status"] == "ok" and body["database"]["status"] == "ok"
+    assert code == 0, out
+    assert "Traceback" not in out
+    # The node registered itself and marked its clean stop.
+    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*), count(stopped_at) FROM server_nodes")
+        assert cur.fetchone() == (1, 1)
+    # The self-signed certificate was generated on first run, key owner-only.
+    key = tmp_path / "state" / "tls" / "key.pem"
+    assert key.exists() and (key.stat().st_mode & 0o077) == 0
+
+
+def test_unreachable_database_keeps_retrying_and_healthz_says_why(tmp_path, pg_cluster):
+    dsn = f"host={tmp_path}/nowhere port=5432 user=cbserver dbname=cbserver"
+    config, port = write_config(tmp_path, dsn)
+    proc = start(config)
+    try:
+        body = wait_health(port, 503, proc)
+    finally:
+        code, out = terminate(proc)
+    assert body["status"] == "unavailable"
+    assert body["database"]["status"] == "down"
+    assert "No such file" in body["database"]["reason"] or "connect" in body["database"]["reason"]
+    assert code == 0, out
+    assert "retrying in" in out
+
+
+def test_old_schema_refuses_to_start_with_the_upgrade_command(tmp_path, empty_pg_dsn):
+    config, _port = write_config(tmp_path, empty_pg_dsn)
+    proc = start(config)
+    code, out = terminate(proc, timeout=30) if proc.wait(timeout=30) is None else (
+        proc.returncode, proc.stdout.read())
+    assert code == 1
+    assert "schema is at version 0" in out and "cbserver db upgrade" in out
+    assert "Traceback" not in out
+
+
+def test_config_error_is_one_line_and_nonzero(tmp_path, pg_dsn):
+    config, _port = write_config(tmp_path, pg_dsn, **{"[rtp]": "[rtp]\nportz = 1"})
+    res = subprocess.run([TWISTD, "-n", "--pidfile=", "cbserver", "--config", str(config)],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode != 0
+    text = res.stdout + res.stderr
+    assert "rtp.portz" in text and "did you mean 'ports'" in text
+    assert "Traceback" not in text
+
+
+def test_missing_config_option(tmp_path):
+    res = subprocess.run([TWISTD, "-n", "--pidfile=", "cbserver"], capture_output=True,
+                         text=True, timeout=30)
+    assert res.returncode != 0
+    assert "--config FILE is required" in res.stdout + res.stderr
