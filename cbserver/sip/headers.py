@@ -129,6 +129,13 @@ class Headers:
         key = CANONICAL_NAMES.get(name.lower(), name).lower()
         return sum(1 for k, _, _ in self._items if k == key)
 
+    def counts(self) -> dict[str, int]:
+        """Lower-case canonical name -> number of header lines, for all names at once."""
+        out: dict[str, int] = {}
+        for k, _, _ in self._items:
+            out[k] = out.get(k, 0) + 1
+        return out
+
     def set(self, name: str, value: str) -> None:
         """Replace every ``name`` field by one with ``value``, where the first one stood."""
         canon = canonical_name(name)

@@ -26,7 +26,7 @@ from cbserver.sip.message import (
     new_tag,
     parse_message,
 )
-from cbserver.sip.uri import parse_uri
+from cbserver.sip.uri import Uri, parse_uri
 
 __all__ = [
     "ACCEPT", "RESPOND", "DROP", "Verdict", "check_message", "check_request", "check_response",
@@ -150,10 +150,12 @@ def check_request(request: Request, *, allowed_methods=None, supported=(),
                   accept_types=("application/sdp",)) -> Verdict:
     """Check a parsed request; return ACCEPT, or the response a UAS must send, or DROP."""
     try:
-        _check_syntax(request)
+        uri = _check_syntax(request)
         if allowed_methods is not None:
             _check_method(request, allowed_methods)
-        _check_uri_scheme(request)
+        # RFC 3261 8.2.2.1: 416 for a Request-URI scheme we do not understand.
+        if uri.scheme not in SUPPORTED_SCHEMES:
+            raise _Reject(416, f"unsupported URI scheme {uri.scheme[:40]}")
         if request.method not in ("ACK", "CANCEL"):
             _check_require(request, supported)
         _check_content(request, accept_types)
@@ -164,14 +166,17 @@ def check_request(request: Request, *, allowed_methods=None, supported=(),
     return Verdict(ACCEPT, request)
 
 
-def _check_syntax(request: Request) -> None:
-    """RFC 3261 8.2 preamble: the request must be well formed; raise SipParseError."""
+def _check_syntax(request: Request) -> Uri:
+    """RFC 3261 8.2 preamble: the request must be well formed; raise SipParseError.
+
+    Returns the parsed Request-URI."""
     h = request.headers
+    counts = h.counts()
     for name in _MANDATORY:
-        if name not in h:
+        if name.lower() not in counts:
             raise SipParseError(f"missing {name}")
     for name in _SINGLE:
-        if h.count(name) > 1:
+        if counts.get(name.lower(), 0) > 1:
             raise SipParseError(f"more than one {name}")
     for via in h.get_all("Via"):
         parse_via(via)
@@ -205,6 +210,7 @@ def _check_syntax(request: Request) -> None:
     uri = parse_uri(request.uri)
     if uri.headers:
         raise SipParseError("headers in the Request-URI")
+    return uri
 
 
 def _check_method(request: Request, allowed_methods) -> None:
@@ -215,13 +221,6 @@ def _check_method(request: Request, allowed_methods) -> None:
         allow = ", ".join(sorted(allowed_methods))
         raise _Reject(405, f"method {request.method} not allowed", [("Allow", allow)])
     raise _Reject(501, f"method {request.method[:40]} not implemented")
-
-
-def _check_uri_scheme(request: Request) -> None:
-    """RFC 3261 8.2.2.1: 416 for a Request-URI scheme we do not understand."""
-    scheme = parse_uri(request.uri).scheme
-    if scheme not in SUPPORTED_SCHEMES:
-        raise _Reject(416, f"unsupported URI scheme {scheme[:40]}")
 
 
 def _check_require(request: Request, supported) -> None:
