@@ -103,6 +103,11 @@ class ReceiverStats:
         """Cumulative packets lost (expected minus received), RFC 3550 A.3."""
         return self.extended_max - self.base_seq + 1 - self.received
 
+    @property
+    def validated(self) -> bool:
+        """True once the source passed probation (A.1); only then is it reported."""
+        return self.probation == 0
+
     def report_block(self, now: float) -> ReportBlock:
         """Build a report block and roll the interval counters (RFC 3550 A.3)."""
         expected = self.extended_max - self.base_seq + 1
@@ -113,7 +118,7 @@ class ReceiverStats:
         lost_interval = expected_interval - received_interval
         fraction = 0
         if expected_interval > 0 and lost_interval > 0:
-            fraction = (lost_interval << 8) // expected_interval
+            fraction = min(255, (lost_interval << 8) // expected_interval)
         lost = max(-(1 << 23), min(self.lost(), (1 << 23) - 1))
         dlsr = 0
         if self.lsr_arrival is not None:

@@ -77,7 +77,8 @@ class RtpSession(DatagramProtocol):
         self.packet_sink = None  # callable(RtpPacket) for every valid packet (the relay)
         self.on_bye = None  # callable() when the peer sends RTCP BYE
         # counters
-        self.last_received: float | None = None
+        self.last_received: float | None = None  # last valid RTP packet
+        self.last_rtcp: float | None = None  # last valid RTCP packet
         self.packets_sent = self.octets_sent = 0
         self.packets_received = self.packets_dropped = 0
         self._sent_since_report = False
@@ -256,6 +257,7 @@ class RtpSession(DatagramProtocol):
         except rtcp.RtcpError as e:
             self.log.debug("bad rtcp call_id={call_id}: {err}", call_id=self.call_id, err=e)
             return
+        self.last_rtcp = self._clock.seconds()
         if self.latched:
             self.remote_rtcp = addr  # symmetric RTCP, like RTP
         if report.sr_ntp_middle is not None and self._stats is not None:
@@ -283,7 +285,8 @@ class RtpSession(DatagramProtocol):
     def report(self) -> bytes:
         """The SR or RR (plus SDES CNAME) this session would send now (RFC 3550 6.1)."""
         now = self._clock.seconds()
-        blocks = [self._stats.report_block(now)] if self._stats is not None else []
+        stats = self._stats
+        blocks = [stats.report_block(now)] if stats is not None and stats.validated else []
         if self._sent_since_report:
             head = rtcp.pack_sr(
                 self.ssrc, now, self._wall_ts(), self.packets_sent, self.octets_sent, blocks

@@ -1,0 +1,104 @@
+"""Plays a sequence of prompts on an RTP session, one frame per media-clock tick.
+
+``play()`` returns a Deferred that fires with ``PlayResult.DONE`` after the last frame, or with
+``PlayResult.INTERRUPTED`` when ``stop()`` is called first (barge-in: a digit arrived) or the
+Deferred is cancelled. A player plays once.
+"""
+
+import enum
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from cbserver.media.clock import IMediaStream, MediaClock
+from cbserver.media.prompts import IPromptLibrary
+
+
+class PlayResult(enum.Enum):
+    """How a playback ended."""
+
+    DONE = "done"
+    INTERRUPTED = "interrupted"
+
+
+class PlayerStateError(RuntimeError):
+    """``play()`` called on a player that already played."""
+
+
+@implementer(IMediaStream)
+class Player:
+    """One playback of ``names`` (prompt names) in the session's codec."""
+
+    log = Logger()
+
+    def __init__(
+        self, media_clock: MediaClock, session, library: IPromptLibrary, names, call_id: str = "",
+    ):
+        self._media = media_clock
+        self._session = session
+        self.names = tuple(names)
+        self.call_id = call_id
+        # Resolve every name now: an unknown prompt is an error for the caller, not mid-call.
+        frames: list[bytes] = []
+        for name in self.names:
+            frames.extend(library.frames(name, session.codec))
+        self._frames = frames
+        self._pos = 0
+        self._done: defer.Deferred | None = None
+        self._started = False
+
+    @property
+    def frames_sent(self) -> int:
+        """Frames played (or skipped by a late clock) so far."""
+        return self._pos
+
+    @property
+    def total_frames(self) -> int:
+        """Frames in the whole sequence."""
+        return len(self._frames)
+
+    def play(self) -> defer.Deferred:
+        """Start sending; the Deferred fires with a PlayResult."""
+        if self._started:
+            raise PlayerStateError("a Player plays once; make a new one")
+        self._started = True
+        self._done = defer.Deferred(canceller=lambda _d: self._finish(PlayResult.INTERRUPTED))
+        if not self._frames:
+            self._finish(PlayResult.DONE)
+            return self._done
+        self._session.begin_talkspurt()  # RFC 3551 4.1: marker on the first packet
+        self._media.add(self)
+        return self._done
+
+    def stop(self) -> None:
+        """Interrupt playback (barge-in); a no-op once finished."""
+        self._finish(PlayResult.INTERRUPTED)
+
+    def next_frame(self) -> None:
+        """Send the next frame; finish after the last."""
+        if self._session.closed:
+            self._finish(PlayResult.INTERRUPTED)
+            return
+        self._session.send_audio(self._frames[self._pos])
+        self._pos += 1
+        if self._pos >= len(self._frames):
+            self._finish(PlayResult.DONE)
+
+    def frames_skipped(self, count: int) -> None:
+        """The clock skipped ``count`` ticks: drop that much audio, keep timestamps real-time."""
+        count = min(count, len(self._frames) - self._pos)
+        self._pos += count
+        self._session.skip_samples(count * 160)
+        if self._pos >= len(self._frames):
+            self._finish(PlayResult.DONE)
+
+    def _finish(self, result: PlayResult) -> None:
+        self._media.remove(self)
+        d, self._done = self._done, None
+        if d is not None:
+            self.log.debug(
+                "prompt {result} call_id={call_id} names={names} frames={frames}",
+                result=result.value, call_id=self.call_id, names=self.names, frames=self._pos,
+            )
+            d.callback(result)

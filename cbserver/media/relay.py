@@ -1,0 +1,125 @@
+"""The relay: legA <-> legB packet forwarding through the server once the call is joined.
+
+Each leg's session rewrites what it forwards into its own SSRC/sequence/timestamp space, so a
+phone that heard our prompt and then the far end sees one continuous stream (see
+``rewrite.py``). Audio is transcoded PCMU <-> PCMA when the legs negotiated different codecs;
+telephone-event packets pass through with the payload type the receiving leg negotiated.
+
+The relay ends (its Deferred fires with a ``RelayEnd``) when ``stop()`` is called, when either
+peer sends RTCP BYE, or when a leg has sent neither RTP nor RTCP for ``inactivity_timeout``
+seconds: the media of that call stopped, and the caller should hang the call up.
+"""
+
+import enum
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from cbserver.media import g711
+
+
+class RelayEnd(enum.Enum):
+    """Why a relay ended."""
+
+    STOPPED = "stopped"
+    INACTIVE = "inactive"
+    BYE = "bye"
+
+
+class Relay:
+    """Joins two RtpSessions; see the module docstring."""
+
+    log = Logger()
+
+    def __init__(
+        self, clock: IReactorTime, leg_a, leg_b, inactivity_timeout: float = 60.0,
+        call_id: str = "",
+    ):
+        self._clock = clock
+        self.leg_a, self.leg_b = leg_a, leg_b
+        self.inactivity_timeout = inactivity_timeout
+        self.call_id = call_id
+        self._timer = None
+        self._started_at = 0.0
+        self._done: defer.Deferred | None = None
+        self.forwarded = 0
+        self.dropped = 0
+
+    def start(self) -> defer.Deferred:
+        """Join the legs; the Deferred fires with a RelayEnd."""
+        self._done = defer.Deferred(canceller=lambda _d: self._end(RelayEnd.STOPPED))
+        self._started_at = self._clock.seconds()
+        for src, dst in ((self.leg_a, self.leg_b), (self.leg_b, self.leg_a)):
+            dst.begin_talkspurt()  # the first relayed packet re-anchors and carries the marker
+            src.packet_sink = self._forwarder(src, dst)
+            src.on_bye = lambda: self._end(RelayEnd.BYE)
+        self._schedule(self._started_at + self.inactivity_timeout)
+        self.log.info("relay joined call_id={call_id}", call_id=self.call_id)
+        return self._done
+
+    def stop(self) -> None:
+        """Unjoin the legs (they stay open; prompts may play again)."""
+        self._end(RelayEnd.STOPPED)
+
+    def _forwarder(self, src, dst):
+        """The packet sink for ``src``: forward to ``dst``."""
+        same_codec = src.codec == dst.codec
+
+        def forward(packet):
+            pt = packet.payload_type
+            if pt == src.payload_type:
+                if not same_codec:
+                    packet = packet.replace(
+                        payload=g711.transcode(src.codec, dst.codec, packet.payload)
+                    )
+                dst.forward(packet, dst.payload_type, len(packet.payload))
+                self.forwarded += 1
+            elif pt == src.telephone_event_pt and dst.telephone_event_pt is not None:
+                # RFC 4733 2.3: the event's timestamp stays the start of the event, so no
+                # samples are added to the stream's end-of-media position.
+                dst.forward(packet, dst.telephone_event_pt, 0)
+                self.forwarded += 1
+            else:
+                self.dropped += 1  # e.g. comfort noise the other leg did not negotiate
+
+        return forward
+
+    def _last_heard(self, leg) -> float:
+        heard = [t for t in (leg.last_received, getattr(leg, "last_rtcp", None)) if t is not None]
+        return max([self._started_at, *heard])
+
+    def _schedule(self, when: float) -> None:
+        self._timer = self._clock.callLater(max(0.0, when - self._clock.seconds()), self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._done is None:
+            return
+        now = self._clock.seconds()
+        # RFC 3550 6.3.5 times a member out after silence; we end the call when either leg
+        # has gone quiet (RTP and RTCP) for the configured time.
+        oldest = min(self._last_heard(self.leg_a), self._last_heard(self.leg_b))
+        if now - oldest >= self.inactivity_timeout:
+            self.log.warn(
+                "media inactive {seconds:.0f}s call_id={call_id}",
+                seconds=now - oldest, call_id=self.call_id,
+            )
+            self._end(RelayEnd.INACTIVE)
+        else:
+            self._schedule(oldest + self.inactivity_timeout)
+
+    def _end(self, why: RelayEnd) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        for leg in (self.leg_a, self.leg_b):
+            leg.packet_sink = None
+            leg.on_bye = None
+        d, self._done = self._done, None
+        if d is not None:
+            self.log.info(
+                "relay ended call_id={call_id} why={why} forwarded={forwarded}",
+                call_id=self.call_id, why=why.value, forwarded=self.forwarded,
+            )
+            d.callback(why)
