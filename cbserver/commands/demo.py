@@ -1,0 +1,179 @@
+"""``cbserver demo``: a working callback server on this machine, with demo data.
+
+Starts the checkout's private PostgreSQL, applies the schema, loads ``demo/demo.toml`` (the
+operator's manual example as a provisioning file), starts ``sipp`` on 127.0.0.1:5070 as the
+carrier (it answers every call and echoes media), writes ``var/demo/cbserver.toml`` and runs
+``twistd -n cbserver`` in the foreground. Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from cbserver.cli import CommandError
+from cbserver.config import example_path
+from cbserver.db.migrations import MigrationError, upgrade
+from cbserver.db.pgcluster import ClusterError, default_cluster
+from cbserver.resources import checkout_dir
+
+CARRIER_PORT = 5070
+
+
+def register(sub) -> None:
+    """Add the ``demo`` sub-command."""
+    p = sub.add_parser("demo", help="run a demo server with demo data and a local carrier")
+    p.add_argument("--port", type=int, default=8901, help="HTTPS port of the page (8901)")
+    p.add_argument("--no-carrier", action="store_true", help="do not start the sipp carrier")
+    p.set_defaults(func=_demo)
+
+
+def demo_config(dsn: str, state: Path, port: int) -> str:
+    """The example configuration adjusted to the local cluster, state folder and carrier."""
+    text = example_path().read_text(encoding="utf-8")
+    token_file = state / "admin.token"
+    if not token_file.exists():
+        token_file.write_text(secrets.token_urlsafe(24) + "\n")
+        token_file.chmod(0o600)
+    repl = {
+        'dsn = "host=127.0.0.1 port=5432 dbname=cbserver user=cbserver"': f'dsn = "{dsn}"',
+        'state_dir = "var"': f'state_dir = "{state}"',
+        'endpoint = "ssl:8901"': f'endpoint = "ssl:{port}"',
+        'callback_page_address = "https://127.0.0.1:8901/web-callback"':
+            f'callback_page_address = "https://127.0.0.1:{port}/web-callback"',
+        'admin_token = ""': '# admin_token is read from admin_token_file',
+        '# admin_token_file = "admin.token"': f'admin_token_file = "{token_file}"',
+    }
+    for old, new in repl.items():
+        if old not in text:
+            raise CommandError(f"the example configuration changed; cannot adapt {old!r}")
+        text = text.replace(old, new)
+    return text
+
+
+def _provision(dsn: str, path: Path) -> None:
+    """Load the demo provisioning file when the catalog part is installed."""
+    try:
+        from cbserver.billing.provision import provision_file_sync
+    except ImportError:
+        print("cbserver demo: the billing catalog is not part of this build; no demo data",
+              file=sys.stderr)
+        return
+    provision_file_sync(dsn, path)
+
+
+def _demo_accounts(path: Path) -> list[tuple[str, str, str]]:
+    """(account ID, password, balance) of the demo accounts listed in the demo file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    rows = []
+    for acc in data.get("accounts", data.get("account", [])):
+        if isinstance(acc, dict) and acc.get("password") and not acc.get("internal"):
+            rows.append((str(acc.get("id")), str(acc["password"]),
+                         str(acc.get("balance", acc.get("opening_balance", "")))))
+    return rows
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> bool:
+    """Poll /healthz until 200; False when the server died first."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", timeout=2,
+                                        context=ctx) as resp:
+                if resp.status == 200:
+                    return True
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def _start_carrier(state: Path) -> subprocess.Popen | None:
+    """Start sipp as the carrier on 127.0.0.1:5070 (answers, echoes RTP, hangs up at 60 s)."""
+    sipp = shutil.which("sipp")
+    if sipp is None:
+        raise CommandError("sipp is not installed (Debian package sip-tester; ./cbs demo "
+                           "installs it)")
+    scenario = checkout_dir() / "scripts" / "sipp" / "demo-carrier.xml"
+    log = open(state / "carrier.log", "w")
+    return subprocess.Popen(
+        [sipp, "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(CARRIER_PORT),
+         "-mi", "127.0.0.1", "-rtp_echo", "-nostdin", "-trace_err",
+         "-error_file", str(state / "carrier-errors.log")],
+        stdout=subprocess.DEVNULL, stderr=log, cwd=state)
+
+
+def _stop(proc: subprocess.Popen | None, name: str) -> None:
+    """Terminate a child politely, then firmly."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        print(f"cbserver demo: {name} did not stop; killing it", file=sys.stderr)
+        proc.kill()
+        proc.wait()
+
+
+def _demo(args) -> int:
+    """Set everything up and run the server until Ctrl-C."""
+    root = checkout_dir()
+    state = root / "var" / "demo"
+    state.mkdir(parents=True, exist_ok=True)
+    cluster = default_cluster()
+    was_running = cluster.running()
+    try:
+        cluster.start()
+    except ClusterError as e:
+        raise CommandError(str(e)) from None
+    dsn = cluster.dsn()
+    carrier = server = None
+    try:
+        try:
+            upgrade(dsn, report=lambda line: print(f"  {line}"))
+        except MigrationError as e:
+            raise CommandError(str(e)) from None
+        demo_file = root / "demo" / "demo.toml"
+        _provision(dsn, demo_file)
+        config = state / "cbserver.toml"
+        config.write_text(demo_config(dsn, state, args.port))
+        if not args.no_carrier:
+            carrier = _start_carrier(state)
+        twistd = str(Path(sys.executable).parent / "twistd")
+        server = subprocess.Popen([twistd, "-n", "--pidfile=", "cbserver", "--config",
+                                   str(config)], env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        # Ctrl-C reaches the whole process group; the server handles it itself.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if _wait_healthy(args.port, server):
+            print("\n" + "=" * 72)
+            print(f"  cbserver demo is running: https://127.0.0.1:{args.port}/web-callback")
+            print("  (self-signed certificate: accept it in the browser)")
+            for acc_id, password, balance in _demo_accounts(demo_file):
+                print(f"  demo account: {acc_id}  password: {password}  balance: {balance}")
+            print(f"  carrier (sipp) on 127.0.0.1:{CARRIER_PORT}; config: {config}")
+            print("  Ctrl-C stops everything")
+            print("=" * 72 + "\n", flush=True)
+        server.wait()
+        return server.returncode
+    finally:
+        _stop(server, "the server")
+        _stop(carrier, "the sipp carrier")
+        if not was_running:
+            cluster.stop()
