@@ -1,0 +1,502 @@
+"""Perl-style substitution rules (``s/PATTERN/REPLACEMENT/FLAGS``), compiled safely for Python.
+
+The operator's "Account ID translation rule" (e.g. ``s/^/cb/``) is written in
+Perl syntax. ``compile_rule`` checks it once, at config-load time, translates
+the supported subset of Perl regular expressions to Python ``re`` syntax, and
+returns a ``TranslationRule`` whose ``apply`` rewrites a number. Anything
+outside the subset is refused with ``TranslationRuleError`` naming the problem;
+nothing is ever evaluated as code. The supported subset is documented in
+``docs/translation.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_RULE_CHARS = 256
+MAX_SUBJECT_CHARS = 64
+MAX_VARIABLE_REPEATS = 4
+ALLOWED_FLAGS = frozenset("gi")
+SIMPLE_DELIMITERS = frozenset("/#!,:;%~=")
+BRACKETS = {"{": "}", "(": ")", "[": "]", "<": ">"}
+_UNBOUNDED = 1 << 30
+_CONTROL = {"t": "\t", "n": "\n", "r": "\r", "f": "\f", "e": "\x1b", "a": "\x07"}
+_POSIX = {
+    "digit": "0-9", "alpha": "a-zA-Z", "alnum": "0-9a-zA-Z", "upper": "A-Z",
+    "lower": "a-z", "xdigit": "0-9A-Fa-f", "space": r"\s", "word": r"\w",
+}  # fmt: skip
+_QUANTIFIER = re.compile(r"\{(\d*)(,?)(\d*)\}")
+_HEX = "0123456789abcdefABCDEF"
+
+
+class TranslationError(Exception):
+    """Base of the translation-rule errors."""
+
+
+class TranslationRuleError(TranslationError, ValueError):
+    """A rule that is malformed or uses something outside the supported subset."""
+
+    def __init__(self, rule: str, problem: str):
+        self.rule = rule
+        self.problem = problem
+        super().__init__(f"translation rule {rule!r}: {problem}")
+
+
+class TranslationInputError(TranslationError, ValueError):
+    """A subject the rule refuses to process (too long or not text)."""
+
+
+def _split(rule: str) -> tuple[str, str, str]:
+    """Split ``s<d>pattern<d>replacement<d>flags`` into its three parts."""
+    text = rule.strip()
+    if len(text) < 2 or text[0] != "s":
+        raise TranslationRuleError(rule, "must be a substitution of the form s/PATTERN/REPLACEMENT/")
+    delimiter = text[1]
+    if delimiter in BRACKETS:
+        pattern, pos = _read_bracketed(rule, text, 1)
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            raise TranslationRuleError(rule, "missing the replacement part")
+        if text[pos] in BRACKETS:
+            replacement, pos = _read_bracketed(rule, text, pos)
+        else:
+            _check_delimiter(rule, text[pos])
+            replacement, pos = _read_until(rule, text, pos + 1, text[pos])
+    else:
+        _check_delimiter(rule, delimiter)
+        pattern, pos = _read_until(rule, text, 2, delimiter)
+        replacement, pos = _read_until(rule, text, pos, delimiter)
+    return pattern, replacement, text[pos:]
+
+
+def _check_delimiter(rule: str, delimiter: str) -> None:
+    if delimiter not in SIMPLE_DELIMITERS:
+        allowed = " ".join(sorted(SIMPLE_DELIMITERS)) + " {} () [] <>"
+        raise TranslationRuleError(rule, f"delimiter {delimiter!r} is not supported ({allowed})")
+
+
+def _read_until(rule: str, text: str, pos: int, delimiter: str) -> tuple[str, int]:
+    """Read up to an unescaped ``delimiter``; return the part (escapes kept) and the next index."""
+    start = pos
+    while pos < len(text):
+        if text[pos] == "\\":
+            pos += 2
+            continue
+        if text[pos] == delimiter:
+            return text[start:pos], pos + 1
+        pos += 1
+    raise TranslationRuleError(rule, f"missing closing delimiter {delimiter!r}")
+
+
+def _read_bracketed(rule: str, text: str, pos: int) -> tuple[str, int]:
+    """Read a balanced ``{...}``-style part starting at the opening bracket at ``pos``."""
+    opening, closing = text[pos], BRACKETS[text[pos]]
+    depth, start, pos = 1, pos + 1, pos + 1
+    while pos < len(text):
+        ch = text[pos]
+        if ch == "\\":
+            pos += 2
+            continue
+        if ch == opening:
+            depth += 1
+        elif ch == closing:
+            depth -= 1
+            if depth == 0:
+                return text[start:pos], pos + 1
+        pos += 1
+    raise TranslationRuleError(rule, f"missing closing {closing!r}")
+
+
+def _hex_escape(src: str, pos: int) -> tuple[str, int]:
+    """Decode the digits of ``\\xH``, ``\\xHH`` or ``\\x{H...}`` starting at ``pos``."""
+    if src[pos : pos + 1] == "{":
+        end = src.find("}", pos)
+        digits = src[pos + 1 : end] if end > 0 else ""
+        if not digits or len(digits) > 6 or any(c not in _HEX for c in digits):
+            raise ValueError("\\x{...} needs 1 to 6 hex digits")
+        pos = end + 1
+    else:
+        end = pos
+        while end < len(src) and end < pos + 2 and src[end] in _HEX:
+            end += 1
+        digits = src[pos:end] or "0"
+        pos = end
+    code = int(digits, 16)
+    if code > 0x10FFFF:
+        raise ValueError("\\x{...} is beyond Unicode")
+    return chr(code), pos
+
+
+@dataclass
+class _Frame:
+    """One open group while translating: what it contains, for the nesting checks."""
+
+    capturing: int | None  # group number, or None
+    variable: bool = False  # contains a quantifier whose count varies
+    alternation: bool = False
+
+
+class _PatternTranslator:
+    """Translate one Perl pattern into Python ``re`` syntax, checking the subset as it goes."""
+
+    def __init__(self, rule: str, pattern: str):
+        self.rule, self.src, self.pos = rule, pattern, 0
+        self.out: list[str] = []
+        self.stack = [_Frame(None)]
+        self.groups = 0
+        self.closed: set[int] = set()
+        self.repeats = 0
+        self.last: str | _Frame | None = None  # "atom", "anchor", a closed group's frame, or None
+
+    def fail(self, problem: str) -> TranslationRuleError:
+        return TranslationRuleError(self.rule, f"pattern: {problem}")
+
+    def translate(self) -> str:
+        src = self.src
+        while self.pos < len(src):
+            ch = src[self.pos]
+            self.pos += 1
+            if ch == "\\":
+                self.escape()
+            elif ch == "(":
+                self.open_group()
+            elif ch == ")":
+                self.close_group()
+            elif ch == "|":
+                self.stack[-1].alternation = True
+                self.out.append("|")
+                self.last = None
+            elif ch == "[":
+                self.out.append(self.char_class())
+                self.last = "atom"
+            elif ch in "*+?{":
+                self.quantifier(ch)
+            elif ch in "^":
+                self.emit("^", "anchor")
+            elif ch == "$":
+                following = src[self.pos : self.pos + 1]
+                if following not in ("", ")", "|"):
+                    raise self.fail(
+                        f"'${following}' would interpolate a Perl variable; escape a literal dollar as \\$"
+                    )
+                self.emit("$", "anchor")
+            elif ch == "@" and self.pos < len(src) and (src[self.pos].isalnum() or src[self.pos] in "_{"):
+                raise self.fail("'@' before a name would interpolate a Perl array; write \\@")
+            elif ch == ".":
+                self.emit(".", "atom")
+            else:
+                self.emit(re.escape(ch), "atom")
+        if len(self.stack) > 1:
+            raise self.fail("unclosed '('")
+        return "".join(self.out)
+
+    def emit(self, text: str, kind: str) -> None:
+        self.out.append(text)
+        self.last = kind
+
+    def escape(self) -> None:
+        if self.pos >= len(self.src):
+            raise self.fail("trailing backslash")
+        ch = self.src[self.pos]
+        self.pos += 1
+        if ch in "dDwWsS":
+            self.emit("\\" + ch, "atom")
+        elif ch in "bBA":
+            self.emit("\\" + ch, "anchor")
+        elif ch == "z":
+            self.emit(r"\Z", "anchor")
+        elif ch == "Z":
+            self.emit(r"(?=\n?\Z)", "anchor")
+        elif ch in "123456789":
+            if self.src[self.pos : self.pos + 1].isdigit():
+                raise self.fail("multi-digit backreferences and octal escapes are not supported")
+            if int(ch) not in self.closed:
+                raise self.fail(f"\\{ch} refers to a group that is not closed before it")
+            self.emit(f"(?:\\{ch})", "atom")
+        elif ch.isascii() and ch.isalnum():
+            self.emit(re.escape(self.char_escape(ch)), "atom")
+        else:
+            self.emit(re.escape(ch), "atom")
+
+    def char_escape(self, ch: str) -> str:
+        """The character for ``\\t``, ``\\xHH``, ``\\x{H..}`` and friends; refuse the rest."""
+        if ch in _CONTROL:
+            return _CONTROL[ch]
+        if ch == "x":
+            return self.hex_escape()
+        raise self.fail(f"unsupported escape \\{ch}")
+
+    def hex_escape(self) -> str:
+        try:
+            char, self.pos = _hex_escape(self.src, self.pos)
+        except ValueError as exc:
+            raise self.fail(str(exc)) from None
+        return char
+
+    def open_group(self) -> None:
+        src, pos = self.src, self.pos
+        if src.startswith("?", pos):
+            if src.startswith(("?{", "??{"), pos):
+                raise self.fail("code constructs (?{...}) and (??{...}) are not allowed")
+            for opener in ("?:", "?=", "?!", "?<=", "?<!"):
+                if src.startswith(opener, pos):
+                    self.pos += len(opener)
+                    self.out.append("(" + opener)
+                    frame = _Frame(None)
+                    frame.capturing = -1 if opener != "?:" else None  # -1 marks an assertion
+                    self.stack.append(frame)
+                    self.last = None
+                    return
+            raise self.fail(f"group construct '({src[pos : pos + 3]}' is not supported")
+        if src.startswith("*", pos):
+            raise self.fail("backtracking control verbs (*...) are not supported")
+        self.groups += 1
+        self.out.append("(")
+        self.stack.append(_Frame(self.groups))
+        self.last = None
+
+    def close_group(self) -> None:
+        if len(self.stack) == 1:
+            raise self.fail("unmatched ')'")
+        frame = self.stack.pop()
+        parent = self.stack[-1]
+        parent.variable |= frame.variable
+        parent.alternation |= frame.alternation
+        self.out.append(")")
+        if frame.capturing == -1:
+            self.last = "anchor"
+            return
+        if frame.capturing is not None:
+            self.closed.add(frame.capturing)
+        self.last = frame
+
+    def quantifier(self, ch: str) -> None:
+        if ch == "{":
+            match = _QUANTIFIER.match(self.src, self.pos - 1)
+            if not match or not (match.group(1) or match.group(3)):
+                raise self.fail("unescaped '{' that is not a quantifier; write \\{")
+            low = int(match.group(1) or 0)
+            high = int(match.group(3)) if match.group(3) else (_UNBOUNDED if match.group(2) else low)
+            if high < low:
+                raise self.fail(f"quantifier {match.group(0)} has max below min")
+            text = f"{{{low},{'' if high == _UNBOUNDED else high}}}" if low != high else f"{{{low}}}"
+            self.pos = match.end()
+        else:
+            low, high = {"*": (0, _UNBOUNDED), "+": (1, _UNBOUNDED), "?": (0, 1)}[ch]
+            text = ch
+        if self.last is None:
+            raise self.fail(f"quantifier {text!r} has nothing to repeat")
+        if self.last == "anchor":
+            raise self.fail(f"quantifier {text!r} follows an anchor or assertion")
+        if self.last == "quantified":
+            raise self.fail(f"quantifier {text!r} follows another quantifier")
+        if self.src[self.pos : self.pos + 1] == "+":
+            raise self.fail("possessive quantifiers are not supported")
+        if self.src[self.pos : self.pos + 1] == "?":
+            self.pos += 1
+            text += "?"
+        if isinstance(self.last, _Frame) and high > 1 and (self.last.variable or self.last.alternation):
+            raise self.fail(
+                "a repeated group containing a variable quantifier or '|' "
+                "(such as (a+)+) can take exponential time; rewrite it"
+            )
+        if low != high and high > 1:
+            self.repeats += 1
+            self.stack[-1].variable = True
+            if self.repeats > MAX_VARIABLE_REPEATS:
+                raise self.fail(f"more than {MAX_VARIABLE_REPEATS} variable repeats")
+        self.out.append(text)
+        self.last = "quantified"
+
+    def char_class(self) -> str:
+        src = self.src
+        parts = ["["]
+        if src.startswith("^", self.pos):
+            parts.append("^")
+            self.pos += 1
+        first = True
+        previous: str | None = None  # last single character, for ranges
+        while True:
+            if self.pos >= len(src):
+                raise self.fail("unclosed '['")
+            ch = src[self.pos]
+            self.pos += 1
+            if ch == "]" and not first:
+                parts.append("]")
+                return "".join(parts)
+            first = False
+            if ch == "[" and src.startswith(":", self.pos):
+                end = src.find(":]", self.pos + 1)
+                name = src[self.pos + 1 : end] if end > 0 else ""
+                if name not in _POSIX:
+                    raise self.fail(f"POSIX class [:{name}:] is not supported")
+                parts.append(_POSIX[name])
+                self.pos = end + 2
+                previous = None
+                continue
+            if ch == "$" or (ch == "@" and self.pos < len(src) and src[self.pos].isalnum()):
+                raise self.fail(f"escape '{ch}' inside a character class as \\{ch}")
+            if ch == "-" and previous is not None and not src.startswith("]", self.pos):
+                high, _ = self.class_member()
+                if high is None:
+                    raise self.fail("a range cannot end in a class escape like \\d")
+                if ord(high) < ord(previous):
+                    raise self.fail(f"reversed range {previous}-{high} in character class")
+                parts.append("-" + re.escape(high))
+                previous = None
+                continue
+            self.pos -= 1
+            previous, text = self.class_member()
+            parts.append(text)
+
+    def class_member(self) -> tuple[str | None, str]:
+        """Consume one class member: (its character or None for a set like \\d, Python text)."""
+        if self.pos >= len(self.src):
+            raise self.fail("unclosed '['")
+        ch = self.src[self.pos]
+        self.pos += 1
+        if ch != "\\":
+            return ch, re.escape(ch)
+        if self.pos >= len(self.src):
+            raise self.fail("trailing backslash")
+        ch = self.src[self.pos]
+        self.pos += 1
+        if ch in "dDwWsS":
+            return None, "\\" + ch
+        if ch == "b":
+            char = "\b"
+        elif ch.isascii() and ch.isalnum():
+            char = self.char_escape(ch)
+        else:
+            char = ch
+        return char, re.escape(char)
+
+
+def _translate_replacement(rule: str, text: str, groups: int) -> tuple[str | int, ...]:
+    """Parse a Perl replacement into literal strings and group numbers (0 = whole match)."""
+    pieces: list[str | int] = []
+    literal: list[str] = []
+
+    def fail(problem: str) -> TranslationRuleError:
+        return TranslationRuleError(rule, f"replacement: {problem}")
+
+    def group(number: int) -> None:
+        if number > groups:
+            raise fail(f"refers to group {number} but the pattern has {groups}")
+        if literal:
+            pieces.append("".join(literal))
+            literal.clear()
+        pieces.append(number)
+
+    pos = 0
+    while pos < len(text):
+        ch = text[pos]
+        pos += 1
+        nxt = text[pos : pos + 1]
+        if ch == "$":
+            if nxt.isdigit():
+                end = pos
+                while end < len(text) and text[end].isdigit():
+                    end += 1
+                if text[pos] == "0":
+                    raise fail("$0 is not a capture group")
+                group(int(text[pos:end]))
+                pos = end
+            elif nxt == "{":
+                end = text.find("}", pos)
+                inner = text[pos + 1 : end] if end > 0 else ""
+                if not inner.isdigit() or inner.startswith("0"):
+                    raise fail("only ${N} with a group number N is supported")
+                group(int(inner))
+                pos = end + 1
+            elif nxt == "&":
+                group(0)
+                pos += 1
+            else:
+                shown = "$" + nxt if nxt else "a trailing '$'"
+                raise fail(f"{shown} would interpolate a Perl variable; write \\$ for a dollar")
+        elif ch == "@" and (nxt.isalnum() or nxt in ("_", "{")):
+            raise fail("'@' before a name would interpolate a Perl array; write \\@")
+        elif ch == "\\":
+            if not nxt:
+                raise fail("trailing backslash")
+            pos += 1
+            if nxt in "123456789":
+                if text[pos : pos + 1].isdigit():
+                    raise fail("use ${N} for group numbers above 9")
+                group(int(nxt))
+            elif nxt in "uUlLEQ":
+                raise fail(f"case-changing escape \\{nxt} is not supported")
+            elif nxt in _CONTROL:
+                literal.append(_CONTROL[nxt])
+            elif nxt == "x":
+                try:
+                    char, pos = _hex_escape(text, pos)
+                except ValueError as exc:
+                    raise fail(str(exc)) from None
+                literal.append(char)
+            elif nxt.isascii() and nxt.isalnum():
+                raise fail(f"unsupported escape \\{nxt}")
+            else:
+                literal.append(nxt)
+        else:
+            literal.append(ch)
+    if literal:
+        pieces.append("".join(literal))
+    return tuple(pieces)
+
+
+@dataclass(frozen=True)
+class TranslationRule:
+    """A compiled ``s///`` rule: the Perl source, its Python pattern and the replacement plan."""
+
+    source: str
+    python_pattern: str
+    replacement: tuple[str | int, ...]
+    global_: bool
+    ignore_case: bool
+    regex: re.Pattern[str]
+
+    def apply(self, subject: str) -> str:
+        """Return ``subject`` rewritten by the rule (unchanged when the pattern does not match)."""
+        if not isinstance(subject, str):
+            raise TranslationInputError(f"subject: must be text, got {type(subject).__name__}")
+        if len(subject) > MAX_SUBJECT_CHARS:
+            raise TranslationInputError(f"subject: longer than {MAX_SUBJECT_CHARS} characters")
+        pieces = self.replacement
+
+        def replace(match: re.Match[str]) -> str:
+            return "".join(p if isinstance(p, str) else (match.group(p) or "") for p in pieces)
+
+        return self.regex.sub(replace, subject, count=0 if self.global_ else 1)
+
+
+def compile_rule(rule: str) -> TranslationRule:
+    """Check and compile a Perl ``s///`` rule; raise ``TranslationRuleError`` naming the problem."""
+    if not isinstance(rule, str):
+        raise TranslationRuleError(repr(rule), "must be text")
+    if len(rule) > MAX_RULE_CHARS:
+        raise TranslationRuleError(rule[:40] + "...", f"longer than {MAX_RULE_CHARS} characters")
+    pattern, replacement, flags = _split(rule)
+    for flag in flags:
+        if flag == "e":
+            raise TranslationRuleError(rule, "flag 'e' (evaluate code) is not allowed")
+        if flag not in ALLOWED_FLAGS:
+            raise TranslationRuleError(rule, f"flag {flag!r} is not supported (only g and i)")
+    if len(set(flags)) != len(flags):
+        raise TranslationRuleError(rule, "a flag is repeated")
+    if not pattern:
+        raise TranslationRuleError(
+            rule, "pattern: an empty pattern means 'the last successful pattern' in Perl"
+        )
+    translator = _PatternTranslator(rule, pattern)
+    python_pattern = translator.translate()
+    pieces = _translate_replacement(rule, replacement, translator.groups)
+    options = re.ASCII | (re.IGNORECASE if "i" in flags else 0)
+    try:
+        regex = re.compile(python_pattern, options)
+    except re.error as exc:  # the translator should make this unreachable
+        raise TranslationRuleError(rule, f"pattern: {exc}") from exc
+    return TranslationRule(rule, python_pattern, pieces, "g" in flags, "i" in flags, regex)
