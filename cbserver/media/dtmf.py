@@ -4,7 +4,9 @@ RFC 4733 2.5.2: one key press is a run of packets sharing one RTP timestamp (the
 start); the first has the marker bit, the last three carry the E bit. We report a digit on the
 first packet we see of a new (timestamp, event), which gives the quickest barge-in, tolerates
 lost start packets (any packet of the event reports it), and de-duplicates the repeated end
-packets by their timestamp. A long event split into segments (RFC 4733 2.5.1.3) continues
+packets by their timestamp. A start packet (marker) of a (timestamp, event) that already ended
+counts as a new press: replayed captures (sipp's ``play_pcap_audio``) reuse one timestamp.
+A long event split into segments (RFC 4733 2.5.1.3) continues
 with a later timestamp but no marker and is not reported twice.
 """
 
@@ -52,7 +54,8 @@ class EventReceiver:
     """Turns a stream of telephone-event packets into digits, each exactly once."""
 
     def __init__(self):
-        self._recent: list[tuple[int, int]] = []  # (timestamp, event) already reported
+        # (timestamp, event) -> end seen; the most recent events, oldest first
+        self._recent: dict[tuple[int, int], bool] = {}
         self._last: tuple[int, int, int, bool] | None = None  # (ts, event, duration, end)
         self.malformed = 0
 
@@ -64,17 +67,21 @@ class EventReceiver:
             self.malformed += 1
             return None
         key = (timestamp, ev.event)
-        if key in self._recent:
-            self._remember_duration(timestamp, ev)
-            return None  # continuation, or a retransmitted end packet
-        continuation = self._is_segment_continuation(timestamp, marker, ev)
-        self._recent.append(key)
-        del self._recent[:-_RECENT]
-        self._remember_duration(timestamp, ev)
-        return None if continuation else ev.digit
-
-    def _remember_duration(self, timestamp: int, ev: TelephoneEvent) -> None:
+        ended = self._recent.get(key)
+        if ended is not None and not (ended and marker):
+            # A continuation, or a retransmitted end packet (RFC 4733 2.5.1.4). A marker after
+            # the end of the same (timestamp, event) is a new press by a sender that reuses
+            # timestamps (a replayed capture); real senders never do.
+            self._recent[key] = ended or ev.end
+            self._last = (timestamp, ev.event, ev.duration, ev.end)
+            return None
+        continuation = ended is None and self._is_segment_continuation(timestamp, marker, ev)
+        self._recent.pop(key, None)
+        self._recent[key] = ev.end
+        while len(self._recent) > _RECENT:
+            del self._recent[next(iter(self._recent))]
         self._last = (timestamp, ev.event, ev.duration, ev.end)
+        return None if continuation else ev.digit
 
     def _is_segment_continuation(self, timestamp: int, marker: bool, ev: TelephoneEvent) -> bool:
         """RFC 4733 2.5.1.3: a long event goes on with timestamp = previous ts + duration."""
