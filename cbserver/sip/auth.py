@@ -53,9 +53,7 @@ _ALGORITHMS: dict[str, tuple[str, int]] = {"MD5": ("md5", 1), "SHA-256": ("sha25
 if _sha512_256_available():
     _ALGORITHMS["SHA-512-256"] = ("sha512_256", 3)
 
-SUPPORTED_ALGORITHMS: tuple[str, ...] = tuple(
-    a for base in _ALGORITHMS for a in (base, base + "-sess")
-)
+SUPPORTED_ALGORITHMS: tuple[str, ...] = tuple(a for base in _ALGORITHMS for a in (base, base + "-sess"))
 
 
 @dataclass(frozen=True)
@@ -229,9 +227,7 @@ class DigestClient:
         self._nc[nonce] = n
         return n
 
-    def authorization(
-        self, ch: DigestChallenge, method: str, uri: str, body: bytes = b""
-    ) -> tuple[str, str]:
+    def authorization(self, ch: DigestChallenge, method: str, uri: str, body: bytes = b"") -> tuple[str, str]:
         """Return ``(header name, value)`` answering ``ch`` for a request.
 
         The header is ``Proxy-Authorization`` for a 407 challenge and ``Authorization``

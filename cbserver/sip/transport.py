@@ -159,9 +159,7 @@ class SipUdpProtocol(DatagramProtocol):
     def _receive(self, data: bytes, addr: tuple[str, int]) -> None:
         if len(data) > self.max_size:
             self.dropped += 1
-            log.warn(
-                "dropped oversized datagram of {size} bytes from {addr}", size=len(data), addr=addr
-            )
+            log.warn("dropped oversized datagram of {size} bytes from {addr}", size=len(data), addr=addr)
             return
         try:
             message = parse_message(data, self.max_size)
