@@ -127,13 +127,6 @@ def _positive(value: float) -> float:
     return value
 
 
-def _log_format(value: str) -> str:
-    """``text`` or ``json``."""
-    if value not in ("text", "json"):
-        raise ValueError(f"expected 'text' or 'json', got {value!r}")
-    return value
-
-
 def _read_secret(path: str, key: str) -> str:
     """Read a secret from a file (first line, stripped); errors name the key."""
     try:
@@ -153,7 +146,6 @@ class ServerConfig:
     state_dir: str = setting("var", doc="folder for the TLS certificate, the xDR spool, CSVs")
     shutdown_grace: float = setting(10.0, check=_positive,
                                     doc="seconds to end calls and flush writes on SIGTERM")
-    log_format: str = setting("text", check=_log_format, doc="'text' or 'json' (one per line)")
 
 
 @dataclass(frozen=True, kw_only=True)

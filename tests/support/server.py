@@ -36,7 +36,6 @@ def write_config(folder: Path, dsn: str, **overrides: str) -> tuple[Path, int]:
         'endpoint = "ssl:8901"': f'endpoint = "ssl:{port}:interface=127.0.0.1"',
         'admin_endpoint = "ssl:8902:interface=127.0.0.1"':
             f'admin_endpoint = "ssl:{free_port()}:interface=127.0.0.1"',
-        'account_id_translation_rule = "s/^/cb/"': 'account_id_translation_rule = ""',
         'listen = "127.0.0.1:5060"': f'listen = "127.0.0.1:{free_port(socket.SOCK_DGRAM)}"',
     }
     repl.update(overrides)
@@ -48,12 +47,12 @@ def write_config(folder: Path, dsn: str, **overrides: str) -> tuple[Path, int]:
     return path, port
 
 
-def start(config: Path, *extra: str) -> subprocess.Popen:
+def start(config: Path, *extra: str, twistd_options: tuple[str, ...] = ()) -> subprocess.Popen:
     """Start ``twistd -n cbserver --config FILE`` with output captured."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([TWISTD, "-n", "--pidfile=", "cbserver", "--config", str(config),
-                             *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=env, text=True)
+    return subprocess.Popen([TWISTD, *twistd_options, "-n", "--pidfile=", "cbserver", "--config",
+                             str(config), *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env, text=True)
 
 
 def get_json(url: str, timeout: float = 5.0) -> tuple[int, dict]:

@@ -1,5 +1,6 @@
 """The real server under twistd: start, /healthz, SIGTERM, and each start-up failure."""
 
+import json
 import subprocess
 
 import psycopg2
@@ -29,6 +30,20 @@ def test_starts_answers_healthz_and_exits_zero_on_sigterm(tmp_path, pg_dsn):
     # The self-signed certificate was generated on first run, key owner-only.
     key = tmp_path / "state" / "tls" / "key.pem"
     assert key.exists() and (key.stat().st_mode & 0o077) == 0
+
+
+def test_json_log_lines_for_log_shippers(tmp_path, pg_dsn):
+    config, port = write_config(tmp_path, pg_dsn)
+    proc = start(config, twistd_options=("--logger", "cbserver.logs.json_stdout"))
+    try:
+        wait_health(port, 200, proc)
+    finally:
+        code, out = terminate(proc)
+    assert code == 0
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert any(e.get("log_format", "").startswith("database ready") for e in events)
+    ready = next(e for e in events if e.get("log_format", "").startswith("cbserver ready"))
+    assert ready["node"] == "node1"
 
 
 def test_unreachable_database_keeps_retrying_and_healthz_says_why(tmp_path, pg_cluster):

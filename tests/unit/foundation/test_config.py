@@ -211,9 +211,9 @@ def test_duplicate_application_paths():
     assert e.path == "application[1].path"
 
 
-def test_log_format_choice():
-    e = _error(_with("[server]\nlog_format = 'xml'\n"))
-    assert e.path == "server.log_format"
+def test_shutdown_grace_must_be_positive():
+    e = _error(_with("[server]\nshutdown_grace = 0\n"))
+    assert e.path == "server.shutdown_grace" and "positive" in str(e)
 
 
 def test_example_documents_every_key():
@@ -225,3 +225,14 @@ def test_example_documents_every_key():
     for key, _type, _default, _doc in describe(Config):
         leaf = key.rsplit(".", 1)[-1]
         assert f"{leaf} =" in text, f"{key} is not documented in the example"
+
+
+def test_readme_documents_every_key():
+    """The README's configuration reference names every key of the schema."""
+    from cbserver.config import Config
+    from cbserver.configschema import describe
+    from cbserver.resources import checkout_dir
+
+    readme = (checkout_dir() / "README.md").read_text()
+    for key, _type, _default, _doc in describe(Config):
+        assert f"`{key}`" in readme, f"{key} missing from the README"
