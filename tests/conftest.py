@@ -37,14 +37,17 @@ def _admin(cluster: Cluster):
 
 
 @pytest.fixture(scope="session")
-def pg_cluster() -> Cluster:
-    """The running local cluster (started if needed, left running for the next run)."""
+def pg_cluster():
+    """The running local cluster; stopped at the end only if this run started it."""
     cluster = default_cluster()
+    was_running = cluster.running()
     try:
         cluster.start()
     except ClusterError as e:
         pytest.fail(f"local PostgreSQL unavailable: {e} (./cbs setup installs it)")
-    return cluster
+    yield cluster
+    if not was_running:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")
