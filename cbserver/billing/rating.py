@@ -79,9 +79,7 @@ def check_duration(duration: object) -> int:
     if isinstance(duration, bool) or not isinstance(duration, int):
         raise InvalidCallError(f"duration: must be whole seconds, got {duration!r}")
     if not 0 <= duration <= MAX_DURATION:
-        raise InvalidCallError(
-            f"duration: must be from 0 to {MAX_DURATION} seconds, got {duration}"
-        )
+        raise InvalidCallError(f"duration: must be from 0 to {MAX_DURATION} seconds, got {duration}")
     return duration
 
 
@@ -139,14 +137,18 @@ def charge_split(rate: Rate, runs: list[tuple[int, int, bool]]) -> LegCharge:
     The first interval is taken once, at the start of the call, from the tier of
     the connect time's period, and is never split. The seconds after it are cut
     at each boundary; each part is rounded up to whole next intervals of its own
-    period's tier and priced at that tier's next price. With a single run this
-    is exactly ``charge``.
+    period's tier and priced at that tier's next price. Adjacent runs priced by
+    equal tiers are joined first; when one run remains (a flat rate, or no
+    boundary crossed) this is exactly ``charge`` and ``parts`` is empty.
     """
     duration = sum(seconds for _, seconds, _ in runs)
     duration = check_duration(duration)
     first_peak = runs[0][2]
     if duration == 0:
         return LegCharge(rate, 0, first_peak, 0, _ZERO_AMOUNT)
+    runs = _merge_equal_tiers(rate, runs)
+    if len(runs) == 1:  # nothing to split: a flat rate, or no boundary crossed
+        return charge(rate, duration, first_peak)
     first_tier = rate.tier(first_peak)
     f = first_tier.first_interval
     total = _CTX.multiply(first_tier.first_price, f)
@@ -165,6 +167,18 @@ def charge_split(rate: Rate, runs: list[tuple[int, int, bool]]) -> LegCharge:
     if rate.parsed_formula is not None:
         amount = _apply_formula(rate, first_tier, duration, charged_total, amount, first_peak)
     return LegCharge(rate, duration, first_peak, charged_total, round_amount(amount), tuple(parts))
+
+
+def _merge_equal_tiers(rate: Rate, runs: list[tuple[int, int, bool]]) -> list[tuple[int, int, bool]]:
+    """Join adjacent runs priced by the same tier (always the case for a flat rate)."""
+    merged = [runs[0]]
+    for start, seconds, peak in runs[1:]:
+        last_start, last_seconds, last_peak = merged[-1]
+        if rate.tier(peak) == rate.tier(last_peak):
+            merged[-1] = (last_start, last_seconds + seconds, last_peak)
+        else:
+            merged.append((start, seconds, peak))
+    return merged
 
 
 def select_rate(tariff: TariffRates, digits: str, connect_utc: dt.datetime) -> Rate:
@@ -206,9 +220,7 @@ class LegPricer:
     def charge(self, duration: int) -> LegCharge:
         """The charge for ``duration`` seconds of this leg."""
         if self.tariff.split_at_boundary and self.tariff.offpeak is not None:
-            return charge_split(
-                self.rate, period_runs(self.tariff.offpeak, self.connect_time, duration)
-            )
+            return charge_split(self.rate, period_runs(self.tariff.offpeak, self.connect_time, duration))
         return charge(self.rate, duration, self.peak)
 
     def amount(self, duration: int) -> Decimal:
@@ -224,9 +236,7 @@ def price_leg(tariff: TariffRates, number: str, connect_time: dt.datetime) -> Le
     return LegPricer(tariff, rate, connect_utc, peak)
 
 
-def rate_leg(
-    tariff: TariffRates, number: str, duration: int, connect_time: dt.datetime
-) -> LegCharge:
+def rate_leg(tariff: TariffRates, number: str, duration: int, connect_time: dt.datetime) -> LegCharge:
     """Charge one leg: normalise, select the rate, pick the period, apply the rule."""
     duration = check_duration(duration)
     return price_leg(tariff, number, connect_time).charge(duration)

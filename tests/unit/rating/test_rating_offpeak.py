@@ -155,3 +155,20 @@ def test_pricer_reports_connect_period():
 def test_no_offpeak_period_charges_peak(split):
     tariff = make_tariff(peak_offpeak_rate(), split_at_boundary=split)
     assert rate_leg(tariff, "1818", 61, utc(2024, 1, 1, 3)).amount == Decimal("1.20000")
+
+
+def test_split_never_splits_a_flat_rate():
+    flat = make_rate(f=60, n=60, p1="0.60", p2="0.60")
+    tariff = make_tariff(flat, offpeak=period("Etc/UTC", "20:00-23:59"), split_at_boundary=True)
+    leg = rate_leg(tariff, "1818", 130, utc(2024, 1, 1, 19, 58, 50))
+    assert leg.amount == charge(flat, 130).amount
+    assert leg.charged_seconds == 180
+    assert leg.parts == ()
+
+
+def test_split_without_a_boundary_has_no_parts():
+    tariff = make_tariff(peak_offpeak_rate(), offpeak=period("Etc/UTC", "20:00-23:59"),
+                         split_at_boundary=True)
+    leg = rate_leg(tariff, "1818", 130, utc(2024, 1, 1, 12))
+    assert leg.parts == ()
+    assert leg.amount == charge(peak_offpeak_rate(), 130, peak=True).amount
