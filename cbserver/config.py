@@ -228,6 +228,27 @@ class WebConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LimitsConfig:
+    """Abuse protection: rate limits and concurrency caps, shared by every node."""
+
+    window: float = setting(3600.0, check=_positive, doc="length of the rate-limit window, seconds")
+    per_client: int = setting(20, doc="callbacks one client address may request per window")
+    per_phone: int = setting(5, doc="callbacks to one called-back number per window")
+    per_account: int = setting(30, doc="callbacks one account may request per window")
+    concurrent_per_account: int = setting(2, doc="callbacks in progress per account at once")
+    ivr_attempts: int = setting(3, doc="hosted IVR identification attempts before hanging up")
+    lockout: float = setting(900.0, check=_positive,
+                             doc="seconds a number/account is locked out after failed IVR attempts")
+
+    def validate(self) -> None:
+        """Every cap must allow at least one call."""
+        for name in ("per_client", "per_phone", "per_account", "concurrent_per_account",
+                     "ivr_attempts"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"expected at least 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ApplicationConfig:
     """One WEB callback trigger instance, as the operator's manual defines it."""
 
@@ -281,6 +302,7 @@ class Config:
     application: tuple[ApplicationConfig, ...] = setting(doc="[[application]] instances")
     server: ServerConfig = setting(ServerConfig(), doc="[server]")
     web: WebConfig = setting(WebConfig(), doc="[web]")
+    limits: LimitsConfig = setting(LimitsConfig(), doc="[limits]")
 
     def validate(self) -> None:
         """Check cross-table rules."""
