@@ -270,7 +270,9 @@ def max_duration(
         raise InvalidCallError(f"budget: must be a Decimal, got {budget!r}")
     budget = Decimal(budget)
     leg_a_elapsed = check_duration(leg_a_elapsed)
-    limit = min(check_duration(limit), MAX_DURATION - leg_a_elapsed)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InvalidCallError(f"limit: must be whole seconds of 0 or more, got {limit!r}")
+    limit = min(limit, MAX_DURATION - leg_a_elapsed)
 
     def fits(t: int) -> bool:
         return leg_a.amount(leg_a_elapsed + t) + leg_b.amount(t) <= budget

@@ -93,3 +93,10 @@ def test_max_duration_refuses_float_budgets():
     a, b = legs()
     with pytest.raises(InvalidCallError, match="budget"):
         max_duration(1.5, a, 0, b)
+
+
+def test_max_duration_limit_is_clamped_to_the_longest_ratable_leg():
+    a, b = legs("0", "0")
+    assert max_duration(Decimal("1"), a, 100, b, limit=10**9) == 7 * 86400 - 100
+    with pytest.raises(InvalidCallError, match="limit"):
+        max_duration(Decimal("1"), a, 0, b, limit=-1)
