@@ -198,7 +198,7 @@ def _call(name: str, args: list[Evaluator], column: int) -> Evaluator:
     if name == "floor":
         return lambda env: x(env).to_integral_value(rounding=ROUND_FLOOR, context=_CTX)
     if name == "abs":
-        return lambda env: abs(x(env))
+        return lambda env: x(env).copy_abs()
     (places,) = rest
 
     def round_(env: Mapping[str, Decimal]) -> Decimal:
@@ -325,7 +325,7 @@ class _Parser:
             operand = self.nested(self.unary)
             if token.text == "+":
                 return operand
-            return lambda env: -operand(env)
+            return lambda env: operand(env).copy_negate()
         return self.primary()
 
     def primary(self) -> Evaluator:

@@ -163,3 +163,9 @@ def test_negative_or_failing_formula_is_a_rating_error():
         charge(make_rate(formula="amount - 100"), 10)
     with pytest.raises(RateFormulaError, match="division by zero"):
         charge(make_rate(formula="amount / (duration - 10)"), 10)
+
+
+def test_negation_and_abs_keep_every_digit():
+    long = "0.1234567890123456789012345678901234567"  # 37 significant digits
+    assert ev(f"-{long}") == -Decimal(long)
+    assert ev(f"abs(-{long})") == Decimal(long)
