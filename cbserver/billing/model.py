@@ -213,6 +213,22 @@ class OffPeakWindow:
         """First minute of the day after the range (exclusive bound)."""
         return self.end.hour * 60 + self.end.minute + 1
 
+    @property
+    def text(self) -> str:
+        """The canonical spelling, e.g. ``"mon-fri 18:00-23:59"`` (what ``parse`` reads)."""
+        days = sorted(self.days)
+        groups: list[str] = []
+        run_start = previous = days[0]
+        for day in days[1:] + [None]:
+            if day is not None and day == previous + 1:
+                previous = day
+                continue
+            name = _DAY_NAMES[run_start]
+            groups.append(name if run_start == previous else f"{name}-{_DAY_NAMES[previous]}")
+            if day is not None:
+                run_start = previous = day
+        return f"{','.join(groups)} {self.start:%H:%M}-{self.end:%H:%M}"
+
     @classmethod
     def parse(cls, text: str) -> OffPeakWindow:
         """Parse ``"sat-sun 00:00-23:59"`` or ``"mon,wed 18:00-23:59"``."""

@@ -87,3 +87,10 @@ def test_rates_of_other_zones_are_indexed_in_utc():
     tariff = make_tariff(make_rate(since=EPOCH_2020), early)
     starts = tariff.index["1818"].starts
     assert starts[1] == dt.datetime(2023, 12, 31, 23, 30, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize("text", ["mon-fri 18:00-23:59", "mon,wed-thu,sun 00:00-07:59",
+                                  "sat 12:30-12:30", "mon-sun 00:00-23:59"])
+def test_offpeak_window_text_round_trips(text):
+    assert OffPeakWindow.parse(text).text == text
+    assert OffPeakWindow.parse(OffPeakWindow.parse(text).text) == OffPeakWindow.parse(text)

@@ -114,3 +114,33 @@ def test_quote_json_amount_always_has_five_decimals(d, number):
     tariff = make_tariff(make_rate("|", f=7, n=3, p1="0.0123", p2="0.0456"))
     text = quote(tariff, number, d, dt.datetime(2024, 1, 1, tzinfo=UTC)).to_json()
     assert re.search(r'"amount": "\d+\.\d{5}"', text)
+
+
+TRANSITIONS = [  # UTC instants of daylight-saving changes
+    ("Europe/Berlin", dt.datetime(2024, 3, 31, 1, tzinfo=UTC)),
+    ("Europe/Berlin", dt.datetime(2024, 10, 27, 1, tzinfo=UTC)),
+    ("America/New_York", dt.datetime(2024, 3, 10, 7, tzinfo=UTC)),
+    ("America/New_York", dt.datetime(2024, 11, 3, 6, tzinfo=UTC)),
+]
+
+
+@st.composite
+def windows(draw):
+    start = draw(st.integers(0, 1439))
+    end = draw(st.integers(start, 1439))
+    days = draw(st.frozensets(st.integers(0, 6), min_size=1))
+    return OffPeakWindow(days, dt.time(start // 60, start % 60), dt.time(end // 60, end % 60))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(TRANSITIONS), st.integers(-4 * 3600, 3600), st.integers(0, 3 * 3600),
+       st.lists(windows(), min_size=1, max_size=3), st.integers(0, 999999))
+def test_runs_equal_a_second_by_second_scan_around_dst(transition, shift, d, wins, micro):
+    from cbserver.billing.offpeak import is_offpeak
+
+    zone, instant = transition
+    period = OffPeakPeriod(zone, tuple(wins))
+    connect = instant + dt.timedelta(seconds=shift, microseconds=micro)
+    scan = [not is_offpeak(period, connect + dt.timedelta(seconds=k)) for k in range(d)]
+    expanded = [peak for _, seconds, peak in period_runs(period, connect, d) for _ in range(seconds)]
+    assert expanded == scan
