@@ -1,0 +1,487 @@
+"""The service catalog: the destination register, tariffs, their rates, and products.
+
+``Catalog(db, clock)`` holds the rules (the manual's "Create a tariff", "Enter rates" and
+"Create a product"); the admin API, the CLI and provisioning all call it. Every method is a
+coroutine; input is a mapping of fields checked by ``validation.clean`` so that a refusal
+names the field. Each write runs in one transaction (``catalog_store.transaction``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from cbserver.billing import validation as v
+from cbserver.billing.formula import FormulaError, parse_formula
+from cbserver.billing.model import OffPeakPeriod, OffPeakWindow, Rate, RateDefinitionError
+from cbserver.billing.validation import ConflictError, Field, NotFound, ValidationError
+from cbserver.db import catalog_store as store
+
+SERVICES = ("voice",)
+_SERVICE = v.choice(*SERVICES, aliases={"voice calls": "voice"})
+
+DESTINATION = {
+    "prefix": Field(v.text(20, pattern=r"[0-9]{1,20}|\|"), required=True, mutable=False),
+    "country": Field(v.text(100, allow_empty=True), default=""),
+    "description": Field(v.text(200, allow_empty=True), default=""),
+}
+
+
+def _window(field: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be text such as 'mon-fri 18:00-23:59'")
+    try:
+        OffPeakWindow.parse(value)
+    except RateDefinitionError as e:
+        raise ValidationError(field, e.reason) from None
+    return " ".join(value.split()).lower()
+
+
+TARIFF = {
+    "name": Field(v.text(100), required=True),
+    "currency": Field(v.currency, required=True, mutable=False),
+    "service": Field(_SERVICE, default="voice"),
+    "applied_to": Field(v.choice("customer", "vendor"), default="customer"),
+    "managed_by": Field(v.choice("administrator", aliases={"administrator only": "administrator"}),
+                        default="administrator"),
+    "offpeak_timezone": Field(v.optional(v.timezone), default=None),
+    "offpeak_periods": Field(v.optional(v.string_list(_window, min_items=1)), default=None),
+    "split_at_boundary": Field(v.boolean, default=False),
+}
+
+_INTERVAL = v.integer(1, 86400)
+_PRICE = v.decimal(Decimal(0))
+RATE = {
+    "prefix": Field(v.text(20, pattern=r"[0-9]{1,20}|\|"), required=True),
+    "rating_mode": Field(v.choice("flat", "peak_offpeak", aliases={
+        "flat rate": "flat", "separate peak / off-peak rate": "peak_offpeak"}), default="flat"),
+    "first_interval": Field(_INTERVAL, required=True),
+    "next_interval": Field(_INTERVAL, required=True),
+    "first_price": Field(_PRICE, required=True),
+    "next_price": Field(_PRICE, required=True),
+    "offpeak_first_interval": Field(v.optional(_INTERVAL), default=None),
+    "offpeak_next_interval": Field(v.optional(_INTERVAL), default=None),
+    "offpeak_first_price": Field(v.optional(_PRICE), default=None),
+    "offpeak_next_price": Field(v.optional(_PRICE), default=None),
+    "formula": Field(v.optional(v.text(500)), default=None),
+    "effective_from": Field(v.aware_datetime),
+}
+
+RATING_ENTRY = {
+    "service": Field(_SERVICE, default="voice"),
+    "node": Field(v.text(100), required=True),
+    "access_code": Field(v.text(64, allow_empty=True, pattern=r"[A-Za-z0-9_.-]*"), default=""),
+    "tariff": Field(v.reference, required=True),
+    "overdraft_protection": Field(v.boolean, default=False),
+}
+
+
+def _entries(field: str, value: Any) -> list[dict]:
+    if not isinstance(value, list | tuple):
+        raise ValidationError(field, "must be a list of rating entries")
+    out = []
+    for i, item in enumerate(value):
+        try:
+            out.append(v.clean(RATING_ENTRY, item))
+        except ValidationError as e:
+            raise ValidationError(f"{field}[{i}].{e.field}", e.reason) from None
+    return out
+
+
+PRODUCT = {
+    "name": Field(v.text(100), required=True),
+    "end_user_name": Field(v.text(100, allow_empty=True), default=""),
+    "product_type": Field(v.choice("main", aliases={"main product": "main"}), default="main"),
+    "currency": Field(v.currency, required=True, mutable=False),
+    "managed_by": TARIFF["managed_by"],
+    "default_acl": Field(v.text(100, allow_empty=True), default=""),
+    "account_role": Field(v.choice("universal"), default="universal"),
+    "services": Field(v.string_list(_SERVICE), default=lambda: ["voice"]),
+    "rating_list": Field(_entries, default=list),
+}
+
+
+def now(clock) -> dt.datetime:
+    """The clock's current time as an aware UTC datetime."""
+    return dt.datetime.fromtimestamp(clock.seconds(), dt.UTC)
+
+
+def check_rate(row: Mapping[str, Any]) -> None:
+    """Check a rate's fields together (off-peak fields by mode, formula syntax)."""
+    if row.get("formula") is not None:
+        try:
+            parse_formula(row["formula"])
+        except FormulaError as e:
+            where = f" at column {e.column}" if e.column else ""
+            raise ValidationError("formula", f"{e.reason}{where}") from None
+    try:
+        Rate(prefix=row["prefix"], mode=row["rating_mode"],
+             first_interval=row["first_interval"], next_interval=row["next_interval"],
+             first_price=row["first_price"], next_price=row["next_price"],
+             offpeak_first_interval=row.get("offpeak_first_interval"),
+             offpeak_next_interval=row.get("offpeak_next_interval"),
+             offpeak_first_price=row.get("offpeak_first_price"),
+             offpeak_next_price=row.get("offpeak_next_price"),
+             effective_from=row["effective_from"])
+    except RateDefinitionError as e:
+        raise ValidationError("rating_mode" if e.field == "mode" else e.field, e.reason) from None
+
+
+def _check_tariff(row: Mapping[str, Any]) -> None:
+    if (row.get("offpeak_timezone") is None) != (row.get("offpeak_periods") is None):
+        missing = "offpeak_periods" if row.get("offpeak_periods") is None else "offpeak_timezone"
+        raise ValidationError(missing, "an off-peak period needs both a time zone and windows")
+    if row.get("offpeak_timezone"):
+        OffPeakPeriod(row["offpeak_timezone"],
+                      tuple(OffPeakWindow.parse(w) for w in row["offpeak_periods"]))
+
+
+async def resolve(cur, table: str, ref: int | str, field: str, *, kind: str) -> dict:
+    """The row of ``table`` named by an id (int) or a name (str); ValidationError naming field."""
+    row = await (store.get(cur, table, ref) if isinstance(ref, int)
+                 else store.get_by(cur, table, "name", ref))
+    if row is None:
+        raise ValidationError(field, f"no {kind} {ref!r}")
+    return row
+
+
+async def lookup(cur, table: str, key: int | str, *, kind: str, lock: bool = False) -> dict:
+    """The row named by a path key: digits are an id, anything else a name; else NotFound."""
+    if isinstance(key, str) and key.isdigit():
+        key = int(key)
+    row = await (store.get(cur, table, key, lock=lock) if isinstance(key, int)
+                 else store.get_by(cur, table, "name", key))
+    if row is None:
+        raise NotFound(kind, key)
+    return row
+
+
+def _filters(given: Mapping[str, Any], allowed: Mapping[str, tuple[str, str]]) -> list:
+    out = []
+    for name, value in given.items():
+        if value is None or value == "":
+            continue
+        if name not in allowed:
+            raise ValidationError(name, f"unknown filter (known: {', '.join(sorted(allowed))})")
+        column, op = allowed[name]
+        out.append((column, op, value))
+    return out
+
+
+class Catalog:
+    """Destinations, tariffs, rates and products over a ``Database`` pool."""
+
+    def __init__(self, db, clock):
+        self.db = db
+        self.clock = clock
+
+    async def _page(self, table, filters, order, limit, offset, allowed, shape=None) -> dict:
+        limit, offset = v.page_args(limit, offset)
+        found = _filters(filters, allowed)
+
+        async def run(cur):
+            rows, total = await store.page(cur, table, found, order, limit, offset)
+            if shape is not None:
+                rows = [await shape(cur, r) for r in rows]
+            return {"items": rows, "total": total, "limit": limit, "offset": offset}
+
+        return await store.transaction(self.db, run)
+
+    # -- destinations ---------------------------------------------------------------------
+
+    async def create_destination(self, data: Mapping) -> dict:
+        """Add a prefix (or the ``|`` wildcard) to the destination register."""
+        row = v.clean(DESTINATION, data)
+        return await store.transaction(self.db, store.insert, "destinations", row)
+
+    async def get_destination(self, prefix: str) -> dict:
+        """One destination by prefix."""
+        row = await store.transaction(self.db, store.get, "destinations", prefix)
+        if row is None:
+            raise NotFound("destination", prefix)
+        return row
+
+    async def list_destinations(self, filters: Mapping = {}, limit=50, offset=0) -> dict:  # noqa: B006
+        """A page of destinations; filters: prefix (starts with), country."""
+        return await self._page("destinations", filters, ["prefix"], limit, offset,
+                                {"prefix": ("prefix", "prefix"), "country": ("country", "contains")})
+
+    async def update_destination(self, prefix: str, data: Mapping) -> dict:
+        """Change a destination's country or description."""
+        changes = v.clean(DESTINATION, data, partial=True)
+
+        async def run(cur):
+            current = await store.get(cur, "destinations", prefix, lock=True)
+            if current is None:
+                raise NotFound("destination", prefix)
+            v.check_immutable(DESTINATION, changes, current)
+            return await store.update(cur, "destinations", prefix, changes)
+
+        return await store.transaction(self.db, run)
+
+    async def delete_destination(self, prefix: str) -> None:
+        """Remove a destination no rate uses (ConflictError otherwise)."""
+        if not await store.transaction(self.db, store.delete, "destinations", prefix):
+            raise NotFound("destination", prefix)
+
+    # -- tariffs --------------------------------------------------------------------------
+
+    async def create_tariff(self, data: Mapping) -> dict:
+        """Create a tariff; its currency is chosen here once and for all."""
+        row = v.clean(TARIFF, data)
+        _check_tariff(row)
+        return await store.transaction(self.db, store.insert, "tariffs", row)
+
+    async def get_tariff(self, key: int | str) -> dict:
+        """One tariff by id or name."""
+        return await store.transaction(self.db, lookup, "tariffs", key, kind="tariff")
+
+    async def list_tariffs(self, filters: Mapping = {}, limit=50, offset=0) -> dict:  # noqa: B006
+        """A page of tariffs; filters: name (contains), currency."""
+        return await self._page("tariffs", filters, ["name"], limit, offset,
+                                {"name": ("name", "contains"), "currency": ("currency", "=")})
+
+    async def update_tariff(self, key: int | str, data: Mapping) -> dict:
+        """Change a tariff; changing its currency is a ``ConflictError``."""
+        changes = v.clean(TARIFF, data, partial=True)
+
+        async def run(cur):
+            current = await lookup(cur, "tariffs", key, kind="tariff", lock=True)
+            v.check_immutable(TARIFF, changes, current)
+            _check_tariff({**current, **changes})
+            return await store.update(cur, "tariffs", current["id"],
+                                      {**changes, "updated_at": now(self.clock)})
+
+        return await store.transaction(self.db, run)
+
+    async def delete_tariff(self, key: int | str) -> None:
+        """Delete a tariff and its rates, unless a product's rating list uses it."""
+
+        async def run(cur):
+            current = await lookup(cur, "tariffs", key, kind="tariff", lock=True)
+            await store.delete(cur, "tariffs", current["id"])
+
+        await store.transaction(self.db, run)
+
+    # -- rates ----------------------------------------------------------------------------
+
+    def _rate_row(self, data: Mapping) -> dict:
+        row = v.clean(RATE, data)
+        row.setdefault("effective_from", now(self.clock))
+        check_rate(row)
+        return row
+
+    async def create_rate(self, tariff: int | str, data: Mapping) -> dict:
+        """Add a rate (one version) to a tariff; the prefix must be in the register."""
+        row = self._rate_row(data)
+
+        async def run(cur):
+            t = await lookup(cur, "tariffs", tariff, kind="tariff")
+            if await store.missing_prefixes(cur, [row["prefix"]]):
+                raise ValidationError("prefix", f"{row['prefix']!r} is not in the destination "
+                                                "register (add the destination first)")
+            return await store.insert(cur, "rates", {**row, "tariff_id": t["id"]})
+
+        return await store.transaction(self.db, run)
+
+    async def get_rate(self, rate_id: int) -> dict:
+        """One rate by id."""
+        row = await store.transaction(self.db, store.get, "rates", int(rate_id))
+        if row is None:
+            raise NotFound("rate", rate_id)
+        return row
+
+    async def list_rates(self, filters: Mapping = {}, limit=50, offset=0) -> dict:  # noqa: B006
+        """A page of rates; filters: tariff (id or name), prefix (starts with)."""
+        filters = dict(filters)
+        if filters.get("tariff") not in (None, ""):
+            t = await self.get_tariff(filters.pop("tariff"))
+            filters["tariff_id"] = t["id"]
+        filters.pop("tariff", None)
+        return await self._page("rates", filters, ["tariff_id", "prefix", "effective_from"], limit,
+                                offset, {"tariff_id": ("tariff_id", "="), "prefix": ("prefix", "prefix")})
+
+    async def update_rate(self, rate_id: int, data: Mapping) -> dict:
+        """Change a rate's fields (checked again as a whole)."""
+        changes = v.clean(RATE, data, partial=True)
+
+        async def run(cur):
+            current = await store.get(cur, "rates", int(rate_id), lock=True)
+            if current is None:
+                raise NotFound("rate", rate_id)
+            merged = {k: current[k] for k in RATE} | changes
+            check_rate(merged)
+            if "prefix" in changes and await store.missing_prefixes(cur, [changes["prefix"]]):
+                raise ValidationError("prefix", f"{changes['prefix']!r} is not in the destination register")
+            return await store.update(cur, "rates", current["id"], changes)
+
+        return await store.transaction(self.db, run)
+
+    async def delete_rate(self, rate_id: int) -> None:
+        """Remove one rate version."""
+        if not await store.transaction(self.db, store.delete, "rates", int(rate_id)):
+            raise NotFound("rate", rate_id)
+
+    async def import_rates(self, tariff: int | str, rows: Sequence[tuple[int, Mapping]]) -> dict:
+        """Insert or replace many rates in one transaction: all of them or none.
+
+        ``rows`` are (line number, fields). Every bad row is reported at once in a
+        ``RowErrors`` naming the line, the field and the reason.
+        """
+        problems: list[tuple[int, str, str]] = []
+        cleaned: list[tuple[int, dict]] = []
+        for line, data in rows:
+            try:
+                cleaned.append((line, self._rate_row(data)))
+            except ValidationError as e:
+                problems.append((line, e.field, e.reason))
+        seen: dict[tuple, int] = {}
+        for line, row in cleaned:
+            key = (row["prefix"], row["effective_from"])
+            if key in seen:
+                problems.append((line, "prefix", f"same prefix and effective_from as line {seen[key]}"))
+            seen.setdefault(key, line)
+
+        async def run(cur):
+            t = await lookup(cur, "tariffs", tariff, kind="tariff", lock=True)
+            missing = set(await store.missing_prefixes(cur, [r["prefix"] for _, r in cleaned]))
+            for line, row in cleaned:
+                if row["prefix"] in missing:
+                    problems.append((line, "prefix", f"{row['prefix']!r} is not in the destination register"))
+            if problems:
+                raise RowErrors(sorted(problems))
+            counts = {"created": 0, "updated": 0, "unchanged": 0}
+            for _line, row in cleaned:
+                counts[await upsert_rate(cur, t["id"], row)] += 1
+            return counts
+
+        return await store.transaction(self.db, run)
+
+    async def export_rates(self, tariff: int | str) -> tuple[dict, list[dict]]:
+        """A tariff and all its rate versions (prefix, then effective_from order)."""
+
+        async def run(cur):
+            t = await lookup(cur, "tariffs", tariff, kind="tariff")
+            return t, await store.rate_versions(cur, t["id"])
+
+        return await store.transaction(self.db, run)
+
+    # -- products -------------------------------------------------------------------------
+
+    async def _product_out(self, cur, row: dict) -> dict:
+        entries = await store.rating_entries(cur, row["id"])
+        return {**row, "services": await store.product_services(cur, row["id"]),
+                "rating_list": [{k: e[k] for k in ("service", "node", "access_code", "tariff",
+                                                   "tariff_id", "overdraft_protection")}
+                                for e in entries]}
+
+    async def _rating_list(self, cur, product: Mapping, entries: list[dict]) -> list[dict]:
+        out, seen = [], set()
+        for i, e in enumerate(entries):
+            field = f"rating_list[{i}]"
+            t = await resolve(cur, "tariffs", e["tariff"], f"{field}.tariff", kind="tariff")
+            if t["currency"] != product["currency"]:
+                raise ValidationError(f"{field}.tariff", f"tariff {t['name']!r} is in {t['currency']}, "
+                                                         f"the product in {product['currency']}")
+            if e["service"] not in product["services"]:
+                raise ValidationError(f"{field}.service", f"{e['service']!r} is not a service of the product")
+            key = (e["service"], e["node"], e["access_code"])
+            if key in seen:
+                raise ValidationError(f"{field}.access_code", "the list already has an entry for this "
+                                                              "service, node and access code")
+            seen.add(key)
+            out.append({**e, "tariff_id": t["id"]})
+        return out
+
+    async def create_product(self, data: Mapping) -> dict:
+        """Create a product with its included services and rating list."""
+        row = v.clean(PRODUCT, data)
+        _check_services(row["services"])
+
+        async def run(cur):
+            entries = await self._rating_list(cur, row, row["rating_list"])
+            p = await store.insert(cur, "products", row)
+            await store.replace_product_services(cur, p["id"], sorted(set(row["services"])))
+            await store.replace_rating_entries(cur, p["id"], entries)
+            return await self._product_out(cur, p)
+
+        return await store.transaction(self.db, run)
+
+    async def get_product(self, key: int | str) -> dict:
+        """One product by id or name, with its services and rating list."""
+
+        async def run(cur):
+            return await self._product_out(cur, await lookup(cur, "products", key, kind="product"))
+
+        return await store.transaction(self.db, run)
+
+    async def list_products(self, filters: Mapping = {}, limit=50, offset=0) -> dict:  # noqa: B006
+        """A page of products; filters: name (contains), currency."""
+        return await self._page("products", filters, ["name"], limit, offset,
+                                {"name": ("name", "contains"), "currency": ("currency", "=")},
+                                shape=self._product_out)
+
+    async def update_product(self, key: int | str, data: Mapping) -> dict:
+        """Change a product; ``services`` and ``rating_list``, when given, replace the old ones."""
+        changes = v.clean(PRODUCT, data, partial=True)
+        if "services" in changes:
+            _check_services(changes["services"])
+
+        async def run(cur):
+            current = await self._product_out(cur, await lookup(cur, "products", key, kind="product",
+                                                                lock=True))
+            v.check_immutable(PRODUCT, changes, current)
+            merged = {**current, **changes}
+            given = changes.get("rating_list")
+            if given is None:
+                given = [{k: e[k] for k in RATING_ENTRY if k != "tariff"} | {"tariff": e["tariff_id"]}
+                         for e in current["rating_list"]]
+            entries = await self._rating_list(cur, merged, given)
+            plain = {k: val for k, val in changes.items() if k not in ("services", "rating_list")}
+            await store.update(cur, "products", current["id"], {**plain, "updated_at": now(self.clock)})
+            if "services" in changes:
+                await store.replace_product_services(cur, current["id"], sorted(set(changes["services"])))
+            if "rating_list" in changes:
+                await store.replace_rating_entries(cur, current["id"], entries)
+            return await self._product_out(cur, await store.get(cur, "products", current["id"]))
+
+        return await store.transaction(self.db, run)
+
+    async def delete_product(self, key: int | str) -> None:
+        """Delete a product no account uses (ConflictError otherwise)."""
+
+        async def run(cur):
+            current = await lookup(cur, "products", key, kind="product", lock=True)
+            if await store.count_accounts(cur, "product_id", current["id"]):
+                raise ConflictError(f"product {current['name']!r} is used by accounts", "product")
+            await store.delete(cur, "products", current["id"])
+
+        await store.transaction(self.db, run)
+
+
+def _check_services(services: list[str]) -> None:
+    if not services:
+        raise ValidationError("services", "a product must include at least one service (voice)")
+
+
+class RowErrors(ValidationError):
+    """Several rows of an import are bad: ``problems`` is a list of (line, field, reason)."""
+
+    def __init__(self, problems: list[tuple[int, str, str]]):
+        self.problems = problems
+        line, field, reason = problems[0]
+        super().__init__(field, f"line {line}: {reason} ({len(problems)} bad row(s))")
+
+
+async def upsert_rate(cur, tariff_id: int, row: Mapping) -> str:
+    """Insert the rate, or replace the version with the same prefix and effective_from."""
+    current = await store.find_rate(cur, tariff_id, row["prefix"], row["effective_from"])
+    if current is None:
+        await store.insert(cur, "rates", {**row, "tariff_id": tariff_id})
+        return "created"
+    if all(current[k] == row[k] for k in RATE):
+        return "unchanged"
+    await store.update(cur, "rates", current["id"], dict(row))
+    return "updated"
