@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cbserver.billing.formula import Formula, parse_formula
+from cbserver.billing.formula import Formula, FormulaError, parse_formula
 
 #: The manual's "|" destination: matches every number, with the lowest priority.
 WILDCARD = "|"
@@ -35,6 +35,16 @@ class RateDefinitionError(RatingError, ValueError):
         self.field = field_name
         self.reason = reason
         super().__init__(f"{field_name}: {reason}")
+
+
+class InvalidFormulaError(RateDefinitionError, FormulaError):
+    """A rate whose formula does not parse; ``field`` is "formula", ``column`` is 1-based."""
+
+    def __init__(self, error: FormulaError):
+        self.field = "formula"
+        self.reason = error.reason
+        self.column = error.column
+        ValueError.__init__(self, str(error))
 
 
 class InvalidNumberError(RatingError, ValueError):
@@ -164,7 +174,10 @@ class Rate:
             raise RateDefinitionError("version", f"must be an integer, got {self.version!r}")
         parsed = None
         if self.formula is not None and self.formula.strip():
-            parsed = parse_formula(self.formula)  # FormulaError names the column
+            try:
+                parsed = parse_formula(self.formula)
+            except FormulaError as exc:
+                raise InvalidFormulaError(exc) from None
         object.__setattr__(self, "parsed_formula", parsed)
 
     def tier(self, peak: bool) -> Tier:

@@ -59,6 +59,9 @@ def test_formula_is_parsed_when_the_rate_is_entered():
     with pytest.raises(FormulaError) as info:
         make_rate(formula="amount + bogus")
     assert info.value.column == 10
+    assert isinstance(info.value, RateDefinitionError)
+    assert info.value.field == "formula"
+    assert "unknown variable 'bogus'" in str(info.value)
 
 
 def test_tariff_refuses_duplicate_versions_and_bad_currency():
