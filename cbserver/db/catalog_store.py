@@ -224,6 +224,8 @@ def _field_of(diag, table_hint: str = "") -> str:
         return diag.column_name
     name = getattr(diag, "constraint_name", None) or ""
     table = getattr(diag, "table_name", None) or table_hint
+    if name == f"{table}_pkey" and table in TABLES:
+        return TABLES[table][0]
     if name.startswith(table + "_"):
         name = name[len(table) + 1:]
     for suffix in ("_check", "_key", "_fkey", "_pkey"):

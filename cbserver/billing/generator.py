@@ -1,0 +1,278 @@
+"""The account generator: a batch of prepaid cards (PINs) with random IDs, all or nothing.
+
+An ID is ``prefix`` (letters, then digits: ``cb1818``) followed by random digits; ``length``
+counts the numeric part, the prefix's digits included, and the numeric part never starts with
+0 (the manual's print-shop rule). Parameters that cannot give ``quantity`` unused IDs are
+refused before anything is created, naming how many are possible. IDs come from ``secrets``;
+scrypt hashing and the COPY into PostgreSQL run in worker threads in chunks, so the reactor
+keeps serving while 100,000 cards are made. The CSV (the only place plaintext passwords ever
+exist) is written owner-only to ``csv_dir`` and its path returned.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import os
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from twisted.internet.interfaces import IReactorThreads
+
+from cbserver.billing import passwords
+from cbserver.billing import validation as v
+from cbserver.billing.accounts import ACCOUNT, Accounts, check_account
+from cbserver.billing.catalog import now, resolve
+from cbserver.billing.validation import ConflictError, Field, ValidationError
+from cbserver.db import accounts_store as astore
+from cbserver.db import catalog_store as store
+
+PREFIX_PATTERN = r"[A-Za-z]*[0-9]*"
+MAX_QUANTITY = 1_000_000
+
+GENERATOR = {
+    "customer": Field(v.reference, required=True),
+    "product": Field(v.reference, required=True),
+    "quantity": Field(v.integer(1, MAX_QUANTITY), required=True),
+    "batch": Field(v.optional(v.text(100)), default=None),
+    "new_batch": Field(v.boolean, default=True),
+    "role": ACCOUNT["role"],
+    "account_type": ACCOUNT["account_type"],
+    "balance_control": ACCOUNT["balance_control"],
+    "opening_balance": ACCOUNT["opening_balance"],
+    "credit_limit": ACCOUNT["credit_limit"],
+    "manual_activation": Field(v.boolean, default=True),
+    "method": Field(v.choice("random"), default="random"),
+    "prefix": Field(v.text(20, allow_empty=True, pattern=PREFIX_PATTERN), default=""),
+    "length": Field(v.integer(1, 30), required=True),
+    "service_password": Field(v.choice("auto", "none", aliases={"auto generated": "auto"}),
+                              default="auto"),
+    "distributor": ACCOUNT["distributor"],
+    "activation_date": ACCOUNT["activation_date"],
+    "expiration_date": ACCOUNT["expiration_date"],
+    "avail_after_first_use_days": ACCOUNT["avail_after_first_use_days"],
+    "avail_after_last_use_days": ACCOUNT["avail_after_last_use_days"],
+    "ecommerce": ACCOUNT["ecommerce"],
+    "web_credentials": Field(v.choice("auto", "empty", aliases={"auto-generated": "auto"}),
+                             default="empty"),
+    "time_zone": ACCOUNT["time_zone"],
+    "language": ACCOUNT["language"],
+}
+
+CSV_COLUMNS = ("id", "service_password", "web_login", "web_password", "balance", "status",
+               "expiration_date")
+CHUNK = 2000
+
+
+@dataclass(frozen=True)
+class IdSpace:
+    """The IDs a prefix and length allow: ``letters`` + ``digits`` + ``free`` random digits."""
+
+    letters: str
+    digits: str
+    free: int
+
+    @property
+    def size(self) -> int:
+        """How many IDs the space holds (no leading zero in the numeric part)."""
+        if self.free == 0:
+            return 1
+        return 10 ** self.free if self.digits else 9 * 10 ** (self.free - 1)
+
+    @property
+    def prefix(self) -> str:
+        """The fixed start of every ID."""
+        return self.letters + self.digits
+
+    @property
+    def length(self) -> int:
+        """Total length of an ID."""
+        return len(self.letters) + len(self.digits) + self.free
+
+    def make(self, n: int) -> str:
+        """The ``n``-th ID of the space (0 <= n < size)."""
+        if self.free == 0:
+            return self.prefix
+        if self.digits:
+            return self.prefix + str(n).zfill(self.free)
+        return self.letters + str(n + 10 ** (self.free - 1))
+
+
+def id_space(prefix: str, length: int) -> IdSpace:
+    """Split ``prefix`` into letters and digits and check it against ``length``."""
+    m = re.fullmatch(r"([A-Za-z]*)([0-9]*)", prefix)
+    if m is None:
+        raise ValidationError("prefix", "must be letters followed by digits, such as cb1818")
+    letters, digits = m.groups()
+    if digits.startswith("0"):
+        raise ValidationError("prefix", "the numeric part of an ID must not start with 0")
+    if len(digits) > length:
+        raise ValidationError("length", f"must be at least the {len(digits)} digits of the prefix")
+    return IdSpace(letters, digits, length - len(digits))
+
+
+def draw_ids(space: IdSpace, quantity: int, taken: set[str], rng=None) -> list[str]:
+    """``quantity`` distinct random IDs of ``space`` not in ``taken`` (ValidationError if too few)."""
+    possible = space.size - len(taken)
+    if quantity > possible:
+        raise ValidationError("quantity", infeasible(space, quantity, possible, len(taken)))
+    rng = rng or secrets.SystemRandom()
+    want = quantity + len(taken)
+    if want * 4 <= space.size:
+        # Sparse: rejection sampling, fewer than 4/3 draws per ID on average.
+        chosen: set[str] = set()
+        out = []
+        while len(out) < quantity:
+            candidate = space.make(rng.randrange(space.size))
+            if candidate not in taken and candidate not in chosen:
+                chosen.add(candidate)
+                out.append(candidate)
+        return out
+    # Dense: a uniform sample of the (small) space, large enough to survive removing the taken.
+    out = []
+    for n in rng.sample(range(space.size), min(space.size, want)):
+        candidate = space.make(n)
+        if candidate not in taken:
+            out.append(candidate)
+            if len(out) == quantity:
+                break
+    return out
+
+
+def infeasible(space: IdSpace, quantity: int, possible: int, taken: int) -> str:
+    """The message for a batch that cannot be generated."""
+    used = f" ({taken} already in use)" if taken else ""
+    return (f"cannot generate {quantity} accounts: only {possible} IDs are possible with prefix "
+            f"{space.prefix!r} and ID length {space.length - len(space.letters)}{used}")
+
+
+def _hash_chunk(plain: list[str | None]) -> list[str | None]:
+    return [None if p is None else passwords.hash_password(p, passwords.GENERATED) for p in plain]
+
+
+def _write_csv(path: Path, rows: list[tuple]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(CSV_COLUMNS)
+        out.writerows(rows)
+
+
+def _csv_name(batch: str, when: dt.datetime) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", batch).strip("._") or "batch"
+    return f"accounts-{safe}-{when:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}.csv"
+
+
+class Generator:
+    """Generates batches of accounts for a customer and product."""
+
+    def __init__(self, db, clock, csv_dir: str | os.PathLike):
+        self.db = db
+        self.clock = clock
+        self.csv_dir = Path(csv_dir)
+        self.accounts = Accounts(db, clock)
+
+    def _from_thread(self, progress, *args) -> None:
+        if progress is None:
+            return
+        if IReactorThreads.providedBy(self.clock):
+            self.clock.callFromThread(progress, *args)
+        else:
+            progress(*args)
+
+    async def check(self, data: Mapping) -> tuple[dict, IdSpace, dict]:
+        """Validate a request fully (feasibility included) without writing anything."""
+        req = v.clean(GENERATOR, data)
+        row = {**req, "password": None, "web_password": None, "web_login": None, "internal": False}
+        check_account(row)
+        if req["batch"] is None:
+            raise ValidationError("batch", "name the new batch (or an existing one with new_batch false)")
+        space = id_space(req["prefix"], req["length"])
+
+        async def run(cur):
+            c = await resolve(cur, "customers", req["customer"], "customer", kind="customer")
+            links = await self.accounts._links(cur, {"product": req["product"]}, c)
+            links["customer_id"] = c["id"]
+            batch = await store.get_by(cur, "batches", "name", req["batch"])
+            if req["new_batch"] and batch is not None:
+                raise ConflictError(f"batch {req['batch']!r} already exists", "batch")
+            if not req["new_batch"]:
+                if batch is None:
+                    raise ValidationError("batch", f"no batch {req['batch']!r}")
+                if batch["customer_id"] != c["id"]:
+                    raise ValidationError("batch", f"batch {req['batch']!r} belongs to another customer")
+                links["batch_id"] = batch["id"]
+            taken = await astore.count_pattern(cur, space.prefix, space.length)
+            if req["quantity"] > space.size - taken:
+                raise ValidationError("quantity", infeasible(space, req["quantity"],
+                                                             space.size - taken, taken))
+            return links
+
+        return req, space, await store.transaction(self.db, run)
+
+    async def generate(self, data: Mapping, progress: Callable[[str, int, int], None] | None = None) -> dict:
+        """Generate the batch; ``progress(stage, done, total)`` is called on the reactor thread."""
+        req, space, links = await self.check(data)
+        quantity = req["quantity"]
+        for attempt in range(3):
+            taken = await store.transaction(self.db, astore.ids_with_pattern, space.prefix, space.length)
+            ids = await self.accounts.in_thread(draw_ids, space, quantity, taken)
+            try:
+                return await self._write(req, links, ids, progress)
+            except ConflictError as e:
+                if e.field != "id" or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _write(self, req: dict, links: dict, ids: list[str], progress) -> dict:
+        quantity = len(ids)
+        service = [passwords.generate() if req["service_password"] == "auto" else None for _ in ids]
+        web = [passwords.generate() if req["web_credentials"] == "auto" else None for _ in ids]
+        hashes: list[str | None] = []
+        web_hashes: list[str | None] = []
+        for start in range(0, quantity, CHUNK):
+            hashes += await self.accounts.in_thread(_hash_chunk, service[start:start + CHUNK])
+            web_hashes += await self.accounts.in_thread(_hash_chunk, web[start:start + CHUNK])
+            if progress is not None:
+                progress("hashing", min(start + CHUNK, quantity), quantity)
+        status = "inactive" if req["manual_activation"] else "active"
+        balance = req["opening_balance"] if req["account_type"] == "debit" else Decimal(0)
+        common = {**{k: req[k] for k in ("role", "account_type", "balance_control", "credit_limit",
+                                         "activation_date", "expiration_date",
+                                         "avail_after_first_use_days", "avail_after_last_use_days",
+                                         "time_zone", "language", "distributor", "ecommerce")},
+                  "customer_id": links["customer_id"], "product_id": links["product_id"],
+                  "batch_id": None, "balance": balance, "opening_balance": req["opening_balance"],
+                  "status": status, "internal": False}
+        auto_web = req["web_credentials"] == "auto"
+        rows = [tuple({**common, "id": i, "password_hash": h, "web_login": i if auto_web else None,
+                       "web_password_hash": w}[c] for c in astore.COPY_COLUMNS)
+                for i, h, w in zip(ids, hashes, web_hashes, strict=True)]
+        expiry = req["expiration_date"].isoformat() if req["expiration_date"] else ""
+        csv_rows = [(i, s or "", i if auto_web else "", w or "", str(balance), status, expiry)
+                    for i, s, w in zip(ids, service, web, strict=True)]
+        self.csv_dir.mkdir(parents=True, exist_ok=True)
+        when = now(self.clock)
+        path = (self.csv_dir / _csv_name(req["batch"], when)).resolve()
+        partial = path.with_suffix(".partial")
+        await self.accounts.in_thread(_write_csv, partial, csv_rows)
+        params = {k: (str(val) if isinstance(val, Decimal | dt.datetime) else val)
+                  for k, val in req.items()}
+        new_batch = {"name": req["batch"], "customer_id": links["customer_id"]} if req["new_batch"] else None
+        try:
+            batch_id = await self.accounts.in_thread(
+                lambda: astore.write_batch(
+                    self.db.dsn, batch=new_batch, batch_id=links.get("batch_id"),
+                    run={"quantity": quantity, "parameters": store.dumps(params), "csv_path": str(path)},
+                    rows=rows, progress=lambda n: self._from_thread(progress, "writing", n, quantity)))
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.rename(path)
+        return {"batch": req["batch"], "batch_id": batch_id, "quantity": quantity,
+                "status": status, "csv_path": str(path), "first_id": ids[0] if ids else None}
+
