@@ -180,6 +180,11 @@ class Rate:
                 raise InvalidFormulaError(exc) from None
         object.__setattr__(self, "parsed_formula", parsed)
 
+    @property
+    def is_split_able(self) -> bool:
+        """True when peak and off-peak tiers differ, so splitting a call can matter."""
+        return self.peak_tier != self.offpeak_tier
+
     def tier(self, peak: bool) -> Tier:
         """The tier that prices a leg in the peak (True) or off-peak (False) period."""
         return self.peak_tier if peak else self.offpeak_tier

@@ -13,6 +13,7 @@ starting instant ``connect + k``.
 from __future__ import annotations
 
 import datetime as dt
+from functools import lru_cache
 
 from cbserver.billing.model import OffPeakPeriod
 
@@ -33,13 +34,14 @@ def is_offpeak(period: OffPeakPeriod | None, instant: dt.datetime) -> bool:
     return False
 
 
-def _breakpoints(period: OffPeakPeriod) -> list[int]:
+@lru_cache(maxsize=256)
+def _breakpoints(period: OffPeakPeriod) -> tuple[int, ...]:
     """Minutes of the day at which the period can change (plus the next midnight)."""
     points = {_MINUTES_PER_DAY}
     for window in period.windows:
         points.add(window.start_minute)
         points.add(window.stop_minute)
-    return sorted(points)
+    return tuple(sorted(points))
 
 
 def _ceil_seconds(delta: dt.timedelta) -> int:

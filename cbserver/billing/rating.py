@@ -219,8 +219,9 @@ class LegPricer:
 
     def charge(self, duration: int) -> LegCharge:
         """The charge for ``duration`` seconds of this leg."""
-        if self.tariff.split_at_boundary and self.tariff.offpeak is not None:
-            return charge_split(self.rate, period_runs(self.tariff.offpeak, self.connect_time, duration))
+        tariff = self.tariff
+        if tariff.split_at_boundary and tariff.offpeak is not None and self.rate.is_split_able:
+            return charge_split(self.rate, period_runs(tariff.offpeak, self.connect_time, duration))
         return charge(self.rate, duration, self.peak)
 
     def amount(self, duration: int) -> Decimal:
