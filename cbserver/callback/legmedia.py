@@ -1,0 +1,128 @@
+"""What a callback session needs of the media layer, for one call leg.
+
+``LegMedia`` bundles one leg's RTP session, its DTMF input and prompt playback behind a few
+verbs (offer, answer, play, collect, close), so the session state machine speaks in call
+terms and never touches ports or packets. ``MediaEnvironment`` holds what every leg shares:
+the port pool, the one media clock, the prompt libraries and the relay settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from cbserver.media.collector import CollectResult
+from cbserver.media.listen import DtmfInput, prompt_and_collect
+from cbserver.media.player import Player, PlayResult
+from cbserver.media.relay import Relay
+from cbserver.media.session import RtpSession
+from cbserver.sip.sdp import SdpError, make_offer, negotiate
+
+log = Logger()
+
+
+@dataclass
+class MediaEnvironment:
+    """Shared media resources: reactor, port pool, media clock, prompt libraries."""
+
+    clock: object  # IReactorTime
+    reactor: object  # IReactorUDP
+    pool: object  # PortPool
+    media_clock: object  # MediaClock
+    bind_address: str
+    public_address: str
+    inactivity_timeout: float = 30.0
+    libraries: dict = field(default_factory=dict)  # application name -> IPromptLibrary
+
+    def library(self, application: str):
+        """The prompt library of an instance (its overrides applied)."""
+        return self.libraries[application]
+
+
+class LegMedia:
+    """One leg's media endpoint anchored at the server."""
+
+    def __init__(self, env: MediaEnvironment, application: str, call_id: str = ""):
+        self.env = env
+        self.library = env.library(application)
+        self.call_id = call_id
+        self.session = RtpSession(env.clock, env.reactor, env.pool, env.bind_address,
+                                  call_id=call_id)
+        self.dtmf = DtmfInput(call_id)
+        self.port: int | None = None
+        self._player: Player | None = None
+        self._pending: list[defer.Deferred] = []
+
+    def open(self) -> bytes:
+        """Bind the RTP/RTCP ports and return our SDP offer (PCMU, PCMA, telephone-event)."""
+        self.port = self.session.open()
+        self.dtmf.attach(self.session)
+        return make_offer(self.env.public_address, self.port)
+
+    def answer(self, remote_sdp: bytes | None) -> None:
+        """Apply the far end's SDP answer (RFC 3264): where to send, codec, event type."""
+        if not remote_sdp:
+            return
+        try:
+            choice = negotiate(remote_sdp)
+        except SdpError as e:
+            log.warn("unusable SDP answer call_id={call_id}: {err}", call_id=self.call_id, err=e)
+            return
+        self.session.configure((choice.address, choice.port), choice.payload_type, choice.codec,
+                               choice.telephone_event)
+
+    def info(self, content_type: str, body: bytes) -> bool:
+        """A SIP INFO DTMF body (application/dtmf-relay, application/dtmf)."""
+        return self.dtmf.info(content_type, body)
+
+    def play(self, names) -> defer.Deferred:
+        """Play prompts; fires with a PlayResult (DONE, or INTERRUPTED by ``stop_prompt``)."""
+        self.stop_prompt()
+        player = Player(self.env.media_clock, self.session, self.library, names, self.call_id)
+        self._player = player
+        return self._track(player.play())
+
+    def stop_prompt(self) -> None:
+        """Interrupt whatever prompt is playing."""
+        if self._player is not None:
+            self._player.stop()
+            self._player = None
+
+    def collect(self, names, max_digits: int, first_digit_timeout: float = 6.0,
+                inter_digit_timeout: float = 4.0, terminator: str | None = "#") -> defer.Deferred:
+        """Play ``names`` and collect digits with barge-in; fires with a CollectResult."""
+        self.stop_prompt()
+        d = prompt_and_collect(self.env.clock, self.env.media_clock, self.session, self.library,
+                               self.dtmf, names, max_digits, first_digit_timeout,
+                               inter_digit_timeout, terminator, self.call_id)
+        return self._track(d)
+
+    def _track(self, d: defer.Deferred) -> defer.Deferred:
+        """Remember an unfinished media operation so ``close`` can cancel it."""
+        self._pending.append(d)
+
+        def forget(result):
+            if d in self._pending:
+                self._pending.remove(d)
+            return result
+
+        return d.addBoth(forget)
+
+    def close(self) -> defer.Deferred:
+        """Stop playback and collection and release the ports."""
+        self.stop_prompt()
+        for d in list(self._pending):
+            d.cancel()
+        return self.session.close()
+
+
+def join(env: MediaEnvironment, a: LegMedia, b: LegMedia, call_id: str = "") -> Relay:
+    """Relay media between two legs (prompts stopped first)."""
+    a.stop_prompt()
+    b.stop_prompt()
+    return Relay(env.clock, a.session, b.session, env.inactivity_timeout, call_id)
+
+
+__all__ = ["CollectResult", "LegMedia", "MediaEnvironment", "PlayResult", "join"]

@@ -1,0 +1,263 @@
+"""The callback service: turns a validated request into a running ``CallbackSession``.
+
+``CallbackService`` implements ``ICallbackService`` for the web layer: it checks the mode
+against the instance, caps the callbacks an account has in progress, authorizes before
+anything is dialled (refusing with a stable code the page can show), then starts the
+session and keeps its status in PostgreSQL so any node can report it. On shutdown it stops
+taking callbacks and ends the ones in progress, writing their xDRs.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from cbserver.billing.authorize import AuthorizationError, AuthRequest
+from cbserver.callback.api import CallbackRefused, ICallbackService
+from cbserver.callback.causes import describe
+from cbserver.callback.ivr import HostedIvr
+from cbserver.callback.legmedia import LegMedia, join
+from cbserver.callback.session import CallbackSession, SessionContext
+from cbserver.db import authz_store, callbacks_store
+
+# Authorization refusals -> (refusal code, message for the page).
+_REFUSALS = {
+    "unknown_account": ("bad_credentials", "unknown account or wrong password"),
+    "bad_password": ("bad_credentials", "unknown account or wrong password"),
+    "inactive": ("inactive_account", "this account is not active"),
+    "expired": ("inactive_account", "this account has expired"),
+    "no_voice_service": ("forbidden", "this account may not make calls"),
+    "no_tariff": ("forbidden", "callback is not available for this account"),
+    "not_rated": ("forbidden", "calls to this number are not allowed"),
+    "invalid_number": ("invalid_input", "the number is not valid"),
+    "no_balance": ("no_balance", "not enough balance for this call"),
+    "concurrent_call": ("rate_limited", "this account already has a call in progress"),
+}
+
+
+class MediaFactory:
+    """Adapts the shared ``MediaEnvironment`` to what sessions ask for."""
+
+    def __init__(self, env):
+        self.env = env
+
+    def new_leg(self, application: str, call_id: str) -> LegMedia:
+        """A leg's media endpoint (not yet bound)."""
+        return LegMedia(self.env, application, call_id)
+
+    def join(self, a: LegMedia, b: LegMedia, call_id: str):
+        """A relay between two legs."""
+        return join(self.env, a, b, call_id)
+
+
+class AccountDirectory:
+    """What the IVR may ask about an account before authorizing it."""
+
+    def __init__(self, db):
+        self.db = db
+
+    @defer.inlineCallbacks
+    def has_password(self, account_id: str):
+        """True when the account has a service password, or is unknown.
+
+        An unknown account is asked for a password too, so that the IVR does not reveal
+        which account numbers exist.
+        """
+        info = yield authz_store.fetch_account(self.db, account_id)
+        return info is None or info.password_hash is not None
+
+
+class Lockouts:
+    """IVR lockouts, kept in PostgreSQL so every node honours them."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def locked(self, keys):
+        """Deferred[bool]: any of ``keys`` locked out now."""
+        return callbacks_store.locked(self.db, keys)
+
+    def lock(self, keys, seconds: float):
+        """Lock ``keys`` out for ``seconds``."""
+        return callbacks_store.lock(self.db, keys, seconds)
+
+
+@implementer(ICallbackService)
+class CallbackService(service.Service):
+    """Starts, tracks and ends callbacks; see the module docstring."""
+
+    log = Logger()
+    name = "callbacks"
+
+    def __init__(self, cfg, db, authorizers: dict, recorder, sip, media_factory, clock,
+                 metrics=None, directory=None, lockouts=None):
+        self.cfg = cfg
+        self.db = db
+        self.apps = {app.name: app for app in cfg.application}
+        self.authorizers = authorizers  # application name -> IAuthorizer
+        self.recorder = recorder
+        self.sip = sip  # has .ua once started
+        self.media = media_factory
+        self.clock = clock
+        self.metrics = metrics
+        self.directory = directory or AccountDirectory(db)
+        self.lockouts = lockouts or Lockouts(db)
+        self.sessions: dict[str, CallbackSession] = {}
+        self._writes: dict[str, defer.Deferred] = {}
+        self.accepting = False
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def startService(self) -> None:
+        """Start taking callbacks."""
+        super().startService()
+        self.accepting = True
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        """Stop taking callbacks; end those in progress and wait for their xDRs."""
+        super().stopService()
+        self.accepting = False
+        ends = [s.shutdown() for s in list(self.sessions.values())]
+        if ends:
+            self.log.info("ending {n} callbacks in progress", n=len(ends))
+            yield defer.DeferredList(ends, consumeErrors=True)
+        yield defer.DeferredList(list(self._writes.values()), consumeErrors=True)
+
+    @property
+    def active(self) -> int:
+        """Callbacks in progress on this node."""
+        return len(self.sessions)
+
+    # -- ICallbackService -------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def request_callback(self, request):
+        """Validate against the instance, authorize, start the session; fire with its id."""
+        if not self.accepting or not self.db.ready or getattr(self.sip, "ua", None) is None:
+            raise CallbackRefused("not_ready", "the callback service is not ready; try again soon")
+        app = self.apps.get(request.application)
+        if app is None:
+            raise CallbackRefused("not_found", f"no callback instance {request.application!r}")
+        account, destination, check_password = self._mode_parameters(app, request)
+        limit = self.cfg.limits.concurrent_per_account
+        if request.mode != "hosted":
+            open_calls = yield callbacks_store.count_open(self.db, account)
+            if open_calls >= limit:
+                raise CallbackRefused("rate_limited", f"this account already has {open_calls} "
+                                                      "callback(s) in progress")
+        session_id = uuid.uuid4().hex
+        auth_req = AuthRequest(session_id=session_id, account_id=account, cli=request.phone,
+                               cld=destination, password=request.password,
+                               check_password=check_password, access_code=app.access_code)
+        try:
+            auth = yield self.authorizers[app.name].authorize(auth_req)
+        except AuthorizationError as e:
+            code, message = _REFUSALS.get(e.reason, ("forbidden", describe(e.reason)))
+            self.log.info("callback refused application={app} mode={mode} reason={reason}",
+                          app=app.name, mode=request.mode, reason=e.reason)
+            raise CallbackRefused(code, message) from None
+        if auth.max_seconds <= 0:
+            yield self.authorizers[app.name].release(session_id)
+            code, message = _REFUSALS.get(auth.reason or "no_balance", _REFUSALS["no_balance"])
+            raise CallbackRefused(code, message)
+        session = CallbackSession(session_id, request, app, auth, self._context(app))
+        session.account_id = None if request.mode == "hosted" else account
+        self.sessions[session_id] = session
+        try:
+            yield callbacks_store.insert(self.db, session.as_dict(), phone=request.phone,
+                                         account_id=session.account_id,
+                                         destination=session.b.number or None, node=self.cfg.server.node,
+                                         instance_id=self.db.instance_id)
+        except Exception:
+            del self.sessions[session_id]
+            yield self.authorizers[app.name].release(session_id)
+            raise
+        if self.metrics is not None:
+            self.metrics.callback_started(request.mode)
+        self.log.info("callback started session={sid} application={app} mode={mode}",
+                      sid=session_id, app=app.name, mode=request.mode)
+        session.start().addBoth(self._session_done, session)
+        return session_id
+
+    def get_status(self, callback_id: str):
+        """The status dict of a callback (this node's memory first, then PostgreSQL)."""
+        session = self.sessions.get(callback_id)
+        if session is not None:
+            return defer.succeed(self._decorate(session.as_dict()))
+        return callbacks_store.fetch(self.db, callback_id).addCallback(
+            lambda state: None if state is None else self._decorate(state))
+
+    # -- internals ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _decorate(state: dict) -> dict:
+        """Add the human sentence for the cause."""
+        cause = state.get("cause")
+        if cause and "description" not in cause:
+            cause = dict(cause, description=describe(cause["code"]))
+            state = dict(state, cause=cause)
+        return state
+
+    def _mode_parameters(self, app, request):
+        """(account to authorize, legB number, check password?) for the request's mode."""
+        if request.mode == "extended":
+            if not (request.account and request.password and request.destination):
+                raise CallbackRefused("invalid_input", "Extended mode needs the account ID, "
+                                                       "password, your number and the number to dial")
+            return request.account, request.destination, True
+        if request.mode == "simple":
+            if not request.account:
+                raise CallbackRefused("invalid_input", "Simple mode needs the account ID",
+                                      "account")
+            if not app.second_number:
+                raise CallbackRefused("forbidden", "Simple mode is not configured here")
+            return request.account, app.second_number, False
+        if request.mode == "hosted":
+            if not app.hosted_allowed_clients or not app.internal_account:
+                raise CallbackRefused("hosted_not_allowed", "Hosted mode is not available")
+            # legA is charged to the internal account until the IVR identifies the caller.
+            return app.internal_account, request.phone, False
+        raise CallbackRefused("invalid_input", f"unknown mode {request.mode!r}", "mode")
+
+    def _context(self, app) -> SessionContext:
+        """The collaborators of one session."""
+        limits = self.cfg.limits
+
+        def ivr(session):
+            return HostedIvr(session, self.directory, self.lockouts, limits.ivr_attempts,
+                             limits.lockout)
+
+        return SessionContext(ua=self.sip.ua, media=self.media,
+                              authorizer=self.authorizers[app.name], recorder=self.recorder,
+                              clock=self.clock, node=self.cfg.server.node,
+                              no_answer_timeout=self.cfg.sip.no_answer_timeout,
+                              ivr_factory=ivr, on_change=self._changed, metrics=self.metrics)
+
+    def _changed(self, session: CallbackSession) -> None:
+        """Persist a session's new status, in order, without blocking the call."""
+        state = session.as_dict()
+        previous = self._writes.get(session.id, defer.succeed(None))
+
+        def write(_):
+            return callbacks_store.update(self.db, state, account_id=session.account_id,
+                                          destination=session.b.number or None)
+
+        d = previous.addBoth(write)
+        d.addErrback(lambda f: self.log.warn("status of session={sid} not stored: {err}",
+                                             sid=session.id, err=f.getErrorMessage()))
+        self._writes[session.id] = d
+
+    def _session_done(self, result, session: CallbackSession):
+        """Forget a finished session once its last status is stored."""
+        self.sessions.pop(session.id, None)
+        if self.metrics is not None and session.cause is not None:
+            self.metrics.callback_ended(session.request.mode, session.cause["code"])
+        last = self._writes.pop(session.id, None)
+        if last is not None:
+            return last.addBoth(lambda _: result)
+        return result
