@@ -4,38 +4,15 @@ The expected outcome of each file is read from the table in tests/data/rfc4475/R
 (the "expected from this server" column), so this test and the README cannot drift apart.
 """
 
-import re
-from pathlib import Path
-
 import pytest
 
 from cbserver.sip.message import Request, Response, parse_message
 from cbserver.sip.validate import ACCEPT, DROP, RESPOND, check_message
+from tests.unit.sip_msg.rfc4475 import DATA, load, readme_expectations
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "rfc4475"
 # What the callback UA handles (it is not a registrar and takes no MESSAGE).
 UA_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "PRACK"})
-
-
-def _readme_rows():
-    rows = {}
-    for line in (DATA / "README.md").read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 4 and cells[0].endswith(".dat"):
-            rows[cells[0]] = (cells[2], cells[3])
-    return rows
-
-
-ROWS = _readme_rows()
-
-
-def _expectation(text: str):
-    """(parsed?, codes a response may carry, may it be dropped?) from a README cell."""
-    parsed = text.startswith("parsed") or text.startswith("answered") or "processed" in text
-    codes = {int(c) for c in re.findall(r"(?<![-\d])([1-6]\d\d)(?!\d)", text)}
-    if "non-400" in text:
-        codes.discard(400)
-    return parsed, codes, "dropped" in text
+ROWS = readme_expectations()
 
 
 def test_readme_lists_all_49_files_and_every_file_is_listed():
@@ -45,9 +22,9 @@ def test_readme_lists_all_49_files_and_every_file_is_listed():
 
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_torture_message(name):
-    cls, text = ROWS[name]
-    parsed, codes, droppable = _expectation(text)
-    data = (DATA / name).read_bytes()
+    exp = ROWS[name]
+    cls, text, parsed, codes, droppable = exp.cls, exp.text, exp.parsed, exp.codes, exp.droppable
+    data = load(name)
     verdict = check_message(data, allowed_methods=UA_METHODS)
     if parsed:
         msg = parse_message(data)
@@ -56,7 +33,7 @@ def test_torture_message(name):
             # A valid response is handed on; the transaction layer drops it (no transaction).
             assert verdict.action == ACCEPT, verdict.reason
             return
-        error_codes = {c for c in codes if c >= 400}
+        error_codes = exp.error_codes
         if error_codes:
             assert verdict.action == RESPOND, verdict.reason
             assert verdict.response.status in error_codes
@@ -97,7 +74,7 @@ def _check_well_formed(verdict):
 
 
 def test_bext01_420_lists_both_unsupported_options():
-    verdict = check_message((DATA / "bext01.dat").read_bytes())
+    verdict = check_message(load("bext01.dat"))
     assert verdict.response.status == 420
     assert verdict.response.headers.get_all("Unsupported") == [
         "nothingSupportsThis", "nothingSupportsThisEither",
@@ -105,12 +82,12 @@ def test_bext01_420_lists_both_unsupported_options():
 
 
 def test_dblreq_trailing_octets_are_ignored():
-    verdict = check_message((DATA / "dblreq.dat").read_bytes())
+    verdict = check_message(load("dblreq.dat"))
     assert verdict.action == ACCEPT
     assert verdict.message.body == b""
 
 
 def test_badvers_505_copies_the_odd_via():
-    verdict = check_message((DATA / "badvers.dat").read_bytes())
+    verdict = check_message(load("badvers.dat"))
     assert verdict.response.status == 505
     assert verdict.response.headers.get("Via").startswith("SIP/7.0/UDP c.example.com")
