@@ -20,10 +20,22 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
-from cbserver.config import Config, ConfigError, load_config
+from cbserver import __version__
+from cbserver.billing.authorize import Authorizer
+from cbserver.billing.spool import Spool
+from cbserver.billing.xdr import XdrWriter
+from cbserver.callback.legmedia import MediaEnvironment
+from cbserver.callback.service import CallbackService, MediaFactory
+from cbserver.config import Config, ConfigError, load_config, parse_host_port
 from cbserver.db.migrations import SchemaTooOld, check_schema
 from cbserver.db.pool import Database
+from cbserver.db.tariff_loader import TariffCache
+from cbserver.media.clock import MediaClock
+from cbserver.media.ports import PortPool
+from cbserver.sip.service import SipService
+from cbserver.sip.ua import UAConfig
 from cbserver.web.app import WebApp
+from cbserver.web.metrics import Metrics
 from cbserver.web.tls import complete_endpoint
 
 log = Logger()
@@ -71,6 +83,52 @@ def preflight(cfg: Config) -> None:
         conn.close()
 
 
+class TrunkLocator:
+    """Adapts the RFC 3263 ``ServerLocator`` to the UA's ``locate(host, port)``.
+
+    The resolver is created on first use (it reads ``/etc/resolv.conf``), so a trunk given
+    as an IP address never touches DNS.
+    """
+
+    def __init__(self, transport: str):
+        self.transport = transport.upper()
+        self._locator = None
+
+    def locate(self, host: str, port: int):
+        """Deferred list of (ip, port) for the trunk, in failover order."""
+        if self._locator is None:
+            from twisted.names import client
+
+            from cbserver.sip.locate import ServerLocator
+
+            self._locator = ServerLocator(client.createResolver(), transports=(self.transport,))
+        d = self._locator.locate(f"{host}:{port}")
+        return d.addCallback(lambda targets: [(t.host, t.port) for t in targets])
+
+
+class MediaService(service.Service):
+    """Loads each instance's prompt library at start (file I/O stays out of constructors)."""
+
+    name = "media"
+
+    def __init__(self, cfg: Config, env):
+        self.cfg = cfg
+        self.env = env
+
+    def startService(self) -> None:
+        """Read the prompts of every instance (its custom folder over the defaults)."""
+        from cbserver.media.prompts import load_prompt_library
+
+        super().startService()
+        for app in self.cfg.application:
+            self.env.libraries[app.name] = load_prompt_library(app.language, app.prompts or None)
+
+    def stopService(self):
+        """Stop the media clock."""
+        super().stopService()
+        self.env.media_clock.stop()
+
+
 class CallbackServer(service.MultiService):
     """The root service: database first, then what needs it once it is ready."""
 
@@ -80,19 +138,64 @@ class CallbackServer(service.MultiService):
         super().__init__()
         self.cfg = cfg
         self.reactor = reactor
+        state = Path(cfg.server.state_dir)
         self.db = Database(cfg.database.dsn, reactor, size=cfg.database.pool_size,
                            retry_max=cfg.database.retry_max, node=cfg.server.node)
         self.db.setServiceParent(self)
-        self.web = WebApp(self.db, reactor)
-        state = Path(cfg.server.state_dir)
-        endpoint = complete_endpoint(cfg.web.endpoint, state)
-        site = Site(self.web.resource())
+        # Finished legs: group-committed to PostgreSQL, spooled to disk while it is away.
+        self.xdr = XdrWriter(self.db, reactor, Spool(state / "spool" / "xdr.spool"))
+        self.xdr.setServiceParent(self)
+        self.tariffs = TariffCache(self.db, reactor)
+        self.authorizers = {
+            app.name: Authorizer(self.db, self.tariffs, reactor, node=cfg.server.node,
+                                 special_charge=app.special_charge_if_legb_fails)
+            for app in cfg.application}
+        self.sip = SipService(self._ua_config(), reactor, listen_address=self._listen()[0],
+                              listen_port=self._listen()[1],
+                              locator=TrunkLocator(cfg.sip.trunk.transport))
+        low, high = (int(x) for x in cfg.rtp.ports.split("-"))
+        self.media_env = MediaEnvironment(
+            clock=reactor, reactor=reactor, pool=PortPool(low, high),
+            media_clock=MediaClock(reactor), bind_address=cfg.rtp.address,
+            public_address=cfg.sip.public_address, inactivity_timeout=cfg.rtp.inactivity_timeout)
+        self.media = MediaService(cfg, self.media_env)
+        self.media.setServiceParent(self)
+        self.metrics = Metrics(spool_depth=lambda: float(self.xdr.spool.depth))
+        self.callbacks = CallbackService(cfg, self.db, self.authorizers, self.xdr, self.sip,
+                                         MediaFactory(self.media_env), reactor, self.metrics)
+        self.web = WebApp(self.db, reactor, health_sources={
+            "xdr_spool": self.xdr.health,
+            "calls": lambda: {"active": self.callbacks.active},
+        })
+        site = Site(self._web_resource())
         site.displayTracebacks = False
+        endpoint = complete_endpoint(cfg.web.endpoint, state)
         self.web_service = strports.service(endpoint, site, reactor=reactor)
         self.web_service.setServiceParent(self)
-        # Services that take calls: started only once the database is ready.
+        # Services that take calls: started only once the database is ready, stopped
+        # first (callbacks end their calls and write xDRs, then the SIP port closes).
         self.gated = service.MultiService()
+        self.sip.setServiceParent(self.gated)
+        self.callbacks.setServiceParent(self.gated)
         self._gated_started = False
+
+    def _listen(self) -> tuple[str, int]:
+        """The SIP listen address and port."""
+        return parse_host_port(self.cfg.sip.listen)
+
+    def _ua_config(self) -> UAConfig:
+        """The UA's view of the configuration (one place that maps config to RFC timers)."""
+        sip = self.cfg.sip
+        trunk_host, trunk_port = parse_host_port(sip.trunk.address, default_port=5060)
+        return UAConfig(public_address=sip.public_address, public_port=self._listen()[1],
+                        trunk_host=trunk_host, trunk_port=trunk_port,
+                        from_domain=sip.trunk.from_domain, username=sip.trunk.username,
+                        password=sip.trunk.password, t1=sip.t1, t2=sip.t2, t4=sip.t4,
+                        user_agent=f"cbserver/{__version__}")
+
+    def _web_resource(self):
+        """The public endpoint's resource: health and metrics (pages mount here too)."""
+        return self.web.resource()
 
     def startService(self) -> None:
         """Start the pool and the web endpoint; start the gated services once ready."""
@@ -101,7 +204,7 @@ class CallbackServer(service.MultiService):
             lambda f: self.log.failure("could not start call handling", failure=f))
 
     def _database_ready(self, _db) -> None:
-        """Open the SIP side and the callback routes."""
+        """Open the SIP side and start taking callbacks."""
         if self.running and not self._gated_started:
             self._gated_started = True
             self.gated.startService()
