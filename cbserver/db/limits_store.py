@@ -1,0 +1,159 @@
+"""The SQL of abuse protection: rate-limit counters and per-account callback slots.
+
+Counters are fixed windows kept in ``rate_limit_counters``; one statement increments every
+counter a request touches and returns the new counts (``INSERT ... ON CONFLICT DO UPDATE ...
+RETURNING``), so several nodes on one database count together. Callbacks in progress are rows
+of ``callback_slots``; a slot is taken under a transaction-scoped advisory lock on the account,
+so two nodes cannot both take the last free slot.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from zope.interface import Interface, implementer
+
+# Namespace of the advisory locks taken on accounts (the first int4 of the two-key form).
+_SLOT_LOCK_NS = 20
+
+COUNT_HITS = (
+    "INSERT INTO rate_limit_counters (kind, key, window_start, hits) "
+    "SELECT k, v, %s, 1 FROM unnest(%s::text[], %s::text[]) AS u(k, v) "
+    "ON CONFLICT (kind, key, window_start) DO UPDATE SET hits = rate_limit_counters.hits + 1 "
+    "RETURNING kind, hits")
+PRUNE_COUNTERS = "DELETE FROM rate_limit_counters WHERE window_start < %s"
+LOCK_ACCOUNT = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
+COUNT_SLOTS = "SELECT count(*) FROM callback_slots WHERE account_id = %s AND taken_at >= %s"
+TAKE_SLOT = "INSERT INTO callback_slots (slot_id, account_id, taken_at) VALUES (%s, %s, %s)"
+BIND_SLOT = "UPDATE callback_slots SET callback_id = %s WHERE slot_id = %s"
+RELEASE_SLOT = "DELETE FROM callback_slots WHERE slot_id = %s"
+RELEASE_CALLBACK = "DELETE FROM callback_slots WHERE callback_id = %s RETURNING account_id"
+PRUNE_SLOTS = "DELETE FROM callback_slots WHERE taken_at < %s"
+
+
+def count_hits(db, keys: list[tuple[str, str]], window_start: int) -> defer.Deferred:
+    """Add one hit to each ``(kind, key)`` counter of the window; fire with ``{kind: hits}``."""
+    kinds = [k for k, _ in keys]
+    values = [v for _, v in keys]
+    d = db.runQuery(COUNT_HITS, (window_start, kinds, values))
+    d.addCallback(lambda rows: {kind: int(hits) for kind, hits in rows})
+    return d
+
+
+def prune_counters(db, before: int) -> defer.Deferred:
+    """Delete counters of windows that started before ``before`` (epoch seconds)."""
+    return db.runOperation(PRUNE_COUNTERS, (before,))
+
+
+@defer.inlineCallbacks
+def _take_slot(cur, slot_id: str, account: str, cap: int, now: int, stale_before: int):
+    """Interaction: count the account's live slots and take one if fewer than ``cap``."""
+    yield cur.execute(LOCK_ACCOUNT, (_SLOT_LOCK_NS, account))
+    yield cur.execute(COUNT_SLOTS, (account, stale_before))
+    in_use = int(cur.fetchall()[0][0])
+    if in_use >= cap:
+        return False, in_use
+    yield cur.execute(TAKE_SLOT, (slot_id, account, now))
+    return True, in_use + 1
+
+
+def take_slot(db, slot_id: str, account: str, cap: int, now: int,
+              stale_before: int) -> defer.Deferred:
+    """Fire with ``(taken, in_use)``: whether the slot was taken and the slots now in use."""
+    return db.runInteraction(_take_slot, slot_id, account, cap, now, stale_before)
+
+
+def count_slots(db, account: str, stale_before: int) -> defer.Deferred:
+    """Fire with the number of the account's live slots."""
+    d = db.runQuery(COUNT_SLOTS, (account, stale_before))
+    d.addCallback(lambda rows: int(rows[0][0]))
+    return d
+
+
+def bind_slot(db, slot_id: str, callback_id: str) -> defer.Deferred:
+    """Record which callback holds a slot."""
+    return db.runOperation(BIND_SLOT, (callback_id, slot_id))
+
+
+def release_slot(db, slot_id: str) -> defer.Deferred:
+    """Free a slot by its id (the callback was not started)."""
+    return db.runOperation(RELEASE_SLOT, (slot_id,))
+
+
+def release_callback(db, callback_id: str) -> defer.Deferred:
+    """Free the slot a callback holds; fire with the account id, or None if it held none."""
+    d = db.runQuery(RELEASE_CALLBACK, (callback_id,))
+    d.addCallback(lambda rows: rows[0][0] if rows else None)
+    return d
+
+
+def prune_slots(db, before: int) -> defer.Deferred:
+    """Delete slots taken before ``before`` (a node died without releasing them)."""
+    return db.runOperation(PRUNE_SLOTS, (before,))
+
+
+class ILimitStore(Interface):
+    """Shared counters and slots for abuse protection (PostgreSQL, or a fake in tests)."""
+
+    def count_hits(keys, window_start):
+        """Add one hit to each ``(kind, key)`` counter; a Deferred ``{kind: hits}``."""
+
+    def prune_counters(before):
+        """Forget windows that started before ``before``."""
+
+    def take_slot(slot_id, account, cap, now, stale_before):
+        """A Deferred ``(taken, in_use)``; takes a slot only while fewer than ``cap`` are live."""
+
+    def count_slots(account, stale_before):
+        """A Deferred count of the account's live slots."""
+
+    def bind_slot(slot_id, callback_id):
+        """Record which callback holds a slot."""
+
+    def release_slot(slot_id):
+        """Free a slot by its id."""
+
+    def release_callback(callback_id):
+        """Free a callback's slot; a Deferred account id or None."""
+
+    def prune_slots(before):
+        """Forget slots taken before ``before``."""
+
+
+@implementer(ILimitStore)
+class PostgresLimitStore:
+    """``ILimitStore`` over an ``IDatabase``: the functions above bound to one pool."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def count_hits(self, keys, window_start):
+        """See ``ILimitStore``."""
+        return count_hits(self.db, keys, window_start)
+
+    def prune_counters(self, before):
+        """See ``ILimitStore``."""
+        return prune_counters(self.db, before)
+
+    def take_slot(self, slot_id, account, cap, now, stale_before):
+        """See ``ILimitStore``."""
+        return take_slot(self.db, slot_id, account, cap, now, stale_before)
+
+    def count_slots(self, account, stale_before):
+        """See ``ILimitStore``."""
+        return count_slots(self.db, account, stale_before)
+
+    def bind_slot(self, slot_id, callback_id):
+        """See ``ILimitStore``."""
+        return bind_slot(self.db, slot_id, callback_id)
+
+    def release_slot(self, slot_id):
+        """See ``ILimitStore``."""
+        return release_slot(self.db, slot_id)
+
+    def release_callback(self, callback_id):
+        """See ``ILimitStore``."""
+        return release_callback(self.db, callback_id)
+
+    def prune_slots(self, before):
+        """See ``ILimitStore``."""
+        return prune_slots(self.db, before)

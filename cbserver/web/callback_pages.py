@@ -1,0 +1,405 @@
+"""The callback web: each instance's page, its status page, the JSON API, ``/metrics``.
+
+``CallbackWeb`` holds a ``Klein()`` app with its collaborators passed in (the callback
+service, the rate limiter, the concurrency gauge, the clock, the metrics). Every path that
+starts a callback goes through ``_start``: Hosted allow-list, input checks, readiness, rate
+limits, the concurrency slot, then ``ICallbackService.request_callback``. Failures are turned
+into HTTP answers in one place (``cbserver.web.api.error_response``).
+
+Routes, for each ``[[application]]`` with path P (``/web-callback`` by default):
+``GET P`` the form, ``POST P`` start (303 to the status page, or 202 JSON for the script),
+``GET P/status/<id>``, ``POST P/hosted-access`` (remember a Hosted token in a cookie),
+``POST P/api/v1/callbacks`` and ``GET P/api/v1/callbacks/<id>``. Shared: ``POST
+/api/v1/callbacks`` (instance named by ``"application"``), ``GET /api/v1/callbacks/<id>``,
+``GET /api/v1/openapi.json``, ``GET /static/<file>``, ``GET /metrics``; anything else goes to
+the ``fallback`` resource (the health app).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from urllib.parse import parse_qsl, quote
+
+from klein import Klein
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.resource import NoResource
+
+from cbserver.callback.api import MODES, CallbackRefused
+from cbserver.web import pages
+from cbserver.web.api import InvalidInput, error_response, parse_json_body, valid_callback_id, validate
+from cbserver.web.app import json_response
+from cbserver.web.csrf import CsrfGuard
+from cbserver.web.limits import RateLimited, address_allowed, hosted_tokens, token_allowed
+
+HERE = Path(__file__).resolve().parent
+STATIC_TYPES = {"page.css": b"text/css; charset=utf-8",
+                "page.js": b"text/javascript; charset=utf-8"}
+TOKEN_HEADER = b"x-callback-token"
+HOSTED_COOKIE = b"cb_hosted"
+HTML_HEADERS = {
+    b"content-type": b"text/html; charset=utf-8",
+    b"cache-control": b"no-store",
+    b"content-security-policy": b"default-src 'self'; script-src 'self'; style-src 'self'; "
+                                b"img-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
+                                b"form-action 'self'; base-uri 'none'",
+    b"x-content-type-options": b"nosniff",
+    b"referrer-policy": b"no-referrer",
+    b"x-frame-options": b"DENY",
+}
+
+
+@functools.lru_cache(maxsize=8)
+def _package_file(name: str) -> bytes:
+    """A file shipped beside this module (read once)."""
+    return (HERE / name).read_bytes()
+
+
+class CallbackWeb:
+    """The callback pages and JSON API of every ``[[application]]`` instance."""
+
+    log = Logger()
+
+    def __init__(self, config, service, limiter, gauge, clock, metrics, *, ready=None,
+                 csrf_secret: bytes | None = None, fallback=None):
+        self.config = config
+        self.service = service
+        self.limiter = limiter
+        self.gauge = gauge
+        self.clock = clock
+        self.metrics = metrics
+        self.ready = ready or (lambda: True)
+        self.csrf = CsrfGuard(csrf_secret)
+        self.fallback = fallback
+        self.apps = {a.name: a for a in config.application}
+        self.app = Klein()
+        self._add_routes()
+
+    def resource(self):
+        """The Twisted web resource serving every route (mount it as the site's root)."""
+        return self.app.resource()
+
+    # -- routing -------------------------------------------------------------------------
+
+    def _add_routes(self) -> None:
+        """Register the shared routes and each instance's routes."""
+        route = self.app.route
+        route("/api/v1/callbacks", methods=["POST"], endpoint="api_post")(self.api_post)
+        route("/api/v1/callbacks/<cb_id>", methods=["GET"], endpoint="api_get")(self.api_get)
+        route("/api/v1/openapi.json", methods=["GET"], endpoint="openapi")(self.openapi)
+        route("/static/<name>", methods=["GET", "HEAD"], endpoint="static")(self.static)
+        route("/metrics", methods=["GET"], endpoint="metrics")(self.metrics_page)
+        for i, app_cfg in enumerate(self.config.application):
+            p = "" if app_cfg.url_path == "/" else app_cfg.url_path
+            bind = functools.partial
+            route(p or "/", methods=["GET", "HEAD"], endpoint=f"page_{i}")(
+                bind(self.page_get, app_cfg))
+            route(p or "/", methods=["POST"], endpoint=f"page_post_{i}")(
+                bind(self.page_post, app_cfg))
+            route(f"{p}/status/<cb_id>", methods=["GET", "HEAD"], endpoint=f"status_{i}")(
+                bind(self.status_get, app_cfg))
+            route(f"{p}/hosted-access", methods=["POST"], endpoint=f"hosted_{i}")(
+                bind(self.hosted_access, app_cfg))
+            route(f"{p}/api/v1/callbacks", methods=["POST"], endpoint=f"api_post_{i}")(
+                bind(self.api_post, app_cfg=app_cfg))
+            route(f"{p}/api/v1/callbacks/<cb_id>", methods=["GET"], endpoint=f"api_get_{i}")(
+                bind(self.api_get, app_cfg=app_cfg))
+        route("/", branch=True, endpoint="fallback")(self.other)
+
+    def other(self, request):
+        """Anything else: the fallback resource (``/healthz``...) or 404."""
+        return self.fallback if self.fallback is not None else NoResource()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @staticmethod
+    def _html(request, status: int, body: bytes, headers: dict | None = None) -> bytes:
+        """Send an HTML page with the security headers."""
+        request.setResponseCode(status)
+        for k, v in {**HTML_HEADERS, **(headers or {})}.items():
+            request.setHeader(k, v)
+        return body
+
+    @staticmethod
+    def _client(request) -> str:
+        """The peer's IP address (no proxy headers are trusted)."""
+        return getattr(request.getClientAddress(), "host", "") or ""
+
+    @staticmethod
+    def _form(request) -> dict[str, str]:
+        """The url-encoded POST body (the query string is never read for credentials)."""
+        raw = request.content.read(16 * 1024) if request.content is not None else b""
+        try:
+            return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError:
+            raise InvalidInput({"body": "The form is not UTF-8."}) from None
+
+    def _hosted_ok(self, request, app_cfg, with_cookie: bool) -> bool:
+        """Whether this client may use Hosted: network, token header, or the token cookie."""
+        if address_allowed(app_cfg, self._client(request)):
+            return True
+        header = request.getHeader(TOKEN_HEADER)
+        if header and token_allowed(app_cfg, header):
+            return True
+        if with_cookie:
+            proof = (request.getCookie(HOSTED_COOKIE) or b"").decode("ascii", "replace")
+            return self.csrf.hosted_proof_valid(app_cfg.url_path, proof, hosted_tokens(app_cfg))
+        return False
+
+    def _modes(self, request, app_cfg) -> list[str]:
+        """The modes this client is offered on the page."""
+        modes = ["extended"]
+        if app_cfg.second_number:
+            modes.append("simple")
+        if self._hosted_ok(request, app_cfg, with_cookie=True):
+            modes.append("hosted")
+        return modes
+
+    @staticmethod
+    def _base(app_cfg) -> str:
+        """The instance's path without a trailing slash ("" for the root)."""
+        return "" if app_cfg.url_path == "/" else app_cfg.url_path
+
+    def _refused(self, app_cfg, mode: str, client: str, exc: CallbackRefused) -> None:
+        """Log and count a refusal (never the credentials)."""
+        kind = exc.kind if isinstance(exc, RateLimited) else None
+        self.metrics.request_refused(mode if mode in MODES else "unknown", exc.code, kind)
+        self.log.info("callback refused application={app} mode={mode} client={client} code={code} "
+                      "limit={kind} field={field}", app=app_cfg.name if app_cfg else "-",
+                      mode=mode, client=client, code=exc.code, kind=kind or "-",
+                      field=exc.field or "-")
+
+    # -- starting a callback -------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def _start(self, app_cfg, mode: str, fields: dict, client: str, token: str | None,
+               hosted_ok: bool):
+        """Check and start one callback; fire with its id or fail with ``CallbackRefused``."""
+        try:
+            if mode == "hosted" and not hosted_ok:
+                raise CallbackRefused("hosted_not_allowed",
+                                      "Hosted callback is not available from your address.", "mode")
+            req = validate(app_cfg, mode, fields, client, token)
+            if not self.ready():
+                raise CallbackRefused("not_ready", "The service is not ready; please try again "
+                                                   "in a moment.")
+            yield self.limiter.check(req)
+            slot = (yield self.gauge.acquire(req.account)) if req.account else None
+            try:
+                cb_id = yield self.service.request_callback(req)
+            except BaseException:
+                if slot is not None:
+                    self.gauge.cancel(slot).addErrback(
+                        lambda f: self.log.failure("could not free a callback slot", failure=f))
+                raise
+        except CallbackRefused as e:
+            self._refused(app_cfg, mode, client, e)
+            raise
+        if slot is not None:
+            try:
+                yield self.gauge.bind(slot, cb_id)
+            except Exception as e:  # noqa: BLE001 - the callback runs; the slot expires later
+                self.log.warn("could not bind slot callback_id={id}: {err}", id=cb_id, err=e)
+        self.metrics.callback_requested(mode)
+        self.log.info("callback requested callback_id={id} application={app} mode={mode} "
+                      "client={client}", id=cb_id, app=app_cfg.name, mode=mode, client=client)
+        return cb_id
+
+    # -- the page ------------------------------------------------------------------------
+
+    def page_get(self, app_cfg, request):
+        """The form, in the mode the ``mode`` query argument picks (tabs are links)."""
+        base = self._base(app_cfg)
+        modes = self._modes(request, app_cfg)
+        wanted = (request.args.get(b"mode") or [b""])[0].decode("ascii", "replace")
+        mode = wanted if wanted in modes else modes[0]
+        nonce = self.csrf.ensure_cookie(request)
+        offer = bool(hosted_tokens(app_cfg)) and "hosted" not in modes
+        body = pages.form_page(app_cfg, base or "/", modes, mode,
+                               self.csrf.token(nonce, app_cfg.url_path), offer_token=offer)
+        return self._html(request, 200, body)
+
+    @defer.inlineCallbacks
+    def page_post(self, app_cfg, request):
+        """Start a callback from the form: 303 to its status page (202 JSON for the script)."""
+        wants_json = b"application/json" in (request.getHeader(b"accept") or b"")
+        client = self._client(request)
+        mode = ""
+        fields: dict = {}
+        try:
+            fields = self._form(request)
+            mode = fields.get("mode", "")
+            if not self.csrf.verify(request, app_cfg.url_path, fields.get("csrf")):
+                exc = CallbackRefused("forbidden", "This form has expired or did not come from "
+                                                   "this page; please try again.", "csrf")
+                self._refused(app_cfg, mode, client, exc)
+                raise exc
+            cb_id = yield self._start(app_cfg, mode, fields, client,
+                                      request.getHeader(TOKEN_HEADER),
+                                      self._hosted_ok(request, app_cfg, with_cookie=True))
+        except Exception as e:  # noqa: BLE001 - every failure becomes an answer here
+            return self._page_refusal(request, app_cfg, mode, fields, e, wants_json)
+        base = self._base(app_cfg)
+        status_url = f"{base}/status/{quote(cb_id, safe='')}"
+        if wants_json:
+            status = yield self._initial_status(cb_id)
+            return json_response(request, 202, {"id": cb_id, "status": status,
+                                                "status_url": status_url,
+                                                "api_url": f"/api/v1/callbacks/{quote(cb_id)}"})
+        request.setResponseCode(303)
+        request.setHeader(b"location", status_url.encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        return b""
+
+    def _page_refusal(self, request, app_cfg, mode, fields, exc, wants_json):
+        """The form again with the errors (or the JSON error for the script)."""
+        status, body, headers = error_response(exc)
+        for k, v in headers.items():
+            request.setHeader(k, v)
+        if wants_json:
+            return json_response(request, status, body)
+        base = self._base(app_cfg)
+        modes = self._modes(request, app_cfg)
+        shown = mode if mode in modes else modes[0]
+        errors = exc.errors if isinstance(exc, InvalidInput) else {}
+        message = None if isinstance(exc, InvalidInput) else body["error"]["message"]
+        values = {k: v for k, v in fields.items() if k != "password"}
+        nonce = self.csrf.ensure_cookie(request)
+        page = pages.form_page(app_cfg, base or "/", modes, shown,
+                               self.csrf.token(nonce, app_cfg.url_path), values, errors, message,
+                               offer_token=bool(hosted_tokens(app_cfg)) and "hosted" not in modes)
+        return self._html(request, status, page)
+
+    @defer.inlineCallbacks
+    def _initial_status(self, cb_id):
+        """The status right after starting (``calling_you`` if the service has none yet)."""
+        try:
+            status = yield self.service.get_status(cb_id)
+        except Exception as e:  # noqa: BLE001 - the callback is started; the page will poll
+            self.log.warn("status not available yet callback_id={id}: {err}", id=cb_id, err=e)
+            status = None
+        return (status or {}).get("status", "calling_you")
+
+    @defer.inlineCallbacks
+    def status_get(self, app_cfg, request, cb_id):
+        """The status page (refreshes itself without JavaScript until final)."""
+        base = self._base(app_cfg)
+        try:
+            status = yield self._lookup(app_cfg, cb_id)
+        except Exception as e:  # noqa: BLE001 - mapped to a page below
+            code, body, headers = error_response(e)
+            for k, v in headers.items():
+                request.setHeader(k, v)
+            title = "Callback not found" if code == 404 else "Status not available"
+            return self._html(request, code, pages.message_page(app_cfg, base or "/", title,
+                                                                body["error"]["message"]))
+        api_url = f"{base}/api/v1/callbacks/{quote(cb_id, safe='')}"
+        return self._html(request, 200, pages.status_page(app_cfg, base or "/", status, api_url))
+
+    def hosted_access(self, app_cfg, request):
+        """Remember a valid Hosted token in a signed cookie, then show the Hosted form."""
+        fields = self._form(request)
+        base = self._base(app_cfg)
+        client = self._client(request)
+        token = fields.get("token", "")
+        if not self.csrf.verify(request, app_cfg.url_path, fields.get("csrf")) or \
+                not token_allowed(app_cfg, token):
+            exc = CallbackRefused("hosted_not_allowed", "That Hosted access token is not valid "
+                                                        "here.", "token")
+            self._refused(app_cfg, "hosted", client, exc)
+            return self._page_refusal(request, app_cfg, "", {}, exc, False)
+        request.addCookie(HOSTED_COOKIE, self.csrf.hosted_proof(app_cfg.url_path, token).encode(),
+                          path=(base or "/").encode(), secure=True, httpOnly=True,
+                          sameSite=b"strict")
+        self.log.info("hosted access granted by token application={app} client={client}",
+                      app=app_cfg.name, client=client)
+        request.setResponseCode(303)
+        request.setHeader(b"location", f"{base}?mode=hosted".encode())
+        return b""
+
+    # -- the JSON API --------------------------------------------------------------------
+
+    def _lookup(self, app_cfg, cb_id):
+        """The status dict of a callback of this instance (any instance if None), or 404."""
+        if not valid_callback_id(cb_id):
+            return defer.fail(CallbackRefused("not_found", "No callback has this id."))
+        if not self.ready():
+            return defer.fail(CallbackRefused("not_ready", "The service is not ready; please "
+                                                           "try again in a moment."))
+
+        def found(status):
+            if status is None or (app_cfg is not None and status.get("application") != app_cfg.name):
+                raise CallbackRefused("not_found", "No callback has this id.")
+            return status
+
+        return defer.maybeDeferred(self.service.get_status, cb_id).addCallback(found)
+
+    def _instance(self, body: dict):
+        """The instance a shared-path API request names (may be omitted with one instance)."""
+        name = body.get("application")
+        if name is None and len(self.apps) == 1:
+            return next(iter(self.apps.values()))
+        for app_cfg in self.apps.values():
+            if name in (app_cfg.name, app_cfg.url_path):
+                return app_cfg
+        raise InvalidInput({"application": "Name the callback instance: one of "
+                                           + ", ".join(sorted(self.apps)) + "."})
+
+    @defer.inlineCallbacks
+    def api_post(self, request, app_cfg=None):
+        """``POST /api/v1/callbacks``: 202 ``{"id", "status"}`` or a JSON error."""
+        client = self._client(request)
+        mode = ""
+        try:
+            body = parse_json_body(request)
+            mode = body.get("mode") if isinstance(body.get("mode"), str) else ""
+            app_cfg = app_cfg or self._instance(body)
+            token = request.getHeader(TOKEN_HEADER)
+            hosted_ok = self._hosted_ok(request, app_cfg, with_cookie=False)
+            fields = {k: body.get(k) for k in ("account", "password", "phone", "destination")}
+            cb_id = yield self._start(app_cfg, mode, fields, client, token, hosted_ok)
+        except Exception as e:  # noqa: BLE001 - every failure becomes a JSON error
+            if isinstance(e, InvalidInput) and app_cfg is None:
+                self._refused(None, mode, client, e)
+            status, err, headers = error_response(e)
+            for k, v in headers.items():
+                request.setHeader(k, v)
+            return json_response(request, status, err)
+        status = yield self._initial_status(cb_id)
+        request.setHeader(b"location", f"/api/v1/callbacks/{quote(cb_id, safe='')}".encode())
+        return json_response(request, 202, {"id": cb_id, "status": status})
+
+    @defer.inlineCallbacks
+    def api_get(self, request, cb_id, app_cfg=None):
+        """``GET /api/v1/callbacks/{id}``: the status dict, or a JSON error (404...)."""
+        try:
+            status = yield self._lookup(app_cfg, cb_id)
+        except Exception as e:  # noqa: BLE001 - every failure becomes a JSON error
+            code, err, headers = error_response(e)
+            for k, v in headers.items():
+                request.setHeader(k, v)
+            return json_response(request, code, err)
+        return json_response(request, 200, status)
+
+    # -- documents -----------------------------------------------------------------------
+
+    def openapi(self, request):
+        """The OpenAPI 3 description of the JSON API."""
+        request.setHeader(b"content-type", b"application/json")
+        return _package_file("openapi.json")
+
+    def static(self, request, name):
+        """The page's stylesheet and script (nothing else is served)."""
+        if name not in STATIC_TYPES:
+            return NoResource()
+        request.setHeader(b"content-type", STATIC_TYPES[name])
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        return _package_file(f"static/{name}")
+
+    def metrics_page(self, request):
+        """Prometheus text exposition of this process's metrics."""
+        request.setHeader(b"content-type", self.metrics.content_type.encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        return self.metrics.render()

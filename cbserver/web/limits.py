@@ -1,0 +1,197 @@
+"""Abuse protection for the web triggers: the Hosted allow-list, rate limits, concurrency caps.
+
+* ``hosted_allowed`` says whether a client may use an instance's Hosted mode: its address is
+  in one of the instance's ``hosted_allowed_clients`` networks, or it presented one of the
+  instance's ``token:<secret>`` entries (compared in constant time, never logged).
+* ``RateLimiter`` counts requests per client address, per called-back number and per account
+  in fixed windows of ``[limits] window`` seconds, in the shared ``ILimitStore`` (PostgreSQL),
+  so every node sees the same counts. A request over any limit fails with ``RateLimited``.
+* ``ConcurrencyGauge`` caps the callbacks in progress per account: the web layer takes a slot
+  before starting a callback and binds it to the callback's id; the callback service calls
+  ``release(callback_id)`` once the callback is final.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import uuid
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+from cbserver.callback.api import CallbackRefused
+
+LIMIT_KINDS = ("client", "phone", "account", "concurrent")
+
+
+class RateLimited(CallbackRefused):
+    """Too many requests; ``kind`` is one of LIMIT_KINDS, ``retry_after`` whole seconds."""
+
+    def __init__(self, kind: str, retry_after: int, message: str | None = None):
+        super().__init__("rate_limited", message or _MESSAGES[kind])
+        self.kind = kind
+        self.retry_after = max(1, int(retry_after))
+
+
+_MESSAGES = {
+    "client": "Too many callback requests from your address; please try again later.",
+    "phone": "Too many callbacks to this number; please try again later.",
+    "account": "Too many callback requests for this account; please try again later.",
+    "concurrent": "This account already has the most callbacks in progress it may have.",
+}
+
+
+def _networks(entries) -> list:
+    """The IP networks among allow-list entries."""
+    return [ipaddress.ip_network(e, strict=False) for e in entries if not e.startswith("token:")]
+
+
+def hosted_tokens(app_cfg) -> list[str]:
+    """The instance's Hosted tokens (the secrets of its ``token:<secret>`` entries)."""
+    return [e[len("token:"):] for e in app_cfg.hosted_allowed_clients if e.startswith("token:")]
+
+
+def token_allowed(app_cfg, token: str | None) -> bool:
+    """Whether ``token`` is one of the instance's Hosted tokens (constant-time compare)."""
+    if not token:
+        return False
+    given = token.encode("utf-8")
+    found = False
+    for secret in hosted_tokens(app_cfg):
+        found |= hmac.compare_digest(given, secret.encode("utf-8"))
+    return found
+
+
+def address_allowed(app_cfg, client_address: str) -> bool:
+    """Whether the client address lies in one of the instance's allowed networks."""
+    try:
+        addr = ipaddress.ip_address(client_address)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr in net for net in _networks(app_cfg.hosted_allowed_clients))
+
+
+def hosted_allowed(app_cfg, client_address: str, token: str | None = None) -> bool:
+    """Whether a client may trigger the instance's Hosted mode (empty allow-list: nobody)."""
+    return address_allowed(app_cfg, client_address) or token_allowed(app_cfg, token)
+
+
+class IRateLimiter(Interface):
+    """Counts callback requests and refuses those over a limit."""
+
+    def check(request):
+        """Count a ``CallbackRequest``; a Deferred that fails with ``RateLimited`` if over."""
+
+
+class IConcurrencyGauge(Interface):
+    """Callbacks in progress per account, shared by every node."""
+
+    def acquire(account):
+        """Take a slot for a callback of ``account``; a Deferred slot id, or ``RateLimited``."""
+
+    def bind(slot_id, callback_id):
+        """Attach a taken slot to the callback the service started."""
+
+    def cancel(slot_id):
+        """Give back a slot whose callback was not started."""
+
+    def release(callback_id):
+        """Give back the slot of a callback that reached a final status (idempotent)."""
+
+    def in_use(account):
+        """A Deferred count of the account's callbacks in progress."""
+
+
+@implementer(IRateLimiter)
+class RateLimiter:
+    """Fixed-window counters per client address, called-back number and account."""
+
+    log = Logger()
+    prune_every = 256
+
+    def __init__(self, store, limits, clock):
+        self.store = store
+        self.limits = limits
+        self.clock = clock
+        self._checks = 0
+
+    def _window(self) -> tuple[int, int]:
+        """(now, start of the current window), whole seconds."""
+        now = int(self.clock.seconds())
+        size = max(1, int(self.limits.window))
+        return now, now - now % size
+
+    @defer.inlineCallbacks
+    def check(self, request):
+        """Count the request against its three limits; fail with ``RateLimited`` if over one."""
+        now, start = self._window()
+        keys = [("client", request.client_address or "unknown"), ("phone", request.phone)]
+        if request.account:
+            keys.append(("account", request.account))
+        self._checks += 1
+        if self._checks % self.prune_every == 1:
+            self._prune(start)
+        hits = yield self.store.count_hits(keys, start)
+        caps = {"client": self.limits.per_client, "phone": self.limits.per_phone,
+                "account": self.limits.per_account}
+        for kind, _key in keys:
+            if hits.get(kind, 0) > caps[kind]:
+                raise RateLimited(kind, start + int(self.limits.window) - now)
+
+    def _prune(self, start: int) -> None:
+        """Forget windows before the previous one, in the background (errors logged)."""
+        d = self.store.prune_counters(start - int(self.limits.window))
+        d.addErrback(lambda f: self.log.failure("pruning rate-limit counters failed", failure=f))
+
+
+@implementer(IConcurrencyGauge)
+class ConcurrencyGauge:
+    """The per-account cap on callbacks in progress, over slots in the shared store."""
+
+    log = Logger()
+
+    def __init__(self, store, limits, clock, stale_after: float = 4 * 3600.0):
+        self.store = store
+        self.limits = limits
+        self.clock = clock
+        self.stale_after = stale_after
+
+    def _times(self) -> tuple[int, int]:
+        """(now, oldest live slot time), whole seconds."""
+        now = int(self.clock.seconds())
+        return now, now - int(self.stale_after)
+
+    @defer.inlineCallbacks
+    def acquire(self, account):
+        """Take a slot or fail with ``RateLimited("concurrent")``."""
+        now, stale = self._times()
+        slot_id = str(uuid.uuid4())
+        taken, _in_use = yield self.store.take_slot(slot_id, account,
+                                                    self.limits.concurrent_per_account, now, stale)
+        if not taken:
+            raise RateLimited("concurrent", 30)
+        return slot_id
+
+    def bind(self, slot_id, callback_id):
+        """See ``IConcurrencyGauge``."""
+        return self.store.bind_slot(slot_id, callback_id)
+
+    def cancel(self, slot_id):
+        """See ``IConcurrencyGauge``."""
+        return self.store.release_slot(slot_id)
+
+    def release(self, callback_id):
+        """See ``IConcurrencyGauge``."""
+        return self.store.release_callback(callback_id)
+
+    def in_use(self, account):
+        """See ``IConcurrencyGauge``."""
+        return self.store.count_slots(account, self._times()[1])
+
+    def prune(self):
+        """Forget slots older than ``stale_after`` (their node died without releasing them)."""
+        return self.store.prune_slots(self._times()[1])

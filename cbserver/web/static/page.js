@@ -1,0 +1,173 @@
+/* cbserver callback page: progressive enhancement, hand-written.
+ * Without this script the form posts and the status page refreshes itself. With it, the form
+ * is sent in the background and the progress is shown live by polling the JSON status. */
+(function () {
+  "use strict";
+  var STEPS = ["calling_you", "answered", "calling_destination", "connected", "ended"];
+  var TEXT = {
+    calling_you: "Calling you now: please answer your phone.",
+    answered: "You answered. Please hold on.",
+    calling_destination: "Calling the destination\u2026",
+    connected: "Connected: you are talking.",
+    ended: "The call has ended.",
+    refused: "The callback could not be made."
+  };
+  var FINAL = { ended: true, refused: true };
+  var POLL_MS = 1000;
+  var MAX_POLL_MS = 10000;
+
+  function byId(id) { return document.getElementById(id); }
+
+  function costText(ch) {
+    if (!ch) { return ""; }
+    var text = (String(ch.total) + " " + (ch.currency || "")).trim();
+    var legs = [];
+    if (ch.A !== undefined && ch.A !== null) { legs.push("call to you: " + ch.A); }
+    if (ch.B !== undefined && ch.B !== null) { legs.push("call out: " + ch.B); }
+    return legs.length ? text + " (" + legs.join(", ") + ")" : text;
+  }
+
+  function reasonText(st) {
+    var cause = st.cause || {};
+    var reason = cause.reason || "";
+    if (cause.sip_status) { reason = (reason + " (SIP " + cause.sip_status + ")").trim(); }
+    return reason;
+  }
+
+  function render(panel, st) {
+    panel.hidden = false;
+    panel.setAttribute("data-status", st.status);
+    panel.setAttribute("data-final", FINAL[st.status] ? "1" : "0");
+    var idx = STEPS.indexOf(st.status);
+    var items = panel.querySelectorAll(".steps li");
+    for (var i = 0; i < items.length; i++) {
+      var state = (i < idx || (i === idx && st.status === "ended")) ? "done" : (i === idx ? "now" : "todo");
+      items[i].className = state;
+      if (state === "now") { items[i].setAttribute("aria-current", "step"); }
+      else { items[i].removeAttribute("aria-current"); }
+    }
+    var text = TEXT[st.status] || st.status;
+    var live = byId("status-text");
+    if (live.textContent !== text) { live.textContent = text; }
+    var reason = reasonText(st);
+    var cost = costText(st.charges);
+    byId("o-reason").textContent = reason || "\u2013";
+    byId("o-cost").textContent = cost || "\u2013";
+    byId("outcome").hidden = !(reason || cost);
+  }
+
+  function poll(panel, url) {
+    var delay = POLL_MS;
+    function tick() {
+      fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" })
+        .then(function (r) {
+          if (!r.ok) { throw new Error("HTTP " + r.status); }
+          return r.json();
+        })
+        .then(function (st) {
+          render(panel, st);
+          delay = POLL_MS;
+          if (!FINAL[st.status]) { window.setTimeout(tick, delay); }
+        })
+        .catch(function () {
+          delay = Math.min(delay * 2, MAX_POLL_MS);
+          window.setTimeout(tick, delay);
+        });
+    }
+    tick();
+  }
+
+  function clearErrors(form) {
+    var old = form.querySelectorAll(".err");
+    for (var i = 0; i < old.length; i++) { old[i].parentNode.removeChild(old[i]); }
+    var bad = form.querySelectorAll("[aria-invalid]");
+    for (var j = 0; j < bad.length; j++) {
+      bad[j].removeAttribute("aria-invalid");
+      bad[j].removeAttribute("aria-describedby");
+      bad[j].parentNode.classList.remove("has-err");
+    }
+  }
+
+  function showErrors(form, err) {
+    var summary = byId("summary");
+    clearErrors(form);
+    summary.textContent = "";
+    var h = document.createElement("h2");
+    h.textContent = "There is a problem";
+    summary.appendChild(h);
+    var fields = err.fields || {};
+    var names = Object.keys(fields);
+    if (!names.length || err.code !== "invalid_input") {
+      var p = document.createElement("p");
+      p.textContent = err.message;
+      summary.appendChild(p);
+    }
+    if (names.length) {
+      var ul = document.createElement("ul");
+      names.forEach(function (name) {
+        var li = document.createElement("li");
+        var input = form.querySelector("[name='" + name + "']");
+        if (input && input.id) {
+          var a = document.createElement("a");
+          a.href = "#" + input.id;
+          a.textContent = fields[name];
+          li.appendChild(a);
+          var msg = document.createElement("p");
+          msg.className = "err";
+          msg.id = input.id + "-err";
+          msg.textContent = fields[name];
+          input.parentNode.insertBefore(msg, input);
+          input.parentNode.classList.add("has-err");
+          input.setAttribute("aria-invalid", "true");
+          input.setAttribute("aria-describedby", msg.id);
+        } else {
+          li.textContent = fields[name];
+        }
+        ul.appendChild(li);
+      });
+      summary.appendChild(ul);
+    }
+    summary.hidden = false;
+    summary.focus();
+  }
+
+  function submit(ev) {
+    var form = ev.target;
+    if (!window.fetch || !window.URLSearchParams || !window.FormData) { return; }
+    ev.preventDefault();
+    var button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    fetch(form.action, {
+      method: "POST", credentials: "same-origin", headers: { Accept: "application/json" },
+      body: new URLSearchParams(new FormData(form))
+    })
+      .then(function (r) {
+        return r.json().then(function (body) { return { ok: r.ok, body: body }; });
+      })
+      .then(function (res) {
+        button.disabled = false;
+        if (!res.ok) { showErrors(form, res.body.error); return; }
+        var panel = byId("status");
+        var summary = byId("summary");
+        summary.hidden = true;
+        form.hidden = true;
+        if (window.history && window.history.pushState) {
+          window.history.pushState(null, "", res.body.status_url);
+        }
+        render(panel, { status: res.body.status });
+        panel.querySelector("h2").focus();
+        poll(panel, res.body.api_url);
+      })
+      .catch(function () {
+        button.disabled = false;
+        showErrors(form, { code: "network", message: "The request did not reach us; please try again." });
+      });
+  }
+
+  var form = document.querySelector("form.callback");
+  if (form) { form.addEventListener("submit", submit); }
+  var panel = byId("status");
+  if (panel && !panel.hidden && panel.getAttribute("data-final") === "0") {
+    poll(panel, panel.getAttribute("data-status-url"));
+  }
+}());
