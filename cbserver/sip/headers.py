@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from cbserver.sip.uri import SipParseError, Uri, parse_uri
+from cbserver.sip.uri import SipParseError, Uri, is_digits, parse_uri
 
 _CANONICAL = [
     "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
@@ -308,9 +308,10 @@ def parse_name_addr(text: str) -> NameAddr:
 
 # ---- Via (RFC 3261 20.42, 25.1 via-parm: sent-protocol LWS sent-by *( SEMI via-params ))
 
+_TOK = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _VIA_RE = re.compile(
-    r"\s*([A-Za-z0-9\-.!%*_+`'~]+)\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s*/\s*"
-    r"([A-Za-z0-9\-.!%*_+`'~]+)\s+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?:\s*:\s*(\d{1,5}))?\s*"
+    rf"[ \t]*({_TOK})[ \t]*/[ \t]*({_TOK})[ \t]*/[ \t]*({_TOK})[ \t]+"
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?:[ \t]*:[ \t]*([0-9]{1,5}))?[ \t]*"
 )
 
 
@@ -356,7 +357,7 @@ def parse_via(text: str) -> Via:
 def parse_cseq(text: str) -> tuple[int, str]:
     """Parse a CSeq value into (number, method); RFC 3261 8.1.1.5 caps it below 2**31."""
     parts = text.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not TOKEN_RE.fullmatch(parts[1]):
+    if len(parts) != 2 or not is_digits(parts[0]) or not TOKEN_RE.fullmatch(parts[1]):
         raise SipParseError(f"bad CSeq {text!r}")
     number = int(parts[0])
     if number >= 2**31:

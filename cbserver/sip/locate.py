@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.names import dns
 from twisted.names import error as dns_error
 
-from cbserver.sip.uri import SipParseError, Uri, parse_uri
+from cbserver.sip.uri import SipParseError, Uri, is_digits, parse_uri
 
 __all__ = ["LocateError", "Target", "ServerLocator", "order_srv"]
 
@@ -105,7 +105,7 @@ class ServerLocator:
             try:
                 # A bare "host[:port]" (as in the config's trunk address) means a sip: URI.
                 scheme, colon, rest = uri.partition(":")
-                bare = not colon or rest.isdigit() or not _SCHEME_RE.fullmatch(scheme)
+                bare = not colon or is_digits(rest) or not _SCHEME_RE.fullmatch(scheme)
                 uri = parse_uri(f"sip:{uri}" if bare else uri)
             except SipParseError as exc:
                 raise LocateError(f"bad trunk URI: {exc.reason}") from exc

@@ -22,7 +22,7 @@ from cbserver.sip.headers import (
     parse_via,
     split_list,
 )
-from cbserver.sip.uri import SipParseError, Uri, parse_uri, unescape
+from cbserver.sip.uri import SipParseError, Uri, is_digits, parse_uri, unescape
 
 __all__ = [
     "SipParseError", "Headers", "Request", "Response", "parse_message", "StreamParser", "Uri",
@@ -57,7 +57,7 @@ REASON_PHRASES = {
 }  # fmt: skip
 
 _FOLD_RE = re.compile(r"\r?\n[ \t]+")
-_VERSION_RE = re.compile(r"SIP/\d+\.\d+", re.I)
+_VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.I)
 _URI_SHAPE_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:\S+")
 
 
@@ -158,7 +158,7 @@ def _content_length(headers: Headers) -> int | None:
     if len(values) > 1:
         raise SipParseError("more than one Content-Length")
     text = values[0]
-    if not text.isdigit() or len(text) > 10:
+    if not is_digits(text) or len(text) > 10:
         raise SipParseError(f"bad Content-Length {text[:30]!r}")
     return int(text)
 
@@ -174,7 +174,7 @@ def _parse_start(start: str):
         if version.upper() != "SIP/2.0":
             raise SipParseError(f"unsupported version {version[:20]!r}", status=None)
         # RFC 3261 25.1: Status-Code = 3DIGIT, and RFC 3261 21 puts it in 100..699.
-        if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        if len(code) != 3 or not is_digits(code) or not 100 <= int(code) <= 699:
             raise SipParseError(f"bad status code {code[:20]!r}", status=None)
         return "response", int(code), reason, version
     # RFC 3261 25.1: Request-Line = Method SP Request-URI SP SIP-Version CRLF (single SPs).

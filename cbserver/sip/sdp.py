@@ -15,6 +15,10 @@ __all__ = [
 ]  # fmt: skip
 
 
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 class SdpError(ValueError):
     """An SDP body that cannot be parsed, or offers nothing this server can accept."""
 
@@ -80,7 +84,7 @@ class Media:
                 pt, _, enc = value.partition(" ")
                 name, _, rest = enc.strip().partition("/")
                 rate, _, channels = rest.partition("/")
-                if rate.isdigit():
+                if _digits(rate):
                     out[pt] = (name, int(rate), channels or None)
         return out
 
@@ -144,7 +148,7 @@ def _parse_media(value: str) -> Media:
     if len(parts) < 3:
         raise SdpError(f"bad m= line {value!r}")
     port_text, _, count = parts[1].partition("/")
-    if not port_text.isdigit() or int(port_text) > 65535 or (count and not count.isdigit()):
+    if not _digits(port_text) or int(port_text) > 65535 or (count and not _digits(count)):
         raise SdpError(f"bad port in m= line {value!r}")
     return Media(parts[0], int(port_text), parts[2], parts[3:], int(count) if count else None)
 
@@ -213,7 +217,7 @@ def _choose(media: Media, codecs) -> tuple[str, int, int | None]:
         name, rate, _ = rtpmap.get(fmt, (None, 8000, None))
         if name is None:  # RFC 3551 6: static payload types need no rtpmap
             name = next((c for c, pt in STATIC_CODECS.items() if str(pt) == fmt), None)
-        if name is None or rate != 8000 or not fmt.isdigit():
+        if name is None or rate != 8000 or not _digits(fmt):
             continue
         if name.upper() == "TELEPHONE-EVENT":
             event = event if event is not None else int(fmt)
@@ -253,7 +257,7 @@ def negotiate(sdp: bytes, codecs=("PCMU", "PCMA")) -> MediaChoice:
         payload_type=pt,
         telephone_event=event,
         direction=m.direction(sd.direction()),
-        ptime=int(ptime) if ptime and ptime.isdigit() else 20,
+        ptime=int(ptime) if ptime and _digits(ptime) else 20,
     )
 
 

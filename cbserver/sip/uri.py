@@ -42,6 +42,11 @@ _TEL_RE = re.compile(r"[0-9A-Fa-f*#+\-.()pPwW]+")
 _UNESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
 
 
+def is_digits(text: str) -> bool:
+    """True for a non-empty run of ASCII digits (``str.isdigit`` also takes "²" and "٣")."""
+    return text.isascii() and text.isdigit()
+
+
 def unescape(text: str) -> str:
     """Decode %HH escapes (RFC 3261 19.1.2); bytes that are not UTF-8 are kept as U+FFFD."""
     if "%" not in text:
@@ -119,7 +124,7 @@ def _parse_host_port(text: str) -> tuple[str, int | None]:
     if not rest:
         return host, None
     port_text = rest[1:]
-    if rest[0] != ":" or not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
+    if rest[0] != ":" or not is_digits(port_text) or len(port_text) > 5 or int(port_text) > 65535:
         raise SipParseError(f"bad port in {text!r}")
     return host, int(port_text)
 

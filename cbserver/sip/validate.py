@@ -26,7 +26,7 @@ from cbserver.sip.message import (
     new_tag,
     parse_message,
 )
-from cbserver.sip.uri import Uri, parse_uri
+from cbserver.sip.uri import Uri, is_digits, parse_uri
 
 __all__ = [
     "ACCEPT", "RESPOND", "DROP", "Verdict", "check_message", "check_request", "check_response",
@@ -55,8 +55,8 @@ _SINGLE = (
 _NAME_ADDR_HEADERS = ("Contact", "Route", "Record-Route")
 # RFC 3261 25.1 rfc1123-date, which SIP restricts to GMT (20.17).
 _DATE_RE = re.compile(
-    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
-    r"\d{4} \d{2}:\d{2}:\d{2} GMT"
+    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+    r"[0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
 )
 # Methods whose body is a session description for us (RFC 3261 13, RFC 3311, RFC 3262).
 _SDP_METHODS = frozenset({"INVITE", "UPDATE", "PRACK"})
@@ -185,7 +185,7 @@ def _check_syntax(request: Request) -> Uri:
         raise SipParseError("CSeq method differs from the request method")
     max_forwards = h.get("Max-Forwards")
     if max_forwards is not None and (
-        not max_forwards.isdigit() or len(max_forwards) > 5 or int(max_forwards) > 255
+        not is_digits(max_forwards) or len(max_forwards) > 5 or int(max_forwards) > 255
     ):
         raise SipParseError("bad Max-Forwards")  # RFC 3261 20.22: 0..255
     parse_name_addr(h.get("From"))
@@ -198,7 +198,7 @@ def _check_syntax(request: Request) -> Uri:
     if date is not None and not _DATE_RE.fullmatch(date):
         raise SipParseError("bad Date")
     expires = h.get("Expires")
-    if expires is not None and (not expires.isdigit() or int(expires) > 2**32 - 1):
+    if expires is not None and (not is_digits(expires) or int(expires) > 2**32 - 1):
         raise SipParseError("bad Expires")  # RFC 3261 20.19: 0..2**32-1
     for name in ("Require", "Proxy-Require", "Supported"):
         for tag in h.get_all(name):

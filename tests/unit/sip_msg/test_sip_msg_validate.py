@@ -1,9 +1,12 @@
 """Unit tests for cbserver.sip.validate beyond the torture messages."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cbserver.sip.message import parse_name_addr
 from cbserver.sip.validate import ACCEPT, DROP, RESPOND, check_message
+from tests.unit.sip_msg.rfc4475 import DATA, load
 
 UA = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE"})
 
@@ -152,3 +155,40 @@ def test_good_response_is_accepted():
 def test_bad_responses_are_dropped_silently(data):
     verdict = check_message(data)
     assert verdict.action == DROP and verdict.response is None
+
+
+@pytest.mark.parametrize("digits", ["²", "٣", "1²"])
+def test_non_ascii_digits_are_not_numbers(digits):
+    for header in ("Content-Length", "Max-Forwards", "Expires"):
+        data = request(extra=f"X-Pad: 1\r\n{header}: {digits}\r\n".encode())
+        if header == "Content-Length":
+            data = data.replace(b"Content-Length: 0\r\n", b"")
+        verdict = check_message(data)
+        assert verdict.action == RESPOND and verdict.response.status == 400
+
+
+_ALPHABET = b" \t\r\n:;,<>\"\\%@=?/[]0123456789abcSIP/2.0\xc2\xb2\xff"
+
+
+@given(
+    name=st.sampled_from(sorted(p.name for p in DATA.glob("*.dat"))),
+    edits=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 5000), st.sampled_from(_ALPHABET)),
+        min_size=1, max_size=6,
+    ),
+)
+@settings(max_examples=300, deadline=None)
+def test_mutated_torture_messages_never_raise(name, edits):
+    data = bytearray(load(name))
+    for op, pos, byte in edits:
+        pos %= len(data) + 1
+        if op == 0 and pos < len(data):
+            data[pos] = byte
+        elif op == 1:
+            data[pos:pos] = bytes([byte])
+        elif pos < len(data):
+            del data[pos]
+    verdict = check_message(bytes(data), allowed_methods=UA)
+    assert verdict.action in (ACCEPT, RESPOND, DROP)
+    if verdict.response is not None:
+        assert verdict.response.serialize().startswith(b"SIP/2.0 ")
