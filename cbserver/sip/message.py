@@ -57,6 +57,7 @@ REASON_PHRASES = {
 }  # fmt: skip
 
 _FOLD_RE = re.compile(r"\r?\n[ \t]+")
+_LINE_RE = re.compile(r"\r?\n")
 _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.I)
 _URI_SHAPE_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:\S+")
 
@@ -121,7 +122,7 @@ class Response:
         return f"<Response {self.status} {self.reason} call_id={self.headers.get('Call-ID')}>"
 
 
-def _parse_headers(head: str, lines: list[str]) -> Headers:
+def _parse_headers(lines: list[str]) -> Headers:
     entries = []
     canon = CANONICAL_NAMES
     for line in lines:
@@ -137,18 +138,29 @@ def _parse_headers(head: str, lines: list[str]) -> Headers:
     return Headers._from_raw(entries)
 
 
-def _split_head(data: bytes, datagram: bool) -> tuple[str, bytes, str]:
-    """Split raw bytes into (header text, bytes after it, line separator)."""
+def _split_head(data: bytes, datagram: bool) -> tuple[str, bytes]:
+    """Split raw bytes into (header text, bytes after the empty line)."""
     end = data.find(b"\r\n\r\n")
     if end >= 0:
-        return data[:end].decode("utf-8", "surrogateescape"), data[end + 4 :], "\r\n"
+        return data[:end].decode("utf-8", "surrogateescape"), data[end + 4 :]
     end = data.find(b"\n\n")  # tolerate bare LF line ends
     if end >= 0:
-        return data[:end].decode("utf-8", "surrogateescape"), data[end + 2 :], "\n"
+        return data[:end].decode("utf-8", "surrogateescape"), data[end + 2 :]
     if datagram and data.endswith(b"\r\n"):
         # A datagram that stops after its last header line: headers only, no body.
-        return data[:-2].decode("utf-8", "surrogateescape"), b"", "\r\n"
+        return data[:-2].decode("utf-8", "surrogateescape"), b""
     raise SipParseError("no empty line after the headers")
+
+
+def _split_lines(head: str) -> list[str]:
+    lines = head.split("\r\n")
+    n = len(lines) - 1
+    if head.count("\n") != n or head.count("\r") != n:
+        # Bare LF line ends (tolerated); a lone CR is never a line end and never data.
+        lines = _LINE_RE.split(head)
+        if any("\r" in line for line in lines):
+            raise SipParseError("stray CR in the header block")
+    return lines
 
 
 def _content_length(headers: Headers) -> int | None:
@@ -191,12 +203,12 @@ def _parse_start(start: str):
     return "request", method, uri, version
 
 
-def _partial(start: str, lines: list[str], head: str) -> Request | None:
+def _partial(start: str, lines: list[str]) -> Request | None:
     """Best-effort request from a message whose start line or framing is wrong."""
     if start[:4].upper() == "SIP/":
         return None
     try:
-        headers = _parse_headers(head, lines)
+        headers = _parse_headers(lines)
     except SipParseError:
         return None
     words = start.split()
@@ -208,21 +220,23 @@ def _parse(data: bytes, stream_length: int | None, max_size: int) -> Request | R
     data = data.lstrip(b"\r\n")
     if not data:
         raise SipParseError("empty message", status=None)
-    head, rest, sep = _split_head(data, stream_length is None)
+    head, rest = _split_head(data, stream_length is None)
     if "\n " in head or "\n\t" in head:
         head = _FOLD_RE.sub(" ", head)  # RFC 3261 7.3.1: unfold continuation lines
-    lines = head.split(sep)
+    lines = _split_lines(head)
     start = lines[0]
     del lines[0]
     try:
         kind, a, b, version = _parse_start(start)
-        headers = _parse_headers(head, lines)
+        headers = _parse_headers(lines)
         if len(data) > max_size:
             raise SipParseError(f"message of {len(data)} bytes is too large", status=513)
         length = _content_length(headers)
     except SipParseError as exc:
-        if exc.partial is None and exc.status is not None:
-            exc.partial = _partial(start, lines, head)
+        if start[:4].upper() == "SIP/":
+            exc.status = None  # RFC 3261 18.1.2: a bad response is dropped, never answered
+        elif exc.partial is None and exc.status is not None:
+            exc.partial = _partial(start, lines)
         raise
     if length is None:
         # RFC 3261 18.3: on a datagram the body runs to its end; a stream needs the header.

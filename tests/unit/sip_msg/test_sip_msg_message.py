@@ -386,3 +386,21 @@ def test_random_bytes_never_raise_anything_but_sip_parse_error(data):
         assert exc.status in (None, 400, 505, 513)
     else:
         assert msg.method == "OPTIONS"
+
+
+def test_bare_lf_and_mixed_line_ends_split_into_lines():
+    data = b"OPTIONS sip:a@example.com SIP/2.0\nCSeq: 1 OPTIONS\r\nCall-ID: x\nl: 0\r\n\r\n"
+    msg = parse_message(data)
+    assert msg.headers.get("CSeq") == "1 OPTIONS" and msg.headers.get("Call-ID") == "x"
+    assert b"\n" not in msg.serialize().replace(b"\r\n", b"")
+
+
+def test_lone_cr_in_headers_is_rejected():
+    with pytest.raises(SipParseError):
+        parse_message(b"OPTIONS sip:a@example.com SIP/2.0\r\nX-A: 1\rX-B: 2\r\nl: 0\r\n\r\n")
+
+
+def test_bad_header_in_a_response_implies_no_response():
+    with pytest.raises(SipParseError) as info:
+        parse_message(b"SIP/2.0 200 OK\r\nno colon\r\nContent-Length: 0\r\n\r\n")
+    assert info.value.status is None and info.value.partial is None
