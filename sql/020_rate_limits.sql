@@ -16,11 +16,11 @@ CREATE INDEX rate_limit_counters_window ON rate_limit_counters (window_start);
 COMMENT ON TABLE rate_limit_counters IS
     'Callback requests per client address, called-back number and account, per fixed window';
 
--- One row per callback in progress, per account: the concurrency cap counts them. The web
--- layer takes a slot before starting a callback (under an advisory lock on the account),
--- binds it to the callback id once the service accepted it, and the callback service
--- releases it when the callback reaches a final status. Slots older than the expiry the
--- server states are ignored (a node that died without releasing).
+-- One row per callback being started or in progress, per account: the concurrency cap counts
+-- them. The web layer takes a slot before starting a callback (under an advisory lock on the
+-- account) and binds it to the callback id once the service accepted it. A bound slot counts
+-- while that callback (callback_sessions) is not final and its node is alive; an unbound one
+-- for a minute. Slots that no longer count are deleted when the account takes its next slot.
 
 CREATE TABLE callback_slots (
     slot_id      uuid    PRIMARY KEY,

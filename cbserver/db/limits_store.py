@@ -2,9 +2,11 @@
 
 Counters are fixed windows kept in ``rate_limit_counters``; one statement increments every
 counter a request touches and returns the new counts (``INSERT ... ON CONFLICT DO UPDATE ...
-RETURNING``), so several nodes on one database count together. Callbacks in progress are rows
-of ``callback_slots``; a slot is taken under a transaction-scoped advisory lock on the account,
-so two nodes cannot both take the last free slot.
+RETURNING``), so several nodes on one database count together. Callbacks being started or in
+progress are rows of ``callback_slots``; a slot is taken under a transaction-scoped advisory
+lock on the account, so two nodes cannot both take the last free slot. A slot bound to a
+callback stays live only while that callback's row in ``callback_sessions`` is not final and
+its node is alive, so slots free themselves without anyone having to release them.
 """
 
 from __future__ import annotations
@@ -22,13 +24,22 @@ COUNT_HITS = (
     "RETURNING kind, hits")
 PRUNE_COUNTERS = "DELETE FROM rate_limit_counters WHERE window_start < %s"
 LOCK_ACCOUNT = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
-COUNT_SLOTS = "SELECT count(*) FROM callback_slots WHERE account_id = %s AND taken_at >= %s"
-TAKE_SLOT = "INSERT INTO callback_slots (slot_id, account_id, taken_at) VALUES (%s, %s, %s)"
+# A slot is live while its request is being started (unbound, taken recently) or while the
+# callback it is bound to is in progress on a live node (callback_sessions, server_nodes).
+_LIVE = """(s.callback_id IS NULL AND s.taken_at >= %(unbound_since)s)
+   OR EXISTS (SELECT 1 FROM callback_sessions c JOIN server_nodes n ON n.instance_id = c.instance_id
+               WHERE c.id = s.callback_id AND c.status NOT IN ('ended', 'refused')
+                 AND n.stopped_at IS NULL
+                 AND n.last_seen > now() - make_interval(secs => %(node_expiry)s))"""
+DROP_DEAD_SLOTS = f"DELETE FROM callback_slots s WHERE s.account_id = %(account)s AND NOT ({_LIVE})"
+COUNT_SLOTS = "SELECT count(*) FROM callback_slots WHERE account_id = %(account)s"
+COUNT_LIVE_SLOTS = f"SELECT count(*) FROM callback_slots s WHERE s.account_id = %(account)s AND ({_LIVE})"
+TAKE_SLOT = ("INSERT INTO callback_slots (slot_id, account_id, taken_at) "
+             "VALUES (%(slot)s, %(account)s, %(now)s)")
 BIND_SLOT = "UPDATE callback_slots SET callback_id = %s WHERE slot_id = %s"
 RELEASE_SLOT = "DELETE FROM callback_slots WHERE slot_id = %s"
 RELEASE_CALLBACK = "DELETE FROM callback_slots WHERE callback_id = %s RETURNING account_id"
 PRUNE_SLOTS = "DELETE FROM callback_slots WHERE taken_at < %s"
-
 
 def count_hits(db, keys: list[tuple[str, str]], window_start: int) -> defer.Deferred:
     """Add one hit to each ``(kind, key)`` counter of the window; fire with ``{kind: hits}``."""
@@ -45,26 +56,31 @@ def prune_counters(db, before: int) -> defer.Deferred:
 
 
 @defer.inlineCallbacks
-def _take_slot(cur, slot_id: str, account: str, cap: int, now: int, stale_before: int):
-    """Interaction: count the account's live slots and take one if fewer than ``cap``."""
+def _take_slot(cur, slot_id: str, account: str, cap: int, now: int, unbound_since: int,
+               node_expiry: int):
+    """Interaction: drop the account's dead slots, count the live ones, take one if below cap."""
+    params = {"account": account, "slot": slot_id, "now": now, "unbound_since": unbound_since,
+              "node_expiry": node_expiry}
     yield cur.execute(LOCK_ACCOUNT, (_SLOT_LOCK_NS, account))
-    yield cur.execute(COUNT_SLOTS, (account, stale_before))
+    yield cur.execute(DROP_DEAD_SLOTS, params)
+    yield cur.execute(COUNT_SLOTS, params)
     in_use = int(cur.fetchall()[0][0])
     if in_use >= cap:
         return False, in_use
-    yield cur.execute(TAKE_SLOT, (slot_id, account, now))
+    yield cur.execute(TAKE_SLOT, params)
     return True, in_use + 1
 
 
-def take_slot(db, slot_id: str, account: str, cap: int, now: int,
-              stale_before: int) -> defer.Deferred:
-    """Fire with ``(taken, in_use)``: whether the slot was taken and the slots now in use."""
-    return db.runInteraction(_take_slot, slot_id, account, cap, now, stale_before)
+def take_slot(db, slot_id: str, account: str, cap: int, now: int, unbound_since: int,
+              node_expiry: int = 60) -> defer.Deferred:
+    """Fire with ``(taken, in_use)``: whether the slot was taken and the live slots now."""
+    return db.runInteraction(_take_slot, slot_id, account, cap, now, unbound_since, node_expiry)
 
 
-def count_slots(db, account: str, stale_before: int) -> defer.Deferred:
+def count_slots(db, account: str, unbound_since: int, node_expiry: int = 60) -> defer.Deferred:
     """Fire with the number of the account's live slots."""
-    d = db.runQuery(COUNT_SLOTS, (account, stale_before))
+    d = db.runQuery(COUNT_LIVE_SLOTS, {"account": account, "unbound_since": unbound_since,
+                                       "node_expiry": node_expiry})
     d.addCallback(lambda rows: int(rows[0][0]))
     return d
 
@@ -100,10 +116,13 @@ class ILimitStore(Interface):
     def prune_counters(before):
         """Forget windows that started before ``before``."""
 
-    def take_slot(slot_id, account, cap, now, stale_before):
-        """A Deferred ``(taken, in_use)``; takes a slot only while fewer than ``cap`` are live."""
+    def take_slot(slot_id, account, cap, now, unbound_since):
+        """A Deferred ``(taken, in_use)``; takes a slot only while fewer than ``cap`` are live.
 
-    def count_slots(account, stale_before):
+        A slot is live while unbound and taken at or after ``unbound_since``, or while bound
+        to a callback in progress."""
+
+    def count_slots(account, unbound_since):
         """A Deferred count of the account's live slots."""
 
     def bind_slot(slot_id, callback_id):
@@ -134,13 +153,13 @@ class PostgresLimitStore:
         """See ``ILimitStore``."""
         return prune_counters(self.db, before)
 
-    def take_slot(self, slot_id, account, cap, now, stale_before):
+    def take_slot(self, slot_id, account, cap, now, unbound_since):
         """See ``ILimitStore``."""
-        return take_slot(self.db, slot_id, account, cap, now, stale_before)
+        return take_slot(self.db, slot_id, account, cap, now, unbound_since)
 
-    def count_slots(self, account, stale_before):
+    def count_slots(self, account, unbound_since):
         """See ``ILimitStore``."""
-        return count_slots(self.db, account, stale_before)
+        return count_slots(self.db, account, unbound_since)
 
     def bind_slot(self, slot_id, callback_id):
         """See ``ILimitStore``."""

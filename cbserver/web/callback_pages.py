@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, quote
 from klein import Klein
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.web.resource import NoResource
+from twisted.web.pages import notFound
 
 from cbserver.callback.api import MODES, CallbackRefused
 from cbserver.web import pages
@@ -48,6 +48,17 @@ HTML_HEADERS = {
     b"referrer-policy": b"no-referrer",
     b"x-frame-options": b"DENY",
 }
+
+
+def _bind(method, *first, **fixed):
+    """``method`` with leading arguments fixed, as a named function (Klein needs ``__name__``)."""
+
+    def handler(request, *args, **kwargs):
+        return method(*first, request, *args, **fixed, **kwargs)
+
+    handler.__name__ = handler.__qualname__ = method.__name__
+    handler.__doc__ = method.__doc__
+    return handler
 
 
 @functools.lru_cache(maxsize=8)
@@ -92,7 +103,7 @@ class CallbackWeb:
         route("/metrics", methods=["GET"], endpoint="metrics")(self.metrics_page)
         for i, app_cfg in enumerate(self.config.application):
             p = "" if app_cfg.url_path == "/" else app_cfg.url_path
-            bind = functools.partial
+            bind = _bind
             route(p or "/", methods=["GET", "HEAD"], endpoint=f"page_{i}")(
                 bind(self.page_get, app_cfg))
             route(p or "/", methods=["POST"], endpoint=f"page_post_{i}")(
@@ -109,7 +120,7 @@ class CallbackWeb:
 
     def other(self, request):
         """Anything else: the fallback resource (``/healthz``...) or 404."""
-        return self.fallback if self.fallback is not None else NoResource()
+        return self.fallback if self.fallback is not None else notFound()
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -392,7 +403,7 @@ class CallbackWeb:
     def static(self, request, name):
         """The page's stylesheet and script (nothing else is served)."""
         if name not in STATIC_TYPES:
-            return NoResource()
+            return notFound()
         request.setHeader(b"content-type", STATIC_TYPES[name])
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-content-type-options", b"nosniff")

@@ -7,8 +7,9 @@
   in fixed windows of ``[limits] window`` seconds, in the shared ``ILimitStore`` (PostgreSQL),
   so every node sees the same counts. A request over any limit fails with ``RateLimited``.
 * ``ConcurrencyGauge`` caps the callbacks in progress per account: the web layer takes a slot
-  before starting a callback and binds it to the callback's id; the callback service calls
-  ``release(callback_id)`` once the callback is final.
+  (atomically, across nodes) before starting a callback and binds it to the callback's id; a
+  bound slot counts while the callback is in progress (``callback_sessions``), so nobody has to
+  release it. ``release(callback_id)`` frees it at once (optional, idempotent).
 """
 
 from __future__ import annotations
@@ -154,16 +155,18 @@ class ConcurrencyGauge:
 
     log = Logger()
 
-    def __init__(self, store, limits, clock, stale_after: float = 4 * 3600.0):
+    def __init__(self, store, limits, clock, start_timeout: float = 60.0,
+                 stale_after: float = 24 * 3600.0):
         self.store = store
         self.limits = limits
         self.clock = clock
-        self.stale_after = stale_after
+        self.start_timeout = start_timeout  # an unbound slot older than this is dead
+        self.stale_after = stale_after  # prune() forgets slots older than this
 
     def _times(self) -> tuple[int, int]:
-        """(now, oldest live slot time), whole seconds."""
+        """(now, the oldest time an unbound slot is still live), whole seconds."""
         now = int(self.clock.seconds())
-        return now, now - int(self.stale_after)
+        return now, now - int(self.start_timeout)
 
     @defer.inlineCallbacks
     def acquire(self, account):
@@ -193,5 +196,5 @@ class ConcurrencyGauge:
         return self.store.count_slots(account, self._times()[1])
 
     def prune(self):
-        """Forget slots older than ``stale_after`` (their node died without releasing them)."""
-        return self.store.prune_slots(self._times()[1])
+        """Forget slots older than ``stale_after`` (of accounts that never called again)."""
+        return self.store.prune_slots(int(self.clock.seconds() - self.stale_after))

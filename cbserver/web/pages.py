@@ -138,7 +138,7 @@ def _cost(charges: dict | None) -> str:
 def _reason(status: dict) -> str:
     """The cause of the end, as a person reads it."""
     cause = status.get("cause") or {}
-    reason = cause.get("reason") or ""
+    reason = cause.get("description") or cause.get("reason") or ""
     if cause.get("sip_status"):
         reason = f"{reason} (SIP {cause['sip_status']})".strip()
     return reason
@@ -148,7 +148,7 @@ def status_panel(base: str, status: dict | None, api_url: str) -> str:
     """The progress list; hidden and empty on the form page, where the script fills it."""
     current = status["status"] if status else ""
     names = [s for s, _ in STEPS]
-    reached = names.index(current) if current in names else (-1 if current != "refused" else -1)
+    reached = names.index(current) if current in names else -1
     items = []
     for i, (step, label) in enumerate(STEPS):
         state = "done" if i < reached or (i == reached and current == "ended") else (

@@ -29,7 +29,7 @@
 
   function reasonText(st) {
     var cause = st.cause || {};
-    var reason = cause.reason || "";
+    var reason = cause.description || cause.reason || "";
     if (cause.sip_status) { reason = (reason + " (SIP " + cause.sip_status + ")").trim(); }
     return reason;
   }

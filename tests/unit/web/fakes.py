@@ -1,0 +1,71 @@
+"""In-memory ``ILimitStore`` for unit tests (same rules as the PostgreSQL store)."""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from cbserver.db.limits_store import ILimitStore
+
+
+@implementer(ILimitStore)
+class MemoryLimitStore:
+    """Counters and slots in dicts; ``is_open(callback_id)`` says whether a callback runs."""
+
+    def __init__(self, is_open=lambda _cid: True):
+        self.is_open = is_open
+        self.counters: dict[tuple[str, str, int], int] = {}
+        self.slots: dict[str, dict] = {}
+
+    def count_hits(self, keys, window_start):
+        out = {}
+        for kind, key in keys:
+            k = (kind, key, window_start)
+            self.counters[k] = self.counters.get(k, 0) + 1
+            out[kind] = self.counters[k]
+        return defer.succeed(out)
+
+    def prune_counters(self, before):
+        for k in [k for k in self.counters if k[2] < before]:
+            del self.counters[k]
+        return defer.succeed(None)
+
+    def _live(self, slot, unbound_since):
+        if slot["callback_id"] is None:
+            return slot["taken_at"] >= unbound_since
+        return self.is_open(slot["callback_id"])
+
+    def take_slot(self, slot_id, account, cap, now, unbound_since):
+        for sid in [s for s, v in self.slots.items()
+                    if v["account"] == account and not self._live(v, unbound_since)]:
+            del self.slots[sid]
+        in_use = sum(1 for v in self.slots.values() if v["account"] == account)
+        if in_use >= cap:
+            return defer.succeed((False, in_use))
+        self.slots[slot_id] = {"account": account, "callback_id": None, "taken_at": now}
+        return defer.succeed((True, in_use + 1))
+
+    def count_slots(self, account, unbound_since):
+        return defer.succeed(sum(1 for v in self.slots.values()
+                                 if v["account"] == account and self._live(v, unbound_since)))
+
+    def bind_slot(self, slot_id, callback_id):
+        if slot_id in self.slots:
+            self.slots[slot_id]["callback_id"] = callback_id
+        return defer.succeed(None)
+
+    def release_slot(self, slot_id):
+        self.slots.pop(slot_id, None)
+        return defer.succeed(None)
+
+    def release_callback(self, callback_id):
+        for sid, v in list(self.slots.items()):
+            if v["callback_id"] == callback_id:
+                del self.slots[sid]
+                return defer.succeed(v["account"])
+        return defer.succeed(None)
+
+    def prune_slots(self, before):
+        for sid in [s for s, v in self.slots.items() if v["taken_at"] < before]:
+            del self.slots[sid]
+        return defer.succeed(None)
