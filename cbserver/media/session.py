@@ -81,6 +81,8 @@ class RtpSession(DatagramProtocol):
         self.last_rtcp: float | None = None  # last valid RTCP packet
         self.packets_sent = self.octets_sent = 0
         self.packets_received = self.packets_dropped = 0
+        self.send_errors = 0
+        self._sendto = None
         self._sent_since_report = False
         self._stats: rtcp.ReceiverStats | None = None
         self.closed = False
@@ -103,6 +105,10 @@ class RtpSession(DatagramProtocol):
                 self._pool.release(port)
                 continue
             self._rtp_port, self._rtcp_port, self.local_port = rtp_port, rtcp_port, port
+            # The media path sends straight on the socket: Twisted's Port.write re-validates
+            # the address string on every packet, which costs more than the send itself.
+            sock = getattr(rtp_port, "socket", None)
+            self._sendto = sock.sendto if sock is not None else rtp_port.write
             self._schedule_rtcp()
             return port
         raise CannotListenError(self.host, 0, f"no bindable RTP pair after {_BIND_ATTEMPTS} tries")
@@ -194,7 +200,15 @@ class RtpSession(DatagramProtocol):
     def _write(self, data: bytes) -> None:
         if self.remote is None or self._rtp_port is None:
             return
-        self._rtp_port.write(data, self.remote)
+        try:
+            self._sendto(data, self.remote)
+        except OSError as e:
+            # UDP: a full socket buffer or an ICMP error loses this packet, not the call.
+            self.send_errors += 1
+            if self.send_errors == 1:
+                self.log.warn("rtp send failed call_id={call_id}: {error}",
+                              call_id=self.call_id, error=e)
+            return
         self.packets_sent += 1
         self.octets_sent += len(data) - 12
         self._sent_since_report = True

@@ -23,10 +23,10 @@ class Recorder:
         self.skipped += count
 
 
-def make():
+def make(phases=1):
     clock = Clock()
     clock.advance(1000.0)
-    return clock, MediaClock(clock)
+    return clock, MediaClock(clock, phases=phases)
 
 
 def test_recorder_is_a_media_stream():
@@ -35,7 +35,7 @@ def test_recorder_is_a_media_stream():
 
 
 def test_one_timer_serves_a_thousand_streams():
-    clock, media = make()
+    clock, media = make(phases=4)
     streams = [Recorder(media, clock, stop_after=5) for _ in range(1000)]
     for s in streams:
         media.add(s)
@@ -122,3 +122,33 @@ def test_stop_cancels_the_timer():
     media.add(Recorder(media, clock))
     media.stop()
     assert clock.getDelayedCalls() == []
+
+
+def test_phases_spread_streams_over_the_period_one_frame_each_per_20ms():
+    clock, media = make(phases=4)
+    streams = [Recorder(media, clock) for _ in range(8)]
+    for s in streams:
+        media.add(s)
+    clock.pump([0.005] * 40)  # 200 ms
+    for s in streams:
+        assert len(s.times) == 10
+        gaps = {round(b - a, 6) for a, b in zip(s.dues, s.dues[1:], strict=False)}
+        assert gaps == {0.02}
+    firsts = sorted(round(s.dues[0] - 1000.0, 6) for s in streams)
+    assert firsts == [0.005, 0.005, 0.01, 0.01, 0.015, 0.015, 0.02, 0.02]  # two per slot
+    for s in streams:
+        media.remove(s)
+    clock.advance(0.005)
+    assert clock.getDelayedCalls() == []
+
+
+def test_phased_skip_tells_each_stream_its_own_lost_frames():
+    clock, media = make(phases=4)
+    streams = [Recorder(media, clock) for _ in range(4)]
+    for s in streams:
+        media.add(s)
+    clock.advance(0.02)  # slots 1..4 run, one frame each
+    clock.advance(1.0)   # 200 slots due: 12 caught up (3 periods), the rest skipped
+    for s in streams:
+        assert len(s.times) + s.skipped == 51  # one frame per 20 ms over 1.02 s
+    media.stop()
