@@ -1,0 +1,83 @@
+"""A Twisted ``Service`` running the SIP stack: a UDP listener plus the user agent.
+
+Nothing happens in the constructor; ``startService`` binds the UDP port (port 0 picks a free
+one, which is then written into Via and Contact) and builds the UA; ``stopService`` ends every
+call (CANCEL/BYE, bounded by the UA's stop timeout) and then closes the port.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+
+from cbserver.sip.transport import SipUdpProtocol
+from cbserver.sip.ua import UAConfig, UserAgent
+
+__all__ = ["SipService"]
+
+log = Logger()
+
+
+class SipService(Service):
+    """Owns the UDP port and the :class:`UserAgent`; ``ua`` exists once started."""
+
+    name = "sip"
+
+    def __init__(
+        self,
+        config: UAConfig,
+        clock,
+        *,
+        listen_address: str | None = None,
+        listen_port: int | None = None,
+        locator=None,
+    ) -> None:
+        """``clock`` is the reactor: ``IReactorTime`` and ``IReactorUDP``."""
+        self.config = config
+        self.clock = clock
+        self.listen_address = listen_address or config.public_address
+        self.listen_port = config.public_port if listen_port is None else listen_port
+        self.locator = locator
+        self.protocol: SipUdpProtocol | None = None
+        self.port = None
+        self.ua: UserAgent | None = None
+
+    def startService(self) -> None:  # noqa: N802 - Twisted API
+        """Bind the UDP port and create the user agent."""
+        super().startService()
+        self.protocol = SipUdpProtocol(None, self.config.public_address, self.config.public_port)
+        self.port = self.clock.listenUDP(
+            self.listen_port, self.protocol, interface=self.listen_address, maxPacketSize=65535
+        )
+        config = self.config
+        if config.public_port == 0:
+            # A free port was asked for: advertise the one we got.
+            bound = self.port.getHost().port
+            config = dataclasses.replace(config, public_port=bound)
+            self.protocol.port = bound
+        self.ua = UserAgent(self.protocol, self.clock, config, self.locator)
+        self.protocol.sink = self.ua.sink
+        log.info(
+            "SIP listening on {host}:{port}/udp",
+            host=self.listen_address,
+            port=self.port.getHost().port,
+        )
+
+    def stopService(self) -> Deferred:  # noqa: N802 - Twisted API
+        """End every call, then close the port."""
+        super().stopService()
+        if self.ua is None:
+            return maybeDeferred(lambda: None)
+        d = self.ua.stop()
+
+        def close(_):
+            self.ua.layer.stop()
+            if self.protocol is not None:
+                self.protocol.sink = None
+            return self.port.stopListening() if self.port is not None else None
+
+        d.addCallback(close)
+        return d
