@@ -103,6 +103,7 @@ def test_torture_datagram(observations, name):
         assert not any(200 <= s < 300 for s in statuses), "2xx to an invalid message"
     if exp.parsed:
         assert _finals(first), f"no final answer to a parseable request ({exp.text})"
+        assert _finals(again), "the retransmission got no answer"
         assert len(statuses) == 1, f"different answers to one request: {statuses}"
         assert statuses[0] != 400, "400 for a message the README marks parseable"
         if exp.error_codes:
