@@ -324,13 +324,15 @@ class Catalog:
         if not await store.transaction(self.db, store.delete, "rates", int(rate_id)):
             raise NotFound("rate", rate_id)
 
-    async def import_rates(self, tariff: int | str, rows: Sequence[tuple[int, Mapping]]) -> dict:
+    async def import_rates(self, tariff: int | str, rows: Sequence[tuple[int, Mapping]],
+                           problems: Sequence[tuple[int, str, str]] = ()) -> dict:
         """Insert or replace many rates in one transaction: all of them or none.
 
-        ``rows`` are (line number, fields). Every bad row is reported at once in a
-        ``RowErrors`` naming the line, the field and the reason.
+        ``rows`` are (line number, fields); ``problems`` are rows the caller could not read.
+        Every bad row is reported at once in a ``RowErrors`` naming the line, the field and
+        the reason.
         """
-        problems: list[tuple[int, str, str]] = []
+        problems = list(problems)
         cleaned: list[tuple[int, dict]] = []
         for line, data in rows:
             try:

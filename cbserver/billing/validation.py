@@ -261,3 +261,16 @@ def string_list(item: Parser, *, min_items: int = 0) -> Parser:
 def page_args(limit: Any = 50, offset: Any = 0) -> tuple[int, int]:
     """Pagination arguments: 1 <= limit <= 1000, offset >= 0."""
     return integer(1, 1000)("limit", limit), integer(0)("offset", offset)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with Decimals as strings and datetimes as ISO 8601, ready for ``json.dumps``."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(val) for k, val in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(val) for val in value]
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return value
