@@ -130,11 +130,15 @@ def _parse_headers(lines: list[str]) -> Headers:
         if colon <= 0:
             raise SipParseError(f"header line without a name: {line[:60]!r}")
         name = line[:colon].rstrip()
-        # RFC 3261 25.1: header-name = token
-        if not TOKEN_RE.fullmatch(name):
-            raise SipParseError(f"bad header name {name[:60]!r}")
-        name = canon.get(name.lower(), name)
-        entries.append([name.lower(), name, line[colon + 1 :].strip()])
+        key = name.lower()
+        known = canon.get(key)
+        if known is None:
+            # RFC 3261 25.1: header-name = token (known names are tokens already)
+            if not TOKEN_RE.fullmatch(name):
+                raise SipParseError(f"bad header name {name[:60]!r}")
+            entries.append([key, name, line[colon + 1 :].strip()])
+        else:
+            entries.append([known.lower(), known, line[colon + 1 :].strip()])
     return Headers._from_raw(entries)
 
 
