@@ -146,12 +146,17 @@ class CallbackWeb:
         except UnicodeDecodeError:
             raise InvalidInput({"body": "The form is not UTF-8."}) from None
 
+    @staticmethod
+    def _token(request) -> str | None:
+        """The Hosted token of the ``X-Callback-Token`` header, if any."""
+        raw = request.getHeader(TOKEN_HEADER)
+        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+
     def _hosted_ok(self, request, app_cfg, with_cookie: bool) -> bool:
         """Whether this client may use Hosted: network, token header, or the token cookie."""
         if address_allowed(app_cfg, self._client(request)):
             return True
-        header = request.getHeader(TOKEN_HEADER)
-        if header and token_allowed(app_cfg, header):
+        if token_allowed(app_cfg, self._token(request)):
             return True
         if with_cookie:
             proof = (request.getCookie(HOSTED_COOKIE) or b"").decode("ascii", "replace")
@@ -246,8 +251,7 @@ class CallbackWeb:
                                                    "this page; please try again.", "csrf")
                 self._refused(app_cfg, mode, client, exc)
                 raise exc
-            cb_id = yield self._start(app_cfg, mode, fields, client,
-                                      request.getHeader(TOKEN_HEADER),
+            cb_id = yield self._start(app_cfg, mode, fields, client, self._token(request),
                                       self._hosted_ok(request, app_cfg, with_cookie=True))
         except Exception as e:  # noqa: BLE001 - every failure becomes an answer here
             return self._page_refusal(request, app_cfg, mode, fields, e, wants_json)
@@ -366,7 +370,7 @@ class CallbackWeb:
             body = parse_json_body(request)
             mode = body.get("mode") if isinstance(body.get("mode"), str) else ""
             app_cfg = app_cfg or self._instance(body)
-            token = request.getHeader(TOKEN_HEADER)
+            token = self._token(request)
             hosted_ok = self._hosted_ok(request, app_cfg, with_cookie=False)
             fields = {k: body.get(k) for k in ("account", "password", "phone", "destination")}
             cb_id = yield self._start(app_cfg, mode, fields, client, token, hosted_ok)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 # Post-dial delay buckets (seconds from INVITE to the first ringing/answer).
 PDD_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 30.0)
@@ -19,7 +19,7 @@ PDD_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 30.0)
 class Metrics:
     """The service's counters, gauges and histograms; one instance per process."""
 
-    content_type = CONTENT_TYPE_LATEST
+    content_type = CONTENT_TYPE_PLAIN_0_0_4  # understood by every Prometheus version
 
     def __init__(self, spool_depth: Callable[[], float] | None = None,
                  registry: CollectorRegistry | None = None):

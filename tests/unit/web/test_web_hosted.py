@@ -1,0 +1,139 @@
+"""Hosted mode is shown and accepted only for allowed clients: by network or by token."""
+
+from __future__ import annotations
+
+import re
+
+from cbserver.web.limits import address_allowed, hosted_allowed, token_allowed
+from tests.unit.web.harness import TOKEN, Harness, app_config, visible_text
+
+
+def tabs(page) -> list[str]:
+    return re.findall(r'\?mode=(\w+)"', page.text)
+
+
+def test_allowed_network_sees_and_uses_hosted():
+    h = Harness(apps=[app_config(hosted_allowed_clients=("127.0.0.0/24",))])
+    assert tabs(h.get("/web-callback")) == ["extended", "simple", "hosted"]
+    assert h.submit("hosted", phone="15550100").code == 303
+    assert h.service.requests[0].mode == "hosted"
+    h.finish()
+
+
+def test_unlisted_network_sees_no_hosted_tab_and_is_refused_403():
+    h = Harness(apps=[app_config(hosted_allowed_clients=("10.0.0.0/8",))])
+    page = h.get("/web-callback?mode=hosted")
+    assert tabs(page) == ["extended", "simple"]
+    assert '<input type="hidden" name="mode" value="extended">' in page.text
+    assert "Have a Hosted access token?" not in page.text  # the instance has no tokens
+    r = h.post_form("/web-callback", {"csrf": page.csrf(), "mode": "hosted", "phone": "15550100"})
+    assert r.code == 403
+    assert "Hosted callback is not available" in visible_text(r.text)
+    assert h.service.requests == []
+    assert h.metrics.refusals.labels(mode="hosted", code="hosted_not_allowed")._value.get() == 1
+    h.finish()
+
+
+def test_empty_allow_list_means_hosted_is_off_for_everyone():
+    h = Harness(apps=[app_config(hosted_allowed_clients=())])
+    assert "hosted" not in tabs(h.get("/web-callback"))
+    r = h.post_json("/api/v1/callbacks", {"mode": "hosted", "phone": "15550100"})
+    assert r.code == 403 and r.json()["error"]["code"] == "hosted_not_allowed"
+    h.finish()
+
+
+def token_harness() -> Harness:
+    return Harness(apps=[app_config(hosted_allowed_clients=("10.0.0.0/8", f"token:{TOKEN}"))])
+
+
+def test_token_header_unlocks_hosted_on_the_page():
+    h = token_harness()
+    headers = {"X-Callback-Token": [TOKEN]}
+    page = h.get("/web-callback", headers=headers)
+    assert tabs(page) == ["extended", "simple", "hosted"]
+    r = h.post_form("/web-callback", {"csrf": page.csrf(), "mode": "hosted", "phone": "15550100"},
+                    headers=headers)
+    assert r.code == 303
+    assert h.service.requests[0].client_token == TOKEN
+    h.finish()
+
+
+def test_wrong_token_header_does_not_unlock_hosted():
+    h = token_harness()
+    page = h.get("/web-callback", headers={"X-Callback-Token": [TOKEN + "x"]})
+    assert "hosted" not in tabs(page)
+    h.finish()
+
+
+def test_token_form_sets_a_signed_cookie_that_unlocks_hosted():
+    h = token_harness()
+    page = h.get("/web-callback")
+    assert "Have a Hosted access token?" in page.text
+    assert 'action="/web-callback/hosted-access"' in page.text
+    r = h.post_form("/web-callback/hosted-access", {"csrf": page.csrf(), "token": TOKEN})
+    assert r.code == 303 and r.header("location") == "/web-callback?mode=hosted"
+    cookie = r.header("set-cookie")
+    assert cookie.startswith("cb_hosted=") and TOKEN not in cookie
+    for attr in ("Secure", "HttpOnly", "SameSite=strict", "Path=/web-callback"):
+        assert attr in cookie
+    page = h.get("/web-callback?mode=hosted")
+    assert tabs(page) == ["extended", "simple", "hosted"]
+    assert "Have a Hosted access token?" not in page.text
+    assert h.submit("hosted", phone="15550100").code == 303
+    h.finish()
+
+
+def test_wrong_token_in_the_form_is_refused_and_sets_no_cookie():
+    h = token_harness()
+    page = h.get("/web-callback")
+    r = h.post_form("/web-callback/hosted-access", {"csrf": page.csrf(), "token": "guess-guess-guess"})
+    assert r.code == 403 and "not valid here" in visible_text(r.text)
+    assert "cb_hosted" not in (r.header("set-cookie") or "")
+    assert "hosted" not in tabs(h.get("/web-callback"))
+    h.finish()
+
+
+def test_token_form_needs_the_csrf_token():
+    h = token_harness()
+    h.get("/web-callback")
+    r = h.post_form("/web-callback/hosted-access", {"token": TOKEN})
+    assert r.code == 403 and "cb_hosted" not in (r.header("set-cookie") or "")
+    h.finish()
+
+
+def test_forged_hosted_cookie_is_ignored():
+    h = token_harness()
+    page = h.get("/web-callback", cookies={"cb_hosted": "0" * 64})
+    assert "hosted" not in tabs(page)
+    h.finish()
+
+
+def test_cookie_stops_working_when_the_token_is_removed_from_the_config():
+    h = token_harness()
+    page = h.get("/web-callback")
+    h.post_form("/web-callback/hosted-access", {"csrf": page.csrf(), "token": TOKEN})
+    proof = h.web.csrf.hosted_proof("/web-callback", TOKEN)
+    other = app_config(hosted_allowed_clients=("10.0.0.0/8", "token:another-token-0123456789"))
+    assert not h.web.csrf.hosted_proof_valid(other.url_path, proof, ["another-token-0123456789"])
+    assert h.web.csrf.hosted_proof_valid("/web-callback", proof, [TOKEN])
+    h.finish()
+
+
+def test_token_in_the_page_url_is_not_accepted():
+    h = token_harness()
+    assert "hosted" not in tabs(h.get(f"/web-callback?token={TOKEN}"))
+    h.finish()
+
+
+def test_allow_list_rules():
+    app = app_config(hosted_allowed_clients=("192.0.2.0/24", "2001:db8::/32", f"token:{TOKEN}"))
+    assert address_allowed(app, "192.0.2.77")
+    assert not address_allowed(app, "192.0.3.1")
+    assert address_allowed(app, "2001:db8::5")
+    assert address_allowed(app, "::ffff:192.0.2.9")  # IPv4-mapped peer of a dual-stack socket
+    assert not address_allowed(app, "not-an-address")
+    assert token_allowed(app, TOKEN) and not token_allowed(app, TOKEN[:-1]) and not token_allowed(app, "")
+    assert not token_allowed(app, None)
+    assert hosted_allowed(app, "198.51.100.1", TOKEN)
+    assert not hosted_allowed(app, "198.51.100.1", "nope")
+    assert not hosted_allowed(app_config(hosted_allowed_clients=()), "127.0.0.1")

@@ -1,0 +1,98 @@
+"""/metrics: a private Prometheus registry with the service's counters, gauges and histograms."""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from cbserver.config import LimitsConfig
+from cbserver.web.app import WebApp
+from cbserver.web.metrics import Metrics
+from tests.unit.web.harness import Harness
+
+
+def samples(text: str) -> dict:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_session_hooks_show_up_in_the_exposition():
+    depth = [3]
+    m = Metrics(spool_depth=lambda: depth[0])
+    m.callback_started("extended")
+    m.callback_started("hosted")
+    m.callback_ended("extended", "connected")
+    m.leg_final("A", 200)
+    m.leg_final("B", 486)
+    m.leg_final("B", 486)
+    m.post_dial_delay(0.8)
+    m.post_dial_delay(4.0)
+    m.ivr_failure("bad_pin")
+    m.request_refused("simple", "rate_limited", "phone")
+    depth[0] = 5
+    s = samples(m.render().decode())
+    assert s[("cbserver_callbacks_started_total", (("mode", "extended"),))] == 1
+    assert s[("cbserver_callbacks_total", (("mode", "extended"), ("outcome", "connected")))] == 1
+    assert s[("cbserver_active_callbacks", ())] == 1
+    assert s[("cbserver_legs_total", (("leg", "B"), ("status", "486")))] == 2
+    assert s[("cbserver_legs_total", (("leg", "A"), ("status", "200")))] == 1
+    assert s[("cbserver_post_dial_delay_seconds_count", ())] == 2
+    assert s[("cbserver_post_dial_delay_seconds_bucket", (("le", "1.0"),))] == 1
+    assert s[("cbserver_ivr_failures_total", (("reason", "bad_pin"),))] == 1
+    assert s[("cbserver_rate_limit_refusals_total", (("kind", "phone"),))] == 1
+    assert s[("cbserver_callback_refusals_total", (("code", "rate_limited"), ("mode", "simple")))] == 1
+    assert s[("cbserver_xdr_spool_depth", ())] == 5
+
+
+def test_registry_is_private_so_two_instances_do_not_clash():
+    a, b = Metrics(), Metrics()
+    a.callback_started("simple")
+    assert samples(a.render().decode())[("cbserver_callbacks_started_total", (("mode", "simple"),))] == 1
+    assert ("cbserver_callbacks_started_total", (("mode", "simple"),)) not in samples(b.render().decode())
+    assert REGISTRY.get_sample_value("cbserver_active_callbacks") is None
+
+
+def test_metrics_route_serves_the_text_format_with_web_counts():
+    h = Harness(limits=LimitsConfig(per_phone=1))
+    assert h.submit("simple", account="cb1001", phone="15550100").code == 303
+    assert h.submit("simple", account="cb1001", phone="15550100").code == 429
+    r = h.get("/metrics")
+    assert r.code == 200 and r.header("content-type").startswith("text/plain; version=0.0.4")
+    s = samples(r.text)
+    assert s[("cbserver_callback_requests_total", (("mode", "simple"),))] == 1
+    assert s[("cbserver_rate_limit_refusals_total", (("kind", "phone"),))] == 1
+    assert s[("cbserver_xdr_spool_depth", ())] == 7
+    h.finish()
+
+
+class FakeDb:
+    ready = True
+
+    def health(self):
+        return {"status": "ok"}
+
+    def runQuery(self, sql, params=None):
+        return defer.succeed([(1,)])
+
+
+def test_other_paths_fall_through_to_the_health_app():
+    clock = Clock()
+    health = WebApp(FakeDb(), clock=clock)
+    h = Harness(fallback=health.resource())
+    r = h.get("/healthz")
+    assert r.code == 200 and r.json()["status"] == "ok"
+    assert h.get("/web-callback").code == 200
+    assert h.get("/no/such/page").code == 404
+    assert not clock.getDelayedCalls()
+    h.finish()
+
+
+def test_without_fallback_unknown_paths_are_404():
+    h = Harness()
+    assert h.get("/healthz").code == 404
+    h.finish()
