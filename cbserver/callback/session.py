@@ -137,6 +137,7 @@ class CallbackSession:
         self._waiting = False
         self._ending = False
         self._writing = False
+        self._pending_cause = None
         self.done = defer.Deferred()
 
     # -- helpers -------------------------------------------------------------------------
@@ -415,7 +416,12 @@ class CallbackSession:
 
     @defer.inlineCallbacks
     def _say_and_finish(self, prompts, code: str, status, reason: str):
-        """Tell legA why (a short prompt), then end the callback."""
+        """Tell legA why (a short prompt), then end the callback.
+
+        The cause is decided now: the caller hanging up during the explanation does not
+        change why the callback ended.
+        """
+        self._pending_cause = (code, status, reason)
         if self.a.state == "answered" and self.a.media is not None:
             d = self.a.media.play(prompts)
             d.addTimeout(15, self.clock)
@@ -436,6 +442,8 @@ class CallbackSession:
         """End both legs (CANCEL/BYE) and, once they ended, write the xDRs. Idempotent."""
         if self._ending:
             return
+        if self._pending_cause is not None:
+            code, status, reason = self._pending_cause
         self._ending = True
         self._waiting = False
         self.cause = {"code": code, "sip_status": status, "reason": reason}

@@ -2,7 +2,8 @@
 
 Starts the checkout's private PostgreSQL, applies the schema, loads ``demo/demo.toml`` (the
 operator's manual example as a provisioning file), starts ``sipp`` on 127.0.0.1:5070 as the
-carrier (it answers every call and echoes media), writes ``var/demo/cbserver.toml`` and runs
+carrier (``scripts/sipp/carrier.xml``: it answers, streams audio and hangs up after 60 s;
+numbers starting 486 are busy, 603 declined, 480 never answered), writes ``var/demo/cbserver.toml`` and runs
 ``twistd -n cbserver`` in the foreground. Ctrl-C stops everything it started.
 """
 
@@ -105,18 +106,21 @@ def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> b
 
 
 def _start_carrier(state: Path) -> subprocess.Popen | None:
-    """Start sipp as the carrier on 127.0.0.1:5070 (answers, echoes RTP, hangs up at 60 s)."""
+    """Start sipp as the carrier on 127.0.0.1:5070 (see scripts/sipp/carrier.xml)."""
     sipp = shutil.which("sipp")
     if sipp is None:
         raise CommandError("sipp is not installed (Debian package sip-tester; ./cbs demo "
                            "installs it)")
-    scenario = checkout_dir() / "scripts" / "sipp" / "demo-carrier.xml"
+    folder = checkout_dir() / "scripts" / "sipp"
+    # Answered calls are hung up by the carrier after 60 s unless cbserver hangs up first.
+    scenario = state / "carrier.xml"
+    scenario.write_text((folder / "carrier.xml").read_text().replace("HOLD_MS", "60000"))
     log = open(state / "carrier.log", "w")
     return subprocess.Popen(
         [sipp, "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(CARRIER_PORT),
-         "-mi", "127.0.0.1", "-rtp_echo", "-nostdin", "-trace_err",
+         "-mi", "127.0.0.1", "-mp", "16000", "-nostdin", "-trace_err",
          "-error_file", str(state / "carrier-errors.log")],
-        stdout=subprocess.DEVNULL, stderr=log, cwd=state)
+        stdout=subprocess.DEVNULL, stderr=log, cwd=folder)
 
 
 def _stop(proc: subprocess.Popen | None, name: str) -> None:

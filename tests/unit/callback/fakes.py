@@ -167,6 +167,7 @@ class FakeLegMedia:
         return False
 
     def play(self, names):
+        self.stop_prompt()  # as LegMedia.play: a new prompt interrupts the current one
         self.played.append(tuple(names))
         d = defer.Deferred(lambda d: None)
         call = self.clock.callLater(self.play_seconds, lambda: d.called or d.callback(PlayResult.DONE))

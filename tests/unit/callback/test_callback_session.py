@@ -134,6 +134,15 @@ def test_legb_busy_tells_the_caller_and_charges_lega_by_callback_fail():
     h.assert_clean()
 
 
+def test_caller_hanging_up_during_the_explanation_keeps_the_cause():
+    h = Harness()
+    h.a.answer()
+    h.b.fail(486, "Busy Here")
+    h.a.bye()
+    assert h.final[0]["cause"]["code"] == "legb_busy"
+    h.assert_clean()
+
+
 def test_legb_no_answer_prompt():
     h = Harness()
     h.a.answer()

@@ -1,0 +1,110 @@
+"""End to end, in one process: real PostgreSQL, real SIP over UDP to a sipp carrier, real RTP.
+
+Each test asks the callback service for a callback, lets sipp answer (or refuse) both legs,
+and checks the final status, both legs' xDRs and the balance change.
+"""
+
+from decimal import Decimal
+
+import pytest
+import pytest_twisted
+
+from cbserver.callback.api import CallbackRefused, CallbackRequest
+from tests.support.world import DEMO_PASSWORD, World, ensure
+
+pytestmark = pytest.mark.integration
+
+
+def extended(destination="18185550123", password=DEMO_PASSWORD, phone="5511987654321"):
+    return CallbackRequest(application="Web callback", mode="extended", phone=phone,
+                           account="cb1818000001", password=password, destination=destination,
+                           client_address="127.0.0.1")
+
+
+@pytest.fixture
+def world(tmp_path, pg_dsn):
+    w = World(tmp_path, pg_dsn, hold_ms=5000)
+    pytest_twisted.blockon(ensure(w.start()))
+    yield w
+    pytest_twisted.blockon(ensure(w.stop()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_extended_callback_connects_and_bills_both_legs(world):
+    before = world.balance("cb1818000001")
+    cid = await world.server.callbacks.request_callback(extended())
+    connected = await world.wait_status(cid, "connected")
+    assert connected["legs"]["A"]["state"] == "answered"
+    assert connected["legs"]["B"]["state"] == "answered"
+    status = await world.wait_end(cid)
+    # legA answered first, so the carrier's 5 s hold ends it first: the caller hung up.
+    assert status["cause"]["code"] == "lega_hung_up"
+    x = world.xdrs(cid)
+    assert set(x) == {"A", "B"}
+    assert x["A"]["cld"] == "18185550123" and x["A"]["cli"] == "5511987654321"
+    assert x["A"]["prefix"] == "55" and x["B"]["prefix"] == "1818"
+    assert x["A"]["duration"] >= 5 and x["B"]["duration"] >= 1
+    assert x["A"]["trigger_mode"] == "extended" and x["A"]["account_id"] == "cb1818000001"
+    # legA: 30 s first interval at 0.12/min; legB: 30 s first interval at 0.30/min.
+    assert x["A"]["amount"] == Decimal("0.06000") and x["B"]["amount"] == Decimal("0.15000")
+    assert status["charges"]["total"] == "0.21000"
+    assert before - world.balance("cb1818000001") == Decimal("0.21000")
+
+
+@pytest_twisted.ensureDeferred
+async def test_legb_busy_charges_lega_by_callback_fail(world):
+    before = world.balance("cb1818000001")
+    cid = await world.server.callbacks.request_callback(extended(destination="4865550123"))
+    status = await world.wait_end(cid)
+    assert status["cause"]["code"] == "legb_busy"
+    assert status["legs"]["B"]["sip_status"] == 486
+    x = world.xdrs(cid)
+    assert x["A"]["access_code"] == "CALLBACK_FAIL" and x["A"]["tariff_name"] == "Callback fail"
+    assert x["A"]["duration"] >= 1
+    # CALLBACK_FAIL tariff: 0.06/min per second.
+    expected_a = (Decimal("0.06") * x["A"]["duration"] / 60).quantize(Decimal("0.00001"))
+    assert x["A"]["amount"] == expected_a
+    assert x["B"]["amount"] == 0 and x["B"]["sip_code"] == 486
+    assert before - world.balance("cb1818000001") == expected_a
+
+
+@pytest_twisted.ensureDeferred
+async def test_legb_not_answering_is_cancelled_at_our_timeout(world):
+    cid = await world.server.callbacks.request_callback(extended(destination="4805550123"))
+    status = await world.wait_end(cid)
+    assert status["cause"]["code"] == "legb_no_answer"
+    assert status["legs"]["B"]["sip_status"] == 487
+
+
+@pytest_twisted.ensureDeferred
+async def test_lega_busy_places_no_legb(world):
+    cid = await world.server.callbacks.request_callback(extended(phone="4865551234"))
+    status = await world.wait_end(cid)
+    assert status["cause"]["code"] == "lega_busy"
+    x = world.xdrs(cid)
+    assert x["A"]["sip_code"] == 486 and x["A"]["amount"] == 0
+    assert x["B"]["amount"] == 0 and x["B"]["sip_reason"].startswith("not placed")
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_password_is_refused_before_dialling(world):
+    with pytest.raises(CallbackRefused) as info:
+        await world.server.callbacks.request_callback(extended(password="wrong"))
+    assert info.value.code == "bad_credentials" and info.value.http_status == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_unrated_destination_is_refused(world):
+    with pytest.raises(CallbackRefused) as info:
+        await world.server.callbacks.request_callback(extended(destination="999123"))
+    assert info.value.code == "forbidden"
+
+
+@pytest_twisted.ensureDeferred
+async def test_simple_mode_calls_the_helpdesk(world):
+    req = CallbackRequest(application="Web callback", mode="simple", phone="5511987654321",
+                          account="cb1818000001", client_address="127.0.0.1")
+    cid = await world.server.callbacks.request_callback(req)
+    status = await world.wait_end(cid)
+    assert status["legs"]["B"]["number"] == "18005550100"
+    assert world.xdrs(cid)["B"]["cld"] == "18005550100"
