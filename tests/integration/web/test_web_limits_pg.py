@@ -1,0 +1,170 @@
+"""Abuse protection on the real PostgreSQL: two nodes (two pools) on one database agree."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg2
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.internet.task import Clock
+
+from cbserver.callback.api import CallbackRequest
+from cbserver.config import LimitsConfig
+from cbserver.db.limits_store import PostgresLimitStore
+from cbserver.db.pool import Database
+from cbserver.web.limits import ConcurrencyGauge, RateLimited, RateLimiter
+
+pytestmark = pytest.mark.integration
+
+
+@pytest_twisted.async_yield_fixture
+async def pools(pg_dsn):
+    """Two ready pools on one fresh database: two cbserver nodes."""
+    a = Database(pg_dsn, reactor, size=3, node="node-a")
+    b = Database(pg_dsn, reactor, size=3, node="node-b")
+    for p in (a, b):
+        p.startService()
+    await defer.gatherResults([a.when_ready(), b.when_ready()])
+    yield a, b
+    await defer.gatherResults([defer.maybeDeferred(a.stopService), defer.maybeDeferred(b.stopService)])
+
+
+def clock_at(t: float = 1_800_000_000.0) -> Clock:
+    c = Clock()
+    c.advance(t)
+    return c
+
+
+async def outcomes(ds):
+    """('ok' or the RateLimited kind) for each Deferred, in order."""
+    results = await defer.DeferredList(ds, consumeErrors=True)
+    out = []
+    for ok, value in results:
+        if ok:
+            out.append("ok")
+        else:
+            value.trap(RateLimited)
+            out.append(value.value.kind)
+    return out
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_nodes_share_the_per_client_counter(pools):
+    a, b = pools
+    limits = LimitsConfig(per_client=5, per_phone=1000, window=3600)
+    clock = clock_at()
+    la = RateLimiter(PostgresLimitStore(a), limits, clock)
+    lb = RateLimiter(PostgresLimitStore(b), limits, clock)
+    reqs = [CallbackRequest(application="A", mode="hosted", phone=f"1555010{i}",
+                            client_address="198.51.100.7") for i in range(12)]
+    got = await outcomes([(la if i % 2 else lb).check(r) for i, r in enumerate(reqs)])
+    assert got.count("ok") == 5 and got.count("client") == 7
+    # another window starts from zero, on either node
+    clock.advance(3600)
+    assert await outcomes([la.check(reqs[0]), lb.check(reqs[1])]) == ["ok", "ok"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_counts_per_kind_are_returned_atomically(pools, pg_dsn):
+    a, b = pools
+    sa, sb = PostgresLimitStore(a), PostgresLimitStore(b)
+    keys = [("client", "192.0.2.1"), ("phone", "15550100"), ("account", "cb1001")]
+    got = await defer.gatherResults([(sa if i % 2 else sb).count_hits(keys, 600) for i in range(20)])
+    assert sorted(g["client"] for g in got) == list(range(1, 21))
+    assert all(g["client"] == g["phone"] == g["account"] for g in got)
+    await sa.count_hits([("phone", "15550100")], 1200)
+    await sb.prune_counters(1200)
+    conn = psycopg2.connect(pg_dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT kind, key, window_start, hits FROM rate_limit_counters")
+            assert cur.fetchall() == [("phone", "15550100", 1200, 1)]
+    finally:
+        conn.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_nodes_never_take_more_slots_than_the_cap(pools):
+    a, b = pools
+    limits = LimitsConfig(concurrent_per_account=2)
+    clock = clock_at()
+    ga = ConcurrencyGauge(PostgresLimitStore(a), limits, clock)
+    gb = ConcurrencyGauge(PostgresLimitStore(b), limits, clock)
+    got = await outcomes([(ga if i % 2 else gb).acquire("cb1001") for i in range(8)])
+    assert got.count("ok") == 2 and got.count("concurrent") == 6
+    assert await ga.in_use("cb1001") == 2 and await gb.in_use("cb1001") == 2
+    assert await outcomes([gb.acquire("cb2002")]) == ["ok"]
+
+
+def insert_session(dsn, cb_id, account, instance_id, status="calling_you"):
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO callback_sessions (id, application, mode, account_id, phone, status,"
+                        " state, node, instance_id) VALUES (%s, 'A', 'simple', %s, '15550100', %s, %s,"
+                        " 'node-a', %s)", (cb_id, account, status, json.dumps({"status": status}),
+                                           instance_id))
+    finally:
+        conn.close()
+
+
+def sql(dsn, statement, params=()):
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, params)
+    finally:
+        conn.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bound_slot_lives_as_long_as_its_callback_session(pools, pg_dsn):
+    a, b = pools
+    limits = LimitsConfig(concurrent_per_account=1)
+    clock = clock_at()
+    ga = ConcurrencyGauge(PostgresLimitStore(a), limits, clock)
+    gb = ConcurrencyGauge(PostgresLimitStore(b), limits, clock)
+    slot = await ga.acquire("cb1001")
+    insert_session(pg_dsn, "sess-1", "cb1001", a.instance_id)
+    await ga.bind(slot, "sess-1")
+    clock.advance(3600)  # long after the start: the session keeps the slot
+    assert await outcomes([gb.acquire("cb1001")]) == ["concurrent"]
+    sql(pg_dsn, "UPDATE callback_sessions SET status = 'ended' WHERE id = 'sess-1'")
+    assert await gb.in_use("cb1001") == 0
+    assert await outcomes([gb.acquire("cb1001")]) == ["ok"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_slot_of_a_dead_node_is_not_counted(pools, pg_dsn):
+    a, b = pools
+    limits = LimitsConfig(concurrent_per_account=1)
+    clock = clock_at()
+    ga = ConcurrencyGauge(PostgresLimitStore(a), limits, clock)
+    gb = ConcurrencyGauge(PostgresLimitStore(b), limits, clock)
+    slot = await ga.acquire("cb1001")
+    insert_session(pg_dsn, "sess-2", "cb1001", a.instance_id)
+    await ga.bind(slot, "sess-2")
+    sql(pg_dsn, "UPDATE server_nodes SET stopped_at = now() WHERE instance_id = %s", (a.instance_id,))
+    assert await outcomes([gb.acquire("cb1001")]) == ["ok"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancel_release_and_prune_on_postgresql(pools, pg_dsn):
+    a, _ = pools
+    clock = clock_at()
+    g = ConcurrencyGauge(PostgresLimitStore(a), LimitsConfig(concurrent_per_account=3), clock)
+    s1 = await g.acquire("cb1001")
+    await g.cancel(s1)
+    s2 = await g.acquire("cb1001")
+    insert_session(pg_dsn, "sess-3", "cb1001", a.instance_id)
+    await g.bind(s2, "sess-3")
+    assert await g.release("sess-3") == "cb1001"
+    assert await g.release("sess-3") is None
+    await g.acquire("cb1001")
+    clock.advance(25 * 3600)
+    await g.prune()
+    assert await g.in_use("cb1001") == 0
