@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cbserver.sip.headers import unquote_display
 from cbserver.sip.message import (
     Headers,
     Request,
@@ -404,3 +405,40 @@ def test_bad_header_in_a_response_implies_no_response():
     with pytest.raises(SipParseError) as info:
         parse_message(b"SIP/2.0 200 OK\r\nno colon\r\nContent-Length: 0\r\n\r\n")
     assert info.value.status is None and info.value.partial is None
+
+
+_user = st.text(alphabet="abcXYZ019-_.!~*'()&=+$,;?/", min_size=1, max_size=12)
+_host = st.one_of(
+    st.from_regex(r"[a-z][a-z0-9-]{0,8}(\.[a-z][a-z0-9]{0,6}){0,3}", fullmatch=True),
+    st.ip_addresses(v=4).map(str),
+    st.ip_addresses(v=6).map(lambda ip: f"[{ip}]"),
+)
+_pname = st.text(alphabet="abcxyz-", min_size=1, max_size=6)
+_pvalue = st.one_of(st.none(), st.text(alphabet="abc019-_.:", min_size=1, max_size=6))
+
+
+@given(
+    scheme=st.sampled_from(["sip", "sips"]),
+    user=st.one_of(st.none(), _user),
+    host=_host,
+    port=st.one_of(st.none(), st.integers(1, 65535)),
+    params=st.dictionaries(_pname, _pvalue, max_size=3),
+    display=st.one_of(st.none(), st.text(alphabet='ab c"\\', max_size=8)),
+    tag=st.one_of(st.none(), st.text(alphabet="abc0123", min_size=1, max_size=8)),
+)
+def test_uri_and_name_addr_round_trip(scheme, user, host, port, params, display, tag):
+    text = f"{scheme}:" + (f"{user}@" if user else "") + host
+    text += f":{port}" if port is not None else ""
+    text += "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+    uri = parse_uri(text)
+    assert (uri.user, uri.host, uri.port, uri.params) == (user, host, port, params)
+    assert str(uri) == text
+    quoted = None
+    if display is not None:
+        quoted = '"' + display.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    na = parse_name_addr((f"{quoted} " if quoted else "") + f"<{text}>" + (
+        f";tag={tag}" if tag else ""))
+    assert na.display == quoted and str(na.uri) == text and na.tag == tag
+    assert parse_name_addr(str(na)) == na
+    if display is not None:
+        assert unquote_display(na.display) == display
