@@ -73,7 +73,7 @@ class CallbackWeb:
     log = Logger()
 
     def __init__(self, config, service, limiter, gauge, clock, metrics, *, ready=None,
-                 csrf_secret: bytes | None = None, fallback=None):
+                 csrf_secret: bytes | None = None, secure_cookies: bool = True, fallback=None):
         self.config = config
         self.service = service
         self.limiter = limiter
@@ -81,7 +81,7 @@ class CallbackWeb:
         self.clock = clock
         self.metrics = metrics
         self.ready = ready or (lambda: True)
-        self.csrf = CsrfGuard(csrf_secret)
+        self.csrf = CsrfGuard(csrf_secret, secure=secure_cookies)
         self.fallback = fallback
         self.apps = {a.name: a for a in config.application}
         self.app = Klein()
@@ -325,7 +325,7 @@ class CallbackWeb:
             self._refused(app_cfg, "hosted", client, exc)
             return self._page_refusal(request, app_cfg, "", {}, exc, False)
         request.addCookie(HOSTED_COOKIE, self.csrf.hosted_proof(app_cfg.url_path, token).encode(),
-                          path=(base or "/").encode(), secure=True, httpOnly=True,
+                          path=(base or "/").encode(), secure=self.csrf.secure, httpOnly=True,
                           sameSite=b"strict")
         self.log.info("hosted access granted by token application={app} client={client}",
                       app=app_cfg.name, client=client)

@@ -26,8 +26,9 @@ _NONCE_LENGTH = 32
 class CsrfGuard:
     """Issues and checks form tokens bound to a per-browser cookie."""
 
-    def __init__(self, secret: bytes | None = None):
+    def __init__(self, secret: bytes | None = None, secure: bool = True):
         self.secret = secret or os.urandom(32)
+        self.secure = secure  # False only for a plain-HTTP endpoint (cookies must still work)
 
     def _mac(self, *parts: str) -> str:
         """HMAC-SHA256 of the parts joined by ``|``, hex."""
@@ -50,7 +51,7 @@ class CsrfGuard:
         nonce = self._cookie_nonce(request)
         if nonce is None:
             nonce = secrets.token_hex(_NONCE_LENGTH)
-            request.addCookie(CSRF_COOKIE, nonce.encode("ascii"), path=b"/", secure=True,
+            request.addCookie(CSRF_COOKIE, nonce.encode("ascii"), path=b"/", secure=self.secure,
                               httpOnly=True, sameSite=b"strict")
         return nonce
 

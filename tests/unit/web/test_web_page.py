@@ -263,3 +263,30 @@ def test_two_instances_have_their_own_pages_and_tokens():
     r = h.submit("simple", path="/office", account="cb1001", phone="15550100")
     assert r.code == 400 and "Simple callback is not offered here" in visible_text(r.text)
     h.finish()
+
+
+def test_plain_http_endpoint_gets_cookies_without_the_secure_flag():
+    h = Harness(secure_cookies=False)
+    cookie = h.get("/web-callback").header("set-cookie")
+    assert "Secure" not in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    h.finish()
+
+
+def _luminance(hex_colour: str) -> float:
+    channels = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast(a: str, b: str) -> float:
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_colour_pairs_of_the_stylesheet_meet_wcag_aa(h):
+    css = h.get("/static/page.css").text
+    var = dict(re.findall(r"--([a-z-]+):\s*(#[0-9a-fA-F]{6})", css))
+    pairs = [("ink", "bg"), ("muted", "bg"), ("brand", "bg"), ("brand-ink", "brand"), ("err", "bg"),
+             ("ok", "bg"), ("brand", "panel"), ("muted", "panel"), ("ink", "panel"), ("ok", "panel")]
+    for fg, bg in pairs:
+        assert contrast(var[fg], var[bg]) >= 4.5, (fg, bg, contrast(var[fg], var[bg]))
