@@ -22,11 +22,12 @@ from cbserver.sip.headers import (
     parse_via,
     split_list,
 )
-from cbserver.sip.uri import SipParseError, Uri, is_digits, parse_uri, unescape
+from cbserver.sip.uri import SipParseError, Uri, is_digits, parse_uri, unescape, uri_equal
 
 __all__ = [
     "SipParseError", "Headers", "Request", "Response", "parse_message", "StreamParser", "Uri",
-    "parse_uri", "unescape", "NameAddr", "parse_name_addr", "Via", "parse_via", "parse_cseq",
+    "parse_uri", "unescape", "uri_equal", "NameAddr", "parse_name_addr", "Via", "parse_via",
+    "parse_cseq",
     "split_list", "canonical_name", "new_branch", "new_tag", "new_call_id", "make_response",
     "REASON_PHRASES", "MAX_MESSAGE_SIZE", "BRANCH_COOKIE",
 ]  # fmt: skip

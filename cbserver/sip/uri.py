@@ -176,3 +176,42 @@ def parse_uri(text: str) -> Uri:
     if not _OPAQUE_RE.fullmatch(rest):
         raise SipParseError(f"bad URI {text!r}")
     return Uri(scheme=lower, opaque=rest)
+
+
+# RFC 3261 19.1.4: parameters that must match when either URI has them.
+_STRICT_PARAMS = ("user", "ttl", "method", "maddr", "transport")
+
+
+def uri_equal(a: Uri | str, b: Uri | str) -> bool:
+    """SIP/SIPS URI equivalence per RFC 3261 19.1.4 (other schemes: exact text match).
+
+    User and password compare case-sensitively after unescaping, host case-insensitively;
+    an explicit port never equals an absent one; ``user``, ``ttl``, ``method``, ``maddr`` and
+    ``transport`` must agree when either side has them, other parameters only when both do;
+    headers must all agree."""
+    a = parse_uri(a) if isinstance(a, str) else a
+    b = parse_uri(b) if isinstance(b, str) else b
+    if a.scheme != b.scheme:
+        return False
+    if not a.is_sip:
+        return str(a) == str(b)
+
+    def norm(value: str | None) -> str | None:
+        return None if value is None else unescape(value)
+
+    def low(value: str | None) -> str | None:
+        return None if value is None else unescape(value).lower()
+
+    if (norm(a.user), norm(a.password)) != (norm(b.user), norm(b.password)):
+        return False
+    if a.host.lower() != b.host.lower() or a.port != b.port:
+        return False
+    for name in _STRICT_PARAMS:
+        if low(a.params.get(name)) != low(b.params.get(name)):
+            return False
+    for name in a.params.keys() & b.params.keys():
+        if low(a.params[name]) != low(b.params[name]):
+            return False
+    ha = {unescape(k).lower(): unescape(v) for k, v in a.headers.items()}
+    hb = {unescape(k).lower(): unescape(v) for k, v in b.headers.items()}
+    return ha == hb

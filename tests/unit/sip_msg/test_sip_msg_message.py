@@ -21,6 +21,7 @@ from cbserver.sip.message import (
     parse_uri,
     parse_via,
     unescape,
+    uri_equal,
 )
 
 INVITE = (
@@ -442,3 +443,36 @@ def test_uri_and_name_addr_round_trip(scheme, user, host, port, params, display,
     assert parse_name_addr(str(na)) == na
     if display is not None:
         assert unquote_display(na.display) == display
+
+
+@pytest.mark.parametrize(
+    "a,b",
+    [  # RFC 3261 19.1.4 examples of equivalent URIs
+        ("sip:%61lice@atlanta.com;transport=TCP", "sip:alice@AtLanTa.CoM;Transport=tcp"),
+        ("sip:carol@chicago.com", "sip:carol@chicago.com;newparam=5"),
+        ("sip:carol@chicago.com;security=on", "sip:carol@chicago.com;newparam=5"),
+        ("sip:biloxi.com;transport=tcp;method=REGISTER?to=sip:bob%40biloxi.com",
+         "sip:biloxi.com;method=REGISTER;transport=tcp?to=sip:bob%40biloxi.com"),
+        ("sip:alice@atlanta.com?subject=project%20x&priority=urgent",
+         "sip:alice@atlanta.com?priority=urgent&subject=project%20x"),
+    ],
+)  # fmt: skip
+def test_equivalent_uris(a, b):
+    assert uri_equal(a, b) and uri_equal(b, a)
+
+
+@pytest.mark.parametrize(
+    "a,b",
+    [  # RFC 3261 19.1.4 examples of URIs that differ
+        ("SIP:ALICE@AtLanTa.CoM;Transport=udp", "sip:alice@AtLanTa.CoM;Transport=UDP"),
+        ("sip:bob@biloxi.com", "sip:bob@biloxi.com:5060"),
+        ("sip:bob@biloxi.com", "sip:bob@biloxi.com;transport=udp"),
+        ("sip:bob@biloxi.com", "sip:bob@biloxi.com:6000;transport=tcp"),
+        ("sip:carol@chicago.com", "sip:carol@chicago.com?Subject=next%20meeting"),
+        ("sip:bob@phone21.boxesbybob.com", "sip:bob@192.0.2.4"),
+        ("sip:carol@chicago.com;security=on", "sip:carol@chicago.com;security=off"),
+        ("sip:alice@atlanta.com", "sips:alice@atlanta.com"),
+    ],
+)  # fmt: skip
+def test_different_uris(a, b):
+    assert not uri_equal(a, b) and not uri_equal(b, a)
