@@ -1,9 +1,12 @@
-"""Input checking shared by the page and the JSON API, and the one error-mapping function.
+"""What the page and the JSON API share: input checks, the way in, the one error mapping.
 
 ``validate`` turns the fields a mode needs into a ``CallbackRequest`` (numbers normalised to
 digits with an optional leading ``+``) or fails with ``InvalidInput`` naming every bad field.
-``error_response`` maps any failure of a request to ``(HTTP status, JSON error body,
-headers)``; both the page and the API use it, so a refusal has the same code everywhere.
+``CallbackGateway`` is the web layer's only way into ``ICallbackService``: Hosted allow-list,
+input checks, readiness, rate limits, the concurrency slot, then the service; every refusal is
+logged (without credentials) and counted. ``error_response`` maps any failure of a request to
+``(HTTP status, JSON error body, headers)``; both the page and the API use it, so a refusal
+has the same code everywhere.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import re
 
 import psycopg2
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -127,6 +131,8 @@ def error_response(failure_or_exc) -> tuple[int, dict, dict[bytes, bytes]]:
         status, code, message, field = exc.http_status, exc.code, exc.message, exc.field
         if isinstance(exc, RateLimited):
             headers[b"retry-after"] = str(exc.retry_after).encode("ascii")
+        elif exc.code == "rate_limited":  # the service's own cap: no window to tell
+            headers[b"retry-after"] = b"30"
     elif isinstance(exc, (DatabaseUnavailable, psycopg2.OperationalError, psycopg2.InterfaceError)):
         status, code, field = 503, "not_ready", None
         message = "The service is not ready; please try again shortly."
@@ -139,3 +145,84 @@ def error_response(failure_or_exc) -> tuple[int, dict, dict[bytes, bytes]]:
     if isinstance(exc, InvalidInput):
         error["fields"] = exc.errors
     return status, {"error": error}, headers
+
+
+class CallbackGateway:
+    """Starts callbacks and reads their status for the page and the API."""
+
+    log = Logger()
+
+    def __init__(self, service, limiter, gauge, metrics, ready):
+        self.service = service
+        self.limiter = limiter
+        self.gauge = gauge
+        self.metrics = metrics
+        self.ready = ready
+
+    def refused(self, app_cfg, mode: str, client: str, exc: CallbackRefused) -> None:
+        """Log and count a refusal (never the credentials)."""
+        kind = exc.kind if isinstance(exc, RateLimited) else None
+        self.metrics.request_refused(mode if mode in MODES else "unknown", exc.code, kind)
+        self.log.info("callback refused application={app} mode={mode} client={client} code={code} "
+                      "limit={kind} field={field}", app=app_cfg.name if app_cfg else "-",
+                      mode=mode, client=client, code=exc.code, kind=kind or "-",
+                      field=exc.field or "-")
+
+    @defer.inlineCallbacks
+    def start(self, app_cfg, mode: str, fields: dict, client: str, token: str | None,
+               hosted_ok: bool):
+        """Check and start one callback; fire with its id or fail with ``CallbackRefused``."""
+        try:
+            if mode == "hosted" and not hosted_ok:
+                raise CallbackRefused("hosted_not_allowed",
+                                      "Hosted callback is not available from your address.", "mode")
+            req = validate(app_cfg, mode, fields, client, token)
+            if not self.ready():
+                raise CallbackRefused("not_ready", "The service is not ready; please try again "
+                                                   "in a moment.")
+            yield self.limiter.check(req)
+            slot = (yield self.gauge.acquire(req.account)) if req.account else None
+            try:
+                cb_id = yield self.service.request_callback(req)
+            except BaseException:
+                if slot is not None:
+                    self.gauge.cancel(slot).addErrback(
+                        lambda f: self.log.failure("could not free a callback slot", failure=f))
+                raise
+        except CallbackRefused as e:
+            self.refused(app_cfg, mode, client, e)
+            raise
+        if slot is not None:
+            try:
+                yield self.gauge.bind(slot, cb_id)
+            except Exception as e:  # noqa: BLE001 - the callback runs; the slot expires later
+                self.log.warn("could not bind slot callback_id={id}: {err}", id=cb_id, err=e)
+        self.metrics.callback_requested(mode)
+        self.log.info("callback requested callback_id={id} application={app} mode={mode} "
+                      "client={client}", id=cb_id, app=app_cfg.name, mode=mode, client=client)
+        return cb_id
+
+    @defer.inlineCallbacks
+    def initial_status(self, cb_id):
+        """The status right after starting (``calling_you`` if the service has none yet)."""
+        try:
+            status = yield self.service.get_status(cb_id)
+        except Exception as e:  # noqa: BLE001 - the callback is started; the page will poll
+            self.log.warn("status not available yet callback_id={id}: {err}", id=cb_id, err=e)
+            status = None
+        return (status or {}).get("status", "calling_you")
+
+    def lookup(self, app_cfg, cb_id):
+        """The status dict of a callback of this instance (any instance if None), or 404."""
+        if not valid_callback_id(cb_id):
+            return defer.fail(CallbackRefused("not_found", "No callback has this id."))
+        if not self.ready():
+            return defer.fail(CallbackRefused("not_ready", "The service is not ready; please "
+                                                           "try again in a moment."))
+
+        def found(status):
+            if status is None or (app_cfg is not None and status.get("application") != app_cfg.name):
+                raise CallbackRefused("not_found", "No callback has this id.")
+            return status
+
+        return defer.maybeDeferred(self.service.get_status, cb_id).addCallback(found)

@@ -2,9 +2,8 @@
 
 ``CallbackWeb`` holds a ``Klein()`` app with its collaborators passed in (the callback
 service, the rate limiter, the concurrency gauge, the clock, the metrics). Every path that
-starts a callback goes through ``_start``: Hosted allow-list, input checks, readiness, rate
-limits, the concurrency slot, then ``ICallbackService.request_callback``. Failures are turned
-into HTTP answers in one place (``cbserver.web.api.error_response``).
+starts a callback goes through ``CallbackGateway.start`` (``cbserver.web.api``). Failures are
+turned into HTTP answers in one place (``cbserver.web.api.error_response``).
 
 Routes, for each ``[[application]]`` with path P (``/web-callback`` by default):
 ``GET P`` the form, ``POST P`` start (303 to the status page, or 202 JSON for the script),
@@ -26,12 +25,12 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.pages import notFound
 
-from cbserver.callback.api import MODES, CallbackRefused
+from cbserver.callback.api import CallbackRefused
 from cbserver.web import pages
-from cbserver.web.api import InvalidInput, error_response, parse_json_body, valid_callback_id, validate
+from cbserver.web.api import CallbackGateway, InvalidInput, error_response, parse_json_body
 from cbserver.web.app import json_response
 from cbserver.web.csrf import CsrfGuard
-from cbserver.web.limits import RateLimited, address_allowed, hosted_tokens, token_allowed
+from cbserver.web.limits import address_allowed, hosted_tokens, token_allowed
 
 HERE = Path(__file__).resolve().parent
 STATIC_TYPES = {"page.css": b"text/css; charset=utf-8",
@@ -75,12 +74,9 @@ class CallbackWeb:
     def __init__(self, config, service, limiter, gauge, clock, metrics, *, ready=None,
                  csrf_secret: bytes | None = None, secure_cookies: bool = True, fallback=None):
         self.config = config
-        self.service = service
-        self.limiter = limiter
-        self.gauge = gauge
         self.clock = clock
         self.metrics = metrics
-        self.ready = ready or (lambda: True)
+        self.gateway = CallbackGateway(service, limiter, gauge, metrics, ready or (lambda: True))
         self.csrf = CsrfGuard(csrf_secret, secure=secure_cookies)
         self.fallback = fallback
         self.apps = {a.name: a for a in config.application}
@@ -177,51 +173,6 @@ class CallbackWeb:
         """The instance's path without a trailing slash ("" for the root)."""
         return "" if app_cfg.url_path == "/" else app_cfg.url_path
 
-    def _refused(self, app_cfg, mode: str, client: str, exc: CallbackRefused) -> None:
-        """Log and count a refusal (never the credentials)."""
-        kind = exc.kind if isinstance(exc, RateLimited) else None
-        self.metrics.request_refused(mode if mode in MODES else "unknown", exc.code, kind)
-        self.log.info("callback refused application={app} mode={mode} client={client} code={code} "
-                      "limit={kind} field={field}", app=app_cfg.name if app_cfg else "-",
-                      mode=mode, client=client, code=exc.code, kind=kind or "-",
-                      field=exc.field or "-")
-
-    # -- starting a callback -------------------------------------------------------------
-
-    @defer.inlineCallbacks
-    def _start(self, app_cfg, mode: str, fields: dict, client: str, token: str | None,
-               hosted_ok: bool):
-        """Check and start one callback; fire with its id or fail with ``CallbackRefused``."""
-        try:
-            if mode == "hosted" and not hosted_ok:
-                raise CallbackRefused("hosted_not_allowed",
-                                      "Hosted callback is not available from your address.", "mode")
-            req = validate(app_cfg, mode, fields, client, token)
-            if not self.ready():
-                raise CallbackRefused("not_ready", "The service is not ready; please try again "
-                                                   "in a moment.")
-            yield self.limiter.check(req)
-            slot = (yield self.gauge.acquire(req.account)) if req.account else None
-            try:
-                cb_id = yield self.service.request_callback(req)
-            except BaseException:
-                if slot is not None:
-                    self.gauge.cancel(slot).addErrback(
-                        lambda f: self.log.failure("could not free a callback slot", failure=f))
-                raise
-        except CallbackRefused as e:
-            self._refused(app_cfg, mode, client, e)
-            raise
-        if slot is not None:
-            try:
-                yield self.gauge.bind(slot, cb_id)
-            except Exception as e:  # noqa: BLE001 - the callback runs; the slot expires later
-                self.log.warn("could not bind slot callback_id={id}: {err}", id=cb_id, err=e)
-        self.metrics.callback_requested(mode)
-        self.log.info("callback requested callback_id={id} application={app} mode={mode} "
-                      "client={client}", id=cb_id, app=app_cfg.name, mode=mode, client=client)
-        return cb_id
-
     # -- the page ------------------------------------------------------------------------
 
     def page_get(self, app_cfg, request):
@@ -249,16 +200,16 @@ class CallbackWeb:
             if not self.csrf.verify(request, app_cfg.url_path, fields.get("csrf")):
                 exc = CallbackRefused("forbidden", "This form has expired or did not come from "
                                                    "this page; please try again.", "csrf")
-                self._refused(app_cfg, mode, client, exc)
+                self.gateway.refused(app_cfg, mode, client, exc)
                 raise exc
-            cb_id = yield self._start(app_cfg, mode, fields, client, self._token(request),
+            cb_id = yield self.gateway.start(app_cfg, mode, fields, client, self._token(request),
                                       self._hosted_ok(request, app_cfg, with_cookie=True))
         except Exception as e:  # noqa: BLE001 - every failure becomes an answer here
             return self._page_refusal(request, app_cfg, mode, fields, e, wants_json)
         base = self._base(app_cfg)
         status_url = f"{base}/status/{quote(cb_id, safe='')}"
         if wants_json:
-            status = yield self._initial_status(cb_id)
+            status = yield self.gateway.initial_status(cb_id)
             return json_response(request, 202, {"id": cb_id, "status": status,
                                                 "status_url": status_url,
                                                 "api_url": f"/api/v1/callbacks/{quote(cb_id)}"})
@@ -287,21 +238,11 @@ class CallbackWeb:
         return self._html(request, status, page)
 
     @defer.inlineCallbacks
-    def _initial_status(self, cb_id):
-        """The status right after starting (``calling_you`` if the service has none yet)."""
-        try:
-            status = yield self.service.get_status(cb_id)
-        except Exception as e:  # noqa: BLE001 - the callback is started; the page will poll
-            self.log.warn("status not available yet callback_id={id}: {err}", id=cb_id, err=e)
-            status = None
-        return (status or {}).get("status", "calling_you")
-
-    @defer.inlineCallbacks
     def status_get(self, app_cfg, request, cb_id):
         """The status page (refreshes itself without JavaScript until final)."""
         base = self._base(app_cfg)
         try:
-            status = yield self._lookup(app_cfg, cb_id)
+            status = yield self.gateway.lookup(app_cfg, cb_id)
         except Exception as e:  # noqa: BLE001 - mapped to a page below
             code, body, headers = error_response(e)
             for k, v in headers.items():
@@ -322,7 +263,7 @@ class CallbackWeb:
                 not token_allowed(app_cfg, token):
             exc = CallbackRefused("hosted_not_allowed", "That Hosted access token is not valid "
                                                         "here.", "token")
-            self._refused(app_cfg, "hosted", client, exc)
+            self.gateway.refused(app_cfg, "hosted", client, exc)
             return self._page_refusal(request, app_cfg, "", {}, exc, False)
         request.addCookie(HOSTED_COOKIE, self.csrf.hosted_proof(app_cfg.url_path, token).encode(),
                           path=(base or "/").encode(), secure=self.csrf.secure, httpOnly=True,
@@ -334,21 +275,6 @@ class CallbackWeb:
         return b""
 
     # -- the JSON API --------------------------------------------------------------------
-
-    def _lookup(self, app_cfg, cb_id):
-        """The status dict of a callback of this instance (any instance if None), or 404."""
-        if not valid_callback_id(cb_id):
-            return defer.fail(CallbackRefused("not_found", "No callback has this id."))
-        if not self.ready():
-            return defer.fail(CallbackRefused("not_ready", "The service is not ready; please "
-                                                           "try again in a moment."))
-
-        def found(status):
-            if status is None or (app_cfg is not None and status.get("application") != app_cfg.name):
-                raise CallbackRefused("not_found", "No callback has this id.")
-            return status
-
-        return defer.maybeDeferred(self.service.get_status, cb_id).addCallback(found)
 
     def _instance(self, body: dict):
         """The instance a shared-path API request names (may be omitted with one instance)."""
@@ -373,15 +299,15 @@ class CallbackWeb:
             token = self._token(request)
             hosted_ok = self._hosted_ok(request, app_cfg, with_cookie=False)
             fields = {k: body.get(k) for k in ("account", "password", "phone", "destination")}
-            cb_id = yield self._start(app_cfg, mode, fields, client, token, hosted_ok)
+            cb_id = yield self.gateway.start(app_cfg, mode, fields, client, token, hosted_ok)
         except Exception as e:  # noqa: BLE001 - every failure becomes a JSON error
             if isinstance(e, InvalidInput) and app_cfg is None:
-                self._refused(None, mode, client, e)
+                self.gateway.refused(None, mode, client, e)
             status, err, headers = error_response(e)
             for k, v in headers.items():
                 request.setHeader(k, v)
             return json_response(request, status, err)
-        status = yield self._initial_status(cb_id)
+        status = yield self.gateway.initial_status(cb_id)
         request.setHeader(b"location", f"/api/v1/callbacks/{quote(cb_id, safe='')}".encode())
         return json_response(request, 202, {"id": cb_id, "status": status})
 
@@ -389,7 +315,7 @@ class CallbackWeb:
     def api_get(self, request, cb_id, app_cfg=None):
         """``GET /api/v1/callbacks/{id}``: the status dict, or a JSON error (404...)."""
         try:
-            status = yield self._lookup(app_cfg, cb_id)
+            status = yield self.gateway.lookup(app_cfg, cb_id)
         except Exception as e:  # noqa: BLE001 - every failure becomes a JSON error
             code, err, headers = error_response(e)
             for k, v in headers.items():

@@ -153,6 +153,8 @@
         form.hidden = true;
         if (window.history && window.history.pushState) {
           window.history.pushState(null, "", res.body.status_url);
+          // Back to the form URL: load it afresh (a new CSRF token, an empty form).
+          window.addEventListener("popstate", function () { window.location.reload(); });
         }
         render(panel, { status: res.body.status });
         panel.querySelector("h2").focus();

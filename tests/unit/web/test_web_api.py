@@ -195,4 +195,6 @@ def test_every_refusal_code_maps_to_its_documented_status():
         h.service.request_callback = (lambda c: lambda req: defer.fail(CallbackRefused(c, "no")))(code)
         r = h.post_json("/api/v1/callbacks", {"mode": "hosted", "phone": "15550100"})
         assert r.code == status and error(r)["code"] == code
+        if status == 429:
+            assert r.header("retry-after") == "30"
     h.finish()
