@@ -344,3 +344,22 @@ class CallbackWeb:
         request.setHeader(b"content-type", self.metrics.content_type.encode("ascii"))
         request.setHeader(b"cache-control", b"no-store")
         return self.metrics.render()
+
+
+def build_callback_web(cfg, db, service, clock, metrics, *, fallback=None,
+                       accepting=lambda: True, csrf_secret: bytes | None = None):
+    """A ``CallbackWeb`` over the PostgreSQL limit store of ``db`` (the usual wiring).
+
+    ``accepting`` is consulted with ``db.ready`` before any callback is started (e.g. false
+    while the server drains or before the call-handling services are up); plain ``tcp:``
+    endpoints get cookies without the ``Secure`` flag.
+    """
+    from cbserver.db.limits_store import PostgresLimitStore
+    from cbserver.web.limits import ConcurrencyGauge, RateLimiter
+
+    store = PostgresLimitStore(db)
+    return CallbackWeb(cfg, service, RateLimiter(store, cfg.limits, clock),
+                       ConcurrencyGauge(store, cfg.limits, clock), clock, metrics,
+                       ready=lambda: bool(db.ready) and bool(accepting()),
+                       csrf_secret=csrf_secret, fallback=fallback,
+                       secure_cookies=not cfg.web.endpoint.startswith("tcp:"))

@@ -1,0 +1,416 @@
+"""The admin JSON API: every catalog object over HTTP, behind a bearer token.
+
+``AdminApp(db, clock, token, csv_dir)`` holds a ``Klein()`` app whose routes only parse the
+request and call the same ``Catalog``/``Accounts``/``Generator`` services as the CLI; the one
+function ``_error_response`` turns their typed errors into HTTP codes: ``ValidationError`` 400,
+``NotFound`` 404, ``ConflictError`` 409, a missing or wrong token 401 (compared in constant
+time; an empty configured token refuses everyone), an unusable database 503. Errors are
+``{"error": {"code", "field", "message"}}``. Lists take ``limit``/``offset`` and filters as
+query parameters. The OpenAPI 3 document is served at ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+import secrets
+from decimal import Decimal
+from urllib.parse import unquote
+
+from klein import Klein
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from cbserver.billing.accounts import Accounts
+from cbserver.billing.catalog import Catalog, RowErrors
+from cbserver.billing.generator import Generator
+from cbserver.billing.validation import ConflictError, NotFound, ValidationError, jsonable
+from cbserver.db.pool import DatabaseUnavailable
+from cbserver.web.admin_openapi import openapi_document
+
+MAX_BODY = 1 << 20
+
+
+class Unauthorized(Exception):
+    """No valid bearer token."""
+
+
+def _send(request, status: int, body) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"cache-control", b"no-store")
+    if body is None:
+        return b""
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps(jsonable(body), sort_keys=True).encode("utf-8") + b"\n"
+
+
+def _error_response(request, exc: Exception) -> bytes:
+    """The one place typed errors become HTTP status codes."""
+    if isinstance(exc, Unauthorized):
+        request.setHeader(b"www-authenticate", b'Bearer realm="cbserver-admin"')
+        status, code, field, message = 401, "unauthorized", None, "a valid bearer token is required"
+    elif isinstance(exc, RowErrors):
+        body = {"error": {"code": "invalid", "field": exc.field, "message": str(exc),
+                          "problems": [{"line": ln, "field": f, "message": m} for ln, f, m in exc.problems]}}
+        return _send(request, 400, body)
+    elif isinstance(exc, ValidationError):
+        status, code, field, message = 400, "invalid", exc.field, exc.reason
+    elif isinstance(exc, NotFound):
+        status, code, field, message = 404, "not_found", None, exc.reason
+    elif isinstance(exc, ConflictError):
+        status, code, field, message = 409, "conflict", exc.field, exc.reason
+    elif isinstance(exc, DatabaseUnavailable):
+        status, code, field, message = 503, "unavailable", None, f"database unavailable: {exc}"
+    else:
+        raise exc
+    return _send(request, status, {"error": {"code": code, "field": field, "message": message}})
+
+
+def _args(request) -> dict:
+    return {k.decode("utf-8", "replace"): v[-1].decode("utf-8", "replace") for k, v in request.args.items()}
+
+
+def api(status: int = 200, body: bool = False):
+    """Decorate a route: check the token, parse the JSON body, run the coroutine, map errors."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def route(self, request, **kwargs):
+            async def run():
+                try:
+                    self.authorize(request)
+                    args = [self._body(request)] if body else []
+                    kwargs2 = {k: unquote(v) for k, v in kwargs.items()}
+                    result = await fn(self, request, *args, **kwargs2)
+                    return _send(request, status, result)
+                except (Unauthorized, ValidationError, NotFound, ConflictError, DatabaseUnavailable) as e:
+                    return _error_response(request, e)
+
+            return defer.ensureDeferred(run())
+
+        return route
+
+    return wrap
+
+
+class AdminApp:
+    """Routes of the admin endpoint (``[web] admin_endpoint``)."""
+
+    app = Klein()
+    log = Logger()
+
+    def __init__(self, db, clock, token: str, csv_dir):
+        self.db = db
+        self.clock = clock
+        self.token = token or ""
+        self.catalog = Catalog(db, clock)
+        self.accounts = Accounts(db, clock)
+        self.generator = Generator(db, clock, csv_dir)
+        self.jobs: dict[str, dict] = {}
+
+    def resource(self):
+        """The Twisted web resource for this app."""
+        return self.app.resource()
+
+    def authorize(self, request) -> None:
+        """Raise ``Unauthorized`` unless the request carries the configured bearer token."""
+        header = request.getHeader(b"authorization") or b""
+        scheme, _, given = header.partition(b" ")
+        ok = bool(self.token) and scheme.lower() == b"bearer" and hmac.compare_digest(
+            given.strip(), self.token.encode("utf-8"))
+        if not ok:
+            raise Unauthorized()
+
+    def _body(self, request):
+        raw = request.content.read(MAX_BODY + 1) if request.content is not None else b""
+        if len(raw) > MAX_BODY:
+            raise ValidationError("body", f"larger than {MAX_BODY} bytes")
+        try:
+            return json.loads(raw.decode("utf-8") or "{}", parse_float=Decimal)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValidationError("body", f"not a JSON object: {e}") from None
+
+    def _page(self, request):
+        args = _args(request)
+        return args, args.pop("limit", 50), args.pop("offset", 0)
+
+    @app.route("/openapi.json", methods=["GET"])
+    def openapi(self, request):
+        """The OpenAPI 3 description of this API (no token needed)."""
+        return _send(request, 200, openapi_document())
+
+    # -- destinations -----------------------------------------------------------------------
+
+    @app.route("/v1/destinations", methods=["GET"])
+    @api()
+    async def list_destinations(self, request):
+        """List destinations (filters: prefix, country)."""
+        return await self.catalog.list_destinations(*self._page(request))
+
+    @app.route("/v1/destinations", methods=["POST"])
+    @api(201, body=True)
+    async def create_destination(self, request, data):
+        """Add a destination to the register."""
+        return await self.catalog.create_destination(data)
+
+    @app.route("/v1/destinations/<path:prefix>", methods=["GET"])
+    @api()
+    async def get_destination(self, request, prefix):
+        """One destination."""
+        return await self.catalog.get_destination(prefix)
+
+    @app.route("/v1/destinations/<path:prefix>", methods=["PATCH"])
+    @api(body=True)
+    async def update_destination(self, request, data, prefix):
+        """Change a destination's country or description."""
+        return await self.catalog.update_destination(prefix, data)
+
+    @app.route("/v1/destinations/<path:prefix>", methods=["DELETE"])
+    @api(204)
+    async def delete_destination(self, request, prefix):
+        """Delete a destination no rate uses."""
+        await self.catalog.delete_destination(prefix)
+
+    # -- tariffs and rates ------------------------------------------------------------------
+
+    @app.route("/v1/tariffs", methods=["GET"])
+    @api()
+    async def list_tariffs(self, request):
+        """List tariffs (filters: name, currency)."""
+        return await self.catalog.list_tariffs(*self._page(request))
+
+    @app.route("/v1/tariffs", methods=["POST"])
+    @api(201, body=True)
+    async def create_tariff(self, request, data):
+        """Create a tariff."""
+        return await self.catalog.create_tariff(data)
+
+    @app.route("/v1/tariffs/<key>", methods=["GET"])
+    @api()
+    async def get_tariff(self, request, key):
+        """One tariff by id or name."""
+        return await self.catalog.get_tariff(key)
+
+    @app.route("/v1/tariffs/<key>", methods=["PATCH"])
+    @api(body=True)
+    async def update_tariff(self, request, data, key):
+        """Change a tariff (never its currency: 409)."""
+        return await self.catalog.update_tariff(key, data)
+
+    @app.route("/v1/tariffs/<key>", methods=["DELETE"])
+    @api(204)
+    async def delete_tariff(self, request, key):
+        """Delete a tariff (and its rates) no rating list uses."""
+        await self.catalog.delete_tariff(key)
+
+    @app.route("/v1/tariffs/<key>/rates", methods=["GET"])
+    @api()
+    async def list_tariff_rates(self, request, key):
+        """List a tariff's rates (filter: prefix)."""
+        filters, limit, offset = self._page(request)
+        return await self.catalog.list_rates({**filters, "tariff": key}, limit, offset)
+
+    @app.route("/v1/tariffs/<key>/rates", methods=["POST"])
+    @api(201, body=True)
+    async def create_rate(self, request, data, key):
+        """Add a rate to a tariff."""
+        return await self.catalog.create_rate(key, data)
+
+    @app.route("/v1/tariffs/<key>/rates/import", methods=["POST"])
+    @api(body=True)
+    async def import_rates(self, request, data, key):
+        """Insert or replace a list of rates, all or none."""
+        if not isinstance(data, dict) or not isinstance(data.get("rates"), list):
+            raise ValidationError("rates", "must be a list of rates")
+        return await self.catalog.import_rates(key, list(enumerate(data["rates"], start=1)))
+
+    @app.route("/v1/rates", methods=["GET"])
+    @api()
+    async def list_rates(self, request):
+        """List rates (filters: tariff, prefix)."""
+        return await self.catalog.list_rates(*self._page(request))
+
+    @app.route("/v1/rates/<int:rate_id>", methods=["GET"])
+    @api()
+    async def get_rate(self, request, rate_id):
+        """One rate."""
+        return await self.catalog.get_rate(int(rate_id))
+
+    @app.route("/v1/rates/<int:rate_id>", methods=["PATCH"])
+    @api(body=True)
+    async def update_rate(self, request, data, rate_id):
+        """Change a rate."""
+        return await self.catalog.update_rate(int(rate_id), data)
+
+    @app.route("/v1/rates/<int:rate_id>", methods=["DELETE"])
+    @api(204)
+    async def delete_rate(self, request, rate_id):
+        """Delete a rate version."""
+        await self.catalog.delete_rate(int(rate_id))
+
+    # -- products, customers ----------------------------------------------------------------
+
+    @app.route("/v1/products", methods=["GET"])
+    @api()
+    async def list_products(self, request):
+        """List products (filters: name, currency)."""
+        return await self.catalog.list_products(*self._page(request))
+
+    @app.route("/v1/products", methods=["POST"])
+    @api(201, body=True)
+    async def create_product(self, request, data):
+        """Create a product with its services and rating list."""
+        return await self.catalog.create_product(data)
+
+    @app.route("/v1/products/<key>", methods=["GET"])
+    @api()
+    async def get_product(self, request, key):
+        """One product."""
+        return await self.catalog.get_product(key)
+
+    @app.route("/v1/products/<key>", methods=["PATCH"])
+    @api(body=True)
+    async def update_product(self, request, data, key):
+        """Change a product (services and rating_list replace the old ones when given)."""
+        return await self.catalog.update_product(key, data)
+
+    @app.route("/v1/products/<key>", methods=["DELETE"])
+    @api(204)
+    async def delete_product(self, request, key):
+        """Delete a product no account uses."""
+        await self.catalog.delete_product(key)
+
+    @app.route("/v1/customers", methods=["GET"])
+    @api()
+    async def list_customers(self, request):
+        """List customers (filters: name, currency)."""
+        return await self.accounts.list_customers(*self._page(request))
+
+    @app.route("/v1/customers", methods=["POST"])
+    @api(201, body=True)
+    async def create_customer(self, request, data):
+        """Create a customer."""
+        return await self.accounts.create_customer(data)
+
+    @app.route("/v1/customers/<key>", methods=["GET"])
+    @api()
+    async def get_customer(self, request, key):
+        """One customer."""
+        return await self.accounts.get_customer(key)
+
+    @app.route("/v1/customers/<key>", methods=["PATCH"])
+    @api(body=True)
+    async def update_customer(self, request, data, key):
+        """Change a customer (never its currency: 409)."""
+        return await self.accounts.update_customer(key, data)
+
+    @app.route("/v1/customers/<key>", methods=["DELETE"])
+    @api(204)
+    async def delete_customer(self, request, key):
+        """Delete a customer that owns nothing."""
+        await self.accounts.delete_customer(key)
+
+    # -- batches, accounts, the generator ---------------------------------------------------
+
+    @app.route("/v1/batches", methods=["GET"])
+    @api()
+    async def list_batches(self, request):
+        """List batches (filters: name, customer_id)."""
+        return await self.accounts.list_batches(*self._page(request))
+
+    @app.route("/v1/batches", methods=["POST"])
+    @api(201, body=True)
+    async def create_batch(self, request, data):
+        """Create an empty batch."""
+        return await self.accounts.create_batch(data)
+
+    @app.route("/v1/batches/<key>", methods=["GET"])
+    @api()
+    async def get_batch(self, request, key):
+        """One batch with its account counts and generator runs."""
+        return await self.accounts.get_batch(key)
+
+    @app.route("/v1/batches/<key>", methods=["DELETE"])
+    @api(204)
+    async def delete_batch(self, request, key):
+        """Delete an empty batch."""
+        await self.accounts.delete_batch(key)
+
+    @app.route("/v1/batches/<key>/activate", methods=["POST"])
+    @api()
+    async def activate_batch(self, request, key):
+        """Activate every inactive account of the batch."""
+        return {"activated": await self.accounts.activate_batch(key)}
+
+    @app.route("/v1/accounts", methods=["GET"])
+    @api()
+    async def list_accounts(self, request):
+        """List accounts (filters: customer, product, batch, status, account_type, internal, id_prefix)."""
+        return await self.accounts.list_accounts(*self._page(request))
+
+    @app.route("/v1/accounts", methods=["POST"])
+    @api(201, body=True)
+    async def create_account(self, request, data):
+        """Create an account with a given ID."""
+        return await self.accounts.create_account(data)
+
+    @app.route("/v1/accounts/<account_id>", methods=["GET"])
+    @api()
+    async def get_account(self, request, account_id):
+        """One account (never its password hashes)."""
+        return await self.accounts.get_account(account_id)
+
+    @app.route("/v1/accounts/<account_id>", methods=["PATCH"])
+    @api(body=True)
+    async def update_account(self, request, data, account_id):
+        """Change an account."""
+        return await self.accounts.update_account(account_id, data)
+
+    @app.route("/v1/accounts/<account_id>", methods=["DELETE"])
+    @api(204)
+    async def delete_account(self, request, account_id):
+        """Delete an account nothing refers to."""
+        await self.accounts.delete_account(account_id)
+
+    @app.route("/v1/accounts/<account_id>/activate", methods=["POST"])
+    @api()
+    async def activate_account(self, request, account_id):
+        """Activate one account."""
+        return {"activated": await self.accounts.activate_account(account_id)}
+
+    @app.route("/v1/generator/jobs", methods=["POST"])
+    @api(202, body=True)
+    async def start_generator(self, request, data):
+        """Check a generator request (400/409 at once) and run it as a background job."""
+        await self.generator.check(data)
+        job_id = secrets.token_hex(8)
+        job = {"id": job_id, "state": "running", "stage": "checking", "done": 0, "total": 0}
+        self.jobs[job_id] = job
+
+        def progress(stage, done, total):
+            job.update(stage=stage, done=done, total=total)
+
+        def finished(result):
+            job.update(state="done", result=result)
+
+        def failed(f):
+            err = f.value
+            if isinstance(err, ValidationError | ConflictError | NotFound | DatabaseUnavailable):
+                job.update(state="failed", error={"field": getattr(err, "field", None), "message": str(err)})
+            else:
+                job.update(state="failed", error={"field": None, "message": "internal error"})
+                self.log.failure("generator job {job} failed", failure=f, job=job_id)
+
+        d = defer.ensureDeferred(self.generator.generate(data, progress=progress))
+        d.addCallbacks(finished, failed)
+        request.setHeader(b"location", f"/v1/generator/jobs/{job_id}".encode())
+        return job
+
+    @app.route("/v1/generator/jobs/<job_id>", methods=["GET"])
+    @api()
+    async def get_generator_job(self, request, job_id):
+        """A generator job: state (running/done/failed), progress, result (CSV path) or error."""
+        if job_id not in self.jobs:
+            raise NotFound("generator job", job_id)
+        return self.jobs[job_id]
