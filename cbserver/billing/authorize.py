@@ -1,0 +1,292 @@
+"""Prepaid authorization of a callback: may this account call, and for how long.
+
+``Authorizer.authorize(request)`` runs before legA is placed and again before legB. It
+checks the account (exists, active, inside its activation/expiration dates and availability
+periods, password where the mode requires one, product with Voice calls), selects the
+tariff from the product's rating list (this node and the instance's access code, else the
+entry with an empty access code, else refused), prices both numbers, and computes the
+maximum duration ``t``: the largest whole number of seconds with
+``A(elapsed + t) + B(t) <= budget``. The budget and the reservation that holds it are decided
+under the balance's row lock (``cbserver.db.authz_store.reserve``).
+
+Refusals raise ``AuthorizationError`` with a machine ``reason``; an authorized call whose
+budget buys no second returns ``max_seconds == 0`` with ``reason`` ``no_balance`` (or
+``concurrent_call`` under overdraft protection) and holds nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+from cbserver.billing import passwords
+from cbserver.billing.model import (
+    WILDCARD,
+    InvalidCallError,
+    InvalidNumberError,
+    NoRateError,
+    Rate,
+    TariffRates,
+)
+from cbserver.billing.numbers import normalise_number
+from cbserver.billing.rating import LegPricer, max_duration, price_leg
+from cbserver.db import authz_store
+from cbserver.db.authz_store import AccountInfo, Balance, RatingEntry, ReservationDecision
+from cbserver.db.tariff_loader import LoadedTariff, TariffNotFound
+
+DEFAULT_ACCESS_CODE = "WEBCALLBACK"
+CALLBACK_FAIL = "CALLBACK_FAIL"
+
+REASONS = ("unknown_account", "inactive", "expired", "bad_password", "no_voice_service",
+           "not_rated", "invalid_number", "no_tariff", "no_balance", "concurrent_call")
+
+
+_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+_FREE_RATE = Rate(WILDCARD, 1, 1, Decimal(0), Decimal(0), _EPOCH)
+#: A leg that costs nothing: lets ``max_duration`` bound legB alone.
+_FREE = LegPricer(TariffRates("XXX", (_FREE_RATE,)), _FREE_RATE, _EPOCH, True)
+
+
+class AuthorizationError(Exception):
+    """The call is refused; ``reason`` is one of ``REASONS``."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+@dataclass(frozen=True)
+class AuthRequest:
+    """What the callback session asks: who calls whom, in which mode, how far it has got."""
+
+    session_id: str
+    account_id: str
+    cli: str  # legA: the number called back
+    cld: str  # legB: the destination
+    password: str | None = None
+    check_password: bool = False
+    access_code: str = DEFAULT_ACCESS_CODE
+    leg_a_elapsed: int = 0
+    leg_a_connect: dt.datetime | None = None  # when legA answered (None: not yet placed)
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """The answer: the figure, the account, the tariffs and the bound leg pricers."""
+
+    request: AuthRequest
+    account: AccountInfo
+    tariff: LoadedTariff
+    entry: RatingEntry
+    leg_a: LegPricer
+    leg_b: LegPricer
+    max_seconds: int
+    reason: str | None
+    budget: Decimal | None  # None: no limit (postpaid without a credit limit)
+    reserved_a: Decimal = Decimal(0)
+    reserved_b: Decimal = Decimal(0)
+    fail_tariff: LoadedTariff | None = None
+    fail_leg_a: LegPricer | None = field(default=None)
+
+    @property
+    def currency(self) -> str:
+        """The currency of the charges (the tariff's)."""
+        return self.tariff.rates.currency
+
+
+class IAuthorizer(Interface):
+    """Decides whether a callback may proceed and for how long."""
+
+    def authorize(request):
+        """Fire with an ``Authorization`` or fail with ``AuthorizationError``."""
+
+    def release(session_id):
+        """Drop the reservations of a session that ends without xDRs."""
+
+
+def choose_entry(entries: list[RatingEntry], access_code: str) -> RatingEntry | None:
+    """The entry for ``access_code``, else the one with an empty access code, else None."""
+    by_code = {e.access_code: e for e in entries}
+    return by_code.get(access_code) or by_code.get("")
+
+
+def account_refusal(account: AccountInfo, now: dt.datetime) -> AuthorizationError | None:
+    """Why the account may not call at ``now`` (status, dates, availability), or None."""
+    if account.status != "active":
+        return AuthorizationError("inactive", f"account {account.id} is {account.status}")
+    if account.activation_date is not None and now < account.activation_date:
+        return AuthorizationError("inactive", f"account {account.id} is not active before "
+                                              f"{account.activation_date.isoformat()}")
+    if account.expiration_date is not None and now >= account.expiration_date:
+        return AuthorizationError("expired", f"account {account.id} expired "
+                                             f"{account.expiration_date.isoformat()}")
+    for days, since, what in ((account.avail_after_first_use_days, account.first_usage, "first"),
+                              (account.avail_after_last_use_days, account.last_usage, "last")):
+        if days and since is not None and now >= since + dt.timedelta(days=days):
+            return AuthorizationError("expired", f"account {account.id}: {days} days after "
+                                                 f"{what} usage have passed")
+    if not account.has_voice:
+        return AuthorizationError("no_voice_service", f"product of {account.id} lacks Voice calls")
+    return None
+
+
+def spendable(account: AccountInfo, balance: Balance) -> Decimal | None:
+    """What the locked balance allows to spend (before reservations); None means no limit.
+
+    Debit account: its balance. Credit account: credit limit minus balance (owed); no credit
+    limit means no limit. Subordinate account: the customer's credit limit minus its balance
+    (owed); a prepaid customer without a credit limit may spend only a negative balance
+    (prepaid money), a postpaid one without a limit has no limit.
+    """
+    if not account.subordinate:
+        if account.account_type == "debit":
+            return balance.balance
+        return None if balance.credit_limit is None else balance.credit_limit - balance.balance
+    if balance.credit_limit is None:
+        if account.customer_balance_control == "prepaid":
+            return -balance.balance
+        return None
+    return balance.credit_limit - balance.balance
+
+
+@implementer(IAuthorizer)
+class Authorizer:
+    """The PostgreSQL-backed ``IAuthorizer``."""
+
+    log = Logger()
+
+    def __init__(self, db, tariffs, clock, *, node: str, instance_id: str | None = None,
+                 max_call_seconds: int = 4 * 3600, verify_password=None, special_charge: bool = False,
+                 reservation_expiry: int = authz_store.RESERVATION_EXPIRY, run_in_thread=None,
+                 legb_ring_seconds: int = 60):
+        self.db = db
+        self.tariffs = tariffs
+        self.clock = clock
+        self.node = node
+        self.instance_id = instance_id or db.instance_id
+        self.max_call_seconds = max_call_seconds
+        self.verify_password = verify_password or passwords.verify_password
+        self.special_charge = special_charge
+        self.reservation_expiry = reservation_expiry
+        self.legb_ring_seconds = legb_ring_seconds
+        self.run_in_thread = run_in_thread or (
+            lambda f, *a: threads.deferToThreadPool(clock, clock.getThreadPool(), f, *a))
+
+    def now(self) -> dt.datetime:
+        """The clock's time as an aware UTC datetime."""
+        return dt.datetime.fromtimestamp(self.clock.seconds(), dt.UTC)
+
+    def release(self, session_id: str):
+        """Drop the reservations of ``session_id``."""
+        return authz_store.release(self.db, session_id)
+
+    @defer.inlineCallbacks
+    def _check_password(self, request: AuthRequest, account: AccountInfo):
+        """Refuse a wrong password; scrypt runs in a thread to keep the reactor free."""
+        if not request.check_password:
+            return
+        given = request.password or ""
+        if account.password_hash is None:
+            if given:
+                raise AuthorizationError("bad_password", f"account {account.id} has no password")
+            return
+        ok = yield self.run_in_thread(self.verify_password, given, account.password_hash)
+        if not ok:
+            raise AuthorizationError("bad_password", f"wrong password for account {account.id}")
+
+    @defer.inlineCallbacks
+    def _tariff(self, tariff_id: int):
+        """The tariff of a rating entry (``no_tariff`` when it cannot be loaded)."""
+        try:
+            tariff = yield self.tariffs.get(tariff_id)
+        except (TariffNotFound, ValueError) as e:
+            raise AuthorizationError("no_tariff", str(e)) from None
+        return tariff
+
+    @staticmethod
+    def _price(tariff: LoadedTariff, number: str, at: dt.datetime) -> LegPricer:
+        """Bind ``number`` to its rate; ``not_rated`` / ``invalid_number`` otherwise."""
+        try:
+            return price_leg(tariff.rates, number, at)
+        except InvalidNumberError as e:
+            raise AuthorizationError("invalid_number", str(e)) from None
+        except NoRateError as e:
+            raise AuthorizationError("not_rated", str(e)) from None
+
+    @defer.inlineCallbacks
+    def authorize(self, request: AuthRequest):
+        """Check, select, price and reserve; fire with an ``Authorization``."""
+        now = self.now()
+        for number in (request.cli, request.cld):
+            try:
+                normalise_number(number)
+            except InvalidNumberError as e:
+                raise AuthorizationError("invalid_number", str(e)) from None
+        account = yield authz_store.fetch_account(self.db, request.account_id)
+        if account is None:
+            raise AuthorizationError("unknown_account", f"no account {request.account_id!r}")
+        refusal = account_refusal(account, now)
+        if refusal is not None:
+            raise refusal
+        yield self._check_password(request, account)
+        codes = [request.access_code, "", CALLBACK_FAIL]
+        entries = yield authz_store.fetch_entries(self.db, account.product_id, self.node, codes)
+        entry = choose_entry(entries, request.access_code)
+        if entry is None:
+            raise AuthorizationError("no_tariff", f"no rating entry for voice at node {self.node} "
+                                                  f"and access code {request.access_code!r}")
+        tariff = yield self._tariff(entry.tariff_id)
+        a_at = request.leg_a_connect or now
+        leg_a = self._price(tariff, request.cli, a_at)
+        leg_b = self._price(tariff, request.cld, now)
+        fail_tariff = fail_leg_a = None
+        fail_entry = next((e for e in entries if e.access_code == CALLBACK_FAIL), None)
+        if self.special_charge and fail_entry is not None:
+            fail_tariff = yield self._tariff(fail_entry.tariff_id)
+            fail_leg_a = self._price(fail_tariff, request.cli, a_at)
+        elapsed = request.leg_a_elapsed
+        if elapsed < 0:
+            raise InvalidCallError(f"leg_a_elapsed: must be 0 or more, got {elapsed}")
+
+        ring = self.legb_ring_seconds
+        fail_hold = fail_leg_a.amount(elapsed + ring) if fail_leg_a is not None else Decimal(0)
+
+        def decide(balance: Balance):
+            budget = spendable(account, balance)
+            reason = None
+            if entry.overdraft_protection and balance.open_calls:
+                seconds, reason = 0, "concurrent_call"
+            elif budget is None:
+                seconds = self.max_call_seconds
+            else:
+                if not entry.overdraft_protection:
+                    budget -= balance.reserved_by_others
+                seconds = max_duration(budget, leg_a, elapsed, leg_b, self.max_call_seconds)
+                if fail_leg_a is not None and seconds:
+                    # legA may instead be charged by CALLBACK_FAIL for (elapsed + ring): hold that too
+                    seconds = min(seconds, max_duration(budget - fail_hold, leg_b, 0, _FREE,
+                                                        self.max_call_seconds))
+                if seconds == 0:
+                    reason = "no_balance"
+            if seconds == 0:
+                return Authorization(request, account, tariff, entry, leg_a, leg_b, 0, reason, budget,
+                                     fail_tariff=fail_tariff, fail_leg_a=fail_leg_a), None
+            amount_a = max(leg_a.amount(elapsed + seconds), fail_hold)
+            amount_b = leg_b.amount(seconds)
+            auth = Authorization(request, account, tariff, entry, leg_a, leg_b, seconds, reason, budget,
+                                 amount_a, amount_b, fail_tariff, fail_leg_a)
+            return auth, ReservationDecision(amount_a, amount_b, tariff.rates.currency)
+
+        auth = yield authz_store.reserve(self.db, session_id=request.session_id, account=account,
+                                         instance_id=self.instance_id, decide=decide,
+                                         expiry=self.reservation_expiry)
+        self.log.info("authorized session_id={session_id} account={account} max_seconds={seconds} "
+                      "reason={reason}", session_id=request.session_id, account=account.id,
+                      seconds=auth.max_seconds, reason=auth.reason)
+        return auth

@@ -1,0 +1,383 @@
+"""Call detail records: the ``LegRecord`` of one finished leg and how it is built from a call.
+
+``leg_record(auth, ...)`` prices a finished leg with the tariff its authorization selected
+(legA by the ``CALLBACK_FAIL`` tariff when legB failed and the instance charges specially)
+and returns the ``LegRecord`` that ``ICallRecorder.record`` stores. Times are UTC with
+millisecond precision (truncated); money is ``Decimal`` with 5 places.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from decimal import Decimal
+
+import psycopg2
+import psycopg2.errors
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
+
+from cbserver.billing.model import NoRateError
+from cbserver.billing.rating import price_leg
+from cbserver.billing.spool import Spool
+from cbserver.db import xdr_store
+from cbserver.db.pool import DatabaseUnavailable
+from cbserver.db.xdr_store import ConcurrentWrite
+
+TRIGGER_MODES = ("simple", "extended", "hosted")
+
+
+class InvalidLegRecord(ValueError):
+    """A leg record with an impossible field (``field`` names it)."""
+
+    def __init__(self, field_name: str, reason: str):
+        self.field = field_name
+        super().__init__(f"{field_name}: {reason}")
+
+
+class ICallRecorder(Interface):
+    """Stores finished legs: durably (PostgreSQL, or the local spool while it is away)."""
+
+    def record(leg):
+        """Fire once ``leg`` (a ``LegRecord``) is durably stored; idempotent on (session, leg)."""
+
+
+def to_ms(value: dt.datetime | None) -> dt.datetime | None:
+    """``value`` in UTC, truncated to whole milliseconds."""
+    if value is None:
+        return None
+    value = value.astimezone(dt.UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True)
+class LegRecord:
+    """One leg of one callback, as stored in ``xdrs``."""
+
+    session_id: str
+    leg: str
+    account_id: str
+    cli: str
+    cld: str
+    node: str
+    disconnect_time: dt.datetime
+    currency: str
+    trigger_mode: str
+    duration: int = 0
+    charged_seconds: int = 0
+    amount: Decimal = Decimal("0.00000")
+    connect_time: dt.datetime | None = None
+    customer_id: str | None = None
+    access_code: str = ""
+    tariff_id: int | None = None
+    tariff_name: str | None = None
+    prefix: str | None = None
+    rate_id: int | None = None
+    rate_version: int | None = None
+    peak: bool | None = None
+    sip_code: int | None = None
+    sip_reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.leg not in ("A", "B"):
+            raise InvalidLegRecord("leg", f"must be 'A' or 'B', got {self.leg!r}")
+        if self.trigger_mode not in TRIGGER_MODES:
+            raise InvalidLegRecord("trigger_mode", f"must be one of {TRIGGER_MODES}")
+        if not self.session_id or not self.account_id:
+            raise InvalidLegRecord("session_id", "session_id and account_id are required")
+        for name in ("disconnect_time", "connect_time"):
+            value = getattr(self, name)
+            if value is None and name == "connect_time":
+                continue
+            if not isinstance(value, dt.datetime) or value.utcoffset() is None:
+                raise InvalidLegRecord(name, "must be a timezone-aware datetime")
+            object.__setattr__(self, name, to_ms(value))
+        if isinstance(self.amount, float) or not isinstance(self.amount, Decimal | int):
+            raise InvalidLegRecord("amount", f"must be a Decimal, got {self.amount!r}")
+        object.__setattr__(self, "amount", Decimal(self.amount))
+        if self.amount < 0 or self.duration < 0 or self.charged_seconds < 0:
+            raise InvalidLegRecord("amount", "amount, duration and charged seconds must be >= 0")
+        if self.duration > 0 and self.connect_time is None:
+            raise InvalidLegRecord("connect_time", "a connected leg needs its connect time")
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The idempotency key: (session id, leg)."""
+        return (self.session_id, self.leg)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (times ISO 8601, money as text): the spool's line format."""
+        out = asdict(self)
+        for name in ("disconnect_time", "connect_time"):
+            if out[name] is not None:
+                out[name] = out[name].isoformat(timespec="milliseconds")
+        out["amount"] = format(self.amount, "f")
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LegRecord:
+        """The inverse of ``to_dict``."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        for name in ("disconnect_time", "connect_time"):
+            if values.get(name) is not None:
+                values[name] = dt.datetime.fromisoformat(values[name])
+        values["amount"] = Decimal(values["amount"])
+        return cls(**values)
+
+
+def leg_record(auth, leg: str, *, trigger_mode: str, node: str, disconnect_time: dt.datetime,
+               connect_time: dt.datetime | None = None, duration: int = 0, sip_code: int | None = None,
+               sip_reason: str = "", legb_failed: bool = False) -> LegRecord:
+    """Price one finished leg of an authorized call and return its ``LegRecord``.
+
+    legA is priced by the ``CALLBACK_FAIL`` tariff when ``legb_failed`` and the authorization
+    carries one (the instance's ``special_charge_if_legb_fails``). The rate is selected at the
+    leg's real connect time; a leg that never connected costs nothing.
+    """
+    tariff = auth.tariff
+    pricer = auth.leg_a if leg == "A" else auth.leg_b
+    failed_a = leg == "A" and legb_failed and auth.fail_leg_a is not None
+    if failed_a:
+        tariff, pricer = auth.fail_tariff, auth.fail_leg_a
+    number = auth.request.cli if leg == "A" else auth.request.cld
+    if connect_time is not None:
+        try:
+            pricer = price_leg(tariff.rates, number, connect_time)
+        except NoRateError:
+            pass  # the rate vanished since authorization: keep the authorized one
+    charge = pricer.charge(duration if connect_time is not None else 0)
+    return LegRecord(
+        session_id=auth.request.session_id, leg=leg, account_id=auth.account.id,
+        customer_id=str(auth.account.customer_id), cli=auth.request.cli, cld=auth.request.cld,
+        node=node, access_code="CALLBACK_FAIL" if failed_a else auth.request.access_code,
+        tariff_id=tariff.tariff_id, tariff_name=tariff.name, prefix=pricer.rate.prefix,
+        rate_id=pricer.rate.rate_id, rate_version=pricer.rate.version, peak=charge.peak,
+        connect_time=connect_time, disconnect_time=disconnect_time, duration=charge.duration,
+        charged_seconds=charge.charged_seconds, amount=charge.amount, currency=tariff.rates.currency,
+        sip_code=sip_code, sip_reason=sip_reason, trigger_mode=trigger_mode)
+
+
+class XdrRejected(Exception):
+    """PostgreSQL refused a leg for a reason a retry cannot fix; it was kept in the reject file."""
+
+
+def _unavailable(failure) -> bool:
+    """True when a failure means PostgreSQL is away (spool), not that the data is wrong."""
+    return failure.check(DatabaseUnavailable, psycopg2.OperationalError, psycopg2.InterfaceError) is not None
+
+
+def _retryable(failure) -> bool:
+    """True for a deadlock, a serialization failure or a concurrent write of the same keys."""
+    return failure.check(psycopg2.errors.DeadlockDetected, psycopg2.errors.SerializationFailure,
+                         ConcurrentWrite) is not None
+
+
+@implementer(ICallRecorder)
+class XdrWriter(service.Service):
+    """The asynchronous xDR writer: group commit to PostgreSQL, spool while it is away.
+
+    ``record`` queues a leg; whenever no transaction is in flight, everything queued (up to
+    ``batch_max``) goes in one transaction (``xdr_store.write_batch``). If PostgreSQL is
+    unreachable the batch, and every leg after it, is appended to the spool; when the pool is
+    ready again the spool is replayed in order, and only once it is empty do legs go straight
+    to PostgreSQL again. ``record``'s Deferred fires when the leg is in PostgreSQL or fsync'd
+    in the spool.
+    """
+
+    log = Logger()
+    name = "xdr-writer"
+
+    def __init__(self, db, clock, spool: Spool, batch_max: int = 500, retry_delay: float = 1.0):
+        self.db = db
+        self.clock = clock
+        self.spool = spool
+        self.batch_max = batch_max
+        self.retry_delay = retry_delay
+        self._queue: collections.deque = collections.deque()
+        self._in_flight: defer.Deferred | None = None
+        self._spooling = False
+        self._replay_pending = False
+        self._retry_call = None
+        self.written = 0
+        self.rejected = 0
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def startService(self) -> None:
+        """Open the spool; replay what a previous run left behind once the pool is ready."""
+        super().startService()
+        if self.spool.open():
+            self.log.warn("xDR spool holds {n} leg(s) from an earlier run; replaying when the "
+                          "database is ready", n=self.spool.depth)
+            self._spooling = True
+            self._schedule_replay()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        """Finish the transaction in flight; anything still queued goes to the spool."""
+        super().stopService()
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+        self._retry_call = None
+        while self._in_flight is not None:
+            yield self._in_flight
+        if self._queue:
+            self._spool_out([self._queue.popleft() for _ in range(len(self._queue))])
+        self.spool.close()
+
+    def health(self) -> dict:
+        """The spool's state for ``/healthz``."""
+        return {"depth": self.spool.depth, "mode": "spooling" if self._spooling else "direct",
+                "written": self.written, "rejected": self.rejected}
+
+    # -- recording ----------------------------------------------------------------------
+
+    def record(self, leg: LegRecord) -> defer.Deferred:
+        """Queue ``leg``; fire once it is durably stored."""
+        d = defer.Deferred()
+        self._queue.append((leg, d))
+        self._pump()
+        return d
+
+    def _pump(self) -> None:
+        """Spool the queue, or start a transaction with it if none is in flight."""
+        if not self._queue:
+            return
+        if self._spooling or not self.db.ready:
+            self._spool_out([self._queue.popleft() for _ in range(len(self._queue))])
+            return
+        if self._in_flight is not None:
+            return
+        batch = [self._queue.popleft() for _ in range(min(self.batch_max, len(self._queue)))]
+        self._in_flight = self._write(batch)
+
+    def _spool_out(self, batch) -> None:
+        """Append ``batch`` to the spool (one fsync), acknowledge it, arrange the replay."""
+        try:
+            self.spool.append([leg.to_dict() for leg, _ in batch])
+        except OSError as e:
+            self.log.critical("xDR spool append failed: {err}; {n} leg(s) NOT stored",
+                              err=str(e), n=len(batch))
+            for _, d in batch:
+                d.errback(e)
+            return
+        self._spooling = True
+        for _, d in batch:
+            d.callback(None)
+        self._schedule_replay()
+
+    @defer.inlineCallbacks
+    def _write(self, batch):
+        """One group-commit transaction for ``batch``; the outcome decides what follows."""
+        unique: dict = {}
+        for leg, _ in batch:
+            unique.setdefault(leg.key, leg)
+        try:
+            yield self._transaction(list(unique.values()))
+        except Exception:  # noqa: BLE001 - classified below, never swallowed
+            failure = Failure()
+            self._in_flight = None
+            if _unavailable(failure):
+                self.log.warn("database unavailable ({why}); spooling {n} leg(s)",
+                              why=failure.getErrorMessage(), n=len(batch))
+                self._spool_out(batch)
+            elif len(batch) > 1:
+                self.log.warn("xDR batch failed ({why}); writing its legs one by one",
+                              why=failure.getErrorMessage())
+                self._queue.extendleft(reversed(batch[1:]))
+                self._in_flight = self._write(batch[:1])
+                return
+            else:
+                self._reject(batch[0], failure)
+        else:
+            self._in_flight = None
+            self.written += len(unique)
+            for _, d in batch:
+                d.callback(None)
+        self._pump()
+
+    @defer.inlineCallbacks
+    def _transaction(self, legs, attempts: int = 5):
+        """Run ``write_batch``, retrying deadlocks and serialization failures."""
+        for attempt in range(attempts):
+            try:
+                result = yield self.db.runInteraction(xdr_store.write_batch, legs)
+                return result
+            except Exception:  # noqa: BLE001 - re-raised unless retryable
+                failure = Failure()
+                if not _retryable(failure) or attempt == attempts - 1:
+                    failure.raiseException()
+                self.log.info("xDR batch retry after {why}", why=failure.getErrorMessage())
+
+    def _reject(self, item, failure) -> None:
+        """Keep a leg PostgreSQL refuses in ``<spool>.rejected`` and fail its Deferred."""
+        leg, d = item
+        self.rejected += 1
+        path = self.spool.path.with_name(self.spool.path.name + ".rejected")
+        with path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"error": failure.getErrorMessage(), "leg": leg.to_dict()},
+                               sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.log.error("xDR rejected session_id={session_id} leg={leg}: {why}; kept in {path}",
+                       session_id=leg.session_id, leg=leg.leg, why=failure.getErrorMessage(),
+                       path=str(path))
+        d.errback(XdrRejected(failure.getErrorMessage()))
+
+    # -- replay -------------------------------------------------------------------------
+
+    def _schedule_replay(self) -> None:
+        """Replay once the pool is ready (one replay at a time)."""
+        if self._replay_pending or not self.running:
+            return
+        self._replay_pending = True
+        d = self.db.when_ready()
+        d.addCallback(lambda _: self._replay())
+        d.addErrback(lambda f: self.log.failure("xDR spool replay failed", failure=f))
+
+    @defer.inlineCallbacks
+    def _replay(self):
+        """Write the spool to PostgreSQL in order, snapshot by snapshot, until it is empty."""
+        while self._in_flight is not None:
+            yield self._in_flight
+        self._in_flight = done = defer.Deferred()
+        try:
+            while True:
+                records = self.spool.begin_replay()
+                if not records:
+                    break
+                self.log.info("replaying {n} spooled xDR leg(s)", n=len(records))
+                for i in range(0, len(records), self.batch_max):
+                    chunk = [LegRecord.from_dict(r) for r in records[i:i + self.batch_max]]
+                    unique = list({leg.key: leg for leg in chunk}.values())
+                    yield self._transaction(unique)
+                    self.written += len(unique)
+                self.spool.finish_replay()
+        except Exception:  # noqa: BLE001 - any failure: try again after a pause
+            failure = Failure()
+            self.log.warn("xDR spool replay interrupted ({why}); retrying in {delay}s",
+                          why=failure.getErrorMessage(), delay=self.retry_delay)
+            self._in_flight = None
+            self._replay_pending = False
+            done.callback(None)
+            if self.running:
+                self._retry_call = self.clock.callLater(self.retry_delay, self._retry_replay)
+            return
+        self._replay_pending = False
+        self._spooling = False
+        self._in_flight = None
+        done.callback(None)
+        self.log.info("xDR spool empty; writing directly again")
+        self._pump()
+
+    def _retry_replay(self) -> None:
+        """The delayed retry of an interrupted replay."""
+        self._retry_call = None
+        self._schedule_replay()

@@ -1,0 +1,196 @@
+"""The SQL of authorization: accounts, rating lists and balance reservations.
+
+Only this module speaks SQL for ``cbserver.billing.authorize``. A reservation is taken in
+one transaction that holds the row lock of the balance it draws on (``SELECT ... FOR
+UPDATE`` on the account, or on the customer for a subordinate account), reads the balance
+and the live reservations of other calls, lets the caller decide, and stores the decision.
+The xDR writer changes balances under the same row locks, so the two never interleave.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+from twisted.internet import defer
+
+#: Seconds after its process was last seen that a reservation stops counting.
+RESERVATION_EXPIRY = 60
+
+VOICE = "voice"
+
+ACCOUNT_SQL = (
+    "SELECT a.id, a.customer_id, a.product_id, a.account_type, a.balance_control, a.balance, "
+    "a.credit_limit, a.status, a.activation_date, a.expiration_date, "
+    "a.avail_after_first_use_days, a.avail_after_last_use_days, a.first_usage, a.last_usage, "
+    "a.password_hash, a.internal, "
+    "EXISTS (SELECT 1 FROM product_services s WHERE s.product_id = a.product_id "
+    "        AND s.service = 'voice') AS voice, "
+    "c.balance_control, c.balance, c.credit_limit, c.currency, p.currency "
+    "FROM accounts a JOIN customers c ON c.id = a.customer_id "
+    "JOIN products p ON p.id = a.product_id WHERE a.id = %s")
+
+ENTRIES_SQL = (
+    "SELECT access_code, tariff_id, overdraft_protection FROM rating_entries "
+    "WHERE product_id = %s AND service = 'voice' AND node = %s AND access_code = ANY(%s)")
+
+LOCK_ACCOUNT = "SELECT balance, credit_limit FROM accounts WHERE id = %s FOR UPDATE"
+LOCK_CUSTOMER = "SELECT balance, credit_limit FROM customers WHERE id = %s FOR UPDATE"
+
+LIVE_RESERVATIONS = (
+    "SELECT coalesce(sum(r.amount), 0), count(DISTINCT r.session_id) "
+    "FROM balance_reservations r JOIN server_nodes n ON n.instance_id = r.instance_id "
+    "WHERE r.owner_key = %s AND r.session_id <> %s AND n.stopped_at IS NULL "
+    "AND n.last_seen > now() - make_interval(secs => %s)")
+
+PURGE_DEAD = (
+    "DELETE FROM balance_reservations r WHERE r.owner_key = %s AND NOT EXISTS ("
+    "SELECT 1 FROM server_nodes n WHERE n.instance_id = r.instance_id AND n.stopped_at IS NULL "
+    "AND n.last_seen > now() - make_interval(secs => %s))")
+
+DROP_SESSION = "DELETE FROM balance_reservations WHERE session_id = %s"
+
+INSERT_RESERVATION = (
+    "INSERT INTO balance_reservations (session_id, leg, account_id, owner_key, amount, currency, "
+    "instance_id) VALUES (%s, %s, %s, %s, %s, %s, %s)")
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    """The fields of an account (with its customer and product) that authorization reads."""
+
+    id: str
+    customer_id: int
+    product_id: int
+    account_type: str
+    balance_control: str
+    balance: Decimal
+    credit_limit: Decimal | None
+    status: str
+    activation_date: dt.datetime | None
+    expiration_date: dt.datetime | None
+    avail_after_first_use_days: int | None
+    avail_after_last_use_days: int | None
+    first_usage: dt.datetime | None
+    last_usage: dt.datetime | None
+    password_hash: str | None
+    internal: bool
+    has_voice: bool
+    customer_balance_control: str
+    customer_balance: Decimal
+    customer_credit_limit: Decimal | None
+    customer_currency: str
+    product_currency: str
+
+    @property
+    def subordinate(self) -> bool:
+        """True when the account spends from its customer's balance."""
+        return self.balance_control == "subordinate"
+
+    @property
+    def owner_key(self) -> str:
+        """Names the balance this account draws on: ``account:<id>`` or ``customer:<id>``."""
+        return f"customer:{self.customer_id}" if self.subordinate else f"account:{self.id}"
+
+
+@dataclass(frozen=True)
+class RatingEntry:
+    """One entry of a product's rating list (service voice, this node)."""
+
+    access_code: str
+    tariff_id: int
+    overdraft_protection: bool
+
+
+@dataclass(frozen=True)
+class Balance:
+    """A locked balance row: the raw balance and credit limit, and what others have reserved."""
+
+    balance: Decimal
+    credit_limit: Decimal | None
+    reserved_by_others: Decimal
+    open_calls: int
+
+
+@dataclass(frozen=True)
+class ReservationDecision:
+    """What to hold: the amounts of legs A and B (zero amounts are not stored)."""
+
+    amount_a: Decimal
+    amount_b: Decimal
+    currency: str
+
+
+def _account(row) -> AccountInfo:
+    """An ``AccountInfo`` from an ``ACCOUNT_SQL`` row."""
+    values = list(row)
+    values[20] = values[20].strip()
+    values[21] = values[21].strip()
+    return AccountInfo(*values)
+
+
+def fetch_account_sync(cursor, account_id: str) -> AccountInfo | None:
+    """The account through a psycopg2 cursor, or None."""
+    cursor.execute(ACCOUNT_SQL, (account_id,))
+    row = cursor.fetchone()
+    return None if row is None else _account(row)
+
+
+def fetch_entries_sync(cursor, product_id: int, node: str, codes) -> list[RatingEntry]:
+    """The product's voice rating entries at ``node`` whose access code is in ``codes``."""
+    cursor.execute(ENTRIES_SQL, (product_id, node, list(codes)))
+    return [RatingEntry(*r) for r in cursor.fetchall()]
+
+
+@defer.inlineCallbacks
+def fetch_account(db, account_id: str):
+    """Fire with the ``AccountInfo`` of ``account_id``, or None."""
+    rows = yield db.runQuery(ACCOUNT_SQL, (account_id,))
+    return _account(rows[0]) if rows else None
+
+
+@defer.inlineCallbacks
+def fetch_entries(db, product_id: int, node: str, codes):
+    """Fire with the product's voice rating entries at ``node`` for the access ``codes``."""
+    rows = yield db.runQuery(ENTRIES_SQL, (product_id, node, list(codes)))
+    return [RatingEntry(*r) for r in rows]
+
+
+def reserve(db, *, session_id: str, account: AccountInfo, instance_id: str, decide,
+            expiry: int = RESERVATION_EXPIRY):
+    """Lock the balance, call ``decide(Balance)``, store its ``ReservationDecision``.
+
+    ``decide`` runs while the row lock is held; it returns ``(result, decision)`` where
+    ``decision`` may be None (hold nothing). Any earlier reservation of ``session_id`` is
+    replaced. Fires with ``result``.
+    """
+
+    @defer.inlineCallbacks
+    def interaction(cur):
+        if account.subordinate:
+            yield cur.execute(LOCK_CUSTOMER, (account.customer_id,))
+        else:
+            yield cur.execute(LOCK_ACCOUNT, (account.id,))
+        row = cur.fetchone()
+        if row is None:
+            raise LookupError(f"account {account.id} vanished")
+        key = account.owner_key
+        yield cur.execute(PURGE_DEAD, (key, expiry))
+        yield cur.execute(LIVE_RESERVATIONS, (key, session_id, expiry))
+        reserved, open_calls = cur.fetchone()
+        result, decision = decide(Balance(row[0], row[1], reserved, int(open_calls)))
+        yield cur.execute(DROP_SESSION, (session_id,))
+        if decision is not None:
+            for leg, amount in (("A", decision.amount_a), ("B", decision.amount_b)):
+                if amount > 0:
+                    yield cur.execute(INSERT_RESERVATION, (session_id, leg, account.id, key, amount,
+                                                           decision.currency, instance_id))
+        return result
+
+    return db.runInteraction(interaction)
+
+
+def release(db, session_id: str):
+    """Drop every reservation of ``session_id`` (a call that ends without xDRs)."""
+    return db.runOperation(DROP_SESSION, (session_id,))
