@@ -8,7 +8,7 @@ from setuptools import find_packages, setup
 def _data_files():
     """Map every file under sql/ and prompts/ to share/cbserver/<same relative folder>."""
     out = {}
-    for top in ("sql", "prompts"):
+    for top in ("sql", "prompts", "scripts/sipp"):
         for f in sorted(Path(top).rglob("*")):
             if f.is_file() and "__pycache__" not in f.parts:
                 out.setdefault(str(Path("share/cbserver") / f.parent), []).append(str(f))
@@ -26,7 +26,7 @@ setup(
     packages=find_packages(include=["cbserver", "cbserver.*"]) + ["twisted.plugins"],
     include_package_data=True,
     package_data={"cbserver": ["data/*.toml", "web/templates/*", "web/static/*"]},
-    # sql/ and prompts/ stay top-level folders of the checkout; an install copies them to
+    # sql/, prompts/ and scripts/sipp/ stay top-level folders of the checkout; an install copies them to
     # <prefix>/share/cbserver/, where cbserver.resources finds them.
     data_files=_data_files(),
     install_requires=[

@@ -40,3 +40,11 @@ def checkout_dir() -> Path:
     if (_CHECKOUT / "setup.py").exists():
         return _CHECKOUT
     return Path.cwd()
+
+
+def sipp_dir() -> Path:
+    """The folder of sipp scenarios and audio for the stand-in carrier (``scripts/sipp``)."""
+    candidate = _CHECKOUT / "scripts" / "sipp"
+    if candidate.is_dir():
+        return candidate
+    return _SHARE / "scripts" / "sipp"

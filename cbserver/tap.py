@@ -90,19 +90,24 @@ class TrunkLocator:
     as an IP address never touches DNS.
     """
 
-    def __init__(self, transport: str):
+    def __init__(self, address: str, transport: str):
+        self.address = address
         self.transport = transport.upper()
         self._locator = None
 
     def locate(self, host: str, port: int):
-        """Deferred list of (ip, port) for the trunk, in failover order."""
+        """Deferred list of (ip, port) for the trunk, in failover order.
+
+        The configured address is looked up as written: RFC 3263 4.2 uses NAPTR/SRV only
+        when no port is given, so ``host`` alone gets SRV, ``host:port`` only A/AAAA.
+        """
         if self._locator is None:
             from twisted.names import client
 
             from cbserver.sip.locate import ServerLocator
 
             self._locator = ServerLocator(client.createResolver(), transports=(self.transport,))
-        d = self._locator.locate(f"{host}:{port}")
+        d = self._locator.locate(self.address)
         return d.addCallback(lambda targets: [(t.host, t.port) for t in targets])
 
 
@@ -152,7 +157,7 @@ class CallbackServer(service.MultiService):
             for app in cfg.application}
         self.sip = SipService(self._ua_config(), reactor, listen_address=self._listen()[0],
                               listen_port=self._listen()[1],
-                              locator=TrunkLocator(cfg.sip.trunk.transport))
+                              locator=TrunkLocator(cfg.sip.trunk.address, cfg.sip.trunk.transport))
         low, high = (int(x) for x in cfg.rtp.ports.split("-"))
         self.media_env = MediaEnvironment(
             clock=reactor, reactor=reactor, pool=PortPool(low, high),

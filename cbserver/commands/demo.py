@@ -26,6 +26,7 @@ from cbserver.cli import CommandError
 from cbserver.config import example_path
 from cbserver.db.migrations import MigrationError, upgrade
 from cbserver.db.pgcluster import ClusterError, default_cluster
+from cbserver.democarrier import Carrier
 from cbserver.resources import checkout_dir
 
 CARRIER_PORT = 5070
@@ -105,22 +106,17 @@ def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> b
     return False
 
 
-def _start_carrier(state: Path) -> subprocess.Popen | None:
+def _start_carrier(state: Path) -> Carrier:
     """Start sipp as the carrier on 127.0.0.1:5070 (see scripts/sipp/carrier.xml)."""
-    sipp = shutil.which("sipp")
-    if sipp is None:
+    if shutil.which("sipp") is None:
         raise CommandError("sipp is not installed (Debian package sip-tester; ./cbs demo "
                            "installs it)")
-    folder = checkout_dir() / "scripts" / "sipp"
     # Answered calls are hung up by the carrier after 60 s unless cbserver hangs up first.
-    scenario = state / "carrier.xml"
-    scenario.write_text((folder / "carrier.xml").read_text().replace("HOLD_MS", "60000"))
-    log = open(state / "carrier.log", "w")
-    return subprocess.Popen(
-        [sipp, "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(CARRIER_PORT),
-         "-mi", "127.0.0.1", "-mp", "16000", "-nostdin", "-trace_err",
-         "-error_file", str(state / "carrier-errors.log")],
-        stdout=subprocess.DEVNULL, stderr=log, cwd=folder)
+    carrier = Carrier(state, CARRIER_PORT, hold_ms=60000, media_port=16000)
+    try:
+        return carrier.start()
+    except RuntimeError as e:
+        raise CommandError(str(e)) from None
 
 
 def _stop(proc: subprocess.Popen | None, name: str) -> None:
@@ -178,6 +174,7 @@ def _demo(args) -> int:
         return server.returncode
     finally:
         _stop(server, "the server")
-        _stop(carrier, "the sipp carrier")
+        if carrier is not None:
+            carrier.stop()
         if not was_running:
             cluster.stop()

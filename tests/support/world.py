@@ -106,13 +106,20 @@ async def provision_manual_example(db, clock) -> None:
         "rating_list": [
             {"node": "node1", "access_code": "WEBCALLBACK", "tariff": "Callback"},
             {"node": "node1", "access_code": "CALLBACK_FAIL", "tariff": "Callback fail"}]})
+    # As the manual says: a postpaid customer with a credit limit owns the accounts; the
+    # internal account (credit, subordinate) spends from that limit.
     await accounts.create_customer({"name": "Callback retail", "currency": "USD",
-                                    "balance_control": "prepaid"})
+                                    "balance_control": "postpaid", "credit_limit": "1000"})
     await accounts.create_account({"id": "cb1818000001", "customer": "Callback retail",
                                    "product": "Callback Services", "opening_balance": "20",
                                    "password": DEMO_PASSWORD})
     await accounts.create_account({"id": "cb5511987654321", "customer": "Callback retail",
                                    "product": "Callback Services", "opening_balance": "5"})
+    await accounts.create_account({"id": "cb559912345678", "customer": "Callback retail",
+                                   "product": "Callback Services", "opening_balance": "10"})
+    await accounts.create_account({"id": "cb1818000002", "customer": "Callback retail",
+                                   "product": "Callback Services", "opening_balance": "10",
+                                   "password": "48151623"})
     await accounts.create_account({"id": "cb-internal", "customer": "Callback retail",
                                    "product": "Callback Services", "account_type": "credit",
                                    "balance_control": "subordinate", "internal": True,
@@ -122,10 +129,10 @@ async def provision_manual_example(db, clock) -> None:
 class World:
     """One in-process cbserver against a sipp carrier; see the module docstring."""
 
-    def __init__(self, tmp_path: Path, dsn: str, hold_ms: int = 4000):
+    def __init__(self, tmp_path: Path, dsn: str, hold_ms: int = 4000, digits: str = "18005550100"):
         self.tmp = tmp_path
         self.dsn = dsn
-        self.carrier = Carrier(tmp_path, free_udp_port(), hold_ms)
+        self.carrier = Carrier(tmp_path, free_udp_port(), hold_ms, digits)
         self.web_port = free_tcp_port()
         cfg_text = config_text(dsn, tmp_path / "state", free_udp_port(), self.carrier.port,
                                self.web_port, 30000 + (free_udp_port() % 300) * 100)
