@@ -1,0 +1,104 @@
+"""The JSON API and the no-script status page against the real callback service and sipp.
+
+Same world as the browser test (the whole service tree in this process, sipp as the trunk);
+the requests are real HTTP through ``treq``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor, task
+from twisted.web.server import Site
+
+from cbserver.web.callback_pages import build_callback_web
+from tests.support.world import DEMO_PASSWORD, World, ensure
+
+pytestmark = pytest.mark.integration
+
+EXTENDED = {"mode": "extended", "account": "cb1818000001", "password": DEMO_PASSWORD,
+            "phone": "+55 11 98765-4321", "destination": "18185550123"}
+
+
+@pytest.fixture
+def world(tmp_path, pg_dsn):
+    w = World(tmp_path, pg_dsn, hold_ms=3000, digits="18185550123")
+    pytest_twisted.blockon(ensure(w.start()))
+    web = build_callback_web(w.cfg, w.server.db, w.server.callbacks, reactor, w.server.metrics,
+                             fallback=w.server.web.resource(),
+                             accepting=lambda: w.server.callbacks.running)
+    port = reactor.listenTCP(0, Site(web.resource()), interface="127.0.0.1")
+    w.base = f"http://127.0.0.1:{port.getHost().port}"
+    yield w
+    pytest_twisted.blockon(port.stopListening())
+    pytest_twisted.blockon(ensure(w.stop()))
+
+
+async def post(w, body):
+    resp = await treq.post(w.base + "/api/v1/callbacks", json=body)
+    return resp.code, await resp.json(), resp
+
+
+async def get_json(w, path):
+    resp = await treq.get(w.base + path)
+    return resp.code, await resp.json()
+
+
+async def poll_until(w, cb_id, wanted, timeout=30.0):
+    deadline = reactor.seconds() + timeout
+    seen = []
+    while reactor.seconds() < deadline:
+        code, body = await get_json(w, f"/api/v1/callbacks/{cb_id}")
+        assert code == 200
+        if not seen or seen[-1] != body["status"]:
+            seen.append(body["status"])
+        if body["status"] == wanted:
+            return body, seen
+        await task.deferLater(reactor, 0.05, lambda: None)
+    raise AssertionError(f"never reached {wanted}: {seen}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_api_callback_goes_through_every_status_and_reports_charges(world):
+    code, body, resp = await post(world, EXTENDED)
+    assert code == 202 and body["status"] in ("calling_you", "answered")
+    cb_id = body["id"]
+    assert resp.headers.getRawHeaders("location") == [f"/api/v1/callbacks/{cb_id}"]
+    final, seen = await poll_until(world, cb_id, "ended")
+    assert "connected" in seen
+    assert seen.index("calling_you") < seen.index("connected") < seen.index("ended")
+    assert final["charges"]["currency"] == "USD" and final["cause"]["code"]
+    assert final["legs"]["A"]["sip_status"] == 200 and final["legs"]["B"]["sip_status"] == 200
+    x = world.xdrs(cb_id)
+    assert set(x) == {"A", "B"}
+    # The no-script status page shows the same end.
+    page = await (await treq.get(f"{world.base}/web-callback/status/{cb_id}")).text()
+    assert 'data-status="ended"' in page and "http-equiv" not in page
+    assert final["charges"]["total"] in page
+
+
+@pytest_twisted.ensureDeferred
+async def test_refusals_of_the_real_service_keep_their_codes(world):
+    code, body, _ = await post(world, {**EXTENDED, "password": "wrong"})
+    assert (code, body["error"]["code"]) == (401, "bad_credentials")
+    code, body, _ = await post(world, {**EXTENDED, "account": "cb0000000000"})
+    assert (code, body["error"]["code"]) == (401, "bad_credentials")
+    code, body, _ = await post(world, {**EXTENDED, "destination": "999123"})
+    assert code == 403 and body["error"]["code"] == "forbidden"
+    code, body, _ = await post(world, {**EXTENDED, "destination": "12ab"})
+    assert code == 400 and body["error"]["field"] == "destination"
+    code, body = await get_json(world, "/api/v1/callbacks/0123456789abcdef")
+    assert (code, body["error"]["code"]) == (404, "not_found")
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_and_metrics_are_served_beside_the_page(world):
+    code, body = await get_json(world, "/healthz")
+    assert code == 200 and body["status"] == "ok"
+    text = await (await treq.get(world.base + "/metrics")).text()
+    assert "cbserver_xdr_spool_depth" in text and "cbserver_active_callbacks" in text
+    page = await (await treq.get(world.base + "/web-callback")).text()
+    assert re.search(r"<title>[^<]*Web callback</title>", page)
