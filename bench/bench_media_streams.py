@@ -51,7 +51,7 @@ def sink(port_file: str, seconds: float) -> None:
     print(json.dumps({"received": count}), flush=True)
 
 
-def worker(streams: int, seconds: float, sink_port: int) -> None:
+def worker(streams: int, seconds: float, sink_port: int, phases: int) -> None:
     """Run ``streams`` players for ``seconds`` and print the figures as JSON."""
     pin(0)
     sys.path.insert(0, str(ROOT))
@@ -68,7 +68,7 @@ def worker(streams: int, seconds: float, sink_port: int) -> None:
 
     library = load_prompt_library("en")
     names = sorted(library.names())
-    media = MediaClock(reactor)
+    media = MediaClock(reactor, phases=phases)
     pool = PortPool(30000, 30000 + 2 * streams + 100)
     lateness: list[float] = []
     record = lateness.append
@@ -97,7 +97,12 @@ def worker(streams: int, seconds: float, sink_port: int) -> None:
 
     marks = {}
 
+    def runq():  # seconds spent runnable but waiting for a CPU (contention from others)
+        return sum(int((t / "schedstat").read_text().split()[1]) / 1e9
+                   for t in Path("/proc/self/task").iterdir())
+
     def measure_start():
+        marks["wait0"] = runq()
         marks["t0"], marks["cpu0"] = time.perf_counter(), time.process_time()
         marks["ticks0"], marks["skip0"] = media.ticks_run, media.ticks_skipped
         marks["sent0"] = sum(s.packets_sent for s in sessions)
@@ -105,6 +110,7 @@ def worker(streams: int, seconds: float, sink_port: int) -> None:
     def finish():
         t = time.perf_counter() - marks["t0"]
         cpu = time.process_time() - marks["cpu0"]
+        waited = runq() - marks["wait0"]
         sent = sum(s.packets_sent for s in sessions) - marks["sent0"]
         errors = sum(s.send_errors for s in sessions)
         media.stop()
@@ -119,7 +125,7 @@ def worker(streams: int, seconds: float, sink_port: int) -> None:
             "ticks": media.ticks_run - marks["ticks0"],
             "ticks_skipped": media.ticks_skipped - marks["skip0"],
             "p50_ms": round(q(0.50), 3), "p99_ms": round(q(0.99), 3), "max_ms": round(q(1.0), 3),
-            "cpu_pct": round(100 * cpu / t, 1),
+            "cpu_pct": round(100 * cpu / t, 1), "runq_wait_pct": round(100 * waited / t, 1),
         }), flush=True)
         for s in sessions:
             s.close()
@@ -129,7 +135,7 @@ def worker(streams: int, seconds: float, sink_port: int) -> None:
     reactor.run()
 
 
-def run_one(streams: int, seconds: float) -> dict:
+def run_one(streams: int, seconds: float, phases: int) -> dict:
     port_file = Path(f"/tmp/bench_media_sink_{os.getpid()}")
     port_file.unlink(missing_ok=True)
     sk = subprocess.Popen([PY, __file__, "--sink", str(port_file)], stdout=subprocess.PIPE)
@@ -138,7 +144,7 @@ def run_one(streams: int, seconds: float) -> dict:
     port = int(port_file.read_text())
     out = subprocess.run(
         [PY, __file__, "--worker", str(streams), "--seconds", str(seconds), "--sink-port",
-         str(port)], capture_output=True, text=True, check=True,
+         str(port), "--phases", str(phases)], capture_output=True, text=True, check=True,
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     received = json.loads(sk.communicate(timeout=60)[0].decode().strip().splitlines()[-1])
@@ -154,23 +160,27 @@ def main() -> None:
     ap.add_argument("--worker", type=int)
     ap.add_argument("--sink")
     ap.add_argument("--sink-port", type=int)
+    ap.add_argument("--phases", type=int, default=4, help="media clock slots per 20 ms")
     args = ap.parse_args()
     if args.sink:
         sink(args.sink, 3.0)
         return
     if args.worker:
-        worker(args.worker, args.seconds, args.sink_port)
+        worker(args.worker, args.seconds, args.sink_port, args.phases)
         return
     counts = args.streams or [250, 500, 1000, 1500, 2000]
-    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
+          f"media clock phases: {args.phases}")
     header = (f"{'streams':>8} {'frames':>9} {'expected':>9} {'p50 ms':>7} {'p99 ms':>7} "
-              f"{'max ms':>7} {'skipped':>7} {'cpu %':>6} {'sink rx':>9}")
+              f"{'max ms':>7} {'skipped':>7} {'cpu %':>6} {'runq %':>6} {'sink rx*':>9}")
     print(header)
     for n in counts:
-        r = run_one(n, args.seconds)
+        r = run_one(n, args.seconds, args.phases)
         print(f"{r['streams']:>8} {r['frames']:>9} {r['expected']:>9} {r['p50_ms']:>7} "
               f"{r['p99_ms']:>7} {r['max_ms']:>7} {r['ticks_skipped']:>7} {r['cpu_pct']:>6} "
+              f"{r['runq_wait_pct']:>6} "
               f"{r['sink_received_total']:>9}", flush=True)
+    print("* sink rx counts every packet the sink got, the warm-up second included")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,18 @@ class ReceiverStats:
 
     def update(self, seq: int, timestamp: int, arrival_units: int) -> bool:
         """Account for one packet; False if it is to be discarded as invalid (A.1)."""
+        if not self.probation and seq == (self.max_seq + 1) & 0xFFFF:
+            # The common case, in order: the A.1 branch below for udelta == 1, inlined.
+            if seq == 0:
+                self.cycles += _SEQ_MOD
+            self.max_seq = seq
+            self.received += 1
+            transit = arrival_units - timestamp
+            if self._transit is not None:
+                d = transit - self._transit
+                self.jitter += ((d if d >= 0 else -d) - self.jitter) / 16.0
+            self._transit = transit
+            return True
         udelta = (seq - self.max_seq) % _SEQ_MOD
         if self.probation:
             # A source is valid after MIN_SEQUENTIAL packets in sequence (A.1).

@@ -5,7 +5,7 @@ Also the sequence-number arithmetic every RTP receiver needs (RFC 3550 appendix 
 """
 
 import struct
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 RTP_VERSION = 2
 _HEADER = struct.Struct("!BBHII")
@@ -17,12 +17,12 @@ class RtpError(ValueError):
     """A datagram that is not a well-formed RTP packet."""
 
 
-@dataclass(frozen=True, slots=True)
-class RtpPacket:
+class RtpPacket(NamedTuple):
     """One RTP packet: the fixed header fields we use, CSRCs, and the payload.
 
     Header extensions (RFC 3550 5.3.1) are accepted on input and skipped; padding (the P bit)
-    is removed, so ``payload`` is the media only.
+    is removed, so ``payload`` is the media only. A tuple, because the relay makes one per
+    packet and tuples are the cheapest immutable records Python builds.
     """
 
     payload_type: int
@@ -31,7 +31,7 @@ class RtpPacket:
     ssrc: int
     payload: bytes
     marker: bool = False
-    csrcs: tuple[int, ...] = field(default=())
+    csrcs: tuple[int, ...] = ()
 
     def pack(self) -> bytes:
         """Serialise to wire format (no padding, no extension)."""
@@ -50,18 +50,8 @@ class RtpPacket:
         return head + self.payload
 
     def replace(self, **changes) -> "RtpPacket":
-        """A copy with some fields changed (the relay rewrites SSRC, sequence, timestamp)."""
-        values = {
-            "payload_type": self.payload_type,
-            "sequence": self.sequence,
-            "timestamp": self.timestamp,
-            "ssrc": self.ssrc,
-            "payload": self.payload,
-            "marker": self.marker,
-            "csrcs": self.csrcs,
-        }
-        values.update(changes)
-        return RtpPacket(**values)
+        """A copy with some fields changed (the relay transcodes the payload)."""
+        return self._replace(**changes)
 
 
 def pack(
@@ -85,6 +75,8 @@ def unpack(data: bytes) -> RtpPacket:
     if len(data) < _HEADER.size:
         raise RtpError("shorter than the 12-byte RTP header")
     first, second, seq, ts, ssrc = _HEADER.unpack_from(data)
+    if first == 0x80:  # the common case: V=2, no padding, no extension, no CSRC
+        return RtpPacket(second & 0x7F, seq, ts, ssrc, data[12:], second > 0x7F)
     if first >> 6 != RTP_VERSION:
         raise RtpError(f"RTP version {first >> 6}, expected 2")
     cc = first & 0x0F

@@ -11,10 +11,12 @@ NAT. Packets from any other source are dropped afterwards (no re-latching to str
 """
 
 import random
+import struct
 
-from twisted.internet import defer
+from twisted.internet import defer, udp
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime, IReactorUDP
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
@@ -22,8 +24,31 @@ from cbserver.media import rtcp, rtp
 from cbserver.media.ports import PortPool
 from cbserver.media.rewrite import StreamRewriter
 
+_FAST_HEADER = struct.Struct("!BHII")  # octets 1-11 of a plain RTP header (RFC 3550 5.1)
 SAMPLE_RATE = 8000  # G.711 and telephone-event clock rate (RFC 3551 4.5.14, RFC 4733 2.1)
 _BIND_ATTEMPTS = 10
+
+
+class _RtpPort(udp.Port):
+    """A UDP port that reads one datagram per readiness event.
+
+    Twisted's ``Port.doRead`` loops until the socket would block, so every packet costs a
+    second ``recvfrom`` that raises EAGAIN. An RTP socket gets one packet per 20 ms, and epoll
+    is level-triggered, so reading exactly one datagram per event does the same work for less.
+    """
+
+    log = Logger()
+
+    def doRead(self):
+        """Read one datagram and hand it to the protocol."""
+        try:
+            data, addr = self.socket.recvfrom(2048)
+        except (BlockingIOError, InterruptedError, ConnectionRefusedError):
+            return
+        try:
+            self.protocol.datagramReceived(data, addr)
+        except Exception:  # a bad packet must not close the port (the reactor would)
+            self.log.failure("rtp packet handling failed")
 
 
 class _RtcpProtocol(DatagramProtocol):
@@ -94,7 +119,7 @@ class RtpSession(DatagramProtocol):
         for _ in range(_BIND_ATTEMPTS):
             port = self._pool.allocate()
             try:
-                rtp_port = self._reactor.listenUDP(port, self, interface=self.host)
+                rtp_port = self._listen(port)
             except CannotListenError:
                 self._pool.release(port)
                 continue
@@ -112,6 +137,14 @@ class RtpSession(DatagramProtocol):
             self._schedule_rtcp()
             return port
         raise CannotListenError(self.host, 0, f"no bindable RTP pair after {_BIND_ATTEMPTS} tries")
+
+    def _listen(self, port: int):
+        """Bind the RTP port; on a real posix reactor with the one-read-per-event port."""
+        if isinstance(self._reactor, PosixReactorBase):
+            p = _RtpPort(port, self, interface=self.host, maxPacketSize=2048, reactor=self._reactor)
+            p.startListening()
+            return p
+        return self._reactor.listenUDP(port, self, interface=self.host)
 
     def configure(
         self, remote: tuple[str, int] | None, payload_type: int, codec: str,
@@ -184,16 +217,19 @@ class RtpSession(DatagramProtocol):
 
     def forward(self, packet: rtp.RtpPacket, payload_type: int, samples: int) -> None:
         """Send a relayed packet, rewritten into this stream's SSRC/sequence/timestamp space."""
-        if self._rewriter.needs_anchor(packet.ssrc):
+        rewriter = self._rewriter
+        if rewriter.needs_anchor(packet.ssrc):
             wall = self._wall_ts()
             start_ts = wall if rtp.ts_delta(wall, self._next_ts) > 0 else self._next_ts
-            self._rewriter.anchor(packet, self._seq, start_ts)
-        seq, ts, marker = self._rewriter.map(packet)
+            rewriter.anchor(packet, self._seq, start_ts)
+        seq, ts, marker = rewriter.map(packet)
         self._write(rtp.pack(payload_type, seq, ts, self.ssrc, packet.payload, marker))
-        if rtp.seq_delta(seq, self._seq) >= 0:
+        # Keep "next" at the newest position sent (modular compare, RFC 3550 A.1 style), so a
+        # prompt after the relay carries on from there.
+        if (seq - self._seq) & 0xFFFF < 0x8000:
             self._seq = (seq + 1) & 0xFFFF
-        end = rtp.ts_add(ts, samples)
-        if rtp.ts_delta(end, self._next_ts) > 0:
+        end = (ts + samples) & 0xFFFFFFFF
+        if 0 < (end - self._next_ts) & 0xFFFFFFFF < 0x80000000:
             self._next_ts = end
         self._marker = False
 
@@ -217,17 +253,16 @@ class RtpSession(DatagramProtocol):
 
     def datagramReceived(self, data, addr):
         """Validate, latch, account and dispatch one inbound RTP datagram."""
-        if rtp.looks_like_rtcp(data):  # RFC 5761 4: RTCP multiplexed on the RTP port
-            self.rtcp_received(data, addr)
-            return
-        try:
-            packet = rtp.unpack(data)
-        except rtp.RtpError:
-            self.packets_dropped += 1
-            return
-        if not self._accept(packet, addr):
-            self.packets_dropped += 1
-            return
+        # Fast path (every packet of an established call): latched source, plain header.
+        # RFC 5761 4: a second octet of 192-223 is RTCP multiplexed on the RTP port.
+        if self.latched and addr == self.remote and len(data) >= 12 and data[0] == 0x80 \
+                and not 192 <= data[1] <= 223:
+            second, seq, ts, ssrc = _FAST_HEADER.unpack_from(data, 1)
+            packet = rtp.RtpPacket(second & 0x7F, seq, ts, ssrc, data[12:], second > 0x7F)
+        else:
+            packet = self._slow_receive(data, addr)
+            if packet is None:
+                return
         self.packets_received += 1
         self.last_received = now = self._clock.seconds()
         stats = self._stats
@@ -238,6 +273,21 @@ class RtpSession(DatagramProtocol):
             self.event_sink(packet)
         if self.packet_sink is not None:
             self.packet_sink(packet)
+
+    def _slow_receive(self, data, addr) -> rtp.RtpPacket | None:
+        """Full validation: RTCP on the RTP port, unusual headers, latching."""
+        if rtp.looks_like_rtcp(data):
+            self.rtcp_received(data, addr)
+            return None
+        try:
+            packet = rtp.unpack(data)
+        except rtp.RtpError:
+            self.packets_dropped += 1
+            return None
+        if not self._accept(packet, addr):
+            self.packets_dropped += 1
+            return None
+        return packet
 
     def _accept(self, packet: rtp.RtpPacket, addr) -> bool:
         """Symmetric RTP: latch to the first source sending a negotiated payload type."""
