@@ -10,6 +10,7 @@ from SDP; then we latch to the packet's source address and send there, which get
 NAT. Packets from any other source are dropped afterwards (no re-latching to strangers).
 """
 
+import ipaddress
 import random
 import struct
 
@@ -27,6 +28,14 @@ from cbserver.media.rewrite import StreamRewriter
 _FAST_HEADER = struct.Struct("!BHII")  # octets 1-11 of a plain RTP header (RFC 3550 5.1)
 SAMPLE_RATE = 8000  # G.711 and telephone-event clock rate (RFC 3551 4.5.14, RFC 4733 2.1)
 _BIND_ATTEMPTS = 10
+
+
+def _sendable(host: str) -> bool:
+    """True for an IP literal we can send to (not a name, not the unspecified address)."""
+    try:
+        return not ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 class _RtpPort(udp.Port):
@@ -154,6 +163,12 @@ class RtpSession(DatagramProtocol):
         self.payload_type = payload_type
         self.codec = codec.upper()
         self.telephone_event_pt = telephone_event_pt
+        if remote is not None and not _sendable(remote[0]):
+            # A host name would need a blocking DNS lookup on every send, and 0.0.0.0 means
+            # "hold" (RFC 3264 8.4): send nothing until the peer's packets show us where.
+            self.log.warn("rtp remote {remote} not usable call_id={call_id}; waiting to latch",
+                          remote=remote, call_id=self.call_id)
+            remote = None
         if not self.latched:
             self.remote = remote
             if remote is not None:

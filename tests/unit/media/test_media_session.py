@@ -156,3 +156,16 @@ def test_forwarded_packets_are_rewritten_into_the_session_stream():
     assert rtp.ts_delta(pkts[1].timestamp, pkts[0].timestamp) == 160
     assert rtp.ts_delta(pkts[3].timestamp, pkts[1].timestamp) == 320
     s.close()
+
+
+def test_host_names_and_hold_address_are_not_sent_to_until_latched():
+    reactor, pool, s = make()
+    s.open()
+    for remote in (("media.example.com", 4000), ("0.0.0.0", 4000)):
+        s.configure(remote, 0, "PCMU")
+        s.send_audio(b"\xff" * 160)
+        assert reactor.ports[20000].sent == [] and s.remote is None
+    s.datagramReceived(rtp.pack(0, 1, 0, 9, b"\xff" * 160), NAT_PEER)
+    s.send_audio(b"\xff" * 160)
+    assert reactor.ports[20000].sent[-1][1] == NAT_PEER
+    s.close()
