@@ -16,7 +16,6 @@ import hmac
 import json
 import secrets
 from decimal import Decimal
-from urllib.parse import unquote
 
 from klein import Klein
 from twisted.internet import defer
@@ -81,8 +80,7 @@ def api(status: int = 200, body: bool = False):
                 try:
                     self.authorize(request)
                     args = [self._body(request)] if body else []
-                    kwargs2 = {k: unquote(v) for k, v in kwargs.items()}
-                    result = await fn(self, request, *args, **kwargs2)
+                    result = await fn(self, request, *args, **kwargs)
                     return _send(request, status, result)
                 except (Unauthorized, ValidationError, NotFound, ConflictError, DatabaseUnavailable) as e:
                     return _error_response(request, e)
@@ -154,19 +152,19 @@ class AdminApp:
         """Add a destination to the register."""
         return await self.catalog.create_destination(data)
 
-    @app.route("/v1/destinations/<path:prefix>", methods=["GET"])
+    @app.route("/v1/destinations/<prefix>", methods=["GET"])
     @api()
     async def get_destination(self, request, prefix):
         """One destination."""
         return await self.catalog.get_destination(prefix)
 
-    @app.route("/v1/destinations/<path:prefix>", methods=["PATCH"])
+    @app.route("/v1/destinations/<prefix>", methods=["PATCH"])
     @api(body=True)
     async def update_destination(self, request, data, prefix):
         """Change a destination's country or description."""
         return await self.catalog.update_destination(prefix, data)
 
-    @app.route("/v1/destinations/<path:prefix>", methods=["DELETE"])
+    @app.route("/v1/destinations/<prefix>", methods=["DELETE"])
     @api(204)
     async def delete_destination(self, request, prefix):
         """Delete a destination no rate uses."""

@@ -178,7 +178,8 @@ def status_page(app_cfg, base: str, status: dict, api_url: str, refresh: int = 2
     head = ""
     if status["status"] not in FINAL_STATUSES:
         head = f'<noscript><meta http-equiv="refresh" content="{int(refresh)}"></noscript>'
-    return layout(app_cfg, base, "Callback status", status_panel(base, status, api_url), head)
+    content = "<h1>Callback status</h1>" + status_panel(base, status, api_url)
+    return layout(app_cfg, base, "Callback status", content, head)
 
 
 def message_page(app_cfg, base: str, title: str, message: str) -> bytes:

@@ -151,6 +151,12 @@
         var summary = byId("summary");
         summary.hidden = true;
         form.hidden = true;
+        var tabs = document.querySelector(".tabs");
+        var token = document.querySelector(".token");
+        var h1 = document.querySelector("main h1");
+        if (tabs) { tabs.hidden = true; }
+        if (token) { token.hidden = true; }
+        if (h1) { h1.textContent = "Callback status"; }
         if (window.history && window.history.pushState) {
           window.history.pushState(null, "", res.body.status_url);
           // Back to the form URL: load it afresh (a new CSRF token, an empty form).

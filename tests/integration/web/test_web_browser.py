@@ -88,6 +88,8 @@ def test_each_mode_reaches_connected_live_without_reloading(server, chrome, mode
     assert "/cb/status/" in chrome.url  # the address points at the status page for a reload
     assert chrome.text("#status-text") == "Connected: you are talking."
     assert chrome.find("form.callback").get_attribute("hidden") is not None
+    assert chrome.find(".tabs").get_attribute("hidden") is not None
+    assert chrome.text("main h1") == "Callback status"
     chrome.wait_for(lambda: status_of(chrome) == "ended", what="ended")
     assert "0.12 USD" in chrome.text("#o-cost")
     assert chrome.js("return window.__noReload;") == "still here"
