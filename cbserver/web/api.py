@@ -45,6 +45,8 @@ _NUMBER_JUNK = re.compile(r"[\s\-.()/]")
 _NUMBER = re.compile(r"\+?[0-9]{3,20}")
 _ACCOUNT = re.compile(r"[A-Za-z0-9_.@+\-]{1,64}")
 _CALLBACK_ID = re.compile(r"[A-Za-z0-9_.\-]{1,80}")
+DATABASE_ERRORS = (DatabaseUnavailable, psycopg2.OperationalError, psycopg2.InterfaceError)
+NOT_READY = "The service is not ready; please try again in a moment."
 
 
 class InvalidInput(CallbackRefused):
@@ -133,7 +135,9 @@ def error_response(failure_or_exc) -> tuple[int, dict, dict[bytes, bytes]]:
             headers[b"retry-after"] = str(exc.retry_after).encode("ascii")
         elif exc.code == "rate_limited":  # the service's own cap: no window to tell
             headers[b"retry-after"] = b"30"
-    elif isinstance(exc, (DatabaseUnavailable, psycopg2.OperationalError, psycopg2.InterfaceError)):
+        elif exc.code == "not_ready":
+            headers[b"retry-after"] = b"5"
+    elif isinstance(exc, DATABASE_ERRORS):
         status, code, field = 503, "not_ready", None
         message = "The service is not ready; please try again shortly."
         headers[b"retry-after"] = b"5"
@@ -172,25 +176,29 @@ class CallbackGateway:
     def start(self, app_cfg, mode: str, fields: dict, client: str, token: str | None,
                hosted_ok: bool):
         """Check and start one callback; fire with its id or fail with ``CallbackRefused``."""
+        slot = None
         try:
-            if mode == "hosted" and not hosted_ok:
-                raise CallbackRefused("hosted_not_allowed",
-                                      "Hosted callback is not available from your address.", "mode")
-            req = validate(app_cfg, mode, fields, client, token)
-            if not self.ready():
-                raise CallbackRefused("not_ready", "The service is not ready; please try again "
-                                                   "in a moment.")
-            yield self.limiter.check(req)
-            slot = (yield self.gauge.acquire(req.account)) if req.account else None
             try:
+                if mode == "hosted" and not hosted_ok:
+                    raise CallbackRefused("hosted_not_allowed",
+                                          "Hosted callback is not available from your address.",
+                                          "mode")
+                req = validate(app_cfg, mode, fields, client, token)
+                if not self.ready():
+                    raise CallbackRefused("not_ready", NOT_READY)
+                yield self.limiter.check(req)
+                slot = (yield self.gauge.acquire(req.account)) if req.account else None
                 cb_id = yield self.service.request_callback(req)
-            except BaseException:
-                if slot is not None:
-                    self.gauge.cancel(slot).addErrback(
-                        lambda f: self.log.failure("could not free a callback slot", failure=f))
-                raise
-        except CallbackRefused as e:
-            self.refused(app_cfg, mode, client, e)
+            except DATABASE_ERRORS as e:
+                self.log.warn("database unavailable while starting a callback: {err}",
+                              err=str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+                raise CallbackRefused("not_ready", NOT_READY) from None
+        except BaseException as e:
+            if slot is not None:
+                self.gauge.cancel(slot).addErrback(
+                    lambda f: self.log.failure("could not free a callback slot", failure=f))
+            if isinstance(e, CallbackRefused):
+                self.refused(app_cfg, mode, client, e)
             raise
         if slot is not None:
             try:
@@ -217,8 +225,7 @@ class CallbackGateway:
         if not valid_callback_id(cb_id):
             return defer.fail(CallbackRefused("not_found", "No callback has this id."))
         if not self.ready():
-            return defer.fail(CallbackRefused("not_ready", "The service is not ready; please "
-                                                           "try again in a moment."))
+            return defer.fail(CallbackRefused("not_ready", NOT_READY))
 
         def found(status):
             if status is None or (app_cfg is not None and status.get("application") != app_cfg.name):

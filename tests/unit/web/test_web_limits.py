@@ -170,3 +170,21 @@ def test_concurrency_cap_through_the_api_is_429_concurrent_until_the_callback_en
     h.clock.pump([1] * 7)  # the first callback ends
     assert h.post_json("/api/v1/callbacks", body).code == 202
     h.finish()
+
+
+def test_database_lost_during_the_checks_is_503_counted_and_frees_the_slot():
+    from twisted.internet import defer
+
+    from cbserver.db.pool import DatabaseUnavailable
+
+    h = Harness()
+    h.service.request_callback = lambda req: defer.fail(DatabaseUnavailable("server closed the connection"))
+    r = h.post_json("/api/v1/callbacks", {"mode": "simple", "account": "cb1001", "phone": "15550100"})
+    assert r.code == 503 and r.json()["error"]["code"] == "not_ready"
+    assert r.header("retry-after") == "5"
+    assert h.metrics.refusals.labels(mode="simple", code="not_ready")._value.get() == 1
+    assert h.store.slots == {}
+    h.store.count_hits = lambda keys, start: defer.fail(DatabaseUnavailable("down"))
+    r = h.post_json("/api/v1/callbacks", {"mode": "hosted", "phone": "15550100"})
+    assert r.code == 503 and h.metrics.refusals.labels(mode="hosted", code="not_ready")._value.get() == 1
+    h.finish()
