@@ -41,11 +41,12 @@ def sink(port_file: str, seconds: float) -> None:
     Path(port_file).write_text(str(s.getsockname()[1]))
     buf = bytearray(2048)
     count = 0
-    s.settimeout(seconds)
+    s.settimeout(300)  # the worker may take a while to bind thousands of ports
     try:
         while True:
             s.recv_into(buf)
             count += 1
+            s.settimeout(seconds)
     except TimeoutError:
         pass
     print(json.dumps({"received": count}), flush=True)
