@@ -260,7 +260,7 @@ def generate(sock, legs, seconds: float, target_pid: int, subticks: int = 4) -> 
                 break
             select.select([sock], [], [], wait)
             drain()
-    t1, cpu1 = clock(), cpu_seconds(target_pid)
+    t1, cpu1, received1 = clock(), cpu_seconds(target_pid), received
     gen_cpu = time.process_time() - gen_cpu0
     waited = runq_wait(target_pid) - wait0
     sent_window = sent - sent0
@@ -281,8 +281,8 @@ def generate(sock, legs, seconds: float, target_pid: int, subticks: int = 4) -> 
         "lat_p50_ms": round(q(0.5), 3), "lat_p99_ms": round(q(0.99), 3),
         "target_cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
         # CPU per packet actually relayed (in the window), in microseconds
-        "cpu_us_per_pkt": round(1e6 * (cpu1 - cpu0) / max(1, received - received0), 2),
-        "received_in_window": received - received0,
+        "cpu_us_per_pkt": round(1e6 * (cpu1 - cpu0) / max(1, received1 - received0), 2),
+        "received_in_window": received1 - received0,
         "generator_cpu_pct": round(100 * gen_cpu / (t1 - t0), 1),
         "target_runq_wait_pct": round(100 * waited / (t1 - t0), 1),
     }
