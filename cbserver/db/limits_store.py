@@ -1,8 +1,9 @@
 """The SQL of abuse protection: rate-limit counters and per-account callback slots.
 
-Counters are fixed windows kept in ``rate_limit_counters``; one statement increments every
-counter a request touches and returns the new counts (``INSERT ... ON CONFLICT DO UPDATE ...
-RETURNING``), so several nodes on one database count together. Callbacks being started or in
+Counters are kept per window in ``rate_limit_counters``; one statement increments every
+counter a request touches and returns the new counts with the previous window's beside them
+(``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``), so several nodes on one database count
+together and the limiter can weigh the two windows into a sliding one. Callbacks being started or in
 progress are rows of ``callback_slots``; a slot is taken under a transaction-scoped advisory
 lock on the account, so two nodes cannot both take the last free slot. A slot bound to a
 callback stays live only while that callback's row in ``callback_sessions`` is not final and
@@ -17,11 +18,17 @@ from zope.interface import Interface, implementer
 # Namespace of the advisory locks taken on accounts (the first int4 of the two-key form).
 _SLOT_LOCK_NS = 20
 
-COUNT_HITS = (
-    "INSERT INTO rate_limit_counters (kind, key, window_start, hits) "
-    "SELECT k, v, %s, 1 FROM unnest(%s::text[], %s::text[]) AS u(k, v) "
-    "ON CONFLICT (kind, key, window_start) DO UPDATE SET hits = rate_limit_counters.hits + 1 "
-    "RETURNING kind, hits")
+# One statement: count the hit in the current window, read the previous window beside it.
+COUNT_HITS = """
+WITH hit AS (
+    INSERT INTO rate_limit_counters (kind, key, window_start, hits)
+    SELECT k, v, %(start)s, 1 FROM unnest(%(kinds)s::text[], %(keys)s::text[]) AS u(k, v)
+    ON CONFLICT (kind, key, window_start) DO UPDATE SET hits = rate_limit_counters.hits + 1
+    RETURNING kind, key, hits)
+SELECT hit.kind, hit.hits, coalesce(p.hits, 0)
+  FROM hit LEFT JOIN rate_limit_counters p
+    ON p.kind = hit.kind AND p.key = hit.key AND p.window_start = %(previous)s
+"""
 PRUNE_COUNTERS = "DELETE FROM rate_limit_counters WHERE window_start < %s"
 LOCK_ACCOUNT = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
 # A slot is live while its request is being started (unbound, taken recently) or while the
@@ -41,12 +48,16 @@ RELEASE_SLOT = "DELETE FROM callback_slots WHERE slot_id = %s"
 RELEASE_CALLBACK = "DELETE FROM callback_slots WHERE callback_id = %s RETURNING account_id"
 PRUNE_SLOTS = "DELETE FROM callback_slots WHERE taken_at < %s"
 
-def count_hits(db, keys: list[tuple[str, str]], window_start: int) -> defer.Deferred:
-    """Add one hit to each ``(kind, key)`` counter of the window; fire with ``{kind: hits}``."""
-    kinds = [k for k, _ in keys]
-    values = [v for _, v in keys]
-    d = db.runQuery(COUNT_HITS, (window_start, kinds, values))
-    d.addCallback(lambda rows: {kind: int(hits) for kind, hits in rows})
+def count_hits(db, keys: list[tuple[str, str]], window_start: int,
+               previous_start: int) -> defer.Deferred:
+    """Add one hit to each ``(kind, key)`` counter of the window.
+
+    Fires with ``{kind: (hits in this window, hits in the previous window)}``.
+    """
+    params = {"start": window_start, "previous": previous_start,
+              "kinds": [k for k, _ in keys], "keys": [v for _, v in keys]}
+    d = db.runQuery(COUNT_HITS, params)
+    d.addCallback(lambda rows: {kind: (int(hits), int(prev)) for kind, hits, prev in rows})
     return d
 
 
@@ -110,8 +121,11 @@ def prune_slots(db, before: int) -> defer.Deferred:
 class ILimitStore(Interface):
     """Shared counters and slots for abuse protection (PostgreSQL, or a fake in tests)."""
 
-    def count_hits(keys, window_start):
-        """Add one hit to each ``(kind, key)`` counter; a Deferred ``{kind: hits}``."""
+    def count_hits(keys, window_start, previous_start):
+        """Add one hit to each ``(kind, key)`` counter of the window.
+
+        A Deferred ``{kind: (hits now, hits in the window that started at previous_start)}``.
+        """
 
     def prune_counters(before):
         """Forget windows that started before ``before``."""
@@ -145,9 +159,9 @@ class PostgresLimitStore:
     def __init__(self, db):
         self.db = db
 
-    def count_hits(self, keys, window_start):
+    def count_hits(self, keys, window_start, previous_start):
         """See ``ILimitStore``."""
-        return count_hits(self.db, keys, window_start)
+        return count_hits(self.db, keys, window_start, previous_start)
 
     def prune_counters(self, before):
         """See ``ILimitStore``."""

@@ -4,8 +4,10 @@
   in one of the instance's ``hosted_allowed_clients`` networks, or it presented one of the
   instance's ``token:<secret>`` entries (compared in constant time, never logged).
 * ``RateLimiter`` counts requests per client address, per called-back number and per account
-  in fixed windows of ``[limits] window`` seconds, in the shared ``ILimitStore`` (PostgreSQL),
-  so every node sees the same counts. A request over any limit fails with ``RateLimited``.
+  over a sliding window of ``[limits] window`` seconds (estimated from two fixed windows, so
+  no burst at a window boundary doubles a limit), in the shared ``ILimitStore``
+  (PostgreSQL), so every node sees the same counts. A request over any limit fails with
+  ``RateLimited``.
 * ``ConcurrencyGauge`` caps the callbacks in progress per account: the web layer takes a slot
   (atomically, across nodes) before starting a callback and binds it to the callback's id; a
   bound slot counts while the callback is in progress (``callback_sessions``), so nobody has to
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import math
 import uuid
 
 from twisted.internet import defer
@@ -107,9 +110,33 @@ class IConcurrencyGauge(Interface):
         """A Deferred count of the account's callbacks in progress."""
 
 
+def sliding_count(hits: int, previous: int, elapsed: float, window: float) -> float:
+    """Requests in the last ``window`` seconds, estimated from two fixed windows.
+
+    The previous window's count is weighted by the part of it still inside the sliding
+    window; ``elapsed`` is the time since the current window started.
+    """
+    return previous * max(0.0, 1.0 - elapsed / window) + hits
+
+
+def retry_after(hits: int, previous: int, cap: int, elapsed: float, window: float) -> int:
+    """Whole seconds until one more request would be within ``cap`` (at least 1)."""
+    if hits + 1 <= cap and previous > 0:
+        # Later in this window, when enough of the previous one has slid out.
+        due = window * (1.0 - (cap - hits - 1) / previous)
+    else:
+        # In the next window, whose "previous" is this one.
+        due = window + window * max(0.0, 1.0 - (cap - 1) / hits) if hits else window
+    return max(1, math.ceil(due - elapsed))
+
+
 @implementer(IRateLimiter)
 class RateLimiter:
-    """Fixed-window counters per client address, called-back number and account."""
+    """Sliding-window limits per client address, called-back number and account.
+
+    Every request that reaches the limiter counts, refused or not, so a client that keeps
+    hammering stays refused; ``RateLimited.retry_after`` says when the next one would pass.
+    """
 
     log = Logger()
     prune_every = 256
@@ -120,32 +147,30 @@ class RateLimiter:
         self.clock = clock
         self._checks = 0
 
-    def _window(self) -> tuple[int, int]:
-        """(now, start of the current window), whole seconds."""
-        now = int(self.clock.seconds())
-        size = max(1, int(self.limits.window))
-        return now, now - now % size
-
     @defer.inlineCallbacks
     def check(self, request):
         """Count the request against its three limits; fail with ``RateLimited`` if over one."""
-        now, start = self._window()
+        now = self.clock.seconds()
+        size = max(1, int(self.limits.window))
+        start = int(now) - int(now) % size
         keys = [("client", request.client_address or "unknown"), ("phone", request.phone)]
         if request.account:
             keys.append(("account", request.account))
         self._checks += 1
         if self._checks % self.prune_every == 1:
-            self._prune(start)
-        hits = yield self.store.count_hits(keys, start)
+            self._prune(start - size)
+        counts = yield self.store.count_hits(keys, start, start - size)
         caps = {"client": self.limits.per_client, "phone": self.limits.per_phone,
                 "account": self.limits.per_account}
+        elapsed = now - start
         for kind, _key in keys:
-            if hits.get(kind, 0) > caps[kind]:
-                raise RateLimited(kind, start + int(self.limits.window) - now)
+            hits, previous = counts.get(kind, (0, 0))
+            if sliding_count(hits, previous, elapsed, size) > caps[kind]:
+                raise RateLimited(kind, retry_after(hits, previous, caps[kind], elapsed, size))
 
-    def _prune(self, start: int) -> None:
+    def _prune(self, before: int) -> None:
         """Forget windows before the previous one, in the background (errors logged)."""
-        d = self.store.prune_counters(start - int(self.limits.window))
+        d = self.store.prune_counters(before)
         d.addErrback(lambda f: self.log.failure("pruning rate-limit counters failed", failure=f))
 
 

@@ -61,6 +61,7 @@
     function tick() {
       fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" })
         .then(function (r) {
+          if (r.status === 404) { return { status: "refused", cause: { reason: "This callback is no longer known." } }; }
           if (!r.ok) { throw new Error("HTTP " + r.status); }
           return r.json();
         })

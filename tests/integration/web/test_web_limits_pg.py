@@ -61,9 +61,10 @@ async def test_two_nodes_share_the_per_client_counter(pools):
                             client_address="198.51.100.7") for i in range(12)]
     got = await outcomes([(la if i % 2 else lb).check(r) for i, r in enumerate(reqs)])
     assert got.count("ok") == 5 and got.count("client") == 7
-    # another window starts from zero, on either node
-    clock.advance(3600)
-    assert await outcomes([la.check(reqs[0]), lb.check(reqs[1])]) == ["ok", "ok"]
+    # 12 hits slide out of the window: one more fits once 12 * (1 - f) + 1 <= 5
+    clock.advance(3600 + 2400)
+    assert await outcomes([la.check(reqs[0])]) == ["ok"]
+    assert await outcomes([lb.check(reqs[1])]) == ["client"]
 
 
 @pytest_twisted.ensureDeferred
@@ -71,16 +72,20 @@ async def test_counts_per_kind_are_returned_atomically(pools, pg_dsn):
     a, b = pools
     sa, sb = PostgresLimitStore(a), PostgresLimitStore(b)
     keys = [("client", "192.0.2.1"), ("phone", "15550100"), ("account", "cb1001")]
-    got = await defer.gatherResults([(sa if i % 2 else sb).count_hits(keys, 600) for i in range(20)])
-    assert sorted(g["client"] for g in got) == list(range(1, 21))
+    got = await defer.gatherResults([(sa if i % 2 else sb).count_hits(keys, 600, 0)
+                                     for i in range(20)])
+    assert sorted(g["client"][0] for g in got) == list(range(1, 21))
     assert all(g["client"] == g["phone"] == g["account"] for g in got)
-    await sa.count_hits([("phone", "15550100")], 1200)
+    assert all(g["client"][1] == 0 for g in got)  # nothing in the window before
+    nxt = await sa.count_hits([("phone", "15550100"), ("client", "192.0.2.9")], 1200, 600)
+    assert nxt == {"phone": (1, 20), "client": (1, 0)}
     await sb.prune_counters(1200)
     conn = psycopg2.connect(pg_dsn)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT kind, key, window_start, hits FROM rate_limit_counters")
-            assert cur.fetchall() == [("phone", "15550100", 1200, 1)]
+            assert sorted(cur.fetchall()) == [("client", "192.0.2.9", 1200, 1),
+                                              ("phone", "15550100", 1200, 1)]
     finally:
         conn.close()
 

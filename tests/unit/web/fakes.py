@@ -17,12 +17,12 @@ class MemoryLimitStore:
         self.counters: dict[tuple[str, str, int], int] = {}
         self.slots: dict[str, dict] = {}
 
-    def count_hits(self, keys, window_start):
+    def count_hits(self, keys, window_start, previous_start):
         out = {}
         for kind, key in keys:
             k = (kind, key, window_start)
             self.counters[k] = self.counters.get(k, 0) + 1
-            out[kind] = self.counters[k]
+            out[kind] = (self.counters[k], self.counters.get((kind, key, previous_start), 0))
         return defer.succeed(out)
 
     def prune_counters(self, before):

@@ -10,7 +10,15 @@ from zope.interface.verify import verifyObject
 from cbserver.callback.api import CallbackRequest, ICallbackService
 from cbserver.config import LimitsConfig
 from cbserver.db.limits_store import ILimitStore, PostgresLimitStore
-from cbserver.web.limits import ConcurrencyGauge, IConcurrencyGauge, IRateLimiter, RateLimited, RateLimiter
+from cbserver.web.limits import (
+    ConcurrencyGauge,
+    IConcurrencyGauge,
+    IRateLimiter,
+    RateLimited,
+    RateLimiter,
+    retry_after,
+    sliding_count,
+)
 from tests.support.fake_callbacks import ScriptedCallbackService
 from tests.unit.web.fakes import MemoryLimitStore
 from tests.unit.web.harness import Harness
@@ -47,17 +55,39 @@ def test_fakes_and_real_classes_provide_their_interfaces():
     assert verifyObject(ICallbackService, ScriptedCallbackService(clock))
 
 
-def test_per_client_limit_refuses_the_next_request_until_the_window_ends():
+def test_per_client_limit_refuses_until_the_earlier_requests_slide_out():
     rl, clock, _ = limiter(per_client=3, per_phone=100, window=100)
     for i in range(3):
         result(rl.check(req(phone=f"1555010{i}")))
     clock.advance(30)
     with pytest.raises(RateLimited) as e:
         result(rl.check(req(phone="15550199")))
-    assert e.value.kind == "client" and e.value.retry_after == 70 and e.value.code == "rate_limited"
+    # 4 hits in this window: in the next one they weigh 4 * (1 - f); one more fits at f = 0.5
+    assert e.value.kind == "client" and e.value.retry_after == 120 and e.value.code == "rate_limited"
     result(rl.check(req(client="192.0.2.2", phone="15550198")))  # another client is fine
-    clock.advance(70)  # next window
+    clock.advance(120)
     result(rl.check(req(phone="15550197")))
+
+
+def test_no_burst_at_a_window_boundary():
+    rl, clock, _ = limiter(per_client=3, per_phone=100, window=100)
+    clock.advance(99)
+    for i in range(3):
+        result(rl.check(req(phone=f"1555010{i}")))
+    clock.advance(2)  # a new fixed window, but the last three requests are 3 s old
+    with pytest.raises(RateLimited):
+        result(rl.check(req(phone="15550103")))
+
+
+def test_sliding_count_and_retry_after_arithmetic():
+    assert sliding_count(2, 4, 25, 100) == 5.0
+    assert sliding_count(2, 4, 100, 100) == 2.0
+    # room in this window once enough of the previous one slid out: 4*(1-f) + 2 + 1 <= 4
+    assert retry_after(2, 4, 4, 10, 100) == 65
+    # this window full: next window, 5*(1-f) + 1 <= 4 -> f >= 0.4
+    assert retry_after(5, 0, 4, 10, 100) == 130
+    assert retry_after(2, 0, 1, 99.5, 100) == 101
+    assert retry_after(1, 0, 5, 100, 100) >= 1
 
 
 def test_per_phone_limit_protects_a_number_from_many_clients():
@@ -184,7 +214,7 @@ def test_database_lost_during_the_checks_is_503_counted_and_frees_the_slot():
     assert r.header("retry-after") == "5"
     assert h.metrics.refusals.labels(mode="simple", code="not_ready")._value.get() == 1
     assert h.store.slots == {}
-    h.store.count_hits = lambda keys, start: defer.fail(DatabaseUnavailable("down"))
+    h.store.count_hits = lambda keys, start, previous: defer.fail(DatabaseUnavailable("down"))
     r = h.post_json("/api/v1/callbacks", {"mode": "hosted", "phone": "15550100"})
     assert r.code == 503 and h.metrics.refusals.labels(mode="hosted", code="not_ready")._value.get() == 1
     h.finish()
