@@ -253,18 +253,25 @@ class CallbackWeb:
         api_url = f"{base}/api/v1/callbacks/{quote(cb_id, safe='')}"
         return self._html(request, 200, pages.status_page(app_cfg, base or "/", status, api_url))
 
+    @defer.inlineCallbacks
     def hosted_access(self, app_cfg, request):
         """Remember a valid Hosted token in a signed cookie, then show the Hosted form."""
-        fields = self._form(request)
         base = self._base(app_cfg)
         client = self._client(request)
-        token = fields.get("token", "")
-        if not self.csrf.verify(request, app_cfg.url_path, fields.get("csrf")) or \
-                not token_allowed(app_cfg, token):
-            exc = CallbackRefused("hosted_not_allowed", "That Hosted access token is not valid "
-                                                        "here.", "token")
-            self.gateway.refused(app_cfg, "hosted", client, exc)
-            return self._page_refusal(request, app_cfg, "", {}, exc, False)
+        try:
+            fields = self._form(request)
+            if not self.csrf.verify(request, app_cfg.url_path, fields.get("csrf")):
+                raise CallbackRefused("forbidden", "This form has expired or did not come from "
+                                                   "this page; please try again.", "csrf")
+            yield self.gateway.limiter.check_client(client)  # token guesses count too
+            token = fields.get("token", "")
+            if not token_allowed(app_cfg, token):
+                raise CallbackRefused("hosted_not_allowed", "That Hosted access token is not "
+                                                            "valid here.", "token")
+        except Exception as e:  # noqa: BLE001 - every failure becomes an answer here
+            if isinstance(e, CallbackRefused):
+                self.gateway.refused(app_cfg, "hosted", client, e)
+            return self._page_refusal(request, app_cfg, "", {}, e, False)
         request.addCookie(HOSTED_COOKIE, self.csrf.hosted_proof(app_cfg.url_path, token).encode(),
                           path=(base or "/").encode(), secure=self.csrf.secure, httpOnly=True,
                           sameSite=b"strict")

@@ -90,6 +90,9 @@ class IRateLimiter(Interface):
     def check(request):
         """Count a ``CallbackRequest``; a Deferred that fails with ``RateLimited`` if over."""
 
+    def check_client(client_address):
+        """Count another kind of attempt (a Hosted token) against the client's limit."""
+
 
 class IConcurrencyGauge(Interface):
     """Callbacks in progress per account, shared by every node."""
@@ -147,15 +150,23 @@ class RateLimiter:
         self.clock = clock
         self._checks = 0
 
-    @defer.inlineCallbacks
     def check(self, request):
         """Count the request against its three limits; fail with ``RateLimited`` if over one."""
-        now = self.clock.seconds()
-        size = max(1, int(self.limits.window))
-        start = int(now) - int(now) % size
         keys = [("client", request.client_address or "unknown"), ("phone", request.phone)]
         if request.account:
             keys.append(("account", request.account))
+        return self._count(keys)
+
+    def check_client(self, client_address):
+        """Count an attempt against the client's limit only (e.g. a Hosted token guess)."""
+        return self._count([("client", client_address or "unknown")])
+
+    @defer.inlineCallbacks
+    def _count(self, keys):
+        """Add a hit to each counter; fail with ``RateLimited`` for the first one over."""
+        now = self.clock.seconds()
+        size = max(1, int(self.limits.window))
+        start = int(now) - int(now) % size
         self._checks += 1
         if self._checks % self.prune_every == 1:
             self._prune(start - size)

@@ -137,3 +137,18 @@ def test_allow_list_rules():
     assert hosted_allowed(app, "198.51.100.1", TOKEN)
     assert not hosted_allowed(app, "198.51.100.1", "nope")
     assert not hosted_allowed(app_config(hosted_allowed_clients=()), "127.0.0.1")
+
+
+def test_token_guesses_count_against_the_client_limit():
+    from cbserver.config import LimitsConfig
+
+    h = Harness(apps=[app_config(hosted_allowed_clients=("10.0.0.0/8", f"token:{TOKEN}"))],
+                limits=LimitsConfig(per_client=2, window=3600))
+    token = h.get("/web-callback").csrf()
+    codes = [h.post_form("/web-callback/hosted-access", {"csrf": token, "token": f"guess-{i:012d}"}).code
+             for i in range(2)]
+    r = h.post_form("/web-callback/hosted-access", {"csrf": token, "token": TOKEN})
+    assert codes == [403, 403] and r.code == 429 and r.header("retry-after")
+    assert "cb_hosted" not in (r.header("set-cookie") or "")
+    assert h.metrics.rate_limited.labels(kind="client")._value.get() == 1
+    h.finish()
