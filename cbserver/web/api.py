@@ -1,7 +1,8 @@
 """What the page and the JSON API share: input checks, the way in, the one error mapping.
 
 ``validate`` turns the fields a mode needs into a ``CallbackRequest`` (numbers normalised to
-digits with an optional leading ``+``) or fails with ``InvalidInput`` naming every bad field.
+the digits the rates are keyed on; a leading ``+`` may be typed) or fails with
+``InvalidInput`` naming every bad field.
 ``CallbackGateway`` is the web layer's only way into ``ICallbackService``: Hosted allow-list,
 input checks, readiness, rate limits, the concurrency slot, then the service; every refusal is
 logged (without credentials) and counted. ``error_response`` maps any failure of a request to
@@ -59,11 +60,15 @@ class InvalidInput(CallbackRefused):
 
 
 def normalise_number(text: str) -> str:
-    """Digits with an optional leading ``+``; spaces, dashes, dots, slashes, brackets dropped."""
+    """The digits of a number (international format, as rates are keyed on them).
+
+    A leading ``+`` may be typed and is dropped, as are spaces, dashes, dots, slashes and
+    brackets; 3 to 20 digits must remain.
+    """
     cleaned = _NUMBER_JUNK.sub("", text or "")
     if not _NUMBER.fullmatch(cleaned):
         raise ValueError("Enter a phone number of 3 to 20 digits, optionally starting with +.")
-    return cleaned
+    return cleaned.lstrip("+")
 
 
 def valid_callback_id(text: str) -> bool:

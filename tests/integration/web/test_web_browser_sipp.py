@@ -29,7 +29,7 @@ MODES = {
     "simple": ("Simple", {"account": "cb1818000001", "phone": "55 11 98765 4321"}, "Call Me Now!",
                "cb1818000001"),
     # Hosted: the number is an account by ANI (s/^/cb/); sipp keys the destination as DTMF.
-    "hosted": ("Hosted", {"phone": "55 99 1234 5678"}, "Call Me Now!", "cb559912345678"),
+    "hosted": ("Hosted", {"phone": "+55 99 1234 5678"}, "Call Me Now!", "cb559912345678"),
 }
 
 

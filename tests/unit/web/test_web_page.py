@@ -69,12 +69,12 @@ def test_unknown_mode_in_the_link_falls_back_to_extended(h):
 
 
 @pytest.mark.parametrize("mode,fields,expect", [
-    ("extended", EXTENDED, {"account": "cb1001", "password": "right-pw", "phone": "+551155550100",
+    ("extended", EXTENDED, {"account": "cb1001", "password": "right-pw", "phone": "551155550100",
                             "destination": "12125550123"}),
     ("simple", {"account": "cb1001", "phone": "555 0100 99"},
      {"account": "cb1001", "password": None, "phone": "555010099", "destination": None}),
     ("hosted", {"phone": "+44 20 7946 0000"},
-     {"account": None, "password": None, "phone": "+442079460000", "destination": None}),
+     {"account": None, "password": None, "phone": "442079460000", "destination": None}),
 ])
 def test_each_mode_posts_then_redirects_303_to_its_status_page(h, mode, fields, expect):
     r = h.submit(mode, **fields)
