@@ -229,8 +229,8 @@ class CallbackGateway:
         """The status dict of a callback of this instance (any instance if None), or 404."""
         if not valid_callback_id(cb_id):
             return defer.fail(CallbackRefused("not_found", "No callback has this id."))
-        if not self.ready():
-            return defer.fail(CallbackRefused("not_ready", NOT_READY))
+        # No readiness check: a draining server still reports the calls it is ending; a
+        # database error while looking up is answered 503 by error_response.
 
         def found(status):
             if status is None or (app_cfg is not None and status.get("application") != app_cfg.name):

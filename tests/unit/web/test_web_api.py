@@ -126,11 +126,22 @@ def test_not_ready_is_503_from_the_web_check_and_from_the_service(h):
     h.ready = False
     r = h.post_json("/api/v1/callbacks", EXTENDED)
     assert r.code == 503 and error(r)["code"] == "not_ready" and h.service.requests == []
-    assert h.get("/api/v1/callbacks/cb-0001").code == 503
     h.ready = True
     h.service.ready = False
     r = h.post_json("/api/v1/callbacks", EXTENDED)
     assert r.code == 503 and error(r)["code"] == "not_ready"
+
+
+def test_status_is_still_served_while_draining_and_503_when_the_database_fails(h):
+    from cbserver.db.pool import DatabaseUnavailable
+
+    cb_id = h.post_json("/api/v1/callbacks", EXTENDED).json()["id"]
+    h.ready = False  # draining: no new callbacks...
+    assert h.get(f"/api/v1/callbacks/{cb_id}").code == 200  # ...but progress is still shown
+    h.service.get_status = lambda cid: defer.fail(DatabaseUnavailable("connection lost"))
+    r = h.get(f"/api/v1/callbacks/{cb_id}")
+    assert r.code == 503 and error(r)["code"] == "not_ready" and r.header("retry-after") == "5"
+    assert h.get(f"/web-callback/status/{cb_id}").code == 503
 
 
 def test_unexpected_service_error_is_500_and_logged(h):
