@@ -12,6 +12,7 @@ its node is alive, so slots free themselves without anyone having to release the
 
 from __future__ import annotations
 
+import psycopg2
 from twisted.internet import defer
 from zope.interface import Interface, implementer
 
@@ -47,6 +48,14 @@ BIND_SLOT = "UPDATE callback_slots SET callback_id = %s WHERE slot_id = %s"
 RELEASE_SLOT = "DELETE FROM callback_slots WHERE slot_id = %s"
 RELEASE_CALLBACK = "DELETE FROM callback_slots WHERE callback_id = %s RETURNING account_id"
 PRUNE_SLOTS = "DELETE FROM callback_slots WHERE taken_at < %s"
+SHARED_SECRET = """
+WITH made AS (
+    INSERT INTO web_secrets (name, secret) VALUES (%(name)s, %(candidate)s)
+    ON CONFLICT (name) DO NOTHING RETURNING secret)
+SELECT secret FROM made
+UNION ALL
+SELECT secret FROM web_secrets WHERE name = %(name)s AND NOT EXISTS (SELECT 1 FROM made)
+"""
 
 def count_hits(db, keys: list[tuple[str, str]], window_start: int,
                previous_start: int) -> defer.Deferred:
@@ -64,6 +73,16 @@ def count_hits(db, keys: list[tuple[str, str]], window_start: int,
 def prune_counters(db, before: int) -> defer.Deferred:
     """Delete counters of windows that started before ``before`` (epoch seconds)."""
     return db.runOperation(PRUNE_COUNTERS, (before,))
+
+
+@defer.inlineCallbacks
+def shared_secret(db, name: str, candidate: bytes):
+    """Fire with the secret stored under ``name``, storing ``candidate`` if there is none."""
+    params = {"name": name, "candidate": psycopg2.Binary(candidate)}
+    rows = yield db.runQuery(SHARED_SECRET, params)
+    if not rows:  # another node inserted it after this statement's snapshot: read it now
+        rows = yield db.runQuery(SHARED_SECRET, params)
+    return bytes(rows[0][0])
 
 
 @defer.inlineCallbacks
@@ -151,6 +170,9 @@ class ILimitStore(Interface):
     def prune_slots(before):
         """Forget slots taken before ``before``."""
 
+    def shared_secret(name, candidate):
+        """A Deferred secret stored under ``name`` (``candidate`` becomes it if none is)."""
+
 
 @implementer(ILimitStore)
 class PostgresLimitStore:
@@ -190,3 +212,7 @@ class PostgresLimitStore:
     def prune_slots(self, before):
         """See ``ILimitStore``."""
         return prune_slots(self.db, before)
+
+    def shared_secret(self, name, candidate):
+        """See ``ILimitStore``."""
+        return shared_secret(self.db, name, candidate)

@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote
 
 from klein import Klein
+from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.pages import notFound
@@ -353,20 +354,53 @@ class CallbackWeb:
         return self.metrics.render()
 
 
-def build_callback_web(cfg, db, service, clock, metrics, *, fallback=None,
+class SharedSecretService(service.Service):
+    """Once started (with the database ready), sign with the secret every node shares.
+
+    Until then the page signs with the process's random secret, so forms served before
+    that moment fail their CSRF check once ("please try again").
+    """
+
+    log = Logger()
+    name = "web-secret"
+
+    def __init__(self, web: CallbackWeb, store):
+        self.web = web
+        self.store = store
+        self.loading = None  # the Deferred of the load in progress (tests wait on it)
+
+    def startService(self) -> None:
+        """Load (or create) the shared secret in the background; failures are logged."""
+        super().startService()
+        d = self.store.shared_secret("csrf", self.web.csrf.secret)
+        d.addCallback(self._loaded)
+        d.addErrback(lambda f: self.log.failure("could not load the shared web secret; "
+                                                "this node keeps its own", failure=f))
+        self.loading = d
+
+    def _loaded(self, secret: bytes) -> None:
+        """Switch the page's signatures to the shared secret."""
+        self.web.csrf.secret = secret
+        self.log.info("web pages signed with the secret shared by every node")
+
+
+def build_callback_web(cfg, db, callback_service, clock, metrics, *, fallback=None,
                        accepting=lambda: True, csrf_secret: bytes | None = None):
     """A ``CallbackWeb`` over the PostgreSQL limit store of ``db`` (the usual wiring).
 
     ``accepting`` is consulted with ``db.ready`` before any callback is started (e.g. false
     while the server drains or before the call-handling services are up); plain ``tcp:``
-    endpoints get cookies without the ``Secure`` flag.
+    endpoints get cookies without the ``Secure`` flag. ``web.secret_service`` is a
+    ``SharedSecretService`` to start once the database is ready.
     """
     from cbserver.db.limits_store import PostgresLimitStore
     from cbserver.web.limits import ConcurrencyGauge, RateLimiter
 
     store = PostgresLimitStore(db)
-    return CallbackWeb(cfg, service, RateLimiter(store, cfg.limits, clock),
-                       ConcurrencyGauge(store, cfg.limits, clock), clock, metrics,
-                       ready=lambda: bool(db.ready) and bool(accepting()),
-                       csrf_secret=csrf_secret, fallback=fallback,
-                       secure_cookies=not cfg.web.endpoint.startswith("tcp:"))
+    web = CallbackWeb(cfg, callback_service, RateLimiter(store, cfg.limits, clock),
+                      ConcurrencyGauge(store, cfg.limits, clock), clock, metrics,
+                      ready=lambda: bool(db.ready) and bool(accepting()),
+                      csrf_secret=csrf_secret, fallback=fallback,
+                      secure_cookies=not cfg.web.endpoint.startswith("tcp:"))
+    web.secret_service = SharedSecretService(web, store)
+    return web

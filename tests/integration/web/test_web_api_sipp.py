@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+import psycopg2
 import pytest
 import pytest_twisted
 import treq
@@ -30,9 +31,13 @@ def world(tmp_path, pg_dsn):
     web = build_callback_web(w.cfg, w.server.db, w.server.callbacks, reactor, w.server.metrics,
                              fallback=w.server.web.resource(),
                              accepting=lambda: w.server.callbacks.running)
+    web.secret_service.startService()
+    pytest_twisted.blockon(web.secret_service.loading)
     port = reactor.listenTCP(0, Site(web.resource()), interface="127.0.0.1")
     w.base = f"http://127.0.0.1:{port.getHost().port}"
+    w.callback_web = web
     yield w
+    web.secret_service.stopService()
     pytest_twisted.blockon(port.stopListening())
     pytest_twisted.blockon(ensure(w.stop()))
 
@@ -102,3 +107,6 @@ async def test_health_and_metrics_are_served_beside_the_page(world):
     assert "cbserver_xdr_spool_depth" in text and "cbserver_active_callbacks" in text
     page = await (await treq.get(world.base + "/web-callback")).text()
     assert re.search(r"<title>[^<]*Web callback</title>", page)
+    with psycopg2.connect(world.dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT secret FROM web_secrets WHERE name = 'csrf'")
+        assert bytes(cur.fetchone()[0]) == world.callback_web.csrf.secret

@@ -40,9 +40,12 @@ def world(tmp_path, pg_dsn):
     web = build_callback_web(w.cfg, w.server.db, w.server.callbacks, reactor, w.server.metrics,
                              fallback=w.server.web.resource(),
                              accepting=lambda: w.server.callbacks.running)
+    web.secret_service.startService()
+    pytest_twisted.blockon(web.secret_service.loading)
     port = reactor.listenTCP(0, Site(web.resource()), interface="127.0.0.1")
     w.page_url = f"http://127.0.0.1:{port.getHost().port}/web-callback"
     yield w
+    web.secret_service.stopService()
     pytest_twisted.blockon(port.stopListening())
     pytest_twisted.blockon(ensure(w.stop()))
 

@@ -173,3 +173,14 @@ async def test_cancel_release_and_prune_on_postgresql(pools, pg_dsn):
     clock.advance(25 * 3600)
     await g.prune()
     assert await g.in_use("cb1001") == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_node_gets_the_same_shared_secret(pools):
+    a, b = pools
+    sa, sb = PostgresLimitStore(a), PostgresLimitStore(b)
+    got = await defer.gatherResults([(sa if i % 2 else sb).shared_secret("csrf", bytes([i]) * 32)
+                                     for i in range(6)])
+    assert len(set(got)) == 1 and len(got[0]) == 32
+    assert await sa.shared_secret("csrf", b"x" * 32) == got[0]
+    assert await sb.shared_secret("other", b"y" * 32) == b"y" * 32

@@ -16,6 +16,7 @@ class MemoryLimitStore:
         self.is_open = is_open
         self.counters: dict[tuple[str, str, int], int] = {}
         self.slots: dict[str, dict] = {}
+        self.secrets: dict[str, bytes] = {}
 
     def count_hits(self, keys, window_start, previous_start):
         out = {}
@@ -69,3 +70,6 @@ class MemoryLimitStore:
         for sid in [s for s, v in self.slots.items() if v["taken_at"] < before]:
             del self.slots[sid]
         return defer.succeed(None)
+
+    def shared_secret(self, name, candidate):
+        return defer.succeed(self.secrets.setdefault(name, bytes(candidate)))

@@ -290,3 +290,21 @@ def test_colour_pairs_of_the_stylesheet_meet_wcag_aa(h):
              ("ok", "bg"), ("brand", "panel"), ("muted", "panel"), ("ink", "panel"), ("ok", "panel")]
     for fg, bg in pairs:
         assert contrast(var[fg], var[bg]) >= 4.5, (fg, bg, contrast(var[fg], var[bg]))
+
+
+def test_nodes_sharing_the_secret_accept_each_others_forms():
+    from cbserver.web.callback_pages import SharedSecretService
+    from tests.unit.web.fakes import MemoryLimitStore
+
+    shared = MemoryLimitStore()
+    a, b, lone = Harness(), Harness(), Harness()
+    for node in (a, b):
+        SharedSecretService(node.web, shared).startService()
+    assert a.web.csrf.secret == b.web.csrf.secret != lone.web.csrf.secret
+    page = a.get("/web-callback")  # served by node a...
+    form = {"csrf": page.csrf(), "mode": "simple", "account": "cb1001", "phone": "15550100"}
+    cookies = {"cb_csrf": page.cookies["cb_csrf"]}
+    assert b.post_form("/web-callback", form, cookies=cookies).code == 303  # ...posted to b
+    assert lone.post_form("/web-callback", form, cookies=cookies).code == 403
+    for node in (a, b, lone):
+        node.finish()
