@@ -133,8 +133,15 @@ class Call(DialogMixin):
             self._cancel_timer(name)
         if self._invite_txn is not None and self._invite_txn.state in ("calling", "proceeding"):
             self._invite_txn.terminate()
+        # One line per call (the hot path avoids more): outcome, where it went, why.
         log.info(
-            "call {state} call_id={call_id} detail={detail}", state=state, call_id=self.call_id, detail=args
+            "call {state} call_id={call_id} uri={uri} via={dest} cseq={cseq} detail={detail}",
+            state=state,
+            call_id=self.call_id,
+            uri=self.request_uri,
+            dest=self._targets[self._target_index] if self._targets else None,
+            cseq=self.cseq,
+            detail=args,
         )
         self._emit(event, *args)
         self.ua.forget(self)
@@ -208,12 +215,6 @@ class Call(DialogMixin):
     def _send_invite(self) -> None:
         self._invite = self._build_invite()
         self._got_provisional = False
-        log.info(
-            "INVITE to {uri} via {dest} call_id={call_id}",
-            uri=self.request_uri,
-            dest=self.destination,
-            call_id=self.call_id,
-        )
         self._invite_txn = self.ua.layer.send_invite(self._invite, self.destination, self)
 
     def _retry_invite(self) -> None:
@@ -326,7 +327,6 @@ class Call(DialogMixin):
         self._cancel_timer("no-answer")
         self._confirm_dialog(response)
         self.state = "confirmed"
-        log.info("answered call_id={call_id}", call_id=self.call_id)
         self.dialog_started(response)
         self._emit("call_answered", self.remote_sdp)
 

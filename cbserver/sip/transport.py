@@ -11,6 +11,7 @@ message.
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
@@ -68,6 +69,7 @@ class IMessageSink(Interface):
         """A response arrived from ``source`` (ip, port)."""
 
 
+@lru_cache(maxsize=4096)
 def is_ip_literal(host: str) -> bool:
     """True for an IPv4 or (bracketed or bare) IPv6 address literal."""
     try:

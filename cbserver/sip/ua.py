@@ -143,11 +143,17 @@ class UserAgent:
             return succeed(self._trunk_targets)
         if self.locator is None:
             return maybeDeferred(_no_locator, cfg.trunk_host)
-        d = maybeDeferred(self.locator.locate, cfg.trunk_host, cfg.trunk_port)
+        # RFC 3263 4.1: an explicit port skips NAPTR/SRV, so only name one when it is not
+        # the default; the locator orders the targets for failover (4.3).
+        where = cfg.trunk_host if cfg.trunk_port == 5060 else f"{cfg.trunk_host}:{cfg.trunk_port}"
+        d = maybeDeferred(self.locator.locate, where)
 
         def keep(targets):
-            self._trunk_targets = [(t[0], t[1]) for t in targets]
-            return self._trunk_targets
+            usable = [(t.host, t.port) for t in targets if t.transport == self.transport.name]
+            if not usable:
+                raise TransportError(f"no {self.transport.name} target for {cfg.trunk_host}")
+            self._trunk_targets = usable
+            return usable
 
         return d.addCallback(keep)
 

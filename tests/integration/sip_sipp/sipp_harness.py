@@ -87,6 +87,8 @@ class SippTrunk:
         ]  # fmt: skip
         if self.lost:
             args += ["-lost", str(self.lost)]
+        if os.environ.get("CBS_SIPP_TRACE"):
+            args += ["-trace_msg"]
         self.proc = subprocess.Popen(
             args, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, start_new_session=True,
@@ -116,8 +118,12 @@ class SippTrunk:
 
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            os.killpg(self.proc.pid, signal.SIGTERM)  # lets sipp flush its logs
+            try:
+                self.proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
 
     def errors(self) -> str:
         logs = sorted(self.workdir.glob("*_errors.log"))

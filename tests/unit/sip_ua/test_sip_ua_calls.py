@@ -383,22 +383,30 @@ def test_stop_gives_up_after_its_timeout():
 
 
 class _Locator:
+    """Stands in for cbserver.sip.locate.ServerLocator (same locate(uri) -> targets)."""
+
     def __init__(self, targets):
         self.targets = targets
+        self.asked = []
 
-    def locate(self, host, port):
-        return self.targets
+    def locate(self, uri):
+        from cbserver.sip.locate import Target
+
+        self.asked.append(uri)
+        return [Target(t, h, p) for t, h, p in self.targets]
 
 
 def test_failover_to_next_target_after_timer_b():
     clock, transport = Clock(), FakeTransport()
     ua = UserAgent(transport, clock, config(trunk_host="trunk.invalid"),
-                   locator=_Locator([("127.0.0.1", 5080), ("127.0.0.2", 5080)]))
+                   locator=_Locator([("TCP", "127.0.0.9", 5060), ("UDP", "127.0.0.1", 5080),
+                                     ("UDP", "127.0.0.2", 5080)]))
     listener = Listener()
     ua.place_call("1", caller_id="a", display_name=None, sdp_offer=SDP_OFFER,
                   no_answer_timeout=100, listener=listener)
     clock.advance(32)
     dests = [d for m, d in transport.sent if m.method == "INVITE"]
+    assert ua.locator.asked == ["trunk.invalid:5080"]  # explicit port: no NAPTR/SRV
     assert dests[0] == ("127.0.0.1", 5080) and dests[-1] == ("127.0.0.2", 5080)
     far = FarEnd(ua, transport)
     far.respond(far.last("INVITE"), 200, SDP_ANSWER)
