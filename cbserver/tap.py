@@ -84,31 +84,25 @@ def preflight(cfg: Config) -> None:
 
 
 class TrunkLocator:
-    """Adapts the RFC 3263 ``ServerLocator`` to the UA's ``locate(host, port)``.
+    """The RFC 3263 ``ServerLocator`` with its DNS resolver created on first use.
 
-    The resolver is created on first use (it reads ``/etc/resolv.conf``), so a trunk given
-    as an IP address never touches DNS.
+    Creating the resolver reads ``/etc/resolv.conf``; a trunk given as an IP address never
+    needs it, so it is not created at start-up.
     """
 
-    def __init__(self, address: str, transport: str):
-        self.address = address
+    def __init__(self, transport: str):
         self.transport = transport.upper()
         self._locator = None
 
-    def locate(self, host: str, port: int):
-        """Deferred list of (ip, port) for the trunk, in failover order.
-
-        The configured address is looked up as written: RFC 3263 4.2 uses NAPTR/SRV only
-        when no port is given, so ``host`` alone gets SRV, ``host:port`` only A/AAAA.
-        """
+    def locate(self, where: str):
+        """Deferred list of ``Target`` for the trunk, in failover order."""
         if self._locator is None:
             from twisted.names import client
 
             from cbserver.sip.locate import ServerLocator
 
             self._locator = ServerLocator(client.createResolver(), transports=(self.transport,))
-        d = self._locator.locate(self.address)
-        return d.addCallback(lambda targets: [(t.host, t.port) for t in targets])
+        return self._locator.locate(where)
 
 
 class MediaService(service.Service):
@@ -157,7 +151,7 @@ class CallbackServer(service.MultiService):
             for app in cfg.application}
         self.sip = SipService(self._ua_config(), reactor, listen_address=self._listen()[0],
                               listen_port=self._listen()[1],
-                              locator=TrunkLocator(cfg.sip.trunk.address, cfg.sip.trunk.transport))
+                              locator=TrunkLocator(cfg.sip.trunk.transport))
         low, high = (int(x) for x in cfg.rtp.ports.split("-"))
         self.media_env = MediaEnvironment(
             clock=reactor, reactor=reactor, pool=PortPool(low, high),
