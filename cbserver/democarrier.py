@@ -59,7 +59,7 @@ class Carrier:
         self.port = port
         self.hold_ms = hold_ms
         self.digits = digits
-        self.media_port = media_port or port + 10000
+        self.media_port = media_port or (port + 10000 if port < 55000 else port - 10000)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Carrier:

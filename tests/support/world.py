@@ -132,7 +132,8 @@ class World:
     def __init__(self, tmp_path: Path, dsn: str, hold_ms: int = 4000, digits: str = "18005550100"):
         self.tmp = tmp_path
         self.dsn = dsn
-        self.carrier = Carrier(tmp_path, free_udp_port(), hold_ms, digits)
+        self.carrier = Carrier(tmp_path, free_udp_port(), hold_ms, digits,
+                               media_port=free_udp_port())
         self.web_port = free_tcp_port()
         cfg_text = config_text(dsn, tmp_path / "state", free_udp_port(), self.carrier.port,
                                self.web_port, 30000 + (free_udp_port() % 300) * 100)
@@ -142,13 +143,17 @@ class World:
     async def start(self) -> World:
         """Start the carrier and the server; provision the data; wait for readiness."""
         self.carrier.start()
-        self.server.startService()
-        await self.server.db.when_ready()
-        await provision_manual_example(self.server.db, reactor)
-        for _ in range(100):
-            if self.server.callbacks.running and self.server.sip.ua is not None:
-                break
-            await task.deferLater(reactor, 0.05, lambda: None)
+        try:
+            self.server.startService()
+            await self.server.db.when_ready()
+            await provision_manual_example(self.server.db, reactor)
+            for _ in range(100):
+                if self.server.callbacks.running and self.server.sip.ua is not None:
+                    break
+                await task.deferLater(reactor, 0.05, lambda: None)
+        except BaseException:
+            await self.stop()
+            raise
         return self
 
     async def stop(self) -> None:
