@@ -85,6 +85,7 @@ class Call(DialogMixin):
         self._ack: Request | None = None
         self._cancel_reason = ""
         self._cancel_sent = False
+        self._cancel_txn = None
         self._got_provisional = False
         self._tried = False
         self._waiters: list[Deferred] = []
@@ -133,6 +134,10 @@ class Call(DialogMixin):
             self._cancel_timer(name)
         if self._invite_txn is not None and self._invite_txn.state in ("calling", "proceeding"):
             self._invite_txn.terminate()
+        if self._cancel_txn is not None and self._cancel_txn.state in ("trying", "proceeding"):
+            # RFC 3261 9.1: a CANCEL only acts on a pending INVITE; once the INVITE has its
+            # final response there is nothing left for it to do, so stop retransmitting it.
+            self._cancel_txn.terminate()
         # One line per call (the hot path avoids more): outcome, where it went, why.
         log.info(
             "call {state} call_id={call_id} uri={uri} via={dest} cseq={cseq} detail={detail}",
@@ -415,7 +420,7 @@ class Call(DialogMixin):
             return
         self._cancel_sent = True
         cancel = build_cancel(self._invite)
-        self.ua.layer.send_request(cancel, self.destination, _Ignore(self.call_id))
+        self._cancel_txn = self.ua.layer.send_request(cancel, self.destination, _Ignore(self.call_id))
         # RFC 3261 9.1: if no final response comes within 64*T1, give up on the INVITE.
         self._start_timer("cancel-guard", self.ua.timers.B, lambda: self._fail(487, self._cancel_reason))
 

@@ -106,6 +106,20 @@ def test_no_answer_timeout_cancels_and_reports_487():
     finish(ua, clock)
 
 
+def test_cancel_retransmissions_stop_once_the_invite_is_final():
+    ua, clock, transport, call, listener, far = setup()
+    inv = far.last("INVITE")
+    far.respond(inv, 180)
+    call.hangup()
+    clock.advance(0.5)  # the CANCEL's 200 was lost: Timer E retransmits it
+    assert len(transport.requests("CANCEL")) == 2
+    far.respond(inv, 487)
+    clock.advance(10)
+    assert len(transport.requests("CANCEL")) == 2
+    assert listener.events[-1] == ("failed", 487, "cancelled")
+    finish(ua, clock)
+
+
 def test_cancel_waits_for_a_provisional_response():
     ua, clock, transport, call, listener, far = setup()
     inv = far.last("INVITE")
