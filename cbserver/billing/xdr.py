@@ -201,7 +201,8 @@ class XdrWriter(service.Service):
         self.batch_max = batch_max
         self.retry_delay = retry_delay
         self._queue: collections.deque = collections.deque()
-        self._in_flight: defer.Deferred | None = None
+        self._busy = False  # a transaction (or the replay) is in flight
+        self._idle_waiters: list[defer.Deferred] = []
         self._spooling = False
         self._replay_pending = False
         self._retry_call = None
@@ -226,8 +227,7 @@ class XdrWriter(service.Service):
         if self._retry_call is not None and self._retry_call.active():
             self._retry_call.cancel()
         self._retry_call = None
-        while self._in_flight is not None:
-            yield self._in_flight
+        yield self._wait_idle()
         if self._queue:
             self._spool_out([self._queue.popleft() for _ in range(len(self._queue))])
         self.spool.close()
@@ -253,10 +253,26 @@ class XdrWriter(service.Service):
         if self._spooling or not self.db.ready:
             self._spool_out([self._queue.popleft() for _ in range(len(self._queue))])
             return
-        if self._in_flight is not None:
+        if self._busy:
             return
+        self._busy = True
         batch = [self._queue.popleft() for _ in range(min(self.batch_max, len(self._queue)))]
-        self._in_flight = self._write(batch)
+        self._write(batch).addErrback(lambda f: self.log.failure("xDR writer failed", failure=f))
+
+    def _wait_idle(self) -> defer.Deferred:
+        """A Deferred firing once no transaction is in flight."""
+        if not self._busy:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._idle_waiters.append(d)
+        return d
+
+    def _set_idle(self) -> None:
+        """Mark the writer idle and wake whoever waits for that."""
+        self._busy = False
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for d in waiters:
+            d.callback(None)
 
     def _spool_out(self, batch) -> None:
         """Append ``batch`` to the spool (one fsync), acknowledge it, arrange the replay."""
@@ -283,7 +299,6 @@ class XdrWriter(service.Service):
             yield self._transaction(list(unique.values()))
         except Exception:  # noqa: BLE001 - classified below, never swallowed
             failure = Failure()
-            self._in_flight = None
             if _unavailable(failure):
                 self.log.warn("database unavailable ({why}); spooling {n} leg(s)",
                               why=failure.getErrorMessage(), n=len(batch))
@@ -292,15 +307,15 @@ class XdrWriter(service.Service):
                 self.log.warn("xDR batch failed ({why}); writing its legs one by one",
                               why=failure.getErrorMessage())
                 self._queue.extendleft(reversed(batch[1:]))
-                self._in_flight = self._write(batch[:1])
+                yield self._write(batch[:1])
                 return
             else:
                 self._reject(batch[0], failure)
         else:
-            self._in_flight = None
             self.written += len(unique)
             for _, d in batch:
                 d.callback(None)
+        self._set_idle()
         self._pump()
 
     @defer.inlineCallbacks
@@ -345,9 +360,8 @@ class XdrWriter(service.Service):
     @defer.inlineCallbacks
     def _replay(self):
         """Write the spool to PostgreSQL in order, snapshot by snapshot, until it is empty."""
-        while self._in_flight is not None:
-            yield self._in_flight
-        self._in_flight = done = defer.Deferred()
+        yield self._wait_idle()
+        self._busy = True
         try:
             while True:
                 records = self.spool.begin_replay()
@@ -364,16 +378,14 @@ class XdrWriter(service.Service):
             failure = Failure()
             self.log.warn("xDR spool replay interrupted ({why}); retrying in {delay}s",
                           why=failure.getErrorMessage(), delay=self.retry_delay)
-            self._in_flight = None
             self._replay_pending = False
-            done.callback(None)
+            self._set_idle()
             if self.running:
                 self._retry_call = self.clock.callLater(self.retry_delay, self._retry_replay)
             return
         self._replay_pending = False
         self._spooling = False
-        self._in_flight = None
-        done.callback(None)
+        self._set_idle()
         self.log.info("xDR spool empty; writing directly again")
         self._pump()
 
