@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
 from cbserver.billing.authorize import Authorizer
+from cbserver.db.migrations import upgrade
+from cbserver.db.pgcluster import Cluster
 from cbserver.db.pool import Database
 from cbserver.db.tariff_loader import TariffCache
 from tests.integration.xdr.helpers import load_fixture
@@ -34,3 +41,25 @@ def authorizer(db):
     """The real authorizer on node1, real reactor clock."""
     return Authorizer(db, TariffCache(db, reactor, ttl=0), reactor, node="node1",
                       special_charge=True)
+
+
+@pytest.fixture
+def own_cluster():
+    """A private PostgreSQL cluster (under /var/tmp) that a test may stop and start at will.
+
+    The shared cluster serves every other test run in this checkout, so the outage tests stop
+    their own cluster rather than ``pg_cluster``; it has the schema and the fixture catalog.
+    """
+    root = Path(tempfile.mkdtemp(prefix="cbs_outage_", dir="/var/tmp"))
+    os.chmod(root, 0o755)
+    cluster = Cluster(root)
+    try:
+        cluster.start()
+        upgrade(cluster.dsn(), report=lambda _line: None)
+        load_fixture(cluster.dsn())
+        yield cluster
+    finally:
+        try:
+            cluster.stop("immediate")
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
