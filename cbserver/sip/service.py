@@ -1,6 +1,6 @@
-"""A Twisted ``Service`` running the SIP stack: a UDP listener plus the user agent.
+"""A Twisted ``Service`` running the SIP stack: a UDP (or TCP) listener plus the user agent.
 
-Nothing happens in the constructor; ``startService`` binds the UDP port (port 0 picks a free
+Nothing happens in the constructor; ``startService`` binds the port (port 0 picks a free
 one, which is then written into Via and Contact) and builds the UA; ``stopService`` ends every
 call (CANCEL/BYE, bounded by the UA's stop timeout) and then closes the port.
 """
@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
 from cbserver.sip.transport import SipUdpProtocol
+from cbserver.sip.transport_tcp import SipTcpTransport
 from cbserver.sip.ua import UAConfig, UserAgent
 
 __all__ = ["SipService"]
@@ -34,24 +35,37 @@ class SipService(Service):
         listen_address: str | None = None,
         listen_port: int | None = None,
         locator=None,
+        transport: str = "udp",
     ) -> None:
-        """``clock`` is the reactor: ``IReactorTime`` and ``IReactorUDP``."""
+        """``clock`` is the reactor (``IReactorTime``, ``IReactorUDP``, ``IReactorTCP``);
+        ``transport`` is ``"udp"`` or ``"tcp"``."""
+        if transport not in ("udp", "tcp"):
+            raise ValueError(f"unknown SIP transport {transport!r}")
+        self.transport_name = transport
         self.config = config
         self.clock = clock
         self.listen_address = listen_address or config.public_address
         self.listen_port = config.public_port if listen_port is None else listen_port
         self.locator = locator
-        self.protocol: SipUdpProtocol | None = None
+        self.protocol: SipUdpProtocol | SipTcpTransport | None = None
         self.port = None
         self.ua: UserAgent | None = None
 
     def startService(self) -> None:  # noqa: N802 - Twisted API
-        """Bind the UDP port and create the user agent."""
+        """Bind the port and create the user agent."""
         super().startService()
-        self.protocol = SipUdpProtocol(None, self.config.public_address, self.config.public_port)
-        self.port = self.clock.listenUDP(
-            self.listen_port, self.protocol, interface=self.listen_address, maxPacketSize=65535
-        )
+        if self.transport_name == "udp":
+            self.protocol = SipUdpProtocol(None, self.config.public_address, self.config.public_port)
+            self.port = self.clock.listenUDP(
+                self.listen_port, self.protocol, interface=self.listen_address, maxPacketSize=65535
+            )
+        else:
+            self.protocol = SipTcpTransport(
+                self.clock, None, self.config.public_address, self.config.public_port
+            )
+            self.port = self.clock.listenTCP(
+                self.listen_port, self.protocol.factory(), interface=self.listen_address
+            )
         config = self.config
         if config.public_port == 0:
             # A free port was asked for: advertise the one we got.
@@ -61,7 +75,8 @@ class SipService(Service):
         self.ua = UserAgent(self.protocol, self.clock, config, self.locator)
         self.protocol.sink = self.ua.sink
         log.info(
-            "SIP listening on {host}:{port}/udp",
+            "SIP listening on {host}:{port}/{transport}",
+            transport=self.transport_name,
             host=self.listen_address,
             port=self.port.getHost().port,
         )
@@ -77,6 +92,8 @@ class SipService(Service):
             self.ua.layer.stop()
             if self.protocol is not None:
                 self.protocol.sink = None
+                if isinstance(self.protocol, SipTcpTransport):
+                    self.protocol.close()
             return self.port.stopListening() if self.port is not None else None
 
         d.addCallback(close)

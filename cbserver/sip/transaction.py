@@ -180,6 +180,12 @@ class TransactionLayer:
         elif self.user is not None:
             self.user.stray_response(response, source)
 
+    def destination_failed(self, destination: tuple[str, int], error: Exception) -> None:
+        """End the client transactions waiting on an unreachable destination (17.1.4)."""
+        for txn in list(self.clients.values()):
+            if txn.destination == destination:
+                txn.fail_transport(error)
+
     def stop(self) -> None:
         """Terminate every transaction, cancelling all their timers."""
         for txn in list(self.clients.values()) + list(self.servers.values()):

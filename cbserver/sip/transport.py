@@ -68,6 +68,9 @@ class IMessageSink(Interface):
     def response_received(response, source):
         """A response arrived from ``source`` (ip, port)."""
 
+    def destination_failed(destination, error):
+        """A connection-oriented transport could not reach ``destination`` (RFC 3261 17.1.4)."""
+
 
 @lru_cache(maxsize=4096)
 def is_ip_literal(host: str) -> bool:

@@ -118,6 +118,12 @@ class ClientTransaction:
         """Stop at once, cancelling every timer (used when the UA shuts down)."""
         self._terminate()
 
+    def fail_transport(self, error: Exception) -> None:
+        """The transport reported, later, that the request could not be delivered (17.1.4)."""
+        if self.state in ("calling", "trying", "proceeding"):
+            self._terminate()
+            self.user.transport_failed(self, error)
+
     def start(self) -> None:
         """Send the request and arm the first timers."""
         raise NotImplementedError

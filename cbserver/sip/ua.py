@@ -132,7 +132,9 @@ class UserAgent:
         """Our Contact (RFC 3261 8.1.1.8)."""
         cfg = self.config
         user = cfg.username or "cbserver"
-        return f"<sip:{user}@{cfg.public_address}:{cfg.public_port}>"
+        # RFC 3261 19.1.1: say transport=tcp so in-dialog requests come back over TCP.
+        suffix = ";transport=tcp" if self.transport.name == "TCP" else ""
+        return f"<sip:{user}@{cfg.public_address}:{cfg.public_port}{suffix}>"
 
     def trunk_targets(self) -> Deferred:
         """Ordered (ip, port) targets for the trunk (RFC 3263), cached after the first lookup."""

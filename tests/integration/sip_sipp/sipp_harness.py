@@ -72,10 +72,11 @@ class RecordingListener:
 class SippTrunk:
     """One sipp UAS process handling exactly one call (``-m 1``)."""
 
-    def __init__(self, scenario: str, workdir: Path, lost: int = 0):
+    def __init__(self, scenario: str, workdir: Path, lost: int = 0, tcp: bool = False):
         self.scenario = SCENARIOS / f"{scenario}.xml"
         self.workdir = workdir
         self.lost = lost
+        self.tcp = tcp
         self.port = free_udp_port()
         self.proc = None
 
@@ -87,6 +88,8 @@ class SippTrunk:
         ]  # fmt: skip
         if self.lost:
             args += ["-lost", str(self.lost)]
+        if self.tcp:
+            args += ["-t", "t1"]  # one TCP socket per call
         if os.environ.get("CBS_SIPP_TRACE"):
             args += ["-trace_msg"]
         self.proc = subprocess.Popen(
@@ -97,8 +100,9 @@ class SippTrunk:
     async def ready(self, timeout: float = 10.0) -> None:
         """Wait until sipp has bound its port, so our first INVITE is not lost to a race."""
         waited = 0.0
+        kind = socket.SOCK_STREAM if self.tcp else socket.SOCK_DGRAM
         while waited < timeout and self.proc.poll() is None:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            with socket.socket(socket.AF_INET, kind) as s:
                 try:
                     s.bind(("127.0.0.1", self.port))
                 except OSError:
@@ -133,13 +137,13 @@ class SippTrunk:
         return text[-4000:]
 
 
-def make_service(trunk_port: int, t1: float = 0.2) -> SipService:
+def make_service(trunk_port: int, t1: float = 0.2, transport: str = "udp") -> SipService:
     config = UAConfig(
         public_address="127.0.0.1", public_port=0, trunk_host="127.0.0.1",
         trunk_port=trunk_port, from_domain="cb.test", username=USERNAME, password=PASSWORD,
         t1=t1, t2=2.0, t4=2.0, session_expires=0, keepalive_interval=0,
     )  # fmt: skip
-    return SipService(config, reactor)
+    return SipService(config, reactor, transport=transport)
 
 
 async def with_timeout(d: Deferred, seconds: float):

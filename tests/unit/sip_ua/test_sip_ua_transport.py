@@ -36,6 +36,9 @@ class Sink:
     def response_received(self, response, source):
         self.responses.append((response, source))
 
+    def destination_failed(self, destination, error):
+        self.failed = (destination, error)
+
 
 def proto(sink=None):
     p = SipUdpProtocol(sink if sink is not None else Sink(), "127.0.0.1", 5070)

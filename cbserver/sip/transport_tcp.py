@@ -1,0 +1,186 @@
+"""SIP over TCP (RFC 3261 18): connections, Content-Length framing, response routing.
+
+One :class:`SipTcpTransport` owns every connection, inbound and outbound, keyed by the
+peer's (ip, port). Messages are framed by Content-Length with the message module's
+``StreamParser``; a framing error closes the connection, an unparseable but framed request
+gets a 400 on it. Requests are sent on an open connection to the destination or on a new
+one (messages queue while it connects); a failed connect is reported to the sink's
+``destination_failed`` so the transactions waiting on it end (RFC 3261 17.1.4). Responses go
+back on the connection the request came in on, else to ``received`` and the Via port
+(RFC 3261 18.2.2).
+"""
+
+from __future__ import annotations
+
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from cbserver.sip.message import (
+    MAX_MESSAGE_SIZE,
+    Request,
+    Response,
+    SipParseError,
+    StreamParser,
+    make_response,
+)
+from cbserver.sip.transport import (
+    IMessageSink,
+    ISipTransport,
+    TransportError,
+    response_destination,
+    stamp_via,
+)
+
+__all__ = ["SipTcpTransport", "SipStreamProtocol"]
+
+log = Logger()
+
+
+class SipStreamProtocol(Protocol):
+    """One TCP connection carrying SIP messages."""
+
+    def __init__(self, owner: SipTcpTransport) -> None:
+        self.owner = owner
+        self.peer: tuple[str, int] | None = None
+        self.parser = StreamParser(owner.max_size, on_error=self._bad_message)
+
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted API
+        """Register the connection under its peer address and flush queued messages."""
+        addr = self.transport.getPeer()
+        self.peer = (addr.host, addr.port)
+        self.owner.connection_made(self)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
+        """Frame messages; nothing raised by the peer's bytes escapes (it closes instead)."""
+        try:
+            messages = self.parser.feed(data)
+        except SipParseError as exc:
+            log.info("closing {peer}: framing error {reason}", peer=self.peer, reason=exc.reason)
+            self.transport.loseConnection()
+            return
+        for message in messages:
+            try:
+                self.owner.deliver(message, self)
+            except Exception:  # a bug behind us must not kill the connection's reader
+                log.failure("error handling a message from {peer}", peer=self.peer)
+
+    def _bad_message(self, exc: SipParseError) -> None:
+        """A framed message that does not parse: 400 on this connection when possible."""
+        partial = exc.partial
+        if partial is None or exc.status is None or partial.method == "ACK":
+            return
+        if not all(partial.headers.get(n) for n in ("Via", "From", "To", "Call-ID", "CSeq")):
+            return
+        response = make_response(partial, exc.status, None)
+        self.transport.write(response.serialize())
+
+    def connectionLost(self, reason) -> None:  # noqa: N802 - Twisted API
+        """Forget the connection."""
+        self.owner.connection_lost(self)
+
+
+@implementer(ISipTransport)
+class SipTcpTransport:
+    """SIP over TCP for the transaction layer; ``reactor`` provides IReactorTCP."""
+
+    name = "TCP"
+    reliable = True
+
+    def __init__(
+        self, reactor, sink: IMessageSink | None, host: str, port: int, max_size: int = MAX_MESSAGE_SIZE
+    ) -> None:
+        self.reactor = reactor
+        self.sink = sink
+        self.host = host
+        self.port = port
+        self.max_size = max_size
+        self.connections: dict[tuple[str, int], SipStreamProtocol] = {}
+        self._pending: dict[tuple[str, int], list[bytes]] = {}
+
+    def factory(self) -> Factory:
+        """The factory to listen with (``reactor.listenTCP(port, transport.factory())``)."""
+        return Factory.forProtocol(lambda: SipStreamProtocol(self))
+
+    # -- connection bookkeeping
+
+    def connection_made(self, proto: SipStreamProtocol) -> None:
+        """A connection (either direction) is up: index it and send what waited for it."""
+        self.connections[proto.peer] = proto
+        for data in self._pending.pop(proto.peer, []):
+            proto.transport.write(data)
+
+    def connection_lost(self, proto: SipStreamProtocol) -> None:
+        """Drop a closed connection from the index."""
+        if self.connections.get(proto.peer) is proto:
+            del self.connections[proto.peer]
+
+    def deliver(self, message: Request | Response, proto: SipStreamProtocol) -> None:
+        """Hand a framed message to the sink, stamping requests' Via (RFC 3261 18.2.1)."""
+        if self.sink is None:
+            return
+        if isinstance(message, Request):
+            stamp_via(message, proto.peer)
+            self.sink.request_received(message, proto.peer)
+        else:
+            self.sink.response_received(message, proto.peer)
+
+    # -- outbound
+
+    def send_request(self, request: Request, destination: tuple[str, int]) -> None:
+        """Send on an open connection to ``destination``, or connect and queue."""
+        self._send(request.serialize(), destination)
+
+    def send_response(self, response: Response) -> None:
+        """RFC 3261 18.2.2: the connection the request came on, else received + Via port."""
+        host, port = response_destination(response)
+        proto = self.connections.get((host, port))
+        if proto is None:
+            # The request came from an ephemeral port: find its connection by address.
+            same_host = [p for peer, p in self.connections.items() if peer[0] == host]
+            if len(same_host) == 1:
+                proto = same_host[0]
+        data = response.serialize()
+        if proto is not None:
+            proto.transport.write(data)
+            return
+        self._send(data, (host, port))
+
+    def _send(self, data: bytes, destination: tuple[str, int]) -> None:
+        if len(data) > self.max_size:
+            raise TransportError(f"message of {len(data)} bytes is too large")
+        proto = self.connections.get(destination)
+        if proto is not None:
+            proto.transport.write(data)
+            return
+        queue = self._pending.setdefault(destination, [])
+        queue.append(data)
+        if len(queue) == 1:
+            self._connect(destination)
+
+    def _connect(self, destination: tuple[str, int]) -> None:
+        from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
+
+        host, port = destination
+        cls = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
+        d = connectProtocol(cls(self.reactor, host, port, timeout=10), SipStreamProtocol(self))
+        d.addErrback(self._connect_failed, destination)
+        d.addErrback(lambda f: log.failure("connecting to {dest}", f, dest=destination))
+
+    def _connect_failed(self, failure, destination: tuple[str, int]) -> None:
+        dropped = self._pending.pop(destination, [])
+        log.warn(
+            "cannot connect to {dest}: {error} ({n} messages dropped)",
+            dest=destination,
+            error=failure.getErrorMessage(),
+            n=len(dropped),
+        )
+        notify = getattr(self.sink, "destination_failed", None)
+        if notify is not None:
+            notify(destination, TransportError(failure.getErrorMessage()))
+
+    def close(self) -> None:
+        """Close every connection."""
+        for proto in list(self.connections.values()):
+            proto.transport.loseConnection()
+        self._pending.clear()
