@@ -421,7 +421,8 @@ class _Pending:
             return False
         if not self.auth.should_retry(challenge):
             return False
-        header = self.call.ua.digest.authorization(challenge, self.method, self.call.dialog.remote_target)
+        # RFC 7616 3.4: the digest-uri is the Request-URI of the request being answered.
+        header = self.call.ua.digest.authorization(challenge, self.method, self.request.uri, self.body)
         self.extra = [(n, v) for n, v in self.extra if n not in ("Authorization", "Proxy-Authorization")]
         self.extra.append(header)
         self.send()

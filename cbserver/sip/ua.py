@@ -210,6 +210,7 @@ class UserAgent:
             self._force_stop(done)
 
         waits.addCallback(finished)
+        waits.addErrback(lambda f: log.failure("stopping the user agent", f))
         return done
 
     def _force_stop(self, done: Deferred) -> None:

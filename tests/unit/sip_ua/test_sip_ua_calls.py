@@ -210,6 +210,21 @@ def test_our_bye_fires_the_deferred_when_answered():
     finish(ua, clock)
 
 
+def test_challenged_bye_is_retried_with_credentials():
+    ua, clock, transport, call, listener, far = setup()
+    answer(far)
+    d = call.hangup()
+    bye = far.last("BYE")
+    far.respond(bye, 407, headers=[("Proxy-Authenticate", 'Digest realm="t", nonce="b", qop="auth"')])
+    bye2 = far.last("BYE")
+    assert bye2.headers.get("CSeq") == "3 BYE"
+    auth = _split_params(bye2.headers.get("Proxy-Authorization")[len("Digest "):])
+    assert auth["uri"] == bye2.uri and auth["nonce"] == "b"
+    far.respond(bye2, 200)
+    assert d.called and listener.events[-1] == ("ended", False, "local hangup")
+    finish(ua, clock)
+
+
 def test_bye_timeout_still_ends_the_call():
     ua, clock, transport, call, listener, far = setup()
     answer(far)
