@@ -1,0 +1,67 @@
+"""``cbserver report NAME --from --to [--account ID] [--csv]``: run an operator report."""
+
+from __future__ import annotations
+
+import sys
+
+import psycopg2
+
+from cbserver.billing.reports import (
+    ReportError,
+    available,
+    format_csv,
+    format_table,
+    parse_bound,
+    run_report,
+)
+from cbserver.cli import CommandError
+from cbserver.commands.db import dsn_from_args
+
+
+def register(sub) -> None:
+    """Add the ``report`` sub-command."""
+    names = ", ".join(available()) or "none installed"
+    p = sub.add_parser("report", help=f"run a report ({names}); NAME 'list' lists them")
+    p.add_argument("name", metavar="NAME", help="report name, or 'list'")
+    p.add_argument("--from", dest="start", metavar="DATE", help="start, inclusive (YYYY-MM-DD = 00:00 UTC)")
+    p.add_argument("--to", dest="end", metavar="DATE", help="end, exclusive")
+    p.add_argument("--account", metavar="ID", help="only this account (required by 'statement')")
+    p.add_argument("--csv", action="store_true", help="CSV with a header line instead of a table")
+    # The options of cbserver.commands.db.add_dsn_arguments, optional here so that 'list' needs none.
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--dsn", help="libpq connection string")
+    g.add_argument("--config", help="take the DSN from this configuration file")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """Print the report."""
+    if args.name == "list":
+        for name, text in available().items():
+            print(f"{name:12} {text}")
+        return 0
+    if not args.start or not args.end:
+        raise CommandError("--from and --to are required")
+    try:
+        start = parse_bound("--from", args.start)
+        end = parse_bound("--to", args.end)
+        if args.name not in available():
+            raise ReportError(f"unknown report {args.name!r}; known: {', '.join(available())}")
+    except ReportError as e:
+        raise CommandError(str(e)) from None
+    if not args.dsn and not args.config:
+        raise CommandError("one of the arguments --dsn --config is required")
+    dsn = dsn_from_args(args)
+    try:
+        conn = psycopg2.connect(dsn, connect_timeout=10)
+    except psycopg2.OperationalError as e:
+        raise CommandError(f"cannot connect: {str(e).strip().splitlines()[0]}") from None
+    try:
+        with conn, conn.cursor() as cur:
+            columns, rows = run_report(cur, args.name, start, end, args.account)
+    except ReportError as e:
+        raise CommandError(str(e)) from None
+    finally:
+        conn.close()
+    sys.stdout.write(format_csv(columns, rows) if args.csv else format_table(columns, rows))
+    return 0
