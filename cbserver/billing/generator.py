@@ -150,8 +150,12 @@ def infeasible(space: IdSpace, quantity: int, possible: int, taken: int) -> str:
             f"{space.prefix!r} and ID length {space.length - len(space.letters)}{used}")
 
 
-def _hash_chunk(plain: list[str | None]) -> list[str | None]:
-    return [None if p is None else passwords.hash_password(p, passwords.GENERATED) for p in plain]
+def _secrets_chunk(n: int, wanted: bool) -> tuple[list[str | None], list[str | None]]:
+    """``n`` random passwords and their hashes (Nones when not wanted); run in a worker thread."""
+    if not wanted:
+        return [None] * n, [None] * n
+    plain = [passwords.generate() for _ in range(n)]
+    return plain, [passwords.hash_password(p, passwords.GENERATED) for p in plain]
 
 
 def _write_csv(path: Path, rows: list[tuple]) -> None:
@@ -160,6 +164,25 @@ def _write_csv(path: Path, rows: list[tuple]) -> None:
         out = csv.writer(f)
         out.writerow(CSV_COLUMNS)
         out.writerows(rows)
+
+
+def _rows_and_csv(partial: Path, common: dict, ids: list[str], service: list, web: list, hashes: list,
+                  web_hashes: list, auto_web: bool, expiration: dt.datetime | None) -> list[tuple]:
+    """Build the COPY rows and write the CSV (run in a worker thread: it is all CPU and disk)."""
+    columns = astore.COPY_COLUMNS
+    template = [common.get(c) for c in columns]
+    at = {c: columns.index(c) for c in ("id", "password_hash", "web_login", "web_password_hash")}
+    rows = []
+    for i, h, w in zip(ids, hashes, web_hashes, strict=True):
+        row = list(template)
+        row[at["id"]], row[at["password_hash"]], row[at["web_password_hash"]] = i, h, w
+        row[at["web_login"]] = i if auto_web else None
+        rows.append(tuple(row))
+    expiry = expiration.isoformat() if expiration else ""
+    balance, status = str(common["balance"]), common["status"]
+    _write_csv(partial, [(i, s or "", i if auto_web else "", w or "", balance, status, expiry)
+                         for i, s, w in zip(ids, service, web, strict=True)])
+    return rows
 
 
 def _csv_name(batch: str, when: dt.datetime) -> str:
@@ -230,15 +253,19 @@ class Generator:
 
     async def _write(self, req: dict, links: dict, ids: list[str], progress) -> dict:
         quantity = len(ids)
-        service = [passwords.generate() if req["service_password"] == "auto" else None for _ in ids]
-        web = [passwords.generate() if req["web_credentials"] == "auto" else None for _ in ids]
+        service: list[str | None] = []
+        web: list[str | None] = []
         hashes: list[str | None] = []
         web_hashes: list[str | None] = []
         for start in range(0, quantity, CHUNK):
-            hashes += await self.accounts.in_thread(_hash_chunk, service[start:start + CHUNK])
-            web_hashes += await self.accounts.in_thread(_hash_chunk, web[start:start + CHUNK])
+            n = min(CHUNK, quantity - start)
+            for plain, hashed, wanted in ((service, hashes, req["service_password"] == "auto"),
+                                          (web, web_hashes, req["web_credentials"] == "auto")):
+                chunk_plain, chunk_hashed = await self.accounts.in_thread(_secrets_chunk, n, wanted)
+                plain += chunk_plain
+                hashed += chunk_hashed
             if progress is not None:
-                progress("hashing", min(start + CHUNK, quantity), quantity)
+                progress("hashing", start + n, quantity)
         status = "inactive" if req["manual_activation"] else "active"
         balance = req["opening_balance"] if req["account_type"] == "debit" else Decimal(0)
         common = {**{k: req[k] for k in ("role", "account_type", "balance_control", "credit_limit",
@@ -249,21 +276,17 @@ class Generator:
                   "batch_id": None, "balance": balance, "opening_balance": req["opening_balance"],
                   "status": status, "internal": False}
         auto_web = req["web_credentials"] == "auto"
-        rows = [tuple({**common, "id": i, "password_hash": h, "web_login": i if auto_web else None,
-                       "web_password_hash": w}[c] for c in astore.COPY_COLUMNS)
-                for i, h, w in zip(ids, hashes, web_hashes, strict=True)]
-        expiry = req["expiration_date"].isoformat() if req["expiration_date"] else ""
-        csv_rows = [(i, s or "", i if auto_web else "", w or "", str(balance), status, expiry)
-                    for i, s, w in zip(ids, service, web, strict=True)]
         self.csv_dir.mkdir(parents=True, exist_ok=True)
         when = now(self.clock)
         path = (self.csv_dir / _csv_name(req["batch"], when)).resolve()
         partial = path.with_suffix(".partial")
-        await self.accounts.in_thread(_write_csv, partial, csv_rows)
         params = {k: (str(val) if isinstance(val, Decimal | dt.datetime) else val)
                   for k, val in req.items()}
         new_batch = {"name": req["batch"], "customer_id": links["customer_id"]} if req["new_batch"] else None
         try:
+            rows = await self.accounts.in_thread(
+                _rows_and_csv, partial, common, ids, service, web, hashes, web_hashes, auto_web,
+                req["expiration_date"])
             batch_id = await self.accounts.in_thread(
                 lambda: astore.write_batch(
                     self.db.dsn, batch=new_batch, batch_id=links.get("batch_id"),
