@@ -29,6 +29,7 @@ from cbserver.db.pool import DatabaseUnavailable
 from cbserver.web.admin_openapi import openapi_document
 
 MAX_BODY = 1 << 20
+MAX_FINISHED_JOBS = 100
 
 
 class Unauthorized(Exception):
@@ -382,6 +383,9 @@ class AdminApp:
     async def start_generator(self, request, data):
         """Check a generator request (400/409 at once) and run it as a background job."""
         await self.generator.check(data)
+        finished_jobs = [k for k, j in self.jobs.items() if j["state"] != "running"]
+        for old in finished_jobs[:max(0, len(finished_jobs) - MAX_FINISHED_JOBS + 1)]:
+            del self.jobs[old]  # keep the memory of finished jobs bounded (oldest first)
         job_id = secrets.token_hex(8)
         job = {"id": job_id, "state": "running", "stage": "checking", "done": 0, "total": 0}
         self.jobs[job_id] = job

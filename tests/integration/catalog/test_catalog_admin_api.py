@@ -132,3 +132,38 @@ async def test_generator_refusals_come_back_at_once(db, tmp_path):
 def test_openapi_copy_in_the_repository_is_current():
     shipped = Path(__file__).resolve().parents[3] / "cbserver" / "web" / "openapi_admin.json"
     assert json.loads(shipped.read_text()) == json.loads(json.dumps(openapi_document()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_accounts_and_customers_update_and_delete_rules(db, tmp_path):
+    api = AdminClient(db, tmp_path)
+    await api.ok("POST", "/v1/tariffs", {"name": "Callback", "currency": "USD"})
+    await api.ok("POST", "/v1/products", {"name": "P", "currency": "USD",
+                                          "rating_list": [{"node": "node1", "tariff": "Callback"}]})
+    customer = await api.ok("POST", "/v1/customers", {"name": "C", "currency": "USD", "credit_limit": "100"})
+    assert customer["credit_limit"] == "100"
+    code, body = await api.call("POST", "/v1/accounts", {"id": "a1", "customer": "C", "product": "P",
+                                                         "credit_limit": "5"})
+    assert code == 400 and body["error"]["field"] == "credit_limit"
+    await api.ok("POST", "/v1/accounts", {"id": "a1", "customer": "C", "product": "P", "status": "inactive",
+                                          "opening_balance": "7.50", "password": "long-enough"})
+    changed = await api.ok("PATCH", "/v1/accounts/a1", {"language": "pt", "web_login": "a1web",
+                                                        "web_password": "web-secret-1"})
+    assert changed["language"] == "pt" and changed["has_web_password"] and changed["balance"] == "7.50"
+    code, body = await api.call("PATCH", "/v1/accounts/a1", {"account_type": "credit"})
+    assert code == 409 and body["error"]["field"] == "account_type"
+    assert (await api.ok("POST", "/v1/accounts/a1/activate", expect=200))["activated"] == 1
+    code, body = await api.call("DELETE", "/v1/customers/C")
+    assert code == 409
+    code, body = await api.call("DELETE", "/v1/products/P")
+    assert code == 409
+    code, body = await api.call("DELETE", "/v1/tariffs/Callback")
+    assert code == 409
+    await api.ok("DELETE", "/v1/accounts/a1")
+    await api.ok("DELETE", "/v1/customers/C")
+    code, _ = await api.call("GET", "/v1/accounts/a1")
+    assert code == 404
+    page = await api.ok("GET", "/v1/customers")
+    assert page["total"] == 0
+    code, body = await api.call("GET", "/v1/accounts?colour=red")
+    assert code == 400 and body["error"]["field"] == "colour"
