@@ -10,7 +10,7 @@ from decimal import Decimal
 import psycopg2
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 
 from cbserver.billing.generator import Generator
 from cbserver.billing.passwords import verify_password
@@ -150,3 +150,15 @@ async def test_failed_write_leaves_no_accounts_no_batch_and_no_csv(catalog, acco
         await gen.generate({**REQUEST, "quantity": 50})
     assert _count(pg_dsn) == 0
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_generators_racing_for_one_small_space_never_share_an_id(catalog, accounts, db, tmp_path,
+                                                                           pg_dsn):
+    await _setup(catalog, accounts)
+    gen = Generator(db, reactor, tmp_path)
+    runs = [gen.generate({**REQUEST, "quantity": 50, "prefix": "55", "length": 4, "batch": f"b{i}",
+                          "service_password": "none"}) for i in range(2)]
+    results = await defer.gatherResults([defer.ensureDeferred(r) for r in runs], consumeErrors=True)
+    assert sorted(r["quantity"] for r in results) == [50, 50]
+    assert _count(pg_dsn, "SELECT count(DISTINCT id) FROM accounts WHERE id LIKE '55__'") == 100
