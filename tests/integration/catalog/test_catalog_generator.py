@@ -162,3 +162,27 @@ async def test_two_generators_racing_for_one_small_space_never_share_an_id(catal
     results = await defer.gatherResults([defer.ensureDeferred(r) for r in runs], consumeErrors=True)
     assert sorted(r["quantity"] for r in results) == [50, 50]
     assert _count(pg_dsn, "SELECT count(DISTINCT id) FROM accounts WHERE id LIKE '55__'") == 100
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_id_taken_between_draw_and_write_is_drawn_again(catalog, accounts, db, tmp_path, pg_dsn,
+                                                                 monkeypatch):
+    from cbserver.billing import generator as generator_module
+
+    await _setup(catalog, accounts)
+    await accounts.create_account({"id": "5500", "customer": "Retail", "product": "Callback Services"})
+    real_draw = generator_module.draw_ids
+    calls = []
+
+    def stale_draw(space, quantity, taken, rng=None):
+        calls.append(quantity)
+        if len(calls) == 1:  # as if 5500 had been created by someone else just after the read
+            return ["5500"] + real_draw(space, quantity - 1, taken | {"5500"}, rng)
+        return real_draw(space, quantity, taken, rng)
+
+    monkeypatch.setattr(generator_module, "draw_ids", stale_draw)
+    result = await Generator(db, reactor, tmp_path).generate(
+        {**REQUEST, "quantity": 20, "prefix": "55", "length": 4, "service_password": "none"})
+    assert len(calls) == 2 and result["quantity"] == 20
+    assert _count(pg_dsn, "SELECT count(*) FROM accounts WHERE id LIKE '55__'") == 21
+    assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(result["csv_path"])]
