@@ -183,25 +183,27 @@ def _retryable(failure) -> bool:
 class XdrWriter(service.Service):
     """The asynchronous xDR writer: group commit to PostgreSQL, spool while it is away.
 
-    ``record`` queues a leg; whenever no transaction is in flight, everything queued (up to
-    ``batch_max``) goes in one transaction (``xdr_store.write_batch``). If PostgreSQL is
-    unreachable the batch, and every leg after it, is appended to the spool; when the pool is
-    ready again the spool is replayed in order, and only once it is empty do legs go straight
-    to PostgreSQL again. ``record``'s Deferred fires when the leg is in PostgreSQL or fsync'd
+    ``record`` queues a leg; whenever fewer than ``max_in_flight`` transactions are in flight,
+    everything queued (up to ``batch_max``) goes in one transaction (``xdr_store.write_batch``).
+    If PostgreSQL is unreachable the batch, and every leg after it, is appended to the spool;
+    when the pool is ready again the spool is replayed in order, and only once it is empty do
+    legs go straight to PostgreSQL again. ``record``'s Deferred fires when the leg is in PostgreSQL or fsync'd
     in the spool.
     """
 
     log = Logger()
     name = "xdr-writer"
 
-    def __init__(self, db, clock, spool: Spool, batch_max: int = 500, retry_delay: float = 1.0):
+    def __init__(self, db, clock, spool: Spool, batch_max: int = 500, retry_delay: float = 1.0,
+                 max_in_flight: int = 2):
         self.db = db
         self.clock = clock
         self.spool = spool
         self.batch_max = batch_max
         self.retry_delay = retry_delay
         self._queue: collections.deque = collections.deque()
-        self._busy = False  # a transaction (or the replay) is in flight
+        self.max_in_flight = max_in_flight
+        self._busy = 0  # transactions (or the replay) in flight
         self._idle_waiters: list[defer.Deferred] = []
         self._spooling = False
         self._replay_pending = False
@@ -253,11 +255,10 @@ class XdrWriter(service.Service):
         if self._spooling or not self.db.ready:
             self._spool_out([self._queue.popleft() for _ in range(len(self._queue))])
             return
-        if self._busy:
-            return
-        self._busy = True
-        batch = [self._queue.popleft() for _ in range(min(self.batch_max, len(self._queue)))]
-        self._write(batch).addErrback(lambda f: self.log.failure("xDR writer failed", failure=f))
+        while self._queue and self._busy < self.max_in_flight:
+            self._busy += 1
+            batch = [self._queue.popleft() for _ in range(min(self.batch_max, len(self._queue)))]
+            self._write(batch).addErrback(lambda f: self.log.failure("xDR writer failed", failure=f))
 
     def _wait_idle(self) -> defer.Deferred:
         """A Deferred firing once no transaction is in flight."""
@@ -268,8 +269,10 @@ class XdrWriter(service.Service):
         return d
 
     def _set_idle(self) -> None:
-        """Mark the writer idle and wake whoever waits for that."""
-        self._busy = False
+        """One transaction ended; once none is in flight, wake whoever waits for that."""
+        self._busy -= 1
+        if self._busy:
+            return
         waiters, self._idle_waiters = self._idle_waiters, []
         for d in waiters:
             d.callback(None)
@@ -361,7 +364,7 @@ class XdrWriter(service.Service):
     def _replay(self):
         """Write the spool to PostgreSQL in order, snapshot by snapshot, until it is empty."""
         yield self._wait_idle()
-        self._busy = True
+        self._busy += 1
         try:
             while True:
                 records = self.spool.begin_replay()

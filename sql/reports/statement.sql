@@ -16,4 +16,4 @@ SELECT to_char(disconnect_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z
 FROM xdrs
 WHERE disconnect_time >= %(from)s AND disconnect_time < %(to)s
   AND account_id = %(account)s::text
-ORDER BY recorded_at, id;
+ORDER BY id;  -- ids are drawn under the balance row lock: the order balances changed in

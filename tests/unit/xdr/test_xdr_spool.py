@@ -75,10 +75,10 @@ class FakeDatabase:
         return [k for batch in self.batches for k in batch]
 
 
-def make_writer(tmp_path, db=None):
+def make_writer(tmp_path, db=None, **kw):
     clock = task.Clock()
     db = db or FakeDatabase()
-    writer = XdrWriter(db, clock, Spool(tmp_path / "xdr.spool"))
+    writer = XdrWriter(db, clock, Spool(tmp_path / "xdr.spool"), **kw)
     writer.startService()
     return writer, db, clock
 
@@ -212,7 +212,7 @@ def test_queued_legs_wait_for_the_transaction_in_flight_then_go_together(tmp_pat
         return d
 
     db.runInteraction = slow
-    writer, _, _ = make_writer(tmp_path, db)
+    writer, _, _ = make_writer(tmp_path, db, max_in_flight=1)
     first = writer.record(leg("s0"))
     rest = [writer.record(leg(f"s{i}")) for i in range(1, 6)]
     assert not first.called and len(db.batches) == 1
@@ -220,3 +220,26 @@ def test_queued_legs_wait_for_the_transaction_in_flight_then_go_together(tmp_pat
     assert first.called and all(d.called for d in rest)
     assert [len(b) for b in db.batches] == [1, 5]
     writer.stopService()
+
+
+def test_up_to_max_in_flight_transactions_overlap(tmp_path):
+    db = FakeDatabase()
+    gates = []
+    real = db.runInteraction
+
+    def held(fn, legs):
+        d = defer.Deferred()
+        gates.append((d, real(fn, legs)))
+        return d
+
+    db.runInteraction = held
+    writer, _, _ = make_writer(tmp_path, db, max_in_flight=2)
+    acks = [writer.record(leg(f"s{i}")) for i in range(10)]
+    assert [len(b) for b in db.batches] == [1, 1]  # two in flight, eight queued
+    gates[0][0].callback(set())
+    assert [len(b) for b in db.batches] == [1, 1, 8] and acks[0].called and not acks[1].called
+    for d, _ in gates[1:]:
+        d.callback(set())
+    assert all(a.called for a in acks)
+    stopped = writer.stopService()
+    assert stopped.called

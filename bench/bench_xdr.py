@@ -1,0 +1,170 @@
+"""Benchmark: xDRs written per second with their balance updates, beside a plain ``COPY``.
+
+Run from the repository root (the local cluster is started if needed)::
+
+    .venv/bin/python bench/bench_xdr.py [--legs 50000] [--accounts 200] [--window 2000]
+
+A fresh database is created on the local cluster, migrated, and provisioned (through
+``cbserver provision``) with ``--accounts`` debit accounts. The measured path is
+``XdrWriter.record`` on a 4-connection pool: group-commit transactions that lock the
+balances, skip legs already stored, insert the xDRs, update the balances and release
+reservations. ``--window`` legs are kept outstanding (a steady stream, as from many calls
+ending) until ``--legs`` are acknowledged. The baseline, in the same run against the same
+server, is one ``COPY`` of the same rows into a scratch table: no locks, no balances.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import subprocess
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg2
+from twisted.internet import defer, task
+
+from cbserver.billing.provision import provision_file_sync
+from cbserver.billing.spool import Spool
+from cbserver.billing.xdr import LegRecord, XdrWriter
+from cbserver.db.migrations import upgrade
+from cbserver.db.pgcluster import default_cluster, find_pg_bin
+from cbserver.db.pool import Database
+from cbserver.db.xdr_store import copy_baseline
+
+CATALOG = """
+[[destination]]
+prefix = "1"
+[[tariff]]
+name = "Bench"
+currency = "USD"
+  [[tariff.rate]]
+  prefix = "1"
+  first_interval = 60
+  next_interval = 6
+  first_price = "0.10"
+  next_price = "0.05"
+  effective_from = 2020-01-01T00:00:00Z
+[[product]]
+name = "Bench"
+currency = "USD"
+services = ["voice"]
+  [[product.rating_list]]
+  service = "voice"
+  node = "node1"
+  access_code = "WEBCALLBACK"
+  tariff = "Bench"
+[[customer]]
+name = "Bench"
+balance_control = "prepaid"
+currency = "USD"
+"""
+
+ACCOUNT = """
+[[account]]
+id = "{id}"
+customer = "Bench"
+product = "Bench"
+account_type = "debit"
+opening_balance = "1000000"
+status = "active"
+"""
+
+
+def legs(n: int, accounts: int, tag: str) -> list[LegRecord]:
+    """``n`` connected legs spread over the accounts, each with its own (session, leg)."""
+    start = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    out = []
+    for i in range(n):
+        connect = start + dt.timedelta(seconds=i)
+        out.append(LegRecord(session_id=f"{tag}-{i // 2}", leg="AB"[i % 2],
+                             account_id=f"bench{i % accounts:05d}", cli="18005550100", cld="18185550100",
+                             node="node1", connect_time=connect,
+                             disconnect_time=connect + dt.timedelta(seconds=61), duration=61,
+                             charged_seconds=66, amount=Decimal("0.10500"), currency="USD",
+                             trigger_mode="extended", tariff_id=1, tariff_name="Bench", prefix="1",
+                             rate_id=1, rate_version=1, peak=True, sip_code=200, sip_reason="OK"))
+    return out
+
+
+async def run_writer(reactor, dsn: str, records: list[LegRecord], window: int, spool_dir: str) -> float:
+    """Seconds to have every record acknowledged by the writer, ``window`` outstanding."""
+    pool = Database(dsn, reactor, size=4)
+    pool.startService()
+    await pool.when_ready()
+    writer = XdrWriter(pool, reactor, Spool(Path(spool_dir) / "bench.spool"))
+    writer.startService()
+    sem = defer.DeferredSemaphore(window)
+    began = time.perf_counter()
+    await defer.gatherResults([sem.run(writer.record, r) for r in records])
+    elapsed = time.perf_counter() - began
+    assert writer.health()["depth"] == 0, "bench must not spool"
+    await writer.stopService()
+    await pool.stopService()
+    return elapsed
+
+
+def balances_spent(dsn: str, accounts: int) -> Decimal:
+    """Money gone from the bench accounts (for the sanity check), via ``cbserver report``."""
+    out = subprocess.run([str(Path(os.sys.executable).with_name("cbserver")), "report", "revenue",
+                          "--from", "2000-01-01", "--to", "2100-01-01", "--csv", "--dsn", dsn],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    return sum((Decimal(line.split(",")[-1]) for line in out[1:]), Decimal(0))
+
+
+async def main(reactor, args) -> None:
+    """Set up, measure both paths, print figures and the ratio, drop the database."""
+    cluster = default_cluster()
+    cluster.start()
+    name = f"cbs_bench_xdr_{os.getpid()}"
+    bin_ = find_pg_bin()
+    subprocess.run([str(bin_ / "createdb"), "-h", str(cluster.socket_dir), "-p", str(cluster.port),
+                    "-U", "cbserver", name], check=True)
+    dsn = cluster.dsn(name)
+    try:
+        upgrade(dsn, report=lambda _line: None)
+        with tempfile.TemporaryDirectory() as tmp:
+            doc = Path(tmp) / "bench.toml"
+            doc.write_text(CATALOG + "".join(ACCOUNT.format(id=f"bench{i:05d}")
+                                             for i in range(args.accounts)))
+            provision_file_sync(dsn, doc, csv_dir=tmp)
+            records = legs(args.legs, args.accounts, "w")
+            writer_s = await run_writer(reactor, dsn, records, args.window, tmp)
+        copy_records = legs(args.legs, args.accounts, "c")
+        conn = psycopg2.connect(dsn)
+        began = time.perf_counter()
+        copy_baseline(conn, copy_records)
+        copy_s = time.perf_counter() - began
+        conn.close()
+        spent = balances_spent(dsn, args.accounts)
+        expected = sum(r.amount for r in records)
+        assert spent == expected, (spent, expected)
+    finally:
+        subprocess.run([str(bin_ / "dropdb"), "-h", str(cluster.socket_dir), "-p", str(cluster.port),
+                        "-U", "cbserver", "--force", name], check=False)
+    w_rate = args.legs / writer_s
+    c_rate = args.legs / copy_s
+    print(f"legs: {args.legs}, accounts: {args.accounts}, window: {args.window}, cores: {os.cpu_count()}")
+    print(f"xDR writer (insert + balance + reservation release, group commit): "
+          f"{writer_s:.2f} s, {w_rate:,.0f} xDRs/s  (target >= 5,000/s)")
+    print(f"baseline: plain COPY of the same rows:                             "
+          f"{copy_s:.2f} s, {c_rate:,.0f} rows/s")
+    print(f"ratio writer / COPY: {w_rate / c_rate:.2f}")
+    print(f"balance check: {spent} spent = sum of xDR amounts")
+
+
+def parse() -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--legs", type=int, default=50000)
+    p.add_argument("--accounts", type=int, default=200)
+    p.add_argument("--window", type=int, default=2000)
+    return p.parse_args()
+
+
+if __name__ == "__main__":
+    options = parse()
+    task.react(lambda reactor: defer.ensureDeferred(main(reactor, options)))
