@@ -18,12 +18,13 @@ from cbserver.sip.message import (
     Request,
     Response,
     SipParseError,
+    make_response,
     parse_cseq,
     parse_name_addr,
     parse_via,
 )
 from cbserver.sip.timers import SipTimers
-from cbserver.sip.transport import IMessageSink, ISipTransport
+from cbserver.sip.transport import IMessageSink, ISipTransport, TransportError
 from cbserver.sip.txn_client import (
     ClientInviteTransaction,
     ClientNonInviteTransaction,
@@ -70,7 +71,14 @@ def server_key(request: Request, method: str | None = None) -> tuple:
     via = parse_via(request.headers.get("Via") or "")
     branch = via.branch or ""
     if branch.startswith(BRANCH_COOKIE):
-        return (branch, via.host.lower(), via.port or 5060, method)
+        # RFC 3261 17.2.3 matches on branch, sent-by and method. Call-ID and CSeq number are
+        # added because they never differ within one transaction (retransmissions, the ACK
+        # for a non-2xx and a CANCEL all repeat them), and they keep a client that reuses a
+        # branch value for a new request (RFC 4475's messages do) from being taken for a
+        # retransmission.
+        number, _ = parse_cseq(request.headers.get("CSeq") or "")
+        return (branch, via.host.lower(), via.port or 5060, method,
+                request.headers.get("Call-ID"), number)  # fmt: skip
     # RFC 3261 17.2.3 fallback for RFC 2543 peers: Request-URI, From tag, Call-ID, CSeq
     # number and top Via identify the transaction.
     number, _ = parse_cseq(request.headers.get("CSeq") or "")
@@ -146,7 +154,18 @@ class TransactionLayer:
         try:
             key = server_key(request)
         except SipParseError as exc:
-            log.info("unmatchable request dropped: {reason}", reason=exc.reason)
+            # A CSeq or Via we cannot read: no transaction can hold it, so answer 400
+            # statelessly (RFC 3261 8.2: malformed request), never an ACK (17.1.1.3).
+            log.info(
+                "unmatchable request call_id={call_id}: {reason}",
+                call_id=request.headers.get("Call-ID"),
+                reason=exc.reason,
+            )
+            if request.method != "ACK":
+                try:
+                    self.transport.send_response(make_response(request, 400, exc.reason))
+                except TransportError as err:
+                    log.info("400 not sent: {error}", error=err)
             return
         txn = self.servers.get(key)
         if request.method == "ACK":

@@ -200,8 +200,12 @@ class SipUdpProtocol(DatagramProtocol):
         )
         if partial is None or exc.status is None or partial.method == "ACK":
             return  # RFC 3261 17.1.1.3: ACK never gets a response
-        if not all(partial.headers.get(n) for n in ("Via", "From", "To", "Call-ID", "CSeq")):
-            return
+        try:
+            parse_via(partial.headers.get("Via") or "")
+        except SipParseError:
+            return  # RFC 3261 18.2.2: no usable Via, nowhere to answer
+        # The response copies whatever of From/To/Call-ID/CSeq the request had
+        # (RFC 4475 3.3.1: missing mandatory headers still get their 400).
         response = make_response(partial, exc.status, None)
         response.reason = response.reason or "Bad Request"
         try:

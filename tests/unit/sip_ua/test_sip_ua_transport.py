@@ -94,11 +94,21 @@ def test_bad_request_that_can_be_routed_gets_400_to_its_source():
     assert resp.status == 400 and addr == ("127.0.0.1", 5099)
 
 
-def test_request_missing_call_id_is_dropped_not_answered():
+def test_request_missing_call_id_still_gets_400():
     p = proto()
     raw = request("OPTIONS").serialize().replace(b"Call-ID: c1@x\r\n", b"")
     p.datagramReceived(raw, ("127.0.0.1", 5080))
-    assert p.sink.requests == [] and p.transport.written == []  # cannot route without Call-ID
+    assert p.sink.requests == []
+    data, addr = p.transport.written[0]
+    assert parse_message(data).status == 400 and addr == ("127.0.0.1", 5080)
+
+
+def test_request_with_unusable_via_is_dropped():
+    p = proto()
+    raw = request("OPTIONS").serialize().replace(b"Call-ID: c1@x\r\n", b"").replace(
+        b"Via: SIP/2.0/UDP 127.0.0.1:5080", b"Via: garbage")
+    p.datagramReceived(raw, ("127.0.0.1", 5080))
+    assert p.sink.requests == [] and p.transport.written == []
 
 
 def test_oversized_datagram_is_dropped():

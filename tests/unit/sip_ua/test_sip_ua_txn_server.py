@@ -236,3 +236,12 @@ def test_responses_match_client_transactions_by_branch_and_method():
     assert tu.strays == [200, 200]
     lay.stop()
     assert not clock.getDelayedCalls() and not lay.clients
+
+
+def test_request_with_unreadable_cseq_gets_stateless_400():
+    lay, clock, transport, tu = layer()
+    bad = request("OPTIONS")
+    bad.headers.set("CSeq", "99999999999999999999 OPTIONS")
+    lay.request_received(bad, SRC)
+    assert [r.status for r in transport.responses()] == [400]
+    assert tu.requests == [] and clock.getDelayedCalls() == []
