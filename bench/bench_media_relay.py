@@ -8,7 +8,8 @@ and send time in the payload, and counts what comes back: loss, and relay latenc
 Targets, run on the same load one after the other in the same run:
 
 * ``cbserver``: a worker process with the real RtpSession/Relay on the epoll reactor
-  (single-threaded, so one core at most);
+  (single-threaded, so one core at most), every RTP socket in one MediaMux;
+* ``cbserver-ports`` (with ``--no-mux``): the same with a Twisted UDP port per RTP socket;
 * ``rtpengine``: Debian's rtpengine in userspace mode (``--table=-1``, no kernel module) with
   ``--num-threads=1``, driven over its ng control protocol (offer/answer per call).
 
@@ -44,7 +45,7 @@ _STAMP = struct.Struct("!Id")
 
 # --- cbserver worker -----------------------------------------------------------------------
 
-def worker(calls: int, gen_port: int) -> None:
+def worker(calls: int, gen_port: int, use_mux: bool) -> None:
     """Set up ``calls`` relayed calls, print their leg ports, relay until SIGTERM."""
     sys.path.insert(0, str(ROOT))
     from twisted.internet import epollreactor
@@ -52,15 +53,17 @@ def worker(calls: int, gen_port: int) -> None:
     epollreactor.install()
     from twisted.internet import reactor
 
+    from cbserver.media.mux import MediaMux
     from cbserver.media.ports import PortPool
     from cbserver.media.relay import Relay
     from cbserver.media.session import RtpSession
 
     pool = PortPool(40000, 40000 + 4 * calls + 100)
+    mux = MediaMux(reactor) if use_mux else None
     legs, relays = [], []
     for i in range(calls):
-        a = RtpSession(reactor, reactor, pool, "127.0.0.1", call_id=f"r{i}")
-        b = RtpSession(reactor, reactor, pool, "127.0.0.1", call_id=f"r{i}")
+        a = RtpSession(reactor, reactor, pool, "127.0.0.1", call_id=f"r{i}", mux=mux)
+        b = RtpSession(reactor, reactor, pool, "127.0.0.1", call_id=f"r{i}", mux=mux)
         for s in (a, b):
             s.open()
             s.configure(("127.0.0.1", gen_port), 0, "PCMU", 101)
@@ -85,9 +88,10 @@ def worker(calls: int, gen_port: int) -> None:
     reactor.run()
 
 
-def start_cbserver(calls: int, gen_port: int):
+def start_cbserver(calls: int, gen_port: int, use_mux: bool = True):
     proc = subprocess.Popen(
-        [PY, __file__, "--worker", str(calls), "--gen-port", str(gen_port)],
+        [PY, __file__, "--worker", str(calls), "--gen-port", str(gen_port)]
+        + ([] if use_mux else ["--no-mux"]),
         stdout=subprocess.PIPE, text=True,
     )
     legs = json.loads(proc.stdout.readline())["legs"]
@@ -298,8 +302,10 @@ def run(target: str, calls: int, seconds: float) -> dict:
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
     gen_port = sock.getsockname()[1]
-    start = start_cbserver if target == "cbserver" else start_rtpengine
-    proc, legs = start(calls, gen_port)
+    if target == "rtpengine":
+        proc, legs = start_rtpengine(calls, gen_port)
+    else:
+        proc, legs = start_cbserver(calls, gen_port, use_mux=target == "cbserver")
     try:
         result = generate(sock, legs, seconds, proc.pid)
     finally:
@@ -321,11 +327,13 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--worker", type=int)
     ap.add_argument("--gen-port", type=int)
+    ap.add_argument("--no-mux", action="store_true",
+                    help="also run cbserver with a Twisted port per RTP socket (cbserver-ports)")
     args = ap.parse_args()
     if args.worker:
-        worker(args.worker, args.gen_port)
+        worker(args.worker, args.gen_port, use_mux=not args.no_mux)
         return
-    targets = ["cbserver"]
+    targets = ["cbserver"] + (["cbserver-ports"] if args.no_mux else [])
     if args.no_baseline:
         pass
     elif shutil.which("rtpengine"):
@@ -333,21 +341,21 @@ def main() -> None:
     else:
         print("baseline skipped: rtpengine not installed (apt-get install rtpengine-daemon)")
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    print(f"{'target':>10} {'calls':>6} {'pps in':>7} {'sent':>8} {'recv':>8} {'loss %':>8} "
-          f"{'lat p50':>8} {'lat p99':>8} {'cpu %':>6} {'gen cpu %':>9} {'runq %':>6}")
+    print(f"{'target':>14} {'calls':>6} {'pps in':>7} {'sent':>8} {'recv':>8} {'loss %':>8} "
+          f"{'lat p50':>8} {'lat p99':>8} {'cpu %':>6} {'gen cpu %':>9} {'runq %':>6} {'us/pkt':>6}")
     results = {}
     for calls in args.calls or [250, 500, 750, 1000]:
         for target in targets:
             r = run(target, calls, args.seconds)
             results[(target, calls)] = r
-            print(f"{r['target']:>10} {r['calls']:>6} {r['pps_in']:>7} {r['sent']:>8} "
+            print(f"{r['target']:>14} {r['calls']:>6} {r['pps_in']:>7} {r['sent']:>8} "
                   f"{r['received']:>8} {r['loss_pct']:>8} {r['lat_p50_ms']:>8} "
                   f"{r['lat_p99_ms']:>8} {r['target_cpu_pct']:>6} {r['generator_cpu_pct']:>9} "
-                  f"{r['target_runq_wait_pct']:>6}",
+                  f"{r['target_runq_wait_pct']:>6} {r['cpu_us_per_pkt']:>6}",
                   flush=True)
         if "rtpengine" in targets:
             ours, theirs = results[("cbserver", calls)], results[("rtpengine", calls)]
-            print(f"{'':>10} {calls:>6} CPU per relayed packet: cbserver "
+            print(f"{'':>14} {calls:>6} CPU per relayed packet: cbserver "
                   f"{ours['cpu_us_per_pkt']} us, rtpengine {theirs['cpu_us_per_pkt']} us, "
                   f"ratio {ours['cpu_us_per_pkt'] / max(0.01, theirs['cpu_us_per_pkt']):.1f}x",
                   flush=True)

@@ -12,6 +12,7 @@ NAT. Packets from any other source are dropped afterwards (no re-latching to str
 
 import ipaddress
 import random
+import socket
 import struct
 
 from twisted.internet import defer, udp
@@ -22,6 +23,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from cbserver.media import rtcp, rtp
+from cbserver.media.mux import shared_mux
 from cbserver.media.ports import PortPool
 from cbserver.media.rewrite import StreamRewriter
 
@@ -60,6 +62,37 @@ class _RtpPort(udp.Port):
             self.log.failure("rtp packet handling failed")
 
 
+class _MuxPort:
+    """An RTP socket served by a MediaMux, with the bits of a Twisted port the session uses."""
+
+    def __init__(self, mux, sock):
+        self._mux = mux
+        self.socket = sock
+
+    @classmethod
+    def bind(cls, mux, protocol, host: str, port: int) -> "_MuxPort":
+        """Bind a non-blocking UDP socket and register it with the mux."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((host, port))
+        except OSError as e:
+            sock.close()
+            raise CannotListenError(host, port, e) from e
+        mux.add(sock, protocol)
+        return cls(mux, sock)
+
+    def write(self, data: bytes, addr) -> None:
+        """Send one datagram."""
+        self.socket.sendto(data, addr)
+
+    def stopListening(self) -> None:
+        """Leave the mux and close the socket."""
+        self._mux.remove(self.socket)
+        self.socket.close()
+
+
 class _RtcpProtocol(DatagramProtocol):
     """The odd-port half of a session: passes RTCP datagrams to the session."""
 
@@ -79,8 +112,12 @@ class RtpSession(DatagramProtocol):
     def __init__(
         self, clock: IReactorTime, reactor: IReactorUDP, pool: PortPool, host: str = "127.0.0.1",
         *, call_id: str = "", rtcp_interval: float = 5.0, rng: random.Random | None = None,
+        mux="auto",
     ):
         self._clock = clock
+        # A MediaMux serving every RTP socket; "auto": the process's shared one on an epoll
+        # reactor; None: a Twisted port per socket.
+        self._mux = shared_mux(reactor) if mux == "auto" else mux
         self._reactor = reactor
         self._pool = pool
         self.host = host
@@ -148,7 +185,9 @@ class RtpSession(DatagramProtocol):
         raise CannotListenError(self.host, 0, f"no bindable RTP pair after {_BIND_ATTEMPTS} tries")
 
     def _listen(self, port: int):
-        """Bind the RTP port; on a real posix reactor with the one-read-per-event port."""
+        """Bind the RTP port: in the media mux if we have one, else a one-read-per-event port."""
+        if self._mux is not None:
+            return _MuxPort.bind(self._mux, self, self.host, port)
         if isinstance(self._reactor, PosixReactorBase):
             p = _RtpPort(port, self, interface=self.host, maxPacketSize=2048, reactor=self._reactor)
             p.startListening()

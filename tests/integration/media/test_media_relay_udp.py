@@ -6,7 +6,7 @@ import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.task import deferLater
 
-from cbserver.media import rtcp, rtp
+from cbserver.media import mux, rtcp, rtp
 from cbserver.media.dtmf import pack_event
 from cbserver.media.ports import PortPool
 from cbserver.media.relay import Relay, RelayEnd
@@ -30,11 +30,15 @@ def sleep(seconds):
     return deferLater(reactor, seconds, lambda: None)
 
 
+@pytest.mark.parametrize("use_mux", [False, True], ids=["port-per-socket", "media-mux"])
 @pytest_twisted.inlineCallbacks
-def test_two_phones_talk_through_the_relay_until_one_goes_quiet():
+def test_two_phones_talk_through_the_relay_until_one_goes_quiet(use_mux):
+    if use_mux and not mux.available():
+        pytest.skip("the media mux needs Linux epoll")
     pool = PortPool(44000, 44999)
-    a = RtpSession(reactor, reactor, pool, "127.0.0.1", call_id="u", rtcp_interval=0.4)
-    b = RtpSession(reactor, reactor, pool, "127.0.0.1", call_id="u", rtcp_interval=0.4)
+    the_mux = mux.MediaMux(reactor) if use_mux else None
+    a = RtpSession(reactor, reactor, pool, "127.0.0.1", call_id="u", mux=the_mux)
+    b = RtpSession(reactor, reactor, pool, "127.0.0.1", call_id="u", mux=the_mux)
     phones, ports = [], []
     try:
         for s in (a, b):
@@ -77,3 +81,5 @@ def test_two_phones_talk_through_the_relay_until_one_goes_quiet():
         yield defer.gatherResults([a.close(), b.close()])
         for p in ports:
             yield p.stopListening()
+    if the_mux is not None:
+        assert len(the_mux) == 0 and the_mux.fileno() == -1  # left the reactor when empty

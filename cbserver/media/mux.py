@@ -1,0 +1,110 @@
+"""One reactor reader for every RTP socket: the receive-side twin of the media clock.
+
+With a Twisted port per RTP socket, every packet costs a reactor dispatch (logging context,
+call wrappers) on top of the read itself. ``MediaMux`` keeps the RTP sockets in an epoll set of
+its own and registers only that set's file descriptor with the reactor; when any socket is
+readable the reactor calls ``doRead`` once, and the mux reads one datagram from each ready
+socket in a tight loop. Level-triggered, so sockets left over after ``max_events`` are served
+on the next reactor turn. Linux only (``select.epoll``); elsewhere sessions use plain ports.
+"""
+
+import select
+import weakref
+
+from twisted.internet.interfaces import IReactorFDSet
+from twisted.logger import Logger
+
+_EVENTS = getattr(select, "EPOLLIN", 1)
+
+
+def available() -> bool:
+    """True where the mux can run (Linux epoll)."""
+    return hasattr(select, "epoll")
+
+
+class MediaMux:
+    """A set of non-blocking datagram sockets served by one reactor reader."""
+
+    log = Logger()
+
+    def __init__(self, reactor: IReactorFDSet, max_events: int = 512):
+        self._reactor = reactor
+        self.max_events = max_events
+        self._epoll = None
+        self._handlers: dict[int, tuple] = {}
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+    def add(self, sock, protocol) -> None:
+        """Serve ``sock``: each datagram goes to ``protocol.datagramReceived(data, addr)``."""
+        if self._epoll is None:
+            self._epoll = select.epoll()
+            self._reactor.addReader(self)
+        fd = sock.fileno()
+        self._epoll.register(fd, _EVENTS)
+        self._handlers[fd] = (sock.recvfrom, protocol.datagramReceived)
+
+    def remove(self, sock) -> None:
+        """Stop serving ``sock`` (before it is closed)."""
+        fd = sock.fileno()
+        if self._handlers.pop(fd, None) is not None and self._epoll is not None:
+            self._epoll.unregister(fd)
+        if not self._handlers and self._epoll is not None:
+            self._reactor.removeReader(self)
+            self._epoll.close()
+            self._epoll = None
+
+    # IReadDescriptor
+
+    def fileno(self) -> int:
+        """The inner epoll set's descriptor (readable when any socket is)."""
+        return self._epoll.fileno() if self._epoll is not None else -1
+
+    def doRead(self) -> None:
+        """Read one datagram from every ready socket."""
+        if self._epoll is None:
+            return
+        handlers = self._handlers
+        for fd, _event in self._epoll.poll(0, self.max_events):
+            handler = handlers.get(fd)
+            if handler is None:
+                continue
+            recvfrom, received = handler
+            try:
+                data, addr = recvfrom(2048)
+            except (BlockingIOError, InterruptedError, ConnectionRefusedError):
+                continue
+            try:
+                received(data, addr)
+            except Exception:  # one bad packet must not stop every other call's media
+                self.log.failure("rtp packet handling failed")
+
+    def connectionLost(self, reason) -> None:
+        """The reactor dropped us (shutdown)."""
+        self._handlers.clear()
+
+    def logPrefix(self) -> str:
+        """Name used by Twisted's logging context."""
+        return "MediaMux"
+
+
+_shared: "weakref.WeakKeyDictionary[object, MediaMux]" = weakref.WeakKeyDictionary()
+
+
+def shared_mux(reactor) -> "MediaMux | None":
+    """The process's mux for ``reactor`` when it is an epoll reactor, else None.
+
+    Like the media clock, one mux serves every session of the process, so a session built
+    without an explicit mux still gets the cheap receive path on the usual Linux reactor.
+    """
+    try:
+        from twisted.internet.epollreactor import EPollReactor
+    except ImportError:  # not Linux
+        return None
+    if not available() or not isinstance(reactor, EPollReactor):
+        return None
+    mux = _shared.get(reactor)
+    if mux is None:
+        mux = _shared[reactor] = MediaMux(reactor)
+    return mux
