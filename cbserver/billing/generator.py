@@ -199,6 +199,15 @@ class Generator:
         self.csv_dir = Path(csv_dir)
         self.accounts = Accounts(db, clock)
 
+    def _check_csv_dir(self) -> None:
+        """Make sure the CSV can be written (owner-only folder) before anything is created."""
+        try:
+            self.csv_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValidationError("csv_dir", f"cannot create {self.csv_dir}: {e.strerror}") from None
+        if not os.access(self.csv_dir, os.W_OK | os.X_OK):
+            raise ValidationError("csv_dir", f"cannot write in {self.csv_dir}")
+
     def _from_thread(self, progress, *args) -> None:
         if progress is None:
             return
@@ -215,6 +224,7 @@ class Generator:
         if req["batch"] is None:
             raise ValidationError("batch", "name the new batch (or an existing one with new_batch false)")
         space = id_space(req["prefix"], req["length"])
+        self._check_csv_dir()
 
         async def run(cur):
             c = await resolve(cur, "customers", req["customer"], "customer", kind="customer")
@@ -276,7 +286,7 @@ class Generator:
                   "batch_id": None, "balance": balance, "opening_balance": req["opening_balance"],
                   "status": status, "internal": False}
         auto_web = req["web_credentials"] == "auto"
-        self.csv_dir.mkdir(parents=True, exist_ok=True)
+        self._check_csv_dir()
         when = now(self.clock)
         path = (self.csv_dir / _csv_name(req["batch"], when)).resolve()
         partial = path.with_suffix(".partial")

@@ -186,3 +186,15 @@ async def test_an_id_taken_between_draw_and_write_is_drawn_again(catalog, accoun
     assert len(calls) == 2 and result["quantity"] == 20
     assert _count(pg_dsn, "SELECT count(*) FROM accounts WHERE id LIKE '55__'") == 21
     assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(result["csv_path"])]
+
+
+@pytest_twisted.ensureDeferred
+async def test_unwritable_csv_folder_is_refused_before_anything_is_created(catalog, accounts, db, tmp_path,
+                                                                           pg_dsn):
+    await _setup(catalog, accounts)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValidationError) as e:
+        await Generator(db, reactor, blocker / "cards").generate(REQUEST)
+    assert e.value.field == "csv_dir"
+    assert _count(pg_dsn) == 0 and _count(pg_dsn, "SELECT count(*) FROM batches") == 0
