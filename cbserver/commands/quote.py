@@ -111,6 +111,9 @@ def run(args) -> int:
         raise CommandError(f"unknown tariff: {e}") from None
     except (RatingError, ValueError) as e:
         raise CommandError(f"tariff cannot be used: {e}") from None
+    except psycopg2.Error as e:
+        raise CommandError(f"database error: {str(e).strip().splitlines()[0]} "
+                           "(is the schema current? `cbserver db upgrade`)") from None
     finally:
         conn.close()
     try:

@@ -61,6 +61,9 @@ def run(args) -> int:
             columns, rows = run_report(cur, args.name, start, end, args.account)
     except ReportError as e:
         raise CommandError(str(e)) from None
+    except psycopg2.Error as e:
+        raise CommandError(f"database error: {str(e).strip().splitlines()[0]} "
+                           "(is the schema current? `cbserver db upgrade`)") from None
     finally:
         conn.close()
     sys.stdout.write(format_csv(columns, rows) if args.csv else format_table(columns, rows))

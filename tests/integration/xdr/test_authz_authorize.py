@@ -13,6 +13,7 @@ from zope.interface.verify import verifyObject
 
 from cbserver.billing.authorize import AuthorizationError, Authorizer, AuthRequest, IAuthorizer
 from cbserver.billing.rating import price_leg
+from cbserver.db.pool import DatabaseUnavailable
 from cbserver.db.tariff_loader import TariffCache
 from tests.integration.xdr.helpers import query, reservations
 
@@ -196,3 +197,13 @@ async def test_pricers_match_the_rating_core(authorizer, db):
     auth = await authorizer.authorize(req())
     direct = price_leg(auth.tariff.rates, UK, dt.datetime.now(dt.UTC))
     assert direct.rate == auth.leg_b.rate
+
+
+@pytest_twisted.ensureDeferred
+async def test_database_away_fails_with_database_unavailable(db):
+    authorizer = Authorizer(db, TariffCache(db, reactor), reactor, node="node1")
+    await db.stopService()
+    with pytest.raises(DatabaseUnavailable):
+        await authorizer.authorize(req())
+    db.startService()
+    await db.when_ready()

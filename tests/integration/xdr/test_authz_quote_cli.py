@@ -64,3 +64,11 @@ def test_bad_input_is_one_clear_line_and_exit_1(cat_dsn, args, message):
     assert out.stdout == ""
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cbserver quote: ") and message in lines[0], out.stderr
+
+
+def test_database_without_the_schema_is_one_line_with_the_fix(empty_pg_dsn):
+    out = run(empty_pg_dsn, "--tariff", "Callback", "--number", "1800", "--duration", "9")
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        'cbserver quote: database error: relation "tariffs" does not exist '
+        "(is the schema current? `cbserver db upgrade`)"]
