@@ -56,14 +56,15 @@ def run_service(args, fn: Callable[[Services], Awaitable[Any]]) -> Any:
         db = Database(dsn, reactor, size=2, retry_max=2.0)
         db.startService()
         try:
-            ready = db.when_ready()
-            timer = reactor.callLater(CONNECT_TIMEOUT, ready.cancel)
-            try:
-                await ready
-            except defer.CancelledError:
+            # Wait for the pool; give up after two failed attempts (a CLI should not hang on
+            # a database that is not there) or CONNECT_TIMEOUT seconds.
+            waited = 0.0
+            while not db.ready and db.attempts < 3 and waited < CONNECT_TIMEOUT:
+                await task.deferLater(reactor, 0.05, lambda: None)
+                waited += 0.05
+            if not db.ready:
                 outcome["error"] = CommandError(f"cannot use the database: {db.reason}")
                 return
-            timer.cancel()
             try:
                 outcome["result"] = await fn(Services(db, reactor))
             except CatalogError as e:

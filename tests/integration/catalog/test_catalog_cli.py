@@ -156,3 +156,11 @@ def test_catalog_validation_error_names_the_field(pg_dsn):
     proc = cbs("catalog", "update", "tariff", "T", "--json", '{"currency": "EUR"}', "--dsn", pg_dsn,
                check=False)
     assert proc.returncode == 1 and "currency cannot be changed" in proc.stderr
+
+
+def test_unreachable_database_is_one_line_not_a_hang(tmp_path):
+    proc = cbs("accounts", "show", "x", "--dsn", f"host={tmp_path}/nowhere port=5432 user=cbserver dbname=x",
+               check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("cbserver accounts: cannot use the database:")
+    assert "Traceback" not in proc.stderr
