@@ -1,5 +1,8 @@
 """One reactor reader for every RTP socket: the receive-side twin of the media clock.
 
+Also the two RTP socket wrappers a session binds: ``MuxPort`` (a socket in the mux) and
+``OneReadPort`` (a Twisted UDP port reading one datagram per event, where there is no mux).
+
 With a Twisted port per RTP socket, every packet costs a reactor dispatch (logging context,
 call wrappers) on top of the read itself. ``MediaMux`` keeps the RTP sockets in an epoll set of
 its own and registers only that set's file descriptor with the reactor; when any socket is
@@ -9,8 +12,11 @@ on the next reactor turn. Linux only (``select.epoll``); elsewhere sessions use 
 """
 
 import select
+import socket
 import weakref
 
+from twisted.internet import udp
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorFDSet
 from twisted.logger import Logger
 
@@ -108,3 +114,56 @@ def shared_mux(reactor) -> "MediaMux | None":
     if mux is None:
         mux = _shared[reactor] = MediaMux(reactor)
     return mux
+
+
+class MuxPort:
+    """An RTP socket served by a MediaMux, with the bits of a Twisted port the session uses."""
+
+    def __init__(self, mux, sock):
+        self._mux = mux
+        self.socket = sock
+
+    @classmethod
+    def bind(cls, mux, protocol, host: str, port: int) -> "MuxPort":
+        """Bind a non-blocking UDP socket and register it with the mux."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((host, port))
+        except OSError as e:
+            sock.close()
+            raise CannotListenError(host, port, e) from e
+        mux.add(sock, protocol)
+        return cls(mux, sock)
+
+    def write(self, data: bytes, addr) -> None:
+        """Send one datagram."""
+        self.socket.sendto(data, addr)
+
+    def stopListening(self) -> None:
+        """Leave the mux and close the socket."""
+        self._mux.remove(self.socket)
+        self.socket.close()
+
+
+class OneReadPort(udp.Port):
+    """A UDP port that reads one datagram per readiness event.
+
+    Twisted's ``Port.doRead`` loops until the socket would block, so every packet costs a
+    second ``recvfrom`` that raises EAGAIN. An RTP socket gets one packet per 20 ms, and epoll
+    is level-triggered, so reading exactly one datagram per event does the same work for less.
+    """
+
+    log = Logger()
+
+    def doRead(self):
+        """Read one datagram and hand it to the protocol."""
+        try:
+            data, addr = self.socket.recvfrom(2048)
+        except (BlockingIOError, InterruptedError, ConnectionRefusedError):
+            return
+        try:
+            self.protocol.datagramReceived(data, addr)
+        except Exception:  # a bad packet must not close the port (the reactor would)
+            self.log.failure("rtp packet handling failed")

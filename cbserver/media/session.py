@@ -12,10 +12,9 @@ NAT. Packets from any other source are dropped afterwards (no re-latching to str
 
 import ipaddress
 import random
-import socket
 import struct
 
-from twisted.internet import defer, udp
+from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime, IReactorUDP
 from twisted.internet.posixbase import PosixReactorBase
@@ -23,7 +22,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from cbserver.media import rtcp, rtp
-from cbserver.media.mux import shared_mux
+from cbserver.media.mux import MuxPort, OneReadPort, shared_mux
 from cbserver.media.ports import PortPool
 from cbserver.media.rewrite import StreamRewriter
 
@@ -38,59 +37,6 @@ def _sendable(host: str) -> bool:
         return not ipaddress.ip_address(host).is_unspecified
     except ValueError:
         return False
-
-
-class _RtpPort(udp.Port):
-    """A UDP port that reads one datagram per readiness event.
-
-    Twisted's ``Port.doRead`` loops until the socket would block, so every packet costs a
-    second ``recvfrom`` that raises EAGAIN. An RTP socket gets one packet per 20 ms, and epoll
-    is level-triggered, so reading exactly one datagram per event does the same work for less.
-    """
-
-    log = Logger()
-
-    def doRead(self):
-        """Read one datagram and hand it to the protocol."""
-        try:
-            data, addr = self.socket.recvfrom(2048)
-        except (BlockingIOError, InterruptedError, ConnectionRefusedError):
-            return
-        try:
-            self.protocol.datagramReceived(data, addr)
-        except Exception:  # a bad packet must not close the port (the reactor would)
-            self.log.failure("rtp packet handling failed")
-
-
-class _MuxPort:
-    """An RTP socket served by a MediaMux, with the bits of a Twisted port the session uses."""
-
-    def __init__(self, mux, sock):
-        self._mux = mux
-        self.socket = sock
-
-    @classmethod
-    def bind(cls, mux, protocol, host: str, port: int) -> "_MuxPort":
-        """Bind a non-blocking UDP socket and register it with the mux."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            sock.bind((host, port))
-        except OSError as e:
-            sock.close()
-            raise CannotListenError(host, port, e) from e
-        mux.add(sock, protocol)
-        return cls(mux, sock)
-
-    def write(self, data: bytes, addr) -> None:
-        """Send one datagram."""
-        self.socket.sendto(data, addr)
-
-    def stopListening(self) -> None:
-        """Leave the mux and close the socket."""
-        self._mux.remove(self.socket)
-        self.socket.close()
 
 
 class _RtcpProtocol(DatagramProtocol):
@@ -187,9 +133,9 @@ class RtpSession(DatagramProtocol):
     def _listen(self, port: int):
         """Bind the RTP port: in the media mux if we have one, else a one-read-per-event port."""
         if self._mux is not None:
-            return _MuxPort.bind(self._mux, self, self.host, port)
+            return MuxPort.bind(self._mux, self, self.host, port)
         if isinstance(self._reactor, PosixReactorBase):
-            p = _RtpPort(port, self, interface=self.host, maxPacketSize=2048, reactor=self._reactor)
+            p = OneReadPort(port, self, interface=self.host, maxPacketSize=2048, reactor=self._reactor)
             p.startListening()
             return p
         return self._reactor.listenUDP(port, self, interface=self.host)
