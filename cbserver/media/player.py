@@ -2,7 +2,8 @@
 
 ``play()`` returns a Deferred that fires with ``PlayResult.DONE`` after the last frame, or with
 ``PlayResult.INTERRUPTED`` when ``stop()`` is called first (barge-in: a digit arrived) or the
-Deferred is cancelled. A player plays once.
+Deferred is cancelled. A player plays once; with ``repeat=True`` it loops the sequence (e.g.
+"please wait" while the other leg rings) until stopped.
 """
 
 import enum
@@ -34,6 +35,7 @@ class Player:
 
     def __init__(
         self, media_clock: MediaClock, session, library: IPromptLibrary, names, call_id: str = "",
+        repeat: bool = False,
     ):
         self._media = media_clock
         self._session = session
@@ -44,14 +46,16 @@ class Player:
         for name in self.names:
             frames.extend(library.frames(name, session.codec))
         self._frames = frames
+        self.repeat = repeat
         self._pos = 0
+        self._played = 0
         self._done: defer.Deferred | None = None
         self._started = False
 
     @property
     def frames_sent(self) -> int:
         """Frames played (or skipped by a late clock) so far."""
-        return self._pos
+        return self._played
 
     @property
     def total_frames(self) -> int:
@@ -81,17 +85,23 @@ class Player:
             self._finish(PlayResult.INTERRUPTED)
             return
         self._session.send_audio(self._frames[self._pos])
-        self._pos += 1
-        if self._pos >= len(self._frames):
-            self._finish(PlayResult.DONE)
+        self._advance(1)
 
     def frames_skipped(self, count: int) -> None:
         """The clock skipped ``count`` ticks: drop that much audio, keep timestamps real-time."""
-        count = min(count, len(self._frames) - self._pos)
-        self._pos += count
+        if not self.repeat:
+            count = min(count, len(self._frames) - self._pos)
         self._session.skip_samples(count * 160)
+        self._advance(count)
+
+    def _advance(self, count: int) -> None:
+        self._played += count
+        self._pos += count
         if self._pos >= len(self._frames):
-            self._finish(PlayResult.DONE)
+            if self.repeat:
+                self._pos %= len(self._frames)
+            else:
+                self._finish(PlayResult.DONE)
 
     def _finish(self, result: PlayResult) -> None:
         self._media.remove(self)
@@ -99,6 +109,6 @@ class Player:
         if d is not None:
             self.log.debug(
                 "prompt {result} call_id={call_id} names={names} frames={frames}",
-                result=result.value, call_id=self.call_id, names=self.names, frames=self._pos,
+                result=result.value, call_id=self.call_id, names=self.names, frames=self._played,
             )
             d.callback(result)

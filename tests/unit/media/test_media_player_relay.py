@@ -225,3 +225,22 @@ def test_rtcp_bye_ends_the_relay():
     assert ends == [RelayEnd.BYE]
     a.close(), b.close()
     assert reactor.getDelayedCalls() == []
+
+
+def test_repeating_player_loops_until_stopped():
+    reactor, media, (s,) = setup()
+    s.configure(PEER_A, 0, "PCMU")
+    lib = FakePrompts({"wait": 3})
+    player = Player(media, s, lib, ["wait"], repeat=True)
+    results = []
+    player.play().addCallback(results.append)
+    reactor.pump([0.02] * 8)
+    assert results == [] and player.frames_sent == 8
+    payloads = [p.payload for p in rtp_sent(reactor.ports[s.local_port])]
+    frames = lib.frames("wait", "PCMU")
+    assert payloads == list(frames * 3)[:8]
+    player.stop()
+    assert results == [PlayResult.INTERRUPTED]
+    s.close()
+    reactor.advance(0.02)
+    assert reactor.getDelayedCalls() == []
