@@ -8,6 +8,7 @@ DtmfInput and DigitCollection read them.
 
 import os
 import shutil
+import socket
 
 import pytest
 import pytest_twisted
@@ -31,6 +32,27 @@ pytestmark = [
         reason=f"sipp's DTMF captures missing in {PCAP_DIR} (Debian sip-tester ships them)",
     ),
 ]
+
+
+def free_media_port() -> int:
+    """An even UDP port free on 127.0.0.1, with the next three free too (sipp binds +2)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1] & ~1
+        socks = []
+        try:
+            for p in range(port, port + 4):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free media port for sipp")
 
 
 def scenario(digits: str) -> str:
@@ -118,9 +140,10 @@ def test_collector_reads_sipp_rfc4733_digits_exactly(tmp_path):
     collected = collection.start()
     collection.arm()
     (tmp_path / "uac.xml").write_text(scenario(digits))
+    media_port = free_media_port()
     sipp = getProcessOutputAndValue(SIPP, [
         "-sf", str(tmp_path / "uac.xml"), "-m", "1", "-i", "127.0.0.1", "-p", "0",
-        "-mi", "127.0.0.1", "-mp", "42000", "-timeout", "30s", "-timeout_error",
+        "-mi", "127.0.0.1", "-mp", str(media_port), "-timeout", "30s", "-timeout_error",
         "-nostdin", "-trace_err", "-error_file", str(tmp_path / "err.log"),
         f"127.0.0.1:{sip_port.getHost().port}",
     ], env=os.environ, path=str(tmp_path))
@@ -133,4 +156,4 @@ def test_collector_reads_sipp_rfc4733_digits_exactly(tmp_path):
     assert code == 0, (out + err).decode(errors="replace")[-2000:]
     assert result.digits == digits
     assert result.outcome is CollectOutcome.INTER_DIGIT_TIMEOUT
-    assert session.latched and session.remote == ("127.0.0.1", 42000)
+    assert session.latched and session.remote == ("127.0.0.1", media_port)
