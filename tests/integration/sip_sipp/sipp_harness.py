@@ -97,18 +97,27 @@ class SippTrunk:
             stderr=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
 
-    async def ready(self, timeout: float = 10.0) -> None:
-        """Wait until sipp has bound its port, so our first INVITE is not lost to a race."""
-        waited = 0.0
+    async def ready(self, timeout: float = 10.0, attempts: int = 5) -> None:
+        """Wait until sipp has bound its port, so our first INVITE is not lost to a race.
+
+        The port was free when picked but another process may take it before sipp binds;
+        then sipp exits at once and is started again on a fresh port.
+        """
         kind = socket.SOCK_STREAM if self.tcp else socket.SOCK_DGRAM
-        while waited < timeout and self.proc.poll() is None:
-            with socket.socket(socket.AF_INET, kind) as s:
-                try:
-                    s.bind(("127.0.0.1", self.port))
-                except OSError:
-                    return  # taken: sipp is listening
-            await deferLater(reactor, 0.02, lambda: None)
-            waited += 0.02
+        for _ in range(attempts):
+            waited = 0.0
+            while waited < timeout and self.proc.poll() is None:
+                with socket.socket(socket.AF_INET, kind) as s:
+                    try:
+                        s.bind(("127.0.0.1", self.port))
+                    except OSError:
+                        return  # taken: sipp is listening
+                await deferLater(reactor, 0.02, lambda: None)
+                waited += 0.02
+            if self.proc.poll() is None:
+                break  # still running but never bound: give up below
+            self.port = free_udp_port()  # it died (port taken meanwhile?): try another
+            self.start()
         raise RuntimeError(f"sipp did not start: {self.errors()}")
 
     async def wait(self, timeout: float = 45.0) -> int:
