@@ -39,7 +39,8 @@ setup(
         "prometheus-client>=0.17",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "ruff>=0.4"],
+        "test": ["pytest>=7", "pytest-twisted>=1.14", "pytest-timeout>=2.2", "hypothesis>=6",
+                 "ruff>=0.4"],
     },
     entry_points={"console_scripts": ["cbserver = cbserver.cli:main"]},
 )
