@@ -90,16 +90,40 @@ def legs(n: int, accounts: int, tag: str) -> list[LegRecord]:
     return out
 
 
-async def run_writer(reactor, dsn: str, records: list[LegRecord], window: int, spool_dir: str) -> float:
+def feed(writer: XdrWriter, records: list[LegRecord], window: int) -> defer.Deferred:
+    """Record every leg, keeping ``window`` unacknowledged (a steady stream); fire when all are."""
+    finished = defer.Deferred()
+    state = {"next": 0, "pending": 0}
+
+    def ack(_):
+        state["pending"] -= 1
+        if state["next"] == len(records) and state["pending"] == 0:
+            finished.callback(None)
+        else:
+            top_up()
+
+    def top_up():
+        while state["pending"] < window and state["next"] < len(records):
+            state["pending"] += 1
+            leg = records[state["next"]]
+            state["next"] += 1
+            writer.record(leg).addCallback(ack).addErrback(finished.errback)
+
+    top_up()
+    return finished
+
+
+async def run_writer(reactor, dsn: str, records: list[LegRecord], window: int, spool_dir: str,
+                     batch: int = 500, in_flight: int = 2) -> float:
     """Seconds to have every record acknowledged by the writer, ``window`` outstanding."""
     pool = Database(dsn, reactor, size=4)
     pool.startService()
     await pool.when_ready()
-    writer = XdrWriter(pool, reactor, Spool(Path(spool_dir) / "bench.spool"))
+    writer = XdrWriter(pool, reactor, Spool(Path(spool_dir) / "bench.spool"), batch_max=batch,
+                       max_in_flight=in_flight)
     writer.startService()
-    sem = defer.DeferredSemaphore(window)
     began = time.perf_counter()
-    await defer.gatherResults([sem.run(writer.record, r) for r in records])
+    await feed(writer, records, window)
     elapsed = time.perf_counter() - began
     assert writer.health()["depth"] == 0, "bench must not spool"
     await writer.stopService()
@@ -132,7 +156,7 @@ async def main(reactor, args) -> None:
                                              for i in range(args.accounts)))
             provision_file_sync(dsn, doc, csv_dir=tmp)
             records = legs(args.legs, args.accounts, "w")
-            writer_s = await run_writer(reactor, dsn, records, args.window, tmp)
+            writer_s = await run_writer(reactor, dsn, records, args.window, tmp, args.batch, args.in_flight)
         copy_records = legs(args.legs, args.accounts, "c")
         conn = psycopg2.connect(dsn)
         began = time.perf_counter()
@@ -147,7 +171,8 @@ async def main(reactor, args) -> None:
                         "-U", "cbserver", "--force", name], check=False)
     w_rate = args.legs / writer_s
     c_rate = args.legs / copy_s
-    print(f"legs: {args.legs}, accounts: {args.accounts}, window: {args.window}, cores: {os.cpu_count()}")
+    print(f"legs: {args.legs}, accounts: {args.accounts}, window: {args.window}, batch_max: {args.batch}, "
+          f"max_in_flight: {args.in_flight}, cores: {os.cpu_count()}, load: {os.getloadavg()[0]:.1f}")
     print(f"xDR writer (insert + balance + reservation release, group commit): "
           f"{writer_s:.2f} s, {w_rate:,.0f} xDRs/s  (target >= 5,000/s)")
     print(f"baseline: plain COPY of the same rows:                             "
@@ -161,7 +186,9 @@ def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--legs", type=int, default=50000)
     p.add_argument("--accounts", type=int, default=200)
-    p.add_argument("--window", type=int, default=2000)
+    p.add_argument("--window", type=int, default=4000)
+    p.add_argument("--batch", type=int, default=500, help="XdrWriter batch_max")
+    p.add_argument("--in-flight", type=int, default=2, help="XdrWriter max_in_flight")
     return p.parse_args()
 
 

@@ -1,11 +1,12 @@
 """The SQL of the xDR writer: one transaction writes a batch of legs with their charges.
 
-``write_batch(cursor, records)`` (a txpostgres interaction) locks the balance rows the batch
-touches in a fixed order (accounts by id, then customers by id: two writers never deadlock),
-skips legs already stored (idempotent on ``(session_id, leg)``), inserts the rest with
-``INSERT ... ON CONFLICT DO NOTHING``, applies to each balance exactly the amounts of the rows
-that were inserted, records the balance after each leg, updates first/last usage, and
-releases the legs' reservations. Records are any objects with the ``LegRecord`` fields.
+``write_batch(cursor, records)`` (a txpostgres interaction) skips legs already stored
+(idempotent on ``(session_id, leg)``), locks the balance rows the rest touch in a fixed order
+(accounts by id, then customers by id: two writers never deadlock), then in one statement
+inserts them (``INSERT ... ON CONFLICT DO NOTHING``, each with the balance after it), applies
+to each balance exactly their amounts, updates first/last usage, and releases the legs'
+reservations. A leg stored meanwhile by someone else rolls the batch back for a retry.
+Records are any objects with the ``LegRecord`` fields.
 """
 
 from __future__ import annotations
@@ -32,23 +33,28 @@ _TYPES = ("text", "text", "text", "text", "text", "text", "text", "text",
 LOCK_ACCOUNTS = ("SELECT id, customer_id, account_type, balance_control, balance FROM accounts "
                  "WHERE id = ANY(%s) ORDER BY id FOR UPDATE")
 LOCK_CUSTOMERS = "SELECT id, balance FROM customers WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
-EXISTING = ("SELECT x.session_id, x.leg FROM xdrs x JOIN unnest(%s::text[], %s::text[]) AS k(s, l) "
-            "ON x.session_id = k.s AND x.leg = k.l")
+# Every stored leg of the batch's sessions (an index scan on the unique key's first column).
+EXISTING = "SELECT session_id, leg FROM xdrs WHERE session_id = ANY(%s::text[])"
 # The rows travel as one JSON document (a bound parameter; json.dumps escapes), an array of
 # arrays in COLUMNS order: far cheaper for Python and PostgreSQL than 24 arrays of literals.
-INSERT = ("INSERT INTO xdrs ({cols}) SELECT {values} FROM jsonb_array_elements(%s::jsonb) AS e "
-          "ON CONFLICT (session_id, leg) DO NOTHING RETURNING session_id, leg").format(
+_INSERT = ("INSERT INTO xdrs ({cols}) SELECT {values} FROM jsonb_array_elements(%s::jsonb) AS e "
+           "ON CONFLICT (session_id, leg) DO NOTHING RETURNING session_id, leg").format(
     cols=", ".join(COLUMNS),
     values=", ".join(f"(e->>{i})::{t}" for i, t in enumerate(_TYPES)))
-UPDATE_ACCOUNTS = (
+_UPDATE_ACCOUNTS = (
     "UPDATE accounts a SET balance = a.balance + v.delta, "
     "first_usage = coalesce(a.first_usage, v.used), "
     "last_usage = CASE WHEN v.used IS NULL THEN a.last_usage ELSE greatest(a.last_usage, v.used) END "
-    "FROM unnest(%s::text[], %s::numeric[], %s::timestamptz[]) AS v(id, delta, used) WHERE a.id = v.id")
-UPDATE_CUSTOMERS = ("UPDATE customers c SET balance = c.balance + v.delta "
-                    "FROM unnest(%s::integer[], %s::numeric[]) AS v(id, delta) WHERE c.id = v.id")
-RELEASE = ("DELETE FROM balance_reservations r USING unnest(%s::text[], %s::text[]) AS k(s, l) "
+    "FROM unnest(%s::text[], %s::numeric[], %s::timestamptz[]) AS v(id, delta, used) WHERE a.id = v.id "
+    "RETURNING 1")
+_UPDATE_CUSTOMERS = ("UPDATE customers c SET balance = c.balance + v.delta "
+                     "FROM unnest(%s::integer[], %s::numeric[]) AS v(id, delta) WHERE c.id = v.id "
+                     "RETURNING 1")
+RELEASE = ("DELETE FROM balance_reservations r USING unnest(%s::text[], %s::char(1)[]) AS k(s, l) "
            "WHERE r.session_id = k.s AND r.leg = k.l")
+# Insert, balances and release in one statement, so the row locks are held for one round trip.
+APPLY = (f"WITH ins AS ({_INSERT}), acc AS ({_UPDATE_ACCOUNTS}), cus AS ({_UPDATE_CUSTOMERS}), "
+         f"rel AS ({RELEASE} RETURNING 1) SELECT session_id, leg FROM ins")
 
 
 def _plan(records, accounts: dict, customers: dict):
@@ -118,34 +124,29 @@ def write_batch(cur, records):
     """Write ``records`` (distinct keys) in the caller's transaction; fire with the keys stored."""
     keys_s = [r.session_id for r in records]
     keys_l = [r.leg for r in records]
-    account_ids = sorted({r.account_id for r in records})
-    yield cur.execute(LOCK_ACCOUNTS, (account_ids,))
+    yield cur.execute(EXISTING, (sorted(set(keys_s)),))
+    done = set(cur.fetchall())
+    fresh = [r for r in records if (r.session_id, r.leg) not in done]
+    if not fresh:
+        yield cur.execute(RELEASE, (keys_s, keys_l))
+        return set()
+    yield cur.execute(LOCK_ACCOUNTS, (sorted({r.account_id for r in fresh}),))
     accounts = {row[0]: row[1:] for row in cur.fetchall()}
     customer_ids = sorted({v[0] for v in accounts.values() if v[2] == "subordinate"})
     customers = {}
     if customer_ids:
         yield cur.execute(LOCK_CUSTOMERS, (customer_ids,))
         customers = {row[0]: row[1] for row in cur.fetchall()}
-    yield cur.execute(EXISTING, (keys_s, keys_l))
-    done = set(cur.fetchall())
-    fresh = [r for r in records if (r.session_id, r.leg) not in done]
-    stored = set()
-    if fresh:
-        rows, acc_delta, acc_used, cust_delta = _plan(fresh, accounts, customers)
-        yield cur.execute(INSERT, (_document(fresh, rows),))
-        stored = set(cur.fetchall())
-        if len(stored) != len(fresh):
-            # A concurrent writer stored some of these keys after our check: charge nothing
-            # twice by retrying the whole transaction (the caller sees a serialization error).
-            raise ConcurrentWrite(len(fresh) - len(stored))
-        if acc_delta:
-            ids = sorted(acc_delta)
-            yield cur.execute(UPDATE_ACCOUNTS, (ids, [acc_delta[i] for i in ids],
-                                                [acc_used.get(i) for i in ids]))
-        if cust_delta:
-            ids = sorted(cust_delta)
-            yield cur.execute(UPDATE_CUSTOMERS, (ids, [cust_delta[i] for i in ids]))
-    yield cur.execute(RELEASE, (keys_s, keys_l))
+    rows, acc_delta, acc_used, cust_delta = _plan(fresh, accounts, customers)
+    acc_ids, cust_ids = sorted(acc_delta), sorted(cust_delta)
+    yield cur.execute(APPLY, (_document(fresh, rows), acc_ids, [acc_delta[i] for i in acc_ids],
+                              [acc_used.get(i) for i in acc_ids], cust_ids, [cust_delta[i] for i in cust_ids],
+                              keys_s, keys_l))
+    stored = set(cur.fetchall())
+    if len(stored) != len(fresh):
+        # Another writer stored some of these legs after our check: roll back and retry, so
+        # that nothing is charged twice.
+        raise ConcurrentWrite(len(fresh) - len(stored))
     return stored
 
 
