@@ -100,19 +100,18 @@ class CallbackWeb:
         route("/metrics", methods=["GET"], endpoint="metrics")(self.metrics_page)
         for i, app_cfg in enumerate(self.config.application):
             p = "" if app_cfg.url_path == "/" else app_cfg.url_path
-            bind = _bind
             route(p or "/", methods=["GET", "HEAD"], endpoint=f"page_{i}")(
-                bind(self.page_get, app_cfg))
+                _bind(self.page_get, app_cfg))
             route(p or "/", methods=["POST"], endpoint=f"page_post_{i}")(
-                bind(self.page_post, app_cfg))
+                _bind(self.page_post, app_cfg))
             route(f"{p}/status/<cb_id>", methods=["GET", "HEAD"], endpoint=f"status_{i}")(
-                bind(self.status_get, app_cfg))
+                _bind(self.status_get, app_cfg))
             route(f"{p}/hosted-access", methods=["POST"], endpoint=f"hosted_{i}")(
-                bind(self.hosted_access, app_cfg))
+                _bind(self.hosted_access, app_cfg))
             route(f"{p}/api/v1/callbacks", methods=["POST"], endpoint=f"api_post_{i}")(
-                bind(self.api_post, app_cfg=app_cfg))
+                _bind(self.api_post, app_cfg=app_cfg))
             route(f"{p}/api/v1/callbacks/<cb_id>", methods=["GET"], endpoint=f"api_get_{i}")(
-                bind(self.api_get, app_cfg=app_cfg))
+                _bind(self.api_get, app_cfg=app_cfg))
         route("/", branch=True, endpoint="fallback")(self.other)
 
     def other(self, request):

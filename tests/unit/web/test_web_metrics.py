@@ -96,3 +96,15 @@ def test_without_fallback_unknown_paths_are_404():
     h = Harness()
     assert h.get("/healthz").code == 404
     h.finish()
+
+
+def test_an_instance_at_the_root_path_keeps_health_static_and_404():
+    from tests.unit.web.harness import app_config
+
+    h = Harness(apps=[app_config(path="/")], fallback=WebApp(FakeDb(), Clock()).resource())
+    assert "Request a callback" in h.get("/").text
+    loc = h.submit("simple", path="", account="cb1001", phone="15550100").header("location")
+    assert loc == "/status/cb-0001" and h.get(loc).code == 200
+    assert h.get("/healthz").code == 200 and h.get("/static/page.css").code == 200
+    assert h.get("/nope").code == 404
+    h.finish()
