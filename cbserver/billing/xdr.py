@@ -363,6 +363,9 @@ class XdrWriter(service.Service):
     @defer.inlineCallbacks
     def _replay(self):
         """Write the spool to PostgreSQL in order, snapshot by snapshot, until it is empty."""
+        if not self.running:
+            self._replay_pending = False
+            return
         yield self._wait_idle()
         self._busy += 1
         try:

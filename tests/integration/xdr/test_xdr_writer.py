@@ -4,10 +4,14 @@ release, idempotence on (session, leg), group commit, and legs priced from an au
 from __future__ import annotations
 
 import datetime as dt
+import json
+import subprocess
+import sys
 from decimal import Decimal
+from pathlib import Path
 
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
 from zope.interface.verify import verifyObject
 
 from cbserver.billing.authorize import AuthRequest
@@ -134,3 +138,27 @@ async def test_leg_a_by_callback_fail_when_legb_fails(writer, authorizer, cat_ds
     await defer.gatherResults([writer.record(a), writer.record(b)])
     assert balance(cat_dsn, "cb1001") == Decimal("9.50000")
     assert reservations(cat_dsn) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_balance_change_matches_cbserver_quote_to_the_cent(writer, authorizer, cat_dsn):
+    auth = await authorizer.authorize(AuthRequest("q-1", "cb1001", "+1 800 555 0100", "44 20 7123 4567"))
+    connect = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+    legs = {}
+    for name, seconds in (("A", 187), ("B", 151)):
+        legs[name] = leg_record(auth, name, trigger_mode="extended", node="node1", connect_time=connect,
+                                disconnect_time=connect + dt.timedelta(seconds=seconds), duration=seconds,
+                                sip_code=200)
+        await writer.record(legs[name])
+    cli = str(Path(sys.executable).with_name("cbserver"))
+    quoted = Decimal(0)
+    for name, number, seconds in (("A", "18005550100", 187), ("B", "442071234567", 151)):
+        out = await threads.deferToThread(
+            subprocess.run, [cli, "quote", "--dsn", cat_dsn, "--account", "cb1001", "--number", number,
+                             "--duration", str(seconds), "--at", connect.isoformat()],
+            capture_output=True, text=True, check=True)
+        body = json.loads(out.stdout)
+        assert Decimal(body["amount"]) == legs[name].amount
+        assert body["charged_seconds"] == legs[name].charged_seconds
+        quoted += Decimal(body["amount"])
+    assert Decimal("10.00") - balance(cat_dsn, "cb1001") == quoted
