@@ -4,8 +4,8 @@ Run from the repository root:  .venv/bin/python bench/bench_generator.py [--quan
 
 It starts the checkout's local PostgreSQL, creates a scratch database with the schema, a
 tariff, a product and a customer, and serves a trivial Klein route on 127.0.0.1 from the same
-reactor the generator runs on. A client thread (outside the reactor, plain http.client with
-keep-alive) requests that route every few milliseconds:
+reactor the generator runs on. A client in its own process (plain http.client with keep-alive,
+so it never competes with the server for the GIL) requests that route every 5 ms:
 
 1. for ``--baseline`` seconds with nothing else running (the baseline), then
 2. for as long as the generator takes to make ``--quantity`` accounts (auto-generated service
@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import multiprocessing
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psycopg2  # noqa: E402
 from klein import Klein  # noqa: E402
 from twisted.internet import defer, reactor, task  # noqa: E402
+from twisted.internet import threads as _threads  # noqa: E402
 from twisted.web.server import Site  # noqa: E402
 
 from cbserver.billing.accounts import Accounts  # noqa: E402
@@ -42,40 +43,53 @@ from cbserver.db.pgcluster import default_cluster  # noqa: E402
 from cbserver.db.pool import Database  # noqa: E402
 
 
-class Poller(threading.Thread):
-    """Requests GET /ping every ``interval`` seconds and records each latency in ms."""
+def _poll(port: int, interval: float, recording, stop, results) -> None:
+    """Client process: GET /ping every ``interval`` s; send each recorded series to ``results``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    series: list[float] = []
+    was_recording = False
+    while not stop.is_set():
+        start = time.perf_counter()
+        conn.request("GET", "/ping")
+        conn.getresponse().read()
+        took = (time.perf_counter() - start) * 1000
+        now_recording = recording.is_set()
+        if was_recording and not now_recording:
+            results.put(series)
+            series = []
+        if now_recording:
+            series.append(took)
+        was_recording = now_recording
+        time.sleep(interval)
+    conn.close()
+
+
+class Poller:
+    """A client in its own process (so it never competes with the server for the GIL)."""
 
     def __init__(self, port: int, interval: float = 0.005):
-        super().__init__(daemon=True)
-        self.port = port
-        self.interval = interval
-        self.samples: list[float] = []
-        self.running = threading.Event()
-        self.stop = threading.Event()
+        ctx = multiprocessing.get_context("spawn")
+        self.recording, self.stop, self.results = ctx.Event(), ctx.Event(), ctx.Queue()
+        self.process = ctx.Process(target=_poll, daemon=True,
+                                   args=(port, interval, self.recording, self.stop, self.results))
 
-    def run(self) -> None:
-        """Poll until told to stop; record only while ``running`` is set."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        while not self.stop.is_set():
-            start = time.perf_counter()
-            conn.request("GET", "/ping")
-            conn.getresponse().read()
-            took = (time.perf_counter() - start) * 1000
-            if self.running.is_set():
-                self.samples.append(took)
-            time.sleep(self.interval)
-        conn.close()
+    def start(self) -> None:
+        """Start the client process."""
+        self.process.start()
 
-    def measure(self) -> list[float]:
-        """Start a new series of samples."""
-        self.samples = []
-        self.running.set()
-        return self.samples
+    def measure(self) -> None:
+        """Start recording a series."""
+        self.recording.set()
 
     def pause(self) -> list[float]:
-        """Stop recording and return the series."""
-        self.running.clear()
-        return list(self.samples)
+        """Stop recording; the series arrives from the client at its next request."""
+        self.recording.clear()
+        return self.results.get(timeout=60)
+
+    def close(self) -> None:
+        """Stop the client process."""
+        self.stop.set()
+        self.process.join(timeout=10)
 
 
 def summary(samples: list[float]) -> str:
@@ -116,7 +130,7 @@ async def main(args, dsn: str) -> None:
 
     poller.measure()
     await task.deferLater(reactor, args.baseline, lambda: None)
-    idle = poller.pause()
+    idle = await _threads.deferToThread(poller.pause)
 
     csv_dir = Path(tempfile.mkdtemp(prefix="cbs-bench-cards-"))
     generator = Generator(db, reactor, csv_dir)
@@ -127,8 +141,8 @@ async def main(args, dsn: str) -> None:
         "batch": "bench", "prefix": "cb", "length": 10, "opening_balance": "10",
         "service_password": "auto", "web_credentials": "auto"})
     elapsed = time.perf_counter() - start
-    busy = poller.pause()
-    poller.stop.set()
+    busy = await _threads.deferToThread(poller.pause)
+    await _threads.deferToThread(poller.close)
 
     print(f"generated {result['quantity']} accounts in {elapsed:.2f} s "
           f"({result['quantity'] / elapsed:,.0f} accounts/s), CSV {result['csv_path']}")

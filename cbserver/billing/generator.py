@@ -16,7 +16,7 @@ import datetime as dt
 import os
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -158,7 +158,7 @@ def _secrets_chunk(n: int, wanted: bool) -> tuple[list[str | None], list[str | N
     return plain, [passwords.hash_password(p, passwords.GENERATED) for p in plain]
 
 
-def _write_csv(path: Path, rows: list[tuple]) -> None:
+def _write_csv(path: Path, rows: Iterable[tuple]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
         out = csv.writer(f)
@@ -166,23 +166,37 @@ def _write_csv(path: Path, rows: list[tuple]) -> None:
         out.writerows(rows)
 
 
-def _rows_and_csv(partial: Path, common: dict, ids: list[str], service: list, web: list, hashes: list,
-                  web_hashes: list, auto_web: bool, expiration: dt.datetime | None) -> list[tuple]:
-    """Build the COPY rows and write the CSV (run in a worker thread: it is all CPU and disk)."""
-    columns = astore.COPY_COLUMNS
-    template = [common.get(c) for c in columns]
-    at = {c: columns.index(c) for c in ("id", "password_hash", "web_login", "web_password_hash")}
-    rows = []
-    for i, h, w in zip(ids, hashes, web_hashes, strict=True):
-        row = list(template)
-        row[at["id"]], row[at["password_hash"]], row[at["web_password_hash"]] = i, h, w
-        row[at["web_login"]] = i if auto_web else None
-        rows.append(tuple(row))
+class _Rows(Sequence):
+    """The COPY rows of a run, made on access from per-column lists (no 100,000 long-lived tuples
+    for the garbage collector to walk while the reactor waits)."""
+
+    def __init__(self, common: dict, ids: list[str], hashes: list, web_hashes: list, auto_web: bool):
+        columns = astore.COPY_COLUMNS
+        self._template = [common.get(c) for c in columns]
+        self._at = [columns.index(c) for c in ("id", "password_hash", "web_login", "web_password_hash")]
+        self._ids, self._hashes, self._web_hashes, self._auto_web = ids, hashes, web_hashes, auto_web
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        row = list(self._template)
+        account_id = self._ids[i]
+        at_id, at_hash, at_login, at_web = self._at
+        row[at_id], row[at_hash], row[at_web] = account_id, self._hashes[i], self._web_hashes[i]
+        row[at_login] = account_id if self._auto_web else None
+        return row
+
+
+def _write_run_csv(partial: Path, common: dict, ids: list[str], service: list, web: list, auto_web: bool,
+                   expiration: dt.datetime | None) -> None:
+    """Write the run's CSV (in a worker thread: it is all CPU and disk)."""
     expiry = expiration.isoformat() if expiration else ""
     balance, status = str(common["balance"]), common["status"]
-    _write_csv(partial, [(i, s or "", i if auto_web else "", w or "", balance, status, expiry)
-                         for i, s, w in zip(ids, service, web, strict=True)])
-    return rows
+    _write_csv(partial, ((i, s or "", i if auto_web else "", w or "", balance, status, expiry)
+                         for i, s, w in zip(ids, service, web, strict=True)))
 
 
 def _csv_name(batch: str, when: dt.datetime) -> str:
@@ -294,9 +308,9 @@ class Generator:
                   for k, val in req.items()}
         new_batch = {"name": req["batch"], "customer_id": links["customer_id"]} if req["new_batch"] else None
         try:
-            rows = await self.accounts.in_thread(
-                _rows_and_csv, partial, common, ids, service, web, hashes, web_hashes, auto_web,
-                req["expiration_date"])
+            await self.accounts.in_thread(_write_run_csv, partial, common, ids, service, web, auto_web,
+                                          req["expiration_date"])
+            rows = _Rows(common, ids, hashes, web_hashes, auto_web)
             batch_id = await self.accounts.in_thread(
                 lambda: astore.write_batch(
                     self.db.dsn, batch=new_batch, batch_id=links.get("batch_id"),

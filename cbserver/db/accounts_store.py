@@ -181,7 +181,8 @@ class _Filled(Sequence):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        row = list(self._rows[i])
+        row = self._rows[i]
+        row = row if isinstance(row, list) else list(row)
         row[self._index] = self._value
         return row
 
