@@ -275,8 +275,14 @@ class Authorizer:
                 if seconds == 0:
                     reason = "no_balance"
             if seconds == 0:
-                return Authorization(request, account, tariff, entry, leg_a, leg_b, 0, reason, budget,
-                                     fail_tariff=fail_tariff, fail_leg_a=fail_leg_a), None
+                if elapsed == 0:
+                    return Authorization(request, account, tariff, entry, leg_a, leg_b, 0, reason, budget,
+                                         fail_tariff=fail_tariff, fail_leg_a=fail_leg_a), None
+                # legA is connected and will be charged: keep holding what it has cost so far.
+                held = max(leg_a.amount(elapsed), fail_hold)
+                return (Authorization(request, account, tariff, entry, leg_a, leg_b, 0, reason, budget,
+                                      held, Decimal(0), fail_tariff, fail_leg_a),
+                        ReservationDecision(held, Decimal(0), tariff.rates.currency))
             amount_a = max(leg_a.amount(elapsed + seconds), fail_hold)
             amount_b = leg_b.amount(seconds)
             auth = Authorization(request, account, tariff, entry, leg_a, leg_b, seconds, reason, budget,

@@ -207,3 +207,15 @@ async def test_database_away_fails_with_database_unavailable(db):
         await authorizer.authorize(req())
     db.startService()
     await db.when_ready()
+
+
+@pytest_twisted.ensureDeferred
+async def test_refused_legb_keeps_holding_what_lega_has_cost(authorizer, cat_dsn):
+    await authorizer.authorize(req())
+    query(cat_dsn, "UPDATE accounts SET balance = 0.10 WHERE id = 'cb1001'")
+    connect = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=300)
+    again = await authorizer.authorize(req(leg_a_elapsed=300, leg_a_connect=connect))
+    assert (again.max_seconds, again.reason) == (0, "no_balance")
+    owed = max(again.leg_a.amount(300), again.fail_leg_a.amount(360))
+    assert reservations(cat_dsn) == [("s1", "A", "cb1001", owed)]
+    assert again.reserved_a == owed and again.reserved_b == 0
