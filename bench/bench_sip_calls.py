@@ -9,6 +9,7 @@ ACK -> BYE -> 200; we hang up as soon as the call is answered and start the next
 """
 
 import argparse
+import gc
 import os
 import resource
 import shutil
@@ -22,6 +23,7 @@ from twisted.internet import epollreactor
 epollreactor.install()
 
 from twisted.internet import reactor  # noqa: E402
+from twisted.logger import globalLogBeginner, textFileLogObserver  # noqa: E402
 from zope.interface import implementer  # noqa: E402
 
 from cbserver.sip.service import SipService  # noqa: E402
@@ -106,6 +108,12 @@ def main():
     ap.add_argument("--calls", type=int, default=20000)
     ap.add_argument("--concurrency", type=int, default=200)
     ap.add_argument("--ua-core", type=int, default=0)
+    ap.add_argument(
+        "--gc-tune", action="store_true",
+        help="gc.freeze() after start-up and gc.set_threshold(50000, 50, 100): a process-wide "
+        "setting a deployment could make in tap.py; off by default",
+    )
+    ap.add_argument("--log", default=os.devnull, help="where the UA's log goes (as in production)")
     args = ap.parse_args()
     sipp = shutil.which("sipp")
     if sipp is None:
@@ -121,6 +129,9 @@ def main():
         preexec_fn=lambda: os.sched_setaffinity(0, set(sipp_cores)),
     )  # fmt: skip
     os.sched_setaffinity(0, {ua_core})
+    # Log as a deployed server does (one line per call), not into Twisted's start-up buffer.
+    log_file = open(args.log, "a")  # noqa: SIM115
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(log_file)], redirectStandardIO=False)
     time.sleep(0.5)
     config = UAConfig(
         public_address="127.0.0.1", public_port=0, trunk_host="127.0.0.1", trunk_port=port,
@@ -130,6 +141,9 @@ def main():
     service = SipService(config, reactor)
     service.startService()
     service.protocol.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    if args.gc_tune:
+        gc.freeze()
+        gc.set_threshold(50000, 50, 100)
     driver = Driver(service.ua, args.calls, args.concurrency)
     reactor.callWhenRunning(driver.start)
     r0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -140,7 +154,8 @@ def main():
     elapsed = (driver.t1 or time.perf_counter()) - driver.t0
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     done = driver.ended + len(driver.failed)
-    print(f"UA pinned to core {ua_core}; sipp on cores {sipp_cores}; {len(cores)} cores visible")
+    print(f"UA pinned to core {ua_core}; sipp on cores {sipp_cores}; {len(cores)} cores visible;"
+          f" gc {'tuned (freeze + thresholds)' if args.gc_tune else 'default'}")  # fmt: skip
     print(f"calls placed and torn down: {driver.ended} of {args.calls} "
           f"(concurrency {args.concurrency})")  # fmt: skip
     print(f"failed calls: {len(driver.failed)} {driver.failed[:5] if driver.failed else ''}")

@@ -134,6 +134,12 @@ class Call(DialogMixin):
             self._cancel_timer(name)
         if self._invite_txn is not None and self._invite_txn.state in ("calling", "proceeding"):
             self._invite_txn.terminate()
+        if state == "ended" and self._invite_txn is not None and self._invite_txn.state == "accepted":
+            # RFC 6026 7.2 keeps the INVITE in Accepted so 2xx retransmissions get re-ACKed
+            # while the dialog lives; a BYE has now completed one way or the other, so the
+            # far end has stopped retransmitting. Ending it now frees the call at once
+            # instead of 64*T1 later.
+            self._invite_txn.terminate()
         if self._cancel_txn is not None and self._cancel_txn.state in ("trying", "proceeding"):
             # RFC 3261 9.1: a CANCEL only acts on a pending INVITE; once the INVITE has its
             # final response there is nothing left for it to do, so stop retransmitting it.

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from zope.interface import Attribute, Interface
+from zope.interface import Attribute, Interface, implementer
 
 from cbserver.sip.message import Headers, Request, Response, parse_via
 from cbserver.sip.timers import SipTimers
@@ -259,6 +259,11 @@ class ClientNonInviteTransaction(ClientTransaction):
             self._cancel_timer("F")
             self._start_timer("K", self.timers.K, self._terminate)
         self.user.response_received(self, response)
+        if self.state == "completed":
+            # Completed only absorbs retransmitted responses: neither the request nor the
+            # TU is needed any more, and not holding them for T4 keeps the heap small.
+            self.request = None
+            self.user = _Absorbed()
 
     def _in_completed(self, response: Response) -> None:
         # RFC 3261 17.1.2.2: retransmitted responses are absorbed in Completed.
@@ -266,6 +271,20 @@ class ClientNonInviteTransaction(ClientTransaction):
 
     def _in_terminated(self, response: Response) -> None:
         return None
+
+
+@implementer(IClientTransactionUser)
+class _Absorbed:
+    """Stands in for the TU once a non-INVITE transaction has delivered its final response."""
+
+    def response_received(self, txn, response) -> None:
+        """Never called: Completed absorbs retransmissions."""
+
+    def transaction_timed_out(self, txn) -> None:
+        """Never called: Timer F is cancelled in Completed."""
+
+    def transport_failed(self, txn, error) -> None:
+        """Never called: Completed sends nothing."""
 
 
 def branch_of(message: Request | Response) -> str:
