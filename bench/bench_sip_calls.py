@@ -109,7 +109,8 @@ def main():
     ap.add_argument("--concurrency", type=int, default=200)
     ap.add_argument("--ua-core", type=int, default=0)
     ap.add_argument(
-        "--gc-tune", action="store_true",
+        "--gc-tune",
+        action="store_true",
         help="gc.freeze() after start-up and gc.set_threshold(50000, 50, 100): a process-wide "
         "setting a deployment could make in tap.py; off by default",
     )

@@ -30,18 +30,23 @@ class FakeTransport:
         self.sent.append((parse_message(response.serialize()), response_destination(response)))
 
     def requests(self, method=None):
-        return [
-            m for m, _ in self.sent if isinstance(m, Request) and method in (None, m.method)
-        ]
+        return [m for m, _ in self.sent if isinstance(m, Request) and method in (None, m.method)]
 
     def responses(self, status=None):
-        return [
-            m for m, _ in self.sent if isinstance(m, Response) and status in (None, m.status)
-        ]
+        return [m for m, _ in self.sent if isinstance(m, Response) and status in (None, m.status)]
 
 
-def request(method="INVITE", branch="z9hG4bKabc", cseq=1, to_tag=None, call_id="c1@x",
-            via_host="127.0.0.1", via_port=5080, uri="sip:100@127.0.0.1", body=b""):
+def request(
+    method="INVITE",
+    branch="z9hG4bKabc",
+    cseq=1,
+    to_tag=None,
+    call_id="c1@x",
+    via_host="127.0.0.1",
+    via_port=5080,
+    uri="sip:100@127.0.0.1",
+    body=b"",
+):
     h = Headers()
     h.add("Via", f"SIP/2.0/UDP {via_host}:{via_port};branch={branch}")
     h.add("Max-Forwards", "70")

@@ -15,9 +15,15 @@ def setup(no_answer_timeout=30, **kw):
     clock, transport = Clock(), FakeTransport()
     ua = UserAgent(transport, clock, config(**kw))
     listener = Listener()
-    call = ua.place_call("15551234", caller_id="cb1818", display_name="Call Back",
-                         sdp_offer=SDP_OFFER, extra_headers=[("X-Leg", "A")],
-                         no_answer_timeout=no_answer_timeout, listener=listener)
+    call = ua.place_call(
+        "15551234",
+        caller_id="cb1818",
+        display_name="Call Back",
+        sdp_offer=SDP_OFFER,
+        extra_headers=[("X-Leg", "A")],
+        no_answer_timeout=no_answer_timeout,
+        listener=listener,
+    )
     return ua, clock, transport, call, listener, FarEnd(ua, transport)
 
 
@@ -68,8 +74,12 @@ def test_answer_flow_ringing_then_answer_then_ack_and_reack():
     far.respond(inv, 180)
     far.respond(inv, 183, SDP_ANSWER)
     ok = far.respond(inv, 200, SDP_ANSWER)
-    assert listener.events == [("trying",), ("ringing", None), ("ringing", SDP_ANSWER),
-                               ("answered", SDP_ANSWER)]
+    assert listener.events == [
+        ("trying",),
+        ("ringing", None),
+        ("ringing", SDP_ANSWER),
+        ("answered", SDP_ANSWER),
+    ]
     assert call.state == "confirmed" and call.remote_sdp == SDP_ANSWER
     ack = far.last("ACK")
     # RFC 3261 13.2.2.4: ACK to the Contact, own branch, the INVITE's CSeq number.
@@ -148,12 +158,11 @@ def test_answer_crossing_cancel_is_acked_then_byed():
 def test_proxy_challenge_is_answered_once():
     ua, clock, transport, call, listener, far = setup()
     inv = far.last("INVITE")
-    far.respond(inv, 407, headers=[("Proxy-Authenticate",
-                                    'Digest realm="trunk", nonce="abc", qop="auth"')])
+    far.respond(inv, 407, headers=[("Proxy-Authenticate", 'Digest realm="trunk", nonce="abc", qop="auth"')])
     inv2 = far.last("INVITE")
     assert inv2 is not inv and inv2.headers.get("CSeq") == "2 INVITE"
     assert inv2.headers.get("From") == inv.headers.get("From")
-    auth = _split_params(inv2.headers.get("Proxy-Authorization")[len("Digest "):])
+    auth = _split_params(inv2.headers.get("Proxy-Authorization")[len("Digest ") :])
     assert auth["username"] == "cbuser" and auth["uri"] == inv.uri and auth["nc"] == "00000001"
     far.respond(inv2, 407, headers=[("Proxy-Authenticate", 'Digest realm="trunk", nonce="x"')])
     assert listener.events[-1][:2] == ("failed", 407)
@@ -162,8 +171,11 @@ def test_proxy_challenge_is_answered_once():
 
 def test_challenge_then_answer():
     ua, clock, transport, call, listener, far = setup()
-    far.respond(far.last("INVITE"), 401,
-                headers=[("WWW-Authenticate", 'Digest realm="t", nonce="n", algorithm=SHA-256')])
+    far.respond(
+        far.last("INVITE"),
+        401,
+        headers=[("WWW-Authenticate", 'Digest realm="t", nonce="n", algorithm=SHA-256')],
+    )
     inv2 = far.last("INVITE")
     assert "algorithm=SHA-256" in inv2.headers.get("Authorization")
     far.respond(inv2, 200, SDP_ANSWER)
@@ -218,7 +230,7 @@ def test_challenged_bye_is_retried_with_credentials():
     far.respond(bye, 407, headers=[("Proxy-Authenticate", 'Digest realm="t", nonce="b", qop="auth"')])
     bye2 = far.last("BYE")
     assert bye2.headers.get("CSeq") == "3 BYE"
-    auth = _split_params(bye2.headers.get("Proxy-Authorization")[len("Digest "):])
+    auth = _split_params(bye2.headers.get("Proxy-Authorization")[len("Digest ") :])
     assert auth["uri"] == bye2.uri and auth["nonce"] == "b"
     far.respond(bye2, 200)
     assert d.called and listener.events[-1] == ("ended", False, "local hangup")
@@ -352,8 +364,7 @@ def test_session_timer_far_end_refreshes_or_we_bye():
     inv = far.last("INVITE")
     far.respond(inv, 200, SDP_ANSWER, headers=[("Session-Expires", "90;refresher=uas")])
     clock.advance(50)
-    far.request(call, "UPDATE", headers=[("Session-Expires", "90;refresher=uac"),
-                                         ("Supported", "timer")])
+    far.request(call, "UPDATE", headers=[("Session-Expires", "90;refresher=uac"), ("Supported", "timer")])
     upd_ok = far.responses_to("UPDATE")[-1]
     assert upd_ok.status == 200 and upd_ok.headers.get("Session-Expires") == "90;refresher=uac"
     assert upd_ok.headers.get("Require") == "timer"
@@ -379,12 +390,14 @@ def test_stop_cancels_ringing_and_byes_answered_calls():
     ua = UserAgent(transport, clock, config())
     far = FarEnd(ua, transport)
     l1, l2 = Listener(), Listener()
-    c1 = ua.place_call("1", caller_id="a", display_name=None, sdp_offer=SDP_OFFER,
-                       no_answer_timeout=60, listener=l1)
+    c1 = ua.place_call(
+        "1", caller_id="a", display_name=None, sdp_offer=SDP_OFFER, no_answer_timeout=60, listener=l1
+    )
     inv1 = far.last("INVITE")
     far.respond(inv1, 200, SDP_ANSWER)
-    c2 = ua.place_call("2", caller_id="a", display_name=None, sdp_offer=SDP_OFFER,
-                       no_answer_timeout=60, listener=l2)
+    c2 = ua.place_call(
+        "2", caller_id="a", display_name=None, sdp_offer=SDP_OFFER, no_answer_timeout=60, listener=l2
+    )
     inv2 = far.last("INVITE")
     far.respond(inv2, 180)
     d = ua.stop()
@@ -397,8 +410,9 @@ def test_stop_cancels_ringing_and_byes_answered_calls():
     clock.advance(40)
     assert clock.getDelayedCalls() == []
     with pytest.raises(Exception, match="stopping"):
-        ua.place_call("3", caller_id="a", display_name=None, sdp_offer=SDP_OFFER,
-                      no_answer_timeout=60, listener=l1)
+        ua.place_call(
+            "3", caller_id="a", display_name=None, sdp_offer=SDP_OFFER, no_answer_timeout=60, listener=l1
+        )
 
 
 def test_stop_gives_up_after_its_timeout():
@@ -427,12 +441,18 @@ class _Locator:
 
 def test_failover_to_next_target_after_timer_b():
     clock, transport = Clock(), FakeTransport()
-    ua = UserAgent(transport, clock, config(trunk_host="trunk.invalid"),
-                   locator=_Locator([("TCP", "127.0.0.9", 5060), ("UDP", "127.0.0.1", 5080),
-                                     ("UDP", "127.0.0.2", 5080)]))
+    ua = UserAgent(
+        transport,
+        clock,
+        config(trunk_host="trunk.invalid"),
+        locator=_Locator(
+            [("TCP", "127.0.0.9", 5060), ("UDP", "127.0.0.1", 5080), ("UDP", "127.0.0.2", 5080)]
+        ),
+    )
     listener = Listener()
-    ua.place_call("1", caller_id="a", display_name=None, sdp_offer=SDP_OFFER,
-                  no_answer_timeout=100, listener=listener)
+    ua.place_call(
+        "1", caller_id="a", display_name=None, sdp_offer=SDP_OFFER, no_answer_timeout=100, listener=listener
+    )
     clock.advance(32)
     dests = [d for m, d in transport.sent if m.method == "INVITE"]
     assert ua.locator.asked == ["trunk.invalid:5080"]  # explicit port: no NAPTR/SRV
@@ -447,8 +467,9 @@ def test_trunk_name_without_locator_fails_503():
     clock, transport = Clock(), FakeTransport()
     ua = UserAgent(transport, clock, config(trunk_host="trunk.invalid"))
     listener = Listener()
-    ua.place_call("1", caller_id="a", display_name=None, sdp_offer=SDP_OFFER,
-                  no_answer_timeout=10, listener=listener)
+    ua.place_call(
+        "1", caller_id="a", display_name=None, sdp_offer=SDP_OFFER, no_answer_timeout=10, listener=listener
+    )
     assert listener.events == [("failed", 503, "trunk not found")]
     assert transport.sent == []
     finish(ua, clock)

@@ -77,8 +77,9 @@ def test_stop_ends_calls_before_closing():
     service.startService()
     sent = [d for d, _ in reactor.udpPorts[5072].written]
     listener = Listener()
-    service.ua.place_call("1", caller_id="a", display_name=None, sdp_offer=SDP_OFFER,
-                          no_answer_timeout=30, listener=listener)
+    service.ua.place_call(
+        "1", caller_id="a", display_name=None, sdp_offer=SDP_OFFER, no_answer_timeout=30, listener=listener
+    )
     sent = [d for d, _ in reactor.udpPorts[5072].written]
     assert sent and sent[0].startswith(b"INVITE ")
     d = service.stopService()

@@ -67,16 +67,20 @@ def test_received_only_when_sent_by_differs():
     p.datagramReceived(request("OPTIONS").serialize(), ("127.0.0.1", 5080))
     via = parse_via(p.sink.requests[0][0].headers.get("Via"))
     assert "received" not in via.params
-    p.datagramReceived(request("OPTIONS", via_host="pbx.example.com").serialize(),
-                       ("127.0.0.2", 5080))
+    p.datagramReceived(request("OPTIONS", via_host="pbx.example.com").serialize(), ("127.0.0.2", 5080))
     via = parse_via(p.sink.requests[1][0].headers.get("Via"))
     assert via.params["received"] == "127.0.0.2"
 
 
 @pytest.mark.parametrize(
     "data",
-    [b"\x00\xff garbage", b"INVITE\r\n\r\n", b"SIP/2.0 999 What\r\n\r\n", b"\r\n\r\n" * 3,
-     b"OPTIONS sip:a@b SIP/2.0\r\nVia: ???\r\n\r\n"],
+    [
+        b"\x00\xff garbage",
+        b"INVITE\r\n\r\n",
+        b"SIP/2.0 999 What\r\n\r\n",
+        b"\r\n\r\n" * 3,
+        b"OPTIONS sip:a@b SIP/2.0\r\nVia: ???\r\n\r\n",
+    ],
 )
 def test_garbage_never_raises_and_is_not_delivered(data):
     p = proto()
@@ -105,8 +109,12 @@ def test_request_missing_call_id_still_gets_400():
 
 def test_request_with_unusable_via_is_dropped():
     p = proto()
-    raw = request("OPTIONS").serialize().replace(b"Call-ID: c1@x\r\n", b"").replace(
-        b"Via: SIP/2.0/UDP 127.0.0.1:5080", b"Via: garbage")
+    raw = (
+        request("OPTIONS")
+        .serialize()
+        .replace(b"Call-ID: c1@x\r\n", b"")
+        .replace(b"Via: SIP/2.0/UDP 127.0.0.1:5080", b"Via: garbage")
+    )
     p.datagramReceived(raw, ("127.0.0.1", 5080))
     assert p.sink.requests == [] and p.transport.written == []
 
@@ -133,9 +141,7 @@ def test_responses_are_delivered():
 
 def test_response_routing_prefers_received_and_rport():
     req = request("OPTIONS")
-    req.headers.set(
-        "Via", "SIP/2.0/UDP host.invalid:5080;branch=z9hG4bKx;received=127.0.0.3;rport=4000"
-    )
+    req.headers.set("Via", "SIP/2.0/UDP host.invalid:5080;branch=z9hG4bKx;received=127.0.0.3;rport=4000")
     assert response_destination(make_response(req, 200)) == ("127.0.0.3", 4000)
     req.headers.set("Via", "SIP/2.0/UDP 127.0.0.4;branch=z9hG4bKx")
     assert response_destination(make_response(req, 200)) == ("127.0.0.4", 5060)

@@ -37,8 +37,9 @@ class Recorder:
 def make(cls, reliable=False, method="INVITE"):
     clock, transport, user = Clock(), FakeTransport(reliable=reliable), Recorder()
     terminated = []
-    txn = cls(request(method), DEST, transport, clock, SipTimers().for_transport(reliable),
-              user, terminated.append)
+    txn = cls(
+        request(method), DEST, transport, clock, SipTimers().for_transport(reliable), user, terminated.append
+    )
     txn.start()
     return txn, clock, transport, user, terminated
 

@@ -7,16 +7,23 @@ from cbserver.sip.ua import ICallListener, UAConfig
 
 TRUNK = ("127.0.0.1", 5080)
 SDP_OFFER = (
-    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-    b"m=audio 4000 RTP/AVP 0\r\n"
+    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
 )
 SDP_ANSWER = SDP_OFFER.replace(b"4000", b"6000")
 
 
 def config(**kw):
-    base = dict(public_address="127.0.0.1", public_port=5070, trunk_host="127.0.0.1",
-                trunk_port=5080, from_domain="cb.example", username="cbuser", password="pw",
-                keepalive_interval=0, session_expires=0)
+    base = dict(
+        public_address="127.0.0.1",
+        public_port=5070,
+        trunk_host="127.0.0.1",
+        trunk_port=5080,
+        from_domain="cb.example",
+        username="cbuser",
+        password="pw",
+        keepalive_interval=0,
+        session_expires=0,
+    )
     base.update(kw)
     return UAConfig(**base)
 
