@@ -22,6 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from twisted.internet.interfaces import IReactorThreads
+from twisted.logger import Logger
 
 from cbserver.billing import passwords
 from cbserver.billing import validation as v
@@ -207,6 +208,8 @@ def _csv_name(batch: str, when: dt.datetime) -> str:
 class Generator:
     """Generates batches of accounts for a customer and product."""
 
+    log = Logger()
+
     def __init__(self, db, clock, csv_dir: str | os.PathLike):
         self.db = db
         self.clock = clock
@@ -320,6 +323,8 @@ class Generator:
             partial.unlink(missing_ok=True)
             raise
         partial.rename(path)
+        self.log.info("generated {quantity} accounts batch={batch} status={status} csv={path}",
+                      quantity=quantity, batch=req["batch"], status=status, path=str(path))
         return {"batch": req["batch"], "batch_id": batch_id, "quantity": quantity,
                 "status": status, "csv_path": str(path), "first_id": ids[0] if ids else None}
 
