@@ -82,9 +82,13 @@ def api(status: int = 200, body: bool = False):
                     self.authorize(request)
                     args = [self._body(request)] if body else []
                     result = await fn(self, request, *args, **kwargs)
-                    return _send(request, status, result)
+                    out = _send(request, status, result)
                 except (Unauthorized, ValidationError, NotFound, ConflictError, DatabaseUnavailable) as e:
-                    return _error_response(request, e)
+                    out = _error_response(request, e)
+                if request.method != b"GET":  # an audit line for every change asked for
+                    self.log.info("admin {method} {path} status={status}", method=request.method.decode(),
+                                  path=request.path.decode("utf-8", "replace"), status=request.code)
+                return out
 
             return defer.ensureDeferred(run())
 
