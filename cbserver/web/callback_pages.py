@@ -21,7 +21,6 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote
 
 from klein import Klein
-from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.pages import notFound
@@ -30,7 +29,7 @@ from cbserver.callback.api import CallbackRefused
 from cbserver.web import pages
 from cbserver.web.api import CallbackGateway, InvalidInput, error_response, parse_json_body
 from cbserver.web.app import json_response
-from cbserver.web.csrf import CsrfGuard
+from cbserver.web.csrf import CsrfGuard, SharedSecretService
 from cbserver.web.limits import address_allowed, hosted_tokens, token_allowed
 
 HERE = Path(__file__).resolve().parent
@@ -353,36 +352,6 @@ class CallbackWeb:
         return self.metrics.render()
 
 
-class SharedSecretService(service.Service):
-    """Once started (with the database ready), sign with the secret every node shares.
-
-    Until then the page signs with the process's random secret, so forms served before
-    that moment fail their CSRF check once ("please try again").
-    """
-
-    log = Logger()
-    name = "web-secret"
-
-    def __init__(self, web: CallbackWeb, store):
-        self.web = web
-        self.store = store
-        self.loading = None  # the Deferred of the load in progress (tests wait on it)
-
-    def startService(self) -> None:
-        """Load (or create) the shared secret in the background; failures are logged."""
-        super().startService()
-        d = self.store.shared_secret("csrf", self.web.csrf.secret)
-        d.addCallback(self._loaded)
-        d.addErrback(lambda f: self.log.failure("could not load the shared web secret; "
-                                                "this node keeps its own", failure=f))
-        self.loading = d
-
-    def _loaded(self, secret: bytes) -> None:
-        """Switch the page's signatures to the shared secret."""
-        self.web.csrf.secret = secret
-        self.log.info("web pages signed with the secret shared by every node")
-
-
 def build_callback_web(cfg, db, callback_service, clock, metrics, *, fallback=None,
                        accepting=lambda: True, csrf_secret: bytes | None = None):
     """A ``CallbackWeb`` over the PostgreSQL limit store of ``db`` (the usual wiring).
@@ -401,5 +370,5 @@ def build_callback_web(cfg, db, callback_service, clock, metrics, *, fallback=No
                       ready=lambda: bool(db.ready) and bool(accepting()),
                       csrf_secret=csrf_secret, fallback=fallback,
                       secure_cookies=not cfg.web.endpoint.startswith("tcp:"))
-    web.secret_service = SharedSecretService(web, store)
+    web.secret_service = SharedSecretService(web.csrf, store)
     return web

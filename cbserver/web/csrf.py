@@ -7,6 +7,9 @@ secret is given by the caller (random per process unless the operator shares one
 nodes). The JSON API needs no token: it accepts only ``application/json`` bodies, which a
 foreign page cannot send without a CORS preflight that this server never grants.
 
+``SharedSecretService`` replaces the process's random secret by the one every node shares
+(kept in PostgreSQL), once the database is ready, so forms work behind a load balancer.
+
 ``hosted_proof`` signs "this browser presented Hosted token T for instance P" without storing
 T: the cookie holds ``HMAC(secret, P | SHA-256(T))`` and is checked against the tokens the
 instance lists now, so removing a token from the config also revokes the cookies.
@@ -18,6 +21,9 @@ import hashlib
 import hmac
 import os
 import secrets
+
+from twisted.application import service
+from twisted.logger import Logger
 
 CSRF_COOKIE = b"cb_csrf"
 _NONCE_LENGTH = 32
@@ -79,3 +85,33 @@ class CsrfGuard:
         for t in tokens:
             ok |= hmac.compare_digest(self.hosted_proof(scope, t), proof)
         return ok
+
+
+class SharedSecretService(service.Service):
+    """Once started (with the database ready), sign with the secret every node shares.
+
+    Until then the guard signs with the process's random secret, so forms served before that
+    moment fail their CSRF check once ("please try again").
+    """
+
+    log = Logger()
+    name = "web-secret"
+
+    def __init__(self, guard: CsrfGuard, store):
+        self.guard = guard
+        self.store = store  # an ILimitStore (its shared_secret)
+        self.loading = None  # the Deferred of the load in progress (tests wait on it)
+
+    def startService(self) -> None:
+        """Load (or create) the shared secret in the background; failures are logged."""
+        super().startService()
+        d = self.store.shared_secret("csrf", self.guard.secret)
+        d.addCallback(self._loaded)
+        d.addErrback(lambda f: self.log.failure("could not load the shared web secret; "
+                                                "this node keeps its own", failure=f))
+        self.loading = d
+
+    def _loaded(self, secret: bytes) -> None:
+        """Switch the signatures to the shared secret."""
+        self.guard.secret = secret
+        self.log.info("web pages signed with the secret shared by every node")

@@ -293,13 +293,13 @@ def test_colour_pairs_of_the_stylesheet_meet_wcag_aa(h):
 
 
 def test_nodes_sharing_the_secret_accept_each_others_forms():
-    from cbserver.web.callback_pages import SharedSecretService
+    from cbserver.web.csrf import SharedSecretService
     from tests.unit.web.fakes import MemoryLimitStore
 
     shared = MemoryLimitStore()
     a, b, lone = Harness(), Harness(), Harness()
     for node in (a, b):
-        SharedSecretService(node.web, shared).startService()
+        SharedSecretService(node.web.csrf, shared).startService()
     assert a.web.csrf.secret == b.web.csrf.secret != lone.web.csrf.secret
     page = a.get("/web-callback")  # served by node a...
     form = {"csrf": page.csrf(), "mode": "simple", "account": "cb1001", "phone": "15550100"}
