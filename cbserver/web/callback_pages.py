@@ -111,6 +111,7 @@ class CallbackWeb:
                 _bind(self.api_post, app_cfg=app_cfg))
             route(f"{p}/api/v1/callbacks/<cb_id>", methods=["GET"], endpoint=f"api_get_{i}")(
                 _bind(self.api_get, app_cfg=app_cfg))
+        route("/api/<path:rest>", endpoint="api_unknown")(self.api_unknown)
         route("/", branch=True, endpoint="fallback")(self.other)
 
     def other(self, request):
@@ -328,6 +329,11 @@ class CallbackWeb:
                 request.setHeader(k, v)
             return json_response(request, code, err)
         return json_response(request, 200, status)
+
+    def api_unknown(self, request, rest):
+        """Any other ``/api/...`` request: a JSON 404, as API clients expect."""
+        return json_response(request, 404, {"error": {
+            "code": "not_found", "message": "No such API resource or method.", "field": None}})
 
     # -- documents -----------------------------------------------------------------------
 

@@ -210,3 +210,10 @@ def test_every_refusal_code_maps_to_its_documented_status():
         if status == 429:
             assert r.header("retry-after") == "30"
     h.finish()
+
+
+@pytest.mark.parametrize("method,path", [("GET", "/api/v1/nothing"), ("GET", "/api/v1/callbacks"),
+                                         ("DELETE", "/api/v1/callbacks/cb-0001")])
+def test_unknown_api_resources_and_methods_answer_json_404(h, method, path):
+    r = h.request(method, path)
+    assert r.code == 404 and error(r)["code"] == "not_found"
