@@ -174,9 +174,9 @@ def _unavailable(failure) -> bool:
 
 
 def _retryable(failure) -> bool:
-    """True for a deadlock, a serialization failure or a concurrent write of the same keys."""
+    """True for a deadlock, a serialization failure, or another writer storing the same legs."""
     return failure.check(psycopg2.errors.DeadlockDetected, psycopg2.errors.SerializationFailure,
-                         ConcurrentWrite) is not None
+                         psycopg2.errors.UniqueViolation, ConcurrentWrite) is not None
 
 
 @implementer(ICallRecorder)

@@ -3,7 +3,7 @@
 ``write_batch(cursor, records)`` (a txpostgres interaction) skips legs already stored
 (idempotent on ``(session_id, leg)``), locks the balance rows the rest touch in a fixed order
 (accounts by id, then customers by id: two writers never deadlock), then in one statement
-inserts them (``INSERT ... ON CONFLICT DO NOTHING``, each with the balance after it), applies
+inserts them (each with the balance after it; ``UNIQUE (session_id, leg)`` guards), applies
 to each balance exactly their amounts, updates first/last usage, and releases the legs'
 reservations. A leg stored meanwhile by someone else rolls the batch back for a retry.
 Records are any objects with the ``LegRecord`` fields.
@@ -37,8 +37,11 @@ LOCK_CUSTOMERS = "SELECT id, balance FROM customers WHERE id = ANY(%s) ORDER BY 
 EXISTING = "SELECT session_id, leg FROM xdrs WHERE session_id = ANY(%s::text[])"
 # The rows travel as one JSON document (a bound parameter; json.dumps escapes), an array of
 # arrays in COLUMNS order: far cheaper for Python and PostgreSQL than 24 arrays of literals.
+# A plain INSERT (the legs already stored were skipped under the same snapshot): twice as fast
+# as ON CONFLICT's speculative insertion; a leg another writer stored meanwhile raises
+# unique_violation, and the batch is retried (the writer treats it like a deadlock).
 _INSERT = ("INSERT INTO xdrs ({cols}) SELECT {values} FROM jsonb_array_elements(%s::jsonb) AS e "
-           "ON CONFLICT (session_id, leg) DO NOTHING RETURNING session_id, leg").format(
+           "RETURNING session_id, leg").format(
     cols=", ".join(COLUMNS),
     values=", ".join(f"(e->>{i})::{t}" for i, t in enumerate(_TYPES)))
 _UPDATE_ACCOUNTS = (

@@ -13,7 +13,7 @@ from twisted.internet import defer, reactor, task
 
 from cbserver.billing.authorize import Authorizer, AuthRequest
 from cbserver.billing.spool import Spool
-from cbserver.billing.xdr import XdrWriter, leg_record
+from cbserver.billing.xdr import LegRecord, XdrWriter, leg_record
 from cbserver.db.pool import Database
 from cbserver.db.tariff_loader import TariffCache
 from tests.integration.xdr.helpers import balance, query, reservations, xdr_total
@@ -76,3 +76,29 @@ async def test_two_writers_racing_never_overspend_a_debit_account(cat_dsn, tmp_p
     assert Decimal("3.00") - left == spent  # exactly the xDR amounts, nothing twice
     assert reservations(cat_dsn) == []
     assert left < Decimal("0.20")  # and the budget was in fact used up
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_writers_recording_the_same_legs_store_and_charge_them_once(cat_dsn, tmp_path):
+    writers = []
+    for n in (1, 2):
+        pool = Database(cat_dsn, reactor, size=2, node="node1")
+        pool.startService()
+        await pool.when_ready()
+        writer = XdrWriter(pool, reactor, Spool(tmp_path / f"spool{n}"))
+        writer.startService()
+        writers.append((pool, writer))
+    now = dt.datetime.now(dt.UTC)
+    legs = [LegRecord(session_id=f"dup{i // 2}", leg="AB"[i % 2], account_id="cb1001", cli="1", cld="2",
+                      node="node1", connect_time=now, disconnect_time=now, duration=1, charged_seconds=1,
+                      amount=Decimal("0.01000"), currency="USD", trigger_mode="simple")
+            for i in range(300)]
+    try:
+        await defer.gatherResults([w.record(x) for x in legs for _, w in writers])
+    finally:
+        for pool, writer in writers:
+            await writer.stopService()
+            await pool.stopService()
+    assert xdr_total(cat_dsn, "cb1001") == (300, Decimal("3.00000"))
+    assert balance(cat_dsn, "cb1001") == Decimal("7.00000")
+    assert all(w.health()["rejected"] == 0 for _, w in writers)
