@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.support import browser as browser_mod
 from tests.support.browser import Browser
 
+ROOT = Path(__file__).resolve().parents[3]
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not browser_mod.available(), reason="chromium not installed")]
 
@@ -35,7 +37,7 @@ def server(tmp_path_factory, pg_cluster, pg_template):
     state = tmp_path_factory.mktemp("web-state")
     proc = subprocess.Popen([sys.executable, "-m", "tests.integration.web.serve_scripted",
                              pg_cluster.dsn(name), str(state)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     try:
         line = proc.stdout.readline().strip()
         assert line.startswith("READY "), f"server did not start: {line} {proc.stdout.read()}"
