@@ -156,3 +156,26 @@ def test_keyboard_reaches_every_field_with_a_visible_focus(server, chrome):
         el.send_keys(Keys.TAB)
     for fid in ("f-account", "f-password", "f-phone", "f-destination"):
         assert fid in seen
+
+
+def test_every_input_has_its_label_as_accessible_name(server, chrome):
+    for mode in MODES:
+        chrome.open(f"{server}/cb?mode={mode}")
+        for el in chrome.find_all("form.callback input:not([type=hidden])"):
+            label = chrome.find(f"label[for='{el.get_attribute('id')}']").text
+            assert el.accessible_name == label
+        assert chrome.find("form.callback button").accessible_name == MODES[mode][2]
+        assert chrome.find("#status-text").get_attribute("aria-live") == "polite"
+
+
+def test_without_javascript_garbage_comes_back_with_errors_and_values(server, chrome_nojs):
+    b = chrome_nojs
+    b.open(f"{server}/cb?mode=extended")
+    b.fill({"account": "cb1001", "password": "right-pw", "phone": "12", "destination": "abc"})
+    b.click_text("Connect Us Now!", "button")
+    b.wait_for(lambda: b.find_all("#summary h2"), what="error summary")
+    assert "/cb/status/" not in b.url
+    assert b.find("#f-account").get_attribute("value") == "cb1001"
+    assert b.find("#f-password").get_attribute("value") == ""  # never sent back
+    assert b.find("#f-phone").get_attribute("aria-invalid") == "true"
+    assert "Enter a phone number" in b.text("#summary")
