@@ -144,8 +144,15 @@ class ServerConfig:
 
     node: str = setting("node1", doc="this node's name (rating list node, xDRs)")
     state_dir: str = setting("var", doc="folder for the TLS certificate, the xDR spool, CSVs")
+    cards_dir: str = setting("", doc="folder for generated accounts' CSV files "
+                                     "(default: <state_dir>/cards), owner-only")
     shutdown_grace: float = setting(10.0, check=_positive,
                                     doc="seconds to end calls and flush writes on SIGTERM")
+
+
+def cards_dir(cfg: Config) -> Path:
+    """Where the account generator writes its CSV files."""
+    return Path(cfg.server.cards_dir) if cfg.server.cards_dir else Path(cfg.server.state_dir) / "cards"
 
 
 @dataclass(frozen=True, kw_only=True)

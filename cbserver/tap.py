@@ -26,7 +26,7 @@ from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import XdrWriter
 from cbserver.callback.legmedia import MediaEnvironment
 from cbserver.callback.service import CallbackService, MediaFactory
-from cbserver.config import Config, ConfigError, load_config, parse_host_port
+from cbserver.config import Config, ConfigError, cards_dir, load_config, parse_host_port
 from cbserver.db.migrations import SchemaTooOld, check_schema
 from cbserver.db.pool import Database
 from cbserver.db.tariff_loader import TariffCache
@@ -34,6 +34,7 @@ from cbserver.media.clock import MediaClock
 from cbserver.media.ports import PortPool
 from cbserver.sip.service import SipService
 from cbserver.sip.ua import UAConfig
+from cbserver.web.admin import AdminApp
 from cbserver.web.app import WebApp
 from cbserver.web.metrics import Metrics
 from cbserver.web.tls import complete_endpoint
@@ -171,9 +172,14 @@ class CallbackServer(service.MultiService):
         endpoint = complete_endpoint(cfg.web.endpoint, state)
         self.web_service = strports.service(endpoint, site, reactor=reactor)
         self.web_service.setServiceParent(self)
-        # Services that take calls: started only once the database is ready, stopped
-        # first (callbacks end their calls and write xDRs, then the SIP port closes).
+        # Services that need the database: started only once it is ready, stopped first
+        # (callbacks end their calls and write xDRs, then the SIP port closes).
         self.gated = service.MultiService()
+        self.admin = AdminApp(self.db, reactor, cfg.web.admin_token, cards_dir(cfg))
+        admin_site = Site(self.admin.resource())
+        admin_site.displayTracebacks = False
+        strports.service(complete_endpoint(cfg.web.admin_endpoint, state), admin_site,
+                         reactor=reactor).setServiceParent(self.gated)
         self.sip.setServiceParent(self.gated)
         self.callbacks.setServiceParent(self.gated)
         self._gated_started = False
