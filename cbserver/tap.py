@@ -36,6 +36,7 @@ from cbserver.sip.service import SipService
 from cbserver.sip.ua import UAConfig
 from cbserver.web.admin import AdminApp
 from cbserver.web.app import WebApp
+from cbserver.web.callback_pages import build_callback_web
 from cbserver.web.metrics import Metrics
 from cbserver.web.tls import complete_endpoint
 
@@ -167,7 +168,11 @@ class CallbackServer(service.MultiService):
             "xdr_spool": self.xdr.health,
             "calls": lambda: {"active": self.callbacks.active},
         })
-        site = Site(self._web_resource())
+        # The pages and JSON API; anything else (/healthz) falls through to the health app.
+        self.callback_web = build_callback_web(cfg, self.db, self.callbacks, reactor,
+                                               self.metrics, fallback=self.web.resource(),
+                                               accepting=lambda: self.callbacks.running)
+        site = Site(self.callback_web.resource())
         site.displayTracebacks = False
         endpoint = complete_endpoint(cfg.web.endpoint, state)
         self.web_service = strports.service(endpoint, site, reactor=reactor)
@@ -180,6 +185,8 @@ class CallbackServer(service.MultiService):
         admin_site.displayTracebacks = False
         strports.service(complete_endpoint(cfg.web.admin_endpoint, state), admin_site,
                          reactor=reactor).setServiceParent(self.gated)
+        # The CSRF signing secret is shared by every node through PostgreSQL.
+        self.callback_web.secret_service.setServiceParent(self.gated)
         self.sip.setServiceParent(self.gated)
         self.callbacks.setServiceParent(self.gated)
         self._gated_started = False
@@ -197,10 +204,6 @@ class CallbackServer(service.MultiService):
                         from_domain=sip.trunk.from_domain, username=sip.trunk.username,
                         password=sip.trunk.password, t1=sip.t1, t2=sip.t2, t4=sip.t4,
                         user_agent=f"cbserver/{__version__}")
-
-    def _web_resource(self):
-        """The public endpoint's resource: health and metrics (pages mount here too)."""
-        return self.web.resource()
 
     def startService(self) -> None:
         """Start the pool and the web endpoint; start the gated services once ready."""
