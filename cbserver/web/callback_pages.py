@@ -30,7 +30,7 @@ from cbserver.web import pages
 from cbserver.web.api import CallbackGateway, InvalidInput, error_response, parse_json_body
 from cbserver.web.app import json_response
 from cbserver.web.csrf import CsrfGuard, SharedSecretService
-from cbserver.web.limits import address_allowed, hosted_tokens, token_allowed
+from cbserver.web.limits import address_allowed, client_address, hosted_tokens, token_allowed
 
 HERE = Path(__file__).resolve().parent
 STATIC_TYPES = {"page.css": b"text/css; charset=utf-8",
@@ -72,13 +72,15 @@ class CallbackWeb:
     log = Logger()
 
     def __init__(self, config, service, limiter, gauge, clock, metrics, *, ready=None,
-                 csrf_secret: bytes | None = None, secure_cookies: bool = True, fallback=None):
+                 csrf_secret: bytes | None = None, secure_cookies: bool = True, fallback=None,
+                 trusted_proxies=()):
         self.config = config
         self.clock = clock
         self.metrics = metrics
         self.gateway = CallbackGateway(service, limiter, gauge, metrics, ready or (lambda: True))
         self.csrf = CsrfGuard(csrf_secret, secure=secure_cookies)
         self.fallback = fallback
+        self.trusted_proxies = tuple(trusted_proxies)
         self.apps = {a.name: a for a in config.application}
         self.app = Klein()
         self._add_routes()
@@ -128,10 +130,13 @@ class CallbackWeb:
             request.setHeader(k, v)
         return body
 
-    @staticmethod
-    def _client(request) -> str:
-        """The peer's IP address (no proxy headers are trusted)."""
-        return getattr(request.getClientAddress(), "host", "") or ""
+    def _client(self, request) -> str:
+        """The client's IP address: the peer, or what a trusted proxy says it forwarded for."""
+        peer = getattr(request.getClientAddress(), "host", "") or ""
+        if not self.trusted_proxies:
+            return peer
+        raw = request.requestHeaders.getRawHeaders(b"x-forwarded-for") or []
+        return client_address(peer, [h.decode("latin-1") for h in raw], self.trusted_proxies)
 
     @staticmethod
     def _form(request) -> dict[str, str]:
@@ -359,7 +364,8 @@ class CallbackWeb:
 
 
 def build_callback_web(cfg, db, callback_service, clock, metrics, *, fallback=None,
-                       accepting=lambda: True, csrf_secret: bytes | None = None):
+                       accepting=lambda: True, csrf_secret: bytes | None = None,
+                       trusted_proxies=()):
     """A ``CallbackWeb`` over the PostgreSQL limit store of ``db`` (the usual wiring).
 
     ``accepting`` is consulted with ``db.ready`` before any callback is started (e.g. false
@@ -374,7 +380,7 @@ def build_callback_web(cfg, db, callback_service, clock, metrics, *, fallback=No
     web = CallbackWeb(cfg, callback_service, RateLimiter(store, cfg.limits, clock),
                       ConcurrencyGauge(store, cfg.limits, clock), clock, metrics,
                       ready=lambda: bool(db.ready) and bool(accepting()),
-                      csrf_secret=csrf_secret, fallback=fallback,
+                      csrf_secret=csrf_secret, fallback=fallback, trusted_proxies=trusted_proxies,
                       secure_cookies=not cfg.web.endpoint.startswith("tcp:"))
     web.secret_service = SharedSecretService(web.csrf, store)
     return web

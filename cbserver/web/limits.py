@@ -70,13 +70,39 @@ def token_allowed(app_cfg, token: str | None) -> bool:
 
 def address_allowed(app_cfg, client_address: str) -> bool:
     """Whether the client address lies in one of the instance's allowed networks."""
+    return _in_networks(client_address, _networks(app_cfg.hosted_allowed_clients))
+
+
+def _in_networks(address: str, networks) -> bool:
+    """Whether ``address`` (text) lies in one of ``networks``; False for a malformed one."""
     try:
-        addr = ipaddress.ip_address(client_address)
+        addr = ipaddress.ip_address(address)
     except ValueError:
         return False
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
-    return any(addr in net for net in _networks(app_cfg.hosted_allowed_clients))
+    return any(addr in net for net in networks)
+
+
+def client_address(peer: str, forwarded_for: list[str] | None, trusted_proxies=()) -> str:
+    """The address of the client a request comes from.
+
+    The TCP peer, unless it is one of ``trusted_proxies`` (networks, e.g. the load balancer):
+    then the right-most ``X-Forwarded-For`` entry that is not a trusted proxy itself (entries
+    further left were written by the client and cannot be trusted). A malformed entry stops
+    the walk and the proxy's own address is used, so a forged header never helps a client.
+    """
+    nets = [ipaddress.ip_network(n, strict=False) for n in trusted_proxies]
+    if not nets or not _in_networks(peer, nets):
+        return peer
+    chain = [a.strip() for h in forwarded_for or () for a in h.split(",") if a.strip()]
+    for entry in reversed(chain):
+        if not _in_networks(entry, [ipaddress.ip_network("0.0.0.0/0"),
+                                    ipaddress.ip_network("::/0")]):
+            return peer
+        if not _in_networks(entry, nets):
+            return entry
+    return peer
 
 
 def hosted_allowed(app_cfg, client_address: str, token: str | None = None) -> bool:

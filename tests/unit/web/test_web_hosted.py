@@ -152,3 +152,32 @@ def test_token_guesses_count_against_the_client_limit():
     assert "cb_hosted" not in (r.header("set-cookie") or "")
     assert h.metrics.rate_limited.labels(kind="client")._value.get() == 1
     h.finish()
+
+
+def test_client_address_behind_trusted_proxies():
+    from cbserver.web.limits import client_address
+
+    lb = ("10.0.0.0/24",)
+    assert client_address("198.51.100.9", ["203.0.113.5"], lb) == "198.51.100.9"  # not a proxy
+    assert client_address("10.0.0.2", ["203.0.113.5"], lb) == "203.0.113.5"
+    assert client_address("10.0.0.2", ["1.2.3.4, 203.0.113.5, 10.0.0.7"], lb) == "203.0.113.5"
+    assert client_address("10.0.0.2", ["1.2.3.4", "203.0.113.5"], lb) == "203.0.113.5"
+    assert client_address("10.0.0.2", ["203.0.113.5, junk"], lb) == "10.0.0.2"  # forged: no help
+    assert client_address("10.0.0.2", [], lb) == "10.0.0.2"
+    assert client_address("10.0.0.2", ["203.0.113.5"], ()) == "10.0.0.2"  # nothing trusted
+
+
+def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy():
+    h = Harness(apps=[app_config(hosted_allowed_clients=("192.0.2.0/24",))])
+    page = h.get("/web-callback", headers={"X-Forwarded-For": ["192.0.2.10"]})
+    assert "hosted" not in tabs(page)  # the peer 127.0.0.1 is no trusted proxy
+    h.finish()
+    h = Harness(apps=[app_config(hosted_allowed_clients=("192.0.2.0/24",))],
+                trusted_proxies=("127.0.0.1/32",))
+    page = h.get("/web-callback", headers={"X-Forwarded-For": ["192.0.2.10"]})
+    assert tabs(page) == ["extended", "simple", "hosted"]
+    r = h.post_form("/web-callback", {"csrf": page.csrf(), "mode": "hosted", "phone": "15550100"},
+                    headers={"X-Forwarded-For": ["192.0.2.10"]})
+    assert r.code == 303 and h.service.requests[0].client_address == "192.0.2.10"
+    assert "hosted" not in tabs(h.get("/web-callback", headers={"X-Forwarded-For": ["198.51.100.1"]}))
+    h.finish()
