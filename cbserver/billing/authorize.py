@@ -228,15 +228,15 @@ class Authorizer:
                 normalise_number(number)
             except InvalidNumberError as e:
                 raise AuthorizationError("invalid_number", str(e)) from None
-        account = yield authz_store.fetch_account(self.db, request.account_id)
+        codes = [request.access_code, "", CALLBACK_FAIL]
+        account, entries = yield authz_store.fetch_account_and_entries(self.db, request.account_id,
+                                                                       self.node, codes)
         if account is None:
             raise AuthorizationError("unknown_account", f"no account {request.account_id!r}")
         refusal = account_refusal(account, now)
         if refusal is not None:
             raise refusal
         yield self._check_password(request, account)
-        codes = [request.access_code, "", CALLBACK_FAIL]
-        entries = yield authz_store.fetch_entries(self.db, account.product_id, self.node, codes)
         entry = choose_entry(entries, request.access_code)
         if entry is None:
             raise AuthorizationError("no_tariff", f"no rating entry for voice at node {self.node} "

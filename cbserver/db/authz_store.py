@@ -31,6 +31,29 @@ ACCOUNT_SQL = (
     "FROM accounts a JOIN customers c ON c.id = a.customer_id "
     "JOIN products p ON p.id = a.product_id WHERE a.id = %s")
 
+# The account and, in the same round trip, its product's voice rating entries at a node for
+# the given access codes (a JSON array of [access_code, tariff_id, overdraft_protection]).
+ACCOUNT_AND_ENTRIES_SQL = (
+    "SELECT a.id, a.customer_id, a.product_id, a.account_type, a.balance_control, a.balance, "
+    "a.credit_limit, a.status, a.activation_date, a.expiration_date, "
+    "a.avail_after_first_use_days, a.avail_after_last_use_days, a.first_usage, a.last_usage, "
+    "a.password_hash, a.internal, "
+    "EXISTS (SELECT 1 FROM product_services s WHERE s.product_id = a.product_id "
+    "        AND s.service = 'voice') AS voice, "
+    "c.balance_control, c.balance, c.credit_limit, c.currency, p.currency, "
+    "(SELECT coalesce(json_agg(json_build_array(e.access_code, e.tariff_id, e.overdraft_protection)), "
+    "        '[]') FROM rating_entries e WHERE e.product_id = a.product_id AND e.service = 'voice' "
+    "        AND e.node = %s AND e.access_code = ANY(%s)) "
+    "FROM accounts a JOIN customers c ON c.id = a.customer_id "
+    "JOIN products p ON p.id = a.product_id WHERE a.id = %s")
+
+ENTRIES_SQL = (
+    ACCOUNT_SQL.replace(" FROM accounts a ", ", (SELECT coalesce(json_agg(json_build_array("
+                        "e.access_code, e.tariff_id, e.overdraft_protection)), '[]') "
+                        "FROM rating_entries e WHERE e.product_id = a.product_id "
+                        "AND e.service = 'voice' AND e.node = %s AND e.access_code = ANY(%s)) "
+                        "FROM accounts a ", 1))
+
 ENTRIES_SQL = (
     "SELECT access_code, tariff_id, overdraft_protection FROM rating_entries "
     "WHERE product_id = %s AND service = 'voice' AND node = %s AND access_code = ANY(%s)")
@@ -38,22 +61,25 @@ ENTRIES_SQL = (
 LOCK_ACCOUNT = "SELECT balance, credit_limit FROM accounts WHERE id = %s FOR UPDATE"
 LOCK_CUSTOMER = "SELECT balance, credit_limit FROM customers WHERE id = %s FOR UPDATE"
 
-LIVE_RESERVATIONS = (
+# After the row lock (a fresh snapshot): forget reservations of dead processes and this
+# session's earlier ones, and sum what other live calls hold on the same balance. The
+# DELETEs and the SELECT share one snapshot; the SELECT's WHERE excludes the same rows.
+PREPARE_HOLD = (
+    "WITH purge AS (DELETE FROM balance_reservations r WHERE r.owner_key = %(key)s AND NOT EXISTS ("
+    "  SELECT 1 FROM server_nodes n WHERE n.instance_id = r.instance_id AND n.stopped_at IS NULL"
+    "  AND n.last_seen > now() - make_interval(secs => %(expiry)s)) RETURNING 1), "
+    "mine AS (DELETE FROM balance_reservations WHERE session_id = %(session)s RETURNING 1) "
     "SELECT coalesce(sum(r.amount), 0), count(DISTINCT r.session_id) "
     "FROM balance_reservations r JOIN server_nodes n ON n.instance_id = r.instance_id "
-    "WHERE r.owner_key = %s AND r.session_id <> %s AND n.stopped_at IS NULL "
-    "AND n.last_seen > now() - make_interval(secs => %s)")
-
-PURGE_DEAD = (
-    "DELETE FROM balance_reservations r WHERE r.owner_key = %s AND NOT EXISTS ("
-    "SELECT 1 FROM server_nodes n WHERE n.instance_id = r.instance_id AND n.stopped_at IS NULL "
-    "AND n.last_seen > now() - make_interval(secs => %s))")
+    "WHERE r.owner_key = %(key)s AND r.session_id <> %(session)s AND n.stopped_at IS NULL "
+    "AND n.last_seen > now() - make_interval(secs => %(expiry)s)")
 
 DROP_SESSION = "DELETE FROM balance_reservations WHERE session_id = %s"
 
-INSERT_RESERVATION = (
+INSERT_RESERVATIONS = (
     "INSERT INTO balance_reservations (session_id, leg, account_id, owner_key, amount, currency, "
-    "instance_id) VALUES (%s, %s, %s, %s, %s, %s, %s)")
+    "instance_id) SELECT %(session)s, v.leg, %(account)s, %(key)s, v.amount, %(currency)s, %(instance)s "
+    "FROM unnest(%(legs)s::text[], %(amounts)s::numeric[]) AS v(leg, amount)")
 
 
 @dataclass(frozen=True)
@@ -151,10 +177,12 @@ def fetch_account(db, account_id: str):
 
 
 @defer.inlineCallbacks
-def fetch_entries(db, product_id: int, node: str, codes):
-    """Fire with the product's voice rating entries at ``node`` for the access ``codes``."""
-    rows = yield db.runQuery(ENTRIES_SQL, (product_id, node, list(codes)))
-    return [RatingEntry(*r) for r in rows]
+def fetch_account_and_entries(db, account_id: str, node: str, codes):
+    """Fire with ``(AccountInfo, [RatingEntry])`` for the node and access codes, or ``(None, [])``."""
+    rows = yield db.runQuery(ACCOUNT_AND_ENTRIES_SQL, (node, list(codes), account_id))
+    if not rows:
+        return None, []
+    return _account(rows[0][:-1]), [RatingEntry(*e) for e in rows[0][-1]]
 
 
 def reserve(db, *, session_id: str, account: AccountInfo, instance_id: str, decide,
@@ -176,16 +204,17 @@ def reserve(db, *, session_id: str, account: AccountInfo, instance_id: str, deci
         if row is None:
             raise LookupError(f"account {account.id} vanished")
         key = account.owner_key
-        yield cur.execute(PURGE_DEAD, (key, expiry))
-        yield cur.execute(LIVE_RESERVATIONS, (key, session_id, expiry))
+        yield cur.execute(PREPARE_HOLD, {"key": key, "session": session_id, "expiry": expiry})
         reserved, open_calls = cur.fetchone()
         result, decision = decide(Balance(row[0], row[1], reserved, int(open_calls)))
-        yield cur.execute(DROP_SESSION, (session_id,))
         if decision is not None:
-            for leg, amount in (("A", decision.amount_a), ("B", decision.amount_b)):
-                if amount > 0:
-                    yield cur.execute(INSERT_RESERVATION, (session_id, leg, account.id, key, amount,
-                                                           decision.currency, instance_id))
+            legs = [(leg, amount) for leg, amount in (("A", decision.amount_a), ("B", decision.amount_b))
+                    if amount > 0]
+            if legs:
+                yield cur.execute(INSERT_RESERVATIONS, {
+                    "session": session_id, "account": account.id, "key": key,
+                    "currency": decision.currency, "instance": instance_id,
+                    "legs": [leg for leg, _ in legs], "amounts": [amount for _, amount in legs]})
         return result
 
     return db.runInteraction(interaction)
