@@ -164,7 +164,7 @@ class Authorizer:
     def __init__(self, db, tariffs, clock, *, node: str, instance_id: str | None = None,
                  max_call_seconds: int = 4 * 3600, verify_password=None, special_charge: bool = False,
                  reservation_expiry: int = authz_store.RESERVATION_EXPIRY, run_in_thread=None,
-                 legb_ring_seconds: int = 60):
+                 legb_ring_seconds: int = 60, hold_margin: int = 600):
         self.db = db
         self.tariffs = tariffs
         self.clock = clock
@@ -175,12 +175,17 @@ class Authorizer:
         self.special_charge = special_charge
         self.reservation_expiry = reservation_expiry
         self.legb_ring_seconds = legb_ring_seconds
+        self.hold_margin = hold_margin
         self.run_in_thread = run_in_thread or (
             lambda f, *a: threads.deferToThreadPool(clock, clock.getThreadPool(), f, *a))
 
     def now(self) -> dt.datetime:
         """The clock's time as an aware UTC datetime."""
         return dt.datetime.fromtimestamp(self.clock.seconds(), dt.UTC)
+
+    def _lifetime(self, seconds: int) -> int:
+        """Seconds a hold may live: the call's ``seconds``, legB's ring time and ``hold_margin``."""
+        return seconds + self.legb_ring_seconds + self.hold_margin
 
     def release(self, session_id: str):
         """Drop the reservations of ``session_id``."""
@@ -282,12 +287,13 @@ class Authorizer:
                 held = max(leg_a.amount(elapsed), fail_hold)
                 return (Authorization(request, account, tariff, entry, leg_a, leg_b, 0, reason, budget,
                                       held, Decimal(0), fail_tariff, fail_leg_a),
-                        ReservationDecision(held, Decimal(0), tariff.rates.currency))
+                        ReservationDecision(held, Decimal(0), tariff.rates.currency, self._lifetime(0)))
             amount_a = max(leg_a.amount(elapsed + seconds), fail_hold)
             amount_b = leg_b.amount(seconds)
             auth = Authorization(request, account, tariff, entry, leg_a, leg_b, seconds, reason, budget,
                                  amount_a, amount_b, fail_tariff, fail_leg_a)
-            return auth, ReservationDecision(amount_a, amount_b, tariff.rates.currency)
+            return auth, ReservationDecision(amount_a, amount_b, tariff.rates.currency,
+                                             self._lifetime(seconds))
 
         auth = yield authz_store.reserve(self.db, session_id=request.session_id, account=account,
                                          instance_id=self.instance_id, decide=decide,

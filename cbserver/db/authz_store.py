@@ -65,20 +65,23 @@ LOCK_CUSTOMER = "SELECT balance, credit_limit FROM customers WHERE id = %s FOR U
 # session's earlier ones, and sum what other live calls hold on the same balance. The
 # DELETEs and the SELECT share one snapshot; the SELECT's WHERE excludes the same rows.
 PREPARE_HOLD = (
-    "WITH purge AS (DELETE FROM balance_reservations r WHERE r.owner_key = %(key)s AND NOT EXISTS ("
+    "WITH purge AS (DELETE FROM balance_reservations r WHERE r.owner_key = %(key)s AND ("
+    "  r.expires_at <= now() OR NOT EXISTS ("
     "  SELECT 1 FROM server_nodes n WHERE n.instance_id = r.instance_id AND n.stopped_at IS NULL"
-    "  AND n.last_seen > now() - make_interval(secs => %(expiry)s)) RETURNING 1), "
+    "  AND n.last_seen > now() - make_interval(secs => %(expiry)s))) RETURNING 1), "
     "mine AS (DELETE FROM balance_reservations WHERE session_id = %(session)s RETURNING 1) "
     "SELECT coalesce(sum(r.amount), 0), count(DISTINCT r.session_id) "
     "FROM balance_reservations r JOIN server_nodes n ON n.instance_id = r.instance_id "
-    "WHERE r.owner_key = %(key)s AND r.session_id <> %(session)s AND n.stopped_at IS NULL "
+    "WHERE r.owner_key = %(key)s AND r.session_id <> %(session)s AND r.expires_at > now() "
+    "AND n.stopped_at IS NULL "
     "AND n.last_seen > now() - make_interval(secs => %(expiry)s)")
 
 DROP_SESSION = "DELETE FROM balance_reservations WHERE session_id = %s"
 
 INSERT_RESERVATIONS = (
     "INSERT INTO balance_reservations (session_id, leg, account_id, owner_key, amount, currency, "
-    "instance_id) SELECT %(session)s, v.leg, %(account)s, %(key)s, v.amount, %(currency)s, %(instance)s "
+    "instance_id, expires_at) SELECT %(session)s, v.leg, %(account)s, %(key)s, v.amount, %(currency)s, "
+    "%(instance)s, now() + make_interval(secs => %(lifetime)s) "
     "FROM unnest(%(legs)s::text[], %(amounts)s::numeric[]) AS v(leg, amount)")
 
 
@@ -146,6 +149,7 @@ class ReservationDecision:
     amount_a: Decimal
     amount_b: Decimal
     currency: str
+    lifetime: int = 86400  # seconds after which the hold expires even if its process lives
 
 
 def _account(row) -> AccountInfo:
@@ -214,7 +218,8 @@ def reserve(db, *, session_id: str, account: AccountInfo, instance_id: str, deci
                 yield cur.execute(INSERT_RESERVATIONS, {
                     "session": session_id, "account": account.id, "key": key,
                     "currency": decision.currency, "instance": instance_id,
-                    "legs": [leg for leg, _ in legs], "amounts": [amount for _, amount in legs]})
+                    "legs": [leg for leg, _ in legs], "amounts": [amount for _, amount in legs],
+                    "lifetime": decision.lifetime})
         return result
 
     return db.runInteraction(interaction)

@@ -219,3 +219,17 @@ async def test_refused_legb_keeps_holding_what_lega_has_cost(authorizer, cat_dsn
     owed = max(again.leg_a.amount(300), again.fail_leg_a.amount(360))
     assert reservations(cat_dsn) == [("s1", "A", "cb1001", owed)]
     assert again.reserved_a == owed and again.reserved_b == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hold_outliving_its_call_expires_even_if_its_process_lives(db, cat_dsn):
+    leaky = Authorizer(db, TariffCache(db, reactor), reactor, node="node1", hold_margin=-100_000)
+    await leaky.authorize(req(session="leaked"))  # a hold whose lifetime is already over
+    held = query(cat_dsn, "SELECT expires_at < now() FROM balance_reservations")
+    assert held == [(True,), (True,)]
+    live = Authorizer(db, TariffCache(db, reactor), reactor, node="node1")
+    auth = await live.authorize(req(session="fresh"))
+    assert auth.budget == Decimal("10.00")
+    assert [r[0] for r in reservations(cat_dsn)] == ["fresh", "fresh"]
+    lifetime = query(cat_dsn, "SELECT min(expires_at - created_at) FROM balance_reservations")[0][0]
+    assert lifetime.total_seconds() == pytest.approx(auth.max_seconds + 60 + 600, abs=2)
