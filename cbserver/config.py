@@ -94,6 +94,15 @@ def _digits(text: str) -> str:
     return text
 
 
+def _network(entry: str) -> str:
+    """An IP network such as ``10.0.0.0/8`` (a single address is a /32)."""
+    try:
+        ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        raise ValueError(f"expected an IP network (e.g. 10.0.0.0/8), got {entry!r}") from None
+    return entry
+
+
 def _client(entry: str) -> str:
     """An allowed Hosted client: an IP network (``10.0.0.0/8``) or ``token:<secret>``."""
     if entry.startswith("token:"):
@@ -225,6 +234,9 @@ class WebConfig:
                                   doc="endpoint of the admin JSON API")
     admin_token: str = setting("", doc="bearer token for the admin API")
     admin_token_file: str = setting("", doc="file holding the admin token instead")
+    trusted_proxies: tuple[str, ...] = setting(
+        (), check=lambda v: tuple(_network(x) for x in v),
+        doc="load balancers whose X-Forwarded-For names the client (IP networks)")
 
     def validate(self) -> None:
         """Check cross-field rules."""

@@ -171,7 +171,8 @@ class CallbackServer(service.MultiService):
         # The pages and JSON API; anything else (/healthz) falls through to the health app.
         self.callback_web = build_callback_web(cfg, self.db, self.callbacks, reactor,
                                                self.metrics, fallback=self.web.resource(),
-                                               accepting=lambda: self.callbacks.running)
+                                               accepting=lambda: self.callbacks.running,
+                                               trusted_proxies=cfg.web.trusted_proxies)
         site = Site(self.callback_web.resource())
         site.displayTracebacks = False
         endpoint = complete_endpoint(cfg.web.endpoint, state)

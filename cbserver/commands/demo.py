@@ -159,8 +159,14 @@ def _demo(args) -> int:
         twistd = str(Path(sys.executable).parent / "twistd")
         server = subprocess.Popen([twistd, "-n", "--pidfile=", "cbserver", "--config",
                                    str(config)], env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        # Ctrl-C reaches the whole process group; the server handles it itself.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Ctrl-C (SIGINT) or SIGTERM: ask the server to stop gracefully and wait for it;
+        # the finally clause then stops the carrier and the cluster.
+        def stop_server(_signum, _frame):
+            if server.poll() is None:
+                server.send_signal(signal.SIGTERM)
+
+        signal.signal(signal.SIGINT, stop_server)
+        signal.signal(signal.SIGTERM, stop_server)
         if _wait_healthy(args.port, server):
             print("\n" + "=" * 72)
             print(f"  cbserver demo is running: https://127.0.0.1:{args.port}/web-callback")
