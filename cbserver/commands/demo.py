@@ -36,11 +36,16 @@ def register(sub) -> None:
     """Add the ``demo`` sub-command."""
     p = sub.add_parser("demo", help="run a demo server with demo data and a local carrier")
     p.add_argument("--port", type=int, default=8901, help="HTTPS port of the page (8901)")
+    p.add_argument("--sip-port", type=int, default=5060, help="UDP port of cbserver's SIP side")
+    p.add_argument("--carrier-port", type=int, default=CARRIER_PORT,
+                   help="UDP port of the sipp carrier (5070)")
+    p.add_argument("--rtp-ports", default="20000-29999", help="RTP port range of cbserver")
     p.add_argument("--no-carrier", action="store_true", help="do not start the sipp carrier")
     p.set_defaults(func=_demo)
 
 
-def demo_config(dsn: str, state: Path, port: int) -> str:
+def demo_config(dsn: str, state: Path, port: int, sip_port: int = 5060,
+                carrier_port: int = CARRIER_PORT, rtp_ports: str = "20000-29999") -> str:
     """The example configuration adjusted to the local cluster, state folder and carrier."""
     text = example_path().read_text(encoding="utf-8")
     token_file = state / "admin.token"
@@ -54,6 +59,11 @@ def demo_config(dsn: str, state: Path, port: int) -> str:
         'callback_page_address = "https://127.0.0.1:8901/web-callback"':
             f'callback_page_address = "https://127.0.0.1:{port}/web-callback"',
         'admin_token = ""': '# admin_token is read from admin_token_file',
+        'listen = "127.0.0.1:5060"': f'listen = "127.0.0.1:{sip_port}"',
+        'address = "127.0.0.1:5070"': f'address = "127.0.0.1:{carrier_port}"',
+        'ports = "20000-29999"': f'ports = "{rtp_ports}"',
+        'admin_endpoint = "ssl:8902:interface=127.0.0.1"':
+            f'admin_endpoint = "ssl:{port + 1}:interface=127.0.0.1"',
         '# admin_token_file = "admin.token"': f'admin_token_file = "{token_file}"',
     }
     for old, new in repl.items():
@@ -106,13 +116,13 @@ def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> b
     return False
 
 
-def _start_carrier(state: Path) -> Carrier:
+def _start_carrier(state: Path, port: int) -> Carrier:
     """Start sipp as the carrier on 127.0.0.1:5070 (see scripts/sipp/carrier.xml)."""
     if shutil.which("sipp") is None:
         raise CommandError("sipp is not installed (Debian package sip-tester; ./cbs demo "
                            "installs it)")
     # Answered calls are hung up by the carrier after 60 s unless cbserver hangs up first.
-    carrier = Carrier(state, CARRIER_PORT, hold_ms=60000, media_port=16000)
+    carrier = Carrier(state, port, hold_ms=60000)
     try:
         return carrier.start()
     except RuntimeError as e:
@@ -153,9 +163,10 @@ def _demo(args) -> int:
         demo_file = root / "demo" / "demo.toml"
         _provision(dsn, demo_file)
         config = state / "cbserver.toml"
-        config.write_text(demo_config(dsn, state, args.port))
+        config.write_text(demo_config(dsn, state, args.port, args.sip_port, args.carrier_port,
+                                      args.rtp_ports))
         if not args.no_carrier:
-            carrier = _start_carrier(state)
+            carrier = _start_carrier(state, args.carrier_port)
         twistd = str(Path(sys.executable).parent / "twistd")
         server = subprocess.Popen([twistd, "-n", "--pidfile=", "cbserver", "--config",
                                    str(config)], env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -173,7 +184,7 @@ def _demo(args) -> int:
             print("  (self-signed certificate: accept it in the browser)")
             for acc_id, password, balance in _demo_accounts(demo_file):
                 print(f"  demo account: {acc_id}  password: {password}  balance: {balance}")
-            print(f"  carrier (sipp) on 127.0.0.1:{CARRIER_PORT}; config: {config}")
+            print(f"  carrier (sipp) on 127.0.0.1:{args.carrier_port}; config: {config}")
             print("  Ctrl-C stops everything")
             print("=" * 72 + "\n", flush=True)
         server.wait()

@@ -1,0 +1,78 @@
+"""`cbserver demo` (what `./cbs demo` runs): the page answers, a callback connects, Ctrl-C
+ends it with both xDRs written and stops what the demo started."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from tests.support.server import free_port, get_json
+
+pytestmark = pytest.mark.integration
+CBSERVER = str(Path(sys.executable).parent / "cbserver")
+
+
+def _post(url: str, body: dict) -> tuple[int, dict]:
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_demo_runs_a_callback_and_stops_cleanly_on_ctrl_c(pg_cluster):
+    import socket
+
+    port = free_port()
+    sip, carrier = (free_port(socket.SOCK_DGRAM) for _ in range(2))
+    rtp = 40000 + (port % 50) * 200
+    proc = subprocess.Popen([CBSERVER, "demo", "--port", str(port), "--sip-port", str(sip),
+                             "--carrier-port", str(carrier), "--rtp-ports", f"{rtp}-{rtp + 99}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        banner = ""
+        deadline = time.monotonic() + 90
+        while "Ctrl-C stops everything" not in banner and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, f"demo exited early:\n{banner}"
+            banner += line
+        assert f"https://127.0.0.1:{port}/web-callback" in banner
+        assert "demo account: cb1818000001  password: demo-pass-1" in banner
+        status, _health = get_json(f"https://127.0.0.1:{port}/healthz")
+        assert status == 200
+        code, created = _post(f"https://127.0.0.1:{port}/api/v1/callbacks", {
+            "mode": "extended", "account": "cb1818000001", "password": "demo-pass-1",
+            "phone": "5511987654321", "destination": "18185550123"})
+        assert code == 202, created
+        cid = created["id"]
+        for _ in range(100):
+            _, page = get_json(f"https://127.0.0.1:{port}/api/v1/callbacks/{cid}")
+            if page["status"] == "connected":
+                break
+            time.sleep(0.2)
+        assert page["status"] == "connected", page
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
+    with psycopg2.connect(pg_cluster.dsn()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT leg, sip_reason FROM xdrs WHERE session_id = %s ORDER BY leg", (cid,))
+        rows = cur.fetchall()
+    assert [r[0] for r in rows] == ["A", "B"]
+    ps = subprocess.run(["pgrep", "-f", f"-p {carrier}"], capture_output=True, text=True)
+    assert ps.stdout.strip() == "", "the sipp carrier was left running"
