@@ -80,39 +80,32 @@ def pg_template(pg_cluster: Cluster) -> str:
     return name
 
 
-@pytest.fixture
-def pg_dsn(pg_cluster: Cluster, pg_template: str):
-    """DSN of a fresh database with the current schema, dropped after the test."""
-    name = f"cbs_t_{uuid.uuid4().hex[:12]}"
-    conn = _admin(pg_cluster)
+def _scratch_database(cluster: Cluster, prefix: str, template: str | None = None):
+    """Create a uniquely named database (from ``template``), yield its DSN, then drop it."""
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
+    clause = f' TEMPLATE "{template}"' if template else ""
+    conn = _admin(cluster)
     try:
         with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+            cur.execute(f'CREATE DATABASE "{name}"{clause}')
     finally:
         conn.close()
-    yield pg_cluster.dsn(name)
-    conn = _admin(pg_cluster)
+    yield cluster.dsn(name)
+    conn = _admin(cluster)
     try:
         with conn.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         conn.close()
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster: Cluster, pg_template: str):
+    """DSN of a fresh database with the current schema, dropped after the test."""
+    yield from _scratch_database(pg_cluster, "cbs_t_", pg_template)
 
 
 @pytest.fixture
 def empty_pg_dsn(pg_cluster: Cluster):
     """DSN of a fresh, empty database (no schema at all), dropped after the test."""
-    name = f"cbs_e_{uuid.uuid4().hex[:12]}"
-    conn = _admin(pg_cluster)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        conn.close()
-    yield pg_cluster.dsn(name)
-    conn = _admin(pg_cluster)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        conn.close()
+    yield from _scratch_database(pg_cluster, "cbs_e_")
