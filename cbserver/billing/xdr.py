@@ -21,6 +21,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from txpostgres.txpostgres import RollbackFailed
 from zope.interface import Interface, implementer
 
 from cbserver.billing.model import NoRateError
@@ -169,8 +170,12 @@ class XdrRejected(Exception):
 
 
 def _unavailable(failure) -> bool:
-    """True when a failure means PostgreSQL is away (spool), not that the data is wrong."""
-    return failure.check(DatabaseUnavailable, psycopg2.OperationalError, psycopg2.InterfaceError) is not None
+    """True when a failure means PostgreSQL is away (spool), not that the data is wrong.
+
+    A transaction whose rollback failed (txpostgres ``RollbackFailed``) lost its connection.
+    """
+    return failure.check(DatabaseUnavailable, psycopg2.OperationalError, psycopg2.InterfaceError,
+                         RollbackFailed) is not None
 
 
 def _retryable(failure) -> bool:

@@ -6,8 +6,11 @@ import datetime as dt
 import json
 from decimal import Decimal
 
+import psycopg2
 import pytest
 from twisted.internet import defer, task
+from twisted.python.failure import Failure
+from txpostgres.txpostgres import RollbackFailed
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -243,3 +246,15 @@ def test_up_to_max_in_flight_transactions_overlap(tmp_path):
     assert all(a.called for a in acks)
     stopped = writer.stopService()
     assert stopped.called
+
+
+def test_a_transaction_whose_rollback_failed_is_spooled_not_rejected(tmp_path):
+    writer, db, _ = make_writer(tmp_path)
+    db.fail_next = RollbackFailed(None, Failure(psycopg2.OperationalError("server closed the connection")))
+    d = writer.record(leg("s1"))
+    assert d.called and d.result is None
+    assert writer.health()["rejected"] == 0
+    db.ready = False  # the pool notices the dead connection ...
+    db.up()  # ... and reconnects: the spool is replayed
+    assert db.stored() == [("s1", "A")] and writer.spool.depth == 0
+    writer.stopService()
