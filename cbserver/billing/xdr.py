@@ -340,19 +340,22 @@ class XdrWriter(service.Service):
                 self.log.info("xDR batch retry after {why}", why=failure.getErrorMessage())
 
     def _reject(self, item, failure) -> None:
-        """Keep a leg PostgreSQL refuses in ``<spool>.rejected`` and fail its Deferred."""
+        """Keep a leg PostgreSQL refuses in ``<spool>.rejected`` and fail its Deferred (if any)."""
         leg, d = item
+        self._keep_rejected(leg.to_dict(), failure.getErrorMessage())
+        if d is not None:
+            d.errback(XdrRejected(failure.getErrorMessage()))
+
+    def _keep_rejected(self, data: dict, why: str) -> None:
+        """Append a refused or unreadable leg to ``<spool>.rejected`` (fsync'd) and log it."""
         self.rejected += 1
         path = self.spool.path.with_name(self.spool.path.name + ".rejected")
         with path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"error": failure.getErrorMessage(), "leg": leg.to_dict()},
-                               sort_keys=True) + "\n")
+            f.write(json.dumps({"error": why, "leg": data}, sort_keys=True, default=str) + "\n")
             f.flush()
             os.fsync(f.fileno())
         self.log.error("xDR rejected session_id={session_id} leg={leg}: {why}; kept in {path}",
-                       session_id=leg.session_id, leg=leg.leg, why=failure.getErrorMessage(),
-                       path=str(path))
-        d.errback(XdrRejected(failure.getErrorMessage()))
+                       session_id=data.get("session_id"), leg=data.get("leg"), why=why, path=str(path))
 
     # -- replay -------------------------------------------------------------------------
 
@@ -380,10 +383,13 @@ class XdrWriter(service.Service):
                     break
                 self.log.info("replaying {n} spooled xDR leg(s)", n=len(records))
                 for i in range(0, len(records), self.batch_max):
-                    chunk = [LegRecord.from_dict(r) for r in records[i:i + self.batch_max]]
-                    unique = list({leg.key: leg for leg in chunk}.values())
-                    yield self._transaction(unique)
-                    self.written += len(unique)
+                    chunk = []
+                    for data in records[i:i + self.batch_max]:
+                        try:
+                            chunk.append(LegRecord.from_dict(data))
+                        except (InvalidLegRecord, KeyError, TypeError, ValueError) as e:
+                            self._keep_rejected(data, f"unreadable spooled leg: {e}")
+                    yield self._replay_chunk(list({leg.key: leg for leg in chunk}.values()))
                 self.spool.finish_replay()
         except Exception:  # noqa: BLE001 - any failure: try again after a pause
             failure = Failure()
@@ -399,6 +405,25 @@ class XdrWriter(service.Service):
         self._set_idle()
         self.log.info("xDR spool empty; writing directly again")
         self._pump()
+
+    @defer.inlineCallbacks
+    def _replay_chunk(self, legs):
+        """Write spooled ``legs``; set aside any PostgreSQL refuses, so none blocks the rest."""
+        if not legs:
+            return
+        try:
+            yield self._transaction(legs)
+        except Exception:  # noqa: BLE001 - unavailable: re-raised; refused: narrowed down
+            failure = Failure()
+            if _unavailable(failure):
+                failure.raiseException()
+            if len(legs) == 1:
+                self._reject((legs[0], None), failure)
+                return
+            for leg in legs:
+                yield self._replay_chunk([leg])
+            return
+        self.written += len(legs)
 
     def _retry_replay(self) -> None:
         """The delayed retry of an interrupted replay."""

@@ -258,3 +258,27 @@ def test_a_transaction_whose_rollback_failed_is_spooled_not_rejected(tmp_path):
     db.up()  # ... and reconnects: the spool is replayed
     assert db.stored() == [("s1", "A")] and writer.spool.depth == 0
     writer.stopService()
+
+
+def test_a_spooled_leg_the_database_refuses_does_not_block_the_replay(tmp_path):
+    db = FakeDatabase()
+    real = db.runInteraction
+
+    def picky(fn, legs):
+        if any(x.session_id == "poison" for x in legs):
+            return defer.fail(psycopg2.errors.CheckViolation("amount out of range"))
+        return real(fn, legs)
+
+    db.runInteraction = picky
+    writer, _, clock = make_writer(tmp_path, db)
+    db.down()
+    for name in ("s1", "poison", "s2"):
+        writer.record(leg(name))
+    writer.spool.append([{"session_id": "x", "leg": "Z"}])  # readable JSON, not a leg
+    db.up()
+    assert db.stored() == [("s1", "A"), ("s2", "A")]
+    assert writer.health() == {"depth": 0, "mode": "direct", "written": 2, "rejected": 2}
+    kept = [json.loads(line) for line in (tmp_path / "xdr.spool.rejected").read_text().splitlines()]
+    assert sorted(k["leg"]["session_id"] for k in kept) == ["poison", "x"]
+    writer.stopService()
+    assert clock.getDelayedCalls() == []
