@@ -144,6 +144,12 @@ class Call(DialogMixin):
             # RFC 3261 9.1: a CANCEL only acts on a pending INVITE; once the INVITE has its
             # final response there is nothing left for it to do, so stop retransmitting it.
             self._cancel_txn.terminate()
+        # The transactions point at this call (their TU); dropping our references back
+        # leaves no cycle, so the call is freed by reference counting, not by the GC.
+        if self._invite_txn is not None and self._invite_txn.state == "terminated":
+            self._invite_txn = None
+        if self._cancel_txn is not None and self._cancel_txn.state == "terminated":
+            self._cancel_txn = None
         # One line per call (the hot path avoids more): outcome, where it went, why.
         log.info(
             "call {state} call_id={call_id} uri={uri} via={dest} cseq={cseq} detail={detail}",

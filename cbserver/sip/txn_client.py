@@ -263,7 +263,8 @@ class ClientNonInviteTransaction(ClientTransaction):
             # Completed only absorbs retransmitted responses: neither the request nor the
             # TU is needed any more, and not holding them for T4 keeps the heap small.
             self.request = None
-            self.user = _Absorbed()
+            self.last_response = None
+            self.user = _ABSORBED
 
     def _in_completed(self, response: Response) -> None:
         # RFC 3261 17.1.2.2: retransmitted responses are absorbed in Completed.
@@ -285,6 +286,9 @@ class _Absorbed:
 
     def transport_failed(self, txn, error) -> None:
         """Never called: Completed sends nothing."""
+
+
+_ABSORBED = _Absorbed()
 
 
 def branch_of(message: Request | Response) -> str:
