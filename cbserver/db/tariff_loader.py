@@ -5,7 +5,8 @@
 loaded tariffs in memory; at most every ``ttl`` seconds it reads the catalog change counter
 (``catalog_changes``, bumped by a trigger on every write to ``tariffs`` or ``rates``, see
 ``sql/012_catalog_changes.sql``) and forgets everything when it moved. A rate change is
-therefore seen by every node within ``ttl`` seconds.
+therefore seen by every node within ``ttl`` seconds. Concurrent requests for a tariff that
+is not cached share one load.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 from dataclasses import dataclass
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from cbserver.billing.model import OffPeakPeriod, OffPeakWindow, Rate, RateDefinitionError, TariffRates
 
@@ -101,6 +103,7 @@ class TariffCache:
         self.clock = clock
         self.ttl = ttl
         self._tariffs: dict[int, LoadedTariff] = {}
+        self._loading: dict[int, list[defer.Deferred]] = {}
         self._counter = None
         self._checked_at: float | None = None
         self.loads = 0
@@ -128,8 +131,26 @@ class TariffCache:
         """Fire with the ``LoadedTariff`` for ``tariff_id`` (``TariffNotFound`` if absent)."""
         yield self._check_counter()
         tariff = self._tariffs.get(tariff_id)
-        if tariff is None:
+        if tariff is not None:
+            return tariff
+        waiters = self._loading.get(tariff_id)
+        if waiters is not None:  # already being loaded: share that load
+            d = defer.Deferred()
+            waiters.append(d)
+            tariff = yield d
+            return tariff
+        self._loading[tariff_id] = waiters = []
+        try:
             tariff = yield load_tariff(self.db, tariff_id)
-            self.loads += 1
-            self._tariffs[tariff_id] = tariff
+        except Exception:  # noqa: BLE001 - handed to every waiter, then re-raised
+            failure = Failure()
+            del self._loading[tariff_id]
+            for d in waiters:
+                d.errback(failure)
+            failure.raiseException()
+        del self._loading[tariff_id]
+        self.loads += 1
+        self._tariffs[tariff_id] = tariff
+        for d in waiters:
+            d.callback(tariff)
         return tariff

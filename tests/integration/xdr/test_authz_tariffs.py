@@ -8,7 +8,7 @@ from decimal import Decimal
 import psycopg2
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, task
+from twisted.internet import defer, reactor, task
 
 from cbserver.billing.rating import quote
 from cbserver.db.tariff_loader import TariffCache, TariffNotFound, load_tariff, load_tariff_sync
@@ -69,3 +69,13 @@ async def test_unknown_tariff_id(db):
     cache = TariffCache(db, reactor)
     with pytest.raises(TariffNotFound):
         await cache.get(999)
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_requests_share_one_load(db):
+    cache = TariffCache(db, reactor)
+    got = await defer.gatherResults([cache.get(1) for _ in range(20)])
+    assert cache.loads == 1 and all(t is got[0] for t in got)
+    results = await defer.DeferredList([cache.get(999) for _ in range(3)], consumeErrors=True)
+    assert [ok for ok, _ in results] == [False] * 3
+    assert all(f.check(TariffNotFound) for _, f in results)
