@@ -228,6 +228,9 @@ class Authorizer:
     def authorize(self, request: AuthRequest):
         """Check, select, price and reserve; fire with an ``Authorization``."""
         now = self.now()
+        elapsed = request.leg_a_elapsed
+        if isinstance(elapsed, bool) or not isinstance(elapsed, int) or elapsed < 0:
+            raise InvalidCallError(f"leg_a_elapsed: must be whole seconds >= 0, got {elapsed!r}")
         for number in (request.cli, request.cld):
             try:
                 normalise_number(number)
@@ -256,9 +259,6 @@ class Authorizer:
             fail_tariff = yield self._tariff(fail_entry.tariff_id)
             fail_leg_a = self._price(fail_tariff, request.cli, a_at)
         elapsed = request.leg_a_elapsed
-        if elapsed < 0:
-            raise InvalidCallError(f"leg_a_elapsed: must be 0 or more, got {elapsed}")
-
         ring = self.legb_ring_seconds
         fail_hold = fail_leg_a.amount(elapsed + ring) if fail_leg_a is not None else Decimal(0)
 
