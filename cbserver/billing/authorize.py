@@ -258,7 +258,6 @@ class Authorizer:
         if self.special_charge and fail_entry is not None:
             fail_tariff = yield self._tariff(fail_entry.tariff_id)
             fail_leg_a = self._price(fail_tariff, request.cli, a_at)
-        elapsed = request.leg_a_elapsed
         ring = self.legb_ring_seconds
         fail_hold = fail_leg_a.amount(elapsed + ring) if fail_leg_a is not None else Decimal(0)
 
