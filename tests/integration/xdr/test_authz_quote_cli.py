@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from cbserver.resources import checkout_dir
+
 CLI = [str(Path(sys.executable).with_name("cbserver")), "quote"]
 
 
@@ -72,3 +74,20 @@ def test_database_without_the_schema_is_one_line_with_the_fix(empty_pg_dsn):
     assert out.stderr.strip().splitlines() == [
         'cbserver quote: database error: relation "tariffs" does not exist '
         "(is the schema current? `cbserver db upgrade`)"]
+
+
+def test_config_gives_the_dsn_and_the_node(cat_dsn, tmp_path):
+    example = (checkout_dir() / "cbserver" / "data" / "cbserver.example.toml").read_text()
+    config = tmp_path / "cbserver.toml"
+    for node, expect in (("node1", 0), ("node9", 1)):
+        text = example.replace('node = "node1"', f'node = "{node}"', 1)
+        text = text.replace('dsn = "host=127.0.0.1 port=5432 dbname=cbserver user=cbserver"',
+                            f'dsn = "{cat_dsn}"')
+        config.write_text(text)
+        out = subprocess.run([*CLI, "--config", str(config), "--account", "cb1001", "--number", "1800",
+                              "--duration", "9"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == expect, out.stderr
+        if expect:
+            assert "node 'node9'" in out.stderr
+        else:
+            assert json.loads(out.stdout)["tariff"] == "Callback"
