@@ -1,19 +1,23 @@
--- An account's statement: every leg with its charge and the balance right after it
--- (debit account: money left; credit account or customer of a subordinate account: amount owed).
+-- An account's statement: each callback with its two legs' charges and the balance after it.
+-- balance_after is the charged balance once the call's last leg was applied (debit account:
+-- money left; credit account or customer of a subordinate account: amount owed).
 -- Parameters: from (inclusive), to (exclusive), account (required).
-SELECT to_char(disconnect_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS disconnected,
+SELECT to_char(max(disconnect_time) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS ended,
        session_id,
-       leg,
-       cli,
-       cld,
-       coalesce(prefix, '')      AS prefix,
-       duration,
-       charged_seconds,
-       amount,
-       currency,
-       balance_after,
-       coalesce(sip_code::text || ' ' || sip_reason, '') AS cause
+       min(trigger_mode)                                            AS mode,
+       max(cli)                                                     AS cli,
+       max(cld)                                                     AS cld,
+       coalesce(max(duration) FILTER (WHERE leg = 'A'), 0)          AS a_seconds,
+       coalesce(max(amount) FILTER (WHERE leg = 'A'), 0)            AS a_amount,
+       coalesce(max(duration) FILTER (WHERE leg = 'B'), 0)          AS b_seconds,
+       coalesce(max(amount) FILTER (WHERE leg = 'B'), 0)            AS b_amount,
+       sum(amount)                                                  AS amount,
+       min(currency)                                                AS currency,
+       (array_agg(balance_after ORDER BY id DESC))[1]               AS balance_after,
+       coalesce(min(CASE WHEN duration = 0 AND sip_code IS NOT NULL
+                         THEN leg || ': ' || sip_code::text || ' ' || sip_reason END), '') AS failure
 FROM xdrs
 WHERE disconnect_time >= %(from)s AND disconnect_time < %(to)s
   AND account_id = %(account)s::text
-ORDER BY id;  -- ids are drawn under the balance row lock: the order balances changed in
+GROUP BY session_id
+ORDER BY max(id);  -- ids are drawn under the balance row lock: the order balances changed in

@@ -47,7 +47,8 @@ LEGS = [
 async def data(db, tmp_path, cat_dsn):
     writer = XdrWriter(db, reactor, Spool(tmp_path / "spool"))
     writer.startService()
-    await defer.gatherResults([writer.record(x) for x in LEGS])
+    for i in range(0, len(LEGS), 2):  # one call after the other, both legs at its end
+        await defer.gatherResults([writer.record(x) for x in LEGS[i:i + 2]])
     await writer.stopService()
     yield cat_dsn
 
@@ -78,26 +79,23 @@ async def test_revenue_per_destination_per_day(data):
 
 
 @pytest_twisted.ensureDeferred
-async def test_statement_shows_the_balance_after_each_leg(data):
+async def test_statement_shows_each_call_and_the_balance_after_it(data):
     out = await report(data, "statement", "--from", "2026-06-01", "--to", "2026-06-03",
                        "--account", "cb1001", "--csv")
     assert out.returncode == 0, out.stderr
-    lines = rows(out)
-    assert sorted(r["session_id"] + r["leg"] for r in lines) == ["r1A", "r1B", "r2A", "r2B", "r3A", "r3B",
-                                                                  "r4A", "r4B"]
-    # In the order the balance changed, each line's balance is the one before less its amount.
-    running = Decimal("10.00")
-    for line in lines:
-        running -= Decimal(line["amount"])
-        assert Decimal(line["balance_after"]) == running
-    assert running == Decimal("7.80000")
-    by_key = {r["session_id"] + r["leg"]: r for r in lines}
-    assert by_key["r1A"]["disconnected"] == "2026-06-01T10:01:00.000Z"
-    assert by_key["r2B"]["cause"] == "486 Busy Here"
+    got = [(r["session_id"], r["a_seconds"], r["a_amount"], r["b_seconds"], r["b_amount"], r["amount"],
+            r["balance_after"], r["failure"]) for r in rows(out)]
+    assert got == [
+        ("r1", "60", "0.10000", "120", "1.20000", "1.30000", "8.70000", ""),
+        ("r2", "20", "0.50000", "0", "0.00000", "0.50000", "8.20000", "B: 486 Busy Here"),
+        ("r3", "0", "0.00000", "0", "0.00000", "0.00000", "8.20000", "A: 480 Temporarily Unavailable"),
+        ("r4", "30", "0.10000", "30", "0.30000", "0.40000", "7.80000", ""),
+    ]
+    assert rows(out)[0]["ended"] == "2026-06-01T10:03:00.000Z"
     table = await report(data, "statement", "--from", "2026-06-01", "--to", "2026-06-03",
                          "--account", "cb1001")
-    assert table.stdout.splitlines()[0].split()[:3] == ["disconnected", "session_id", "leg"]
-    assert table.stdout.rstrip().endswith("(8 rows)")
+    assert table.stdout.splitlines()[0].split()[:3] == ["ended", "session_id", "mode"]
+    assert table.stdout.rstrip().endswith("(4 rows)")
 
 
 @pytest_twisted.ensureDeferred
