@@ -1,8 +1,8 @@
 """The stand-in carrier: ``sipp`` running ``scripts/sipp/carrier.xml``, for the demo and tests.
 
 The scenario is a template: ``HOLD_MS`` (how long an answered call lasts before the carrier
-hangs up) and ``<!--DTMF_ACTIONS-->`` (what the 5599... keypad phone keys) are filled in by
-``render``.
+hangs up), ``<!--DTMF_ACTIONS-->`` (what the 5599... keypad phone keys) and the digest
+credentials it checks on 407... numbers are filled in by ``render``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ SIPP_DIR = sipp_dir()
 
 PCAP_DIR = Path("/usr/share/sip-tester")
 DEFAULT_DTMF = "18005550100"
+# The digest credentials the carrier asks of calls to 407... numbers.
+TRUNK_USER = "cbtrunk"
+TRUNK_PASSWORD = "trunk-secret-1"
 
 
 def dtmf_actions(digits: str) -> str:
@@ -40,6 +43,7 @@ def render(hold_ms: int, digits: str = DEFAULT_DTMF) -> str:
     """The carrier scenario with its hold time and keypad digits filled in."""
     text = (SIPP_DIR / "carrier.xml").read_text()
     return (text.replace("HOLD_MS", str(int(hold_ms)))
+            .replace("TRUNK_USER", TRUNK_USER).replace("TRUNK_PASSWORD", TRUNK_PASSWORD)
             .replace("<!--DTMF_ACTIONS-->", dtmf_actions(digits)))
 
 

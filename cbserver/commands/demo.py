@@ -26,7 +26,7 @@ from cbserver.cli import CommandError
 from cbserver.config import example_path
 from cbserver.db.migrations import MigrationError, upgrade
 from cbserver.db.pgcluster import ClusterError, default_cluster
-from cbserver.democarrier import Carrier
+from cbserver.democarrier import TRUNK_PASSWORD, TRUNK_USER, Carrier
 from cbserver.resources import checkout_dir
 
 CARRIER_PORT = 5070
@@ -62,6 +62,9 @@ def demo_config(dsn: str, state: Path, port: int, sip_port: int = 5060,
         'listen = "127.0.0.1:5060"': f'listen = "127.0.0.1:{sip_port}"',
         'address = "127.0.0.1:5070"': f'address = "127.0.0.1:{carrier_port}"',
         'ports = "20000-29999"': f'ports = "{rtp_ports}"',
+        # The demo carrier challenges calls to 407... numbers with these credentials.
+        'username = ""': f'username = "{TRUNK_USER}"',
+        'password = ""': f'password = "{TRUNK_PASSWORD}"',
         'admin_endpoint = "ssl:8902:interface=127.0.0.1"':
             f'admin_endpoint = "ssl:{port + 1}:interface=127.0.0.1"',
         '# admin_token_file = "admin.token"': f'admin_token_file = "{token_file}"',

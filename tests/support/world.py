@@ -16,6 +16,7 @@ import psycopg2
 from twisted.internet import defer, reactor, task
 
 from cbserver.config import parse_config
+from cbserver.democarrier import TRUNK_PASSWORD, TRUNK_USER
 from cbserver.tap import CallbackServer
 from tests.support.carrier import Carrier
 
@@ -38,7 +39,8 @@ def free_tcp_port() -> int:
 
 
 def config_text(dsn: str, state: Path, sip_port: int, carrier_port: int, web_port: int,
-                rtp_base: int, extra_app: str = "") -> str:
+                rtp_base: int, extra_app: str = "", trunk_password: str = TRUNK_PASSWORD,
+                trunk_user: str = TRUNK_USER) -> str:
     """A configuration for one instance pointing at the carrier."""
     return f"""
 [server]
@@ -54,6 +56,8 @@ no_answer_timeout = 3.0
 [sip.trunk]
 address = "127.0.0.1:{carrier_port}"
 from_domain = "trunk.test"
+username = "{trunk_user}"
+password = "{trunk_password}"
 [rtp]
 address = "127.0.0.1"
 ports = "{rtp_base}-{rtp_base + 199}"
@@ -88,12 +92,14 @@ async def provision_manual_example(db, clock) -> None:
     since = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
     for prefix, country in (("1", "USA/Canada"), ("1818", "USA"), ("55", "Brazil"),
                             ("486", "Test busy"), ("603", "Test decline"),
-                            ("480", "Test no answer"), ("|", "Any")):
+                            ("480", "Test no answer"), ("407", "Test proxy challenge"),
+                            ("401", "Test challenge"), ("|", "Any")):
         await catalog.create_destination({"prefix": prefix, "country": country})
     await catalog.create_tariff({"name": "Callback", "currency": "USD"})
     for prefix, first, nxt, price in (("1", 60, 6, "0.60"), ("1818", 30, 6, "0.30"),
                                       ("55", 30, 6, "0.12"), ("486", 60, 60, "1.00"),
-                                      ("603", 60, 60, "1.00"), ("480", 60, 60, "1.00")):
+                                      ("603", 60, 60, "1.00"), ("480", 60, 60, "1.00"),
+                                      ("407", 6, 6, "0.60"), ("401", 6, 6, "0.60")):
         await catalog.create_rate("Callback", {
             "prefix": prefix, "first_interval": first, "next_interval": nxt,
             "first_price": price, "next_price": price, "effective_from": since})
@@ -129,14 +135,16 @@ async def provision_manual_example(db, clock) -> None:
 class World:
     """One in-process cbserver against a sipp carrier; see the module docstring."""
 
-    def __init__(self, tmp_path: Path, dsn: str, hold_ms: int = 4000, digits: str = "18005550100"):
+    def __init__(self, tmp_path: Path, dsn: str, hold_ms: int = 4000, digits: str = "18005550100",
+                 trunk_password: str = TRUNK_PASSWORD, trunk_user: str = TRUNK_USER):
         self.tmp = tmp_path
         self.dsn = dsn
         self.carrier = Carrier(tmp_path, free_udp_port(), hold_ms, digits,
                                media_port=free_udp_port())
         self.web_port = free_tcp_port()
         cfg_text = config_text(dsn, tmp_path / "state", free_udp_port(), self.carrier.port,
-                               self.web_port, 30000 + (free_udp_port() % 300) * 100)
+                               self.web_port, 30000 + (free_udp_port() % 300) * 100,
+                               trunk_password=trunk_password, trunk_user=trunk_user)
         self.cfg = parse_config(cfg_text)
         self.server = CallbackServer(self.cfg, reactor)
 

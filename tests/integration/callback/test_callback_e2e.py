@@ -108,3 +108,76 @@ async def test_simple_mode_calls_the_helpdesk(world):
     status = await world.wait_end(cid)
     assert status["legs"]["B"]["number"] == "18005550100"
     assert world.xdrs(cid)["B"]["cld"] == "18005550100"
+
+
+def quote(world, number, duration, at):
+    """The charge `cbserver quote` gives for one leg (the operator's tool)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if duration == 0:
+        return Decimal(0)
+    out = subprocess.run([str(Path(sys.executable).parent / "cbserver"), "quote", "--tariff",
+                          "Callback", "--number", number, "--duration", str(duration), "--at",
+                          at.isoformat(), "--dsn", world.dsn],
+                         capture_output=True, text=True, check=True).stdout
+    return Decimal(json.loads(out)["amount"])
+
+
+@pytest.mark.parametrize("challenge", ["401", "407"])
+@pytest_twisted.ensureDeferred
+async def test_trunk_digest_challenge_is_answered_and_the_balance_matches_cbserver_quote(
+        world, challenge):
+    before = world.balance("cb1818000001")
+    number = f"{challenge}5550123"
+    cid = await world.server.callbacks.request_callback(extended(destination=number))
+    connected = await world.wait_status(cid, "connected")
+    assert connected["legs"]["B"]["state"] == "answered"
+    status = await world.wait_end(cid)
+    assert status["cause"]["code"] == "lega_hung_up"
+    x = world.xdrs(cid)
+    assert x["B"]["prefix"] == challenge and x["B"]["duration"] >= 1
+    expected = (quote(world, "5511987654321", x["A"]["duration"], x["A"]["connect_time"])
+                + quote(world, number, x["B"]["duration"], x["B"]["connect_time"]))
+    assert x["A"]["amount"] + x["B"]["amount"] == expected
+    assert before - world.balance("cb1818000001") == expected
+
+
+@pytest_twisted.ensureDeferred
+async def test_simple_mode_with_lega_busy(world):
+    req = CallbackRequest(application="Web callback", mode="simple", phone="4865551234",
+                          account="cb1818000001", client_address="127.0.0.1")
+    cid = await world.server.callbacks.request_callback(req)
+    status = await world.wait_end(cid)
+    assert status["cause"]["code"] == "lega_busy"
+    assert set(world.xdrs(cid)) == {"A", "B"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_legb_declined_is_rejected(world):
+    cid = await world.server.callbacks.request_callback(extended(destination="6035550123"))
+    status = await world.wait_end(cid)
+    assert status["cause"]["code"] == "legb_rejected"
+    assert world.xdrs(cid)["B"]["sip_code"] == 603
+
+
+# sipp verifies a 401 digest in full (a wrong password is refused); a 407 answer it can
+# only check by form (Proxy-Authorization with our username and a response).
+@pytest.mark.parametrize("challenge,credentials", [
+    ("401", {"trunk_password": "not-the-password"}),
+    ("407", {"trunk_user": "someone-else"}),
+])
+@pytest_twisted.ensureDeferred
+async def test_wrong_trunk_credentials_are_refused_by_the_carrier(tmp_path, pg_dsn, challenge,
+                                                                  credentials):
+    w = World(tmp_path, pg_dsn, hold_ms=5000, **credentials)
+    await w.start()
+    try:
+        cid = await w.server.callbacks.request_callback(extended(destination=f"{challenge}5550123"))
+        status = await w.wait_end(cid)
+        assert status["cause"]["code"] == "legb_rejected"
+        assert status["legs"]["B"]["sip_status"] == 403
+    finally:
+        await w.stop()
