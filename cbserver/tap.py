@@ -149,7 +149,8 @@ class CallbackServer(service.MultiService):
         self.tariffs = TariffCache(self.db, reactor)
         self.authorizers = {
             app.name: Authorizer(self.db, self.tariffs, reactor, node=cfg.server.node,
-                                 special_charge=app.special_charge_if_legb_fails)
+                                 special_charge=app.special_charge_if_legb_fails,
+                                 legb_ring_seconds=int(cfg.sip.no_answer_timeout))
             for app in cfg.application}
         self.sip = SipService(self._ua_config(), reactor, listen_address=self._listen()[0],
                               listen_port=self._listen()[1],
