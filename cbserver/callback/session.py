@@ -129,7 +129,9 @@ class CallbackSession:
         self.created_at = created_at if created_at is not None else self.clock.seconds()
         self.updated_at = self.created_at
         self.a = Leg("A", request.phone)
-        self.b = Leg("B", request.destination or app.second_number or "")
+        # Hosted: legB's number is unknown until the caller keys it in the IVR.
+        legb = "" if request.mode == "hosted" else (request.destination or app.second_number or "")
+        self.b = Leg("B", legb)
         self.account_id = request.account
         self._relay = None
         self._timers: dict[str, object] = {}
