@@ -42,12 +42,16 @@ class Player:
         self.names = tuple(names)
         self.call_id = call_id
         # Resolve every name now: an unknown prompt is an error for the caller, not mid-call.
-        frames: list[bytes] = []
-        for name in self.names:
-            frames.extend(library.frames(name, session.codec))
-        self._frames = frames
+        # Keep the library's own frame tuples (shared, not copied): a player costs a few
+        # references however long its sequence, and the garbage collector has little to walk.
+        self._prompts = [
+            f for f in (library.frames(name, session.codec) for name in self.names) if f
+        ]
+        self._total = sum(len(f) for f in self._prompts)
         self.repeat = repeat
-        self._pos = 0
+        self._current = self._prompts[0] if self._prompts else ()
+        self._index = 0  # which prompt
+        self._pos = 0  # which frame of it
         self._played = 0
         self._done: defer.Deferred | None = None
         self._started = False
@@ -60,7 +64,7 @@ class Player:
     @property
     def total_frames(self) -> int:
         """Frames in the whole sequence."""
-        return len(self._frames)
+        return self._total
 
     def play(self) -> defer.Deferred:
         """Start sending; the Deferred fires with a PlayResult."""
@@ -68,7 +72,7 @@ class Player:
             raise PlayerStateError("a Player plays once; make a new one")
         self._started = True
         self._done = defer.Deferred(canceller=lambda _d: self._finish(PlayResult.INTERRUPTED))
-        if not self._frames:
+        if not self._total:
             self._finish(PlayResult.DONE)
             return self._done
         self._session.begin_talkspurt()  # RFC 3551 4.1: marker on the first packet
@@ -84,24 +88,38 @@ class Player:
         if self._session.closed:
             self._finish(PlayResult.INTERRUPTED)
             return
-        self._session.send_audio(self._frames[self._pos])
-        self._advance(1)
+        self._session.send_audio(self._current[self._pos])
+        self._played += 1
+        self._pos += 1
+        if self._pos >= len(self._current):
+            self._next_prompt()
 
     def frames_skipped(self, count: int) -> None:
         """The clock skipped ``count`` ticks: drop that much audio, keep timestamps real-time."""
-        if not self.repeat:
-            count = min(count, len(self._frames) - self._pos)
-        self._session.skip_samples(count * 160)
-        self._advance(count)
+        if self.repeat and count >= self._total:
+            # whole loops skipped: the position stays, time (and the timestamp) moves on
+            loops, count = divmod(count, self._total)
+            self._session.skip_samples(loops * self._total * 160)
+            self._played += loops * self._total
+        while count and self._done is not None:
+            step = min(count, len(self._current) - self._pos)
+            self._session.skip_samples(step * 160)
+            self._played += step
+            self._pos += step
+            count -= step
+            if self._pos >= len(self._current):
+                self._next_prompt()
 
-    def _advance(self, count: int) -> None:
-        self._played += count
-        self._pos += count
-        if self._pos >= len(self._frames):
-            if self.repeat:
-                self._pos %= len(self._frames)
-            else:
+    def _next_prompt(self) -> None:
+        """Move to the start of the next prompt; wrap (repeat) or finish after the last."""
+        self._pos = 0
+        self._index += 1
+        if self._index >= len(self._prompts):
+            if not self.repeat:
                 self._finish(PlayResult.DONE)
+                return
+            self._index = 0
+        self._current = self._prompts[self._index]
 
     def _finish(self, result: PlayResult) -> None:
         self._media.remove(self)

@@ -244,3 +244,21 @@ def test_repeating_player_loops_until_stopped():
     s.close()
     reactor.advance(0.02)
     assert reactor.getDelayedCalls() == []
+
+
+def test_skips_cross_prompt_boundaries_and_whole_loops():
+    reactor, media, (s,) = setup()
+    s.configure(PEER_A, 0, "PCMU")
+    lib = FakePrompts({"a": 2, "b": 3})
+    player = Player(media, s, lib, ["a", "b"], repeat=True)
+    player.play()
+    sent = rtp_sent  # alias for brevity
+    player.next_frame()                   # a[0]
+    player.frames_skipped(2 + 5 * 2)      # a[1], b[0] and two whole loops
+    player.next_frame()                   # b[1]
+    pkts = sent(reactor.ports[s.local_port])
+    assert [p.payload for p in pkts] == [lib.frames("a", "PCMU")[0], lib.frames("b", "PCMU")[1]]
+    assert rtp.ts_delta(pkts[1].timestamp, pkts[0].timestamp) == 160 * 13
+    assert player.frames_sent == 14
+    player.stop()
+    s.close()
