@@ -1,0 +1,76 @@
+"""One call leg of a callback, and the listener that feeds its SIP events to the session."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from zope.interface import implementer
+
+from cbserver.billing.xdr import LegRecord
+from cbserver.sip.ua import ICallListener
+
+
+@dataclass
+class Leg:
+    """One call leg's progress, as the page and the xDR need it."""
+
+    name: str  # "A" or "B"
+    number: str
+    state: str = "idle"  # idle, calling, ringing, answered, failed, ended
+    sip_status: int | None = None
+    reason: str = ""
+    call: object = None
+    media: object = None
+    placed_at: float | None = None
+    answered_at: float | None = None
+    ended_at: float | None = None
+    record: LegRecord | None = None
+
+    def duration(self) -> int:
+        """Whole seconds from answer to end, rounded up (a started second is charged)."""
+        if self.answered_at is None or self.ended_at is None:
+            return 0
+        return max(0, math.ceil(self.ended_at - self.answered_at - 1e-6))
+
+    def as_dict(self) -> dict:
+        """The leg as shown in the status."""
+        return {"state": self.state, "sip_status": self.sip_status, "reason": self.reason,
+                "number": self.number}
+
+
+@implementer(ICallListener)
+class LegListener:
+    """Forwards one leg's call events to the session."""
+
+    def __init__(self, session, leg: Leg):
+        self.session, self.leg = session, leg
+
+    def call_trying(self, call):
+        """100 Trying: nothing to show."""
+
+    def call_ringing(self, call, early_sdp):
+        """180/183."""
+        self.session._ringing(self.leg, early_sdp)
+
+    def call_answered(self, call, remote_sdp):
+        """2xx."""
+        self.session._answered(self.leg, remote_sdp)
+
+    def call_failed(self, call, status, reason):
+        """Never answered."""
+        self.session._failed(self.leg, status, reason)
+
+    def call_ended(self, call, by_remote, reason):
+        """BYE either way."""
+        self.session._ended(self.leg, by_remote, reason)
+
+    def call_info(self, call, content_type, body):
+        """INFO: DTMF relay for the IVR."""
+        if self.leg.media is not None:
+            self.leg.media.info(content_type, body)
+
+    def call_offer(self, call, remote_sdp):
+        """re-INVITE/UPDATE with new SDP: follow the far end's new address."""
+        if self.leg.media is not None:
+            self.leg.media.answer(remote_sdp)
