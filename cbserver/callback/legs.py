@@ -51,19 +51,19 @@ class LegListener:
 
     def call_ringing(self, call, early_sdp):
         """180/183."""
-        self.session._ringing(self.leg, early_sdp)
+        self.session.leg_ringing(self.leg, early_sdp)
 
     def call_answered(self, call, remote_sdp):
         """2xx."""
-        self.session._answered(self.leg, remote_sdp)
+        self.session.leg_answered(self.leg, remote_sdp)
 
     def call_failed(self, call, status, reason):
         """Never answered."""
-        self.session._failed(self.leg, status, reason)
+        self.session.leg_failed(self.leg, status, reason)
 
     def call_ended(self, call, by_remote, reason):
         """BYE either way."""
-        self.session._ended(self.leg, by_remote, reason)
+        self.session.leg_ended(self.leg, by_remote, reason)
 
     def call_info(self, call, content_type, body):
         """INFO: DTMF relay for the IVR."""

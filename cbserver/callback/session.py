@@ -163,7 +163,7 @@ class CallbackSession:
             return
         self._changed()
 
-    def _ringing(self, leg: Leg, early_sdp) -> None:
+    def leg_ringing(self, leg: Leg, early_sdp) -> None:
         """180/183: show ringing; early media SDP configures the leg's RTP."""
         if leg.state == "calling":
             leg.state = "ringing"
@@ -171,7 +171,7 @@ class CallbackSession:
                 leg.media.answer(early_sdp)
             self._changed()
 
-    def _answered(self, leg: Leg, remote_sdp) -> None:
+    def leg_answered(self, leg: Leg, remote_sdp) -> None:
         """A leg answered."""
         leg.state = "answered"
         leg.answered_at = self.clock.seconds()
@@ -309,7 +309,7 @@ class CallbackSession:
         self._finish("media_timeout" if name == "INACTIVE" else "media_bye", None,
                      f"media ended: {name.lower()}")
 
-    def _failed(self, leg: Leg, status: int, reason: str) -> None:
+    def leg_failed(self, leg: Leg, status: int, reason: str) -> None:
         """A leg was never answered."""
         leg.state, leg.sip_status, leg.reason = "failed", status, reason
         leg.ended_at = self.clock.seconds()
@@ -328,7 +328,7 @@ class CallbackSession:
         prompt = {"busy": "busy", "no_answer": "no_answer"}.get(kind, "call_failed")
         self._say_and_finish([prompt, "goodbye"], f"legb_{kind}", status, reason)
 
-    def _ended(self, leg: Leg, by_remote: bool, reason: str) -> None:
+    def leg_ended(self, leg: Leg, by_remote: bool, reason: str) -> None:
         """An answered leg ended (BYE either way)."""
         leg.state = "ended"
         leg.ended_at = self.clock.seconds()
