@@ -92,6 +92,10 @@ def worker(streams: int, seconds: float, sink_port: int, phases: int) -> None:
     def start():
         for s in sessions:
             Player(media, s, library, seq).play()
+        if os.environ.get("BENCH_GC_FREEZE"):
+            import gc
+
+            gc.freeze()  # long-lived setup out of the collector's way, as a server may do
         reactor.callLater(warmup, lateness.clear)
         reactor.callLater(warmup, measure_start)
         reactor.callLater(warmup + seconds, finish)
@@ -128,11 +132,26 @@ def worker(streams: int, seconds: float, sink_port: int, phases: int) -> None:
             "p50_ms": round(q(0.50), 3), "p99_ms": round(q(0.99), 3), "max_ms": round(q(1.0), 3),
             "cpu_pct": round(100 * cpu / t, 1), "runq_wait_pct": round(100 * waited / t, 1),
             "cpu_us_per_frame": round(1e6 * cpu / max(1, sent), 2),
+            "gc_max_ms": round(marks["gc"][0] * 1000, 1),
         }), flush=True)
         for s in sessions:
             s.close()
         reactor.callLater(0.2, reactor.stop)
 
+    gc_pause = [0.0, 0.0]  # longest and total time spent in the cyclic garbage collector
+
+    def gc_timer(phase, info):
+        if phase == "start":
+            gc_pause.append(time.perf_counter())
+        elif len(gc_pause) > 2:
+            took = time.perf_counter() - gc_pause.pop()
+            gc_pause[0] = max(gc_pause[0], took)
+            gc_pause[1] += took
+
+    import gc
+
+    gc.callbacks.append(gc_timer)
+    marks["gc"] = gc_pause
     reactor.callWhenRunning(start)
     reactor.run()
 
@@ -174,13 +193,14 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
           f"media clock phases: {args.phases}")
     header = (f"{'streams':>8} {'frames':>9} {'expected':>9} {'p50 ms':>7} {'p99 ms':>7} "
-              f"{'max ms':>7} {'skipped':>7} {'cpu %':>6} {'runq %':>6} {'us/frame':>8} {'sink rx*':>9}")
+              f"{'max ms':>7} {'skipped':>7} {'cpu %':>6} {'runq %':>6} {'us/frame':>8} "
+              f"{'gc max':>6} {'sink rx*':>9}")
     print(header)
     for n in counts:
         r = run_one(n, args.seconds, args.phases)
         print(f"{r['streams']:>8} {r['frames']:>9} {r['expected']:>9} {r['p50_ms']:>7} "
               f"{r['p99_ms']:>7} {r['max_ms']:>7} {r['ticks_skipped']:>7} {r['cpu_pct']:>6} "
-              f"{r['runq_wait_pct']:>6} {r['cpu_us_per_frame']:>8} "
+              f"{r['runq_wait_pct']:>6} {r['cpu_us_per_frame']:>8} {r['gc_max_ms']:>6} "
               f"{r['sink_received_total']:>9}", flush=True)
     print("* sink rx counts every packet the sink got, the warm-up second included")
 
