@@ -1,7 +1,8 @@
 """``cbserver demo``: a working callback server on this machine, with demo data.
 
 Starts the checkout's private PostgreSQL, applies the schema, loads ``demo/demo.toml`` (the
-operator's manual example as a provisioning file), starts ``sipp`` on 127.0.0.1:5070 as the
+operator's manual example as a provisioning file) and ``demo/carrier-numbers.toml`` (the
+carrier's test numbers), starts ``sipp`` on 127.0.0.1:5070 as the
 carrier (``scripts/sipp/carrier.xml``: it answers, streams audio and hangs up after 60 s;
 numbers starting 486 are busy, 603 declined, 480 never answered), writes ``var/demo/cbserver.toml`` and runs
 ``twistd -n cbserver`` in the foreground. Ctrl-C stops everything it started.
@@ -165,6 +166,8 @@ def _demo(args) -> int:
             raise CommandError(str(e)) from None
         demo_file = root / "demo" / "demo.toml"
         _provision(dsn, demo_file)
+        # The carrier's test numbers and a hosted caller, beyond the manual's example.
+        _provision(dsn, root / "demo" / "carrier-numbers.toml")
         config = state / "cbserver.toml"
         config.write_text(demo_config(dsn, state, args.port, args.sip_port, args.carrier_port,
                                       args.rtp_ports))
