@@ -1,0 +1,831 @@
+"""End-to-end callbacks per second: cbserver (web → legA → legB → hang-up → xDRs) against sippy.
+
+Part 1, cbserver: a scratch PostgreSQL database is created and upgraded, the operator manual's
+example is provisioned through the catalog service layer (plus ``--accounts`` bench accounts with
+a large balance), then ``twistd -n cbserver`` runs as a subprocess pinned to core 0, with
+``cbserver.democarrier.Carrier`` (sipp) as the trunk. This process (pinned to core 1, as are
+the carrier and sipp) POSTs ``/api/v1/callbacks`` at a fixed rate for ``--duration`` seconds,
+then waits for every callback to end and counts, in PostgreSQL, the sessions that ended with the
+carrier's hang-up and the xDR rows (two per callback). The rate is stepped up until a step
+fails.
+
+Part 2, the baseline: sippy's ``b2bua_simple`` (PyPI ``sippy``, in its own virtualenv) pinned to
+core 0, between a sipp UAC and a sipp UAS (every call is two dialogs, as a callback is); sipp's
+statistics file says how many calls succeeded and failed. Same stepping.
+
+    .venv/bin/python bench/bench_callbacks.py --duration 20 --rates 10,20,30,40,50,60,80,100
+
+Every process started here (twistd, sipp, b2bua) is stopped on exit, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+SERVER_CORE, CLIENT_CORE = 0, 1
+BENCH_PASSWORD = "bench-pass-1"
+EXPECTED_CAUSES = ("lega_hung_up", "legb_hung_up")
+PROCS: list[subprocess.Popen] = []
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+def spawn(argv: list[str], core: int | None, log: Path, **kw) -> subprocess.Popen:
+    """Start a process in its own session (so its whole group can be stopped), pinned to ``core``."""
+    out = open(log, "w")
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, **kw)
+    out.close()
+    PROCS.append(proc)
+    if core is not None:
+        pin(proc.pid, core)
+    return proc
+
+
+def pin(pid: int, core: int) -> None:
+    """Pin a process (and its future threads) to one core when the machine has it."""
+    if core < os.cpu_count():
+        os.sched_setaffinity(pid, {core})
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, wait: float = 15.0) -> None:
+    """Stop a process we started: ``sig`` to its group, then SIGKILL after ``wait`` seconds."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+    if proc in PROCS:
+        PROCS.remove(proc)
+
+
+def stop_all() -> None:
+    """Stop every process still running that this script started."""
+    for proc in list(reversed(PROCS)):
+        stop(proc, wait=5.0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its threads so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    """A port free on 127.0.0.1 for both UDP and TCP right now."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
+        try:
+            with socket.socket(socket.AF_INET, other) as s:
+                s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port")
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    """The outcome of one rate step."""
+
+    rate: float
+    attempted: int = 0
+    completed: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    cpu: float = 0.0
+    db_cpu: float = 0.0
+    latency_p50: float = 0.0
+    latency_p99: float = 0.0
+    length_p50: float = 0.0
+    length_p99: float = 0.0
+    elapsed: float = 0.0
+    note: str = ""
+
+    @property
+    def failed(self) -> int:
+        """How many calls failed, whatever the cause."""
+        return sum(self.failures.values())
+
+    def fail(self, why: str, n: int = 1) -> None:
+        """Count ``n`` failures of kind ``why``."""
+        if n:
+            self.failures[why] = self.failures.get(why, 0) + n
+
+    def line(self, what: str) -> str:
+        """One human line about the step."""
+        per = f"{1000 * self.cpu / self.completed:.1f} ms CPU/call" if self.completed else "-"
+        if self.completed and self.db_cpu:
+            per += f" (+{1000 * self.db_cpu / self.completed:.1f} ms PostgreSQL)"
+        if self.elapsed:
+            per += f", server {100 * self.cpu / self.elapsed:.0f}% of its core"
+        text = (f"{what} rate {self.rate:g}/s: {self.completed}/{self.attempted} completed, "
+                f"{self.failed} failed {self.failures or ''}, {per}, ")
+        if self.length_p99:
+            text += f"call length p50 {self.length_p50:.2f}s p99 {self.length_p99:.2f}s"
+        else:
+            text += f"mean call length {self.length_p50:.2f}s"
+        if self.latency_p99:
+            text += f", POST p50 {1000 * self.latency_p50:.0f}ms p99 {1000 * self.latency_p99:.0f}ms"
+        return text + (f" ({self.note})" if self.note else "")
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank), 0 when empty."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- cbserver ----------------------------------------------------------------------------------
+
+
+def pg_dsn() -> str:
+    """Start the checkout's local PostgreSQL cluster (idempotent); its DSN."""
+    out = subprocess.run([str(VENV_BIN / "cbserver"), "pg", "start"], check=True,
+                         capture_output=True, text=True, cwd=ROOT).stdout
+    return out.strip().splitlines()[-1]
+
+
+def with_dbname(dsn: str, name: str) -> str:
+    """``dsn`` pointing at database ``name``."""
+    parts = [p for p in dsn.split() if not p.startswith("dbname=")]
+    return " ".join(parts + [f"dbname={name}"])
+
+
+def create_database(dsn: str, name: str, drop: bool = False) -> None:
+    """Create (or with ``drop``, drop) a scratch database through the maintenance database."""
+    import psycopg2
+
+    conn = psycopg2.connect(with_dbname(dsn, "postgres"))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if not drop:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+
+
+def provision_main(dsn: str, accounts: int) -> None:
+    """(Child process.) Provision the manual's example and the bench accounts, then exit."""
+    sys.path.insert(0, str(ROOT))
+    from twisted.internet import defer, task
+
+    from cbserver.billing.accounts import Accounts
+    from cbserver.db.pool import Database
+    from tests.support.world import provision_manual_example
+
+    async def go(reactor):
+        """Run the service-layer provisioning against the scratch database."""
+        db = Database(dsn, reactor, size=2)
+        db.startService()
+        try:
+            await db.when_ready()
+            await provision_manual_example(db, reactor)
+            acc = Accounts(db, reactor)
+            for i in range(accounts):
+                await acc.create_account({"id": f"cbbench{i:05d}", "customer": "Callback retail",
+                                          "product": "Callback Services",
+                                          "opening_balance": "1000000", "password": BENCH_PASSWORD})
+        finally:
+            await db.stopService()
+
+    task.react(lambda reactor: defer.ensureDeferred(go(reactor)))
+
+
+def serve_main(config_path: str, web_port: int, log_path: str, profile: str | None) -> None:
+    """(Child process.) ``CallbackServer`` with the callback page and API mounted, as tests do.
+
+    ``twistd cbserver`` (``cbserver/tap.py``) does not mount ``cbserver.web.callback_pages`` on
+    its web endpoint yet (``POST /api/v1/callbacks`` answers 404 there), so this wires the same
+    service tree the way ``tests/integration/web/test_web_api_sipp.py`` does: ``CallbackServer``
+    plus ``build_callback_web`` on a plain TCP port, one reactor, logs to a file.
+    """
+    sys.path.insert(0, str(ROOT))
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.web.server import Site
+
+    from cbserver.config import load_config
+    from cbserver.tap import CallbackServer
+    from cbserver.web.callback_pages import build_callback_web
+
+    log_file = open(log_path, "a")
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(log_file)], redirectStandardIO=False)
+    cfg = load_config(config_path)
+    server = CallbackServer(cfg, reactor)
+    web = build_callback_web(cfg, server.db, server.callbacks, reactor, server.metrics,
+                             fallback=server.web.resource(),
+                             accepting=lambda: server.callbacks.running)
+    site = Site(web.resource())
+    site.displayTracebacks = False
+
+    def started() -> None:
+        """Start the tree, then the shared CSRF secret once the database is ready."""
+        server.startService()
+        server.db.when_ready().addCallback(lambda _: web.secret_service.startService())
+        reactor.listenTCP(web_port, site, interface="127.0.0.1")
+
+    def stopping():
+        """Stop the secret service and the tree (calls drain, xDRs flush)."""
+        if web.secret_service.running:
+            web.secret_service.stopService()
+        return server.stopService()
+
+    reactor.callWhenRunning(started)
+    reactor.addSystemEventTrigger("before", "shutdown", stopping)
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.runcall(reactor.run)
+        prof.dump_stats(profile)
+    else:
+        reactor.run()
+
+
+def cb_config(dsn: str, state: Path, sip_port: int, carrier_port: int, web_port: int,
+              admin_port: int, rtp: str, ssl: bool, pool_size: int) -> str:
+    """The server's configuration: one instance, plain TCP web (or ssl), limits out of the way."""
+    endpoint = f"ssl:{web_port}:interface=127.0.0.1" if ssl else f"tcp:{web_port}:interface=127.0.0.1"
+    return f"""
+[server]
+node = "node1"
+state_dir = "{state}"
+shutdown_grace = 20.0
+[database]
+dsn = "{dsn}"
+pool_size = {pool_size}
+[sip]
+listen = "127.0.0.1:{sip_port}"
+public_address = "127.0.0.1"
+no_answer_timeout = 10.0
+[sip.trunk]
+address = "127.0.0.1:{carrier_port}"
+from_domain = "trunk.test"
+[rtp]
+address = "127.0.0.1"
+ports = "{rtp}"
+inactivity_timeout = 30.0
+[web]
+endpoint = "{endpoint}"
+admin_endpoint = "tcp:{admin_port}:interface=127.0.0.1"
+admin_token = "bench-admin-token-0123456789"
+[limits]
+per_client = 100000000
+per_phone = 100000000
+per_account = 100000000
+concurrent_per_account = 100000
+[[application]]
+name = "Web callback"
+callback_page_address = "http://127.0.0.1:{web_port}/web-callback"
+second_number = "18005550100"
+internal_account = "cb-internal"
+special_charge_if_legb_fails = true
+account_id_translation_rule = "s/^/cb/"
+"""
+
+
+def quiet_carrier() -> None:
+    """Make the carrier answer without streaming audio (so cbserver relays no RTP, as sippy).
+
+    ``cbserver.democarrier`` builds its scenario with its module-level ``render``; wrapping it
+    drops the ``rtp_stream`` action and changes nothing else.
+    """
+    from cbserver import democarrier
+
+    original = democarrier.render
+    stream = '<nop>\n    <action><exec rtp_stream="carrier-audio.wav,-1,0"/></action>\n  </nop>'
+
+    def render(hold_ms: int, digits: str = democarrier.DEFAULT_DTMF) -> str:
+        """The carrier scenario without its audio stream."""
+        text = original(hold_ms, digits)
+        if stream not in text:
+            raise RuntimeError("carrier scenario changed: cannot find its rtp_stream action")
+        return text.replace(stream, "")
+
+    democarrier.render = render
+
+
+class CbServer:
+    """A scratch database, the sipp carrier and ``twistd -n cbserver`` pinned to one core."""
+
+    def __init__(self, args, work: Path):
+        self.args = args
+        self.work = work
+        self.dbname = f"cbbench_{os.getpid()}"
+        self.dsn = ""
+        self.proc: subprocess.Popen | None = None
+        self.carrier = None
+        self.web_port = free_port(socket.SOCK_STREAM)
+        self.ssl = args.ssl
+
+    def start(self) -> None:
+        """Database, provisioning, carrier, server; return once ``/healthz`` says ready."""
+        from cbserver.democarrier import Carrier
+
+        base = pg_dsn()
+        create_database(base, self.dbname)
+        self.dsn = with_dbname(base, self.dbname)
+        subprocess.run([str(VENV_BIN / "cbserver"), "db", "upgrade", "--dsn", self.dsn],
+                       check=True, cwd=ROOT, capture_output=True)
+        subprocess.run([sys.executable, __file__, "--provision", self.dsn,
+                        "--accounts", str(self.args.accounts)], check=True, cwd=ROOT)
+        if self.args.quiet_carrier:
+            quiet_carrier()
+        self.carrier = Carrier(self.work, free_port(), hold_ms=self.args.hold_ms,
+                               media_port=free_port())
+        self.carrier.start()
+        pin(self.carrier.proc.pid, CLIENT_CORE)
+        self.server_kind = self.args.server
+        if self.server_kind in ("auto", "twistd"):
+            self.launch_twistd()
+            status, _ = self.request("POST", "/api/v1/callbacks", {})
+            if status == 404:
+                print("twistd cbserver serves no POST /api/v1/callbacks (404): cbserver/tap.py does "
+                      "not mount the callback API yet", flush=True)
+                if self.server_kind == "twistd":
+                    raise RuntimeError("twistd cbserver has no callback API")
+                stop(self.proc, signal.SIGTERM, wait=30.0)
+                self.server_kind = "wired"
+            else:
+                self.server_kind = "twistd"
+        if self.server_kind == "wired":
+            self.launch_wired()
+        print(f"cbserver: {self.server_kind} (pid {self.proc.pid}, core {SERVER_CORE}), web "
+              f"{'https' if self.ssl else 'http'}://127.0.0.1:{self.web_port}, carrier "
+              f"127.0.0.1:{self.carrier.port} (core {CLIENT_CORE})", flush=True)
+
+    def write_config(self, web_port: int) -> Path:
+        """The configuration file, with the ``[web] endpoint`` on ``web_port``."""
+        cfg = self.work / "cbserver.toml"
+        cfg.write_text(cb_config(self.dsn, self.work / "state", free_port(), self.carrier.port,
+                                 web_port, free_port(socket.SOCK_STREAM), self.args.rtp_ports,
+                                 self.ssl, self.args.pool_size))
+        return cfg
+
+    def launch_twistd(self) -> None:
+        """``twistd -n cbserver --config ...`` pinned to the server core."""
+        cfg = self.write_config(self.web_port)
+        argv = [str(VENV_BIN / "twistd"), "-n", "--pidfile=", "-l", str(self.work / "twistd.log")]
+        if self.args.profile:
+            argv += ["--profiler=cprofile", "--profile", str(self.work / "server.prof"), "--savestats"]
+        argv += ["cbserver", "--config", str(cfg)]
+        self.proc = spawn(argv, SERVER_CORE, self.work / "twistd.out", cwd=ROOT)
+        self.wait_healthy()
+
+    def launch_wired(self) -> None:
+        """This script's ``--serve`` mode (see ``serve_main``) pinned to the server core."""
+        self.ssl = False
+        cfg = self.write_config(free_port(socket.SOCK_STREAM))
+        argv = [sys.executable, __file__, "--serve", str(cfg), "--web-port", str(self.web_port),
+                "--log", str(self.work / "server.log")]
+        if self.args.profile:
+            argv += ["--profile-to", str(self.work / "server.prof")]
+        self.proc = spawn(argv, SERVER_CORE, self.work / "server.out", cwd=ROOT)
+        self.wait_healthy()
+
+    def wait_healthy(self) -> None:
+        """Return once ``/healthz`` answers 200 and the call-handling services had a moment."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"cbserver exited {self.proc.returncode}; see {self.work}")
+            try:
+                status, _ = self.request("GET", "/healthz")
+                if status == 200:
+                    time.sleep(1.5)     # the gated services start once the pool is ready
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError("cbserver did not become healthy within 60 s")
+
+    def connection(self) -> http.client.HTTPConnection:
+        """A new keep-alive connection to the web endpoint."""
+        if self.ssl:
+            import ssl
+
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return http.client.HTTPSConnection("127.0.0.1", self.web_port, timeout=30, context=ctx)
+        return http.client.HTTPConnection("127.0.0.1", self.web_port, timeout=30)
+
+    def request(self, method: str, path: str, body: dict | None = None,
+                conn: http.client.HTTPConnection | None = None) -> tuple[int, dict]:
+        """One request (on ``conn`` when given); (status, decoded JSON body)."""
+        own = conn is None
+        conn = conn or self.connection()
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            raw = resp.read()
+            try:
+                return resp.status, json.loads(raw or b"{}")
+            except ValueError:
+                return resp.status, {"raw": raw[:200].decode("latin-1")}
+        finally:
+            if own:
+                conn.close()
+
+    def stop(self) -> None:
+        """Stop the server (it drains calls), the carrier, and drop the scratch database."""
+        if self.proc is not None:
+            stop(self.proc, signal.SIGTERM, wait=30.0)
+        if self.carrier is not None and self.carrier.proc is not None:
+            self.carrier.stop()
+        if self.dsn and not self.args.keep_db:
+            try:
+                create_database(self.dsn, self.dbname, drop=True)
+            except Exception as e:  # noqa: BLE001 - clean-up must not hide the real outcome
+                print(f"could not drop {self.dbname}: {e}", file=sys.stderr)
+
+    def backend_pids(self) -> list[int]:
+        """The PostgreSQL backends serving the server's pool (their CPU is not on its core)."""
+        import psycopg2
+
+        with psycopg2.connect(self.dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND pid <> pg_backend_pid()")
+            pids = [r[0] for r in cur.fetchall()]
+        conn.close()
+        return [pid for pid in pids if Path(f"/proc/{pid}/stat").exists()]
+
+    def body(self, i: int) -> dict:
+        """The JSON of callback number ``i`` (accounts round-robin, distinct numbers)."""
+        account = f"cbbench{i % self.args.accounts:05d}"
+        phone = f"1818{5000000 + i % 5000000:07d}"
+        if self.args.mode == "extended":
+            return {"mode": "extended", "account": account, "password": BENCH_PASSWORD,
+                    "phone": phone, "destination": f"1212{5000000 + i % 5000000:07d}"}
+        return {"mode": "simple", "account": account, "phone": phone}
+
+    def step(self, rate: float, duration: float, first: int) -> Step:
+        """POST callbacks at ``rate``/s for ``duration`` s; wait for them; count them in PostgreSQL."""
+        import psycopg2
+
+        n = max(1, int(rate * duration))
+        res = Step(rate=rate, attempted=n)
+        ids: list[str] = []
+        latencies: list[float] = []
+        lock = threading.Lock()
+        local = threading.local()
+
+        def post(i: int, when: float) -> None:
+            """Send callback ``i`` at time ``when`` on this thread's keep-alive connection."""
+            delay = when - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if getattr(local, "conn", None) is None:
+                local.conn = self.connection()
+            t = time.monotonic()
+            try:
+                status, answer = self.request("POST", "/api/v1/callbacks", self.body(first + i),
+                                              local.conn)
+            except (OSError, http.client.HTTPException) as e:
+                local.conn.close()
+                local.conn = None
+                with lock:
+                    res.fail(f"http:{type(e).__name__}")
+                return
+            with lock:
+                latencies.append(time.monotonic() - t)
+                if status == 202 and "id" in answer:
+                    ids.append(answer["id"])
+                else:
+                    res.fail(f"http_{status}:{answer.get('error', {}).get('code', '?')}")
+
+        backends = self.backend_pids()
+        cpu0 = cpu_seconds(self.proc.pid)
+        pg0 = sum(cpu_seconds(pid) for pid in backends)
+        t0 = time.monotonic() + 0.2
+        workers = min(512, max(16, int(rate * 2)))
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            for i in range(n):
+                pool.submit(post, i, t0 + i / rate)
+            pool.shutdown(wait=True)
+        except BaseException:   # Ctrl-C: drop the requests not sent yet, let clean-up run
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        # Wait for every accepted callback to end and its two xDRs to be written.
+        nominal = 1.0 + self.args.hold_ms / 1000
+        deadline = time.monotonic() + nominal + self.args.drain
+        rows: list = []
+        legs: dict[str, int] = {}
+        with psycopg2.connect(self.dsn) as conn, conn.cursor() as cur:
+            while True:
+                cur.execute("SELECT id, status, state->'cause'->>'code', "
+                            "extract(epoch FROM updated_at - created_at) "
+                            "FROM callback_sessions WHERE id = ANY(%s)", (ids,))
+                rows = cur.fetchall()
+                cur.execute("SELECT session_id, count(*) FROM xdrs WHERE session_id = ANY(%s) "
+                            "GROUP BY session_id", (ids,))
+                legs = dict(cur.fetchall())
+                conn.commit()
+                final = sum(1 for r in rows if r[1] in ("ended", "refused"))
+                if (final == len(ids) and sum(legs.values()) >= 2 * len(ids)) \
+                        or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+        res.elapsed = time.monotonic() - t0
+        res.cpu = cpu_seconds(self.proc.pid) - cpu0
+        try:
+            res.db_cpu = sum(cpu_seconds(pid) for pid in backends) - pg0
+        except OSError:     # a pool connection was replaced during the step
+            res.db_cpu = 0.0
+        lengths = []
+        for cb_id, status, cause, length in rows:
+            if status == "ended" and cause in EXPECTED_CAUSES and legs.get(cb_id) == 2:
+                res.completed += 1
+                lengths.append(float(length))
+            elif status == "ended" and cause in EXPECTED_CAUSES:
+                res.fail(f"xdr_rows_{legs.get(cb_id, 0)}")
+            elif status in ("ended", "refused"):
+                res.fail(f"{status}:{cause}")
+            else:
+                res.fail(f"not_ended:{status}")
+        res.fail("session_missing", len(ids) - len(rows))
+        xdrs = sum(legs.values())
+        res.latency_p50, res.latency_p99 = quantile(latencies, 0.5), quantile(latencies, 0.99)
+        res.length_p50, res.length_p99 = quantile(lengths, 0.5), quantile(lengths, 0.99)
+        res.note = f"{xdrs} xDR rows for {len(ids)} accepted"
+        return res
+
+
+# -- sippy baseline ----------------------------------------------------------------------------
+
+
+def sipp_stats(path: Path) -> dict[str, str]:
+    """The last line of a sipp ``-trace_stat`` file, by column name."""
+    with open(path, newline="") as f:
+        rows = [r for r in csv.reader(f, delimiter=";") if r]
+    return dict(zip(rows[0], rows[-1], strict=False))
+
+
+class Sippy:
+    """sippy's ``b2bua_simple`` pinned to one core, a sipp UAS behind it, a sipp UAC per step."""
+
+    def __init__(self, args, work: Path):
+        self.args = args
+        self.work = work
+        self.b2bua: subprocess.Popen | None = None
+        self.proc: subprocess.Popen | None = None
+        self.uas: subprocess.Popen | None = None
+        self.port = free_port()
+        self.uas_port = free_port()
+
+    def find(self) -> Path:
+        """The ``b2bua_simple`` script of the sippy virtualenv."""
+        path = Path(self.args.sippy_venv) / "bin" / "b2bua_simple"
+        if not path.exists():
+            raise RuntimeError(f"{path} not found: python3 -m venv {self.args.sippy_venv} && "
+                               f"{self.args.sippy_venv}/bin/pip install sippy")
+        return path
+
+    def start(self) -> None:
+        """Start the UAS and the B2BUA; give them two seconds; fail if either exited."""
+        sipp = shutil.which("sipp")
+        self.uas = spawn([sipp, "-sn", "uas", "-i", "127.0.0.1", "-p", str(self.uas_port), "-nostdin",
+                          "-trace_err", "-error_file", str(self.work / "uas-errors.log")],
+                         CLIENT_CORE, self.work / "uas.out")
+        # sippy logs every SIP message to stderr by default: kept, into a file (cbserver logs too).
+        self.b2bua = spawn([str(self.find()), "-f", "-l", "127.0.0.1", "-p", str(self.port),
+                            "-n", f"127.0.0.1:{self.uas_port}"], SERVER_CORE, self.work / "b2bua.log")
+        self.proc = self.b2bua
+        time.sleep(2.0)
+        for proc, what in ((self.uas, "sipp UAS"), (self.b2bua, "b2bua_simple")):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {proc.returncode}")
+
+    def step(self, rate: float, duration: float, first: int) -> Step:
+        """Run a sipp UAC for ``rate``×``duration`` calls through the B2BUA; read its statistics."""
+        n = max(1, int(rate * duration))
+        res = Step(rate=rate, attempted=n)
+        stat = self.work / f"uac-{rate:g}.csv"
+        argv = [shutil.which("sipp"), "-sn", "uac", f"127.0.0.1:{self.port}", "-i", "127.0.0.1",
+                "-p", str(free_port()), "-r", f"{rate:g}", "-m", str(n), "-d", str(self.args.hold_ms),
+                "-nostdin", "-recv_timeout", str(int(1000 * self.args.drain)), "-trace_stat", "-stf",
+                str(stat), "-fd", "1", "-trace_err", "-error_file", str(self.work / f"uac-{rate:g}.err")]
+        cpu0 = cpu_seconds(self.b2bua.pid)
+        t0 = time.monotonic()
+        uac = spawn(argv, CLIENT_CORE, self.work / f"uac-{rate:g}.out")
+        limit = duration + self.args.hold_ms / 1000 + 2 * self.args.drain + 30
+        try:
+            uac.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            res.note = f"sipp UAC still running after {limit:.0f}s: stopped"
+        stop(uac, signal.SIGINT)
+        res.elapsed = time.monotonic() - t0
+        res.cpu = cpu_seconds(self.b2bua.pid) - cpu0
+        stats = sipp_stats(stat)
+        res.completed = int(stats.get("SuccessfulCall(C)", 0))
+        for key, value in stats.items():
+            if key.startswith("Failed") and key.endswith("(C)") and key != "FailedCall(C)" and int(value):
+                res.fail(key[len("Failed"):-3], int(value))
+        total_failed = int(stats.get("FailedCall(C)", 0))
+        if total_failed > res.failed:
+            res.fail("other", total_failed - res.failed)
+        res.fail("not_run", n - res.completed - total_failed)
+        length = stats.get("CallLength(C)", "")
+        if length:
+            h, m, s, us = (int(x) for x in length.split(":"))
+            res.length_p50 = 3600 * h + 60 * m + s + us / 1e6
+        res.note = f"sipp UAC exit {uac.returncode}, {res.elapsed:.0f}s"
+        if uac.returncode not in (0, 1):
+            res.fail(f"sipp_exit_{uac.returncode}")
+        return res
+
+    def stop(self) -> None:
+        """Stop the B2BUA and the UAS."""
+        for proc in (self.b2bua, self.uas):
+            if proc is not None:
+                stop(proc, signal.SIGTERM, wait=5.0)
+
+
+# -- driver ------------------------------------------------------------------------------------
+
+
+def idle_cpu(name: str, pid: int, seconds: float = 5.0) -> None:
+    """Print the share of a core a server uses when no call is up."""
+    c0 = cpu_seconds(pid)
+    time.sleep(seconds)
+    print(f"{name} idle: {100 * (cpu_seconds(pid) - c0) / seconds:.1f}% of a core", flush=True)
+
+
+def ramp(name: str, system, rates: list[float], duration: float, pause: float,
+         retries: int) -> tuple[Step | None, Step | None]:
+    """Step the rate up; (highest step with zero failures, the first step that failed).
+
+    A failed step is run again up to ``retries`` times (the machine is shared and noisy); every
+    attempt is printed, and the rate counts only if an attempt had no failure at all.
+    """
+    idle_cpu(name, system.proc.pid)
+    best = None
+    first = 0
+    for rate in rates:
+        for attempt in range(retries + 1):
+            res = system.step(rate, duration, first)
+            first += res.attempted
+            ok = not res.failed and res.completed == res.attempted
+            print(res.line(name) + ("" if ok else f" [attempt {attempt + 1} failed]"), flush=True)
+            time.sleep(pause)
+            if ok:
+                break
+        if not ok:
+            return best, res
+        best = res
+    return best, None
+
+
+def table(cb: tuple | None, sp: tuple | None, args) -> str:
+    """The summary table (markdown), then the ratios."""
+
+    def rate(s):
+        return f"{s.rate:g}" if s else "none"
+
+    def cpu(s):
+        if not (s and s.completed):
+            return "-"
+        text = f"{1000 * s.cpu / s.completed:.1f}"
+        return text + (f" (+{1000 * s.db_cpu / s.completed:.1f} PostgreSQL)" if s.db_cpu else "")
+
+    def ceiling(s):
+        return f"{s.completed / s.cpu:.0f}" if s and s.cpu else "-"
+
+    def above(s):
+        if s is None:
+            return "none (top of the ramp reached)"
+        return f"{s.failed} of {s.attempted} at {s.rate:g}/s: {s.failures}"
+
+    lines = ["", "| system | sustained calls/s, zero failures | CPU ms per call (server core) "
+             "| calls/s one core could carry (1000/CPU ms) | failures at the next rate |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, res in ((f"cbserver callbacks ({args.mode}; web, legA, legB, xDRs)", cb),
+                      ("sippy b2bua_simple (sipp UAC -> b2bua -> sipp UAS)", sp)):
+        if res is not None:
+            lines.append(f"| {name} | {rate(res[0])} | {cpu(res[0])} | {ceiling(res[0])} "
+                         f"| {above(res[1])} |")
+    if cb and sp and cb[0] and sp[0]:
+        lines.append(f"\nratio cbserver / sippy, sustained rate: {cb[0].rate / sp[0].rate:.2f} "
+                     "(target >= 3)")
+        if cb[0].cpu and sp[0].cpu:
+            ratio = (cb[0].completed / cb[0].cpu) / (sp[0].completed / sp[0].cpu)
+            lines.append(f"ratio cbserver / sippy, calls per CPU second: {ratio:.2f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """Parse options, run both ramps, print the table; stop every process whatever happens."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rates", default="5,10,15,20,30,40,50,60,80,100,120,150",
+                   help="comma-separated calls/s to step through (ascending)")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of load per step")
+    p.add_argument("--hold-ms", type=int, default=2000, help="how long answered calls last")
+    p.add_argument("--drain", type=float, default=15.0, help="extra seconds allowed to finish")
+    p.add_argument("--pause", type=float, default=3.0, help="seconds between steps")
+    p.add_argument("--retries", type=int, default=1,
+                   help="run a failed step again this many times before calling the rate failed")
+    p.add_argument("--mode", choices=("simple", "extended"), default="simple",
+                   help="callback mode (extended checks a scrypt password per request)")
+    p.add_argument("--accounts", type=int, default=50, help="bench accounts (round-robin)")
+    p.add_argument("--rtp-ports", default="12000-19999", help="cbserver's RTP port range")
+    p.add_argument("--quiet-carrier", action="store_true",
+                   help="the carrier streams no audio (no RTP to relay, closer to sippy's work)")
+    p.add_argument("--pool-size", type=int, default=4,
+                   help="[database] pool_size of cbserver (4 is the shipped default)")
+    p.add_argument("--ssl", action="store_true", help="web endpoint over TLS (default plain TCP)")
+    p.add_argument("--profile", action="store_true", help="run twistd under cProfile")
+    p.add_argument("--only", choices=("cbserver", "sippy"), help="run one side only")
+    p.add_argument("--sippy-venv", default="/tmp/sippy-venv", help="virtualenv with sippy")
+    p.add_argument("--keep-db", action="store_true", help="keep the scratch database")
+    p.add_argument("--server", choices=("auto", "twistd", "wired"), default="auto",
+                   help="twistd cbserver, or this script's wiring of CallbackServer + callback API "
+                        "(auto: twistd when it serves the API)")
+    p.add_argument("--provision", metavar="DSN", help=argparse.SUPPRESS)
+    p.add_argument("--serve", metavar="CONFIG", help=argparse.SUPPRESS)
+    p.add_argument("--web-port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--log", help=argparse.SUPPRESS)
+    p.add_argument("--profile-to", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.provision:
+        provision_main(args.provision, args.accounts)
+        return 0
+    if args.serve:
+        serve_main(args.serve, args.web_port, args.log, args.profile_to)
+        return 0
+    rates = [float(r) for r in args.rates.split(",")]
+    pin(os.getpid(), CLIENT_CORE)
+
+    def interrupted(signum, _frame):
+        """Turn SIGINT/SIGTERM into KeyboardInterrupt so that clean-up runs."""
+        raise KeyboardInterrupt
+
+    # SIGINT too: a shell starting us in the background leaves SIGINT ignored otherwise.
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
+    work = Path(tempfile.mkdtemp(prefix="bench-callbacks-"))
+    rev = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                         text=True).stdout.strip()
+    print(f"cbserver {rev}; work folder {work}; cores: server {SERVER_CORE}, clients/sipp "
+          f"{CLIENT_CORE}; {args.duration:g}s per step, hold {args.hold_ms} ms; load average "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
+    cb_res = sp_res = None
+    try:
+        if args.only in (None, "cbserver"):
+            server = CbServer(args, work)
+            try:
+                server.start()
+                cb_res = ramp("cbserver", server, rates, args.duration, args.pause, args.retries)
+            finally:
+                server.stop()
+        if args.only in (None, "sippy"):
+            sippy = Sippy(args, work)
+            try:
+                sippy.start()
+                sp_res = ramp("sippy", sippy, rates, args.duration, args.pause, args.retries)
+            except RuntimeError as e:
+                print(f"sippy baseline not run: {e}", flush=True)
+            finally:
+                sippy.stop()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        stop_all()
+    print(table(cb_res, sp_res, args), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
