@@ -27,6 +27,7 @@ CAUSES = {
     "max_duration": "the maximum call duration allowed by the balance was reached",
     "no_balance": "not enough balance to call the destination",
     "media_timeout": "the call's audio stopped",
+    "media_unavailable": "the server had no free media port for the call",
     "media_bye": "the far end stopped sending audio",
     "ivr_failed": "the caller could not be identified",
     "ivr_no_input": "no digits were entered",

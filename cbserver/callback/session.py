@@ -148,7 +148,7 @@ class CallbackSession:
         except Exception as e:  # noqa: BLE001 - any media failure ends the callback cleanly
             log.failure("no media for leg {leg} session={sid}", leg=leg.name, sid=self.id)
             leg.state, leg.reason = "failed", f"media unavailable: {e}"
-            self._finish(f"leg{leg.name.lower()}_failed", None, leg.reason)
+            self._finish("media_unavailable", None, leg.reason)
             return
         leg.state = "calling"
         leg.placed_at = self.clock.seconds()

@@ -8,6 +8,7 @@ carrier, and offers helpers to wait for a callback to end and to read its xDRs.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import socket
 from decimal import Decimal
 from pathlib import Path
@@ -36,6 +37,12 @@ def free_tcp_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def rtp_range_start() -> int:
+    """A random 200-port RTP range below Linux's ephemeral ports (32768-60999), so that
+    sockets the OS hands out elsewhere never sit in it."""
+    return 20000 + secrets.randbelow(60) * 200
 
 
 def config_text(dsn: str, state: Path, sip_port: int, carrier_port: int, web_port: int,
@@ -143,7 +150,7 @@ class World:
                                media_port=free_udp_port())
         self.web_port = free_tcp_port()
         cfg_text = config_text(dsn, tmp_path / "state", free_udp_port(), self.carrier.port,
-                               self.web_port, 30000 + (free_udp_port() % 300) * 100,
+                               self.web_port, rtp_range_start(),
                                trunk_password=trunk_password, trunk_user=trunk_user)
         self.cfg = parse_config(cfg_text)
         self.server = CallbackServer(self.cfg, reactor)

@@ -12,6 +12,7 @@ import psycopg2
 import pytest
 
 from tests.support.server import free_port, get_json
+from tests.support.world import rtp_range_start
 
 pytestmark = pytest.mark.integration
 CBSERVER = str(Path(sys.executable).parent / "cbserver")
@@ -39,7 +40,7 @@ def test_demo_runs_a_callback_and_stops_cleanly_on_ctrl_c(pg_cluster):
 
     port = free_port()
     sip, carrier = (free_port(socket.SOCK_DGRAM) for _ in range(2))
-    rtp = 40000 + (port % 50) * 200
+    rtp = rtp_range_start()
     proc = subprocess.Popen([CBSERVER, "demo", "--port", str(port), "--sip-port", str(sip),
                              "--carrier-port", str(carrier), "--rtp-ports", f"{rtp}-{rtp + 99}"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

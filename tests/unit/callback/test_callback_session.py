@@ -263,3 +263,27 @@ def test_legb_failure_causes(status, reason, cause):
     h.b.fail(status, reason)
     h.clock.advance(1)
     assert h.final[0]["cause"]["code"] == cause
+
+
+def test_no_free_media_port_ends_the_callback_with_its_own_cause():
+    from twisted.internet.error import CannotListenError
+
+    class NoPorts(FakeMedia):
+        def new_leg(self, application, call_id):
+            raise CannotListenError("127.0.0.1", 0, "no bindable RTP pair")
+
+    clock = Clock()
+    clock.advance(1_780_000_000)
+    ua, recorder = FakeUA(), FakeRecorder()
+    authorizer = FakeAuthorizer(clock)
+    ctx = SessionContext(ua=ua, media=NoPorts(clock), authorizer=authorizer, recorder=recorder,
+                         clock=clock, node="node1", no_answer_timeout=30)
+    req = Request()
+    from cbserver.billing.authorize import AuthRequest
+
+    auth = authorizer.authorize(AuthRequest(session_id="s9", account_id=req.account, cli=req.phone,
+                                            cld=req.destination)).result
+    final = []
+    CallbackSession("s9", req, app(), auth, ctx).start().addCallback(final.append)
+    assert final[0]["cause"]["code"] == "media_unavailable"
+    assert ua.calls == [] and len(recorder.records) == 2
