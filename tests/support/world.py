@@ -40,9 +40,10 @@ def free_tcp_port() -> int:
 
 
 def rtp_range_start() -> int:
-    """A random 200-port RTP range below Linux's ephemeral ports (32768-60999), so that
-    sockets the OS hands out elsewhere never sit in it."""
-    return 20000 + secrets.randbelow(60) * 200
+    """A random 100-port RTP range in 30000-32699: below Linux's ephemeral ports
+    (32768-60999), so sockets the OS hands out never sit in it, and above the demo's
+    default range (20000-29999), so tests and a running demo do not collide."""
+    return 30000 + secrets.randbelow(27) * 100
 
 
 def config_text(dsn: str, state: Path, sip_port: int, carrier_port: int, web_port: int,
@@ -67,7 +68,7 @@ username = "{trunk_user}"
 password = "{trunk_password}"
 [rtp]
 address = "127.0.0.1"
-ports = "{rtp_base}-{rtp_base + 199}"
+ports = "{rtp_base}-{rtp_base + 99}"
 inactivity_timeout = 20.0
 [web]
 endpoint = "tcp:{web_port}:interface=127.0.0.1"
