@@ -110,10 +110,9 @@ def _client(entry: str) -> str:
             raise ValueError("a client token must be at least 16 characters after 'token:'")
         return entry
     try:
-        ipaddress.ip_network(entry, strict=False)
+        return _network(entry)
     except ValueError:
         raise ValueError(f"expected an IP network or 'token:<secret>', got {entry!r}") from None
-    return entry
 
 
 def _translation_rule(rule: str) -> str:
