@@ -107,7 +107,9 @@ class CallbackService(service.Service):
         self.directory = directory or AccountDirectory(db)
         self.lockouts = lockouts or Lockouts(db)
         self.sessions: dict[str, CallbackSession] = {}
-        self._writes: dict[str, defer.Deferred] = {}
+        self._writes: dict[str, defer.Deferred] = {}  # status write in flight, per session
+        self._dirty: set[str] = set()  # sessions whose status changed during that write
+        self._settle_waiters: dict[str, list[defer.Deferred]] = {}
         self.accepting = False
 
     # -- life cycle -----------------------------------------------------------------------
@@ -126,7 +128,8 @@ class CallbackService(service.Service):
         if ends:
             self.log.info("ending {n} callbacks in progress", n=len(ends))
             yield defer.DeferredList(ends, consumeErrors=True)
-        yield defer.DeferredList(list(self._writes.values()), consumeErrors=True)
+        yield defer.DeferredList([self._settled(sid) for sid in list(self._writes)],
+                                 consumeErrors=True)
 
     @property
     def active(self) -> int:
@@ -239,25 +242,50 @@ class CallbackService(service.Service):
                               ivr_factory=ivr, on_change=self._changed, metrics=self.metrics)
 
     def _changed(self, session: CallbackSession) -> None:
-        """Persist a session's new status, in order, without blocking the call."""
-        state = session.as_dict()
-        previous = self._writes.get(session.id, defer.succeed(None))
+        """Persist a session's new status without blocking the call; latest wins.
 
-        def write(_):
-            return callbacks_store.update(self.db, state, account_id=session.account_id,
-                                          destination=session.b.number or None)
+        One write per session is in flight at a time; changes that arrive meanwhile are
+        coalesced into a single write of the newest status once it completes, so a busy
+        database sees fewer writes and never an older status after a newer one.
+        """
+        if session.id in self._writes:
+            self._dirty.add(session.id)
+            return
+        self._write(session)
 
-        d = previous.addBoth(write)
-        d.addErrback(lambda f: self.log.warn("status of session={sid} not stored: {err}",
-                                             sid=session.id, err=f.getErrorMessage()))
+    def _write(self, session: CallbackSession) -> None:
+        """Write the session's current status; then the newest one if it changed meanwhile."""
+        d = callbacks_store.update(self.db, session.as_dict(), account_id=session.account_id,
+                                   destination=session.b.number or None)
         self._writes[session.id] = d
+
+        def failed(f):
+            self.log.warn("status of session={sid} not stored: {err}", sid=session.id,
+                          err=f.getErrorMessage())
+
+        def done(_):
+            del self._writes[session.id]
+            if session.id in self._dirty:
+                self._dirty.discard(session.id)
+                self._write(session)
+            else:
+                waiters = self._settle_waiters.pop(session.id, [])
+                for w in waiters:
+                    w.callback(None)
+
+        d.addErrback(failed).addBoth(done)
+
+    def _settled(self, session_id: str) -> defer.Deferred:
+        """Fires once no status write of the session is in flight or pending."""
+        if session_id not in self._writes:
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        self._settle_waiters.setdefault(session_id, []).append(waiter)
+        return waiter
 
     def _session_done(self, result, session: CallbackSession):
         """Forget a finished session once its last status is stored."""
         self.sessions.pop(session.id, None)
         if self.metrics is not None and session.cause is not None:
             self.metrics.callback_ended(session.request.mode, session.cause["code"])
-        last = self._writes.pop(session.id, None)
-        if last is not None:
-            return last.addBoth(lambda _: result)
-        return result
+        return self._settled(session.id).addCallback(lambda _: result)
