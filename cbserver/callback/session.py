@@ -21,6 +21,7 @@ from cbserver.billing.authorize import AuthorizationError, AuthRequest
 from cbserver.billing.xdr import LegRecord, leg_record
 from cbserver.callback.causes import classify_failure
 from cbserver.callback.legs import Leg, LegListener
+from cbserver.namedtimers import NamedTimersMixin
 from cbserver.sip.ua import CallStateError
 
 log = Logger()
@@ -46,7 +47,7 @@ class SessionContext:
     extra: dict = field(default_factory=dict)
 
 
-class CallbackSession:
+class CallbackSession(NamedTimersMixin):
     """The state machine of one callback; see the module docstring."""
 
     def __init__(self, session_id: str, request, app, auth, ctx: SessionContext,
@@ -92,22 +93,6 @@ class CallbackSession:
         self.updated_at = self.clock.seconds()
         if self.ctx.on_change is not None:
             self.ctx.on_change(self)
-
-    def _timer(self, name: str, delay: float, fn, *args) -> None:
-        """(Re)arm a named timer on the injected clock."""
-        self._cancel_timer(name)
-        self._timers[name] = self.clock.callLater(delay, self._fire, name, fn, *args)
-
-    def _fire(self, name: str, fn, *args) -> None:
-        """Run a timer's function once."""
-        self._timers.pop(name, None)
-        fn(*args)
-
-    def _cancel_timer(self, name: str) -> None:
-        """Disarm a named timer."""
-        call = self._timers.pop(name, None)
-        if call is not None and call.active():
-            call.cancel()
 
     def caller_id_for(self, leg: str) -> str:
         """The calling number shown on a leg (RFC 3325 P-Asserted-Identity too).
@@ -267,7 +252,7 @@ class CallbackSession:
 
         def again(_result):
             if self._waiting and not self._ending:
-                self._timer("wait-prompt", WAIT_PROMPT_PAUSE, self._play_wait)
+                self._start_timer("wait-prompt", WAIT_PROMPT_PAUSE, self._play_wait)
 
         d.addCallbacks(again, lambda f: f.trap(defer.CancelledError))
 
@@ -281,8 +266,8 @@ class CallbackSession:
         self._set_status("connected")
         limit = self.auth.max_seconds
         if limit > WARNING_BEFORE_END:
-            self._timer("warning", limit - WARNING_BEFORE_END, self._warn)
-        self._timer("max-duration", limit, self._finish, "max_duration", None,
+            self._start_timer("warning", limit - WARNING_BEFORE_END, self._warn)
+        self._start_timer("max-duration", limit, self._finish, "max_duration", None,
                     f"maximum duration of {limit}s reached")
 
     def _warn(self) -> None:
@@ -383,8 +368,7 @@ class CallbackSession:
         self._ending = True
         self._waiting = False
         self.cause = {"code": code, "sip_status": status, "reason": reason}
-        for name in list(self._timers):
-            self._cancel_timer(name)
+        self._cancel_all_timers()
         if self._relay is not None:
             self._relay.stop()
             self._relay = None

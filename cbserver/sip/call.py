@@ -23,6 +23,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from cbserver.namedtimers import NamedTimersMixin
 from cbserver.sip.auth import AuthAttempts, AuthError, pick_challenge
 from cbserver.sip.call_dialog import CallError, CallStateError, DialogMixin, is_sdp
 from cbserver.sip.dialog import Dialog
@@ -39,7 +40,7 @@ log = Logger()
 
 
 @implementer(IClientTransactionUser)
-class Call(DialogMixin):
+class Call(DialogMixin, NamedTimersMixin):
     """An outgoing call; see the module docstring for its states."""
 
     def __init__(
@@ -99,20 +100,6 @@ class Call(DialogMixin):
         """True once the listener has had its final event."""
         return self.state in ("ended", "failed")
 
-    def _start_timer(self, name: str, delay: float, fn) -> None:
-        self._cancel_timer(name)
-
-        def fire() -> None:
-            self._timers.pop(name, None)
-            fn()
-
-        self._timers[name] = self.clock.callLater(delay, fire)
-
-    def _cancel_timer(self, name: str) -> None:
-        dc = self._timers.pop(name, None)
-        if dc is not None and dc.active():
-            dc.cancel()
-
     def _emit(self, event: str, *args) -> None:
         """Call the listener; a bug there must not break the SIP state machine."""
         try:
@@ -130,8 +117,7 @@ class Call(DialogMixin):
         if self.finished:
             return
         self.state = state
-        for name in list(self._timers):
-            self._cancel_timer(name)
+        self._cancel_all_timers()
         if self._invite_txn is not None and self._invite_txn.state in ("calling", "proceeding"):
             self._invite_txn.terminate()
         if state == "ended" and self._invite_txn is not None and self._invite_txn.state == "accepted":

@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
+from cbserver.namedtimers import NamedTimersMixin
 from cbserver.sip.message import Headers, Request, Response, parse_via
 from cbserver.sip.timers import SipTimers
 from cbserver.sip.transport import ISipTransport, TransportError
@@ -45,7 +46,7 @@ class IClientTransactionUser(Interface):
         """The transport could not send the request (RFC 3261 17.1.4)."""
 
 
-class ClientTransaction:
+class ClientTransaction(NamedTimersMixin):
     """State shared by both client transaction kinds: request, destination, timers, TU."""
 
     state: str = "calling"
@@ -76,20 +77,6 @@ class ClientTransaction:
 
     # -- helpers
 
-    def _start_timer(self, name: str, delay: float, fn: Callable[[], None]) -> None:
-        self._cancel_timer(name)
-
-        def fire() -> None:
-            self._timers.pop(name, None)
-            fn()
-
-        self._timers[name] = self.clock.callLater(delay, fire)
-
-    def _cancel_timer(self, name: str) -> None:
-        dc = self._timers.pop(name, None)
-        if dc is not None and dc.active():
-            dc.cancel()
-
     def _send(self, message: Request) -> bool:
         try:
             self.transport.send_request(message, self.destination)
@@ -110,8 +97,7 @@ class ClientTransaction:
         if self.state == "terminated":
             return
         self.state = "terminated"
-        for name in list(self._timers):
-            self._cancel_timer(name)
+        self._cancel_all_timers()
         self._on_terminated(self)
 
     def terminate(self) -> None:

@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import Interface
 
+from cbserver.namedtimers import NamedTimersMixin
 from cbserver.sip.message import Request, Response, make_response
 from cbserver.sip.timers import TRYING_DELAY, SipTimers
 from cbserver.sip.transport import ISipTransport, TransportError
@@ -38,7 +39,7 @@ class IServerTransactionUser(Interface):
         """A response could not be sent (RFC 3261 17.2.4)."""
 
 
-class ServerTransaction:
+class ServerTransaction(NamedTimersMixin):
     """State shared by both server transaction kinds."""
 
     state: str = "trying"
@@ -63,20 +64,6 @@ class ServerTransaction:
         self.last_response: Response | None = None
         self._timers: dict[str, IDelayedCall] = {}
 
-    def _start_timer(self, name: str, delay: float, fn: Callable[[], None]) -> None:
-        self._cancel_timer(name)
-
-        def fire() -> None:
-            self._timers.pop(name, None)
-            fn()
-
-        self._timers[name] = self.clock.callLater(delay, fire)
-
-    def _cancel_timer(self, name: str) -> None:
-        dc = self._timers.pop(name, None)
-        if dc is not None and dc.active():
-            dc.cancel()
-
     def _send(self, response: Response) -> bool:
         try:
             self.transport.send_response(response)
@@ -98,8 +85,7 @@ class ServerTransaction:
         if self.state == "terminated":
             return
         self.state = "terminated"
-        for name in list(self._timers):
-            self._cancel_timer(name)
+        self._cancel_all_timers()
         self._on_terminated(self)
 
     def terminate(self) -> None:
