@@ -167,10 +167,18 @@ class World:
                 if self.server.callbacks.running and self.server.sip.ua is not None:
                     break
                 await task.deferLater(reactor, 0.05, lambda: None)
+            secrets_loading = self.server.callback_web.secret_service.loading
+            if secrets_loading is not None:
+                await secrets_loading
         except BaseException:
             await self.stop()
             raise
         return self
+
+    @property
+    def base_url(self) -> str:
+        """The server's own web endpoint (pages, JSON API, /healthz), as tap.py wires it."""
+        return f"http://127.0.0.1:{self.web_port}"
 
     async def stop(self) -> None:
         """Stop the server (ends calls, flushes xDRs) and the carrier."""

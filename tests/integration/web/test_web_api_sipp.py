@@ -13,9 +13,7 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor, task
-from twisted.web.server import Site
 
-from cbserver.web.callback_pages import build_callback_web
 from tests.support.world import DEMO_PASSWORD, World, ensure
 
 pytestmark = pytest.mark.integration
@@ -28,17 +26,9 @@ EXTENDED = {"mode": "extended", "account": "cb1818000001", "password": DEMO_PASS
 def world(tmp_path, pg_dsn):
     w = World(tmp_path, pg_dsn, hold_ms=3000, digits="18185550123")
     pytest_twisted.blockon(ensure(w.start()))
-    web = build_callback_web(w.cfg, w.server.db, w.server.callbacks, reactor, w.server.metrics,
-                             fallback=w.server.web.resource(),
-                             accepting=lambda: w.server.callbacks.running)
-    web.secret_service.startService()
-    pytest_twisted.blockon(web.secret_service.loading)
-    port = reactor.listenTCP(0, Site(web.resource()), interface="127.0.0.1")
-    w.base = f"http://127.0.0.1:{port.getHost().port}"
-    w.callback_web = web
+    w.base = w.base_url
+    w.callback_web = w.server.callback_web
     yield w
-    web.secret_service.stopService()
-    pytest_twisted.blockon(port.stopListening())
     pytest_twisted.blockon(ensure(w.stop()))
 
 

@@ -1,8 +1,8 @@
 """The page in a real browser against the real callback service, with sipp as the trunk.
 
 ``World`` runs the whole service tree in this process (PostgreSQL, SIP over UDP to a sipp
-carrier, RTP, xDR writer); the callback web is mounted on its own port the way the server
-wires it (``build_callback_web``). Headless Chromium, driven from a thread so the reactor
+carrier, RTP, xDR writer); the pages and API are served on the server's own web
+endpoint, exactly as ``cbserver.tap`` wires them. Headless Chromium, driven from a thread so the reactor
 keeps running, fills each mode's form and watches the status reach "connected" without a
 reload, then the end with its cost; both legs' xDRs are in PostgreSQL.
 """
@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, threads
-from twisted.web.server import Site
+from twisted.internet import threads
 
-from cbserver.web.callback_pages import build_callback_web
 from tests.support import browser as browser_mod
 from tests.support.browser import Browser
 from tests.support.world import DEMO_PASSWORD, World, ensure
@@ -37,16 +35,8 @@ MODES = {
 def world(tmp_path, pg_dsn):
     w = World(tmp_path, pg_dsn, hold_ms=9000, digits="18185550123")
     pytest_twisted.blockon(ensure(w.start()))
-    web = build_callback_web(w.cfg, w.server.db, w.server.callbacks, reactor, w.server.metrics,
-                             fallback=w.server.web.resource(),
-                             accepting=lambda: w.server.callbacks.running)
-    web.secret_service.startService()
-    pytest_twisted.blockon(web.secret_service.loading)
-    port = reactor.listenTCP(0, Site(web.resource()), interface="127.0.0.1")
-    w.page_url = f"http://127.0.0.1:{port.getHost().port}/web-callback"
+    w.page_url = f"{w.base_url}/web-callback"
     yield w
-    web.secret_service.stopService()
-    pytest_twisted.blockon(port.stopListening())
     pytest_twisted.blockon(ensure(w.stop()))
 
 
