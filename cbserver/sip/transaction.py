@@ -110,22 +110,19 @@ class TransactionLayer:
         self, request: Request, destination: tuple[str, int], owner: IClientTransactionUser
     ) -> ClientInviteTransaction:
         """Start an INVITE client transaction (RFC 3261 17.1.1)."""
-        txn = ClientInviteTransaction(
-            request, destination, self.transport, self.clock, self.timers, owner,
-            self._forget_client,
-        )  # fmt: skip
-        self.clients[txn.key] = txn
-        txn.start()
-        return txn
+        return self._start_client(ClientInviteTransaction, request, destination, owner)
 
     def send_request(
         self, request: Request, destination: tuple[str, int], owner: IClientTransactionUser
     ) -> ClientNonInviteTransaction:
         """Start a non-INVITE client transaction (RFC 3261 17.1.2)."""
-        txn = ClientNonInviteTransaction(
-            request, destination, self.transport, self.clock, self.timers, owner,
-            self._forget_client,
-        )  # fmt: skip
+        return self._start_client(ClientNonInviteTransaction, request, destination, owner)
+
+    def _start_client(self, kind, request: Request, destination: tuple[str, int],
+                      owner: IClientTransactionUser):
+        """Create, register and start a client transaction of class ``kind``."""
+        txn = kind(request, destination, self.transport, self.clock, self.timers, owner,
+                   self._forget_client)
         self.clients[txn.key] = txn
         txn.start()
         return txn

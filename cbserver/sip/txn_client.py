@@ -15,10 +15,10 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
-from cbserver.namedtimers import NamedTimersMixin
 from cbserver.sip.message import Headers, Request, Response, parse_via
 from cbserver.sip.timers import SipTimers
 from cbserver.sip.transport import ISipTransport, TransportError
+from cbserver.sip.txn_base import TransactionBase
 
 __all__ = [
     "IClientTransactionUser",
@@ -46,7 +46,7 @@ class IClientTransactionUser(Interface):
         """The transport could not send the request (RFC 3261 17.1.4)."""
 
 
-class ClientTransaction(NamedTimersMixin):
+class ClientTransaction(TransactionBase):
     """State shared by both client transaction kinds: request, destination, timers, TU."""
 
     state: str = "calling"
@@ -92,17 +92,6 @@ class ClientTransaction(NamedTimersMixin):
             self.user.transport_failed(self, exc)
             return False
         return True
-
-    def _terminate(self) -> None:
-        if self.state == "terminated":
-            return
-        self.state = "terminated"
-        self._cancel_all_timers()
-        self._on_terminated(self)
-
-    def terminate(self) -> None:
-        """Stop at once, cancelling every timer (used when the UA shuts down)."""
-        self._terminate()
 
     def fail_transport(self, error: Exception) -> None:
         """The transport reported, later, that the request could not be delivered (17.1.4)."""

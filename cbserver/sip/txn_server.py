@@ -14,10 +14,10 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import Interface
 
-from cbserver.namedtimers import NamedTimersMixin
 from cbserver.sip.message import Request, Response, make_response
 from cbserver.sip.timers import TRYING_DELAY, SipTimers
 from cbserver.sip.transport import ISipTransport, TransportError
+from cbserver.sip.txn_base import TransactionBase
 
 __all__ = [
     "IServerTransactionUser",
@@ -39,7 +39,7 @@ class IServerTransactionUser(Interface):
         """A response could not be sent (RFC 3261 17.2.4)."""
 
 
-class ServerTransaction(NamedTimersMixin):
+class ServerTransaction(TransactionBase):
     """State shared by both server transaction kinds."""
 
     state: str = "trying"
@@ -80,17 +80,6 @@ class ServerTransaction(NamedTimersMixin):
                 self.user.transport_failed(self, exc)
             return False
         return True
-
-    def _terminate(self) -> None:
-        if self.state == "terminated":
-            return
-        self.state = "terminated"
-        self._cancel_all_timers()
-        self._on_terminated(self)
-
-    def terminate(self) -> None:
-        """Stop at once, cancelling every timer."""
-        self._terminate()
 
     def start(self) -> None:
         """Arm the timers that run from the moment the request arrives."""
