@@ -237,8 +237,8 @@ class Authorizer:
             except InvalidNumberError as e:
                 raise AuthorizationError("invalid_number", str(e)) from None
         codes = [request.access_code, "", CALLBACK_FAIL]
-        account, entries = yield authz_store.fetch_account_and_entries(self.db, request.account_id,
-                                                                       self.node, codes)
+        account, entries, balance = yield authz_store.fetch_account_and_entries(
+            self.db, request.account_id, self.node, codes, request.session_id, self.reservation_expiry)
         if account is None:
             raise AuthorizationError("unknown_account", f"no account {request.account_id!r}")
         refusal = account_refusal(account, now)
@@ -296,7 +296,7 @@ class Authorizer:
 
         auth = yield authz_store.reserve(self.db, session_id=request.session_id, account=account,
                                          instance_id=self.instance_id, decide=decide,
-                                         expiry=self.reservation_expiry)
+                                         expiry=self.reservation_expiry, balance=balance)
         self.log.info("authorized session_id={session_id} account={account} max_seconds={seconds} "
                       "reason={reason}", session_id=request.session_id, account=account.id,
                       seconds=auth.max_seconds, reason=auth.reason)

@@ -44,6 +44,9 @@ class CallbackRequest:
     destination: str | None = None
     client_address: str = ""
     client_token: str | None = field(default=None, repr=False)
+    # The id the callback gets; the web layer chooses it first so that the account's
+    # concurrency slot is bound to it in the same round trip that takes the slot.
+    callback_id: str | None = None
 
 
 class CallbackRefused(Exception):
@@ -65,6 +68,9 @@ class CallbackRefused(Exception):
 
 class ICallbackService(Interface):
     """What the web layer may ask of the callback service."""
+
+    def new_callback_id():
+        """A fresh id for a callback about to be requested (``CallbackRequest.callback_id``)."""
 
     def request_callback(request):
         """Start a callback for a ``CallbackRequest``.

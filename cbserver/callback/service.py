@@ -138,6 +138,10 @@ class CallbackService(service.Service):
 
     # -- ICallbackService -------------------------------------------------------------------
 
+    def new_callback_id(self) -> str:
+        """A fresh random callback id (32 hex digits)."""
+        return uuid.uuid4().hex
+
     @defer.inlineCallbacks
     def request_callback(self, request):
         """Validate against the instance, authorize, start the session; fire with its id."""
@@ -147,13 +151,9 @@ class CallbackService(service.Service):
         if app is None:
             raise CallbackRefused("not_found", f"no callback instance {request.application!r}")
         account, destination, check_password = self._mode_parameters(app, request)
-        limit = self.cfg.limits.concurrent_per_account
-        if request.mode != "hosted":
-            open_calls = yield callbacks_store.count_open(self.db, account)
-            if open_calls >= limit:
-                raise CallbackRefused("rate_limited", f"this account already has {open_calls} "
-                                                      "callback(s) in progress")
-        session_id = uuid.uuid4().hex
+        # The per-account cap on callbacks in progress is the web layer's ConcurrencyGauge,
+        # which took a slot (atomically across nodes) before this call.
+        session_id = request.callback_id or self.new_callback_id()
         auth_req = AuthRequest(session_id=session_id, account_id=account, cli=request.phone,
                                cld=destination, password=request.password,
                                check_password=check_password, access_code=app.access_code)

@@ -1,9 +1,11 @@
 """The SQL of authorization: accounts, rating lists and balance reservations.
 
-Only this module speaks SQL for ``cbserver.billing.authorize``. A reservation is taken in
+Only this module speaks SQL for ``cbserver.billing.authorize``. A reservation is stored in
 one transaction that holds the row lock of the balance it draws on (``SELECT ... FOR
-UPDATE`` on the account, or on the customer for a subordinate account), reads the balance
-and the live reservations of other calls, lets the caller decide, and stores the decision.
+UPDATE`` on the account, or on the customer for a subordinate account) and reads the
+balance and the live reservations of other calls. The caller decides on the balance it
+read first without the lock; ``cb_reserve`` (sql/031) stores that decision in one round
+trip only if the locked balance is still the same, else the caller decides again.
 The xDR writer changes balances under the same row locks, so the two never interleave.
 """
 
@@ -31,28 +33,30 @@ ACCOUNT_SQL = (
     "FROM accounts a JOIN customers c ON c.id = a.customer_id "
     "JOIN products p ON p.id = a.product_id WHERE a.id = %s")
 
-# The account and, in the same round trip, its product's voice rating entries at a node for
-# the given access codes (a JSON array of [access_code, tariff_id, overdraft_protection]).
-ACCOUNT_AND_ENTRIES_SQL = (
-    "SELECT a.id, a.customer_id, a.product_id, a.account_type, a.balance_control, a.balance, "
-    "a.credit_limit, a.status, a.activation_date, a.expiration_date, "
-    "a.avail_after_first_use_days, a.avail_after_last_use_days, a.first_usage, a.last_usage, "
-    "a.password_hash, a.internal, "
-    "EXISTS (SELECT 1 FROM product_services s WHERE s.product_id = a.product_id "
-    "        AND s.service = 'voice') AS voice, "
-    "c.balance_control, c.balance, c.credit_limit, c.currency, p.currency, "
-    "(SELECT coalesce(json_agg(json_build_array(e.access_code, e.tariff_id, e.overdraft_protection)), "
-    "        '[]') FROM rating_entries e WHERE e.product_id = a.product_id AND e.service = 'voice' "
-    "        AND e.node = %s AND e.access_code = ANY(%s)) "
-    "FROM accounts a JOIN customers c ON c.id = a.customer_id "
-    "JOIN products p ON p.id = a.product_id WHERE a.id = %s")
+# The owner key of an ``accounts a`` row: the balance it draws on (see AccountInfo.owner_key).
+_OWNER_KEY = ("CASE WHEN a.balance_control = 'subordinate' THEN 'customer:' || a.customer_id "
+              "ELSE 'account:' || a.id END")
 
-ENTRIES_SQL = (
-    ACCOUNT_SQL.replace(" FROM accounts a ", ", (SELECT coalesce(json_agg(json_build_array("
-                        "e.access_code, e.tariff_id, e.overdraft_protection)), '[]') "
-                        "FROM rating_entries e WHERE e.product_id = a.product_id "
-                        "AND e.service = 'voice' AND e.node = %s AND e.access_code = ANY(%s)) "
-                        "FROM accounts a ", 1))
+# The account and, in the same round trip, what other live sessions hold on its balance
+# (sum and number of sessions: the same rows cb_reserve counts under the lock) and its
+# product's voice rating entries at a node for the given access codes (a JSON array of
+# [access_code, tariff_id, overdraft_protection]).
+ACCOUNT_AND_ENTRIES_SQL = (
+    ACCOUNT_SQL.replace(
+        " FROM accounts a ",
+        ", (SELECT coalesce(sum(r.amount), 0) FROM balance_reservations r "
+        "   JOIN server_nodes n ON n.instance_id = r.instance_id "
+        f"  WHERE r.owner_key = {_OWNER_KEY} AND r.session_id <> %s AND r.expires_at > now() "
+        "   AND n.stopped_at IS NULL AND n.last_seen > now() - make_interval(secs => %s)), "
+        "(SELECT count(DISTINCT r.session_id) FROM balance_reservations r "
+        "   JOIN server_nodes n ON n.instance_id = r.instance_id "
+        f"  WHERE r.owner_key = {_OWNER_KEY} AND r.session_id <> %s AND r.expires_at > now() "
+        "   AND n.stopped_at IS NULL AND n.last_seen > now() - make_interval(secs => %s)), "
+        "(SELECT coalesce(json_agg(json_build_array(e.access_code, e.tariff_id, "
+        "        e.overdraft_protection)), '[]') FROM rating_entries e "
+        "  WHERE e.product_id = a.product_id AND e.service = 'voice' AND e.node = %s "
+        "  AND e.access_code = ANY(%s)) "
+        "FROM accounts a ", 1))
 
 ENTRIES_SQL = (
     "SELECT access_code, tariff_id, overdraft_protection FROM rating_entries "
@@ -181,22 +185,82 @@ def fetch_account(db, account_id: str):
 
 
 @defer.inlineCallbacks
-def fetch_account_and_entries(db, account_id: str, node: str, codes):
-    """Fire with ``(AccountInfo, [RatingEntry])`` for the node and access codes, or ``(None, [])``."""
-    rows = yield db.runQuery(ACCOUNT_AND_ENTRIES_SQL, (node, list(codes), account_id))
+def fetch_account_and_entries(db, account_id: str, node: str, codes, session_id: str = "",
+                              expiry: int = RESERVATION_EXPIRY):
+    """Fire with ``(AccountInfo, [RatingEntry], Balance)``, or ``(None, [], None)``.
+
+    The ``Balance`` is read without a lock (what ``reserve`` checks again under it): the
+    balance and credit limit of the account, or of its customer for a subordinate account,
+    and what live sessions other than ``session_id`` hold on it.
+    """
+    rows = yield db.runQuery(ACCOUNT_AND_ENTRIES_SQL, (session_id, expiry, session_id, expiry, node,
+                                                       list(codes), account_id))
     if not rows:
-        return None, []
-    return _account(rows[0][:-1]), [RatingEntry(*e) for e in rows[0][-1]]
+        return None, [], None
+    row = rows[0]
+    account = _account(row[:-3])
+    if account.subordinate:
+        balance = Balance(account.customer_balance, account.customer_credit_limit, row[-3], int(row[-2]))
+    else:
+        balance = Balance(account.balance, account.credit_limit, row[-3], int(row[-2]))
+    return account, [RatingEntry(*e) for e in row[-1]], balance
 
 
+RESERVE_FN = ("SELECT done, balance, credit_limit, reserved, open_calls FROM cb_reserve("
+              "%(session)s, %(account)s, %(customer)s, %(subordinate)s, %(key)s, %(expiry)s, "
+              "%(balance)s, %(credit)s, %(reserved)s, %(open)s, %(legs)s::text[], "
+              "%(amounts)s::numeric[], %(currency)s, %(instance)s, %(lifetime)s)")
+
+#: Optimistic attempts before ``reserve`` takes the row lock across round trips instead.
+OPTIMISTIC_ATTEMPTS = 4
+
+
+def _legs(decision: ReservationDecision | None) -> list[tuple[str, Decimal]]:
+    """The (leg, amount) pairs of a decision worth storing (zero amounts are not)."""
+    if decision is None:
+        return []
+    return [(leg, amount) for leg, amount in (("A", decision.amount_a), ("B", decision.amount_b))
+            if amount > 0]
+
+
+@defer.inlineCallbacks
 def reserve(db, *, session_id: str, account: AccountInfo, instance_id: str, decide,
-            expiry: int = RESERVATION_EXPIRY):
+            expiry: int = RESERVATION_EXPIRY, balance: Balance | None = None):
     """Lock the balance, call ``decide(Balance)``, store its ``ReservationDecision``.
 
-    ``decide`` runs while the row lock is held; it returns ``(result, decision)`` where
-    ``decision`` may be None (hold nothing). Any earlier reservation of ``session_id`` is
-    replaced. Fires with ``result``.
+    ``decide`` returns ``(result, decision)`` where ``decision`` may be None (hold nothing);
+    it must be a pure function of the ``Balance``. Any earlier reservation of ``session_id``
+    is replaced. Fires with ``result``.
+
+    With ``balance`` (read by ``fetch_account_and_entries``) the decision is made on it
+    first and handed to ``cb_reserve`` (sql/031), which stores it only if the balance under
+    the row lock is still exactly that one: one round trip, the same outcome as deciding
+    under the lock. A balance that moved meanwhile comes back fresh and the decision is made
+    again on it; after ``OPTIMISTIC_ATTEMPTS`` the lock is held across round trips instead.
     """
+    for _attempt in range(OPTIMISTIC_ATTEMPTS if balance is not None else 0):
+        result, decision = decide(balance)
+        legs = _legs(decision)
+        rows = yield db.runQuery(RESERVE_FN, {
+            "session": session_id, "account": account.id, "customer": account.customer_id,
+            "subordinate": account.subordinate, "key": account.owner_key, "expiry": expiry,
+            "balance": balance.balance, "credit": balance.credit_limit,
+            "reserved": balance.reserved_by_others, "open": balance.open_calls,
+            "legs": [leg for leg, _ in legs], "amounts": [amount for _, amount in legs],
+            "currency": decision.currency if decision is not None else "XXX",
+            "instance": instance_id, "lifetime": decision.lifetime if decision is not None else 0})
+        done, bal, credit, reserved, open_calls = rows[0]
+        if done:
+            return result
+        balance = Balance(bal, credit, reserved, int(open_calls))
+    result = yield _reserve_locked(db, session_id=session_id, account=account,
+                                   instance_id=instance_id, decide=decide, expiry=expiry)
+    return result
+
+
+def _reserve_locked(db, *, session_id: str, account: AccountInfo, instance_id: str, decide,
+                    expiry: int):
+    """``reserve`` holding the row lock across round trips (decide runs under the lock)."""
 
     @defer.inlineCallbacks
     def interaction(cur):
@@ -211,15 +275,13 @@ def reserve(db, *, session_id: str, account: AccountInfo, instance_id: str, deci
         yield cur.execute(PREPARE_HOLD, {"key": key, "session": session_id, "expiry": expiry})
         reserved, open_calls = cur.fetchone()
         result, decision = decide(Balance(row[0], row[1], reserved, int(open_calls)))
-        if decision is not None:
-            legs = [(leg, amount) for leg, amount in (("A", decision.amount_a), ("B", decision.amount_b))
-                    if amount > 0]
-            if legs:
-                yield cur.execute(INSERT_RESERVATIONS, {
-                    "session": session_id, "account": account.id, "key": key,
-                    "currency": decision.currency, "instance": instance_id,
-                    "legs": [leg for leg, _ in legs], "amounts": [amount for _, amount in legs],
-                    "lifetime": decision.lifetime})
+        legs = _legs(decision)
+        if legs:
+            yield cur.execute(INSERT_RESERVATIONS, {
+                "session": session_id, "account": account.id, "key": key,
+                "currency": decision.currency, "instance": instance_id,
+                "legs": [leg for leg, _ in legs], "amounts": [amount for _, amount in legs],
+                "lifetime": decision.lifetime})
         return result
 
     return db.runInteraction(interaction)

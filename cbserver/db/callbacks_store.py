@@ -17,13 +17,6 @@ UPDATE callback_sessions SET status = %s, state = %s, account_id = %s, destinati
  WHERE id = %s
 """
 SELECT_STATE = "SELECT state FROM callback_sessions WHERE id = %s"
-# Open callbacks of an account whose node is alive (a dead node's sessions do not count).
-COUNT_OPEN = """
-SELECT count(*) FROM callback_sessions c
-  JOIN server_nodes n ON n.instance_id = c.instance_id
- WHERE c.account_id = %s AND c.status NOT IN ('ended', 'refused')
-   AND n.stopped_at IS NULL AND n.last_seen > now() - make_interval(secs => %s)
-"""
 LOCKED = "SELECT count(*) FROM ivr_lockouts WHERE key = ANY(%s) AND locked_until > now()"
 LOCK = """
 INSERT INTO ivr_lockouts (key, locked_until) VALUES (%s, now() + make_interval(secs => %s))
@@ -53,13 +46,6 @@ def fetch(db, callback_id: str):
         return None
     state = rows[0][0]
     return json.loads(state) if isinstance(state, str) else state
-
-
-@defer.inlineCallbacks
-def count_open(db, account_id: str, node_expiry: int = 60):
-    """Callbacks of ``account_id`` in progress on live nodes."""
-    rows = yield db.runQuery(COUNT_OPEN, (account_id, node_expiry))
-    return int(rows[0][0])
 
 
 @defer.inlineCallbacks

@@ -5,7 +5,8 @@ counter a request touches and returns the new counts with the previous window's 
 (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``), so several nodes on one database count
 together and the limiter can weigh the two windows into a sliding one. Callbacks being started or in
 progress are rows of ``callback_slots``; a slot is taken under a transaction-scoped advisory
-lock on the account, so two nodes cannot both take the last free slot. A slot bound to a
+lock on the account (``cb_take_slot``, sql/031, one round trip), so two nodes cannot both
+take the last free slot. A slot bound to a
 callback stays live only while that callback's row in ``callback_sessions`` is not final and
 its node is alive, so slots free themselves without anyone having to release them.
 """
@@ -15,9 +16,6 @@ from __future__ import annotations
 import psycopg2
 from twisted.internet import defer
 from zope.interface import Interface, implementer
-
-# Namespace of the advisory locks taken on accounts (the first int4 of the two-key form).
-_SLOT_LOCK_NS = 20
 
 # One statement: count the hit in the current window, read the previous window beside it.
 COUNT_HITS = """
@@ -31,19 +29,17 @@ SELECT hit.kind, hit.hits, coalesce(p.hits, 0)
     ON p.kind = hit.kind AND p.key = hit.key AND p.window_start = %(previous)s
 """
 PRUNE_COUNTERS = "DELETE FROM rate_limit_counters WHERE window_start < %s"
-LOCK_ACCOUNT = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
-# A slot is live while its request is being started (unbound, taken recently) or while the
-# callback it is bound to is in progress on a live node (callback_sessions, server_nodes).
+# A slot is live while its request is being started (taken recently, and its callback's row
+# not written yet) or while the callback it is bound to is in progress on a live node
+# (callback_sessions, server_nodes). sql/031's cb_take_slot applies the same rule.
 _LIVE = """(s.callback_id IS NULL AND s.taken_at >= %(unbound_since)s)
    OR EXISTS (SELECT 1 FROM callback_sessions c JOIN server_nodes n ON n.instance_id = c.instance_id
                WHERE c.id = s.callback_id AND c.status NOT IN ('ended', 'refused')
                  AND n.stopped_at IS NULL
-                 AND n.last_seen > now() - make_interval(secs => %(node_expiry)s))"""
-DROP_DEAD_SLOTS = f"DELETE FROM callback_slots s WHERE s.account_id = %(account)s AND NOT ({_LIVE})"
-COUNT_SLOTS = "SELECT count(*) FROM callback_slots WHERE account_id = %(account)s"
+                 AND n.last_seen > now() - make_interval(secs => %(node_expiry)s))
+   OR (s.callback_id IS NOT NULL AND s.taken_at >= %(unbound_since)s
+       AND NOT EXISTS (SELECT 1 FROM callback_sessions c WHERE c.id = s.callback_id))"""
 COUNT_LIVE_SLOTS = f"SELECT count(*) FROM callback_slots s WHERE s.account_id = %(account)s AND ({_LIVE})"
-TAKE_SLOT = ("INSERT INTO callback_slots (slot_id, account_id, taken_at) "
-             "VALUES (%(slot)s, %(account)s, %(now)s)")
 BIND_SLOT = "UPDATE callback_slots SET callback_id = %s WHERE slot_id = %s"
 RELEASE_SLOT = "DELETE FROM callback_slots WHERE slot_id = %s"
 RELEASE_CALLBACK = "DELETE FROM callback_slots WHERE callback_id = %s RETURNING account_id"
@@ -85,26 +81,22 @@ def shared_secret(db, name: str, candidate: bytes):
     return bytes(rows[0][0])
 
 
-@defer.inlineCallbacks
-def _take_slot(cur, slot_id: str, account: str, cap: int, now: int, unbound_since: int,
-               node_expiry: int):
-    """Interaction: drop the account's dead slots, count the live ones, take one if below cap."""
-    params = {"account": account, "slot": slot_id, "now": now, "unbound_since": unbound_since,
-              "node_expiry": node_expiry}
-    yield cur.execute(LOCK_ACCOUNT, (_SLOT_LOCK_NS, account))
-    yield cur.execute(DROP_DEAD_SLOTS, params)
-    yield cur.execute(COUNT_SLOTS, params)
-    in_use = int(cur.fetchall()[0][0])
-    if in_use >= cap:
-        return False, in_use
-    yield cur.execute(TAKE_SLOT, params)
-    return True, in_use + 1
+TAKE_SLOT_FN = "SELECT taken, in_use FROM cb_take_slot(%s, %s, %s, %s, %s, %s, %s)"
 
 
 def take_slot(db, slot_id: str, account: str, cap: int, now: int, unbound_since: int,
-              node_expiry: int = 60) -> defer.Deferred:
-    """Fire with ``(taken, in_use)``: whether the slot was taken and the live slots now."""
-    return db.runInteraction(_take_slot, slot_id, account, cap, now, unbound_since, node_expiry)
+              node_expiry: int = 60, callback_id: str | None = None) -> defer.Deferred:
+    """Fire with ``(taken, in_use)``: whether the slot was taken and the live slots now.
+
+    One round trip: ``cb_take_slot`` (sql/031) drops the account's dead slots, counts the
+    live ones and takes one if below ``cap``, under the account's advisory lock. A slot taken
+    with ``callback_id`` is bound at once; it stays live while young even before the
+    callback's session row exists.
+    """
+    d = db.runQuery(TAKE_SLOT_FN, (slot_id, account, cap, now, unbound_since, node_expiry,
+                                   callback_id))
+    d.addCallback(lambda rows: (bool(rows[0][0]), int(rows[0][1])))
+    return d
 
 
 def count_slots(db, account: str, unbound_since: int, node_expiry: int = 60) -> defer.Deferred:
@@ -149,11 +141,11 @@ class ILimitStore(Interface):
     def prune_counters(before):
         """Forget windows that started before ``before``."""
 
-    def take_slot(slot_id, account, cap, now, unbound_since):
+    def take_slot(slot_id, account, cap, now, unbound_since, callback_id=None):
         """A Deferred ``(taken, in_use)``; takes a slot only while fewer than ``cap`` are live.
 
-        A slot is live while unbound and taken at or after ``unbound_since``, or while bound
-        to a callback in progress."""
+        A slot is live while taken at or after ``unbound_since`` and its callback not yet
+        written, or while bound to a callback in progress. ``callback_id`` binds it at once."""
 
     def count_slots(account, unbound_since):
         """A Deferred count of the account's live slots."""
@@ -189,9 +181,10 @@ class PostgresLimitStore:
         """See ``ILimitStore``."""
         return prune_counters(self.db, before)
 
-    def take_slot(self, slot_id, account, cap, now, unbound_since):
+    def take_slot(self, slot_id, account, cap, now, unbound_since, callback_id=None):
         """See ``ILimitStore``."""
-        return take_slot(self.db, slot_id, account, cap, now, unbound_since)
+        return take_slot(self.db, slot_id, account, cap, now, unbound_since,
+                         callback_id=callback_id)
 
     def count_slots(self, account, unbound_since):
         """See ``ILimitStore``."""

@@ -12,6 +12,7 @@ has the same code everywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -192,7 +193,8 @@ class CallbackGateway:
                 if not self.ready():
                     raise CallbackRefused("not_ready", NOT_READY)
                 yield self.limiter.check(req)
-                slot = (yield self.gauge.acquire(req.account)) if req.account else None
+                req = dataclasses.replace(req, callback_id=self.service.new_callback_id())
+                slot = (yield self.gauge.acquire(req.account, req.callback_id)) if req.account else None
                 cb_id = yield self.service.request_callback(req)
             except DATABASE_ERRORS as e:
                 self.log.warn("database unavailable while starting a callback: {err}",
@@ -205,11 +207,6 @@ class CallbackGateway:
             if isinstance(e, CallbackRefused):
                 self.refused(app_cfg, mode, client, e)
             raise
-        if slot is not None:
-            try:
-                yield self.gauge.bind(slot, cb_id)
-            except Exception as e:  # noqa: BLE001 - the callback runs; the slot expires later
-                self.log.warn("could not bind slot callback_id={id}: {err}", id=cb_id, err=e)
         self.metrics.callback_requested(mode)
         self.log.info("callback requested callback_id={id} application={app} mode={mode} "
                       "client={client}", id=cb_id, app=app_cfg.name, mode=mode, client=client)

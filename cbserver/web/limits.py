@@ -123,8 +123,10 @@ class IRateLimiter(Interface):
 class IConcurrencyGauge(Interface):
     """Callbacks in progress per account, shared by every node."""
 
-    def acquire(account):
-        """Take a slot for a callback of ``account``; a Deferred slot id, or ``RateLimited``."""
+    def acquire(account, callback_id=None):
+        """Take a slot for a callback of ``account``; a Deferred slot id, or ``RateLimited``.
+
+        With ``callback_id`` (the id the callback will have) the slot is bound at once."""
 
     def bind(slot_id, callback_id):
         """Attach a taken slot to the callback the service started."""
@@ -231,12 +233,13 @@ class ConcurrencyGauge:
         return now, now - int(self.start_timeout)
 
     @defer.inlineCallbacks
-    def acquire(self, account):
+    def acquire(self, account, callback_id=None):
         """Take a slot or fail with ``RateLimited("concurrent")``."""
         now, stale = self._times()
         slot_id = str(uuid.uuid4())
         taken, _in_use = yield self.store.take_slot(slot_id, account,
-                                                    self.limits.concurrent_per_account, now, stale)
+                                                    self.limits.concurrent_per_account, now, stale,
+                                                    callback_id=callback_id)
         if not taken:
             raise RateLimited("concurrent", 30)
         return slot_id

@@ -45,6 +45,10 @@ class ScriptedCallbackService:
         t = datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.UTC)
         return t.isoformat(timespec="milliseconds")
 
+    def new_callback_id(self):
+        """Readable ids for tests: cb-0001, cb-0002, ..."""
+        return f"cb-{next(self._ids):04d}"
+
     def request_callback(self, request):
         """Check the request like the real service would; start the script."""
         self.requests.append(request)
@@ -59,7 +63,7 @@ class ScriptedCallbackService:
                 return defer.fail(CallbackRefused("inactive_account", "this account is not active"))
             if acct["balance"] == "0.00":
                 return defer.fail(CallbackRefused("no_balance", "not enough balance for this call"))
-        cb_id = f"cb-{next(self._ids):04d}"
+        cb_id = request.callback_id or self.new_callback_id()
         now = self._now()
         self.statuses[cb_id] = {
             "id": cb_id, "application": request.application, "mode": request.mode,

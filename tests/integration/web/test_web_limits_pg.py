@@ -184,3 +184,21 @@ async def test_every_node_gets_the_same_shared_secret(pools):
     assert len(set(got)) == 1 and len(got[0]) == 32
     assert await sa.shared_secret("csrf", b"x" * 32) == got[0]
     assert await sb.shared_secret("other", b"y" * 32) == b"y" * 32
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_slot_bound_when_taken_is_live_before_its_session_row_and_while_it_runs(pools, pg_dsn):
+    a, b = pools
+    limits = LimitsConfig(concurrent_per_account=1)
+    clock = clock_at()
+    ga = ConcurrencyGauge(PostgresLimitStore(a), limits, clock)
+    gb = ConcurrencyGauge(PostgresLimitStore(b), limits, clock)
+    await ga.acquire("cb1001", "sess-4")  # bound in the same round trip
+    assert await outcomes([gb.acquire("cb1001")]) == ["concurrent"]  # no session row yet: young
+    clock.advance(120)  # past start_timeout with no session row: the request died
+    assert await outcomes([gb.acquire("cb1001", "sess-5")]) == ["ok"]
+    insert_session(pg_dsn, "sess-5", "cb1001", b.instance_id)
+    clock.advance(3600)  # the running session keeps its slot however old
+    assert await outcomes([ga.acquire("cb1001")]) == ["concurrent"]
+    sql(pg_dsn, "UPDATE callback_sessions SET status = 'ended' WHERE id = 'sess-5'")
+    assert await outcomes([ga.acquire("cb1001")]) == ["ok"]

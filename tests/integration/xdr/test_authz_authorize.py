@@ -233,3 +233,54 @@ async def test_a_hold_outliving_its_call_expires_even_if_its_process_lives(db, c
     assert [r[0] for r in reservations(cat_dsn)] == ["fresh", "fresh"]
     lifetime = query(cat_dsn, "SELECT min(expires_at - created_at) FROM balance_reservations")[0][0]
     assert lifetime.total_seconds() == pytest.approx(auth.max_seconds + 60 + 600, abs=2)
+
+
+async def _stale_reserve(db, cat_dsn, stale, attempts=None, monkeypatch=None):
+    """Reserve 1.00 for session 'late' on cb1001 deciding from ``stale``; the Balances seen."""
+    from cbserver.db import authz_store
+
+    if attempts is not None:
+        monkeypatch.setattr(authz_store, "OPTIMISTIC_ATTEMPTS", attempts)
+    account, _entries, fresh = await authz_store.fetch_account_and_entries(
+        db, "cb1001", "node1", [""], "late")
+    seen = []
+
+    def decide(balance):
+        seen.append(balance)
+        decision = authz_store.ReservationDecision(Decimal("1.00"), Decimal(0), "USD")
+        return balance, decision
+
+    await authz_store.reserve(db, session_id="late", account=account, instance_id=db.instance_id,
+                              decide=decide, balance=stale(fresh))
+    return fresh, seen
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_decision_on_a_balance_that_moved_is_made_again_on_the_locked_one(
+        authorizer, db, cat_dsn):
+    await authorizer.authorize(req(session="other"))  # another call holds money on cb1001
+    fresh, seen = await _stale_reserve(
+        db, cat_dsn, lambda b: stale_copy(b, reserved_by_others=Decimal(0), open_calls=0))
+    # First decision on the stale figures, refused by cb_reserve; second on the locked ones.
+    assert [b.reserved_by_others for b in seen] == [Decimal(0), fresh.reserved_by_others]
+    assert fresh.reserved_by_others > 0 and seen[1] == fresh
+    assert sorted(r[0] for r in reservations(cat_dsn)).count("late") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_optimistic_attempts_left_the_lock_is_held_across_round_trips(
+        authorizer, db, cat_dsn, monkeypatch):
+    await authorizer.authorize(req(session="other"))
+    fresh, seen = await _stale_reserve(
+        db, cat_dsn, lambda b: stale_copy(b, balance=Decimal("99")), attempts=1,
+        monkeypatch=monkeypatch)
+    assert seen[0].balance == Decimal("99")  # the optimistic try, refused
+    assert seen[1] == fresh  # decided under the row lock
+    assert sorted(r[0] for r in reservations(cat_dsn)).count("late") == 1
+
+
+def stale_copy(fresh, **changes):
+    """``fresh`` with some fields replaced (a Balance read before others moved it)."""
+    import dataclasses
+
+    return dataclasses.replace(fresh, **changes)

@@ -36,14 +36,14 @@ class MemoryLimitStore:
             return slot["taken_at"] >= unbound_since
         return self.is_open(slot["callback_id"])
 
-    def take_slot(self, slot_id, account, cap, now, unbound_since):
+    def take_slot(self, slot_id, account, cap, now, unbound_since, callback_id=None):
         for sid in [s for s, v in self.slots.items()
                     if v["account"] == account and not self._live(v, unbound_since)]:
             del self.slots[sid]
         in_use = sum(1 for v in self.slots.values() if v["account"] == account)
         if in_use >= cap:
             return defer.succeed((False, in_use))
-        self.slots[slot_id] = {"account": account, "callback_id": None, "taken_at": now}
+        self.slots[slot_id] = {"account": account, "callback_id": callback_id, "taken_at": now}
         return defer.succeed((True, in_use + 1))
 
     def count_slots(self, account, unbound_since):

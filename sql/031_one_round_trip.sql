@@ -1,0 +1,91 @@
+-- 031: the hot multi-statement transactions as server-side functions, one round trip each.
+-- A callback used to cost about twenty transactions of three to six statements, each
+-- statement a round trip from the server to PostgreSQL (BEGIN and COMMIT included). The two
+-- that must run under a lock (taking a concurrency slot, holding money for a call) are now
+-- PL/pgSQL functions called by one SELECT in autocommit: one round trip, one transaction.
+-- In READ COMMITTED every statement inside a VOLATILE function takes a fresh snapshot, so
+-- what a function reads after taking its lock includes everything committed before it.
+
+-- Take one of an account's concurrency slots, bound at once to callback p_callback (may be
+-- NULL: bound later). Same rule as cbserver/db/limits_store.py: under the account's
+-- advisory lock, drop the dead slots, count the live ones, take one if below the cap.
+CREATE FUNCTION cb_take_slot(p_slot uuid, p_account text, p_cap integer, p_now bigint,
+                             p_unbound_since bigint, p_node_expiry integer, p_callback text)
+RETURNS TABLE (taken boolean, in_use integer)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    n integer;
+BEGIN
+    PERFORM pg_advisory_xact_lock(20, hashtext(p_account));
+    DELETE FROM callback_slots s
+     WHERE s.account_id = p_account
+       AND NOT ((s.callback_id IS NULL AND s.taken_at >= p_unbound_since)
+                OR EXISTS (SELECT 1 FROM callback_sessions c
+                             JOIN server_nodes sn ON sn.instance_id = c.instance_id
+                            WHERE c.id = s.callback_id AND c.status NOT IN ('ended', 'refused')
+                              AND sn.stopped_at IS NULL
+                              AND sn.last_seen > now() - make_interval(secs => p_node_expiry))
+                -- bound to a callback whose session row is not written yet: live while young
+                OR (s.callback_id IS NOT NULL AND s.taken_at >= p_unbound_since
+                    AND NOT EXISTS (SELECT 1 FROM callback_sessions c WHERE c.id = s.callback_id)));
+    SELECT count(*) INTO n FROM callback_slots WHERE account_id = p_account;
+    IF n >= p_cap THEN
+        RETURN QUERY SELECT false, n;
+        RETURN;
+    END IF;
+    INSERT INTO callback_slots (slot_id, account_id, taken_at, callback_id)
+    VALUES (p_slot, p_account, p_now, p_callback);
+    RETURN QUERY SELECT true, n + 1;
+END $$;
+
+-- Hold money for a session's legs, optimistically: the caller decided the amounts from a
+-- balance it read without a lock (p_expect_*). Under the balance's row lock this function
+-- reads the balance again, with what other live sessions hold and how many they are; if all
+-- four equal what the caller expected, the decision is exactly the one it would have made
+-- under the lock, so the session's earlier holds are replaced by p_legs/p_amounts and
+-- done = true. Otherwise nothing changes and the fresh figures come back (done = false) for
+-- the caller to decide again. Dead processes' and expired holds are purged either way.
+CREATE FUNCTION cb_reserve(p_session text, p_account text, p_customer bigint,
+                           p_subordinate boolean, p_key text, p_expiry integer,
+                           p_expect_balance numeric, p_expect_credit numeric,
+                           p_expect_reserved numeric, p_expect_open integer,
+                           p_legs text[], p_amounts numeric[], p_currency text,
+                           p_instance uuid, p_lifetime integer)
+RETURNS TABLE (done boolean, balance numeric, credit_limit numeric, reserved numeric,
+               open_calls integer)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    b numeric;
+    cl numeric;
+    r numeric;
+    o integer;
+BEGIN
+    IF p_subordinate THEN
+        SELECT c.balance, c.credit_limit INTO b, cl FROM customers c WHERE c.id = p_customer FOR UPDATE;
+    ELSE
+        SELECT a.balance, a.credit_limit INTO b, cl FROM accounts a WHERE a.id = p_account FOR UPDATE;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % vanished', p_account USING ERRCODE = 'no_data_found';
+    END IF;
+    DELETE FROM balance_reservations x
+     WHERE x.owner_key = p_key
+       AND (x.expires_at <= now() OR NOT EXISTS (
+            SELECT 1 FROM server_nodes n WHERE n.instance_id = x.instance_id
+               AND n.stopped_at IS NULL AND n.last_seen > now() - make_interval(secs => p_expiry)));
+    SELECT coalesce(sum(x.amount), 0), count(DISTINCT x.session_id) INTO r, o
+      FROM balance_reservations x
+     WHERE x.owner_key = p_key AND x.session_id <> p_session AND x.expires_at > now();
+    IF b = p_expect_balance AND cl IS NOT DISTINCT FROM p_expect_credit
+       AND r = p_expect_reserved AND o = p_expect_open THEN
+        DELETE FROM balance_reservations WHERE session_id = p_session;
+        INSERT INTO balance_reservations (session_id, leg, account_id, owner_key, amount, currency,
+                                          instance_id, expires_at)
+        SELECT p_session, v.leg, p_account, p_key, v.amount, p_currency, p_instance,
+               now() + make_interval(secs => p_lifetime)
+          FROM unnest(p_legs, p_amounts) AS v(leg, amount);
+        RETURN QUERY SELECT true, b, cl, r, o;
+    ELSE
+        RETURN QUERY SELECT false, b, cl, r, o;
+    END IF;
+END $$;
