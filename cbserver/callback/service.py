@@ -22,6 +22,7 @@ from cbserver.callback.causes import describe
 from cbserver.callback.ivr import HostedIvr
 from cbserver.callback.legmedia import LegMedia, join
 from cbserver.callback.session import CallbackSession, SessionContext
+from cbserver.callback.statuswriter import StatusWriter
 from cbserver.db import authz_store, callbacks_store
 
 # Authorization refusals -> (refusal code, message for the page).
@@ -107,9 +108,7 @@ class CallbackService(service.Service):
         self.directory = directory or AccountDirectory(db)
         self.lockouts = lockouts or Lockouts(db)
         self.sessions: dict[str, CallbackSession] = {}
-        self._writes: dict[str, defer.Deferred] = {}  # status write in flight, per session
-        self._dirty: set[str] = set()  # sessions whose status changed during that write
-        self._settle_waiters: dict[str, list[defer.Deferred]] = {}
+        self.status_writer = StatusWriter(db, clock, cfg.server.node)
         self.accepting = False
 
     # -- life cycle -----------------------------------------------------------------------
@@ -128,8 +127,8 @@ class CallbackService(service.Service):
         if ends:
             self.log.info("ending {n} callbacks in progress", n=len(ends))
             yield defer.DeferredList(ends, consumeErrors=True)
-        yield defer.DeferredList([self._settled(sid) for sid in list(self._writes)],
-                                 consumeErrors=True)
+        yield defer.DeferredList([self.status_writer.settled(sid)
+                                  for sid in self.status_writer.pending()], consumeErrors=True)
 
     @property
     def active(self) -> int:
@@ -172,10 +171,7 @@ class CallbackService(service.Service):
         session.account_id = None if request.mode == "hosted" else account
         self.sessions[session_id] = session
         try:
-            yield callbacks_store.insert(self.db, session.as_dict(), phone=request.phone,
-                                         account_id=session.account_id,
-                                         destination=session.b.number or None, node=self.cfg.server.node,
-                                         instance_id=self.db.instance_id)
+            yield self.status_writer.store(session, new=True)
         except Exception:
             del self.sessions[session_id]
             yield self.authorizers[app.name].release(session_id)
@@ -242,50 +238,12 @@ class CallbackService(service.Service):
                               ivr_factory=ivr, on_change=self._changed, metrics=self.metrics)
 
     def _changed(self, session: CallbackSession) -> None:
-        """Persist a session's new status without blocking the call; latest wins.
-
-        One write per session is in flight at a time; changes that arrive meanwhile are
-        coalesced into a single write of the newest status once it completes, so a busy
-        database sees fewer writes and never an older status after a newer one.
-        """
-        if session.id in self._writes:
-            self._dirty.add(session.id)
-            return
-        self._write(session)
-
-    def _write(self, session: CallbackSession) -> None:
-        """Write the session's current status; then the newest one if it changed meanwhile."""
-        d = callbacks_store.update(self.db, session.as_dict(), account_id=session.account_id,
-                                   destination=session.b.number or None)
-        self._writes[session.id] = d
-
-        def failed(f):
-            self.log.warn("status of session={sid} not stored: {err}", sid=session.id,
-                          err=f.getErrorMessage())
-
-        def done(_):
-            del self._writes[session.id]
-            if session.id in self._dirty:
-                self._dirty.discard(session.id)
-                self._write(session)
-            else:
-                waiters = self._settle_waiters.pop(session.id, [])
-                for w in waiters:
-                    w.callback(None)
-
-        d.addErrback(failed).addBoth(done)
-
-    def _settled(self, session_id: str) -> defer.Deferred:
-        """Fires once no status write of the session is in flight or pending."""
-        if session_id not in self._writes:
-            return defer.succeed(None)
-        waiter = defer.Deferred()
-        self._settle_waiters.setdefault(session_id, []).append(waiter)
-        return waiter
+        """Persist a session's new status without blocking the call (batched, newest wins)."""
+        self.status_writer.store(session)
 
     def _session_done(self, result, session: CallbackSession):
         """Forget a finished session once its last status is stored."""
         self.sessions.pop(session.id, None)
         if self.metrics is not None and session.cause is not None:
             self.metrics.callback_ended(session.request.mode, session.cause["code"])
-        return self._settled(session.id).addCallback(lambda _: result)
+        return self.status_writer.settled(session.id).addCallback(lambda _: result)

@@ -6,15 +6,14 @@ import json
 
 from twisted.internet import defer
 
-INSERT = """
+# Many callbacks' rows in one statement: new ones inserted, known ones brought up to date.
+UPSERT = """
 INSERT INTO callback_sessions (id, application, mode, account_id, phone, destination, status,
                                state, node, instance_id)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-"""
-UPDATE = """
-UPDATE callback_sessions SET status = %s, state = %s, account_id = %s, destination = %s,
-       updated_at = now()
- WHERE id = %s
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                     %s::text[], %s::jsonb[], %s::text[], %s::uuid[])
+ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, state = EXCLUDED.state,
+       account_id = EXCLUDED.account_id, destination = EXCLUDED.destination, updated_at = now()
 """
 SELECT_STATE = "SELECT state FROM callback_sessions WHERE id = %s"
 LOCKED = "SELECT count(*) FROM ivr_lockouts WHERE key = ANY(%s) AND locked_until > now()"
@@ -24,18 +23,15 @@ ON CONFLICT (key) DO UPDATE SET locked_until = EXCLUDED.locked_until
 """
 
 
-def insert(db, state: dict, *, phone: str, account_id: str | None, destination: str | None,
-           node: str, instance_id: str):
-    """Store a new callback's first status."""
-    return db.runOperation(INSERT, (state["id"], state["application"], state["mode"], account_id,
-                                    phone, destination, state["status"], json.dumps(state), node,
-                                    instance_id))
+def upsert(db, rows: list[tuple]):
+    """Store callbacks' current status rows in one statement.
 
-
-def update(db, state: dict, *, account_id: str | None, destination: str | None):
-    """Store a callback's current status."""
-    return db.runOperation(UPDATE, (state["status"], json.dumps(state), account_id, destination,
-                                    state["id"]))
+    Each row: ``(id, application, mode, account_id, phone, destination, status, state JSON,
+    node, instance_id)``; no id twice. A new id is inserted, a known one updated (its
+    application, mode, phone, node and creation time stay as first stored).
+    """
+    columns = [list(c) for c in zip(*rows, strict=True)]
+    return db.runOperation(UPSERT, columns)
 
 
 @defer.inlineCallbacks

@@ -1,68 +1,106 @@
-"""The service stores each callback's status with one write in flight, newest state last."""
+"""The status writer: one upsert per batch for every callback, newest state last, retries."""
 
 import json
 from types import SimpleNamespace
 
 from twisted.internet import defer
+from twisted.internet.task import Clock
 
-from cbserver.callback.service import CallbackService
+from cbserver.callback.statuswriter import StatusWriter
 
 
 class SlowDb:
-    """runOperation returns Deferreds the test fires by hand."""
+    """runOperation returns Deferreds the test fires by hand; records each batch's rows."""
+
+    instance_id = "00000000-0000-0000-0000-000000000009"
 
     def __init__(self):
-        self.writes = []
+        self.batches = []
 
     def runOperation(self, sql, params):
+        assert "ON CONFLICT (id) DO UPDATE" in sql
+        ids, states = params[0], params[7]
         d = defer.Deferred()
-        self.writes.append((json.loads(params[1]), d))
+        self.batches.append(({i: json.loads(s)["status"] for i, s in zip(ids, states, strict=True)}, d))
         return d
 
 
 class Session:
-    def __init__(self):
-        self.id = "s1"
+    def __init__(self, sid):
+        self.id = sid
         self.account_id = "cb1"
         self.b = SimpleNamespace(number="1818")
+        self.request = SimpleNamespace(phone="15550100")
         self.status = "calling_you"
 
     def as_dict(self):
-        return {"id": self.id, "status": self.status}
+        return {"id": self.id, "status": self.status, "application": "A", "mode": "simple"}
 
 
-def service(db):
-    cfg = SimpleNamespace(application=())
-    return CallbackService(cfg, db, {}, None, None, None, None)
+def writer():
+    db, clock = SlowDb(), Clock()
+    return StatusWriter(db, clock, "node1", retry_delay=1.0, max_attempts=3), db, clock
 
 
-def test_changes_during_a_write_are_coalesced_into_one_write_of_the_newest_state():
-    db = SlowDb()
-    svc = service(db)
-    s = Session()
-    svc._changed(s)
+def test_changes_of_many_callbacks_in_one_turn_are_one_statement():
+    w, db, clock = writer()
+    sessions = [Session(f"s{i}") for i in range(5)]
+    for s in sessions:
+        w.store(s)
+    assert db.batches == []  # written at the end of the reactor turn, not per change
+    clock.advance(0)
+    assert len(db.batches) == 1
+    assert db.batches[0][0] == {f"s{i}": "calling_you" for i in range(5)}
+
+
+def test_changes_during_a_write_are_coalesced_into_the_next_batch_with_the_newest_state():
+    w, db, clock = writer()
+    s, t = Session("s1"), Session("s2")
+    w.store(s)
+    clock.advance(0)
     for status in ("answered", "calling_destination", "connected"):
         s.status = status
-        svc._changed(s)
-    assert [w[0]["status"] for w in db.writes] == ["calling_you"]
+        w.store(s)
+    w.store(t)
+    clock.advance(0)
+    assert len(db.batches) == 1  # one batch in flight at a time
     settled = []
-    svc._settled("s1").addCallback(settled.append)
-    db.writes[0][1].callback(None)
-    assert [w[0]["status"] for w in db.writes] == ["calling_you", "connected"]
+    w.settled("s1").addCallback(settled.append)
+    db.batches[0][1].callback(None)
+    clock.advance(0)
+    assert db.batches[1][0] == {"s1": "connected", "s2": "calling_you"}
     assert settled == []
-    db.writes[1][1].callback(None)
+    db.batches[1][1].callback(None)
     assert settled == [None]
-    assert svc._settled("s1").called
+    assert w.settled("s1").called and w.pending() == []
 
 
-def test_a_failed_write_does_not_stop_later_ones():
-    db = SlowDb()
-    svc = service(db)
-    s = Session()
-    svc._changed(s)
-    s.status = "ended"
-    svc._changed(s)
-    db.writes[0][1].errback(RuntimeError("database away"))
-    assert [w[0]["status"] for w in db.writes] == ["calling_you", "ended"]
-    db.writes[1][1].callback(None)
-    assert svc._settled("s1").called
+def test_a_new_callbacks_first_row_is_confirmed_when_committed():
+    w, db, clock = writer()
+    confirmed = w.store(Session("s1"), new=True)
+    clock.advance(0)
+    assert not confirmed.called
+    db.batches[0][1].callback(None)
+    assert confirmed.called and confirmed.result is None
+
+
+def test_a_failed_batch_refuses_new_rows_and_retries_the_others_a_few_times():
+    w, db, clock = writer()
+    old = Session("old")
+    w.store(old)
+    confirmed = w.store(Session("new"), new=True)
+    clock.advance(0)
+    db.batches[0][1].errback(RuntimeError("database away"))
+    failures = []
+    confirmed.addErrback(failures.append)
+    assert len(failures) == 1 and failures[0].check(RuntimeError)
+    clock.advance(0.5)
+    assert len(db.batches) == 1  # the retry waits retry_delay
+    clock.advance(0.5)
+    assert db.batches[1][0] == {"old": "calling_you"}  # the refused new row is not retried
+    db.batches[1][1].errback(RuntimeError("still away"))
+    clock.advance(1.0)
+    db.batches[2][1].errback(RuntimeError("still away"))
+    clock.advance(5.0)
+    assert len(db.batches) == 3  # max_attempts reached: given up
+    assert w.settled("old").called

@@ -1,0 +1,122 @@
+"""Callback status rows in PostgreSQL, written in batches: one upsert per round trip.
+
+Every status change of every callback on this node goes through one ``StatusWriter``. A
+change marks the session dirty; the writer sends one ``INSERT ... ON CONFLICT DO UPDATE``
+for all dirty sessions (``callbacks_store.upsert``) and, while it is in flight, collects the
+next changes for the following one. Under load a batch carries the changes of many
+callbacks, so the database sees a few statements a second instead of several per callback;
+when idle a change is written in the same reactor turn. Each batch holds the newest status
+of each session, and batches are written one after the other, so no row is ever overwritten
+by an older status.
+
+A new callback's first row is written the same way, and ``store(..., new=True)`` returns a
+Deferred that fires once it is committed (the web layer answers only then, so any node can
+report the callback at once). A failed batch is retried after ``retry_delay`` seconds, up to
+``max_attempts`` times per status, except that a new callback's first row is not retried:
+its request is refused instead.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from cbserver.db import callbacks_store
+
+
+class StatusWriter:
+    """Batches callback status rows; see the module docstring."""
+
+    log = Logger()
+
+    def __init__(self, db, clock, node: str, retry_delay: float = 1.0, max_attempts: int = 5):
+        self.db = db
+        self.clock = clock
+        self.node = node
+        self.retry_delay = retry_delay
+        self.max_attempts = max_attempts
+        self._dirty: dict[str, tuple] = {}  # session id -> (session, attempts so far)
+        self._confirm: dict[str, list[defer.Deferred]] = {}  # first rows awaited by a request
+        self._inflight: frozenset[str] | None = None
+        self._call = None
+        self._waiters: dict[str, list[defer.Deferred]] = {}
+        self.batches = 0
+        self.rows = 0
+
+    def store(self, session, new: bool = False) -> defer.Deferred | None:
+        """Queue the session's current status; with ``new``, a Deferred for its first row."""
+        self._dirty[session.id] = (session, 0)
+        d = None
+        if new:
+            d = defer.Deferred()
+            self._confirm.setdefault(session.id, []).append(d)
+        self._kick(0)
+        return d
+
+    def settled(self, session_id: str) -> defer.Deferred:
+        """Fires once no status of the session is queued or in flight."""
+        if not self._pending(session_id):
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        self._waiters.setdefault(session_id, []).append(waiter)
+        return waiter
+
+    def pending(self) -> list[str]:
+        """Ids of the sessions with a status queued or in flight."""
+        return sorted(set(self._dirty) | set(self._inflight or ()))
+
+    def _pending(self, session_id: str) -> bool:
+        return session_id in self._dirty or (self._inflight is not None and session_id in self._inflight)
+
+    def _kick(self, delay: float) -> None:
+        """Schedule a batch unless one is scheduled or in flight (it reschedules when done)."""
+        if self._inflight is None and self._call is None and self._dirty:
+            self._call = self.clock.callLater(delay, self._flush)
+
+    def _row(self, session) -> tuple:
+        state = session.as_dict()
+        return (session.id, state["application"], state["mode"], session.account_id,
+                session.request.phone, session.b.number or None, state["status"],
+                json.dumps(state), self.node, self.db.instance_id)
+
+    def _flush(self) -> None:
+        self._call = None
+        batch, self._dirty = self._dirty, {}
+        confirms = {sid: self._confirm.pop(sid) for sid in batch if sid in self._confirm}
+        self._inflight = frozenset(batch)
+        rows = [self._row(session) for session, _ in batch.values()]
+        self.batches += 1
+        self.rows += len(rows)
+        retry = [False]
+
+        def stored(_):
+            for waiters in confirms.values():
+                for w in waiters:
+                    w.callback(None)
+
+        def failed(f):
+            for waiters in confirms.values():
+                for w in waiters:
+                    w.errback(f)
+            again = 0
+            for sid, (session, attempts) in batch.items():
+                if sid in confirms or sid in self._dirty:
+                    continue  # refused instead, or a newer status is queued already
+                if attempts + 1 < self.max_attempts:
+                    self._dirty[sid] = (session, attempts + 1)
+                    again += 1
+            retry[0] = bool(again)
+            self.log.warn("{n} callback status rows not stored ({again} to retry): {err}",
+                          n=len(rows), again=again, err=f.getErrorMessage())
+
+        def done(_):
+            self._inflight = None
+            for sid in list(self._waiters):
+                if not self._pending(sid):
+                    for w in self._waiters.pop(sid):
+                        w.callback(None)
+            self._kick(self.retry_delay if retry[0] else 0)
+
+        callbacks_store.upsert(self.db, rows).addCallbacks(stored, failed).addBoth(done)
