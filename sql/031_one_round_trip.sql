@@ -14,21 +14,35 @@ CREATE FUNCTION cb_take_slot(p_slot uuid, p_account text, p_cap integer, p_now b
 RETURNS TABLE (taken boolean, in_use integer)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    n integer;
+    s record;
+    live boolean;
+    n integer := 0;
 BEGIN
     PERFORM pg_advisory_xact_lock(20, hashtext(p_account));
-    DELETE FROM callback_slots s
-     WHERE s.account_id = p_account
-       AND NOT ((s.callback_id IS NULL AND s.taken_at >= p_unbound_since)
-                OR EXISTS (SELECT 1 FROM callback_sessions c
-                             JOIN server_nodes sn ON sn.instance_id = c.instance_id
-                            WHERE c.id = s.callback_id AND c.status NOT IN ('ended', 'refused')
-                              AND sn.stopped_at IS NULL
-                              AND sn.last_seen > now() - make_interval(secs => p_node_expiry))
+    -- Slot by slot (an account has at most a few), each session by its primary key: a join
+    -- here would be planned once per connection, when the tables may still be empty, and
+    -- that plan would then scan callback_sessions whole on every call.
+    FOR s IN SELECT slot_id, callback_id, taken_at FROM callback_slots
+              WHERE account_id = p_account LOOP
+        IF s.callback_id IS NULL THEN
+            live := s.taken_at >= p_unbound_since;
+        ELSE
+            SELECT c.status NOT IN ('ended', 'refused') AND EXISTS (
+                       SELECT 1 FROM server_nodes sn WHERE sn.instance_id = c.instance_id
+                          AND sn.stopped_at IS NULL
+                          AND sn.last_seen > now() - make_interval(secs => p_node_expiry))
+              INTO live FROM callback_sessions c WHERE c.id = s.callback_id;
+            IF NOT FOUND THEN
                 -- bound to a callback whose session row is not written yet: live while young
-                OR (s.callback_id IS NOT NULL AND s.taken_at >= p_unbound_since
-                    AND NOT EXISTS (SELECT 1 FROM callback_sessions c WHERE c.id = s.callback_id)));
-    SELECT count(*) INTO n FROM callback_slots WHERE account_id = p_account;
+                live := s.taken_at >= p_unbound_since;
+            END IF;
+        END IF;
+        IF live THEN
+            n := n + 1;
+        ELSE
+            DELETE FROM callback_slots WHERE slot_id = s.slot_id;
+        END IF;
+    END LOOP;
     IF n >= p_cap THEN
         RETURN QUERY SELECT false, n;
         RETURN;

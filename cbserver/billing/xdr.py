@@ -188,8 +188,9 @@ def _retryable(failure) -> bool:
 class XdrWriter(service.Service):
     """The asynchronous xDR writer: group commit to PostgreSQL, spool while it is away.
 
-    ``record`` queues a leg; whenever fewer than ``max_in_flight`` transactions are in flight,
-    everything queued (up to ``batch_max``) goes in one transaction (``xdr_store.write_batch``).
+    ``record`` queues a leg; at the end of the reactor turn, whenever fewer than
+    ``max_in_flight`` transactions are in flight, everything queued (up to ``batch_max``) goes
+    in one transaction (``xdr_store.write_batch``).
     If PostgreSQL is unreachable the batch, and every leg after it, is appended to the spool;
     when the pool is ready again the spool is replayed in order, and only once it is empty do
     legs go straight to PostgreSQL again. ``record``'s Deferred fires when the leg is in PostgreSQL or fsync'd
@@ -213,6 +214,7 @@ class XdrWriter(service.Service):
         self._spooling = False
         self._replay_pending = False
         self._retry_call = None
+        self._pump_call = None
         self.written = 0
         self.rejected = 0
 
@@ -234,6 +236,9 @@ class XdrWriter(service.Service):
         if self._retry_call is not None and self._retry_call.active():
             self._retry_call.cancel()
         self._retry_call = None
+        if self._pump_call is not None and self._pump_call.active():
+            self._pump_call.cancel()
+        self._pump_call = None
         yield self._wait_idle()
         if self._queue:
             self._spool_out([self._queue.popleft() for _ in range(len(self._queue))])
@@ -247,11 +252,20 @@ class XdrWriter(service.Service):
     # -- recording ----------------------------------------------------------------------
 
     def record(self, leg: LegRecord) -> defer.Deferred:
-        """Queue ``leg``; fire once it is durably stored."""
+        """Queue ``leg``; fire once it is durably stored.
+
+        The queue is pumped at the end of the reactor turn, so the legs recorded together
+        (a callback's two legs, the calls that ended on one tick) share one transaction.
+        """
         d = defer.Deferred()
         self._queue.append((leg, d))
-        self._pump()
+        if self._pump_call is None:
+            self._pump_call = self.clock.callLater(0, self._turn_pump)
         return d
+
+    def _turn_pump(self) -> None:
+        self._pump_call = None
+        self._pump()
 
     def _pump(self) -> None:
         """Spool the queue, or start a transaction with it if none is in flight."""

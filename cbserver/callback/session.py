@@ -416,8 +416,13 @@ class CallbackSession(NamedTimersMixin):
                     yield leg.media.close()
                 except Exception:  # noqa: BLE001 - closing media must not lose the xDRs
                     log.failure("closing media session={sid}", sid=self.id)
-        for rec in records:
-            yield self.ctx.recorder.record(rec)
+        # Both legs in the same reactor turn, so the writer stores them in one transaction;
+        # both are attempted even if one is refused, then the first failure is raised.
+        results = yield defer.DeferredList([self.ctx.recorder.record(rec) for rec in records],
+                                           consumeErrors=True)
+        for ok, value in results:
+            if not ok:
+                value.raiseException()
         total = sum((r.amount for r in records), Decimal(0))
         self.charges = {"A": format(records[0].amount, "f"), "B": format(records[1].amount, "f"),
                         "total": format(total, "f"), "currency": records[0].currency}

@@ -39,35 +39,46 @@ class Session:
 
 def writer():
     db, clock = SlowDb(), Clock()
-    return StatusWriter(db, clock, "node1", retry_delay=1.0, max_attempts=3), db, clock
+    return StatusWriter(db, clock, "node1", linger=0.2, retry_delay=1.0, max_attempts=3), db, clock
 
 
-def test_changes_of_many_callbacks_in_one_turn_are_one_statement():
+def test_changes_within_the_linger_time_are_one_statement():
     w, db, clock = writer()
     sessions = [Session(f"s{i}") for i in range(5)]
-    for s in sessions:
+    for s in sessions[:3]:
         w.store(s)
-    assert db.batches == []  # written at the end of the reactor turn, not per change
-    clock.advance(0)
+    clock.advance(0.1)
+    for s in sessions[3:]:
+        w.store(s)
+    assert db.batches == []  # not one write per change
+    clock.advance(0.1)
     assert len(db.batches) == 1
     assert db.batches[0][0] == {f"s{i}": "calling_you" for i in range(5)}
+
+
+def test_a_new_callbacks_row_does_not_linger_and_takes_the_queued_changes_along():
+    w, db, clock = writer()
+    w.store(Session("old"))
+    w.store(Session("new"), new=True)
+    clock.advance(0)
+    assert db.batches[0][0] == {"old": "calling_you", "new": "calling_you"}
 
 
 def test_changes_during_a_write_are_coalesced_into_the_next_batch_with_the_newest_state():
     w, db, clock = writer()
     s, t = Session("s1"), Session("s2")
     w.store(s)
-    clock.advance(0)
+    clock.advance(0.2)
     for status in ("answered", "calling_destination", "connected"):
         s.status = status
         w.store(s)
     w.store(t)
-    clock.advance(0)
+    clock.advance(0.2)
     assert len(db.batches) == 1  # one batch in flight at a time
     settled = []
     w.settled("s1").addCallback(settled.append)
     db.batches[0][1].callback(None)
-    clock.advance(0)
+    clock.advance(0.2)
     assert db.batches[1][0] == {"s1": "connected", "s2": "calling_you"}
     assert settled == []
     db.batches[1][1].callback(None)

@@ -140,15 +140,18 @@ def test_legs_go_to_the_spool_while_the_database_is_down_and_replay_in_order(tmp
     writer, db, clock = make_writer(tmp_path)
     db.down()
     acks = [writer.record(leg(f"s{i}")) for i in range(3)]
+    clock.advance(0)  # the queue is pumped at the end of the reactor turn
     assert all(d.called for d in acks)  # acknowledged: fsync'd in the spool
     assert writer.health()["depth"] == 3 and writer.health()["mode"] == "spooling"
     db.ready = True  # ready but the replay has not run yet: new legs still queue behind the spool
     writer.record(leg("s3"))
+    clock.advance(0)
     assert db.stored() == [] and writer.spool.depth == 4
     db.up()
     assert db.stored() == [("s0", "A"), ("s1", "A"), ("s2", "A"), ("s3", "A")]
     assert writer.health() == {"depth": 0, "mode": "direct", "written": 4, "rejected": 0}
     writer.record(leg("s4"))
+    clock.advance(0)
     assert db.stored()[-1] == ("s4", "A")
     writer.stopService()
     assert clock.getDelayedCalls() == []
@@ -158,6 +161,7 @@ def test_a_batch_failing_mid_write_is_spooled_then_replayed(tmp_path):
     writer, db, clock = make_writer(tmp_path)
     db.fail_next = DatabaseUnavailable("connection lost")
     d = writer.record(leg("s1"))
+    clock.advance(0)
     assert d.called and writer.spool.depth == 1
     db.up()
     assert db.stored() == [("s1", "A")] and writer.spool.depth == 0
@@ -168,6 +172,7 @@ def test_an_interrupted_replay_retries_after_a_pause(tmp_path):
     writer, db, clock = make_writer(tmp_path)
     db.down()
     writer.record(leg("s1"))
+    clock.advance(0)
     db.fail_next = DatabaseUnavailable("flapping")
     db.up()
     assert db.stored() == [] and writer.spool.depth == 1
@@ -191,14 +196,16 @@ def test_a_restart_replays_the_spool_left_behind(tmp_path):
 
 
 def test_a_leg_the_database_refuses_is_kept_in_the_reject_file(tmp_path):
-    writer, db, _ = make_writer(tmp_path)
+    writer, db, clock = make_writer(tmp_path)
     db.fail_next = ValueError("numeric field overflow")
     failure = []
     writer.record(leg("bad")).addErrback(failure.append)
+    clock.advance(0)
     assert failure and failure[0].check(XdrRejected)
     kept = json.loads((tmp_path / "xdr.spool.rejected").read_text())
     assert kept["leg"]["session_id"] == "bad" and "overflow" in kept["error"]
     writer.record(leg("good"))
+    clock.advance(0)
     assert db.stored() == [("good", "A")]
     writer.stopService()
 
@@ -215,9 +222,11 @@ def test_queued_legs_wait_for_the_transaction_in_flight_then_go_together(tmp_pat
         return d
 
     db.runInteraction = slow
-    writer, _, _ = make_writer(tmp_path, db, max_in_flight=1)
+    writer, _, clock = make_writer(tmp_path, db, max_in_flight=1)
     first = writer.record(leg("s0"))
+    clock.advance(0)
     rest = [writer.record(leg(f"s{i}")) for i in range(1, 6)]
+    clock.advance(0)
     assert not first.called and len(db.batches) == 1
     gate.callback(None)
     assert first.called and all(d.called for d in rest)
@@ -236,22 +245,30 @@ def test_up_to_max_in_flight_transactions_overlap(tmp_path):
         return d
 
     db.runInteraction = held
-    writer, _, _ = make_writer(tmp_path, db, max_in_flight=2)
+    writer, _, clock = make_writer(tmp_path, db, max_in_flight=2)
     acks = [writer.record(leg(f"s{i}")) for i in range(10)]
-    assert [len(b) for b in db.batches] == [1, 1]  # two in flight, eight queued
+    clock.advance(0)  # all ten in one turn: one transaction
+    assert [len(b) for b in db.batches] == [10]
+    more = [writer.record(leg(f"t{i}")) for i in range(3)]
+    clock.advance(0)  # a second transaction may overlap the first
+    later = [writer.record(leg(f"u{i}")) for i in range(4)]
+    clock.advance(0)  # two in flight: these four queue
+    assert [len(b) for b in db.batches] == [10, 3]
     gates[0][0].callback(set())
-    assert [len(b) for b in db.batches] == [1, 1, 8] and acks[0].called and not acks[1].called
+    assert [len(b) for b in db.batches] == [10, 3, 4] and all(a.called for a in acks)
+    assert not any(a.called for a in more + later)
     for d, _ in gates[1:]:
         d.callback(set())
-    assert all(a.called for a in acks)
+    assert all(a.called for a in more + later)
     stopped = writer.stopService()
     assert stopped.called
 
 
 def test_a_transaction_whose_rollback_failed_is_spooled_not_rejected(tmp_path):
-    writer, db, _ = make_writer(tmp_path)
+    writer, db, clock = make_writer(tmp_path)
     db.fail_next = RollbackFailed(None, Failure(psycopg2.OperationalError("server closed the connection")))
     d = writer.record(leg("s1"))
+    clock.advance(0)
     assert d.called and d.result is None
     assert writer.health()["rejected"] == 0
     db.ready = False  # the pool notices the dead connection ...
@@ -274,6 +291,7 @@ def test_a_spooled_leg_the_database_refuses_does_not_block_the_replay(tmp_path):
     db.down()
     for name in ("s1", "poison", "s2"):
         writer.record(leg(name))
+    clock.advance(0)
     writer.spool.append([{"session_id": "x", "leg": "Z"}])  # readable JSON, not a leg
     db.up()
     assert db.stored() == [("s1", "A"), ("s2", "A")]
