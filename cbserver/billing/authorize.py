@@ -88,7 +88,7 @@ class Authorization:
     leg_b: LegPricer
     max_seconds: int
     reason: str | None
-    budget: Decimal | None  # None: no limit (postpaid without a credit limit)
+    budget: Decimal | None  # free budget as read (None: no limit, postpaid without a credit limit)
     reserved_a: Decimal = Decimal(0)
     reserved_b: Decimal = Decimal(0)
     fail_tariff: LoadedTariff | None = None
@@ -291,8 +291,14 @@ class Authorizer:
             amount_b = leg_b.amount(seconds)
             auth = Authorization(request, account, tariff, entry, leg_a, leg_b, seconds, reason, budget,
                                  amount_a, amount_b, fail_tariff, fail_leg_a)
+            # Capped by max_call_seconds, not by money: any free budget that pays for what is
+            # held gives this same decision (max_duration is monotone in the budget), so it
+            # stands even if other calls moved the balance since it was read. Overdraft
+            # protection depends on the number of open calls, so it never relaxes.
+            min_free = (amount_a + amount_b if seconds == self.max_call_seconds
+                        and not entry.overdraft_protection else None)
             return auth, ReservationDecision(amount_a, amount_b, tariff.rates.currency,
-                                             self._lifetime(seconds))
+                                             self._lifetime(seconds), min_free)
 
         auth = yield authz_store.reserve(self.db, session_id=request.session_id, account=account,
                                          instance_id=self.instance_id, decide=decide,

@@ -122,6 +122,13 @@ class AccountInfo:
         return self.balance_control == "subordinate"
 
     @property
+    def spend_rule(self) -> str:
+        """How the locked balance row gives the spendable amount (``authorize.spendable``)."""
+        if self.subordinate:
+            return "prepaid" if self.customer_balance_control == "prepaid" else "postpaid"
+        return "balance" if self.account_type == "debit" else "limit"
+
+    @property
     def owner_key(self) -> str:
         """Names the balance this account draws on: ``account:<id>`` or ``customer:<id>``."""
         return f"customer:{self.customer_id}" if self.subordinate else f"account:{self.id}"
@@ -154,6 +161,9 @@ class ReservationDecision:
     amount_b: Decimal
     currency: str
     lifetime: int = 86400  # seconds after which the hold expires even if its process lives
+    # The decision is the same for any free budget (spendable minus others' holds) of at
+    # least this much, or without a limit; None: only for the very Balance it was made on.
+    min_free: Decimal | None = None
 
 
 def _account(row) -> AccountInfo:
@@ -208,7 +218,8 @@ def fetch_account_and_entries(db, account_id: str, node: str, codes, session_id:
 
 RESERVE_FN = ("SELECT done, balance, credit_limit, reserved, open_calls FROM cb_reserve("
               "%(session)s, %(account)s, %(customer)s, %(subordinate)s, %(key)s, %(expiry)s, "
-              "%(balance)s, %(credit)s, %(reserved)s, %(open)s, %(legs)s::text[], "
+              "%(balance)s, %(credit)s, %(reserved)s, %(open)s, %(min_free)s, %(spend)s, "
+              "%(legs)s::text[], "
               "%(amounts)s::numeric[], %(currency)s, %(instance)s, %(lifetime)s)")
 
 #: Optimistic attempts before ``reserve`` takes the row lock across round trips instead.
@@ -234,9 +245,10 @@ def reserve(db, *, session_id: str, account: AccountInfo, instance_id: str, deci
 
     With ``balance`` (read by ``fetch_account_and_entries``) the decision is made on it
     first and handed to ``cb_reserve`` (sql/031), which stores it only if the balance under
-    the row lock is still exactly that one: one round trip, the same outcome as deciding
-    under the lock. A balance that moved meanwhile comes back fresh and the decision is made
-    again on it; after ``OPTIMISTIC_ATTEMPTS`` the lock is held across round trips instead.
+    the row lock is still exactly that one, or still leaves the decision's ``min_free``: one
+    round trip, the same outcome as deciding under the lock. A balance that moved meanwhile
+    comes back fresh and the decision is made again on it; after ``OPTIMISTIC_ATTEMPTS`` the
+    lock is held across round trips instead.
     """
     for _attempt in range(OPTIMISTIC_ATTEMPTS if balance is not None else 0):
         result, decision = decide(balance)
@@ -246,6 +258,8 @@ def reserve(db, *, session_id: str, account: AccountInfo, instance_id: str, deci
             "subordinate": account.subordinate, "key": account.owner_key, "expiry": expiry,
             "balance": balance.balance, "credit": balance.credit_limit,
             "reserved": balance.reserved_by_others, "open": balance.open_calls,
+            "min_free": decision.min_free if decision is not None else None,
+            "spend": account.spend_rule,
             "legs": [leg for leg, _ in legs], "amounts": [amount for _, amount in legs],
             "currency": decision.currency if decision is not None else "XXX",
             "instance": instance_id, "lifetime": decision.lifetime if decision is not None else 0})

@@ -235,7 +235,7 @@ async def test_a_hold_outliving_its_call_expires_even_if_its_process_lives(db, c
     assert lifetime.total_seconds() == pytest.approx(auth.max_seconds + 60 + 600, abs=2)
 
 
-async def _stale_reserve(db, cat_dsn, stale, attempts=None, monkeypatch=None):
+async def _stale_reserve(db, cat_dsn, stale, attempts=None, monkeypatch=None, min_free=None):
     """Reserve 1.00 for session 'late' on cb1001 deciding from ``stale``; the Balances seen."""
     from cbserver.db import authz_store
 
@@ -247,7 +247,8 @@ async def _stale_reserve(db, cat_dsn, stale, attempts=None, monkeypatch=None):
 
     def decide(balance):
         seen.append(balance)
-        decision = authz_store.ReservationDecision(Decimal("1.00"), Decimal(0), "USD")
+        decision = authz_store.ReservationDecision(Decimal("1.00"), Decimal(0), "USD",
+                                                   min_free=min_free)
         return balance, decision
 
     await authz_store.reserve(db, session_id="late", account=account, instance_id=db.instance_id,
@@ -284,3 +285,26 @@ def stale_copy(fresh, **changes):
     import dataclasses
 
     return dataclasses.replace(fresh, **changes)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_decision_that_holds_for_any_large_enough_budget_is_not_made_again(
+        authorizer, db, cat_dsn):
+    query(cat_dsn, "UPDATE accounts SET balance = 1000.00 WHERE id = 'cb1001'")
+    other = await authorizer.authorize(req(session="other"))  # a 4-hour call: holds ~150
+    assert other.max_seconds == authorizer.max_call_seconds
+    fresh, seen = await _stale_reserve(
+        db, cat_dsn, lambda b: stale_copy(b, reserved_by_others=Decimal(0), open_calls=0),
+        min_free=Decimal("1.00"))
+    assert len(seen) == 1  # stale figures, but 1000.00 minus the others' holds still pays 1.00
+    assert sorted(r[0] for r in reservations(cat_dsn)).count("late") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_min_free_the_locked_balance_no_longer_leaves_is_decided_again(
+        authorizer, db, cat_dsn):
+    await authorizer.authorize(req(session="other"))  # holds almost all of cb1001's 10.00
+    fresh, seen = await _stale_reserve(
+        db, cat_dsn, lambda b: stale_copy(b, reserved_by_others=Decimal(0), open_calls=0),
+        min_free=Decimal("5.00"))
+    assert len(seen) == 2 and seen[1] == fresh
