@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cbserver.configschema import ConfigError, build, setting
 
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>\d+)$")
 _ENDPOINT_KINDS = ("tcp", "tcp6", "ssl", "unix", "systemd", "le", "lets")
 _ACCESS_CODE = re.compile(r"^[A-Z0-9_]{1,32}$")
@@ -146,6 +147,13 @@ def _read_secret(path: str, key: str) -> str:
     return text
 
 
+def _log_level(text: str) -> str:
+    """Validate a log level name."""
+    if text not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return text
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServerConfig:
     """Process-wide settings."""
@@ -156,6 +164,8 @@ class ServerConfig:
                                      "(default: <state_dir>/cards), owner-only")
     shutdown_grace: float = setting(10.0, check=_positive,
                                     doc="seconds to end calls and flush writes on SIGTERM")
+    log_level: str = setting("info", check=_log_level,
+                             doc="least severe events logged: debug, info, warn, error or critical")
 
 
 def cards_dir(cfg: Config) -> Path:

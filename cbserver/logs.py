@@ -1,11 +1,40 @@
-"""Log observers: JSON lines for log shippers.
+"""Logging: a level filter applied before an event is built, and JSON lines for log shippers.
 
-Use with twistd's own option: ``twistd --logger cbserver.logs.json_stdout -n cbserver ...``.
+``Logger`` is Twisted's ``Logger`` with one difference: an event below the process-wide level
+(``[server] log_level``, set by ``set_level`` when the service starts) is dropped before its
+dict is built or formatted. A callback passes through dozens of debug points (SIP calls,
+media, authorization); at the default ``info`` they cost a comparison each, not a log line.
+Library use (tests, scripts) keeps every event unless it sets a level.
+
+JSON logs use twistd's own option: ``twistd --logger cbserver.logs.json_stdout -n cbserver ...``.
 """
 
 import sys
 
-from twisted.logger import jsonFileLogObserver
+from twisted.logger import Logger as _TwistedLogger
+from twisted.logger import LogLevel, jsonFileLogObserver
+
+_minimum = [LogLevel.debug]
+
+
+def set_level(name: str) -> None:
+    """Drop events less severe than ``name`` (``debug``, ``info``, ``warn``, ``error``, ``critical``)."""
+    _minimum[0] = LogLevel.levelWithName(name)
+
+
+def level() -> str:
+    """The name of the current minimum level."""
+    return _minimum[0].name
+
+
+class Logger(_TwistedLogger):
+    """``twisted.logger.Logger`` that drops events below the process-wide level first."""
+
+    def emit(self, level, format=None, **kwargs):  # noqa: A002 - Twisted's own signature
+        """Emit the event unless it is less severe than the configured level."""
+        if level < _minimum[0]:
+            return
+        super().emit(level, format, **kwargs)
 
 
 def json_stdout():

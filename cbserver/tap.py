@@ -17,11 +17,10 @@ import psycopg2
 from twisted.application import service, strports
 from twisted.internet import defer
 from twisted.internet.error import ReactorNotRunning
-from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
-from cbserver import __version__
+from cbserver import __version__, logs
 from cbserver.billing.authorize import Authorizer
 from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import XdrWriter
@@ -31,6 +30,7 @@ from cbserver.config import Config, ConfigError, cards_dir, load_config, parse_h
 from cbserver.db.migrations import SchemaTooOld, check_schema
 from cbserver.db.pool import Database
 from cbserver.db.tariff_loader import TariffCache
+from cbserver.logs import Logger
 from cbserver.media.clock import MediaClock
 from cbserver.media.ports import PortPool
 from cbserver.sip.service import SipService
@@ -211,6 +211,7 @@ class CallbackServer(service.MultiService):
 
     def startService(self) -> None:
         """Start the pool and the web endpoint; start the gated services once ready."""
+        logs.set_level(self.cfg.server.log_level)
         super().startService()
         self.db.when_ready().addCallback(self._database_ready).addErrback(
             lambda f: self.log.failure("could not start call handling", failure=f))

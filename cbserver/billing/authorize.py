@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from twisted.internet import defer, threads
-from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from cbserver.billing import passwords
@@ -38,6 +37,7 @@ from cbserver.billing.rating import LegPricer, max_duration, price_leg
 from cbserver.db import authz_store
 from cbserver.db.authz_store import AccountInfo, Balance, RatingEntry, ReservationDecision
 from cbserver.db.tariff_loader import LoadedTariff, TariffNotFound
+from cbserver.logs import Logger
 
 DEFAULT_ACCESS_CODE = "WEBCALLBACK"
 CALLBACK_FAIL = "CALLBACK_FAIL"
@@ -303,7 +303,7 @@ class Authorizer:
         auth = yield authz_store.reserve(self.db, session_id=request.session_id, account=account,
                                          instance_id=self.instance_id, decide=decide,
                                          expiry=self.reservation_expiry, balance=balance)
-        self.log.info("authorized session_id={session_id} account={account} max_seconds={seconds} "
+        self.log.debug("authorized session_id={session_id} account={account} max_seconds={seconds} "
                       "reason={reason}", session_id=request.session_id, account=account.id,
                       seconds=auth.max_seconds, reason=auth.reason)
         return auth

@@ -22,7 +22,6 @@ from decimal import Decimal
 from pathlib import Path
 
 from twisted.internet.interfaces import IReactorThreads
-from twisted.logger import Logger
 
 from cbserver.billing import passwords
 from cbserver.billing import validation as v
@@ -31,6 +30,7 @@ from cbserver.billing.catalog import now, resolve
 from cbserver.billing.validation import ConflictError, Field, ValidationError
 from cbserver.db import accounts_store as astore
 from cbserver.db import catalog_store as store
+from cbserver.logs import Logger
 
 PREFIX_PATTERN = r"[A-Za-z]*[0-9]*"
 MAX_QUANTITY = 1_000_000

@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from twisted.logger import Logger
+from cbserver.logs import Logger
 
 
 class Spool:

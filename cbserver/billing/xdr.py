@@ -19,7 +19,6 @@ import psycopg2
 import psycopg2.errors
 from twisted.application import service
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txpostgres.txpostgres import RollbackFailed
 from zope.interface import Interface, implementer
@@ -30,6 +29,7 @@ from cbserver.billing.spool import Spool
 from cbserver.db import xdr_store
 from cbserver.db.pool import DatabaseUnavailable
 from cbserver.db.xdr_store import ConcurrentWrite
+from cbserver.logs import Logger
 
 TRIGGER_MODES = ("simple", "extended", "hosted")
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import datetime as dt
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from cbserver.billing.authorize import AuthorizationError, AuthRequest
 from cbserver.callback.translation import TranslationError, compile_rule
+from cbserver.logs import Logger
 from cbserver.media.collector import CollectOutcome
 from cbserver.media.speech import SpeechError, balance_announcement, minutes_announcement
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
+from cbserver.logs import Logger
 from cbserver.media.collector import CollectResult
 from cbserver.media.listen import DtmfInput, prompt_and_collect
 from cbserver.media.player import Player, PlayResult

@@ -13,7 +13,6 @@ import uuid
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from cbserver.billing.authorize import AuthorizationError, AuthRequest
@@ -24,6 +23,7 @@ from cbserver.callback.legmedia import LegMedia, join
 from cbserver.callback.session import CallbackSession, SessionContext
 from cbserver.callback.statuswriter import StatusWriter
 from cbserver.db import authz_store, callbacks_store
+from cbserver.logs import Logger
 
 # Authorization refusals -> (refusal code, message for the page).
 _REFUSALS = {
@@ -178,7 +178,8 @@ class CallbackService(service.Service):
             raise
         if self.metrics is not None:
             self.metrics.callback_started(request.mode)
-        self.log.info("callback started session={sid} application={app} mode={mode}",
+        # The web layer logs the request (with the client); this is the same event.
+        self.log.debug("callback started session={sid} application={app} mode={mode}",
                       sid=session_id, app=app.name, mode=request.mode)
         session.start().addBoth(self._session_done, session)
         return session_id

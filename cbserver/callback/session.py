@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from cbserver.billing.authorize import AuthorizationError, AuthRequest
 from cbserver.billing.xdr import LegRecord, leg_record
 from cbserver.callback.causes import classify_failure
 from cbserver.callback.legs import Leg, LegListener
+from cbserver.logs import Logger
 from cbserver.namedtimers import NamedTimersMixin
 from cbserver.sip.ua import CallStateError
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from cbserver.db import callbacks_store
+from cbserver.logs import Logger
 
 
 class StatusWriter:

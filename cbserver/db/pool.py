@@ -17,12 +17,12 @@ import uuid
 import psycopg2
 from twisted.application import service
 from twisted.internet import defer
-from twisted.logger import Logger
 from txpostgres import txpostgres
 from zope.interface import Attribute, Interface, implementer
 
 from cbserver import __version__
 from cbserver.db.migrations import SchemaTooOld, required_version
+from cbserver.logs import Logger
 
 
 class DatabaseUnavailable(RuntimeError):

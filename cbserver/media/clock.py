@@ -18,8 +18,9 @@ The timer only runs while at least one stream is registered.
 """
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from zope.interface import Interface
+
+from cbserver.logs import Logger
 
 FRAME_INTERVAL = 0.02  # seconds: 160 samples at 8 kHz, the G.711 packetisation of RFC 3551 4.5
 

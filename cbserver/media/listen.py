@@ -9,8 +9,8 @@ the first digit stops the prompt, and the first-digit timeout starts when the pr
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
+from cbserver.logs import Logger
 from cbserver.media.collector import CollectOutcome, CollectResult, DigitCollector
 from cbserver.media.dtmf import DtmfError, EventReceiver, parse_info
 from cbserver.media.player import Player

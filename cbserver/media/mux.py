@@ -18,7 +18,8 @@ import weakref
 from twisted.internet import udp
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorFDSet
-from twisted.logger import Logger
+
+from cbserver.logs import Logger
 
 _EVENTS = getattr(select, "EPOLLIN", 1)
 

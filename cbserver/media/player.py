@@ -9,9 +9,9 @@ Deferred is cancelled. A player plays once; with ``repeat=True`` it loops the se
 import enum
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from zope.interface import implementer
 
+from cbserver.logs import Logger
 from cbserver.media.clock import IMediaStream, MediaClock
 from cbserver.media.prompts import IPromptLibrary
 

@@ -13,9 +13,9 @@ never in the ``PromptLibrary`` constructor.
 import wave
 from pathlib import Path
 
-from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
+from cbserver.logs import Logger
 from cbserver.media import g711
 from cbserver.resources import prompts_dir
 

@@ -14,8 +14,8 @@ import enum
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
+from cbserver.logs import Logger
 from cbserver.media import g711
 
 
@@ -55,7 +55,7 @@ class Relay:
             src.packet_sink = self._forwarder(src, dst)
             src.on_bye = lambda: self._end(RelayEnd.BYE)
         self._schedule(self._started_at + self.inactivity_timeout)
-        self.log.info("relay joined call_id={call_id}", call_id=self.call_id)
+        self.log.debug("relay joined call_id={call_id}", call_id=self.call_id)
         return self._done
 
     def stop(self) -> None:
@@ -118,7 +118,8 @@ class Relay:
             leg.on_bye = None
         d, self._done = self._done, None
         if d is not None:
-            self.log.info(
+            # Per-call detail at debug: the callback's own end line says how the call ended.
+            self.log.debug(
                 "relay ended call_id={call_id} why={why} forwarded={forwarded}",
                 call_id=self.call_id, why=why.value, forwarded=self.forwarded,
             )

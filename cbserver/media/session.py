@@ -19,8 +19,8 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime, IReactorUDP
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
 
+from cbserver.logs import Logger
 from cbserver.media import rtcp, rtp
 from cbserver.media.mux import MuxPort, OneReadPort, shared_mux
 from cbserver.media.ports import PortPool
@@ -111,12 +111,12 @@ class RtpSession(DatagramProtocol):
         for _ in range(_BIND_ATTEMPTS):
             port = self._pool.allocate()
             try:
-                rtp_port = self._listen(port)
+                rtp_port = self._listen(port, self)
             except CannotListenError:
                 self._pool.release(port)
                 continue
             try:
-                rtcp_port = self._reactor.listenUDP(port + 1, self._rtcp_proto, interface=self.host)
+                rtcp_port = self._listen(port + 1, self._rtcp_proto)
             except CannotListenError:
                 rtp_port.stopListening()
                 self._pool.release(port)
@@ -130,15 +130,20 @@ class RtpSession(DatagramProtocol):
             return port
         raise CannotListenError(self.host, 0, f"no bindable RTP pair after {_BIND_ATTEMPTS} tries")
 
-    def _listen(self, port: int):
-        """Bind the RTP port: in the media mux if we have one, else a one-read-per-event port."""
+    def _listen(self, port: int, protocol):
+        """Bind an RTP or RTCP port: in the media mux if we have one, else a one-read port.
+
+        The mux also keeps two sockets per leg out of Twisted's port machinery, which logs
+        four lines for every port opened and closed.
+        """
         if self._mux is not None:
-            return MuxPort.bind(self._mux, self, self.host, port)
+            return MuxPort.bind(self._mux, protocol, self.host, port)
         if isinstance(self._reactor, PosixReactorBase):
-            p = OneReadPort(port, self, interface=self.host, maxPacketSize=2048, reactor=self._reactor)
+            p = OneReadPort(port, protocol, interface=self.host, maxPacketSize=2048,
+                            reactor=self._reactor)
             p.startListening()
             return p
-        return self._reactor.listenUDP(port, self, interface=self.host)
+        return self._reactor.listenUDP(port, protocol, interface=self.host)
 
     def configure(
         self, remote: tuple[str, int] | None, payload_type: int, codec: str,
@@ -365,7 +370,11 @@ class RtpSession(DatagramProtocol):
         if self._rtcp_port is None or self.remote_rtcp is None:
             return
         data = (self.report() if with_report else b"") + tail
-        self._rtcp_port.write(data, self.remote_rtcp)
+        try:
+            self._rtcp_port.write(data, self.remote_rtcp)
+        except OSError as e:  # an ICMP error or a full buffer loses a report, not the call
+            self.log.debug("rtcp send failed call_id={call_id}: {error}", call_id=self.call_id,
+                           error=e)
 
     def receiver_stats(self) -> rtcp.ReceiverStats | None:
         """Statistics of the current inbound source, if any."""

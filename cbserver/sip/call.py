@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
 from zope.interface import implementer
 
+from cbserver.logs import Logger
 from cbserver.namedtimers import NamedTimersMixin
 from cbserver.sip.auth import AuthAttempts, AuthError, pick_challenge
 from cbserver.sip.call_dialog import CallError, CallStateError, DialogMixin, is_sdp

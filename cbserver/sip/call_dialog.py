@@ -10,9 +10,9 @@ periodic in-dialog OPTIONS ends a dialog whose far end vanished.
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred, fail
-from twisted.logger import Logger
 from zope.interface import implementer
 
+from cbserver.logs import Logger
 from cbserver.sip.auth import AuthAttempts, AuthError, pick_challenge
 from cbserver.sip.dialog import DialogError
 from cbserver.sip.message import Request, Response, make_response, new_branch

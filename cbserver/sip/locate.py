@@ -15,10 +15,10 @@ import socket
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 from twisted.names import dns
 from twisted.names import error as dns_error
 
+from cbserver.logs import Logger
 from cbserver.sip.uri import SipParseError, Uri, is_digits, parse_uri
 
 __all__ = ["LocateError", "Target", "ServerLocator", "order_srv"]

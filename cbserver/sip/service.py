@@ -11,8 +11,8 @@ import dataclasses
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.logger import Logger
 
+from cbserver.logs import Logger
 from cbserver.sip.transport import SipUdpProtocol
 from cbserver.sip.transport_tcp import SipTcpTransport
 from cbserver.sip.ua import UAConfig, UserAgent

@@ -10,9 +10,9 @@ absorbed by the matched transaction and never reach the UA.
 from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
+from cbserver.logs import Logger
 from cbserver.sip.message import (
     BRANCH_COOKIE,
     Request,

@@ -14,9 +14,9 @@ import ipaddress
 from functools import lru_cache
 
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
+from cbserver.logs import Logger
 from cbserver.sip.message import (
     MAX_MESSAGE_SIZE,
     Request,

@@ -13,9 +13,9 @@ back on the connection the request came in on, else to ``received`` and the Via 
 from __future__ import annotations
 
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
 from zope.interface import implementer
 
+from cbserver.logs import Logger
 from cbserver.sip.message import (
     MAX_MESSAGE_SIZE,
     Request,

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
+from cbserver.logs import Logger
 from cbserver.sip.message import Headers, Request, Response, parse_via
 from cbserver.sip.timers import SipTimers
 from cbserver.sip.transport import ISipTransport, TransportError

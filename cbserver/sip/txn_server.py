@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 from zope.interface import Interface
 
+from cbserver.logs import Logger
 from cbserver.sip.message import Request, Response, make_response
 from cbserver.sip.timers import TRYING_DELAY, SipTimers
 from cbserver.sip.transport import ISipTransport, TransportError

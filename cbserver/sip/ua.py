@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
+from cbserver.logs import Logger
 from cbserver.sip import validate
 from cbserver.sip.auth import DigestClient
 from cbserver.sip.call import Call, CallError, CallStateError

@@ -19,13 +19,13 @@ from decimal import Decimal
 
 from klein import Klein
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from cbserver.billing.accounts import Accounts
 from cbserver.billing.catalog import Catalog, RowErrors
 from cbserver.billing.generator import Generator
 from cbserver.billing.validation import ConflictError, NotFound, ValidationError, jsonable
 from cbserver.db.pool import DatabaseUnavailable
+from cbserver.logs import Logger
 from cbserver.web.admin_openapi import openapi_document
 
 MAX_BODY = 1 << 20

@@ -18,11 +18,11 @@ import re
 
 import psycopg2
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cbserver.callback.api import MODES, CallbackRefused, CallbackRequest
 from cbserver.db.pool import DatabaseUnavailable
+from cbserver.logs import Logger
 from cbserver.web.limits import RateLimited
 
 log = Logger()

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 from klein import Klein
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from cbserver.db.pool import DatabaseUnavailable, IDatabase
+from cbserver.logs import Logger
 
 
 def json_response(request, status: int, body: dict) -> bytes:

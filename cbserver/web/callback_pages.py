@@ -22,10 +22,10 @@ from urllib.parse import parse_qsl, quote
 
 from klein import Klein
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.web.pages import notFound
 
 from cbserver.callback.api import CallbackRefused
+from cbserver.logs import Logger
 from cbserver.web import pages
 from cbserver.web.api import CallbackGateway, InvalidInput, error_response, parse_json_body
 from cbserver.web.app import json_response

@@ -23,7 +23,8 @@ import os
 import secrets
 
 from twisted.application import service
-from twisted.logger import Logger
+
+from cbserver.logs import Logger
 
 CSRF_COOKIE = b"cb_csrf"
 _NONCE_LENGTH = 32

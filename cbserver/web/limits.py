@@ -22,10 +22,10 @@ import math
 import uuid
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from cbserver.callback.api import CallbackRefused
+from cbserver.logs import Logger
 
 LIMIT_KINDS = ("client", "phone", "account", "concurrent")
 
