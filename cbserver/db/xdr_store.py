@@ -1,8 +1,9 @@
 """The SQL of the xDR writer: one transaction writes a batch of legs with their charges.
 
 ``write_batch(cursor, records)`` (a txpostgres interaction) skips legs already stored
-(idempotent on ``(session_id, leg)``), locks the balance rows the rest touch in a fixed order
-(accounts by id, then customers by id: two writers never deadlock), then in one statement
+(idempotent on ``(session_id, leg)``) and locks the balance rows the batch touches in a fixed
+order (accounts by id, then customers by id: two writers never deadlock), in one statement;
+then in one more statement
 inserts them (each with the balance after it; ``UNIQUE (session_id, leg)`` guards), applies
 to each balance exactly their amounts, updates first/last usage, and releases the legs'
 reservations. A leg stored meanwhile by someone else rolls the batch back for a retry.
@@ -30,11 +31,22 @@ _TYPES = ("text", "text", "text", "text", "text", "text", "text", "text",
           "timestamptz", "integer", "integer", "numeric", "text", "integer",
           "text", "text", "numeric")
 
-LOCK_ACCOUNTS = ("SELECT id, customer_id, account_type, balance_control, balance FROM accounts "
-                 "WHERE id = ANY(%s) ORDER BY id FOR UPDATE")
-LOCK_CUSTOMERS = "SELECT id, balance FROM customers WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
-# Every stored leg of the batch's sessions (an index scan on the unique key's first column).
-EXISTING = "SELECT session_id, leg FROM xdrs WHERE session_id = ANY(%s::text[])"
+# One round trip for the three reads a batch starts with: the legs already stored (an index
+# scan on the unique key's first column), the accounts locked in id order, then the customers
+# of subordinate accounts locked in id order (one order for every writer: no deadlock). Rows are tagged:
+# ('x', session, leg), ('a', id, customer, type, control, balance), ('c', id, balance).
+# A leg another writer commits while this statement waits for a lock is not seen here; the
+# INSERT then fails on the unique key and the batch is retried, as with separate statements.
+READ_AND_LOCK = (
+    "WITH acc AS (SELECT id, customer_id, account_type, balance_control, balance FROM accounts "
+    "             WHERE id = ANY(%(accounts)s) ORDER BY id FOR UPDATE), "
+    "cus AS (SELECT id, balance FROM customers WHERE id IN "
+    "        (SELECT customer_id FROM acc WHERE balance_control = 'subordinate') "
+    "        ORDER BY id FOR UPDATE) "
+    "SELECT 'x', session_id, leg, NULL::bigint, NULL, NULL, NULL::numeric FROM xdrs "
+    " WHERE session_id = ANY(%(sessions)s::text[]) "
+    "UNION ALL SELECT 'a', id, NULL, customer_id, account_type, balance_control, balance FROM acc "
+    "UNION ALL SELECT 'c', id::text, NULL, NULL, NULL, NULL, balance FROM cus")
 # The rows travel as one JSON document (a bound parameter; json.dumps escapes), an array of
 # arrays in COLUMNS order: far cheaper for Python and PostgreSQL than 24 arrays of literals.
 # A plain INSERT (the legs already stored were skipped under the same snapshot): twice as fast
@@ -127,19 +139,22 @@ def write_batch(cur, records):
     """Write ``records`` (distinct keys) in the caller's transaction; fire with the keys stored."""
     keys_s = [r.session_id for r in records]
     keys_l = [r.leg for r in records]
-    yield cur.execute(EXISTING, (sorted(set(keys_s)),))
-    done = set(cur.fetchall())
+    # Locks the accounts of every leg, even one found stored already: harmless (the lock is
+    # what a fresh leg of that account would take) and it keeps this to one round trip.
+    yield cur.execute(READ_AND_LOCK, {"sessions": sorted(set(keys_s)),
+                                      "accounts": sorted({r.account_id for r in records})})
+    done, accounts, customers = set(), {}, {}
+    for tag, key, leg, customer_id, kind, control, balance in cur.fetchall():
+        if tag == "x":
+            done.add((key, leg))
+        elif tag == "a":
+            accounts[key] = (customer_id, kind, control, balance)
+        else:
+            customers[int(key)] = balance
     fresh = [r for r in records if (r.session_id, r.leg) not in done]
     if not fresh:
         yield cur.execute(RELEASE, (keys_s, keys_l))
         return set()
-    yield cur.execute(LOCK_ACCOUNTS, (sorted({r.account_id for r in fresh}),))
-    accounts = {row[0]: row[1:] for row in cur.fetchall()}
-    customer_ids = sorted({v[0] for v in accounts.values() if v[2] == "subordinate"})
-    customers = {}
-    if customer_ids:
-        yield cur.execute(LOCK_CUSTOMERS, (customer_ids,))
-        customers = {row[0]: row[1] for row in cur.fetchall()}
     rows, acc_delta, acc_used, cust_delta = _plan(fresh, accounts, customers)
     acc_ids, cust_ids = sorted(acc_delta), sorted(cust_delta)
     yield cur.execute(APPLY, (_document(fresh, rows), acc_ids, [acc_delta[i] for i in acc_ids],
