@@ -19,6 +19,7 @@ LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>\d+)$")
 _ENDPOINT_KINDS = ("tcp", "tcp6", "ssl", "unix", "systemd", "le", "lets")
 _ACCESS_CODE = re.compile(r"^[A-Z0-9_]{1,32}$")
+_HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # one DNS label (RFC 1123)
 
 
 def _port(value: int) -> int:
@@ -102,6 +103,28 @@ def _network(entry: str) -> str:
     except ValueError:
         raise ValueError(f"expected an IP network (e.g. 10.0.0.0/8), got {entry!r}") from None
     return entry
+
+
+def _host_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Host names an instance answers to, lower-cased; ``*.`` may stand for one leading label.
+
+    A trailing dot (``cb.example.net.``) is dropped, as a Host header may carry it too. A port
+    is refused: the host alone chooses the instance, whatever port the request came to.
+    """
+    out: list[str] = []
+    for raw in names:
+        name = raw.strip().lower().rstrip(".")
+        bare = name[2:] if name.startswith("*.") else name
+        if ":" in name or "/" in name:
+            raise ValueError(f"expected a host name without port or path "
+                             f"(e.g. cb.example.net), got {raw!r}")
+        if not bare or len(bare) > 253 or not all(_HOST_LABEL.fullmatch(x) for x in bare.split(".")):
+            raise ValueError(f"expected a host name of letters, digits, dots and hyphens, "
+                             f"optionally starting with '*.' (e.g. cb.example.net), got {raw!r}")
+        if name in out:
+            raise ValueError(f"{name!r} is listed twice")
+        out.append(name)
+    return tuple(out)
 
 
 def _client(entry: str) -> str:
@@ -245,7 +268,11 @@ class WebConfig:
     admin_token_file: str = setting("", doc="file holding the admin token instead")
     trusted_proxies: tuple[str, ...] = setting(
         (), check=lambda v: tuple(_network(x) for x in v),
-        doc="load balancers whose X-Forwarded-For names the client (IP networks)")
+        doc="load balancers whose X-Forwarded-For names the client and X-Forwarded-Host "
+            "the host name (IP networks)")
+    metrics_allowed_clients: tuple[str, ...] = setting(
+        ("127.0.0.0/8", "::1/128"), check=lambda v: tuple(_network(x) for x in v),
+        doc="client networks allowed to fetch /metrics (default loopback; empty = nobody)")
 
     def validate(self) -> None:
         """Check cross-field rules."""
@@ -283,6 +310,8 @@ class ApplicationConfig:
     name: str = setting(doc="instance name shown on its page")
     callback_page_address: str = setting(doc="URL given to users, e.g. https://cb.example.net:8901/")
     path: str = setting("", doc="URL path of this instance's page (default: /<name slug>)")
+    hosts: tuple[str, ...] = setting((), check=_host_names,
+                                     doc="host names whose requests this instance serves at /")
     second_number: str = setting("", doc="Simple mode target (e.g. the helpdesk)")
     access_code: str = setting("WEBCALLBACK", check=_access_code,
                                doc="rating-list access code for callback charging")
@@ -343,6 +372,15 @@ class Config:
                                   f"{app.url_path!r} is already used by application"
                                   f"[{seen[app.url_path]}]")
             seen[app.url_path] = i
+        # A host name must pick one instance: two claiming it would make the page depend on
+        # the order of the tables.
+        owners: dict[str, int] = {}
+        for i, app in enumerate(self.application):
+            for host in app.hosts:
+                if host in owners:
+                    raise ConfigError(f"application[{i}].hosts",
+                                      f"{host!r} is already used by application[{owners[host]}]")
+                owners[host] = i
 
 
 def parse_config(text: str, source: str = "<config>", base: Path | None = None) -> Config:

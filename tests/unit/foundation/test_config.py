@@ -211,6 +211,49 @@ def test_duplicate_application_paths():
     assert e.path == "application[1].path"
 
 
+def test_hosts_are_lower_cased_without_trailing_dot():
+    cfg = parse_config(_with('hosts = ["CB.Example.NET.", "*.Brand.example.org", "10.1.2.3"]\n'))
+    assert cfg.application[0].hosts == ("cb.example.net", "*.brand.example.org", "10.1.2.3")
+    assert parse_config(MINIMAL).application[0].hosts == ()
+
+
+@pytest.mark.parametrize("bad", ["cb.example.net:8901", "https://cb.example.net", "cb_example.net",
+                                 "-cb.example.net", "cb..example.net", "*.", "a.*.example.net",
+                                 "", "x" * 64 + ".example.net"])
+def test_bad_host_names_the_key(bad):
+    e = _error(_with(f'hosts = ["ok.example.net", "{bad}"]\n'))
+    assert e.path == "application[0].hosts" and repr(bad) in str(e)
+
+
+def test_hosts_must_be_a_list_of_strings():
+    e = _error(_with('hosts = "cb.example.net"\n'))
+    assert e.path == "application[0].hosts" and "list" in str(e)
+
+
+def test_host_listed_twice_by_one_instance():
+    e = _error(_with('hosts = ["cb.example.net", "CB.example.net"]\n'))
+    assert e.path == "application[0].hosts" and "listed twice" in str(e)
+
+
+def test_duplicate_host_across_instances_names_both():
+    e = _error(_with('hosts = ["cb.example.net"]\n[[application]]\nname = "Other"\n'
+                     'callback_page_address = "x"\nhosts = ["cb.example.org", "Cb.Example.Net"]\n'))
+    assert e.path == "application[1].hosts"
+    assert "'cb.example.net' is already used by application[0]" in str(e)
+
+
+def test_metrics_are_for_loopback_unless_configured():
+    assert parse_config(MINIMAL).web.metrics_allowed_clients == ("127.0.0.0/8", "::1/128")
+    cfg = parse_config(_with("[web]\nmetrics_allowed_clients = ['10.2.0.0/16', '192.0.2.9']\n"))
+    assert cfg.web.metrics_allowed_clients == ("10.2.0.0/16", "192.0.2.9")
+    assert parse_config(_with("[web]\nmetrics_allowed_clients = []\n")).web.metrics_allowed_clients == ()
+
+
+def test_bad_metrics_network_names_the_key():
+    e = _error(_with("[web]\nmetrics_allowed_clients = ['prometheus.internal']\n"))
+    assert e.path == "web.metrics_allowed_clients" and "IP network" in str(e)
+
+
 def test_shutdown_grace_must_be_positive():
     e = _error(_with("[server]\nshutdown_grace = 0\n"))
     assert e.path == "server.shutdown_grace" and "positive" in str(e)
