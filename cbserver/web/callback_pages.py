@@ -10,19 +10,27 @@ Routes, for each ``[[application]]`` with path P (``/web-callback`` by default):
 ``GET P/status/<id>``, ``POST P/hosted-access`` (remember a Hosted token in a cookie),
 ``POST P/api/v1/callbacks`` and ``GET P/api/v1/callbacks/<id>``. Shared: ``POST
 /api/v1/callbacks`` (instance named by ``"application"``), ``GET /api/v1/callbacks/<id>``,
-``GET /api/v1/openapi.json``, ``GET /static/<file>``, ``GET /metrics``; anything else goes to
-the ``fallback`` resource (the health app).
+``GET /api/v1/openapi.json``, ``GET /static/<file>``, ``GET /metrics`` (only for
+``[web] metrics_allowed_clients``); anything else goes to the ``fallback`` resource (the
+health app).
+
+An instance with ``hosts`` also has those routes without the P prefix for requests whose
+host name it lists (``HostDispatch`` picks a small Klein app per such instance; what that app
+does not route falls through to the path routes above). Handlers get the ``base`` they were
+reached under (P, or "" by host) and write their links relative to it.
 """
 
 from __future__ import annotations
 
 import functools
+import ipaddress
 from pathlib import Path
 from urllib.parse import parse_qsl, quote
 
 from klein import Klein
 from twisted.internet import defer
 from twisted.web.pages import notFound
+from twisted.web.resource import Resource
 
 from cbserver.callback.api import CallbackRefused
 from cbserver.logs import Logger
@@ -30,7 +38,14 @@ from cbserver.web import pages
 from cbserver.web.api import CallbackGateway, InvalidInput, error_response, parse_json_body
 from cbserver.web.app import json_response
 from cbserver.web.csrf import CsrfGuard, SharedSecretService
-from cbserver.web.limits import address_allowed, client_address, hosted_tokens, token_allowed
+from cbserver.web.hosts import HostTable, request_host
+from cbserver.web.limits import (
+    address_allowed,
+    client_address,
+    hosted_tokens,
+    in_networks,
+    token_allowed,
+)
 
 HERE = Path(__file__).resolve().parent
 STATIC_TYPES = {"page.css": b"text/css; charset=utf-8",
@@ -66,6 +81,28 @@ def _package_file(name: str) -> bytes:
     return (HERE / name).read_bytes()
 
 
+class HostDispatch(Resource):
+    """The site's root when an instance lists ``hosts``: the host name picks the app.
+
+    A request whose host one instance lists goes to that instance's host app (its routes at
+    the root, then everything else by path); any other request goes to the path-routed app,
+    so it is served exactly as without ``hosts``.
+    """
+
+    isLeaf = True  # the Klein resources behind it route the whole path themselves
+
+    def __init__(self, web: CallbackWeb, by_host: dict, by_path):
+        super().__init__()
+        self.web = web
+        self.by_host = by_host
+        self.by_path = by_path
+
+    def render(self, request):
+        """Hand the request to the chosen app's resource."""
+        app_cfg = self.web.host_instance(request)
+        return self.by_host.get(app_cfg, self.by_path).render(request)
+
+
 class CallbackWeb:
     """The callback pages and JSON API of every ``[[application]]`` instance."""
 
@@ -81,18 +118,35 @@ class CallbackWeb:
         self.csrf = CsrfGuard(csrf_secret, secure=secure_cookies)
         self.fallback = fallback
         self.trusted_proxies = tuple(trusted_proxies)
+        self.metrics_networks = [ipaddress.ip_network(n, strict=False)
+                                 for n in config.web.metrics_allowed_clients]
         self.apps = {a.name: a for a in config.application}
+        self.hosts = HostTable(config.application)
         self.app = Klein()
         self._add_routes()
 
     def resource(self):
-        """The Twisted web resource serving every route (mount it as the site's root)."""
-        return self.app.resource()
+        """The Twisted web resource serving every route (mount it as the site's root).
+
+        Without ``hosts`` on any instance this is the path-routed app alone, exactly as
+        before; otherwise a ``HostDispatch`` in front of it picks an instance's own app by
+        the request's host name.
+        """
+        by_path = self.app.resource()
+        if not self.hosts:
+            return by_path
+        by_host = {app_cfg: self._host_app(app_cfg, by_path).resource()
+                   for app_cfg in self.config.application if app_cfg.hosts}
+        return HostDispatch(self, by_host, by_path)
+
+    def host_instance(self, request):
+        """The instance whose ``hosts`` name the request's host, or None (route by path)."""
+        return self.hosts.lookup(request_host(request, self.trusted_proxies))
 
     # -- routing -------------------------------------------------------------------------
 
     def _add_routes(self) -> None:
-        """Register the shared routes and each instance's routes."""
+        """Register the shared routes and each instance's routes under its path."""
         route = self.app.route
         route("/api/v1/callbacks", methods=["POST"], endpoint="api_post")(self.api_post)
         route("/api/v1/callbacks/<cb_id>", methods=["GET"], endpoint="api_get")(self.api_get)
@@ -100,21 +154,46 @@ class CallbackWeb:
         route("/static/<name>", methods=["GET", "HEAD"], endpoint="static")(self.static)
         route("/metrics", methods=["GET"], endpoint="metrics")(self.metrics_page)
         for i, app_cfg in enumerate(self.config.application):
-            p = "" if app_cfg.url_path == "/" else app_cfg.url_path
-            route(p or "/", methods=["GET", "HEAD"], endpoint=f"page_{i}")(
-                _bind(self.page_get, app_cfg))
-            route(p or "/", methods=["POST"], endpoint=f"page_post_{i}")(
-                _bind(self.page_post, app_cfg))
-            route(f"{p}/status/<cb_id>", methods=["GET", "HEAD"], endpoint=f"status_{i}")(
-                _bind(self.status_get, app_cfg))
-            route(f"{p}/hosted-access", methods=["POST"], endpoint=f"hosted_{i}")(
-                _bind(self.hosted_access, app_cfg))
-            route(f"{p}/api/v1/callbacks", methods=["POST"], endpoint=f"api_post_{i}")(
-                _bind(self.api_post, app_cfg=app_cfg))
-            route(f"{p}/api/v1/callbacks/<cb_id>", methods=["GET"], endpoint=f"api_get_{i}")(
-                _bind(self.api_get, app_cfg=app_cfg))
+            self._add_instance_routes(self.app, app_cfg, self._base(app_cfg), f"_{i}")
         route("/api/<path:rest>", endpoint="api_unknown")(self.api_unknown)
         route("/", branch=True, endpoint="fallback")(self.other)
+
+    def _add_instance_routes(self, app: Klein, app_cfg, base: str, suffix: str) -> None:
+        """One instance's page, status, Hosted-access and API routes under ``base``.
+
+        ``base`` is the instance's path, or "" when its host name chose it; the handlers
+        get it too, so that the links they write lead back to the same routes.
+        """
+        route = app.route
+        route(base or "/", methods=["GET", "HEAD"], endpoint=f"page{suffix}")(
+            _bind(self.page_get, app_cfg, base))
+        route(base or "/", methods=["POST"], endpoint=f"page_post{suffix}")(
+            _bind(self.page_post, app_cfg, base))
+        route(f"{base}/status/<cb_id>", methods=["GET", "HEAD"], endpoint=f"status{suffix}")(
+            _bind(self.status_get, app_cfg, base))
+        route(f"{base}/hosted-access", methods=["POST"], endpoint=f"hosted{suffix}")(
+            _bind(self.hosted_access, app_cfg, base))
+        route(f"{base}/api/v1/callbacks", methods=["POST"], endpoint=f"api_post{suffix}")(
+            _bind(self.api_post, app_cfg=app_cfg))
+        route(f"{base}/api/v1/callbacks/<cb_id>", methods=["GET"], endpoint=f"api_get{suffix}")(
+            _bind(self.api_get, app_cfg=app_cfg))
+
+    def _host_app(self, app_cfg, by_path) -> Klein:
+        """The routes of an instance chosen by host name: its own at the root, then by path.
+
+        Anything it does not route itself (``/static``, ``/metrics``, ``/healthz``, the
+        instance paths...) falls through to ``by_path``, the resource of the path-routed app,
+        so a host name adds routes and takes none away.
+        """
+        app = Klein()
+        self._add_instance_routes(app, app_cfg, "", "")
+
+        def by_path_routes(request):
+            """Whatever the host's own routes do not match: routing by path."""
+            return by_path
+
+        app.route("/", branch=True, endpoint="by_path")(by_path_routes)
+        return app
 
     def other(self, request):
         """Anything else: the fallback resource (``/healthz``...) or 404."""
@@ -175,14 +254,16 @@ class CallbackWeb:
 
     @staticmethod
     def _base(app_cfg) -> str:
-        """The instance's path without a trailing slash ("" for the root)."""
+        """The instance's path without a trailing slash ("" for the root).
+
+        Path-routed handlers get this as their ``base``; host-routed ones get "".
+        """
         return "" if app_cfg.url_path == "/" else app_cfg.url_path
 
     # -- the page ------------------------------------------------------------------------
 
-    def page_get(self, app_cfg, request):
+    def page_get(self, app_cfg, base, request):
         """The form, in the mode the ``mode`` query argument picks (tabs are links)."""
-        base = self._base(app_cfg)
         modes = self._modes(request, app_cfg)
         wanted = (request.args.get(b"mode") or [b""])[0].decode("ascii", "replace")
         mode = wanted if wanted in modes else modes[0]
@@ -193,7 +274,7 @@ class CallbackWeb:
         return self._html(request, 200, body)
 
     @defer.inlineCallbacks
-    def page_post(self, app_cfg, request):
+    def page_post(self, app_cfg, base, request):
         """Start a callback from the form: 303 to its status page (202 JSON for the script)."""
         wants_json = b"application/json" in (request.getHeader(b"accept") or b"")
         client = self._client(request)
@@ -210,8 +291,7 @@ class CallbackWeb:
             cb_id = yield self.gateway.start(app_cfg, mode, fields, client, self._token(request),
                                       self._hosted_ok(request, app_cfg, with_cookie=True))
         except Exception as e:  # noqa: BLE001 - every failure becomes an answer here
-            return self._page_refusal(request, app_cfg, mode, fields, e, wants_json)
-        base = self._base(app_cfg)
+            return self._page_refusal(request, app_cfg, base, mode, fields, e, wants_json)
         status_url = f"{base}/status/{quote(cb_id, safe='')}"
         if wants_json:
             status = yield self.gateway.initial_status(cb_id)
@@ -223,14 +303,13 @@ class CallbackWeb:
         request.setHeader(b"cache-control", b"no-store")
         return b""
 
-    def _page_refusal(self, request, app_cfg, mode, fields, exc, wants_json):
+    def _page_refusal(self, request, app_cfg, base, mode, fields, exc, wants_json):
         """The form again with the errors (or the JSON error for the script)."""
         status, body, headers = error_response(exc)
         for k, v in headers.items():
             request.setHeader(k, v)
         if wants_json:
             return json_response(request, status, body)
-        base = self._base(app_cfg)
         modes = self._modes(request, app_cfg)
         shown = mode if mode in modes else modes[0]
         errors = exc.errors if isinstance(exc, InvalidInput) else {}
@@ -243,9 +322,8 @@ class CallbackWeb:
         return self._html(request, status, page)
 
     @defer.inlineCallbacks
-    def status_get(self, app_cfg, request, cb_id):
+    def status_get(self, app_cfg, base, request, cb_id):
         """The status page (refreshes itself without JavaScript until final)."""
-        base = self._base(app_cfg)
         try:
             status = yield self.gateway.lookup(app_cfg, cb_id)
         except Exception as e:  # noqa: BLE001 - mapped to a page below
@@ -259,9 +337,8 @@ class CallbackWeb:
         return self._html(request, 200, pages.status_page(app_cfg, base or "/", status, api_url))
 
     @defer.inlineCallbacks
-    def hosted_access(self, app_cfg, request):
+    def hosted_access(self, app_cfg, base, request):
         """Remember a valid Hosted token in a signed cookie, then show the Hosted form."""
-        base = self._base(app_cfg)
         client = self._client(request)
         try:
             fields = self._form(request)
@@ -276,14 +353,15 @@ class CallbackWeb:
         except Exception as e:  # noqa: BLE001 - every failure becomes an answer here
             if isinstance(e, CallbackRefused):
                 self.gateway.refused(app_cfg, "hosted", client, e)
-            return self._page_refusal(request, app_cfg, "", {}, e, False)
+            return self._page_refusal(request, app_cfg, base, "", {}, e, False)
         request.addCookie(HOSTED_COOKIE, self.csrf.hosted_proof(app_cfg.url_path, token).encode(),
                           path=(base or "/").encode(), secure=self.csrf.secure, httpOnly=True,
                           sameSite=b"strict")
         self.log.info("hosted access granted by token application={app} client={client}",
                       app=app_cfg.name, client=client)
         request.setResponseCode(303)
-        request.setHeader(b"location", f"{base}?mode=hosted".encode())
+        # Not "{base}?mode=hosted": with base "" that is relative to /hosted-access.
+        request.setHeader(b"location", f"{base or '/'}?mode=hosted".encode())
         return b""
 
     # -- the JSON API --------------------------------------------------------------------
@@ -357,7 +435,19 @@ class CallbackWeb:
         return _package_file(f"static/{name}")
 
     def metrics_page(self, request):
-        """Prometheus text exposition of this process's metrics."""
+        """Prometheus text exposition of this process's metrics, for allowed clients only.
+
+        The figures tell outsiders how busy the service is and why requests fail, so only
+        ``[web] metrics_allowed_clients`` (loopback by default) may read them; a refused
+        request is answered before anything is collected.
+        """
+        client = self._client(request)
+        if not in_networks(client, self.metrics_networks):
+            self.log.debug("metrics refused client={client}", client=client)
+            request.setResponseCode(403)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            request.setHeader(b"cache-control", b"no-store")
+            return b"Forbidden: /metrics is not open to your address.\n"
         request.setHeader(b"content-type", self.metrics.content_type.encode("ascii"))
         request.setHeader(b"cache-control", b"no-store")
         return self.metrics.render()

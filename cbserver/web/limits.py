@@ -70,10 +70,10 @@ def token_allowed(app_cfg, token: str | None) -> bool:
 
 def address_allowed(app_cfg, client_address: str) -> bool:
     """Whether the client address lies in one of the instance's allowed networks."""
-    return _in_networks(client_address, _networks(app_cfg.hosted_allowed_clients))
+    return in_networks(client_address, _networks(app_cfg.hosted_allowed_clients))
 
 
-def _in_networks(address: str, networks) -> bool:
+def in_networks(address: str, networks) -> bool:
     """Whether ``address`` (text) lies in one of ``networks``; False for a malformed one."""
     try:
         addr = ipaddress.ip_address(address)
@@ -93,14 +93,14 @@ def client_address(peer: str, forwarded_for: list[str] | None, trusted_proxies=(
     the walk and the proxy's own address is used, so a forged header never helps a client.
     """
     nets = [ipaddress.ip_network(n, strict=False) for n in trusted_proxies]
-    if not nets or not _in_networks(peer, nets):
+    if not nets or not in_networks(peer, nets):
         return peer
     chain = [a.strip() for h in forwarded_for or () for a in h.split(",") if a.strip()]
     for entry in reversed(chain):
-        if not _in_networks(entry, [ipaddress.ip_network("0.0.0.0/0"),
-                                    ipaddress.ip_network("::/0")]):
+        if not in_networks(entry, [ipaddress.ip_network("0.0.0.0/0"),
+                                   ipaddress.ip_network("::/0")]):
             return peer
-        if not _in_networks(entry, nets):
+        if not in_networks(entry, nets):
             return entry
     return peer
 

@@ -114,7 +114,8 @@ def form_page(app_cfg, base: str, modes: list[str], mode: str, csrf: str,
     token = ""
     if offer_token:
         token = (f'<details class="token"><summary>Have a Hosted access token?</summary>'
-                 f'<form method="post" action="{escape(base)}/hosted-access">'
+                 # base is "/" at the root: "//hosted-access" would name another host.
+                 f'<form method="post" action="{escape(base.rstrip("/"))}/hosted-access">'
                  f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
                  f'<div class="field"><label for="f-token">{FIELD_LABELS["token"]}</label>'
                  f'<input id="f-token" name="token" type="password" autocomplete="off" required>'

@@ -60,14 +60,15 @@ class Reply:
 class Harness:
     """A CallbackWeb with a scripted service, memory limit store, metrics and a Clock."""
 
-    def __init__(self, apps=None, limits=None, fallback=None, **web_kw):
+    def __init__(self, apps=None, limits=None, fallback=None, web_config=None, **web_kw):
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
         self.service = ScriptedCallbackService(self.clock)
         self.store = MemoryLimitStore(self.service.is_open)
         base = parse_config(example_path().read_text())
         self.config = dataclasses.replace(base, application=tuple(apps or (app_config(),)),
-                                          limits=limits or LimitsConfig())
+                                          limits=limits or LimitsConfig(),
+                                          web=web_config or base.web)
         self.metrics = Metrics(spool_depth=lambda: 7)
         self.ready = True
         self.web = CallbackWeb(self.config, self.service,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from cbserver.config import LimitsConfig
+from cbserver.config import LimitsConfig, WebConfig
 from cbserver.web.app import WebApp
 from cbserver.web.metrics import Metrics
 from tests.unit.web.harness import Harness
@@ -107,4 +109,57 @@ def test_an_instance_at_the_root_path_keeps_health_static_and_404():
     assert loc == "/status/cb-0001" and h.get(loc).code == 200
     assert h.get("/healthz").code == 200 and h.get("/static/page.css").code == 200
     assert h.get("/nope").code == 404
+    h.finish()
+
+
+def _web(**kw) -> WebConfig:
+    """The default [web] table with ``kw`` replaced."""
+    return dataclasses.replace(WebConfig(), **kw)
+
+
+def _count_renders(h: Harness) -> list:
+    """Make ``h.metrics.render`` record its calls (a refused request must not collect)."""
+    calls: list = []
+    render = h.metrics.render
+    h.metrics.render = lambda: calls.append(1) or render()
+    return calls
+
+
+def test_metrics_are_open_to_loopback_by_default():
+    h = Harness()
+    assert h.config.web.metrics_allowed_clients == ("127.0.0.0/8", "::1/128")
+    assert h.get("/metrics").code == 200  # the stub's peer is 127.0.0.1
+    h.finish()
+
+
+def test_metrics_refused_403_outside_the_allowed_networks():
+    h = Harness(web_config=_web(metrics_allowed_clients=("192.0.2.0/24",)))
+    calls = _count_renders(h)
+    r = h.get("/metrics")
+    assert r.code == 403 and r.header("content-type").startswith("text/plain")
+    assert r.text.startswith("Forbidden") and "cbserver_" not in r.text
+    assert calls == []
+    # X-Forwarded-For from a peer that is no trusted proxy changes nothing.
+    assert h.get("/metrics", headers={"X-Forwarded-For": ["192.0.2.7"]}).code == 403
+    h.finish()
+
+
+def test_an_empty_metrics_allow_list_refuses_everyone():
+    h = Harness(web_config=_web(metrics_allowed_clients=()))
+    assert h.get("/metrics").code == 403
+    h.finish()
+
+
+def test_metrics_behind_a_trusted_proxy_judge_the_forwarded_client():
+    h = Harness(web_config=_web(metrics_allowed_clients=("192.0.2.0/24",)),
+                trusted_proxies=("127.0.0.1/32",))
+    assert h.get("/metrics", headers={"X-Forwarded-For": ["192.0.2.7"]}).code == 200
+    assert h.get("/metrics", headers={"X-Forwarded-For": ["198.51.100.1"]}).code == 403
+    h.finish()
+    # Loopback allowed, but the request only passed through a local proxy for an outsider.
+    h = Harness(trusted_proxies=("127.0.0.1/32",))
+    calls = _count_renders(h)
+    assert h.get("/metrics", headers={"X-Forwarded-For": ["198.51.100.1"]}).code == 403
+    assert calls == []
+    assert h.get("/metrics").code == 200 and calls == [1]  # the proxy's own scrape
     h.finish()
