@@ -33,30 +33,9 @@ ACCOUNT_SQL = (
     "FROM accounts a JOIN customers c ON c.id = a.customer_id "
     "JOIN products p ON p.id = a.product_id WHERE a.id = %s")
 
-# The owner key of an ``accounts a`` row: the balance it draws on (see AccountInfo.owner_key).
-_OWNER_KEY = ("CASE WHEN a.balance_control = 'subordinate' THEN 'customer:' || a.customer_id "
-              "ELSE 'account:' || a.id END")
-
-# The account and, in the same round trip, what other live sessions hold on its balance
-# (sum and number of sessions: the same rows cb_reserve counts under the lock) and its
-# product's voice rating entries at a node for the given access codes (a JSON array of
-# [access_code, tariff_id, overdraft_protection]).
-ACCOUNT_AND_ENTRIES_SQL = (
-    ACCOUNT_SQL.replace(
-        " FROM accounts a ",
-        ", (SELECT coalesce(sum(r.amount), 0) FROM balance_reservations r "
-        "   JOIN server_nodes n ON n.instance_id = r.instance_id "
-        f"  WHERE r.owner_key = {_OWNER_KEY} AND r.session_id <> %s AND r.expires_at > now() "
-        "   AND n.stopped_at IS NULL AND n.last_seen > now() - make_interval(secs => %s)), "
-        "(SELECT count(DISTINCT r.session_id) FROM balance_reservations r "
-        "   JOIN server_nodes n ON n.instance_id = r.instance_id "
-        f"  WHERE r.owner_key = {_OWNER_KEY} AND r.session_id <> %s AND r.expires_at > now() "
-        "   AND n.stopped_at IS NULL AND n.last_seen > now() - make_interval(secs => %s)), "
-        "(SELECT coalesce(json_agg(json_build_array(e.access_code, e.tariff_id, "
-        "        e.overdraft_protection)), '[]') FROM rating_entries e "
-        "  WHERE e.product_id = a.product_id AND e.service = 'voice' AND e.node = %s "
-        "  AND e.access_code = ANY(%s)) "
-        "FROM accounts a ", 1))
+# The account, what other live sessions hold on its balance, and its rating entries: the
+# PL/pgSQL function cb_account_for_call (sql/031), whose plan is kept per connection.
+ACCOUNT_AND_ENTRIES_SQL = "SELECT * FROM cb_account_for_call(%s, %s, %s, %s, %s)"
 
 ENTRIES_SQL = (
     "SELECT access_code, tariff_id, overdraft_protection FROM rating_entries "
@@ -203,8 +182,8 @@ def fetch_account_and_entries(db, account_id: str, node: str, codes, session_id:
     balance and credit limit of the account, or of its customer for a subordinate account,
     and what live sessions other than ``session_id`` hold on it.
     """
-    rows = yield db.runQuery(ACCOUNT_AND_ENTRIES_SQL, (session_id, expiry, session_id, expiry, node,
-                                                       list(codes), account_id))
+    rows = yield db.runQuery(ACCOUNT_AND_ENTRIES_SQL, (account_id, session_id, expiry, node,
+                                                       list(codes)))
     if not rows:
         return None, [], None
     row = rows[0]
