@@ -37,6 +37,15 @@ def clock_at(t: float = 1_800_000_000.0) -> Clock:
     return c
 
 
+def two_gauges(pools, cap: int):
+    """A concurrency gauge on each node, one cap and one clock: (gauge a, gauge b, clock)."""
+    limits = LimitsConfig(concurrent_per_account=cap)
+    clock = clock_at()
+    a, b = pools
+    return (ConcurrencyGauge(PostgresLimitStore(a), limits, clock),
+            ConcurrencyGauge(PostgresLimitStore(b), limits, clock), clock)
+
+
 async def outcomes(ds):
     """('ok' or the RateLimited kind) for each Deferred, in order."""
     results = await defer.DeferredList(ds, consumeErrors=True)
@@ -93,10 +102,7 @@ async def test_counts_per_kind_are_returned_atomically(pools, pg_dsn):
 @pytest_twisted.ensureDeferred
 async def test_two_nodes_never_take_more_slots_than_the_cap(pools):
     a, b = pools
-    limits = LimitsConfig(concurrent_per_account=2)
-    clock = clock_at()
-    ga = ConcurrencyGauge(PostgresLimitStore(a), limits, clock)
-    gb = ConcurrencyGauge(PostgresLimitStore(b), limits, clock)
+    ga, gb, clock = two_gauges(pools, cap=2)
     got = await outcomes([(ga if i % 2 else gb).acquire("cb1001") for i in range(8)])
     assert got.count("ok") == 2 and got.count("concurrent") == 6
     assert await ga.in_use("cb1001") == 2 and await gb.in_use("cb1001") == 2
@@ -129,10 +135,7 @@ def sql(dsn, statement, params=()):
 @pytest_twisted.ensureDeferred
 async def test_a_bound_slot_lives_as_long_as_its_callback_session(pools, pg_dsn):
     a, b = pools
-    limits = LimitsConfig(concurrent_per_account=1)
-    clock = clock_at()
-    ga = ConcurrencyGauge(PostgresLimitStore(a), limits, clock)
-    gb = ConcurrencyGauge(PostgresLimitStore(b), limits, clock)
+    ga, gb, clock = two_gauges(pools, cap=1)
     slot = await ga.acquire("cb1001")
     insert_session(pg_dsn, "sess-1", "cb1001", a.instance_id)
     await ga.bind(slot, "sess-1")
@@ -146,10 +149,7 @@ async def test_a_bound_slot_lives_as_long_as_its_callback_session(pools, pg_dsn)
 @pytest_twisted.ensureDeferred
 async def test_a_slot_of_a_dead_node_is_not_counted(pools, pg_dsn):
     a, b = pools
-    limits = LimitsConfig(concurrent_per_account=1)
-    clock = clock_at()
-    ga = ConcurrencyGauge(PostgresLimitStore(a), limits, clock)
-    gb = ConcurrencyGauge(PostgresLimitStore(b), limits, clock)
+    ga, gb, clock = two_gauges(pools, cap=1)
     slot = await ga.acquire("cb1001")
     insert_session(pg_dsn, "sess-2", "cb1001", a.instance_id)
     await ga.bind(slot, "sess-2")
@@ -189,10 +189,7 @@ async def test_every_node_gets_the_same_shared_secret(pools):
 @pytest_twisted.ensureDeferred
 async def test_a_slot_bound_when_taken_is_live_before_its_session_row_and_while_it_runs(pools, pg_dsn):
     a, b = pools
-    limits = LimitsConfig(concurrent_per_account=1)
-    clock = clock_at()
-    ga = ConcurrencyGauge(PostgresLimitStore(a), limits, clock)
-    gb = ConcurrencyGauge(PostgresLimitStore(b), limits, clock)
+    ga, gb, clock = two_gauges(pools, cap=1)
     await ga.acquire("cb1001", "sess-4")  # bound in the same round trip
     assert await outcomes([gb.acquire("cb1001")]) == ["concurrent"]  # no session row yet: young
     clock.advance(120)  # past start_timeout with no session row: the request died
