@@ -304,6 +304,8 @@ per_client = 100000000
 per_phone = 100000000
 per_account = 100000000
 concurrent_per_account = 100000
+node_max_active = 100000
+node_max_starting = 100000
 [[application]]
 name = "Web callback"
 callback_page_address = "http://127.0.0.1:{web_port}/web-callback"

@@ -294,11 +294,16 @@ class LimitsConfig:
     ivr_attempts: int = setting(3, doc="hosted IVR identification attempts before hanging up")
     lockout: float = setting(900.0, check=_positive,
                              doc="seconds a number/account is locked out after failed IVR attempts")
+    node_max_active: int = setting(1000, doc="callbacks this node runs at once; more are "
+                                             "refused 503 busy")
+    node_max_starting: int = setting(100, doc="callback requests this node checks at once "
+                                              "(limits, authorization); more are refused 503 "
+                                              "busy before any database work")
 
     def validate(self) -> None:
         """Every cap must allow at least one call."""
         for name in ("per_client", "per_phone", "per_account", "concurrent_per_account",
-                     "ivr_attempts"):
+                     "ivr_attempts", "node_max_active", "node_max_starting"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"expected at least 1, got {getattr(self, name)}")
 

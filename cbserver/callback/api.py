@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 MODES = ("simple", "extended", "hosted")
 
@@ -29,6 +29,7 @@ REFUSAL_HTTP_STATUS = {
     "not_found": 404,
     "rate_limited": 429,
     "not_ready": 503,
+    "busy": 503,
 }
 
 
@@ -68,6 +69,8 @@ class CallbackRefused(Exception):
 
 class ICallbackService(Interface):
     """What the web layer may ask of the callback service."""
+
+    active = Attribute("The number of callbacks in progress on this node.")
 
     def new_callback_id():
         """A fresh id for a callback about to be requested (``CallbackRequest.callback_id``)."""

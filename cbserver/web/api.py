@@ -49,6 +49,7 @@ _ACCOUNT = re.compile(r"[A-Za-z0-9_.@+\-]{1,64}")
 _CALLBACK_ID = re.compile(r"[A-Za-z0-9_.\-]{1,80}")
 DATABASE_ERRORS = (DatabaseUnavailable, psycopg2.OperationalError, psycopg2.InterfaceError)
 NOT_READY = "The service is not ready; please try again in a moment."
+BUSY = "The service is busy right now; please try again in a moment."
 
 
 class InvalidInput(CallbackRefused):
@@ -143,6 +144,8 @@ def error_response(failure_or_exc) -> tuple[int, dict, dict[bytes, bytes]]:
             headers[b"retry-after"] = b"30"
         elif exc.code == "not_ready":
             headers[b"retry-after"] = b"5"
+        elif exc.code == "busy":
+            headers[b"retry-after"] = b"2"
     elif isinstance(exc, DATABASE_ERRORS):
         status, code, field = 503, "not_ready", None
         message = "The service is not ready; please try again shortly."
@@ -162,12 +165,14 @@ class CallbackGateway:
 
     log = Logger()
 
-    def __init__(self, service, limiter, gauge, metrics, ready):
+    def __init__(self, service, limiter, gauge, metrics, ready, limits=None):
         self.service = service
         self.limiter = limiter
         self.gauge = gauge
         self.metrics = metrics
         self.ready = ready
+        self.limits = limits  # LimitsConfig: the node's own caps (None: no cap)
+        self.starting = 0  # requests between validation and the service's answer
 
     def refused(self, app_cfg, mode: str, client: str, exc: CallbackRefused) -> None:
         """Log and count a refusal (never the credentials)."""
@@ -177,6 +182,20 @@ class CallbackGateway:
                       "limit={kind} field={field}", app=app_cfg.name if app_cfg else "-",
                       mode=mode, client=client, code=exc.code, kind=kind or "-",
                       field=exc.field or "-")
+
+    def _check_load(self) -> None:
+        """Refuse with ``busy`` when this node is at one of its own caps.
+
+        Past its capacity a node that accepted every request would queue them behind the
+        database until the callers gave up or hung up on legA; refusing at once, before any
+        database work, keeps the accepted callbacks on time and tells the client to retry.
+        """
+        if self.limits is None:
+            return
+        if self.service.active >= self.limits.node_max_active:
+            raise CallbackRefused("busy", BUSY)
+        if self.starting >= self.limits.node_max_starting:
+            raise CallbackRefused("busy", BUSY)
 
     @defer.inlineCallbacks
     def start(self, app_cfg, mode: str, fields: dict, client: str, token: str | None,
@@ -192,10 +211,15 @@ class CallbackGateway:
                 req = validate(app_cfg, mode, fields, client, token)
                 if not self.ready():
                     raise CallbackRefused("not_ready", NOT_READY)
-                yield self.limiter.check(req)
-                req = dataclasses.replace(req, callback_id=self.service.new_callback_id())
-                slot = (yield self.gauge.acquire(req.account, req.callback_id)) if req.account else None
-                cb_id = yield self.service.request_callback(req)
+                self._check_load()
+                self.starting += 1
+                try:
+                    yield self.limiter.check(req)
+                    req = dataclasses.replace(req, callback_id=self.service.new_callback_id())
+                    slot = (yield self.gauge.acquire(req.account, req.callback_id)) if req.account else None
+                    cb_id = yield self.service.request_callback(req)
+                finally:
+                    self.starting -= 1
             except DATABASE_ERRORS as e:
                 self.log.warn("database unavailable while starting a callback: {err}",
                               err=str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)

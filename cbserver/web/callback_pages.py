@@ -114,7 +114,8 @@ class CallbackWeb:
         self.config = config
         self.clock = clock
         self.metrics = metrics
-        self.gateway = CallbackGateway(service, limiter, gauge, metrics, ready or (lambda: True))
+        self.gateway = CallbackGateway(service, limiter, gauge, metrics, ready or (lambda: True),
+                                       config.limits)
         self.csrf = CsrfGuard(csrf_secret, secure=secure_cookies)
         self.fallback = fallback
         self.trusted_proxies = tuple(trusted_proxies)

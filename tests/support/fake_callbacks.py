@@ -45,6 +45,11 @@ class ScriptedCallbackService:
         t = datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.UTC)
         return t.isoformat(timespec="milliseconds")
 
+    @property
+    def active(self) -> int:
+        """Callbacks in progress (as the real service counts its sessions)."""
+        return sum(1 for cb_id in self.statuses if self.is_open(cb_id))
+
     def new_callback_id(self):
         """Readable ids for tests: cb-0001, cb-0002, ..."""
         return f"cb-{next(self._ids):04d}"

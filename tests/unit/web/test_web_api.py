@@ -217,3 +217,50 @@ def test_every_refusal_code_maps_to_its_documented_status():
 def test_unknown_api_resources_and_methods_answer_json_404(h, method, path):
     r = h.request(method, path)
     assert r.code == 404 and error(r)["code"] == "not_found"
+
+
+def test_a_node_at_its_active_cap_refuses_busy_before_any_database_work():
+    h = Harness(limits=LimitsConfig(node_max_active=1, concurrent_per_account=10))
+    body = {"mode": "simple", "account": "cb1001", "phone": "15550100"}
+    assert h.post_json("/api/v1/callbacks", body).code == 202
+    hits = dict(h.store.counters)
+    r = h.post_json("/api/v1/callbacks", body)
+    assert r.code == 503 and error(r)["code"] == "busy" and r.header("retry-after") == "2"
+    assert h.store.counters == hits  # refused before the rate limits were even counted
+    assert 'code="busy"' in h.get("/metrics").text
+    for _ in range(10):  # the first callback runs its course and ends
+        h.clock.advance(5)
+    assert h.service.active == 0
+    assert h.post_json("/api/v1/callbacks", body).code == 202
+    h.finish()
+
+
+def test_requests_beyond_node_max_starting_are_refused_busy_and_the_count_recovers():
+    h = Harness(limits=LimitsConfig(node_max_starting=2, concurrent_per_account=10))
+    pending = []
+
+    def slow(req):  # a service whose answers wait, like a busy database
+        pending.append(defer.Deferred())
+        return pending[-1].addCallback(lambda _: req.callback_id)
+
+    h.service.request_callback = slow
+    gateway, app_cfg = h.web.gateway, h.config.application[0]
+    body = {"mode": "simple", "account": "cb1001", "phone": "15550100"}
+    outcomes = []
+
+    def start():
+        d = gateway.start(app_cfg, "simple", dict(body), "192.0.2.7", None, False)
+        d.addCallbacks(lambda cb_id: outcomes.append("ok"),
+                       lambda f: outcomes.append(f.trap(CallbackRefused) and f.value.code))
+
+    for _ in range(3):
+        start()
+    assert outcomes == ["busy"] and gateway.starting == 2
+    for d in pending:
+        d.callback(None)
+    assert outcomes == ["busy", "ok", "ok"] and gateway.starting == 0
+    start()
+    assert gateway.starting == 1
+    pending[-1].errback(CallbackRefused("no_balance", "no"))
+    assert outcomes[-1] == "no_balance" and gateway.starting == 0
+    h.finish()
