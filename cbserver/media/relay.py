@@ -53,6 +53,10 @@ class Relay:
         for src, dst in ((self.leg_a, self.leg_b), (self.leg_b, self.leg_a)):
             dst.begin_talkspurt()  # the first relayed packet re-anchors and carries the marker
             src.packet_sink = self._forwarder(src, dst)
+            # Same codec: audio of the source the destination is anchored on takes the
+            # session's fast path; the first packet (which anchors) and everything else still
+            # go through packet_sink.
+            src.relay_to = (dst, self) if src.codec == dst.codec else None
             src.on_bye = lambda: self._end(RelayEnd.BYE)
         self._schedule(self._started_at + self.inactivity_timeout)
         self.log.debug("relay joined call_id={call_id}", call_id=self.call_id)
@@ -115,6 +119,7 @@ class Relay:
         self._timer = None
         for leg in (self.leg_a, self.leg_b):
             leg.packet_sink = None
+            leg.relay_to = None
             leg.on_bye = None
         d, self._done = self._done, None
         if d is not None:

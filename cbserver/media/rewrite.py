@@ -37,10 +37,14 @@ class StreamRewriter:
 
     def map(self, packet: rtp.RtpPacket) -> tuple[int, int, bool]:
         """(sequence, timestamp, marker) for ``packet`` in the outbound space."""
-        marker = packet.marker or self._mark_next
+        return self.map_fields(packet.sequence, packet.timestamp, packet.marker)
+
+    def map_fields(self, sequence: int, timestamp: int, marker: bool) -> tuple[int, int, bool]:
+        """``map`` for a packet of the current source given by its header fields alone."""
+        marker = marker or self._mark_next
         self._mark_next = False
         return (
-            rtp.seq_add(packet.sequence, self._seq_offset),
-            rtp.ts_add(packet.timestamp, self._ts_offset),
+            (sequence + self._seq_offset) & 0xFFFF,
+            (timestamp + self._ts_offset) & 0xFFFFFFFF,
             marker,
         )

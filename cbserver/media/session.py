@@ -27,6 +27,7 @@ from cbserver.media.ports import PortPool
 from cbserver.media.rewrite import StreamRewriter
 
 _FAST_HEADER = struct.Struct("!BHII")  # octets 1-11 of a plain RTP header (RFC 3550 5.1)
+_FULL_HEADER = struct.Struct("!BBHII")  # the whole 12-octet header without CSRCs
 SAMPLE_RATE = 8000  # G.711 and telephone-event clock rate (RFC 3551 4.5.14, RFC 4733 2.1)
 _BIND_ATTEMPTS = 10
 
@@ -92,6 +93,9 @@ class RtpSession(DatagramProtocol):
         # sinks
         self.event_sink = None  # callable(RtpPacket) for telephone-event packets
         self.packet_sink = None  # callable(RtpPacket) for every valid packet (the relay)
+        # (destination session, relay) while a relay forwards this leg's audio unchanged to a
+        # leg with the same codec: the per-packet fast path (see datagramReceived)
+        self.relay_to = None
         self.on_bye = None  # callable() when the peer sends RTCP BYE
         # counters
         self.last_received: float | None = None  # last valid RTP packet
@@ -238,6 +242,31 @@ class RtpSession(DatagramProtocol):
             self._next_ts = end
         self._marker = False
 
+    def relay_audio(self, data: bytes, sequence: int, timestamp: int, marker: bool) -> None:
+        """``forward`` for the relay's fast path: an audio packet of the anchored source.
+
+        ``data`` is the inbound datagram, a plain 12-octet header (version 2, no padding,
+        extension or CSRC: checked by the caller) and the payload, already in this leg's
+        codec. Only the header changes (RFC 3550 5.1: our SSRC, sequence and timestamp in
+        this stream's space, RFC 7667 3.2.1.2), so it is rebuilt over a copy of the datagram
+        without making a packet object.
+        """
+        seq, ts, marker = self._rewriter.map_fields(sequence, timestamp, marker)
+        out = bytearray(data)
+        _FULL_HEADER.pack_into(out, 0, 0x80, (0x80 if marker else 0) | self.payload_type, seq, ts,
+                               self.ssrc)
+        self._write(out)
+        if (seq - self._seq) & 0xFFFF < 0x8000:
+            self._seq = (seq + 1) & 0xFFFF
+        end = (ts + len(data) - 12) & 0xFFFFFFFF  # G.711: one sample per payload octet
+        if 0 < (end - self._next_ts) & 0xFFFFFFFF < 0x80000000:
+            self._next_ts = end
+        self._marker = False
+
+    def relaying(self, ssrc: int) -> bool:
+        """Whether ``relay_audio`` may take a packet of ``ssrc`` (the rewriter is anchored on it)."""
+        return not self._rewriter.needs_anchor(ssrc)
+
     def _write(self, data: bytes) -> None:
         if self.remote is None or self._rtp_port is None:
             return
@@ -263,6 +292,17 @@ class RtpSession(DatagramProtocol):
         if self.latched and addr == self.remote and len(data) >= 12 and data[0] == 0x80 \
                 and not 192 <= data[1] <= 223:
             second, seq, ts, ssrc = _FAST_HEADER.unpack_from(data, 1)
+            relay_to, stats = self.relay_to, self._stats
+            if (relay_to is not None and stats is not None and stats.ssrc == ssrc
+                    and second & 0x7F == self.payload_type and relay_to[0].relaying(ssrc)):
+                # The relay's fast path: what the general path below does for this packet
+                # (count, receiver statistics, forward), without building a packet object.
+                self.packets_received += 1
+                self.last_received = now = self._clock.seconds()
+                stats.update(seq, ts, int(now * SAMPLE_RATE))
+                relay_to[0].relay_audio(data, seq, ts, second > 0x7F)
+                relay_to[1].forwarded += 1
+                return
             packet = rtp.RtpPacket(second & 0x7F, seq, ts, ssrc, data[12:], second > 0x7F)
         else:
             packet = self._slow_receive(data, addr)

@@ -159,6 +159,36 @@ def test_relay_forwards_both_ways_with_rewriting_and_event_pass_through():
     assert reactor.getDelayedCalls() == []
 
 
+def test_the_relay_fast_path_sends_the_same_bytes_as_the_general_path():
+    # Across a sequence-number and a timestamp wrap, with a marker and an SSRC change.
+    packets = [((65534 + i) & 0xFFFF, (0xFFFFFF00 + 160 * i) & 0xFFFFFFFF, 0xA, i == 3)
+               for i in range(5)]
+    packets += [(40 + i, 9000 + 160 * i, 0xD, False) for i in range(4)]
+    sent, taken = [], []
+    for fast in (True, False):
+        reactor, a, b, relay, _ = joined()
+        if not fast:
+            a.relay_to = None  # every packet through packet_sink, RtpPacket and forward()
+        calls = []
+
+        def spy(*args, calls=calls, real=b.relay_audio):
+            calls.append(args[1])
+            real(*args)
+
+        b.relay_audio = spy
+        for seq, ts, ssrc, marker in packets:
+            a.datagramReceived(rtp.pack(0, seq, ts, ssrc, bytes([seq & 0xFF]) * 160, marker), PEER_A)
+            reactor.advance(0.02)
+        sent.append([data for data, _addr in reactor.ports[b.local_port].sent])
+        taken.append(calls)
+        assert relay.forwarded == len(packets)
+        relay.stop()
+        a.close(), b.close()
+    assert sent[0] == sent[1] and len(sent[0]) == len(packets)
+    # The first packet of each source anchors the mapping through the general path.
+    assert taken[0] == [p[0] for p in packets if p[0] not in (65534, 40)] and taken[1] == []
+
+
 def test_relay_transcodes_between_pcmu_and_pcma():
     reactor, a, b, relay, ends = joined("PCMU", "PCMA")
     pcm = (1000).to_bytes(2, "little", signed=True) * 160
