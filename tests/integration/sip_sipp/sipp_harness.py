@@ -85,6 +85,7 @@ class SippTrunk:
             SIPP, "-sf", str(self.scenario), "-i", "127.0.0.1", "-p", str(self.port),
             "-mp", str(free_udp_port()), "-m", "1", "-nostdin", "-timeout", "40s",
             "-timeout_error", "-au", USERNAME, "-ap", PASSWORD, "-trace_err", "-max_retrans", "12",
+            "-trace_logs",  # the scenarios' <log> actions (e.g. what proxy_auth.xml received)
         ]  # fmt: skip
         if self.lost:
             args += ["-lost", str(self.lost)]
@@ -137,6 +138,10 @@ class SippTrunk:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+    def logged(self) -> str:
+        """What the scenario's ``<log>`` actions wrote (``-trace_logs``)."""
+        return "".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("*_logs.log")))
 
     def errors(self) -> str:
         logs = sorted(self.workdir.glob("*_errors.log"))

@@ -1,11 +1,16 @@
 """Our UA over real UDP against sipp playing the trunk, with and without 10% packet loss."""
 
+import hashlib
+import re
+
 import pytest
 import pytest_twisted
 
 from tests.integration.sip_sipp.sipp_harness import (
     OFFER,
+    PASSWORD,
     SIPP,
+    USERNAME,
     RecordingListener,
     SippTrunk,
     make_service,
@@ -101,3 +106,31 @@ async def test_call_against_sipp_trunk(scenario, lost, tmp_path):
     except AssertionError as exc:
         raise AssertionError(f"{exc}\nsipp said: {trunk.errors()}") from exc
     assert rc == 0, f"sipp exit {rc}: {trunk.errors()}"
+    if scenario == "proxy_auth":
+        # sipp's verifyauth reads only Authorization; the 407 answer is checked here instead.
+        assert_digest_response(trunk.logged(), "INVITE", USERNAME, PASSWORD)
+
+
+def assert_digest_response(log: str, method: str, username: str, password: str) -> None:
+    """The Proxy-Authorization the trunk logged carries the right digest (RFC 2617 3.2.2.1).
+
+    Recomputed here from the password with qop=auth: response = MD5(HA1 ":" nonce ":" nc ":"
+    cnonce ":" qop ":" HA2), HA1 = MD5(username ":" realm ":" password), HA2 = MD5(method
+    ":" digest-uri).
+    """
+    line = re.search(r"Proxy-Authorization (Digest .*)", log)
+    assert line, f"no Proxy-Authorization in sipp's log: {log!r}"
+    fields = {k: quoted or bare
+              for k, quoted, bare in re.findall(r'(\w+)=(?:"([^"]*)"|([^,\s]+))', line.group(1))}
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode()).hexdigest()
+
+    def response(secret: str) -> str:
+        ha1 = md5(f"{username}:{fields['realm']}:{secret}")
+        ha2 = md5(f"{method}:{fields['uri']}")
+        return md5(f"{ha1}:{fields['nonce']}:{fields['nc']}:{fields['cnonce']}:auth:{ha2}")
+
+    assert fields["username"] == username and fields["qop"] == "auth"
+    assert fields["response"] == response(password)
+    assert fields["response"] != response("not-" + password)  # a wrong password would show
