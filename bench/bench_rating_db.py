@@ -18,75 +18,24 @@ import argparse
 import datetime as dt
 import os
 import random
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
+from billing_db import account_id, scratch_billing_db
 from twisted.internet import defer, task
 
 from cbserver.billing.authorize import Authorizer, AuthRequest
-from cbserver.billing.provision import provision_file_sync
 from cbserver.billing.rating import rate_leg
 from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import XdrWriter, leg_record
-from cbserver.db.migrations import upgrade
-from cbserver.db.pgcluster import default_cluster, find_pg_bin
 from cbserver.db.pool import Database
 from cbserver.db.tariff_loader import TariffCache
-
-CATALOG = """
-[[destination]]
-prefix = "1"
-[[destination]]
-prefix = "44"
-[[tariff]]
-name = "Bench"
-currency = "USD"
-  [[tariff.rate]]
-  prefix = "1"
-  first_interval = 60
-  next_interval = 6
-  first_price = "0.10"
-  next_price = "0.05"
-  effective_from = 2020-01-01T00:00:00Z
-  [[tariff.rate]]
-  prefix = "44"
-  first_interval = 1
-  next_interval = 1
-  first_price = "0.60"
-  next_price = "0.60"
-  effective_from = 2020-01-01T00:00:00Z
-[[product]]
-name = "Bench"
-currency = "USD"
-services = ["voice"]
-  [[product.rating_list]]
-  service = "voice"
-  node = "node1"
-  access_code = "WEBCALLBACK"
-  tariff = "Bench"
-[[customer]]
-name = "Bench"
-balance_control = "prepaid"
-currency = "USD"
-"""
-
-ACCOUNT = """
-[[account]]
-id = "{id}"
-customer = "Bench"
-product = "Bench"
-account_type = "debit"
-opening_balance = "1000000"
-status = "active"
-"""
 
 
 async def one_call(authorizer, writer, n: int, accounts: int, rng: random.Random) -> None:
     """Authorize legA, then legB 30 s in, and write both legs."""
     session = f"bench-{n}"
-    account = f"bench{rng.randrange(accounts):05d}"
+    account = account_id(rng.randrange(accounts))
     cli, cld = "18005550100", "442071234567"
     await authorizer.authorize(AuthRequest(session, account, cli, cld))
     a_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)
@@ -133,29 +82,14 @@ def baseline(calls: int, tariff) -> float:
 
 async def main(reactor, args) -> None:
     """Set up, measure, print, drop the database."""
-    cluster = default_cluster()
-    cluster.start()
-    name = f"cbs_bench_rdb_{os.getpid()}"
-    bin_ = find_pg_bin()
-    where = ["-h", str(cluster.socket_dir), "-p", str(cluster.port), "-U", "cbserver"]
-    subprocess.run([str(bin_ / "createdb"), *where, name], check=True)
-    dsn = cluster.dsn(name)
-    try:
-        upgrade(dsn, report=lambda _line: None)
-        with tempfile.TemporaryDirectory() as tmp:
-            doc = Path(tmp) / "bench.toml"
-            accounts = "".join(ACCOUNT.format(id=f"bench{i:05d}") for i in range(args.accounts))
-            doc.write_text(CATALOG + accounts)
-            provision_file_sync(dsn, doc, csv_dir=tmp)
-            db_s = await run_calls(reactor, dsn, args.calls, args.accounts, args.concurrency, tmp)
-            pool = Database(dsn, reactor, size=1)
-            pool.startService()
-            await pool.when_ready()
-            tariff = (await TariffCache(pool, reactor).get(1)).rates
-            await pool.stopService()
-        pure_s = baseline(args.calls, tariff)
-    finally:
-        subprocess.run([str(bin_ / "dropdb"), *where, "--force", name], check=False)
+    with scratch_billing_db("rdb", args.accounts) as (dsn, tmp):
+        db_s = await run_calls(reactor, dsn, args.calls, args.accounts, args.concurrency, tmp)
+        pool = Database(dsn, reactor, size=1)
+        pool.startService()
+        await pool.when_ready()
+        tariff = (await TariffCache(pool, reactor).get(1)).rates
+        await pool.stopService()
+    pure_s = baseline(args.calls, tariff)
     print(f"calls: {args.calls}, accounts: {args.accounts}, concurrency: {args.concurrency}, "
           f"cores: {os.cpu_count()}, load: {os.getloadavg()[0]:.1f}")
     print(f"billed through PostgreSQL (2 authorizations + 2 xDRs per call): {db_s:.2f} s, "

@@ -19,59 +19,18 @@ import argparse
 import datetime as dt
 import os
 import subprocess
-import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
 
 import psycopg2
+from billing_db import account_id, scratch_billing_db
 from twisted.internet import defer, task
 
-from cbserver.billing.provision import provision_file_sync
 from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import LegRecord, XdrWriter
-from cbserver.db.migrations import upgrade
-from cbserver.db.pgcluster import default_cluster, find_pg_bin
 from cbserver.db.pool import Database
 from cbserver.db.xdr_store import copy_baseline
-
-CATALOG = """
-[[destination]]
-prefix = "1"
-[[tariff]]
-name = "Bench"
-currency = "USD"
-  [[tariff.rate]]
-  prefix = "1"
-  first_interval = 60
-  next_interval = 6
-  first_price = "0.10"
-  next_price = "0.05"
-  effective_from = 2020-01-01T00:00:00Z
-[[product]]
-name = "Bench"
-currency = "USD"
-services = ["voice"]
-  [[product.rating_list]]
-  service = "voice"
-  node = "node1"
-  access_code = "WEBCALLBACK"
-  tariff = "Bench"
-[[customer]]
-name = "Bench"
-balance_control = "prepaid"
-currency = "USD"
-"""
-
-ACCOUNT = """
-[[account]]
-id = "{id}"
-customer = "Bench"
-product = "Bench"
-account_type = "debit"
-opening_balance = "1000000"
-status = "active"
-"""
 
 
 def legs(n: int, accounts: int, tag: str) -> list[LegRecord]:
@@ -81,7 +40,7 @@ def legs(n: int, accounts: int, tag: str) -> list[LegRecord]:
     for i in range(n):
         connect = start + dt.timedelta(seconds=i)
         out.append(LegRecord(session_id=f"{tag}-{i // 2}", leg="AB"[i % 2],
-                             account_id=f"bench{i % accounts:05d}", cli="18005550100", cld="18185550100",
+                             account_id=account_id(i % accounts), cli="18005550100", cld="18185550100",
                              node="node1", connect_time=connect,
                              disconnect_time=connect + dt.timedelta(seconds=61), duration=61,
                              charged_seconds=66, amount=Decimal("0.10500"), currency="USD",
@@ -141,22 +100,9 @@ def balances_spent(dsn: str, accounts: int) -> Decimal:
 
 async def main(reactor, args) -> None:
     """Set up, measure both paths, print figures and the ratio, drop the database."""
-    cluster = default_cluster()
-    cluster.start()
-    name = f"cbs_bench_xdr_{os.getpid()}"
-    bin_ = find_pg_bin()
-    subprocess.run([str(bin_ / "createdb"), "-h", str(cluster.socket_dir), "-p", str(cluster.port),
-                    "-U", "cbserver", name], check=True)
-    dsn = cluster.dsn(name)
-    try:
-        upgrade(dsn, report=lambda _line: None)
-        with tempfile.TemporaryDirectory() as tmp:
-            doc = Path(tmp) / "bench.toml"
-            doc.write_text(CATALOG + "".join(ACCOUNT.format(id=f"bench{i:05d}")
-                                             for i in range(args.accounts)))
-            provision_file_sync(dsn, doc, csv_dir=tmp)
-            records = legs(args.legs, args.accounts, "w")
-            writer_s = await run_writer(reactor, dsn, records, args.window, tmp, args.batch, args.in_flight)
+    with scratch_billing_db("xdr", args.accounts) as (dsn, tmp):
+        records = legs(args.legs, args.accounts, "w")
+        writer_s = await run_writer(reactor, dsn, records, args.window, tmp, args.batch, args.in_flight)
         copy_records = legs(args.legs, args.accounts, "c")
         conn = psycopg2.connect(dsn)
         began = time.perf_counter()
@@ -166,9 +112,6 @@ async def main(reactor, args) -> None:
         spent = balances_spent(dsn, args.accounts)
         expected = sum(r.amount for r in records)
         assert spent == expected, (spent, expected)
-    finally:
-        subprocess.run([str(bin_ / "dropdb"), "-h", str(cluster.socket_dir), "-p", str(cluster.port),
-                        "-U", "cbserver", "--force", name], check=False)
     w_rate = args.legs / writer_s
     c_rate = args.legs / copy_s
     print(f"legs: {args.legs}, accounts: {args.accounts}, window: {args.window}, batch_max: {args.batch}, "
