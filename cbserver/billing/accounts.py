@@ -18,8 +18,8 @@ from twisted.internet.interfaces import IReactorThreads
 
 from cbserver.billing import passwords
 from cbserver.billing import validation as v
-from cbserver.billing.catalog import lookup, now, resolve
-from cbserver.billing.validation import ConflictError, Field, NotFound, ValidationError
+from cbserver.billing.catalog import delete_unused, lookup, now, resolve
+from cbserver.billing.validation import Field, NotFound, ValidationError
 from cbserver.db import accounts_store as astore
 from cbserver.db import catalog_store as store
 
@@ -161,10 +161,8 @@ class Accounts:
         """Delete a customer that owns no account and no batch."""
 
         async def run(cur):
-            current = await lookup(cur, "customers", key, kind="customer", lock=True)
-            if await store.count_accounts(cur, "customer_id", current["id"]):
-                raise ConflictError(f"customer {current['name']!r} owns accounts", "customer")
-            await store.delete(cur, "customers", current["id"])
+            await delete_unused(cur, "customers", key, kind="customer", column="customer_id",
+                                in_use="owns accounts")
 
         await store.transaction(self.db, run)
 
@@ -206,10 +204,8 @@ class Accounts:
         """Delete a batch that holds no account."""
 
         async def run(cur):
-            b = await lookup(cur, "batches", key, kind="batch", lock=True)
-            if await store.count_accounts(cur, "batch_id", b["id"]):
-                raise ConflictError(f"batch {b['name']!r} holds accounts", "batch")
-            await store.delete(cur, "batches", b["id"])
+            await delete_unused(cur, "batches", key, kind="batch", column="batch_id",
+                                in_use="holds accounts")
 
         await store.transaction(self.db, run)
 

@@ -158,6 +158,19 @@ async def lookup(cur, table: str, key: int | str, *, kind: str, lock: bool = Fal
     return row
 
 
+async def delete_unused(cur, table: str, key: int | str, *, kind: str, column: str,
+                        in_use: str) -> None:
+    """Delete the row named by ``key`` unless an account refers to it through ``column``.
+
+    The row is locked first, so no account can be pointed at it meanwhile; ConflictError
+    ("<kind> '<name>' <in_use>") names the ``kind`` field when accounts still use it.
+    """
+    current = await lookup(cur, table, key, kind=kind, lock=True)
+    if await store.count_accounts(cur, column, current["id"]):
+        raise ConflictError(f"{kind} {current['name']!r} {in_use}", kind)
+    await store.delete(cur, table, current["id"])
+
+
 def _filters(given: Mapping[str, Any], allowed: Mapping[str, tuple[str, str]]) -> list:
     out = []
     for name, value in given.items():
@@ -455,10 +468,8 @@ class Catalog:
         """Delete a product no account uses (ConflictError otherwise)."""
 
         async def run(cur):
-            current = await lookup(cur, "products", key, kind="product", lock=True)
-            if await store.count_accounts(cur, "product_id", current["id"]):
-                raise ConflictError(f"product {current['name']!r} is used by accounts", "product")
-            await store.delete(cur, "products", current["id"])
+            await delete_unused(cur, "products", key, kind="product", column="product_id",
+                                in_use="is used by accounts")
 
         await store.transaction(self.db, run)
 
