@@ -70,6 +70,16 @@ def pack(
     )
 
 
+def rewrite_header(
+    data: bytes, payload_type: int, sequence: int, timestamp: int, ssrc: int, marker=False
+) -> bytearray:
+    """A copy of a plain packet (12-octet header, no CSRC) with a new header, same payload."""
+    out = bytearray(data)
+    _HEADER.pack_into(out, 0, 0x80, (0x80 if marker else 0) | payload_type, sequence & 0xFFFF,
+                      timestamp & 0xFFFFFFFF, ssrc)
+    return out
+
+
 def unpack(data: bytes) -> RtpPacket:
     """Parse a datagram as RTP; raise RtpError when it is not valid RTP version 2."""
     if len(data) < _HEADER.size:

@@ -27,7 +27,6 @@ from cbserver.media.ports import PortPool
 from cbserver.media.rewrite import StreamRewriter
 
 _FAST_HEADER = struct.Struct("!BHII")  # octets 1-11 of a plain RTP header (RFC 3550 5.1)
-_FULL_HEADER = struct.Struct("!BBHII")  # the whole 12-octet header without CSRCs
 SAMPLE_RATE = 8000  # G.711 and telephone-event clock rate (RFC 3551 4.5.14, RFC 4733 2.1)
 _BIND_ATTEMPTS = 10
 
@@ -233,8 +232,11 @@ class RtpSession(DatagramProtocol):
             rewriter.anchor(packet, self._seq, start_ts)
         seq, ts, marker = rewriter.map(packet)
         self._write(rtp.pack(payload_type, seq, ts, self.ssrc, packet.payload, marker))
-        # Keep "next" at the newest position sent (modular compare, RFC 3550 A.1 style), so a
-        # prompt after the relay carries on from there.
+        self._sent_relayed(seq, ts, samples)
+
+    def _sent_relayed(self, seq: int, ts: int, samples: int) -> None:
+        """Keep "next" at the newest position sent (modular compare, RFC 3550 A.1 style), so a
+        prompt after the relay carries on from there."""
         if (seq - self._seq) & 0xFFFF < 0x8000:
             self._seq = (seq + 1) & 0xFFFF
         end = (ts + samples) & 0xFFFFFFFF
@@ -252,16 +254,8 @@ class RtpSession(DatagramProtocol):
         without making a packet object.
         """
         seq, ts, marker = self._rewriter.map_fields(sequence, timestamp, marker)
-        out = bytearray(data)
-        _FULL_HEADER.pack_into(out, 0, 0x80, (0x80 if marker else 0) | self.payload_type, seq, ts,
-                               self.ssrc)
-        self._write(out)
-        if (seq - self._seq) & 0xFFFF < 0x8000:
-            self._seq = (seq + 1) & 0xFFFF
-        end = (ts + len(data) - 12) & 0xFFFFFFFF  # G.711: one sample per payload octet
-        if 0 < (end - self._next_ts) & 0xFFFFFFFF < 0x80000000:
-            self._next_ts = end
-        self._marker = False
+        self._write(rtp.rewrite_header(data, self.payload_type, seq, ts, self.ssrc, marker))
+        self._sent_relayed(seq, ts, len(data) - 12)  # G.711: one sample per payload octet
 
     def relaying(self, ssrc: int) -> bool:
         """Whether ``relay_audio`` may take a packet of ``ssrc`` (the rewriter is anchored on it)."""
