@@ -45,8 +45,6 @@ class StatusWriter:
         self._inflight: frozenset[str] | None = None
         self._call = None
         self._waiters: dict[str, list[defer.Deferred]] = {}
-        self.batches = 0
-        self.rows = 0
 
     def store(self, session, new: bool = False) -> defer.Deferred | None:
         """Queue the session's current status; with ``new``, a Deferred for its first row."""
@@ -94,8 +92,6 @@ class StatusWriter:
         confirms = {sid: self._confirm.pop(sid) for sid in batch if sid in self._confirm}
         self._inflight = frozenset(batch)
         rows = [self._row(session) for session, _ in batch.values()]
-        self.batches += 1
-        self.rows += len(rows)
         retry = [False]
 
         def stored(_):

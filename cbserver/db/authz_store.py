@@ -186,13 +186,11 @@ def fetch_account_and_entries(db, account_id: str, node: str, codes, session_id:
                                                        list(codes)))
     if not rows:
         return None, [], None
-    row = rows[0]
-    account = _account(row[:-3])
-    if account.subordinate:
-        balance = Balance(account.customer_balance, account.customer_credit_limit, row[-3], int(row[-2]))
-    else:
-        balance = Balance(account.balance, account.credit_limit, row[-3], int(row[-2]))
-    return account, [RatingEntry(*e) for e in row[-1]], balance
+    *fields, reserved, open_calls, entries = rows[0]
+    account = _account(fields)
+    owner = ((account.customer_balance, account.customer_credit_limit) if account.subordinate
+             else (account.balance, account.credit_limit))
+    return account, [RatingEntry(*e) for e in entries], Balance(*owner, reserved, int(open_calls))
 
 
 RESERVE_FN = ("SELECT done, balance, credit_limit, reserved, open_calls FROM cb_reserve("

@@ -190,11 +190,8 @@ class CallbackGateway:
         database until the callers gave up or hung up on legA; refusing at once, before any
         database work, keeps the accepted callbacks on time and tells the client to retry.
         """
-        if self.limits is None:
-            return
-        if self.service.active >= self.limits.node_max_active:
-            raise CallbackRefused("busy", BUSY)
-        if self.starting >= self.limits.node_max_starting:
+        if self.limits is not None and (self.service.active >= self.limits.node_max_active
+                                        or self.starting >= self.limits.node_max_starting):
             raise CallbackRefused("busy", BUSY)
 
     @defer.inlineCallbacks

@@ -10,9 +10,7 @@ the instance: an exact name first, then a ``*.`` entry standing for one leading 
 
 from __future__ import annotations
 
-import ipaddress
-
-from cbserver.web.limits import in_networks
+from cbserver.web.limits import from_trusted_proxy
 
 
 def normalise_host(value: str) -> str:
@@ -36,14 +34,12 @@ def request_host(request, trusted_proxies=()) -> str:
     the proxy next to us appended (entries further left came from further away, possibly
     from the client itself). Without that header the ``Host`` header is used, as for anyone.
     """
-    if trusted_proxies:
-        peer = getattr(request.getClientAddress(), "host", "") or ""
-        nets = [ipaddress.ip_network(n, strict=False) for n in trusted_proxies]
-        if in_networks(peer, nets):
-            raw = request.requestHeaders.getRawHeaders(b"x-forwarded-host") or []
-            entries = [e.strip() for h in raw for e in h.decode("latin-1").split(",") if e.strip()]
-            if entries:
-                return normalise_host(entries[-1])
+    peer = getattr(request.getClientAddress(), "host", "") or ""
+    if from_trusted_proxy(peer, trusted_proxies):
+        raw = request.requestHeaders.getRawHeaders(b"x-forwarded-host") or []
+        entries = [e.strip() for h in raw for e in h.decode("latin-1").split(",") if e.strip()]
+        if entries:
+            return normalise_host(entries[-1])
     host = request.getHeader(b"host") or b""
     return normalise_host(host.decode("latin-1"))
 

@@ -84,6 +84,16 @@ def in_networks(address: str, networks) -> bool:
     return any(addr in net for net in networks)
 
 
+def trusted_networks(trusted_proxies) -> list:
+    """``[web] trusted_proxies`` as IP networks."""
+    return [ipaddress.ip_network(n, strict=False) for n in trusted_proxies]
+
+
+def from_trusted_proxy(peer: str, trusted_proxies) -> bool:
+    """Whether the TCP peer is one of ``trusted_proxies``, whose forwarding headers count."""
+    return bool(trusted_proxies) and in_networks(peer, trusted_networks(trusted_proxies))
+
+
 def client_address(peer: str, forwarded_for: list[str] | None, trusted_proxies=()) -> str:
     """The address of the client a request comes from.
 
@@ -92,9 +102,9 @@ def client_address(peer: str, forwarded_for: list[str] | None, trusted_proxies=(
     further left were written by the client and cannot be trusted). A malformed entry stops
     the walk and the proxy's own address is used, so a forged header never helps a client.
     """
-    nets = [ipaddress.ip_network(n, strict=False) for n in trusted_proxies]
-    if not nets or not in_networks(peer, nets):
+    if not from_trusted_proxy(peer, trusted_proxies):
         return peer
+    nets = trusted_networks(trusted_proxies)
     chain = [a.strip() for h in forwarded_for or () for a in h.split(",") if a.strip()]
     for entry in reversed(chain):
         if not in_networks(entry, [ipaddress.ip_network("0.0.0.0/0"),
