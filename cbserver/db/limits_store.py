@@ -2,13 +2,14 @@
 
 Counters are kept per window in ``rate_limit_counters``; one statement increments every
 counter a request touches and returns the new counts with the previous window's beside them
-(``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``), so several nodes on one database count
-together and the limiter can weigh the two windows into a sliding one. Callbacks being started or in
-progress are rows of ``callback_slots``; a slot is taken under a transaction-scoped advisory
-lock on the account (``cb_take_slot``, sql/031, one round trip), so two nodes cannot both
-take the last free slot. A slot bound to a
-callback stays live only while that callback's row in ``callback_sessions`` is not final and
-its node is alive, so slots free themselves without anyone having to release them.
+(``cb_count_hits``, sql/032: ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``), so several
+nodes on one database count together and the limiter can weigh the two windows into a
+sliding one. Callbacks being started or in progress are rows of ``callback_slots``; a slot is
+taken under a transaction-scoped advisory lock on the account (``cb_take_slot``, one round
+trip), so two nodes cannot both take the last free slot. A slot bound to a callback stays
+live only while that callback's row in ``callback_sessions`` is not final and its node is
+alive (``cb_slot_live``, sql/032, the one statement of that rule), so slots free themselves
+without anyone having to release them.
 """
 
 from __future__ import annotations
@@ -17,29 +18,12 @@ import psycopg2
 from twisted.internet import defer
 from zope.interface import Interface, implementer
 
-# One statement: count the hit in the current window, read the previous window beside it.
-COUNT_HITS = """
-WITH hit AS (
-    INSERT INTO rate_limit_counters (kind, key, window_start, hits)
-    SELECT k, v, %(start)s, 1 FROM unnest(%(kinds)s::text[], %(keys)s::text[]) AS u(k, v)
-    ON CONFLICT (kind, key, window_start) DO UPDATE SET hits = rate_limit_counters.hits + 1
-    RETURNING kind, key, hits)
-SELECT hit.kind, hit.hits, coalesce(p.hits, 0)
-  FROM hit LEFT JOIN rate_limit_counters p
-    ON p.kind = hit.kind AND p.key = hit.key AND p.window_start = %(previous)s
-"""
+# Count the hit in the current window and read the previous window beside it: one call of
+# cb_count_hits (sql/032), whose plan PostgreSQL keeps per connection.
+COUNT_HITS = "SELECT kind, hits, previous FROM cb_count_hits(%(kinds)s, %(keys)s, %(start)s, %(previous)s)"
 PRUNE_COUNTERS = "DELETE FROM rate_limit_counters WHERE window_start < %s"
-# A slot is live while its request is being started (taken recently, and its callback's row
-# not written yet) or while the callback it is bound to is in progress on a live node
-# (callback_sessions, server_nodes). sql/031's cb_take_slot applies the same rule.
-_LIVE = """(s.callback_id IS NULL AND s.taken_at >= %(unbound_since)s)
-   OR EXISTS (SELECT 1 FROM callback_sessions c JOIN server_nodes n ON n.instance_id = c.instance_id
-               WHERE c.id = s.callback_id AND c.status NOT IN ('ended', 'refused')
-                 AND n.stopped_at IS NULL
-                 AND n.last_seen > now() - make_interval(secs => %(node_expiry)s))
-   OR (s.callback_id IS NOT NULL AND s.taken_at >= %(unbound_since)s
-       AND NOT EXISTS (SELECT 1 FROM callback_sessions c WHERE c.id = s.callback_id))"""
-COUNT_LIVE_SLOTS = f"SELECT count(*) FROM callback_slots s WHERE s.account_id = %(account)s AND ({_LIVE})"
+# The live-slot rule is cb_slot_live (sql/032), the one statement of it; cb_take_slot uses it too.
+COUNT_LIVE_SLOTS = "SELECT cb_count_slots(%(account)s, %(unbound_since)s, %(node_expiry)s)"
 BIND_SLOT = "UPDATE callback_slots SET callback_id = %s WHERE slot_id = %s"
 RELEASE_SLOT = "DELETE FROM callback_slots WHERE slot_id = %s"
 RELEASE_CALLBACK = "DELETE FROM callback_slots WHERE callback_id = %s RETURNING account_id"
@@ -88,7 +72,7 @@ def take_slot(db, slot_id: str, account: str, cap: int, now: int, unbound_since:
               node_expiry: int = 60, callback_id: str | None = None) -> defer.Deferred:
     """Fire with ``(taken, in_use)``: whether the slot was taken and the live slots now.
 
-    One round trip: ``cb_take_slot`` (sql/031) drops the account's dead slots, counts the
+    One round trip: ``cb_take_slot`` (sql/031, 032) drops the account's dead slots, counts the
     live ones and takes one if below ``cap``, under the account's advisory lock. A slot taken
     with ``callback_id`` is bound at once; it stays live while young even before the
     callback's session row exists.
