@@ -27,7 +27,7 @@ from cbserver.billing.xdr import XdrWriter
 from cbserver.callback.legmedia import MediaEnvironment
 from cbserver.callback.service import CallbackService, MediaFactory
 from cbserver.config import Config, ConfigError, cards_dir, load_config, parse_host_port
-from cbserver.db.migrations import SchemaTooOld, check_schema
+from cbserver.db.migrations import MigrationError, check_schema
 from cbserver.db.pool import Database
 from cbserver.db.tariff_loader import TariffCache
 from cbserver.logs import Logger
@@ -66,7 +66,8 @@ class Options(usage.Options):
 
 
 def preflight(cfg: Config) -> None:
-    """Refuse to start on a reachable database with an old schema (one clear line, exit 1).
+    """Refuse to start on a reachable database whose schema is too old or whose applied
+    migrations changed since (one clear line, exit 1).
 
     An unreachable database is not an error here: the pool retries with back-off and
     ``/healthz`` reports it, so a server started before its database does not crash-loop.
@@ -79,7 +80,7 @@ def preflight(cfg: Config) -> None:
         return
     try:
         check_schema(conn)
-    except SchemaTooOld as e:
+    except MigrationError as e:  # too old, or an applied migration changed since
         sys.stderr.write(f"cbserver: {e}\n")
         raise SystemExit(1) from None
     finally:

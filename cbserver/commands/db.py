@@ -6,7 +6,7 @@ import psycopg2
 
 from cbserver.cli import CommandError
 from cbserver.config import ConfigError, load_config
-from cbserver.db.migrations import MigrationError, current_version, discover, upgrade
+from cbserver.db.migrations import MigrationError, changed, current_version, discover, upgrade
 
 
 def register(sub) -> None:
@@ -58,9 +58,13 @@ def _status(args) -> int:
         raise CommandError(f"cannot connect: {str(e).strip()}") from None
     try:
         have = current_version(conn)
+        conn.rollback()
+        edited = {m.version for m in changed(conn)}
     finally:
         conn.close()
     print(f"schema version {have}")
     for m in discover():
-        print(f"  {m.version:03d} {m.name}: {'applied' if m.version <= have else 'PENDING'}")
-    return 0
+        state = ("CHANGED since it was applied" if m.version in edited
+                 else "applied" if m.version <= have else "PENDING")
+        print(f"  {m.version:03d} {m.name}: {state}")
+    return 1 if edited else 0

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from cbserver.cli import CommandError
 from cbserver.config import example_path
-from cbserver.db.migrations import MigrationError, upgrade
+from cbserver.db.migrations import MigrationChanged, MigrationError, upgrade
 from cbserver.db.pgcluster import ClusterError, default_cluster
 from cbserver.democarrier import TRUNK_PASSWORD, TRUNK_USER, Carrier
 from cbserver.resources import checkout_dir
@@ -146,6 +146,31 @@ def _stop(proc: subprocess.Popen | None, name: str) -> None:
         proc.wait()
 
 
+def _upgrade_demo_database(cluster, name: str = "cbserver") -> None:
+    """Bring the demo's database to the current schema.
+
+    The demo owns the local cluster's ``cbserver`` database (``name``) and provisions it on
+    every run.
+    One built by a checkout whose applied migrations have since changed cannot be upgraded
+    (``MigrationChanged``), so it is rebuilt from scratch instead: it holds demo data only.
+    """
+    dsn = cluster.dsn(name)
+
+    def report(line):
+        print(f"  {line}")
+
+    try:
+        try:
+            upgrade(dsn, report=report)
+        except MigrationChanged as e:
+            print(f"  the demo database cannot be upgraded ({e.changed[0].path.name} changed "
+                  "since it was applied); rebuilding it with the demo data")
+            cluster.recreate_database(name)
+            upgrade(dsn, report=report)
+    except (MigrationError, ClusterError) as e:
+        raise CommandError(str(e)) from None
+
+
 def _demo(args) -> int:
     """Set everything up and run the server until Ctrl-C."""
     root = checkout_dir()
@@ -160,10 +185,7 @@ def _demo(args) -> int:
     dsn = cluster.dsn()
     carrier = server = None
     try:
-        try:
-            upgrade(dsn, report=lambda line: print(f"  {line}"))
-        except MigrationError as e:
-            raise CommandError(str(e)) from None
+        _upgrade_demo_database(cluster)
         demo_file = root / "demo" / "demo.toml"
         _provision(dsn, demo_file)
         # The carrier's test numbers and a hosted caller, beyond the manual's example.

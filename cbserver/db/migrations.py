@@ -3,6 +3,11 @@
 Migrations are the files ``sql/NNN_name.sql``, applied in number order, each in its own
 transaction together with its row in ``schema_migrations``. A PostgreSQL advisory lock keeps
 two nodes from upgrading one database at the same time. Schema changes happen only here.
+
+An applied migration never changes: a later change goes into a new file. Each row records the
+file's checksum, and ``upgrade`` and ``check_schema`` refuse a database whose applied
+migrations no longer match their files (``MigrationChanged``), because the functions and
+tables the code relies on would then not be the ones the files describe.
 """
 
 from __future__ import annotations
@@ -45,6 +50,19 @@ class SchemaTooOld(MigrationError):
             "run `cbserver db upgrade --dsn DSN` (or `cbserver db upgrade --config FILE`)")
 
 
+class MigrationChanged(MigrationError):
+    """Migrations applied to the database differ from the shipped files of the same number."""
+
+    def __init__(self, changed: list[Migration]):
+        self.changed = changed
+        names = ", ".join(m.path.name for m in changed)
+        super().__init__(
+            f"applied migration(s) {names} changed after being applied to this database "
+            "(checksum differs): an applied migration is never edited, so this database was "
+            "built by a different cbserver. Restore the files as they were, or rebuild the "
+            "database (`cbserver db status` lists the changed ones)")
+
+
 @dataclass(frozen=True)
 class Migration:
     """One numbered migration file."""
@@ -58,8 +76,12 @@ class Migration:
         return self.path.read_text(encoding="utf-8")
 
     def checksum(self) -> str:
-        """SHA-256 of the file, recorded so that a changed applied migration is noticed."""
-        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        """SHA-256 of the file, recorded so that a changed applied migration is noticed.
+
+        Line endings are read as LF, so a checkout that converts them (git's autocrlf) does
+        not look like a changed migration.
+        """
+        return hashlib.sha256(self.path.read_bytes().replace(b"\r\n", b"\n")).hexdigest()
 
 
 def discover(folder: Path | None = None) -> list[Migration]:
@@ -95,6 +117,18 @@ def current_version(conn) -> int:
     # (the cursor's context manager closes it; the caller owns the transaction)
 
 
+def changed(conn, folder: Path | None = None) -> list[Migration]:
+    """The applied migrations whose file no longer has the checksum recorded when applied."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return []
+        cur.execute("SELECT version, checksum FROM schema_migrations")
+        recorded = dict(cur.fetchall())
+    return [m for m in discover(folder)
+            if m.version in recorded and recorded[m.version] != m.checksum()]
+
+
 def pending(conn, folder: Path | None = None) -> list[Migration]:
     """The migrations not yet applied."""
     have = current_version(conn)
@@ -112,6 +146,10 @@ def upgrade(dsn: str, folder: Path | None = None, report=print) -> list[Migratio
     try:
         with conn, conn.cursor() as cur:
             cur.execute(BOOTSTRAP)
+        with conn:
+            edited = changed(conn, folder)
+        if edited:
+            raise MigrationChanged(edited)
         for migration in discover(folder):
             with conn, conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
@@ -135,9 +173,13 @@ def upgrade(dsn: str, folder: Path | None = None, report=print) -> list[Migratio
 
 
 def check_schema(conn, folder: Path | None = None) -> int:
-    """Raise ``SchemaTooOld`` unless the database is at least at the required version."""
+    """Raise ``SchemaTooOld`` unless the database is at least at the required version, and
+    ``MigrationChanged`` if an applied migration's file changed since; return the version."""
     have = current_version(conn)
     need = required_version(folder)
     if have < need:
         raise SchemaTooOld(have, need)
+    edited = changed(conn, folder)
+    if edited:
+        raise MigrationChanged(edited)
     return have

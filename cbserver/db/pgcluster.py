@@ -199,6 +199,13 @@ class Cluster:
             self._run(bin_ / "createdb", "-h", str(self.socket_dir), "-p", str(self.port),
                       "-U", SUPERUSER, name, as_user=False)
 
+    def recreate_database(self, name: str) -> None:
+        """Drop database ``name`` (closing its sessions) and create it empty."""
+        bin_ = find_pg_bin()
+        self._run(bin_ / "dropdb", "--force", "--if-exists", "-h", str(self.socket_dir),
+                  "-p", str(self.port), "-U", SUPERUSER, name, as_user=False)
+        self._ensure_database(name, bin_)
+
     def _run(self, prog: Path, *args: str, as_user: bool = True) -> None:
         """Run a PostgreSQL program, raising ClusterError with its output on failure."""
         cmd = self._cmd(str(prog), *args) if as_user else [str(prog), *args]

@@ -81,6 +81,73 @@ def test_failed_migration_is_rolled_back_and_named(tmp_path, empty_pg_dsn):
         assert cur.fetchall() == [(1,)]
 
 
+def test_an_applied_migration_that_changed_is_refused_by_name(tmp_path, empty_pg_dsn):
+    from cbserver.db.migrations import MigrationChanged, check_schema, upgrade
+
+    (tmp_path / "001_one.sql").write_text("CREATE TABLE t_one (x int);\n")
+    (tmp_path / "002_two.sql").write_text("CREATE TABLE t_two (x int);\n")
+    upgrade(empty_pg_dsn, tmp_path, report=lambda _line: None)
+    # The same text with CRLF line ends (a Windows checkout) is not a change.
+    (tmp_path / "002_two.sql").write_bytes(b"CREATE TABLE t_two (x int);\r\n")
+    assert upgrade(empty_pg_dsn, tmp_path, report=lambda _line: None) == []
+    # An edit is, and nothing after it is applied: 003 waits until the database is sorted out.
+    (tmp_path / "002_two.sql").write_text("CREATE TABLE t_two (x int, y int);\n")
+    (tmp_path / "003_three.sql").write_text("CREATE TABLE t_three (x int);\n")
+    try:
+        upgrade(empty_pg_dsn, tmp_path, report=lambda _line: None)
+    except MigrationChanged as e:
+        assert [m.path.name for m in e.changed] == ["002_two.sql"]
+        assert "002_two.sql changed after being applied" in str(e)
+    else:
+        raise AssertionError("upgrade went on over a changed migration")
+    with psycopg2.connect(empty_pg_dsn) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('t_three') IS NULL")
+            assert cur.fetchone() == (True,)
+        (tmp_path / "003_three.sql").unlink()
+        try:
+            check_schema(conn, tmp_path)
+        except MigrationChanged as e:
+            assert [m.version for m in e.changed] == [2]
+        else:
+            raise AssertionError("check_schema accepted a changed migration")
+    conn.close()
+
+
+def test_db_status_marks_a_changed_migration_and_fails(pg_dsn):
+    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+    conn.close()
+    proc = run("db", "status", "--dsn", pg_dsn, check=False)
+    assert proc.returncode == 1
+    first = sorted(sql_dir().glob("001_*.sql"))[0].stem[4:]
+    assert f"  001 {first}: CHANGED since it was applied" in proc.stdout
+    assert proc.stdout.count("CHANGED") == 1
+    proc = run("db", "upgrade", "--dsn", pg_dsn, check=False)
+    assert proc.returncode == 1
+    assert "changed after being applied" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_demo_rebuilds_a_database_it_cannot_upgrade(pg_cluster, pg_dsn, capsys):
+    from cbserver.commands.demo import _upgrade_demo_database
+
+    name = psycopg2.extensions.parse_dsn(pg_dsn)["dbname"]
+    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = %s",
+                    (required_version(),))
+        cur.execute("CREATE TABLE left_from_before (x int)")
+    conn.close()
+    _upgrade_demo_database(pg_cluster, name)
+    assert "rebuilding it with the demo data" in capsys.readouterr().out
+    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('left_from_before') IS NULL, count(*), "
+                    "count(*) FILTER (WHERE checksum = 'edited') FROM schema_migrations")
+        assert cur.fetchone() == (True, len(list(sql_dir().glob("*.sql"))), 0)
+    conn.close()
+    _upgrade_demo_database(pg_cluster, name)  # now current: nothing to rebuild
+    assert "rebuilding" not in capsys.readouterr().out
+
+
 def test_pg_status_and_dsn(pg_cluster):
     assert run("pg", "status").stdout.startswith("running:")
     assert run("pg", "dsn").stdout.strip() == pg_cluster.dsn()
