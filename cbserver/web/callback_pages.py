@@ -45,6 +45,7 @@ from cbserver.web.limits import (
     hosted_tokens,
     in_networks,
     token_allowed,
+    trusted_networks,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -118,7 +119,7 @@ class CallbackWeb:
                                        config.limits)
         self.csrf = CsrfGuard(csrf_secret, secure=secure_cookies)
         self.fallback = fallback
-        self.trusted_proxies = tuple(trusted_proxies)
+        self.trusted_proxies = trusted_networks(trusted_proxies)  # parsed once, used per request
         self.metrics_networks = [ipaddress.ip_network(n, strict=False)
                                  for n in config.web.metrics_allowed_clients]
         self.apps = {a.name: a for a in config.application}

@@ -84,9 +84,18 @@ def in_networks(address: str, networks) -> bool:
     return any(addr in net for net in networks)
 
 
-def trusted_networks(trusted_proxies) -> list:
-    """``[web] trusted_proxies`` as IP networks."""
-    return [ipaddress.ip_network(n, strict=False) for n in trusted_proxies]
+_NETWORK_TYPES = (ipaddress.IPv4Network, ipaddress.IPv6Network)
+_ANY_ADDRESS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+
+
+def trusted_networks(trusted_proxies) -> tuple:
+    """``[web] trusted_proxies`` as IP networks (items already parsed are kept as they are).
+
+    The web front end parses them once at start-up and passes the result on, so a request
+    costs no parsing.
+    """
+    return tuple(n if isinstance(n, _NETWORK_TYPES) else ipaddress.ip_network(n, strict=False)
+                 for n in trusted_proxies)
 
 
 def from_trusted_proxy(peer: str, trusted_proxies) -> bool:
@@ -97,7 +106,8 @@ def from_trusted_proxy(peer: str, trusted_proxies) -> bool:
 def client_address(peer: str, forwarded_for: list[str] | None, trusted_proxies=()) -> str:
     """The address of the client a request comes from.
 
-    The TCP peer, unless it is one of ``trusted_proxies`` (networks, e.g. the load balancer):
+    The TCP peer, unless it is one of ``trusted_proxies`` (networks, as text or parsed by
+    ``trusted_networks``, e.g. the load balancer's):
     then the right-most ``X-Forwarded-For`` entry that is not a trusted proxy itself (entries
     further left were written by the client and cannot be trusted). A malformed entry stops
     the walk and the proxy's own address is used, so a forged header never helps a client.
@@ -107,8 +117,7 @@ def client_address(peer: str, forwarded_for: list[str] | None, trusted_proxies=(
     nets = trusted_networks(trusted_proxies)
     chain = [a.strip() for h in forwarded_for or () for a in h.split(",") if a.strip()]
     for entry in reversed(chain):
-        if not in_networks(entry, [ipaddress.ip_network("0.0.0.0/0"),
-                                   ipaddress.ip_network("::/0")]):
+        if not in_networks(entry, _ANY_ADDRESS):
             return peer
         if not in_networks(entry, nets):
             return entry

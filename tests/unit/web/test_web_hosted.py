@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
+
+import pytest
 
 from cbserver.web.limits import address_allowed, hosted_allowed, token_allowed
 from tests.unit.web.harness import TOKEN, Harness, app_config, visible_text
@@ -154,10 +157,14 @@ def test_token_guesses_count_against_the_client_limit():
     h.finish()
 
 
-def test_client_address_behind_trusted_proxies():
-    from cbserver.web.limits import client_address
+@pytest.mark.parametrize("parsed", [False, True], ids=["as-configured", "parsed-once"])
+def test_client_address_behind_trusted_proxies(parsed):
+    from cbserver.web.limits import client_address, trusted_networks
 
     lb = ("10.0.0.0/24",)
+    if parsed:  # as the web front end holds them: parsed once, and parsing again keeps them
+        lb = trusted_networks(lb)
+        assert lb == (ipaddress.ip_network("10.0.0.0/24"),) and trusted_networks(lb) == lb
     assert client_address("198.51.100.9", ["203.0.113.5"], lb) == "198.51.100.9"  # not a proxy
     assert client_address("10.0.0.2", ["203.0.113.5"], lb) == "203.0.113.5"
     assert client_address("10.0.0.2", ["1.2.3.4, 203.0.113.5, 10.0.0.7"], lb) == "203.0.113.5"
