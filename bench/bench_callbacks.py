@@ -93,6 +93,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_seconds() -> float:
+    """CPU time every core of the machine spent busy so far (all processes, the kernel too).
+
+    From the first line of ``/proc/stat``: user, nice, system, idle, iowait, irq, softirq and
+    steal ticks; busy is all but idle and iowait. Over a step it counts what the server,
+    PostgreSQL, the carrier, this client and anything else running cost together.
+    """
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
     """A port free on 127.0.0.1 for both UDP and TCP right now."""
     for _ in range(50):
@@ -122,6 +133,7 @@ class Step:
     failures: dict[str, int] = field(default_factory=dict)
     cpu: float = 0.0
     db_cpu: float = 0.0
+    machine_cpu: float = 0.0  # every process on the machine over the step
     latency_p50: float = 0.0
     latency_p99: float = 0.0
     length_p50: float = 0.0
@@ -146,6 +158,8 @@ class Step:
             per += f" (+{1000 * self.db_cpu / self.completed:.1f} ms PostgreSQL)"
         if self.elapsed:
             per += f", server {100 * self.cpu / self.elapsed:.0f}% of its core"
+        if self.completed and self.machine_cpu:
+            per += f", whole machine {1000 * self.machine_cpu / self.completed:.1f} ms/call"
         text = (f"{what} rate {self.rate:g}/s: {self.completed}/{self.attempted} completed, "
                 f"{self.failed} failed {self.failures or ''}, {per}, ")
         if self.length_p99:
@@ -530,6 +544,7 @@ class CbServer:
         backends = self.backend_pids()
         cpu0 = cpu_seconds(self.proc.pid)
         pg0 = sum(cpu_seconds(pid) for pid in backends)
+        machine0 = machine_busy_seconds()
         t0 = time.monotonic() + 0.2
         workers = min(512, max(16, int(rate * 2)))
         pool = ThreadPoolExecutor(max_workers=workers)
@@ -562,6 +577,7 @@ class CbServer:
                 time.sleep(0.5)
         res.elapsed = time.monotonic() - t0
         res.cpu = cpu_seconds(self.proc.pid) - cpu0
+        res.machine_cpu = machine_busy_seconds() - machine0
         try:
             res.db_cpu = sum(cpu_seconds(pid) for pid in backends) - pg0
         except OSError:     # a pool connection was replaced during the step
@@ -640,6 +656,7 @@ class Sippy:
                 "-nostdin", "-recv_timeout", str(int(1000 * self.args.drain)), "-trace_stat", "-stf",
                 str(stat), "-fd", "1", "-trace_err", "-error_file", str(self.work / f"uac-{rate:g}.err")]
         cpu0 = cpu_seconds(self.b2bua.pid)
+        machine0 = machine_busy_seconds()
         t0 = time.monotonic()
         uac = spawn(argv, CLIENT_CORE, self.work / f"uac-{rate:g}.out")
         limit = duration + self.args.hold_ms / 1000 + 2 * self.args.drain + 30
@@ -650,6 +667,7 @@ class Sippy:
         stop(uac, signal.SIGINT)
         res.elapsed = time.monotonic() - t0
         res.cpu = cpu_seconds(self.b2bua.pid) - cpu0
+        res.machine_cpu = machine_busy_seconds() - machine0
         stats = sipp_stats(stat)
         res.completed = int(stats.get("SuccessfulCall(C)", 0))
         for key, value in stats.items():
@@ -725,19 +743,32 @@ def table(cb: tuple | None, sp: tuple | None, args) -> str:
     def ceiling(s):
         return f"{s.completed / s.cpu:.0f}" if s and s.cpu else "-"
 
+    def machine(s):
+        return f"{1000 * s.machine_cpu / s.completed:.1f}" if s and s.completed else "-"
+
     def above(s):
         if s is None:
             return "none (top of the ramp reached)"
         return f"{s.failed} of {s.attempted} at {s.rate:g}/s: {s.failures}"
 
     lines = ["", "| system | sustained calls/s, zero failures | CPU ms per call (server core) "
-             "| calls/s one core could carry (1000/CPU ms) | failures at the next rate |",
-             "| --- | --- | --- | --- | --- |"]
+             "| calls/s one core could carry (1000/CPU ms) | CPU ms per call, whole machine "
+             "| failures at the next rate |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for name, res in ((f"cbserver callbacks ({args.mode}; web, legA, legB, xDRs)", cb),
                       ("sippy b2bua_simple (sipp UAC -> b2bua -> sipp UAS)", sp)):
         if res is not None:
             lines.append(f"| {name} | {rate(res[0])} | {cpu(res[0])} | {ceiling(res[0])} "
-                         f"| {above(res[1])} |")
+                         f"| {machine(res[0])} | {above(res[1])} |")
+    best = cb[0] if cb else None
+    if best and best.completed and best.machine_cpu > best.cpu:
+        # What the rest of the machine (PostgreSQL, the carrier, this client, the kernel) costs
+        # per callback bounds the rate even if the server itself cost nothing.
+        rest = (best.machine_cpu - best.cpu) / best.completed
+        lines.append(f"\ncbserver at {best.rate:g}/s: the rest of the machine (PostgreSQL, "
+                     f"carrier, client) spent {1000 * rest:.1f} ms per callback; with "
+                     f"{os.cpu_count()} cores a server costing nothing could not go past "
+                     f"{os.cpu_count() / rest:.0f} callbacks/s")
     if cb and sp and cb[0] and sp[0]:
         lines.append(f"\nratio cbserver / sippy, sustained rate: {cb[0].rate / sp[0].rate:.2f} "
                      "(target >= 3)")
