@@ -97,6 +97,7 @@ class HostedIvr:
         auth = yield self._identify_by_ani()
         if auth is None:
             auth = yield self._identify_by_pin()
+        s.caller_identified(auth)
         account = auth.account.id
         if auth.budget is not None:
             try:
@@ -173,7 +174,6 @@ class HostedIvr:
                 yield self._wait(self.media.play(["invalid", "goodbye"]))
                 raise IvrFailed("ivr_failed",
                                 f"{self.attempts} failed identification attempts") from None
-            s.account_id = account
             return auth
         yield self._wait(self.lockouts.lock([f"phone:{s.request.phone}"], self.lockout_seconds))
         yield self._wait(self.media.play(["goodbye"]))

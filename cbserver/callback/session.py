@@ -176,6 +176,17 @@ class CallbackSession(NamedTimersMixin):
         else:
             self._join()
 
+    def caller_identified(self, auth) -> None:
+        """Hosted: the IVR identified the caller; legA is theirs from now on.
+
+        The internal account pays only for a call in which nobody was identified (manual,
+        "Create an internal account": it charges the "partially made" calls where no valid
+        account ID was given). Once the caller is known, legA is charged to their account
+        even if they hang up, or fail, before a legB is placed.
+        """
+        self.auth = auth
+        self.account_id = auth.account.id
+
     def _run_ivr(self) -> None:
         """Hosted: identify the caller, tell the balance, ask for the number."""
         self._ivr = self.ctx.ivr_factory(self)

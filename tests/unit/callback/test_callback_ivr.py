@@ -141,3 +141,32 @@ def test_caller_hangs_up_during_ivr():
     assert h.final[0]["cause"]["code"] == "lega_hung_up"
     assert len(h.ua.calls) == 1
     assert not [c for c in h.clock.getDelayedCalls() if c.active()]
+
+
+def test_caller_identified_by_ani_who_keys_no_destination_pays_for_lega():
+    # Identified, then silence at "enter the number": no legB. The internal account is only
+    # for calls where nobody was identified, so legA is the caller's.
+    h = Hosted([], accounts={"cb-internal": "x", "cb5511987654321": None})
+    h.ua.calls[0].answer()
+    h.run(120)
+    assert h.final and h.final[0]["cause"]["code"] == "ivr_no_input"
+    assert len(h.ua.calls) == 1
+    recs = {r.leg: r for r in h.recorder.records}
+    assert recs["A"].account_id == "cb5511987654321" and recs["A"].duration > 0
+    # No legB was established, so (special charge on) legA is rated by CALLBACK_FAIL.
+    assert recs["A"].access_code == "CALLBACK_FAIL" and recs["B"].amount == 0
+
+
+def test_caller_identified_by_pin_who_hangs_up_at_the_balance_pays_for_lega():
+    h = Hosted(["1818000001", "4321"], accounts={"cb-internal": "x", "cb1818000001": "4321"})
+    h.ua.calls[0].answer()
+    for _ in range(60):
+        h.clock.advance(0.5)
+        if ("enter_destination",) in h.prompts:
+            break
+    assert ("enter_destination",) in h.prompts  # identified: the balance was told
+    h.ua.calls[0].bye()
+    h.run(10)
+    assert h.final[0]["cause"]["code"] == "lega_hung_up"
+    recs = {r.leg: r for r in h.recorder.records}
+    assert recs["A"].account_id == "cb1818000001" and recs["A"].duration > 0
