@@ -136,6 +136,24 @@ def account_refusal(account: AccountInfo, now: dt.datetime) -> AuthorizationErro
     return None
 
 
+def usable_seconds(account: AccountInfo, now: dt.datetime) -> int | None:
+    """Whole seconds from ``now`` until the account stops being usable; None: no such end.
+
+    Its expiration date, and the end of its availability after first usage (a first call
+    starts that period now). A call is cut there rather than running past it. Availability
+    after last usage sets no end while a call is up: the call itself is a use.
+    """
+    ends = []
+    if account.expiration_date is not None:
+        ends.append(account.expiration_date)
+    if account.avail_after_first_use_days:
+        ends.append((account.first_usage or now)
+                    + dt.timedelta(days=account.avail_after_first_use_days))
+    if not ends:
+        return None
+    return max(0, int((min(ends) - now).total_seconds()))
+
+
 def spendable(account: AccountInfo, balance: Balance) -> Decimal | None:
     """What the locked balance allows to spend (before reservations); None means no limit.
 
@@ -260,6 +278,11 @@ class Authorizer:
             fail_leg_a = self._price(fail_tariff, request.cli, a_at)
         ring = self.legb_ring_seconds
         fail_hold = fail_leg_a.amount(elapsed + ring) if fail_leg_a is not None else Decimal(0)
+        # The longest call: max_call_seconds, and no further than the account stays usable.
+        usable = usable_seconds(account, now)
+        if usable == 0:
+            raise AuthorizationError("expired", f"account {account.id} stops being usable now")
+        limit = self.max_call_seconds if usable is None else min(self.max_call_seconds, usable)
 
         def decide(balance: Balance):
             budget = spendable(account, balance)
@@ -267,15 +290,15 @@ class Authorizer:
             if entry.overdraft_protection and balance.open_calls:
                 seconds, reason = 0, "concurrent_call"
             elif budget is None:
-                seconds = self.max_call_seconds
+                seconds = limit
             else:
                 if not entry.overdraft_protection:
                     budget -= balance.reserved_by_others
-                seconds = max_duration(budget, leg_a, elapsed, leg_b, self.max_call_seconds)
+                seconds = max_duration(budget, leg_a, elapsed, leg_b, limit)
                 if fail_leg_a is not None and seconds:
                     # legA may instead be charged by CALLBACK_FAIL for (elapsed + ring): hold that too
                     seconds = min(seconds, max_duration(budget - fail_hold, leg_b, 0, _FREE,
-                                                        self.max_call_seconds))
+                                                        limit))
                 if seconds == 0:
                     reason = "no_balance"
             if seconds == 0:
@@ -291,11 +314,11 @@ class Authorizer:
             amount_b = leg_b.amount(seconds)
             auth = Authorization(request, account, tariff, entry, leg_a, leg_b, seconds, reason, budget,
                                  amount_a, amount_b, fail_tariff, fail_leg_a)
-            # Capped by max_call_seconds, not by money: any free budget that pays for what is
+            # Capped by the time limit, not by money: any free budget that pays for what is
             # held gives this same decision (max_duration is monotone in the budget), so it
             # stands even if other calls moved the balance since it was read. Overdraft
             # protection depends on the number of open calls, so it never relaxes.
-            min_free = (amount_a + amount_b if seconds == self.max_call_seconds
+            min_free = (amount_a + amount_b if seconds == limit
                         and not entry.overdraft_protection else None)
             return auth, ReservationDecision(amount_a, amount_b, tariff.rates.currency,
                                              self._lifetime(seconds), min_free)

@@ -140,6 +140,17 @@ async def test_activation_date_in_the_future_is_inactive(authorizer, cat_dsn):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_call_may_not_outlast_the_accounts_expiration(authorizer, cat_dsn):
+    # The balance pays for 918 s (see above), but the account expires in 5 minutes: the call
+    # is cut there, and the money held is what those 300 s cost.
+    query(cat_dsn, "UPDATE accounts SET expiration_date = now() + interval '300 seconds' "
+                   "WHERE id = 'cb1001'")
+    auth = await authorizer.authorize(req())
+    assert 295 <= auth.max_seconds <= 300 and auth.reason is None
+    assert auth.reserved_b == auth.leg_b.amount(auth.max_seconds)
+
+
+@pytest_twisted.ensureDeferred
 async def test_password_checked_only_where_the_mode_requires_it(authorizer):
     assert await refused(authorizer, req(account="cb1007", check_password=True, password="nope")) \
         == "bad_password"

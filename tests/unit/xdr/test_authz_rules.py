@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from cbserver.billing.authorize import account_refusal, choose_entry, spendable
+from cbserver.billing.authorize import account_refusal, choose_entry, spendable, usable_seconds
 from cbserver.db.authz_store import AccountInfo, Balance, RatingEntry
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -73,3 +73,20 @@ def test_what_each_kind_of_balance_may_spend():
 def test_owner_key_names_the_balance_drawn_on():
     assert account().owner_key == "account:cb1"
     assert account(balance_control="subordinate").owner_key == "customer:7"
+
+
+def test_a_call_may_last_only_while_the_account_stays_usable():
+    day = 86400
+    assert usable_seconds(account(), NOW) is None  # no end: only max_call_seconds applies
+    assert usable_seconds(account(expiration_date=NOW + dt.timedelta(minutes=5)), NOW) == 300
+    assert usable_seconds(account(expiration_date=NOW - dt.timedelta(seconds=1)), NOW) == 0
+    # Availability after first use: from the first use, or from now for a first call.
+    assert usable_seconds(account(first_usage=NOW - dt.timedelta(days=6, hours=23),
+                                  avail_after_first_use_days=7), NOW) == 3600
+    assert usable_seconds(account(avail_after_first_use_days=2), NOW) == 2 * day
+    # The earlier end wins.
+    assert usable_seconds(account(expiration_date=NOW + dt.timedelta(days=1),
+                                  avail_after_first_use_days=2), NOW) == day
+    # Availability after last use: the call itself is a use, so it sets no end.
+    assert usable_seconds(account(last_usage=NOW - dt.timedelta(days=6, hours=23),
+                                  avail_after_last_use_days=7), NOW) is None
