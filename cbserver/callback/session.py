@@ -97,13 +97,16 @@ class CallbackSession(NamedTimersMixin):
     def caller_id_for(self, leg: str) -> str:
         """The calling number shown on a leg (RFC 3325 P-Asserted-Identity too).
 
-        legA shows the instance's number (the helpdesk) when it has one; legB shows the
-        person's own number, or the account ID (PIN) when ``use_account_id_as_ani`` is set.
+        With ``use_account_id_as_ani`` (manual: "show the account ID (i.e. PIN) as the
+        calling number") both legs show the account ID once there is one: legA, so the person
+        sees which account calls them back, and legB. Otherwise, and for a Hosted legA (nobody
+        is identified before it), legA shows the instance's number (the helpdesk) when it has
+        one, and legB the person's own number.
         """
-        if leg == "A":
-            return self.app.second_number or "cbserver"
         if self.app.use_account_id_as_ani and self.account_id:
             return self.account_id
+        if leg == "A":
+            return self.app.second_number or "cbserver"
         return self.request.phone
 
     def as_dict(self) -> dict:

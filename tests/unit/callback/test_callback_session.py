@@ -228,10 +228,18 @@ def test_simple_mode_dials_the_second_number():
     assert h.b.number == "18005550100"
 
 
-def test_use_account_id_as_ani_shows_the_pin_on_legb():
+def test_use_account_id_as_ani_shows_the_pin_on_both_legs():
     h = Harness(application=app(use_account_id_as_ani=True))
+    assert h.a.kw["caller_id"] == "cb1818000001"
     h.a.answer()
     assert h.b.kw["caller_id"] == "cb1818000001"
+
+
+def test_without_use_account_id_as_ani_lega_shows_the_helpdesk_and_legb_the_person():
+    h = Harness()
+    assert h.a.kw["caller_id"] == "18005550100"
+    h.a.answer()
+    assert h.b.kw["caller_id"] == h.session.request.phone
 
 
 def test_not_enough_balance_for_legb_after_answer():
