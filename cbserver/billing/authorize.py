@@ -274,8 +274,17 @@ class Authorizer:
         fail_tariff = fail_leg_a = None
         fail_entry = next((e for e in entries if e.access_code == CALLBACK_FAIL), None)
         if self.special_charge and fail_entry is not None:
-            fail_tariff = yield self._tariff(fail_entry.tariff_id)
-            fail_leg_a = self._price(fail_tariff, request.cli, a_at)
+            try:
+                fail_tariff = yield self._tariff(fail_entry.tariff_id)
+                fail_leg_a = self._price(fail_tariff, request.cli, a_at)
+            except AuthorizationError as e:
+                # The special tariff cannot price legA's number: that must not refuse a
+                # callback the callback tariff allows. legA is then charged by the callback
+                # tariff if legB fails; the operator is told why, so they can add the rate.
+                self.log.warn("CALLBACK_FAIL tariff not applied account={account} number={number}: "
+                              "{reason} ({detail})", account=account.id, number=request.cli,
+                              reason=e.reason, detail=e.detail)
+                fail_tariff = fail_leg_a = None
         ring = self.legb_ring_seconds
         fail_hold = fail_leg_a.amount(elapsed + ring) if fail_leg_a is not None else Decimal(0)
         # The longest call: max_call_seconds, and no further than the account stays usable.

@@ -185,6 +185,18 @@ async def test_callback_fail_tariff_is_carried_for_leg_a(authorizer, db, cat_dsn
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_callback_fail_tariff_without_a_rate_for_lega_does_not_refuse_the_call(
+        authorizer, cat_dsn):
+    # The special tariff cannot price legA's number; the callback tariff can. The callback
+    # goes ahead (legA would be charged by the callback tariff if legB fails).
+    query(cat_dsn, "DELETE FROM rates WHERE tariff_id = 2")
+    auth = await authorizer.authorize(req())
+    assert auth.max_seconds == 918 and auth.reason is None
+    assert auth.fail_tariff is None and auth.fail_leg_a is None
+    assert auth.tariff.name == "Callback"
+
+
+@pytest_twisted.ensureDeferred
 async def test_overdraft_protection_allows_one_call_with_the_whole_balance(authorizer):
     first = await authorizer.authorize(req(account="cb1009", session="p1"))
     assert first.budget == Decimal("10.00") and first.max_seconds == 918
