@@ -9,13 +9,14 @@ taking callbacks and ends the ones in progress, writing their xDRs.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 from twisted.application import service
 from twisted.internet import defer
 from zope.interface import implementer
 
-from cbserver.billing.authorize import AuthorizationError, AuthRequest
+from cbserver.billing.authorize import AuthorizationError, AuthRequest, account_refusal
 from cbserver.callback.api import CallbackRefused, ICallbackService
 from cbserver.callback.causes import describe
 from cbserver.callback.ivr import HostedIvr
@@ -38,6 +39,9 @@ _REFUSALS = {
     "no_balance": ("no_balance", "not enough balance for this call"),
     "concurrent_call": ("rate_limited", "this account already has a call in progress"),
 }
+# Refusals about the number called back rather than the account: in Hosted mode these are
+# the caller's, every other one is about the instance's internal account.
+_NUMBER_REASONS = ("not_rated", "invalid_number")
 
 
 class MediaFactory:
@@ -114,9 +118,11 @@ class CallbackService(service.Service):
     # -- life cycle -----------------------------------------------------------------------
 
     def startService(self) -> None:
-        """Start taking callbacks."""
+        """Start taking callbacks (and check the Hosted instances' internal accounts)."""
         super().startService()
         self.accepting = True
+        self.check_internal_accounts().addErrback(
+            lambda f: self.log.failure("could not check the internal accounts", failure=f))
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -159,12 +165,16 @@ class CallbackService(service.Service):
         try:
             auth = yield self.authorizers[app.name].authorize(auth_req)
         except AuthorizationError as e:
+            if request.mode == "hosted" and e.reason not in _NUMBER_REASONS:
+                raise self._internal_account_unusable(app, e.reason, e.detail) from None
             code, message = _REFUSALS.get(e.reason, ("forbidden", describe(e.reason)))
             self.log.info("callback refused application={app} mode={mode} reason={reason}",
                           app=app.name, mode=request.mode, reason=e.reason)
             raise CallbackRefused(code, message) from None
         if auth.max_seconds <= 0:
             yield self.authorizers[app.name].release(session_id)
+            if request.mode == "hosted":
+                raise self._internal_account_unusable(app, auth.reason or "no_balance", "")
             code, message = _REFUSALS.get(auth.reason or "no_balance", _REFUSALS["no_balance"])
             raise CallbackRefused(code, message)
         session = CallbackSession(session_id, request, app, auth, self._context(app))
@@ -202,6 +212,33 @@ class CallbackService(service.Service):
             cause = dict(cause, description=describe(cause["code"]))
             state = dict(state, cause=cause)
         return state
+
+    def _internal_account_unusable(self, app, reason: str, detail: str) -> CallbackRefused:
+        """Hosted legA runs on the instance's internal account; if that account cannot pay
+        for it, the operator's set-up is wrong, not the caller's credentials: log an error
+        naming the account, and tell the caller the service is unavailable (503)."""
+        self.log.error("hosted callback refused: the internal account {account} of application "
+                       "{app} cannot be used ({reason}{detail}); fix [[application]] "
+                       "internal_account or the account", account=app.internal_account,
+                       app=app.name, reason=reason, detail=f": {detail}" if detail else "")
+        return CallbackRefused("not_ready", "Hosted callback is not available right now; "
+                                            "please try again later")
+
+    @defer.inlineCallbacks
+    def check_internal_accounts(self):
+        """Log an error for each Hosted instance whose internal account is missing or cannot
+        call (at start-up, so a typo shows before the first caller meets it)."""
+        now = dt.datetime.fromtimestamp(self.clock.seconds(), dt.UTC)
+        for app in self.apps.values():
+            if not (app.hosted_allowed_clients and app.internal_account):
+                continue
+            account = yield authz_store.fetch_account(self.db, app.internal_account)
+            refusal = (AuthorizationError("unknown_account", "no such account") if account is None
+                       else account_refusal(account, now))
+            if refusal is not None:
+                self.log.error("application {app}: internal account {account} cannot be used "
+                               "({refusal}); Hosted callbacks will be refused",
+                               app=app.name, account=app.internal_account, refusal=refusal)
 
     def _mode_parameters(self, app, request):
         """(account to authorize, legB number, check password?) for the request's mode."""

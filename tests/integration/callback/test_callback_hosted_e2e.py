@@ -75,3 +75,39 @@ async def test_hosted_caller_never_identified_is_charged_to_the_internal_account
         assert x["B"]["amount"] == 0
     finally:
         await w.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unusable_internal_account_is_the_operators_error_not_the_callers(
+        tmp_path, pg_dsn):
+    # The caller typed no account: a wrong or inactive internal account must not be answered
+    # "unknown account or wrong password". The operator is told, at start-up and per request.
+    import psycopg2
+    from twisted.logger import globalLogPublisher
+
+    from cbserver.callback.api import CallbackRefused
+
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    w = World(tmp_path, pg_dsn, hold_ms=5000, digits="")
+    await w.start()
+    try:
+        with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+            cur.execute("UPDATE accounts SET status = 'inactive' WHERE id = 'cb-internal'")
+        conn.close()
+        with pytest.raises(CallbackRefused) as info:
+            await w.server.callbacks.request_callback(hosted("559900000002"))
+        assert info.value.code == "not_ready" and info.value.http_status == 503
+        assert "Hosted callback is not available" in info.value.message
+        await w.server.callbacks.check_internal_accounts()
+    finally:
+        await w.stop()
+        globalLogPublisher.removeObserver(events.append)
+    errors = [e for e in events if e.get("log_level") is not None
+              and e["log_level"].name == "error" and "internal account" in e.get("log_format", "")]
+    assert all(e["account"] == "cb-internal" for e in errors)
+    # Start-up (this World provisions the accounts only after the server started), then the
+    # refused request, then the check run again by hand.
+    assert [str(e.get("refusal") or e.get("reason")).split(":")[0] for e in errors] == [
+        "unknown_account", "inactive", "inactive"]
+    assert not w.server.callbacks.sessions  # nothing was dialled
