@@ -17,3 +17,18 @@ UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XOF XPF YER ZAR ZMW ZWL
 def is_currency(code: object) -> bool:
     """True when ``code`` is a known ISO 4217 code in capitals (``USD``)."""
     return isinstance(code, str) and code in ISO_4217
+
+
+#: ISO 4217 minor units (decimal places of the smallest coin) that differ from the usual 2.
+_MINOR_UNITS = {
+    **dict.fromkeys("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX VND VUV XAF XOF XPF".split(), 0),
+    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
+}
+
+
+def minor_units(code: str) -> int:
+    """How many decimal places an amount of money in ``code`` may have (ISO 4217: JPY 0, USD 2,
+    KWD 3). Used for payments, which are real money; rates and charges keep finer precision."""
+    if not is_currency(code):
+        raise ValueError(f"unknown currency {code!r}")
+    return _MINOR_UNITS.get(code, 2)

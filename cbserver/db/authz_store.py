@@ -25,7 +25,8 @@ VOICE = "voice"
 ACCOUNT_SQL = (
     "SELECT a.id, a.customer_id, a.product_id, a.account_type, a.balance_control, a.balance, "
     "a.credit_limit, a.status, a.activation_date, a.expiration_date, "
-    "a.avail_after_first_use_days, a.avail_after_last_use_days, a.first_usage, a.last_usage, "
+    "a.avail_after_first_use_days, a.avail_after_last_use_days, "
+    "least(a.first_usage, a.first_recharge), greatest(a.last_usage, a.last_recharge), "
     "a.password_hash, a.internal, "
     "EXISTS (SELECT 1 FROM product_services s WHERE s.product_id = a.product_id "
     "        AND s.service = 'voice') AS voice, "
@@ -84,6 +85,8 @@ class AccountInfo:
     expiration_date: dt.datetime | None
     avail_after_first_use_days: int | None
     avail_after_last_use_days: int | None
+    # When the availability periods start: the first use or recharge, the last use or
+    # recharge (sql/033), as the manual counts them; not only calls.
     first_usage: dt.datetime | None
     last_usage: dt.datetime | None
     password_hash: str | None
