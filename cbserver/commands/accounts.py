@@ -1,8 +1,10 @@
-"""``cbserver accounts generate|activate|show|list``: the account generator and card life cycle.
+"""``cbserver accounts generate|activate|show|recharge|payments``: the generator and card life cycle.
 
 ``generate`` takes every field of the manual's account generator as an option, shows a
 progress bar on stderr while it hashes and writes, and prints the path of the CSV (the only
-place the generated passwords exist, readable by its owner only).
+place the generated passwords exist, readable by its owner only). ``recharge`` pays money into
+an account (or, with ``--customer``, into a customer's balance) and prints the payment row;
+``--refund`` gives money back instead (``cbserver.billing.payments`` has the sign rules).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import sys
 from pathlib import Path
 
 from cbserver.billing.generator import Generator
+from cbserver.billing.payments import Payments
 from cbserver.cli import CommandError
 from cbserver.commands.catalog import print_json, run_service
 from cbserver.commands.db import add_dsn_arguments
@@ -79,6 +82,30 @@ def register(sub) -> None:
     sh.add_argument("id", help="account ID")
     add_dsn_arguments(sh)
     sh.set_defaults(func=_show)
+
+    r = s.add_parser("recharge", help="pay money into an account or a customer (prints the payment)")
+    _owner_arguments(r)
+    r.add_argument("--amount", required=True, help="a positive amount, e.g. 10.00 (no more "
+                                                   "decimals than the currency has)")
+    r.add_argument("--note", default="", help="free text: receipt number, reason...")
+    r.add_argument("--currency", help="refused unless it is the balance's currency (a safety check)")
+    r.add_argument("--refund", action="store_true",
+                   help="give --amount back instead (corrects a mistaken payment)")
+    add_dsn_arguments(r)
+    r.set_defaults(func=_recharge)
+
+    pl = s.add_parser("payments", help="list the payments and refunds of an account or a customer")
+    _owner_arguments(pl)
+    pl.add_argument("--limit", default=50)
+    pl.add_argument("--offset", default=0)
+    add_dsn_arguments(pl)
+    pl.set_defaults(func=_payments)
+
+
+def _owner_arguments(p) -> None:
+    """An account ID, or ``--customer`` for a customer's balance: exactly one."""
+    p.add_argument("id", nargs="?", help="account ID")
+    p.add_argument("--customer", help="customer name or id (instead of an account ID)")
 
 
 def generator_request(args) -> dict:
@@ -165,6 +192,45 @@ def _show(args) -> int:
 
     async def go(services):
         return await services.accounts.get_account(args.id)
+
+    print_json(run_service(args, go))
+    return 0
+
+
+def _owner(args) -> tuple[str, str]:
+    """("account", ID) or ("customer", KEY); exactly one must be given."""
+    if (args.id is None) == (args.customer is None):
+        raise CommandError("name an account ID or --customer KEY (one of them)")
+    return ("account", args.id) if args.id is not None else ("customer", args.customer)
+
+
+def _recharge(args) -> int:
+    """Record a payment (or refund) and print it; balance_after is the new balance."""
+    owner, key = _owner(args)
+    data = {"amount": args.amount, "note": args.note,
+            "kind": "refund" if args.refund else "payment"}
+    if args.currency:
+        data["currency"] = args.currency
+
+    async def go(services):
+        payments = Payments(services.db, services.reactor)
+        if owner == "account":
+            return await payments.recharge_account(key, data, made_by="cli")
+        return await payments.recharge_customer(key, data, made_by="cli")
+
+    print_json(run_service(args, go))
+    return 0
+
+
+def _payments(args) -> int:
+    """Print a page of payments, newest first."""
+    owner, key = _owner(args)
+
+    async def go(services):
+        payments = Payments(services.db, services.reactor)
+        if owner == "account":
+            return await payments.list_account_payments(key, args.limit, args.offset)
+        return await payments.list_customer_payments(key, args.limit, args.offset)
 
     print_json(run_service(args, go))
     return 0

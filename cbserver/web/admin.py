@@ -23,6 +23,7 @@ from twisted.internet import defer
 from cbserver.billing.accounts import Accounts
 from cbserver.billing.catalog import Catalog, RowErrors
 from cbserver.billing.generator import Generator
+from cbserver.billing.payments import Payments
 from cbserver.billing.validation import ConflictError, NotFound, ValidationError, jsonable
 from cbserver.db.pool import DatabaseUnavailable
 from cbserver.logs import Logger
@@ -109,6 +110,7 @@ class AdminApp:
         self.token = token or ""
         self.catalog = Catalog(db, clock)
         self.accounts = Accounts(db, clock)
+        self.payments = Payments(db, clock)
         self.generator = Generator(db, clock, csv_dir)
         self.jobs: dict[str, dict] = {}
 
@@ -314,6 +316,19 @@ class AdminApp:
         """Delete a customer that owns nothing."""
         await self.accounts.delete_customer(key)
 
+    @app.route("/v1/customers/<key>/payments", methods=["GET"])
+    @api()
+    async def list_customer_payments(self, request, key):
+        """List a customer's payments and refunds, newest first."""
+        _filters, limit, offset = self._page(request)
+        return await self.payments.list_customer_payments(key, limit, offset)
+
+    @app.route("/v1/customers/<key>/payments", methods=["POST"])
+    @api(201, body=True)
+    async def pay_customer(self, request, data, key):
+        """Record a payment (or refund) of a customer; the row carries the new balance."""
+        return await self.payments.recharge_customer(key, data, made_by="admin-api")
+
     # -- batches, accounts, the generator ---------------------------------------------------
 
     @app.route("/v1/batches", methods=["GET"])
@@ -381,6 +396,19 @@ class AdminApp:
     async def activate_account(self, request, account_id):
         """Activate one account."""
         return {"activated": await self.accounts.activate_account(account_id)}
+
+    @app.route("/v1/accounts/<account_id>/payments", methods=["GET"])
+    @api()
+    async def list_account_payments(self, request, account_id):
+        """List an account's payments (recharges) and refunds, newest first."""
+        _filters, limit, offset = self._page(request)
+        return await self.payments.list_account_payments(account_id, limit, offset)
+
+    @app.route("/v1/accounts/<account_id>/payments", methods=["POST"])
+    @api(201, body=True)
+    async def recharge_account(self, request, data, account_id):
+        """Recharge (or refund) an individual account; the row carries the new balance."""
+        return await self.payments.recharge_account(account_id, data, made_by="admin-api")
 
     @app.route("/v1/generator/jobs", methods=["POST"])
     @api(202, body=True)

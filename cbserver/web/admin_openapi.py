@@ -12,6 +12,7 @@ import functools
 from cbserver.billing.accounts import ACCOUNT, BATCH, CUSTOMER
 from cbserver.billing.catalog import DESTINATION, PRODUCT, RATE, RATING_ENTRY, TARIFF
 from cbserver.billing.generator import GENERATOR
+from cbserver.billing.payments import PAYMENT
 
 _DECIMAL = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$",
             "description": "exact decimal, written as a string (a JSON integer is accepted too)"}
@@ -24,7 +25,7 @@ _BOOLEANS = {"split_at_boundary", "overdraft_protection", "ecommerce", "internal
 _INTEGERS = {"first_interval", "next_interval", "offpeak_first_interval", "offpeak_next_interval",
              "avail_after_first_use_days", "avail_after_last_use_days", "quantity", "length"}
 _DECIMALS = {"first_price", "next_price", "offpeak_first_price", "offpeak_next_price", "credit_limit",
-             "opening_balance"}
+             "opening_balance", "amount"}
 _DATETIMES = {"effective_from", "activation_date", "expiration_date"}
 _REFS = {"customer", "product", "batch", "tariff"}
 _ENUMS = {
@@ -33,7 +34,7 @@ _ENUMS = {
     "role": ["universal"], "balance_control": None, "business_model": ["universal"],
     "billing_period": ["daily", "weekly", "semimonthly", "monthly"], "account_type": ["debit", "credit"],
     "status": ["active", "inactive"], "method": ["random"], "service_password": ["auto", "none"],
-    "web_credentials": ["auto", "empty"],
+    "web_credentials": ["auto", "empty"], "kind": ["payment", "refund"],
 }
 
 
@@ -59,6 +60,9 @@ def _field_schema(name: str, kind: str) -> dict:
         return {"type": "array", "items": {"type": "string", "example": "mon-fri 18:00-23:59"}}
     if name == "rating_list":
         return {"type": "array", "items": {"$ref": "#/components/schemas/RatingEntry"}}
+    if name == "currency" and kind == "PaymentRequest":
+        return {"type": "string", "pattern": "^[A-Z]{3}$",
+                "description": "optional; refused unless it is the balance's currency"}
     if name == "currency":
         return {"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217; fixed once set"}
     return {"type": "string"}
@@ -155,6 +159,21 @@ def openapi_document() -> dict:
                        "post": {"summary": f"activate {what}",
                                 "responses": {"200": {"description": "how many were activated"},
                                               "404": _ERROR}}}
+    for path, name, owner in (("/v1/accounts/{account_id}/payments", "account_id",
+                               "an individual account (a subordinate one: 409, pay its customer)"),
+                              ("/v1/customers/{key}/payments", "key",
+                               "a customer (prepaid: money its subordinate accounts spend)")):
+        paths[path] = {
+            "parameters": [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}],
+            "get": {"summary": f"list the payments and refunds of {owner.split(' (')[0]}, newest first",
+                    "parameters": [{"name": n, "in": "query", "schema": {"type": "string"}}
+                                   for n in ("limit", "offset")],
+                    "responses": {"200": _page("Payment"), "400": _ERROR, "401": _ERROR, "404": _ERROR}},
+            "post": {"summary": f"record a payment (recharge) or refund of {owner}",
+                     "requestBody": {"required": True, **_json("PaymentRequest")},
+                     "responses": {"201": {"description": "the payment; balance_after is the new balance",
+                                           **_json("Payment")},
+                                   "400": _ERROR, "401": _ERROR, "404": _ERROR, "409": _ERROR}}}
     paths["/v1/generator/jobs"] = {"post": {
         "summary": "check and start the account generator as a background job",
         "requestBody": {"required": True, **_json("GeneratorRequest")},
@@ -170,6 +189,13 @@ def openapi_document() -> dict:
         "Product": _schema("Product", PRODUCT), "Customer": _schema("Customer", CUSTOMER),
         "Batch": _schema("Batch", BATCH), "Account": _schema("Account", ACCOUNT),
         "GeneratorRequest": _schema("GeneratorRequest", GENERATOR),
+        "PaymentRequest": _schema("PaymentRequest", PAYMENT),
+        "Payment": {"type": "object", "properties": {
+            "id": {"type": "integer"}, "account_id": {"type": "string", "nullable": True},
+            "customer_id": {"type": "integer", "nullable": True},
+            "kind": {"type": "string", "enum": ["payment", "refund"]}, "amount": dict(_DECIMAL),
+            "currency": {"type": "string"}, "balance_after": dict(_DECIMAL), "note": {"type": "string"},
+            "made_by": {"type": "string"}, "created_at": dict(_DATETIME)}},
         "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
             "code": {"type": "string", "enum": ["invalid", "unauthorized", "not_found", "conflict",
                                                 "unavailable"]},
@@ -179,9 +205,9 @@ def openapi_document() -> dict:
         "openapi": "3.0.3",
         "info": {"title": "cbserver admin API", "version": "1",
                  "description": "The billing catalog of cbserver: destinations, tariffs, rates, products, "
-                                "customers, batches, accounts and the account generator. Input schemas "
-                                "list the fields accepted on create; on update (PATCH) every field is "
-                                "optional. Responses add stored fields such as id and created_at."},
+                                "customers, batches, accounts, payments and the account generator. Input "
+                                "schemas list the fields accepted on create; on update (PATCH) every field "
+                                "is optional. Responses add stored fields such as id and created_at."},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
