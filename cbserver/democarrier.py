@@ -65,6 +65,8 @@ class Carrier:
         self.digits = digits
         self.media_port = media_port or (port + 10000 if port < 55000 else port - 10000)
         self.proc: subprocess.Popen | None = None
+        # More sipp options (a test may set -trace_msg to see every SIP message on the wire).
+        self.extra_args: tuple[str, ...] = ()
 
     def start(self) -> Carrier:
         """Start sipp; wait until its SIP port is bound."""
@@ -76,7 +78,7 @@ class Carrier:
         self.proc = subprocess.Popen(
             [sipp, "-sf", str(path), "-i", "127.0.0.1", "-p", str(self.port), "-mi", "127.0.0.1",
              "-mp", str(self.media_port), "-aa", "-nostdin", "-trace_err", "-error_file",
-             str(self.folder / "carrier-errors.log")],
+             str(self.folder / "carrier-errors.log"), *self.extra_args],
             cwd=SIPP_DIR, stdout=subprocess.DEVNULL, stderr=self.log)
         time.sleep(0.3)
         if self.proc.poll() is not None:

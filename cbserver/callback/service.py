@@ -112,6 +112,9 @@ class CallbackService(service.Service):
         self.directory = directory or AccountDirectory(db)
         self.lockouts = lockouts or Lockouts(db)
         self.sessions: dict[str, CallbackSession] = {}
+        # Ended sessions whose final status is not stored yet (PostgreSQL may be away):
+        # still reported from memory, but no longer counted as in progress.
+        self.finishing: dict[str, CallbackSession] = {}
         self.status_writer = StatusWriter(db, clock, cfg.server.node)
         self.accepting = False
 
@@ -196,7 +199,7 @@ class CallbackService(service.Service):
 
     def get_status(self, callback_id: str):
         """The status dict of a callback (this node's memory first, then PostgreSQL)."""
-        session = self.sessions.get(callback_id)
+        session = self.sessions.get(callback_id) or self.finishing.get(callback_id)
         if session is not None:
             return defer.succeed(self._decorate(session.as_dict()))
         return callbacks_store.fetch(self.db, callback_id).addCallback(
@@ -280,8 +283,18 @@ class CallbackService(service.Service):
         self.status_writer.store(session)
 
     def _session_done(self, result, session: CallbackSession):
-        """Forget a finished session once its last status is stored."""
+        """Forget a finished session once its last status is stored.
+
+        Until then it is answered from memory (``finishing``): read from PostgreSQL it
+        would be a 503 while the database is away, though this node knows it ended.
+        """
         self.sessions.pop(session.id, None)
+        self.finishing[session.id] = session
         if self.metrics is not None and session.cause is not None:
             self.metrics.callback_ended(session.request.mode, session.cause["code"])
-        return self.status_writer.settled(session.id).addCallback(lambda _: result)
+
+        def forget(_):
+            self.finishing.pop(session.id, None)
+            return result
+
+        return self.status_writer.settled(session.id).addCallback(forget)

@@ -14,7 +14,11 @@ end of the reactor turn (with whatever else is queued) and returns a Deferred th
 once it is committed (the web layer answers only then, so any node can report the callback
 at once). A failed batch is retried after ``retry_delay`` seconds, up to
 ``max_attempts`` times per status, except that a new callback's first row is not retried:
-its request is refused instead.
+its request is refused instead, and a final status (``ended``/``refused``) is retried until
+it is stored: it is what every node reports once this node forgets the callback, and what
+frees the account's concurrency slot (``cb_slot_live``), so an outage longer than a few
+retries must not leave the row saying ``connected`` for ever. While the pool is down the
+retry waits for it to be ready again instead of failing once a second.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 
 from twisted.internet import defer
 
+from cbserver.callback.api import FINAL_STATUSES
 from cbserver.db import callbacks_store
 from cbserver.logs import Logger
 
@@ -45,6 +50,7 @@ class StatusWriter:
         self._inflight: frozenset[str] | None = None
         self._call = None
         self._waiters: dict[str, list[defer.Deferred]] = {}
+        self._awaiting_db = False  # a retry waits for the pool's when_ready()
 
     def store(self, session, new: bool = False) -> defer.Deferred | None:
         """Queue the session's current status; with ``new``, a Deferred for its first row."""
@@ -75,6 +81,8 @@ class StatusWriter:
         """Have a batch start within ``delay`` (unless one is in flight: it kicks when done)."""
         if self._inflight is not None or not self._dirty:
             return
+        if self._awaiting_db and not self._confirm:
+            return  # the pool's return kicks; a new callback's first row is tried at once
         if self._call is None:
             self._call = self.clock.callLater(delay, self._flush)
         elif self._call.getTime() > self.clock.seconds() + delay:
@@ -107,7 +115,8 @@ class StatusWriter:
             for sid, (session, attempts) in batch.items():
                 if sid in confirms or sid in self._dirty:
                     continue  # refused instead, or a newer status is queued already
-                if attempts + 1 < self.max_attempts:
+                # A final status is never given up (see the module docstring).
+                if session.status in FINAL_STATUSES or attempts + 1 < self.max_attempts:
                     self._dirty[sid] = (session, attempts + 1)
                     again += 1
             retry[0] = bool(again)
@@ -120,6 +129,22 @@ class StatusWriter:
                 if not self._pending(sid):
                     for w in self._waiters.pop(sid):
                         w.callback(None)
+            if retry[0] and not self.db.ready:
+                self._await_db()
+                return
             self._kick(self.retry_delay if retry[0] else 0 if self._confirm else self.linger)
 
         callbacks_store.upsert(self.db, rows).addCallbacks(stored, failed).addBoth(done)
+
+    def _await_db(self) -> None:
+        """Retry once the pool is ready again (one wait at a time; new rows queue meanwhile)."""
+        if self._awaiting_db:
+            return
+        self._awaiting_db = True
+
+        def back(_):
+            self._awaiting_db = False
+            self._kick(0)
+
+        self.db.when_ready().addCallback(back).addErrback(
+            lambda f: self.log.failure("status writer: waiting for the database", failure=f))

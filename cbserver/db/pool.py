@@ -17,6 +17,7 @@ import uuid
 import psycopg2
 from twisted.application import service
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from txpostgres import txpostgres
 from zope.interface import Attribute, Interface, implementer
 
@@ -60,6 +61,28 @@ def _describe(failure_or_exc) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
+class _PooledConnection(txpostgres.Connection):
+    """A txpostgres connection that tells the pool when the server closes it while idle.
+
+    An idle connection is watched for NOTIFY; when PostgreSQL stops, that read fails with
+    ``OperationalError`` and txpostgres, with no query to fail, raises it into the reactor,
+    which logs an "Unhandled Error" traceback per connection and leaves the pool believing
+    it is ready until its next query or heartbeat. Here the pool hears of it at once instead
+    (it drops every connection and reconnects with back-off).
+    """
+
+    def __init__(self, reactor, on_lost):
+        super().__init__(reactor=reactor)
+        self._on_lost = on_lost
+
+    def doRead(self):
+        try:
+            super().doRead()
+        except _DEAD:
+            # txpostgres removed this reader before polling, so nothing reads it again.
+            self._on_lost(Failure())
+
+
 @implementer(IDatabase)
 class Database(service.Service):
     """A pool of txpostgres connections that reconnects with back-off."""
@@ -76,7 +99,7 @@ class Database(service.Service):
         self.retry_max = retry_max
         self.node = node
         self.instance_id = str(uuid.uuid4())
-        self._factory = connection_factory or (lambda: txpostgres.Connection(reactor=reactor))
+        self._factory = connection_factory or (lambda: _PooledConnection(reactor, self._lost))
         self._required = required
         self._idle: list = []
         self._all: list = []

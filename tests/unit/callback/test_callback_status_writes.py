@@ -16,6 +16,13 @@ class SlowDb:
 
     def __init__(self):
         self.batches = []
+        self.ready = True
+        self.ready_waiters = []
+
+    def when_ready(self):
+        d = defer.Deferred()
+        self.ready_waiters.append(d)
+        return d
 
     def runOperation(self, sql, params):
         assert "ON CONFLICT (id) DO UPDATE" in sql
@@ -115,3 +122,55 @@ def test_a_failed_batch_refuses_new_rows_and_retries_the_others_a_few_times():
     clock.advance(5.0)
     assert len(db.batches) == 3  # max_attempts reached: given up
     assert w.settled("old").called
+
+
+def test_a_final_status_is_retried_until_stored():
+    w, db, clock = writer()
+    s = Session("s1")
+    s.status = "ended"
+    w.store(s)
+    clock.advance(0.2)
+    for i in range(6):  # twice max_attempts: a final status is never given up
+        db.batches[i][1].errback(RuntimeError("database away"))
+        clock.advance(1.0)
+        assert len(db.batches) == i + 2
+        assert db.batches[i + 1][0] == {"s1": "ended"}
+    settled = []
+    w.settled("s1").addCallback(settled.append)
+    assert settled == []
+    db.batches[6][1].callback(None)
+    assert settled == [None] and w.pending() == []
+
+
+def test_while_the_pool_is_down_the_retry_waits_for_it():
+    w, db, clock = writer()
+    s = Session("s1")
+    s.status = "ended"
+    w.store(s)
+    clock.advance(0.2)
+    db.ready = False
+    db.batches[0][1].errback(RuntimeError("database away"))
+    w.store(Session("s2"))  # changes meanwhile queue behind the wait
+    clock.advance(30.0)
+    assert len(db.batches) == 1 and len(db.ready_waiters) == 1
+    db.ready = True
+    db.ready_waiters[0].callback(db)
+    clock.advance(0)
+    assert db.batches[1][0] == {"s1": "ended", "s2": "calling_you"}
+
+
+def test_a_new_callbacks_row_does_not_wait_for_the_pool():
+    w, db, clock = writer()
+    s = Session("s1")
+    s.status = "ended"
+    w.store(s)
+    clock.advance(0.2)
+    db.ready = False
+    db.batches[0][1].errback(RuntimeError("database away"))
+    confirmed = w.store(Session("new"), new=True)
+    clock.advance(0)
+    assert len(db.batches) == 2 and "new" in db.batches[1][0]
+    db.batches[1][1].errback(RuntimeError("still away"))
+    failures = []
+    confirmed.addErrback(failures.append)
+    assert len(failures) == 1  # refused at once, as before
