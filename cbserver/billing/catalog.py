@@ -264,6 +264,11 @@ class Catalog:
             current = await lookup(cur, "tariffs", key, kind="tariff", lock=True)
             v.check_immutable(TARIFF, changes, current)
             _check_tariff({**current, **changes})
+            if changes.get("applied_to", "customer") != "customer" \
+                    and await store.tariff_in_rating_lists(cur, current["id"]):
+                raise ConflictError(f"tariff {current['name']!r} is in a product's rating list, "
+                                    "which charges customers: it cannot become a vendor tariff",
+                                    "applied_to")
             return await store.update(cur, "tariffs", current["id"],
                                       {**changes, "updated_at": now(self.clock)})
 
@@ -397,6 +402,11 @@ class Catalog:
         for i, e in enumerate(entries):
             field = f"rating_list[{i}]"
             t = await resolve(cur, "tariffs", e["tariff"], f"{field}.tariff", kind="tariff")
+            if t["applied_to"] != "customer":
+                # A vendor tariff is what the operator pays a carrier; a product's rating list
+                # charges end users, so only customer tariffs belong in it.
+                raise ValidationError(f"{field}.tariff", f"tariff {t['name']!r} is applied to "
+                                                         f"{t['applied_to']}s, not customers")
             if t["currency"] != product["currency"]:
                 raise ValidationError(f"{field}.tariff", f"tariff {t['name']!r} is in {t['currency']}, "
                                                          f"the product in {product['currency']}")

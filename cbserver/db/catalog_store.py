@@ -179,6 +179,13 @@ async def replace_rating_entries(cur, product_id: int, entries: Sequence[Mapping
              e["overdraft_protection"]])
 
 
+async def tariff_in_rating_lists(cur, tariff_id: int) -> bool:
+    """Whether any product's rating list points at the tariff."""
+    row = await fetch_one(cur, "SELECT EXISTS (SELECT 1 FROM rating_entries WHERE tariff_id = %s) "
+                               "AS used", [tariff_id])
+    return bool(row["used"])
+
+
 async def rating_entry_currencies(cur, product_id: int) -> list[str]:
     """Currencies of the tariffs a product's rating list points at."""
     rows = await fetch_all(cur, "SELECT DISTINCT t.currency FROM rating_entries e JOIN tariffs t "

@@ -166,6 +166,25 @@ async def test_rating_entry_tariff_of_another_currency_is_refused(catalog):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_vendor_tariff_never_charges_customers(catalog):
+    await _basics(catalog)
+    await catalog.create_tariff({"name": "Carrier cost", "currency": "USD", "applied_to": "Vendor"})
+    with pytest.raises(ValidationError) as e:
+        await catalog.create_product({"name": "P", "currency": "USD",
+                                      "rating_list": [{"node": "node1", "tariff": "Carrier cost"}]})
+    assert e.value.field == "rating_list[0].tariff" and "vendors" in e.value.reason
+    # Nor can a tariff in a rating list become a vendor tariff later; one in no list can.
+    await catalog.create_product({"name": "P", "currency": "USD",
+                                  "rating_list": [{"node": "node1", "tariff": "Callback"}]})
+    with pytest.raises(ConflictError) as c:
+        await catalog.update_tariff("Callback", {"applied_to": "vendor"})
+    assert c.value.field == "applied_to"
+    assert (await catalog.get_tariff("Callback"))["applied_to"] == "customer"
+    spare = await catalog.create_tariff({"name": "Spare", "currency": "USD"})
+    assert (await catalog.update_tariff(spare["id"], {"applied_to": "vendor"}))["applied_to"] == "vendor"
+
+
+@pytest_twisted.ensureDeferred
 async def test_product_without_services_is_refused(catalog):
     with pytest.raises(ValidationError) as e:
         await catalog.create_product({"name": "P", "currency": "USD", "services": []})
