@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from decimal import Decimal
@@ -35,6 +33,7 @@ from twisted.logger import globalLogPublisher
 
 from cbserver.db.migrations import upgrade
 from cbserver.db.pgcluster import Cluster
+from tests.support.pgprivate import private_cluster
 from tests.support.world import DEMO_PASSWORD, World, ensure
 
 pytestmark = pytest.mark.integration
@@ -62,17 +61,8 @@ def stoppable_cluster():
 
     Built once per module (initdb costs seconds); each test gets its own database in it.
     """
-    root = Path(tempfile.mkdtemp(prefix="cbs_cb_outage_", dir="/var/tmp"))
-    root.chmod(0o755)  # the unprivileged PostgreSQL user must reach it when we are root
-    cluster = Cluster(root)
-    try:
-        cluster.start()
+    with private_cluster("cbs_cb_outage_") as cluster:
         yield cluster
-    finally:
-        try:
-            cluster.stop("immediate")
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def _admin(cluster: Cluster, sql: str) -> None:

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
-
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
 from cbserver.billing.authorize import Authorizer
 from cbserver.db.migrations import upgrade
-from cbserver.db.pgcluster import Cluster
 from cbserver.db.pool import Database
 from cbserver.db.tariff_loader import TariffCache
 from tests.integration.xdr.helpers import load_fixture
+from tests.support.pgprivate import private_cluster
 
 
 @pytest.fixture
@@ -50,16 +45,7 @@ def own_cluster():
     The shared cluster serves every other test run in this checkout, so the outage tests stop
     their own cluster rather than ``pg_cluster``; it has the schema and the fixture catalog.
     """
-    root = Path(tempfile.mkdtemp(prefix="cbs_outage_", dir="/var/tmp"))
-    os.chmod(root, 0o755)
-    cluster = Cluster(root)
-    try:
-        cluster.start()
+    with private_cluster("cbs_outage_") as cluster:
         upgrade(cluster.dsn(), report=lambda _line: None)
         load_fixture(cluster.dsn())
         yield cluster
-    finally:
-        try:
-            cluster.stop("immediate")
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
