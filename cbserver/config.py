@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -93,6 +94,15 @@ def _digits(text: str) -> str:
     """A phone number given as digits, optionally with a leading +."""
     if not re.fullmatch(r"\+?[0-9]{2,32}", text):
         raise ValueError(f"expected a phone number of digits (e.g. 18005550100), got {text!r}")
+    return text
+
+
+def _page_address(text: str) -> str:
+    """The absolute http(s) URL users are given for an instance's page."""
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("expected the page's absolute address, e.g. "
+                         f"https://cb.example.net:8901/web-callback, got {text!r}")
     return text
 
 
@@ -313,7 +323,8 @@ class ApplicationConfig:
     """One WEB callback trigger instance, as the operator's manual defines it."""
 
     name: str = setting(doc="instance name shown on its page")
-    callback_page_address: str = setting(doc="URL given to users, e.g. https://cb.example.net:8901/")
+    callback_page_address: str = setting(check=_page_address,
+                                         doc="URL given to users, e.g. https://cb.example.net:8901/")
     path: str = setting("", doc="URL path of this instance's page (default: /<name slug>)")
     hosts: tuple[str, ...] = setting((), check=_host_names,
                                      doc="host names whose requests this instance serves at /")
@@ -345,6 +356,22 @@ class ApplicationConfig:
             raise ConfigError("internal_account",
                               "Hosted mode is enabled (hosted_allowed_clients) so an internal "
                               "account is required to charge partial hosted calls")
+
+    def page_address_mismatch(self) -> str | None:
+        """Why ``callback_page_address`` does not lead to this instance's page, or None.
+
+        The page is served at ``url_path`` on the web endpoint, or at ``/`` for a host name
+        the instance lists. A reverse proxy may map another public path onto it, so this is a
+        warning for the operator, not a configuration error.
+        """
+        parts = urllib.parse.urlsplit(self.callback_page_address)
+        path = "/" + parts.path.strip("/")
+        wanted = "/" if (parts.hostname or "").lower().rstrip(".") in self.hosts else self.url_path
+        if path == wanted:
+            return None
+        return (f"callback_page_address {self.callback_page_address!r} has path {path!r}, but "
+                f"this instance's page is served at {wanted!r} (set path, or hosts, to match "
+                "unless a proxy maps one onto the other)")
 
     @property
     def url_path(self) -> str:

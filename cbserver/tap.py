@@ -229,6 +229,13 @@ class CallbackServer(service.MultiService):
             gc.freeze()
             gc.set_threshold(50000, 50, 100)
             self.log.info("cbserver ready: node={node}", node=self.cfg.server.node)
+            for app in self.cfg.application:
+                self.log.info("application {app}: page {path} (users are given {address})",
+                              app=app.name, path=app.url_path, address=app.callback_page_address)
+                mismatch = app.page_address_mismatch()
+                if mismatch:
+                    self.log.warn("application {app}: {mismatch}", app=app.name,
+                                  mismatch=mismatch)
 
     @defer.inlineCallbacks
     def stopService(self):

@@ -44,6 +44,25 @@ def test_json_log_lines_for_log_shippers(tmp_path, pg_dsn):
     assert any(e.get("log_format", "").startswith("database ready") for e in events)
     ready = next(e for e in events if e.get("log_format", "").startswith("cbserver ready"))
     assert ready["node"] == "node1"
+    # Each instance's page and the address users are given; the shipped example agrees.
+    page = next(e for e in events if e.get("log_format", "").startswith("application {app}: page"))
+    assert (page["path"], page["address"]) == ("/web-callback", "https://127.0.0.1:8901/web-callback")
+    assert not [e for e in events if "callback_page_address" in str(e.get("mismatch", ""))]
+
+
+def test_a_page_address_that_leads_elsewhere_is_warned_about(tmp_path, pg_dsn):
+    config, port = write_config(tmp_path, pg_dsn, **{
+        'callback_page_address = "https://127.0.0.1:8901/web-callback"':
+            'callback_page_address = "https://cb.example.net/callback"'})
+    proc = start(config, twistd_options=("--logger", "cbserver.logs.json_stdout"))
+    try:
+        wait_health(port, 200, proc)
+    finally:
+        code, out = terminate(proc)
+    assert code == 0
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    warned = [e for e in events if "mismatch" in e and e["log_level"]["name"] == "warn"]
+    assert len(warned) == 1 and "has path '/callback'" in warned[0]["mismatch"]
 
 
 def test_unreachable_database_keeps_retrying_and_healthz_says_why(tmp_path, pg_cluster):

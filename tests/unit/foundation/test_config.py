@@ -91,7 +91,7 @@ def test_unknown_key_suggests_nearest():
 
 
 def test_unknown_key_in_application_array_names_index():
-    e = _error(_with('[[application]]\nname = "b"\ncallback_page_address = "x"\n'
+    e = _error(_with('[[application]]\nname = "b"\ncallback_page_address = "https://cb.example.net/x"\n'
                      'acess_code = "X"\n'))
     assert e.path == "application[1].acess_code"
     assert "did you mean 'access_code'" in str(e)
@@ -191,6 +191,30 @@ def test_bad_access_code():
     assert e.path == "application[0].access_code"
 
 
+@pytest.mark.parametrize("address", ["x", "cb.example.net/web-callback", "ftp://cb.example.net/",
+                                     "https:///web-callback"])
+def test_callback_page_address_must_be_an_absolute_http_url(address):
+    e = _error(_with(replace=('callback_page_address = "https://127.0.0.1:8901/"',
+                              f'callback_page_address = "{address}"')))
+    assert e.path == "application[0].callback_page_address"
+    assert "absolute address" in str(e)
+
+
+def test_a_page_address_that_does_not_lead_to_the_page_is_named():
+    def app(address, extra=""):
+        return parse_config(_with(extra, replace=('callback_page_address = "https://127.0.0.1:8901/"',
+                                                  f'callback_page_address = "{address}"'))).application[0]
+
+    assert app("https://cb.example.net:8901/web-callback").page_address_mismatch() is None
+    assert app("https://cb.example.net/web-callback/").page_address_mismatch() is None
+    why = app("https://cb.example.net:8901/").page_address_mismatch()
+    assert "has path '/'" in why and "served at '/web-callback'" in why
+    # A host the instance lists is served at the root.
+    hosted = app("https://cb.example.net/", 'hosts = ["cb.example.net"]\n')
+    assert hosted.page_address_mismatch() is None
+    assert app("https://cb.example.net/other", 'path = "other"\n').page_address_mismatch() is None
+
+
 def test_bad_second_number():
     e = _error(_with("second_number = 'helpdesk'\n"))
     assert e.path == "application[0].second_number"
@@ -207,7 +231,7 @@ def test_good_translation_rule_is_accepted():
 
 
 def test_duplicate_application_paths():
-    e = _error(_with('[[application]]\nname = "Web callback"\ncallback_page_address = "x"\n'))
+    e = _error(_with('[[application]]\nname = "Web callback"\ncallback_page_address = "https://cb.example.net/x"\n'))
     assert e.path == "application[1].path"
 
 
@@ -237,7 +261,8 @@ def test_host_listed_twice_by_one_instance():
 
 def test_duplicate_host_across_instances_names_both():
     e = _error(_with('hosts = ["cb.example.net"]\n[[application]]\nname = "Other"\n'
-                     'callback_page_address = "x"\nhosts = ["cb.example.org", "Cb.Example.Net"]\n'))
+                     'callback_page_address = "https://cb.example.net/x"\n'
+                     'hosts = ["cb.example.org", "Cb.Example.Net"]\n'))
     assert e.path == "application[1].hosts"
     assert "'cb.example.net' is already used by application[0]" in str(e)
 
