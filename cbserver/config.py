@@ -19,7 +19,9 @@ from cbserver.configschema import ConfigError, build, setting
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>\d+)$")
 _ENDPOINT_KINDS = ("tcp", "tcp6", "ssl", "unix", "systemd", "le", "lets")
-_ACCESS_CODE = re.compile(r"^[A-Z0-9_]{1,32}$")
+# The same characters and length a product's rating entry accepts (billing/catalog.py), so
+# every code an entry can carry can be selected by an instance.
+_ACCESS_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # one DNS label (RFC 1123)
 
 
@@ -86,7 +88,8 @@ def _endpoint(text: str) -> str:
 def _access_code(text: str) -> str:
     """An access code of the product rating list, e.g. WEBCALLBACK."""
     if not _ACCESS_CODE.match(text):
-        raise ValueError(f"expected upper-case letters, digits or _ (e.g. WEBCALLBACK), got {text!r}")
+        raise ValueError("expected 1-64 letters, digits, '_', '.' or '-' (e.g. WEBCALLBACK), "
+                         f"got {text!r}")
     return text
 
 

@@ -189,6 +189,14 @@ def test_hosted_client_must_be_network_or_token():
 def test_bad_access_code():
     e = _error(_with("access_code = 'web callback'\n"))
     assert e.path == "application[0].access_code"
+    assert _error(_with("access_code = ''\n")).path == "application[0].access_code"
+
+
+def test_any_access_code_a_rating_entry_can_carry_can_be_selected():
+    # The catalog accepts [A-Za-z0-9_.-]{0,64} for an entry's code; an instance can name any
+    # non-empty one of those.
+    code = "Web.Callback-2_" + "x" * 49
+    assert parse_config(_with(f"access_code = '{code}'\n")).application[0].access_code == code
 
 
 @pytest.mark.parametrize("address", ["x", "cb.example.net/web-callback", "ftp://cb.example.net/",
