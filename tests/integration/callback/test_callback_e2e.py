@@ -10,6 +10,7 @@ import pytest
 import pytest_twisted
 
 from cbserver.callback.api import CallbackRefused, CallbackRequest
+from tests.support.quote import quote
 from tests.support.world import DEMO_PASSWORD, World, ensure
 
 pytestmark = pytest.mark.integration
@@ -108,22 +109,6 @@ async def test_simple_mode_calls_the_helpdesk(world):
     status = await world.wait_end(cid)
     assert status["legs"]["B"]["number"] == "18005550100"
     assert world.xdrs(cid)["B"]["cld"] == "18005550100"
-
-
-def quote(world, number, duration, at):
-    """The charge `cbserver quote` gives for one leg (the operator's tool)."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    if duration == 0:
-        return Decimal(0)
-    out = subprocess.run([str(Path(sys.executable).parent / "cbserver"), "quote", "--tariff",
-                          "Callback", "--number", number, "--duration", str(duration), "--at",
-                          at.isoformat(), "--dsn", world.dsn],
-                         capture_output=True, text=True, check=True).stdout
-    return Decimal(json.loads(out)["amount"])
 
 
 @pytest.mark.parametrize("challenge", ["401", "407"])
