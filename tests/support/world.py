@@ -22,6 +22,8 @@ from cbserver.tap import CallbackServer
 from tests.support.carrier import Carrier
 
 DEMO_PASSWORD = "demo-pass-1"
+# Longest a World waits for its server to be ready (database, shared secrets) before failing.
+START_TIMEOUT = 60.0
 INTERNAL_PASSWORD = "Int3rnal-Str0ng-Passw0rd!"
 
 
@@ -161,7 +163,13 @@ class World:
         self.carrier.start()
         try:
             self.server.startService()
-            await self.server.db.when_ready()
+            # Bounded: a database that never becomes ready (unreachable, or a schema older
+            # than the code) fails the test with the pool's reason instead of hanging it.
+            try:
+                await self.server.db.when_ready().addTimeout(START_TIMEOUT, reactor)
+            except defer.TimeoutError:
+                raise AssertionError(f"the database was not ready within {START_TIMEOUT} s: "
+                                     f"{self.server.db.health()}") from None
             await provision_manual_example(self.server.db, reactor)
             for _ in range(100):
                 if self.server.callbacks.running and self.server.sip.ua is not None:
@@ -169,7 +177,7 @@ class World:
                 await task.deferLater(reactor, 0.05, lambda: None)
             secrets_loading = self.server.callback_web.secret_service.loading
             if secrets_loading is not None:
-                await secrets_loading
+                await secrets_loading.addTimeout(START_TIMEOUT, reactor)
         except BaseException:
             await self.stop()
             raise
