@@ -16,7 +16,7 @@ import pytest_twisted
 from twisted.internet import reactor, threads
 
 from cbserver.callback.causes import describe
-from tests.integration.web.test_web_browser_sipp import MODES
+from tests.integration.web.test_web_browser_sipp import submit
 from tests.integration.web.test_web_outcomes_sipp import (
     HOLD_MS,
     HOSTED_HOLD_MS,
@@ -62,16 +62,8 @@ def failure_world(request, tmp_path, pg_dsn):
 
 def drive_to_end(url: str, mode: str) -> dict:
     """In a thread: fill the form, submit, wait (bounded) for "ended"; return what the page shows."""
-    tab, _, button, _ = MODES[mode]
-    fields = FAILURES[mode][0]
     with Browser() as b:
-        b.open(url)
-        b.click_text(tab, ".tabs a")
-        b.wait_for(lambda: b.find(".tabs a[aria-current='page']").text == tab, what="tab")
-        b.fill(fields)
-        # A full page load would drop this marker: it proves the status was followed live.
-        b.js("window.__noReload = 'yes';")
-        b.click_text(button, "button")
+        submit(b, url, mode, FAILURES[mode][0])
         b.wait_for(lambda: b.find("#status").get_attribute("data-status") == "ended",
                    timeout=60, what="ended")
         return {"text": b.text("#status-text"), "reason": b.text("#o-reason"),

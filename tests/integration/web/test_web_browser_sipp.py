@@ -40,17 +40,26 @@ def world(tmp_path, pg_dsn):
     pytest_twisted.blockon(ensure(w.stop()))
 
 
+def submit(b: Browser, url: str, mode: str, fields: dict) -> None:
+    """Open the page, pick the mode's tab, fill ``fields`` and press the mode's button.
+
+    A marker is set in the page first: a full page load would drop it, so reading it back
+    later proves the status was followed live.
+    """
+    tab, _, button, _ = MODES[mode]
+    b.open(url)
+    b.click_text(tab, ".tabs a")
+    b.wait_for(lambda: b.find(".tabs a[aria-current='page']").text == tab, what="tab")
+    b.fill(fields)
+    b.js("window.__noReload = 'yes';")
+    b.click_text(button, "button")
+
+
 def drive(url: str, mode: str) -> dict:
     """In a thread: fill the form, submit, follow the live status; return what was seen."""
-    tab, fields, button, _ = MODES[mode]
     seen = {}
     with Browser() as b:
-        b.open(url)
-        b.click_text(tab, ".tabs a")
-        b.wait_for(lambda: b.find(".tabs a[aria-current='page']").text == tab, what="tab")
-        b.fill(fields)
-        b.js("window.__noReload = 'yes';")
-        b.click_text(button, "button")
+        submit(b, url, mode, MODES[mode][1])
         b.wait_for(lambda: b.find("#status").get_attribute("data-status") == "connected",
                    timeout=40, what="connected")
         seen["connected_text"] = b.text("#status-text")
