@@ -32,15 +32,20 @@ def test_starts_answers_healthz_and_exits_zero_on_sigterm(tmp_path, pg_dsn):
     assert key.exists() and (key.stat().st_mode & 0o077) == 0
 
 
-def test_json_log_lines_for_log_shippers(tmp_path, pg_dsn):
-    config, port = write_config(tmp_path, pg_dsn)
+def run_with_json_logs(tmp_path, dsn, **overrides) -> list[dict]:
+    """Start twistd with JSON log lines, wait until healthy, stop it; its log events."""
+    config, port = write_config(tmp_path, dsn, **overrides)
     proc = start(config, twistd_options=("--logger", "cbserver.logs.json_stdout"))
     try:
         wait_health(port, 200, proc)
     finally:
         code, out = terminate(proc)
-    assert code == 0
-    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert code == 0, out
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_json_log_lines_for_log_shippers(tmp_path, pg_dsn):
+    events = run_with_json_logs(tmp_path, pg_dsn)
     assert any(e.get("log_format", "").startswith("database ready") for e in events)
     ready = next(e for e in events if e.get("log_format", "").startswith("cbserver ready"))
     assert ready["node"] == "node1"
@@ -51,16 +56,9 @@ def test_json_log_lines_for_log_shippers(tmp_path, pg_dsn):
 
 
 def test_a_page_address_that_leads_elsewhere_is_warned_about(tmp_path, pg_dsn):
-    config, port = write_config(tmp_path, pg_dsn, **{
+    events = run_with_json_logs(tmp_path, pg_dsn, **{
         'callback_page_address = "https://127.0.0.1:8901/web-callback"':
             'callback_page_address = "https://cb.example.net/callback"'})
-    proc = start(config, twistd_options=("--logger", "cbserver.logs.json_stdout"))
-    try:
-        wait_health(port, 200, proc)
-    finally:
-        code, out = terminate(proc)
-    assert code == 0
-    events = [json.loads(line) for line in out.splitlines() if line.strip()]
     warned = [e for e in events if "mismatch" in e and e["log_level"]["name"] == "warn"]
     assert len(warned) == 1 and "has path '/callback'" in warned[0]["mismatch"]
 
