@@ -133,6 +133,9 @@ async def provision_manual_example(db, clock) -> None:
                                    "product": "Callback Services", "opening_balance": "5"})
     await accounts.create_account({"id": "cb559912345678", "customer": "Callback retail",
                                    "product": "Callback Services", "opening_balance": "10"})
+    # The keypad phone behind a trunk that challenges (407...), identified by ANI the same way.
+    await accounts.create_account({"id": "cb407559912345", "customer": "Callback retail",
+                                   "product": "Callback Services", "opening_balance": "10"})
     await accounts.create_account({"id": "cb1818000002", "customer": "Callback retail",
                                    "product": "Callback Services", "opening_balance": "10",
                                    "password": "48151623"})

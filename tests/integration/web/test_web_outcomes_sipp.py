@@ -46,6 +46,7 @@ CUSTOMER = "Callback retail"  # owns every demo account; cb-internal spends from
 
 PHONE = "5511987654321"  # legA that answers (any number the carrier has no rule for)
 KEYPAD = "559912345678"  # legA that answers and keys DTMF (hosted)
+KEYPAD_407 = "407559912345"  # the same phone behind a 407 challenge (account cb407559912345)
 DESTINATION = "18185550123"  # legB that answers
 HELPDESK = "18005550100"  # the stock config's second_number
 # The rated prefix legB's xDR must show (the longest match in the demo tariff).
@@ -179,13 +180,6 @@ OUTCOMES = {
     "legb_407": Outcome("", CHALLENGE, "lega_hung_up", 200, 200, False),
 }
 
-# Hosted legA challenged: the carrier keys DTMF only on calls to 5599... numbers, and a 407...
-# number is not one, so the caller of a challenged legA can be neither identified by PIN nor
-# key a destination (and no ANI account is provisioned for it). What the carrier can produce,
-# and what is tested: legA is challenged, answered, the IVR waits for an account number and
-# the carrier hangs up; legB is never placed, and legA is the internal account's, charged by
-# CALLBACK_FAIL.
-HOSTED_LEGA_407 = Outcome(CHALLENGE, "", "lega_hung_up", 200, None, True)
 
 
 @dataclass(frozen=True)
@@ -199,6 +193,8 @@ class Case:
     @property
     def phone(self) -> str:
         """The person's number (legA)."""
+        if self.mode == "hosted" and self.outcome.lega == CHALLENGE:
+            return KEYPAD_407  # challenged, then the keypad phone: the IVR can go all the way
         if self.outcome.lega:
             return f"{self.outcome.lega}5551234"
         return KEYPAD if self.mode == "hosted" else PHONE
@@ -213,21 +209,21 @@ class Case:
     @property
     def hold_ms(self) -> int:
         """How long the carrier keeps an answered call; see the constants."""
-        if self.mode == "hosted" and self.outcome.lega != CHALLENGE:
+        if self.mode == "hosted" and self.identified:
             return HOSTED_HOLD_MS
         return LEGB_RINGS_OUT_HOLD_MS if self.outcome.legb == NO_ANSWER else HOLD_MS
 
     @property
     def identified(self) -> bool:
         """Hosted: the IVR identified the caller by ANI (legA answered and is the keypad)."""
-        return self.mode == "hosted" and self.phone == KEYPAD
+        return self.mode == "hosted" and self.phone in (KEYPAD, KEYPAD_407)
 
     @property
     def account(self) -> str:
         """The account both legs' xDRs are charged to."""
         if self.mode != "hosted":
             return ACCOUNT
-        return HOSTED_ACCOUNT if self.identified else INTERNAL
+        return f"cb{self.phone}" if self.identified else INTERNAL  # s/^/cb/
 
     def body(self) -> dict:
         """The POST /api/v1/callbacks body."""
@@ -239,7 +235,7 @@ class Case:
         return {"mode": "hosted", "phone": self.phone}
 
 
-CASES = [Case(mode, name, HOSTED_LEGA_407 if (mode, name) == ("hosted", "lega_407") else outcome)
+CASES = [Case(mode, name, outcome)
          for mode in ("extended", "simple", "hosted") for name, outcome in OUTCOMES.items()]
 
 
@@ -266,7 +262,8 @@ def leg_charge(world: World, xdr: dict, tariff: str) -> Decimal:
 async def test_outcome_over_the_api_bills_both_legs_as_cbserver_quote(case_world):
     case, world = case_world
     out = case.outcome
-    before = {acc: world.balance(acc) for acc in (ACCOUNT, HOSTED_ACCOUNT, INTERNAL)}
+    before = {acc: world.balance(acc)
+              for acc in (ACCOUNT, HOSTED_ACCOUNT, f"cb{KEYPAD_407}", INTERNAL)}
     owed_before = customer_balance(world)
 
     code, body = await post(world, case.body())
