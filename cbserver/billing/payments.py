@@ -41,6 +41,7 @@ from cbserver.billing.currencies import minor_units
 from cbserver.billing.validation import ConflictError, Field, NotFound, ValidationError
 from cbserver.db import catalog_store as store
 from cbserver.db import payments_store as pstore
+from cbserver.db.authz_store import RESERVATION_EXPIRY
 
 _DECIMAL = v.decimal(None)
 
@@ -106,12 +107,20 @@ def money_left(owner: str, balance: Decimal, credit_limit: Decimal | None,
     return None
 
 
-def _check_refund(amount: Decimal, paid: Decimal, left: Decimal | None) -> None:
+async def _check_refund(cur, amount: Decimal, paid: Decimal, left: Decimal | None,
+                        owner_key: str) -> None:
+    """Refuse a refund larger than what was paid in, or than the money left that no call in
+    progress holds (a call's final charge must still find its reservation's money)."""
     if amount > paid:
         raise ValidationError("amount", f"a refund of {amount} is more than was paid in "
                                         f"(net of refunds: {paid})")
-    if left is not None and amount > left:
-        raise ValidationError("amount", f"a refund of {amount} is more than the money left ({left})")
+    if left is None:
+        return
+    held = await pstore.held(cur, owner_key, RESERVATION_EXPIRY)
+    if amount > left - held:
+        detail = f", of which {held} is held by calls in progress" if held else ""
+        raise ValidationError("amount", f"a refund of {amount} is more than the money left "
+                                        f"({left}{detail})")
 
 
 class Payments:
@@ -142,8 +151,9 @@ class Payments:
             amount = check_amount(row["amount"], currency)
             owner = account["account_type"]
             if row["kind"] == "refund":
-                _check_refund(amount, await pstore.net_paid(cur, "account", account_id),
-                              money_left(owner, account["balance"], account["credit_limit"]))
+                await _check_refund(cur, amount, await pstore.net_paid(cur, "account", account_id),
+                                    money_left(owner, account["balance"], account["credit_limit"]),
+                                    f"account:{account_id}")
             at = now(self.clock)
             after = await pstore.move_account(cur, account_id, balance_delta(owner, row["kind"], amount),
                                               at, recharge=row["kind"] == "payment")
@@ -169,9 +179,10 @@ class Payments:
             currency = check_currency(row["currency"], customer["currency"])
             amount = check_amount(row["amount"], currency)
             if row["kind"] == "refund":
-                _check_refund(amount, await pstore.net_paid(cur, "customer", customer["id"]),
-                              money_left("customer", customer["balance"], customer["credit_limit"],
-                                         customer["balance_control"]))
+                await _check_refund(cur, amount, await pstore.net_paid(cur, "customer", customer["id"]),
+                                    money_left("customer", customer["balance"],
+                                               customer["credit_limit"], customer["balance_control"]),
+                                    f"customer:{customer['id']}")
             after = await pstore.move_customer(cur, customer["id"],
                                                balance_delta("customer", row["kind"], amount))
             return await pstore.insert(cur, {

@@ -39,6 +39,14 @@ _NET_PAID = ("SELECT coalesce(sum(CASE kind WHEN 'payment' THEN amount ELSE -amo
 
 _COLUMNS = {"account": "account_id", "customer": "customer_id"}
 
+# What calls in progress hold on a balance: the live reservations cb_reserve (sql/031) counts
+# (not expired, of a node that is running), read under the owner's row lock like it.
+_HELD = (
+    "SELECT coalesce(sum(r.amount), 0) AS held FROM balance_reservations r "
+    "JOIN server_nodes n ON n.instance_id = r.instance_id "
+    "WHERE r.owner_key = %s AND r.expires_at > now() AND n.stopped_at IS NULL "
+    "AND n.last_seen > now() - make_interval(secs => %s)")
+
 
 async def lock_account(cur, account_id: str) -> dict | None:
     """The account (with its product's currency), locked; None if there is none."""
@@ -63,6 +71,12 @@ async def net_paid(cur, owner: str, key) -> Decimal:
     """Payments minus refunds recorded so far for one owner (``account`` or ``customer``)."""
     row = await fetch_one(cur, _NET_PAID.format(_COLUMNS[owner]), [key])
     return row["net"]
+
+
+async def held(cur, owner_key: str, node_expiry: int) -> Decimal:
+    """The money calls in progress hold on the balance ``owner_key`` names (0 if none)."""
+    row = await fetch_one(cur, _HELD, [owner_key, node_expiry])
+    return row["held"]
 
 
 async def insert(cur, row: dict) -> dict:

@@ -5,7 +5,7 @@ lowers what it owes, refusals, concurrent payments, and recharge as the start of
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 import psycopg2
 import pytest
@@ -105,6 +105,27 @@ async def test_bad_payments_are_refused_and_change_nothing(payments, cat_dsn):
         await payments.recharge_customer("Nobody", {"amount": "1"}, made_by="test")
     assert balance(cat_dsn, "cb1001") == Decimal("10.00")
     assert query(cat_dsn, "SELECT count(*) FROM payments") == [(0,)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refund_leaves_what_calls_in_progress_hold(plain, payments, cat_dsn):
+    await payments.recharge_account("cb1010", {"amount": "10.00"}, made_by="test")  # 10.50 left
+    # A call in progress holds what its longest duration costs: here nearly all of it.
+    call = await plain.authorize(req("cb1010"))
+    held = call.reserved_a + call.reserved_b
+    free = Decimal("10.50") - held
+    cent = Decimal("0.01")
+    assert Decimal(0) <= free < Decimal("0.10")
+    over = (free + cent).quantize(cent, rounding=ROUND_CEILING)  # USD refunds are whole cents
+    with pytest.raises(ValidationError, match="held by calls in progress"):
+        await payments.recharge_account("cb1010", {"amount": str(over), "kind": "refund"},
+                                        made_by="test")
+    assert balance(cat_dsn, "cb1010") == Decimal("10.50")
+    # Once the call is over (its hold released), the money is free to give back.
+    await plain.release("s1")
+    back = await payments.recharge_account("cb1010", {"amount": "10.00", "kind": "refund"},
+                                           made_by="test")
+    assert back["balance_after"] == Decimal("0.50")
 
 
 @pytest_twisted.ensureDeferred
