@@ -20,6 +20,7 @@ from cbserver.billing.authorize import AuthorizationError, AuthRequest
 from cbserver.billing.xdr import LegRecord, leg_record
 from cbserver.callback.causes import classify_failure
 from cbserver.callback.legs import Leg, LegListener
+from cbserver.db.pool import DATABASE_ERRORS
 from cbserver.logs import Logger
 from cbserver.namedtimers import NamedTimersMixin
 from cbserver.sip.ua import CallStateError
@@ -236,7 +237,14 @@ class CallbackSession(NamedTimersMixin):
                                            str(e))
             return
         except Exception as e:  # noqa: BLE001 - the database may be away: end cleanly
-            log.failure("re-authorization failed session={sid}", sid=self.id)
+            if isinstance(e, DATABASE_ERRORS):
+                # Expected while PostgreSQL is away (the pool logs the outage itself): one
+                # line, not a traceback per callback.
+                log.warn("re-authorization failed session={sid}: database unavailable ({err})",
+                         sid=self.id, err=str(e).strip().splitlines()[0] if str(e).strip()
+                         else type(e).__name__)
+            else:
+                log.failure("re-authorization failed session={sid}", sid=self.id)
             if not self._ending:
                 yield self._say_and_finish(["call_failed", "goodbye"], "authorization_failed",
                                            None, str(e))

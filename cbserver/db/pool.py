@@ -52,6 +52,9 @@ class IDatabase(Interface):
 
 
 _DEAD = (psycopg2.OperationalError, psycopg2.InterfaceError)
+# What a caller of the pool sees when PostgreSQL is away: refused before sending (the pool
+# knows it is down), or a connection that broke under the query.
+DATABASE_ERRORS = (DatabaseUnavailable, *_DEAD)
 
 
 def _describe(failure_or_exc) -> str:

@@ -16,12 +16,11 @@ import dataclasses
 import json
 import re
 
-import psycopg2
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from cbserver.callback.api import MODES, CallbackRefused, CallbackRequest
-from cbserver.db.pool import DatabaseUnavailable
+from cbserver.db.pool import DATABASE_ERRORS
 from cbserver.logs import Logger
 from cbserver.web.limits import RateLimited
 
@@ -47,7 +46,6 @@ _NUMBER_JUNK = re.compile(r"[\s\-.()/]")
 _NUMBER = re.compile(r"\+?[0-9]{3,20}")
 _ACCOUNT = re.compile(r"[A-Za-z0-9_.@+\-]{1,64}")
 _CALLBACK_ID = re.compile(r"[A-Za-z0-9_.\-]{1,80}")
-DATABASE_ERRORS = (DatabaseUnavailable, psycopg2.OperationalError, psycopg2.InterfaceError)
 NOT_READY = "The service is not ready; please try again in a moment."
 BUSY = "The service is busy right now; please try again in a moment."
 

@@ -49,8 +49,9 @@ HOLD_MS = 6000
 # The status writer used to give up a row after 5 attempts a second apart; an outage that
 # outlasts the end of the call by more than that is what must still leave a sensible status.
 OUTAGE_AFTER_END = 7.0
-# Failures logged on purpose on the paths under test (an expected outage, not a bug).
-EXPECTED_FAILURES = ("re-authorization failed session={sid}",)
+# Failures (tracebacks) logged on purpose on the paths under test: none. legB's
+# re-authorization failing because PostgreSQL is away is a one-line warning, not a failure.
+EXPECTED_FAILURES = ()
 
 
 # -- a private cluster this module may stop --------------------------------------------------
