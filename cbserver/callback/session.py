@@ -20,7 +20,7 @@ from cbserver.billing.authorize import AuthorizationError, AuthRequest
 from cbserver.billing.xdr import LegRecord, leg_record
 from cbserver.callback.causes import classify_failure
 from cbserver.callback.legs import Leg, LegListener
-from cbserver.db.pool import DATABASE_ERRORS
+from cbserver.db.pool import DATABASE_ERRORS, describe_failure
 from cbserver.logs import Logger
 from cbserver.namedtimers import NamedTimersMixin
 from cbserver.sip.ua import CallStateError
@@ -241,8 +241,7 @@ class CallbackSession(NamedTimersMixin):
                 # Expected while PostgreSQL is away (the pool logs the outage itself): one
                 # line, not a traceback per callback.
                 log.warn("re-authorization failed session={sid}: database unavailable ({err})",
-                         sid=self.id, err=str(e).strip().splitlines()[0] if str(e).strip()
-                         else type(e).__name__)
+                         sid=self.id, err=describe_failure(e))
             else:
                 log.failure("re-authorization failed session={sid}", sid=self.id)
             if not self._ending:

@@ -57,8 +57,9 @@ _DEAD = (psycopg2.OperationalError, psycopg2.InterfaceError)
 DATABASE_ERRORS = (DatabaseUnavailable, *_DEAD)
 
 
-def _describe(failure_or_exc) -> str:
-    """One line describing a connection failure."""
+def describe_failure(failure_or_exc) -> str:
+    """One line describing a database failure (an exception or a Failure): its type and the
+    first line of its message, as the pool and its callers log it."""
     exc = getattr(failure_or_exc, "value", failure_or_exc)
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
@@ -137,7 +138,7 @@ class Database(service.Service):
                     "UPDATE server_nodes SET stopped_at = now() WHERE instance_id = %s",
                     (self.instance_id,))
             except Exception as e:  # noqa: BLE001 - shutting down: log and go on
-                self.log.warn("could not mark node stopped: {err}", err=_describe(e))
+                self.log.warn("could not mark node stopped: {err}", err=describe_failure(e))
         self._drop_connections("stopped")
 
     def when_ready(self) -> defer.Deferred:
@@ -169,7 +170,7 @@ class Database(service.Service):
                 [c.connect(self.dsn, connect_timeout=10) for c in conns], consumeErrors=True)
             failures = [r for ok, r in results if not ok]
             if failures:
-                raise DatabaseUnavailable(_describe(failures[0]))
+                raise DatabaseUnavailable(describe_failure(failures[0]))
             self._all, self._idle = conns, list(conns)
             yield self._check_schema(conns[0])
             yield self._register(conns[0])
@@ -212,7 +213,7 @@ class Database(service.Service):
 
     def _retry(self, why) -> None:
         """Remember why we are down and schedule the next attempt with back-off."""
-        self.reason = str(why) if isinstance(why, SchemaTooOld) else _describe(why)
+        self.reason = str(why) if isinstance(why, SchemaTooOld) else describe_failure(why)
         if not self.running:
             return
         delay = self._retry_delay
@@ -259,7 +260,7 @@ class Database(service.Service):
         """A query failed because the server went away: reconnect."""
         if not self.ready:
             return
-        why = _describe(failure)
+        why = describe_failure(failure)
         self.log.warn("database connection lost: {why}", why=why)
         self._drop_connections(why)
         if self._ping_call is not None and self._ping_call.active():

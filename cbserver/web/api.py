@@ -20,7 +20,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from cbserver.callback.api import MODES, CallbackRefused, CallbackRequest
-from cbserver.db.pool import DATABASE_ERRORS
+from cbserver.db.pool import DATABASE_ERRORS, describe_failure
 from cbserver.logs import Logger
 from cbserver.web.limits import RateLimited
 
@@ -217,7 +217,7 @@ class CallbackGateway:
                     self.starting -= 1
             except DATABASE_ERRORS as e:
                 self.log.warn("database unavailable while starting a callback: {err}",
-                              err=str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+                              err=describe_failure(e))
                 raise CallbackRefused("not_ready", NOT_READY) from None
         except BaseException as e:
             if slot is not None:
