@@ -6,7 +6,7 @@ import psycopg2
 
 from cbserver.cli import CommandError
 from cbserver.config import ConfigError, load_config
-from cbserver.db.migrations import MigrationError, changed, current_version, discover, upgrade
+from cbserver.db.migrations import MigrationError, applied, changed, discover, upgrade
 
 
 def register(sub) -> None:
@@ -57,9 +57,9 @@ def _status(args) -> int:
     except psycopg2.OperationalError as e:
         raise CommandError(f"cannot connect: {str(e).strip()}") from None
     try:
-        have = current_version(conn)
-        conn.rollback()
-        edited = {m.version for m in changed(conn)}
+        recorded = applied(conn)
+        have = max(recorded, default=0)
+        edited = {m.version for m in changed(conn, recorded=recorded)}
     finally:
         conn.close()
     print(f"schema version {have}")

@@ -106,25 +106,28 @@ def required_version(folder: Path | None = None) -> int:
     return migrations[-1].version if migrations else 0
 
 
-def current_version(conn) -> int:
-    """The highest migration applied to the database behind the psycopg2 ``conn``."""
+def applied(conn) -> dict[int, str]:
+    """Version -> recorded checksum of every migration applied to the database behind the
+    psycopg2 ``conn`` (empty before the first upgrade)."""
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
         if not cur.fetchone()[0]:
-            return 0
-        cur.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
-        return int(cur.fetchone()[0])
+            return {}
+        cur.execute("SELECT version, checksum FROM schema_migrations")
+        return dict(cur.fetchall())
     # (the cursor's context manager closes it; the caller owns the transaction)
 
 
-def changed(conn, folder: Path | None = None) -> list[Migration]:
-    """The applied migrations whose file no longer has the checksum recorded when applied."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
-        if not cur.fetchone()[0]:
-            return []
-        cur.execute("SELECT version, checksum FROM schema_migrations")
-        recorded = dict(cur.fetchall())
+def current_version(conn) -> int:
+    """The highest migration applied to the database behind the psycopg2 ``conn``."""
+    return max(applied(conn), default=0)
+
+
+def changed(conn, folder: Path | None = None, recorded: dict[int, str] | None = None
+            ) -> list[Migration]:
+    """The applied migrations whose file no longer has the checksum recorded when applied
+    (``recorded``: what ``applied(conn)`` returned, when the caller has it already)."""
+    recorded = applied(conn) if recorded is None else recorded
     return [m for m in discover(folder)
             if m.version in recorded and recorded[m.version] != m.checksum()]
 
@@ -175,11 +178,12 @@ def upgrade(dsn: str, folder: Path | None = None, report=print) -> list[Migratio
 def check_schema(conn, folder: Path | None = None) -> int:
     """Raise ``SchemaTooOld`` unless the database is at least at the required version, and
     ``MigrationChanged`` if an applied migration's file changed since; return the version."""
-    have = current_version(conn)
+    recorded = applied(conn)
+    have = max(recorded, default=0)
     need = required_version(folder)
     if have < need:
         raise SchemaTooOld(have, need)
-    edited = changed(conn, folder)
+    edited = changed(conn, folder, recorded)
     if edited:
         raise MigrationChanged(edited)
     return have
