@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+from cbserver.db.authz_store import LIVE_HOLDS
 from cbserver.db.catalog_store import fetch_all, fetch_one
 
 _LOCK_ACCOUNT = (
@@ -39,14 +40,6 @@ _NET_PAID = ("SELECT coalesce(sum(CASE kind WHEN 'payment' THEN amount ELSE -amo
 
 _COLUMNS = {"account": "account_id", "customer": "customer_id"}
 
-# What calls in progress hold on a balance: the live reservations cb_reserve (sql/031) counts
-# (not expired, of a node that is running), read under the owner's row lock like it.
-_HELD = (
-    "SELECT coalesce(sum(r.amount), 0) AS held FROM balance_reservations r "
-    "JOIN server_nodes n ON n.instance_id = r.instance_id "
-    "WHERE r.owner_key = %s AND r.expires_at > now() AND n.stopped_at IS NULL "
-    "AND n.last_seen > now() - make_interval(secs => %s)")
-
 
 async def lock_account(cur, account_id: str) -> dict | None:
     """The account (with its product's currency), locked; None if there is none."""
@@ -74,8 +67,10 @@ async def net_paid(cur, owner: str, key) -> Decimal:
 
 
 async def held(cur, owner_key: str, node_expiry: int) -> Decimal:
-    """The money calls in progress hold on the balance ``owner_key`` names (0 if none)."""
-    row = await fetch_one(cur, _HELD, [owner_key, node_expiry])
+    """The money calls in progress hold on the balance ``owner_key`` names (0 if none): the
+    live holds authorization counts (``authz_store.LIVE_HOLDS``), no session left out."""
+    row = await fetch_one(cur, LIVE_HOLDS, {"key": owner_key, "session": "",
+                                            "expiry": node_expiry})
     return row["held"]
 
 
