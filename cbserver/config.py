@@ -360,22 +360,6 @@ class ApplicationConfig:
                               "Hosted mode is enabled (hosted_allowed_clients) so an internal "
                               "account is required to charge partial hosted calls")
 
-    def page_address_mismatch(self) -> str | None:
-        """Why ``callback_page_address`` does not lead to this instance's page, or None.
-
-        The page is served at ``url_path`` on the web endpoint, or at ``/`` for a host name
-        the instance lists. A reverse proxy may map another public path onto it, so this is a
-        warning for the operator, not a configuration error.
-        """
-        parts = urllib.parse.urlsplit(self.callback_page_address)
-        path = "/" + parts.path.strip("/")
-        wanted = "/" if (parts.hostname or "").lower().rstrip(".") in self.hosts else self.url_path
-        if path == wanted:
-            return None
-        return (f"callback_page_address {self.callback_page_address!r} has path {path!r}, but "
-                f"this instance's page is served at {wanted!r} (set path, or hosts, to match "
-                "unless a proxy maps one onto the other)")
-
     @property
     def url_path(self) -> str:
         """The path this instance's page is served at."""

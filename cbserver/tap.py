@@ -38,6 +38,7 @@ from cbserver.sip.ua import UAConfig
 from cbserver.web.admin import AdminApp
 from cbserver.web.app import WebApp
 from cbserver.web.callback_pages import build_callback_web
+from cbserver.web.hosts import page_address_mismatch
 from cbserver.web.metrics import Metrics
 from cbserver.web.tls import complete_endpoint
 
@@ -232,7 +233,7 @@ class CallbackServer(service.MultiService):
             for app in self.cfg.application:
                 self.log.info("application {app}: page {path} (users are given {address})",
                               app=app.name, path=app.url_path, address=app.callback_page_address)
-                mismatch = app.page_address_mismatch()
+                mismatch = page_address_mismatch(app)
                 if mismatch:
                     self.log.warn("application {app}: {mismatch}", app=app.name,
                                   mismatch=mismatch)

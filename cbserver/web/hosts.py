@@ -10,6 +10,8 @@ the instance: an exact name first, then a ``*.`` entry standing for one leading 
 
 from __future__ import annotations
 
+import urllib.parse
+
 from cbserver.web.limits import from_trusted_proxy
 
 
@@ -74,3 +76,21 @@ class HostTable:
         if found is None and "." in host:
             found = self.wildcard.get(host.split(".", 1)[1])
         return found
+
+
+def page_address_mismatch(app_cfg) -> str | None:
+    """Why the instance's ``callback_page_address`` does not lead to its page, or None.
+
+    The page is served at ``url_path`` on the web endpoint, or at ``/`` for a host name the
+    instance lists (matched as requests are, ``*.`` entries included). A reverse proxy may
+    map another public path onto it, so this is a warning for the operator, not an error.
+    """
+    parts = urllib.parse.urlsplit(app_cfg.callback_page_address)
+    path = "/" + parts.path.strip("/")
+    by_host = HostTable([app_cfg]).lookup(normalise_host(parts.netloc)) is not None
+    wanted = "/" if by_host else app_cfg.url_path
+    if path == wanted:
+        return None
+    return (f"callback_page_address {app_cfg.callback_page_address!r} has path {path!r}, but "
+            f"this instance's page is served at {wanted!r} (set path, or hosts, to match "
+            "unless a proxy maps one onto the other)")

@@ -209,18 +209,22 @@ def test_callback_page_address_must_be_an_absolute_http_url(address):
 
 
 def test_a_page_address_that_does_not_lead_to_the_page_is_named():
-    def app(address, extra=""):
-        return parse_config(_with(extra, replace=('callback_page_address = "https://127.0.0.1:8901/"',
-                                                  f'callback_page_address = "{address}"'))).application[0]
+    from cbserver.web.hosts import page_address_mismatch
 
-    assert app("https://cb.example.net:8901/web-callback").page_address_mismatch() is None
-    assert app("https://cb.example.net/web-callback/").page_address_mismatch() is None
-    why = app("https://cb.example.net:8901/").page_address_mismatch()
+    def mismatch(address, extra=""):
+        return page_address_mismatch(parse_config(_with(extra, replace=(
+            'callback_page_address = "https://127.0.0.1:8901/"',
+            f'callback_page_address = "{address}"'))).application[0])
+
+    assert mismatch("https://cb.example.net:8901/web-callback") is None
+    assert mismatch("https://cb.example.net/web-callback/") is None
+    why = mismatch("https://cb.example.net:8901/")
     assert "has path '/'" in why and "served at '/web-callback'" in why
-    # A host the instance lists is served at the root.
-    hosted = app("https://cb.example.net/", 'hosts = ["cb.example.net"]\n')
-    assert hosted.page_address_mismatch() is None
-    assert app("https://cb.example.net/other", 'path = "other"\n').page_address_mismatch() is None
+    # A host the instance lists is served at the root, a "*." entry included.
+    assert mismatch("https://cb.example.net/", 'hosts = ["cb.example.net"]\n') is None
+    assert mismatch("https://cb.example.net:8901/", 'hosts = ["*.example.net"]\n') is None
+    assert mismatch("https://example.net/", 'hosts = ["*.example.net"]\n') is not None
+    assert mismatch("https://cb.example.net/other", 'path = "other"\n') is None
 
 
 def test_bad_second_number():
