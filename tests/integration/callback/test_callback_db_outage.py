@@ -15,25 +15,21 @@ never dialled, legA's xDR is still written). Meanwhile new callbacks are refused
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 import time
 import uuid
-from decimal import Decimal
-from pathlib import Path
 
 import psycopg2
 import pytest
 import pytest_twisted
-import treq
 from twisted.internet import reactor, task, threads
 from twisted.logger import globalLogPublisher
 
 from cbserver.db.migrations import upgrade
 from cbserver.db.pgcluster import Cluster
+from tests.support.api import get_json, post_callback
 from tests.support.pgprivate import private_cluster
+from tests.support.quote import quote
 from tests.support.world import DEMO_PASSWORD, World, ensure
 
 pytestmark = pytest.mark.integration
@@ -135,18 +131,6 @@ def world(stoppable_cluster, tmp_path):
 
 # -- helpers ---------------------------------------------------------------------------------
 
-async def post(w, body):
-    """POST a callback request to the JSON API: (HTTP status, JSON body)."""
-    resp = await treq.post(w.base_url + "/api/v1/callbacks", json=body)
-    return resp.code, await resp.json()
-
-
-async def get_status(w, cb_id):
-    """GET a callback's status from the JSON API: (HTTP status, JSON body)."""
-    resp = await treq.get(f"{w.base_url}/api/v1/callbacks/{cb_id}")
-    return resp.code, await resp.json()
-
-
 async def sleep(seconds: float) -> None:
     """Let the reactor run for ``seconds``."""
     await task.deferLater(reactor, seconds, lambda: None)
@@ -170,7 +154,7 @@ async def wait_api_status(w, cb_id, wanted: str, timeout: float = 20.0) -> dict:
     seen = []
 
     async def reached():
-        code, body = await get_status(w, cb_id)
+        code, body = await get_json(w, f"/api/v1/callbacks/{cb_id}")
         seen.append((code, body.get("status") or body.get("error", {}).get("code")))
         return code == 200 and body["status"] == wanted and body
 
@@ -202,17 +186,6 @@ def query(w, sql: str, params=()):
             return cur.fetchall()
     finally:
         conn.close()
-
-
-def quote(w, number: str, duration: int, at, access_code: str = "WEBCALLBACK") -> Decimal:
-    """What the operator's ``cbserver quote`` charges the account for one leg."""
-    if duration == 0:
-        return Decimal(0)
-    out = subprocess.run([str(Path(sys.executable).parent / "cbserver"), "quote", "--account",
-                          ACCOUNT, "--access-code", access_code, "--number", number,
-                          "--duration", str(duration), "--at", at.isoformat(), "--dsn", w.dsn],
-                         capture_output=True, text=True, check=True, timeout=30).stdout
-    return Decimal(json.loads(out)["amount"])
 
 
 _BLOCK = re.compile(r"^-{20,} .*$", re.MULTILINE)
@@ -270,7 +243,7 @@ def xdrs(w, cb_id) -> dict:
 
 async def refused_while_away(w) -> None:
     """A new callback request is refused 503 not_ready (a JSON error), not 500."""
-    code, body = await post(w, EXTENDED)
+    code, body, _ = await post_callback(w, EXTENDED)
     assert code == 503, body
     assert body["error"]["code"] == "not_ready"
 
@@ -281,7 +254,7 @@ async def refused_while_away(w) -> None:
 async def test_database_stopped_while_connected_loses_nothing_and_charges_once(world):
     w = world
     before = w.balance(ACCOUNT)
-    code, body = await post(w, EXTENDED)
+    code, body, _ = await post_callback(w, EXTENDED)
     assert code == 202, body
     cb_id = body["id"]
     connected = await wait_api_status(w, cb_id, "connected")
@@ -292,7 +265,7 @@ async def test_database_stopped_while_connected_loses_nothing_and_charges_once(w
     await stop_db(w, "fast")
     await refused_while_away(w)
     # The call goes on: the carrier still talks on both legs until its hold time ends it.
-    code, body = await get_status(w, cb_id)
+    code, body = await get_json(w, f"/api/v1/callbacks/{cb_id}")
     assert code == 200 and body["status"] == "connected"
     ended = await wait_api_status(w, cb_id, "ended", timeout=HOLD_MS / 1000 + 10)
     # legA answered first, so the carrier's hold ends it first.
@@ -303,7 +276,7 @@ async def test_database_stopped_while_connected_loses_nothing_and_charges_once(w
     assert w.server.xdr.health()["mode"] == "spooling"
     # PostgreSQL stays away well past the end of the call; the status must not be lost.
     await sleep(OUTAGE_AFTER_END)
-    code, body = await get_status(w, cb_id)
+    code, body = await get_json(w, f"/api/v1/callbacks/{cb_id}")
     assert code == 200 and body["status"] == "ended", body
     await refused_while_away(w)
 
@@ -316,7 +289,7 @@ async def test_database_stopped_while_connected_loses_nothing_and_charges_once(w
                    lambda: cb_id not in w.server.callbacks.sessions
                    and query(w, "SELECT status FROM callback_sessions WHERE id = %s",
                              (cb_id,)) == [("ended",)])
-    code, body = await get_status(w, cb_id)
+    code, body = await get_json(w, f"/api/v1/callbacks/{cb_id}")
     assert code == 200 and body["status"] == "ended"
     assert body["cause"]["code"] == "lega_hung_up"
     # The account's concurrency slot is free again (its callback's row is final).
@@ -327,8 +300,8 @@ async def test_database_stopped_while_connected_loses_nothing_and_charges_once(w
     assert count == 2 and set(rows) == {"A", "B"}
     a, b = rows["A"], rows["B"]
     assert a["duration"] >= HOLD_MS // 1000 - 1 and b["duration"] >= 1
-    expected = (quote(w, PHONE, a["duration"], a["connect_time"])
-                + quote(w, DESTINATION, b["duration"], b["connect_time"]))
+    expected = (quote(w, PHONE, a["duration"], a["connect_time"], account=ACCOUNT)
+                + quote(w, DESTINATION, b["duration"], b["connect_time"], account=ACCOUNT))
     assert a["amount"] + b["amount"] == expected > 0
     assert body["charges"]["total"] == format(expected, "f")
     assert before - w.balance(ACCOUNT) == expected
@@ -336,7 +309,7 @@ async def test_database_stopped_while_connected_loses_nothing_and_charges_once(w
                  (cb_id,)) == [(0,)]
 
     # Accepted again now that PostgreSQL is back.
-    code, again = await post(w, EXTENDED)
+    code, again, _ = await post_callback(w, EXTENDED)
     assert code == 202, again
     await wait_api_status(w, again["id"], "connected")
 
@@ -351,7 +324,7 @@ async def test_database_stopped_while_connected_loses_nothing_and_charges_once(w
 async def test_database_stopped_while_lega_rings_ends_with_authorization_failed(world):
     w = world
     before = w.balance(ACCOUNT)
-    code, body = await post(w, EXTENDED)
+    code, body, _ = await post_callback(w, EXTENDED)
     assert code == 202, body
     cb_id = body["id"]
     # legA rings for a second at the carrier before it answers; PostgreSQL is gone by then,
@@ -370,7 +343,7 @@ async def test_database_stopped_while_lega_rings_ends_with_authorization_failed(
     assert ended["legs"]["B"]["state"] != "answered" and session.b.call is None
     assert w.server.xdr.health()["depth"] == 2  # legA's xDR and legB's "not placed" one
     await sleep(OUTAGE_AFTER_END)
-    code, body = await get_status(w, cb_id)
+    code, body = await get_json(w, f"/api/v1/callbacks/{cb_id}")
     assert code == 200 and body["status"] == "ended", body
 
     await start_db(w)
@@ -380,7 +353,7 @@ async def test_database_stopped_while_lega_rings_ends_with_authorization_failed(
     await wait_for("the final status to be stored",
                    lambda: query(w, "SELECT status FROM callback_sessions WHERE id = %s",
                                  (cb_id,)) == [("ended",)])
-    code, body = await get_status(w, cb_id)
+    code, body = await get_json(w, f"/api/v1/callbacks/{cb_id}")
     assert code == 200 and body["cause"]["code"] == "authorization_failed"
 
     rows, count = xdrs(w, cb_id)
@@ -390,7 +363,8 @@ async def test_database_stopped_while_lega_rings_ends_with_authorization_failed(
     # CALLBACK_FAIL tariff (special_charge_if_legb_fails), exactly once.
     assert a["duration"] >= 1 and a["sip_code"] == 200
     assert a["access_code"] == "CALLBACK_FAIL"
-    expected = quote(w, PHONE, a["duration"], a["connect_time"], access_code="CALLBACK_FAIL")
+    expected = quote(w, PHONE, a["duration"], a["connect_time"], account=ACCOUNT,
+                     access_code="CALLBACK_FAIL")
     assert a["amount"] == expected > 0
     assert b["amount"] == 0 and b["duration"] == 0
     assert b["sip_reason"] == "not placed: authorization_failed"

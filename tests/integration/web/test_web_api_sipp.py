@@ -12,8 +12,8 @@ import psycopg2
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import reactor, task
 
+from tests.support.api import get_json, poll_status, post_callback
 from tests.support.world import DEMO_PASSWORD, World, ensure
 
 pytestmark = pytest.mark.integration
@@ -32,37 +32,13 @@ def world(tmp_path, pg_dsn):
     pytest_twisted.blockon(ensure(w.stop()))
 
 
-async def post(w, body):
-    resp = await treq.post(w.base + "/api/v1/callbacks", json=body)
-    return resp.code, await resp.json(), resp
-
-
-async def get_json(w, path):
-    resp = await treq.get(w.base + path)
-    return resp.code, await resp.json()
-
-
-async def poll_until(w, cb_id, wanted, timeout=30.0):
-    deadline = reactor.seconds() + timeout
-    seen = []
-    while reactor.seconds() < deadline:
-        code, body = await get_json(w, f"/api/v1/callbacks/{cb_id}")
-        assert code == 200
-        if not seen or seen[-1] != body["status"]:
-            seen.append(body["status"])
-        if body["status"] == wanted:
-            return body, seen
-        await task.deferLater(reactor, 0.05, lambda: None)
-    raise AssertionError(f"never reached {wanted}: {seen}")
-
-
 @pytest_twisted.ensureDeferred
 async def test_api_callback_goes_through_every_status_and_reports_charges(world):
-    code, body, resp = await post(world, EXTENDED)
+    code, body, resp = await post_callback(world, EXTENDED)
     assert code == 202 and body["status"] in ("calling_you", "answered")
     cb_id = body["id"]
     assert resp.headers.getRawHeaders("location") == [f"/api/v1/callbacks/{cb_id}"]
-    final, seen = await poll_until(world, cb_id, "ended")
+    final, seen = await poll_status(world, cb_id, "ended")
     assert "connected" in seen
     assert seen.index("calling_you") < seen.index("connected") < seen.index("ended")
     assert final["charges"]["currency"] == "USD" and final["cause"]["code"]
@@ -77,13 +53,13 @@ async def test_api_callback_goes_through_every_status_and_reports_charges(world)
 
 @pytest_twisted.ensureDeferred
 async def test_refusals_of_the_real_service_keep_their_codes(world):
-    code, body, _ = await post(world, {**EXTENDED, "password": "wrong"})
+    code, body, _ = await post_callback(world, {**EXTENDED, "password": "wrong"})
     assert (code, body["error"]["code"]) == (401, "bad_credentials")
-    code, body, _ = await post(world, {**EXTENDED, "account": "cb0000000000"})
+    code, body, _ = await post_callback(world, {**EXTENDED, "account": "cb0000000000"})
     assert (code, body["error"]["code"]) == (401, "bad_credentials")
-    code, body, _ = await post(world, {**EXTENDED, "destination": "999123"})
+    code, body, _ = await post_callback(world, {**EXTENDED, "destination": "999123"})
     assert code == 403 and body["error"]["code"] == "forbidden"
-    code, body, _ = await post(world, {**EXTENDED, "destination": "12ab"})
+    code, body, _ = await post_callback(world, {**EXTENDED, "destination": "12ab"})
     assert code == 400 and body["error"]["field"] == "destination"
     code, body = await get_json(world, "/api/v1/callbacks/0123456789abcdef")
     assert (code, body["error"]["code"]) == (404, "not_found")

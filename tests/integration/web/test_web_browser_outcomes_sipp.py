@@ -20,11 +20,11 @@ from tests.integration.web.test_web_browser_sipp import submit
 from tests.integration.web.test_web_outcomes_sipp import (
     HOLD_MS,
     HOSTED_HOLD_MS,
-    get_json,
     start_bounded,
     stop_bounded,
 )
 from tests.support import browser as browser_mod
+from tests.support.api import get_json
 from tests.support.browser import Browser
 from tests.support.world import DEMO_PASSWORD, World
 

@@ -28,12 +28,12 @@ from decimal import Decimal
 import psycopg2
 import pytest
 import pytest_twisted
-import treq
-from twisted.internet import reactor, task
+from twisted.internet import reactor
 
 from cbserver.callback.causes import describe
 from cbserver.config import parse_config
 from cbserver.tap import CallbackServer
+from tests.support.api import poll_status, post_callback
 from tests.support.quote import quote
 from tests.support.world import DEMO_PASSWORD, World, config_text, ensure
 
@@ -100,35 +100,7 @@ def replace_once(text: str, old: str, new: str) -> str:
 # Every wait is bounded, so a stuck server fails its case instead of the run's 600 s timeout:
 # each HTTP request, the world's start (PostgreSQL, provisioning, SIP) and stop, the wait
 # for the end.
-HTTP_TIMEOUT = 10.0
 START_TIMEOUT = 60.0
-
-
-async def post(world: World, body: dict) -> tuple[int, dict]:
-    """POST /api/v1/callbacks: (HTTP status, JSON body)."""
-    resp = await treq.post(world.base_url + "/api/v1/callbacks", json=body, timeout=HTTP_TIMEOUT)
-    return resp.code, await resp.json()
-
-
-async def get_json(world: World, path: str) -> tuple[int, dict]:
-    """GET a JSON document from the server's web endpoint: (HTTP status, body)."""
-    resp = await treq.get(world.base_url + path, timeout=HTTP_TIMEOUT)
-    return resp.code, await resp.json()
-
-
-async def poll_until_ended(world: World, cb_id: str, timeout: float) -> tuple[dict, list[str]]:
-    """Poll the callback's API status until "ended"; return it and the statuses seen."""
-    deadline = reactor.seconds() + timeout
-    seen: list[str] = []
-    while reactor.seconds() < deadline:
-        code, body = await get_json(world, f"/api/v1/callbacks/{cb_id}")
-        assert code == 200, body
-        if not seen or seen[-1] != body["status"]:
-            seen.append(body["status"])
-        if body["status"] == "ended":
-            return body, seen
-        await task.deferLater(reactor, 0.05, lambda: None)
-    raise AssertionError(f"callback {cb_id} never ended within {timeout}s: {seen}")
 
 
 def start_bounded(world: World) -> None:
@@ -266,11 +238,11 @@ async def test_outcome_over_the_api_bills_both_legs_as_cbserver_quote(case_world
               for acc in (ACCOUNT, HOSTED_ACCOUNT, f"cb{KEYPAD_407}", INTERNAL)}
     owed_before = customer_balance(world)
 
-    code, body = await post(world, case.body())
+    code, body, _ = await post_callback(world, case.body())
     assert code == 202, body
     cb_id = body["id"]
     # Hosted reaches legB only after the IVR: allow for HOSTED_HOLD_MS and the prompts after.
-    final, seen = await poll_until_ended(world, cb_id,
+    final, seen = await poll_status(world, cb_id, "ended",
                                          timeout=45.0 if case.mode == "hosted" else 30.0)
 
     # The status: why it ended, each leg's final SIP status.
