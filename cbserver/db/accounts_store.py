@@ -17,6 +17,13 @@ from psycopg2 import sql
 
 from cbserver.db.catalog_store import fetch_all, fetch_one, translate
 
+#: The transaction-scoped advisory lock (class, key) every generator write takes first. Two
+#: COPYs drawing from one id space would each insert a key the other then waits on, and
+#: PostgreSQL breaks that cycle by killing one with "deadlock detected". Serialised, the
+#: second COPY waits for the first to commit and fails cleanly on the first shared id, so the
+#: generator draws again from what is left. (Class 20 is the per-account slot lock.)
+GENERATOR_LOCK = (21, 0)
+
 _VIEW = """
 SELECT a.*, c.name AS customer, p.name AS product, p.currency AS currency, b.name AS batch
 FROM accounts a
@@ -150,6 +157,7 @@ def write_batch(dsn: str, *, batch: Mapping[str, Any] | None, batch_id: int | No
     conn = psycopg2.connect(dsn, connect_timeout=10)
     try:
         with conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", GENERATOR_LOCK)
             if batch is not None:
                 cur.execute("INSERT INTO batches (name, customer_id) VALUES (%s, %s) RETURNING id",
                             [batch["name"], batch["customer_id"]])

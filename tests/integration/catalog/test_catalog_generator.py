@@ -10,7 +10,7 @@ from decimal import Decimal
 import psycopg2
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 
 from cbserver.billing.generator import Generator
 from cbserver.billing.passwords import verify_password
@@ -162,6 +162,37 @@ async def test_two_generators_racing_for_one_small_space_never_share_an_id(catal
     results = await defer.gatherResults([defer.ensureDeferred(r) for r in runs], consumeErrors=True)
     assert sorted(r["quantity"] for r in results) == [50, 50]
     assert _count(pg_dsn, "SELECT count(DISTINCT id) FROM accounts WHERE id LIKE '55__'") == 100
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_generator_write_waits_for_the_one_in_progress(catalog, accounts, db, tmp_path, pg_dsn):
+    """Writes are serialised by an advisory lock, so two COPYs never deadlock on shared ids."""
+    from cbserver.db.accounts_store import GENERATOR_LOCK
+
+    await _setup(catalog, accounts)
+    holder = psycopg2.connect(pg_dsn)
+    try:
+        holder.autocommit = False
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", GENERATOR_LOCK)
+        run = defer.ensureDeferred(Generator(db, reactor, tmp_path).generate(
+            {**REQUEST, "quantity": 20, "service_password": "none"}))
+        waiting = False
+        for _ in range(100):
+            await task.deferLater(reactor, 0.05, lambda: None)
+            if _count(pg_dsn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                              "AND NOT granted AND classid = 21") == 1:
+                waiting = True
+                break
+        assert waiting, "the generator's write never queued on the lock"
+        assert not run.called
+        assert _count(pg_dsn) == 0
+        holder.rollback()
+        result = await run
+    finally:
+        holder.close()
+    assert result["quantity"] == 20
+    assert _count(pg_dsn) == 20
 
 
 @pytest_twisted.ensureDeferred
