@@ -186,7 +186,7 @@ class CallbackServer(service.MultiService):
         # Services that need the database: started only once it is ready, stopped first
         # (callbacks end their calls and write xDRs, then the SIP port closes).
         self.gated = service.MultiService()
-        self.admin = AdminApp(self.db, reactor, cfg.web.admin_token, cards_dir(cfg))
+        self.admin = AdminApp(self.db, reactor, cfg.web.admin_token, cards_dir(cfg), cfg)
         admin_site = Site(self.admin.resource())
         admin_site.displayTracebacks = False
         strports.service(complete_endpoint(cfg.web.admin_endpoint, state), admin_site,

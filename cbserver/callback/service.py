@@ -16,7 +16,8 @@ from twisted.application import service
 from twisted.internet import defer
 from zope.interface import implementer
 
-from cbserver.billing.authorize import AuthorizationError, AuthRequest, account_refusal
+from cbserver.billing import readiness
+from cbserver.billing.authorize import AuthorizationError, AuthRequest
 from cbserver.callback.api import CallbackRefused, ICallbackService
 from cbserver.callback.causes import describe
 from cbserver.callback.ivr import HostedIvr
@@ -121,11 +122,11 @@ class CallbackService(service.Service):
     # -- life cycle -----------------------------------------------------------------------
 
     def startService(self) -> None:
-        """Start taking callbacks (and check the Hosted instances' internal accounts)."""
+        """Start taking callbacks, and log what in the catalog would refuse them (readiness)."""
         super().startService()
         self.accepting = True
-        self.check_internal_accounts().addErrback(
-            lambda f: self.log.failure("could not check the internal accounts", failure=f))
+        self.check_readiness().addErrback(
+            lambda f: self.log.failure("could not check the catalog's readiness", failure=f))
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -228,20 +229,21 @@ class CallbackService(service.Service):
                                             "please try again later")
 
     @defer.inlineCallbacks
-    def check_internal_accounts(self):
-        """Log an error for each Hosted instance whose internal account is missing or cannot
-        call (at start-up, so a typo shows before the first caller meets it)."""
+    def check_readiness(self):
+        """Log each readiness finding (an error or a warning line) and fire with the list.
+
+        Run at start-up, so a typo in the catalog or the config shows before the first caller
+        meets it as a refused callback (see ``cbserver.billing.readiness``).
+        """
         now = dt.datetime.fromtimestamp(self.clock.seconds(), dt.UTC)
-        for app in self.apps.values():
-            if not (app.hosted_allowed_clients and app.internal_account):
-                continue
-            account = yield authz_store.fetch_account(self.db, app.internal_account)
-            refusal = (AuthorizationError("unknown_account", "no such account") if account is None
-                       else account_refusal(account, now))
-            if refusal is not None:
-                self.log.error("application {app}: internal account {account} cannot be used "
-                               "({refusal}); Hosted callbacks will be refused",
-                               app=app.name, account=app.internal_account, refusal=refusal)
+        findings = yield readiness.check_readiness(self.db, self.cfg, now)
+        for f in findings:
+            emit = self.log.error if f.severity == readiness.ERROR else self.log.warn
+            emit("readiness {code}: {subject}: {text}", code=f.code, subject=f.subject,
+                 text=f.message, **f.details)
+        if not findings:
+            self.log.info("readiness: every instance's products and tariffs can take callbacks")
+        return findings
 
     def _mode_parameters(self, app, request):
         """(account to authorize, legB number, check password?) for the request's mode."""

@@ -11,6 +11,7 @@ query parameters. The OpenAPI 3 document is served at ``/openapi.json``.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hmac
 import json
@@ -20,6 +21,7 @@ from decimal import Decimal
 from klein import Klein
 from twisted.internet import defer
 
+from cbserver.billing import readiness
 from cbserver.billing.accounts import Accounts
 from cbserver.billing.catalog import Catalog, RowErrors
 from cbserver.billing.generator import Generator
@@ -104,9 +106,10 @@ class AdminApp:
     app = Klein()
     log = Logger()
 
-    def __init__(self, db, clock, token: str, csv_dir):
+    def __init__(self, db, clock, token: str, csv_dir, cfg=None):
         self.db = db
         self.clock = clock
+        self.cfg = cfg  # the server's Config: its instances are what /v1/readiness checks
         self.token = token or ""
         self.catalog = Catalog(db, clock)
         self.accounts = Accounts(db, clock)
@@ -409,6 +412,18 @@ class AdminApp:
     async def recharge_account(self, request, data, account_id):
         """Recharge (or refund) an individual account; the row carries the new balance."""
         return await self.payments.recharge_account(account_id, data, made_by="admin-api")
+
+    @app.route("/v1/readiness", methods=["GET"])
+    @api()
+    async def get_readiness(self, request):
+        """What in the catalog would refuse this node's callbacks (``cbserver check``'s findings)."""
+        if self.cfg is None:
+            raise NotFound("readiness", "this admin endpoint serves no callback instances")
+        at = dt.datetime.fromtimestamp(self.clock.seconds(), dt.UTC)
+        findings = await readiness.check_readiness(self.db, self.cfg, at)
+        return {"node": self.cfg.server.node, "checked_at": at,
+                "ready": not any(f.severity == readiness.ERROR for f in findings),
+                "findings": [f.to_json() for f in findings]}
 
     @app.route("/v1/generator/jobs", methods=["POST"])
     @api(202, body=True)

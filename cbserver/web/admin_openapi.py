@@ -183,6 +183,9 @@ def openapi_document() -> dict:
         "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
         "get": {"summary": "a generator job: state running/done/failed, progress, result with csv_path",
                 "responses": {"200": {"description": "the job"}, "404": _ERROR}}}
+    paths["/v1/readiness"] = {"get": {
+        "summary": "what in the catalog would refuse this node's callbacks (as `cbserver check`)",
+        "responses": {"200": _json("Readiness"), "401": _ERROR}}}
     schemas = {
         "Destination": _schema("Destination", DESTINATION), "Tariff": _schema("Tariff", TARIFF),
         "Rate": _schema("Rate", RATE), "RatingEntry": _schema("RatingEntry", RATING_ENTRY),
@@ -196,6 +199,13 @@ def openapi_document() -> dict:
             "kind": {"type": "string", "enum": ["payment", "refund"]}, "amount": dict(_DECIMAL),
             "currency": {"type": "string"}, "balance_after": dict(_DECIMAL), "note": {"type": "string"},
             "made_by": {"type": "string"}, "created_at": dict(_DATETIME)}},
+        "Readiness": {"type": "object", "properties": {
+            "node": {"type": "string"}, "checked_at": dict(_DATETIME),
+            "ready": {"type": "boolean", "description": "false when any finding is an error"},
+            "findings": {"type": "array", "items": {"type": "object", "properties": {
+                "severity": {"type": "string", "enum": ["error", "warning"]},
+                "code": {"type": "string"}, "subject": {"type": "string"},
+                "message": {"type": "string"}, "details": {"type": "object"}}}}}},
         "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
             "code": {"type": "string", "enum": ["invalid", "unauthorized", "not_found", "conflict",
                                                 "unavailable"]},

@@ -99,15 +99,17 @@ async def test_an_unusable_internal_account_is_the_operators_error_not_the_calle
             await w.server.callbacks.request_callback(hosted("559900000002"))
         assert info.value.code == "not_ready" and info.value.http_status == 503
         assert "Hosted callback is not available" in info.value.message
-        await w.server.callbacks.check_internal_accounts()
+        found = await w.server.callbacks.check_readiness()
     finally:
         await w.stop()
         globalLogPublisher.removeObserver(events.append)
-    errors = [e for e in events if e.get("log_level") is not None
-              and e["log_level"].name == "error" and "internal account" in e.get("log_format", "")]
+    errors = [e for e in events if e.get("log_level") is not None and e["log_level"].name == "error"
+              and (e.get("code") == "internal_account_unusable"
+                   or "internal account" in e.get("log_format", ""))]
     assert all(e["account"] == "cb-internal" for e in errors)
-    # Start-up (this World provisions the accounts only after the server started), then the
-    # refused request, then the check run again by hand.
+    # Start-up's readiness check (this World provisions the accounts only after the server
+    # started), then the refused request, then the check run again by hand.
     assert [str(e.get("refusal") or e.get("reason")).split(":")[0] for e in errors] == [
         "unknown_account", "inactive", "inactive"]
     assert not w.server.callbacks.sessions  # nothing was dialled
+    assert [(f.severity, f.code) for f in found] == [("error", "internal_account_unusable")]

@@ -15,8 +15,8 @@ TOKEN = "test-admin-token-0123456789"
 class AdminClient:
     """Sends JSON requests to an ``AdminApp`` and returns (status, parsed body)."""
 
-    def __init__(self, db, csv_dir, token: str = TOKEN):
-        self.app = AdminApp(db, reactor, token, csv_dir)
+    def __init__(self, db, csv_dir, token: str = TOKEN, cfg=None):
+        self.app = AdminApp(db, reactor, token, csv_dir, cfg)
         self.stub = StubTreq(self.app.resource())
 
     async def _settle(self, d):
