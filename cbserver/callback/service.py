@@ -25,6 +25,7 @@ from cbserver.callback.legmedia import LegMedia, join
 from cbserver.callback.session import CallbackSession, SessionContext
 from cbserver.callback.statuswriter import StatusWriter
 from cbserver.db import authz_store, callbacks_store
+from cbserver.db.pool import DATABASE_ERRORS, describe_failure
 from cbserver.logs import Logger
 
 # Authorization refusals -> (refusal code, message for the page).
@@ -125,8 +126,7 @@ class CallbackService(service.Service):
         """Start taking callbacks, and log what in the catalog would refuse them (readiness)."""
         super().startService()
         self.accepting = True
-        self.check_readiness().addErrback(
-            lambda f: self.log.failure("could not check the catalog's readiness", failure=f))
+        self.check_readiness().addErrback(self._readiness_failed)
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -244,6 +244,15 @@ class CallbackService(service.Service):
         if not findings:
             self.log.info("readiness: every instance's products and tariffs can take callbacks")
         return findings
+
+    def _readiness_failed(self, failure):
+        """The start-up check could not read the catalog: one warning line when PostgreSQL is
+        away (the pool logs the outage itself), a traceback for anything else."""
+        if failure.check(*DATABASE_ERRORS):
+            self.log.warn("readiness not checked: {error} (run `cbserver check` once the database "
+                          "is back)", error=describe_failure(failure))
+        else:
+            self.log.failure("could not check the catalog's readiness", failure=failure)
 
     def _mode_parameters(self, app, request):
         """(account to authorize, legB number, check password?) for the request's mode."""
