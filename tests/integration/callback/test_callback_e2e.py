@@ -53,6 +53,35 @@ async def test_extended_callback_connects_and_bills_both_legs(world):
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_offpeak_call_is_priced_by_the_offpeak_fields_through_to_the_xdr(world):
+    # The manual's "Separate peak / off-peak rate": legA's rate gets off-peak prices and the
+    # tariff an off-peak period covering every minute of the week, so this call, whenever the
+    # test runs, is off-peak from authorization to the xDR.
+    from twisted.internet import reactor
+
+    from cbserver.billing.catalog import Catalog
+
+    catalog = Catalog(world.server.db, reactor)
+    await catalog.update_tariff("Callback", {"offpeak_timezone": "America/Sao_Paulo",
+                                             "offpeak_periods": ["mon-sun 00:00-23:59"]})
+    [rate] = (await catalog.list_rates({"tariff": "Callback", "prefix": "55"}))["items"]
+    await catalog.update_rate(rate["id"], {
+        "rating_mode": "peak_offpeak", "offpeak_first_interval": 30, "offpeak_next_interval": 6,
+        "offpeak_first_price": "0.06", "offpeak_next_price": "0.06"})
+    world.server.authorizers["Web callback"].tariffs.invalidate()
+    before = world.balance("cb1818000001")
+    cid = await world.server.callbacks.request_callback(extended())
+    status = await world.wait_end(cid)
+    assert status["cause"]["code"] == "lega_hung_up"
+    x = world.xdrs(cid)
+    assert 5 <= x["A"]["duration"] <= 30
+    # legA: the off-peak 30 s first interval at 0.06/min (peak would be 0.12/min: 0.06).
+    assert (x["A"]["peak"], x["A"]["amount"]) == (False, Decimal("0.03000"))
+    assert x["B"]["amount"] == Decimal("0.15000")  # 1818 is flat: 30 s at 0.30/min
+    assert before - world.balance("cb1818000001") == Decimal("0.18000")
+
+
+@pytest_twisted.ensureDeferred
 async def test_legb_busy_charges_lega_by_callback_fail(world):
     before = world.balance("cb1818000001")
     cid = await world.server.callbacks.request_callback(extended(destination="4865550123"))
