@@ -295,6 +295,54 @@ class WebConfig:
             raise ConfigError("admin_token", "must be at least 16 characters")
 
 
+#: A plain e-mail address, ``user@host`` (no display name, no list): what a mail header and
+#: an SMTP envelope can carry without quoting.
+EMAIL_PATTERN = r"[^@\s<>,;\"()\[\]]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*"
+_EMAIL = re.compile(EMAIL_PATTERN)
+
+
+def email_address(text: str) -> str:
+    """A plain e-mail address (``user@host``, no display name)."""
+    if not (isinstance(text, str) and len(text) <= 254 and _EMAIL.fullmatch(text)):
+        raise ValueError(f"expected an e-mail address such as 'ops@example.net', got {text!r}")
+    return text
+
+
+def _smtp_address(text: str) -> str:
+    """Empty, or a mail relay's host[:port]."""
+    if text:
+        parse_host_port(text, default_port=25)
+    return text
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotificationsConfig:
+    """E-mail notifications: the account generator mails its CSV to whoever asked for the batch
+    (the manual: "Notification about the cards generated will be sent by email ...")."""
+
+    smtp: str = setting("", check=_smtp_address,
+                        doc="host[:port] of the mail relay (port 25 by default); empty: no e-mail")
+    sender: str = setting("cbserver@localhost", check=email_address,
+                          doc="From address of the notifications")
+    smtp_username: str = setting("", doc="SMTP AUTH user (empty: no authentication)")
+    smtp_password: str = setting("", doc="SMTP AUTH password")
+    smtp_password_file: str = setting("", doc="file holding the SMTP password instead")
+    starttls: bool = setting(False, doc="require STARTTLS before sending (needed with a password)")
+    generator_recipients: tuple[str, ...] = setting(
+        (), check=lambda v: tuple(email_address(x) for x in v),
+        doc="who gets every generated batch's CSV, besides the address a request names")
+
+    def validate(self) -> None:
+        """Check cross-field rules."""
+        if self.smtp_password and self.smtp_password_file:
+            raise ConfigError("smtp_password_file", "give smtp_password or smtp_password_file, "
+                                                    "not both")
+        if (self.smtp_password or self.smtp_password_file) and not self.starttls:
+            raise ConfigError("starttls", "a password is only sent over TLS: set starttls = true")
+        if self.generator_recipients and not self.smtp:
+            raise ConfigError("generator_recipients", "set smtp (the mail relay) to send them mail")
+
+
 @dataclass(frozen=True, kw_only=True)
 class LimitsConfig:
     """Abuse protection: rate limits and concurrency caps, shared by every node."""
@@ -379,6 +427,7 @@ class Config:
     server: ServerConfig = setting(ServerConfig(), doc="[server]")
     web: WebConfig = setting(WebConfig(), doc="[web]")
     limits: LimitsConfig = setting(LimitsConfig(), doc="[limits]")
+    notifications: NotificationsConfig = setting(NotificationsConfig(), doc="[notifications]")
 
     def validate(self) -> None:
         """Check cross-table rules."""
@@ -427,9 +476,13 @@ def _resolve_secrets(cfg: Config, base: Path, source: str) -> Config:
             if len(tok) < 16:
                 raise ConfigError("web.admin_token_file", "the token must be at least 16 characters")
             web = replace(web, admin_token=tok)
+        mail = cfg.notifications
+        if mail.smtp_password_file:
+            mail = replace(mail, smtp_password=_read_secret(
+                str(base / mail.smtp_password_file), "notifications.smtp_password_file"))
     except ConfigError as e:
         raise ConfigError(e.path, e.problem, source) from None
-    return replace(cfg, sip=replace(cfg.sip, trunk=trunk), web=web)
+    return replace(cfg, sip=replace(cfg.sip, trunk=trunk), web=web, notifications=mail)
 
 
 def load_config(path: str | Path) -> Config:

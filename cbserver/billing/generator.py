@@ -28,6 +28,7 @@ from cbserver.billing import validation as v
 from cbserver.billing.accounts import ACCOUNT, Accounts, check_account
 from cbserver.billing.catalog import now, resolve
 from cbserver.billing.validation import ConflictError, Field, ValidationError
+from cbserver.config import EMAIL_PATTERN
 from cbserver.db import accounts_store as astore
 from cbserver.db import catalog_store as store
 from cbserver.logs import Logger
@@ -62,6 +63,8 @@ GENERATOR = {
                              default="empty"),
     "time_zone": ACCOUNT["time_zone"],
     "language": ACCOUNT["language"],
+    # Who asked for the batch: the manual mails them the CSV ([notifications] smtp).
+    "notify": Field(v.string_list(v.text(254, pattern=EMAIL_PATTERN)), default=[]),
 }
 
 CSV_COLUMNS = ("id", "service_password", "web_login", "web_password", "balance", "status",
@@ -210,11 +213,16 @@ class Generator:
 
     log = Logger()
 
-    def __init__(self, db, clock, csv_dir: str | os.PathLike):
+    def __init__(self, db, clock, csv_dir: str | os.PathLike, mailer=None,
+                 recipients: tuple[str, ...] = ()):
         self.db = db
         self.clock = clock
         self.csv_dir = Path(csv_dir)
         self.accounts = Accounts(db, clock)
+        # Notification mail (cbserver.mail.Mailer), sent to each request's ``notify`` and to
+        # these addresses ([notifications] generator_recipients).
+        self.mailer = mailer
+        self.recipients = tuple(recipients)
 
     def _check_csv_dir(self) -> None:
         """Make sure the CSV can be written (owner-only folder) before anything is created."""
@@ -242,6 +250,9 @@ class Generator:
             raise ValidationError("batch", "name the new batch (or an existing one with new_batch false)")
         space = id_space(req["prefix"], req["length"])
         self._check_csv_dir()
+        if req["notify"] and not (self.mailer is not None and self.mailer.enabled):
+            raise ValidationError("notify", "e-mail notifications are not configured "
+                                            "([notifications] smtp)")
 
         async def run(cur):
             c = await resolve(cur, "customers", req["customer"], "customer", kind="customer")
@@ -272,11 +283,40 @@ class Generator:
             taken = await store.transaction(self.db, astore.ids_with_pattern, space.prefix, space.length)
             ids = await self.accounts.in_thread(draw_ids, space, quantity, taken)
             try:
-                return await self._write(req, links, ids, progress)
+                result = await self._write(req, links, ids, progress)
             except ConflictError as e:
                 if e.field != "id" or attempt == 2:
                     raise
+            else:
+                return await self._notify(req, result)
         raise AssertionError("unreachable")
+
+    async def _notify(self, req: dict, result: dict) -> dict:
+        """Mail the CSV to whoever should hear of the batch; the outcome goes in the result.
+
+        The batch is committed by now: a mail that cannot be sent is reported (a warning and
+        ``notification.sent`` false), never undone, and the CSV stays in the cards folder.
+        """
+        to = list(dict.fromkeys([*req["notify"], *self.recipients]))
+        if not to or self.mailer is None or not self.mailer.enabled:
+            return result
+        path = Path(result["csv_path"])
+        body = (f"{result['quantity']} accounts were generated in batch {result['batch']!r} "
+                f"for customer {req['customer']!r}, product {req['product']!r}.\n"
+                f"Status: {result['status']}. First ID: {result['first_id']}.\n\n"
+                f"The attached CSV holds their IDs and passwords; a copy is kept on the server "
+                f"at {path}.\n")
+        try:
+            data = await self.accounts.in_thread(path.read_bytes)
+            await self.mailer.send(to, f"cbserver: {result['quantity']} accounts generated in "
+                                       f"batch {result['batch']}", body,
+                                   [(path.name, "text/csv", data)])
+        except Exception as e:  # noqa: BLE001 - any failure is reported, the batch stays
+            self.log.warn("batch {batch}: the notification to {to} was not sent ({error}); "
+                          "the CSV is at {path}", batch=result["batch"], to=", ".join(to),
+                          error=str(e), path=str(path))
+            return {**result, "notification": {"to": to, "sent": False, "error": str(e)}}
+        return {**result, "notification": {"to": to, "sent": True}}
 
     async def _write(self, req: dict, links: dict, ids: list[str], progress) -> dict:
         quantity = len(ids)

@@ -17,7 +17,8 @@ from cbserver.billing.payments import Payments
 from cbserver.cli import CommandError
 from cbserver.commands.catalog import print_json, run_service
 from cbserver.commands.db import add_dsn_arguments
-from cbserver.config import ConfigError, load_config
+from cbserver.config import ConfigError, cards_dir, load_config
+from cbserver.mail import Mailer
 
 #: option -> generator field, for options that map one to one.
 _OPTIONS = {
@@ -64,6 +65,9 @@ def register(sub) -> None:
     g.add_argument("--web-credentials", choices=("auto", "empty"), help="web self-care credentials")
     g.add_argument("--time-zone", help="IANA time zone for web self-care")
     g.add_argument("--language", help="web interface language (en, pt-BR...)")
+    g.add_argument("--notify", action="append", metavar="EMAIL",
+                   help="mail the CSV to this address too (repeatable; needs --config with "
+                        "[notifications] smtp)")
     g.add_argument("--csv-dir", help="folder for the CSV (default: <state_dir>/cards with --config, "
                                      "else ./cards)")
     g.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
@@ -114,6 +118,8 @@ def generator_request(args) -> dict:
     data["new_batch"] = not args.existing_batch
     data["manual_activation"] = not args.active
     data["ecommerce"] = bool(args.ecommerce)
+    if args.notify:
+        data["notify"] = list(args.notify)
     return data
 
 
@@ -122,11 +128,16 @@ def csv_dir(args) -> Path:
     if args.csv_dir:
         return Path(args.csv_dir)
     if args.config:
-        try:
-            return Path(load_config(args.config).server.state_dir) / "cards"
-        except ConfigError as e:
-            raise CommandError(str(e)) from None
+        return cards_dir(_config(args))
     return Path("cards")
+
+
+def _config(args):
+    """The configuration named by ``--config``."""
+    try:
+        return load_config(args.config)
+    except ConfigError as e:
+        raise CommandError(str(e)) from None
 
 
 class ProgressBar:
@@ -164,12 +175,23 @@ def _generate(args) -> int:
     if args.progress == "never":
         bar.enabled = False
 
+    mail = _config(args).notifications if args.config else None
+
     async def go(services):
-        return await Generator(services.db, services.reactor, folder).generate(data, progress=bar)
+        mailer = Mailer(mail, services.reactor) if mail is not None else None
+        generator = Generator(services.db, services.reactor, folder, mailer,
+                              mail.generator_recipients if mail is not None else ())
+        return await generator.generate(data, progress=bar)
 
     result = run_service(args, go)
     print(f"generated {result['quantity']} account(s) in batch {result['batch']!r} "
           f"({result['status']})", file=sys.stderr)
+    note = result.get("notification")
+    if note is not None and note["sent"]:
+        print(f"the CSV was mailed to {', '.join(note['to'])}", file=sys.stderr)
+    elif note is not None:
+        print(f"warning: the CSV was not mailed to {', '.join(note['to'])}: {note['error']}",
+              file=sys.stderr)
     print(result["csv_path"])
     return 0
 

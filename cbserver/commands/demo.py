@@ -64,8 +64,8 @@ def demo_config(dsn: str, state: Path, port: int, sip_port: int = 5060,
         'address = "127.0.0.1:5070"': f'address = "127.0.0.1:{carrier_port}"',
         'ports = "20000-29999"': f'ports = "{rtp_ports}"',
         # The demo carrier challenges calls to 407... numbers with these credentials.
-        'username = ""': f'username = "{TRUNK_USER}"',
-        'password = ""': f'password = "{TRUNK_PASSWORD}"',
+        '\nusername = ""': f'\nusername = "{TRUNK_USER}"',
+        '\npassword = ""': f'\npassword = "{TRUNK_PASSWORD}"',
         'admin_endpoint = "ssl:8902:interface=127.0.0.1"':
             f'admin_endpoint = "ssl:{port + 1}:interface=127.0.0.1"',
         '# admin_token_file = "admin.token"': f'admin_token_file = "{token_file}"',

@@ -29,6 +29,7 @@ from cbserver.billing.payments import Payments
 from cbserver.billing.validation import ConflictError, NotFound, ValidationError, jsonable
 from cbserver.db.pool import DatabaseUnavailable
 from cbserver.logs import Logger
+from cbserver.mail import Mailer
 from cbserver.web.admin_openapi import openapi_document
 
 MAX_BODY = 1 << 20
@@ -114,7 +115,10 @@ class AdminApp:
         self.catalog = Catalog(db, clock)
         self.accounts = Accounts(db, clock)
         self.payments = Payments(db, clock)
-        self.generator = Generator(db, clock, csv_dir)
+        mail = cfg.notifications if cfg is not None else None
+        self.generator = Generator(db, clock, csv_dir,
+                                   Mailer(mail, clock) if mail is not None else None,
+                                   mail.generator_recipients if mail is not None else ())
         self.jobs: dict[str, dict] = {}
 
     def resource(self):

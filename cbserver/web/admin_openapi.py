@@ -58,6 +58,9 @@ def _field_schema(name: str, kind: str) -> dict:
         return {"type": "array", "items": {"type": "string", "enum": ["voice"]}, "minItems": 1}
     if name == "offpeak_periods":
         return {"type": "array", "items": {"type": "string", "example": "mon-fri 18:00-23:59"}}
+    if name == "notify":
+        return {"type": "array", "items": {"type": "string", "format": "email"},
+                "description": "mail the batch's CSV to these addresses ([notifications] smtp)"}
     if name == "rating_list":
         return {"type": "array", "items": {"$ref": "#/components/schemas/RatingEntry"}}
     if name == "currency" and kind == "PaymentRequest":

@@ -316,3 +316,22 @@ def test_readme_documents_every_key():
     readme = (checkout_dir() / "README.md").read_text()
     for key, _type, _default, _doc in describe(Config):
         assert f"`{key}`" in readme, f"{key} missing from the README"
+
+
+def test_notifications_are_off_by_default_and_each_mistake_names_its_key(tmp_path):
+    assert parse_config(MINIMAL).notifications.smtp == ""
+    table = "[notifications]\n"
+    assert _error(MINIMAL + table + "smtp = 'mail relay'\n").path == "notifications.smtp"
+    assert _error(MINIMAL + table + "sender = 'cbserver'\n").path == "notifications.sender"
+    assert _error(MINIMAL + table + "smtp = 'relay'\ngenerator_recipients = ['ops@x', 'Ops <o@x>']\n"
+                  ).path == "notifications.generator_recipients"
+    # Recipients with nowhere to send them, and a password sent in clear, are refused.
+    assert _error(MINIMAL + table + "generator_recipients = ['ops@example.net']\n").path == \
+        "notifications.generator_recipients"
+    e = _error(MINIMAL + table + "smtp = 'relay'\nsmtp_username = 'u'\nsmtp_password = 'p'\n")
+    assert e.path == "notifications.starttls" and "TLS" in e.problem
+    secret = tmp_path / "smtp.secret"
+    secret.write_text("s3cret\n")
+    cfg = parse_config(MINIMAL + table + "smtp = 'relay.example.net'\nstarttls = true\n"
+                       "smtp_username = 'u'\nsmtp_password_file = 'smtp.secret'\n", base=tmp_path)
+    assert (cfg.notifications.smtp, cfg.notifications.smtp_password) == ("relay.example.net", "s3cret")
