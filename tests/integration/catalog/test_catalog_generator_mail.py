@@ -191,3 +191,17 @@ async def test_the_admin_api_job_mails_the_csv(catalog, accounts, db, tmp_path, 
     code, body = await bare.call("POST", "/v1/generator/jobs",
                                  {**REQUEST, "batch": "cards-2", "notify": ["ops@example.net"]})
     assert code == 400 and body["error"]["field"] == "notify"
+
+
+@pytest_twisted.ensureDeferred
+async def test_starttls_required_but_not_offered_sends_nothing(catalog, accounts, db, tmp_path, sink):
+    # The sink offers no STARTTLS: with starttls = true the client must stop before AUTH, so the
+    # password never crosses the wire in clear, and the batch is still there.
+    await _setup(catalog, accounts)
+    mailer = _mailer(sink.port.getHost().port, starttls=True, smtp_username="cards",
+                     smtp_password="s3cret")
+    result = await Generator(db, reactor, tmp_path, mailer).generate(
+        {**REQUEST, "notify": ["ops@example.net"]})
+    assert result["notification"]["sent"] is False
+    assert "TLS" in result["notification"]["error"]
+    assert sink.messages == []
