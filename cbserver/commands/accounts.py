@@ -68,7 +68,7 @@ def register(sub) -> None:
     g.add_argument("--notify", action="append", metavar="EMAIL",
                    help="mail the CSV to this address too (repeatable; needs --config with "
                         "[notifications] smtp)")
-    g.add_argument("--csv-dir", help="folder for the CSV (default: <state_dir>/cards with --config, "
+    g.add_argument("--csv-dir", help="folder for the CSV (default: [server] cards_dir with --config, "
                                      "else ./cards)")
     g.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                    help="progress bar on stderr (auto: when stderr is a terminal)")

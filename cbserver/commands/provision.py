@@ -20,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("file", help="provisioning file (see docs/catalog.md, demo/demo.toml)")
     p.add_argument("--dry-run", action="store_true", help="list what would change, change nothing")
     p.add_argument("--csv-dir", help="folder for the CSVs of generator runs (default: "
-                                     "<state_dir>/cards with --config, else ./cards)")
+                                     "[server] cards_dir with --config, else ./cards)")
     add_dsn_arguments(p)
     p.set_defaults(func=_provision)
 
