@@ -128,11 +128,11 @@ def csv_dir(args) -> Path:
     if args.csv_dir:
         return Path(args.csv_dir)
     if args.config:
-        return cards_dir(_config(args))
+        return cards_dir(load_config_or_fail(args))
     return Path("cards")
 
 
-def _config(args):
+def load_config_or_fail(args):
     """The configuration named by ``--config``."""
     try:
         return load_config(args.config)
@@ -175,7 +175,7 @@ def _generate(args) -> int:
     if args.progress == "never":
         bar.enabled = False
 
-    mail = _config(args).notifications if args.config else None
+    mail = load_config_or_fail(args).notifications if args.config else None
 
     async def go(services):
         mailer = Mailer(mail, services.reactor) if mail is not None else None

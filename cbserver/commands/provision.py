@@ -9,9 +9,10 @@ from __future__ import annotations
 from cbserver.billing.provision import load, provision
 from cbserver.billing.validation import CatalogError
 from cbserver.cli import CommandError
-from cbserver.commands.accounts import csv_dir
+from cbserver.commands.accounts import csv_dir, load_config_or_fail
 from cbserver.commands.catalog import describe, run_service
 from cbserver.commands.db import add_dsn_arguments
+from cbserver.mail import Mailer
 
 
 def register(sub) -> None:
@@ -32,9 +33,13 @@ def _provision(args) -> int:
     except CatalogError as e:
         raise CommandError(describe(e)) from None
     folder = csv_dir(args)
+    mail = load_config_or_fail(args).notifications if args.config else None
 
     async def go(services):
-        return await provision(services.db, services.reactor, doc, csv_dir=folder, dry_run=args.dry_run)
+        mailer = Mailer(mail, services.reactor) if mail is not None else None
+        return await provision(services.db, services.reactor, doc, csv_dir=folder,
+                               dry_run=args.dry_run, mailer=mailer,
+                               recipients=mail.generator_recipients if mail is not None else ())
 
     changes = run_service(args, go)
     prefix = "would " if args.dry_run else ""

@@ -205,3 +205,26 @@ async def test_starttls_required_but_not_offered_sends_nothing(catalog, accounts
     assert result["notification"]["sent"] is False
     assert "TLS" in result["notification"]["error"]
     assert sink.messages == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_provisioning_files_generate_entry_can_ask_for_the_mail(pg_dsn, tmp_path):
+    from cbserver.commands.demo import demo_config
+
+    sink = SmtpSink()
+    port = sink.start()
+    cbs = str(Path(sys.executable).parent / "cbserver")
+    doc = (ROOT / "demo" / "demo.toml").read_text()
+    assert doc.count("\n[[generate]]\n") == 1
+    source = tmp_path / "catalog.toml"
+    source.write_text(doc.replace("\n[[generate]]\n", '\n[[generate]]\nnotify = ["ops@example.net"]\n'))
+    config = tmp_path / "cbserver.toml"
+    config.write_text(demo_config(pg_dsn, tmp_path, 18901).replace(
+        '\nsmtp = ""\n', f'\nsmtp = "127.0.0.1:{port}"\n'))
+    try:
+        code, out, err = await _run(cbs, "provision", str(source), "--config", str(config))
+    finally:
+        await sink.stop()
+    assert code == 0, err
+    [(envelope, msg)] = sink.messages
+    assert envelope[1] == "ops@example.net" and "accounts generated in batch" in msg["Subject"]
