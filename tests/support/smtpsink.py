@@ -16,6 +16,8 @@ from zope.interface import implementer
 
 @implementer(smtp.IMessage)
 class _Message:
+    """One recipient's copy of a message, parsed into the sink when the data ends."""
+
     def __init__(self, sink, envelope):
         self.sink, self.envelope, self.lines = sink, envelope, []
 
@@ -34,6 +36,8 @@ class _Message:
 
 @implementer(smtp.IMessageDelivery)
 class _Delivery:
+    """Accepts any sender and every recipient the sink does not refuse (550 for those)."""
+
     def __init__(self, sink):
         self.sink = sink
 
