@@ -16,9 +16,11 @@ def test_every_generator_field_has_an_option():
         "--service-password", "none", "--distributor", "Kiosk", "--activation-date",
         "2026-01-01T00:00:00Z", "--expiration-date", "2027-01-01T00:00:00Z",
         "--avail-after-first-use", "90", "--avail-after-last-use", "30", "--ecommerce",
-        "--web-credentials", "auto", "--time-zone", "UTC", "--language", "en", "--dsn", "x"])
+        "--web-credentials", "auto", "--time-zone", "UTC", "--language", "en",
+        "--notify", "ops@example.net", "--notify", "boss@example.net", "--dsn", "x"])
     request = generator_request(args)
     assert set(request) == set(GENERATOR)
+    assert request["notify"] == ["ops@example.net", "boss@example.net"]
     assert (request["new_batch"], request["manual_activation"], request["ecommerce"]) == (False, False, True)
     assert request["account_type"] == "credit" and request["avail_after_first_use_days"] == 90
 
