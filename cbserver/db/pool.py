@@ -52,6 +52,28 @@ class IDatabase(Interface):
 
 
 _DEAD = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+# SQLSTATEs that end the session itself: class 08 (connection exception), and the server
+# shutting down or not yet accepting connections (57P01 admin_shutdown, 57P02
+# crash_shutdown, 57P03 cannot_connect_now). PostgreSQL documentation, Appendix A.
+_SESSION_ENDED = ("08", "57P01", "57P02", "57P03")
+
+
+def connection_failed(exc: BaseException) -> bool:
+    """Did ``exc`` break the connection (reconnect), rather than fail one statement on it?
+
+    psycopg2 files a deadlock (40P01), a serialization failure (40001), a statement timeout
+    (57014) and a lock timeout (55P03) under ``OperationalError``, like a dropped connection.
+    Those abort one transaction and leave the session usable: treating them as a lost
+    connection would close every connection and fail every other query in flight. An error
+    without a SQLSTATE never came from the server: the client lost it.
+    """
+    if isinstance(exc, psycopg2.InterfaceError):
+        return True
+    if not isinstance(exc, psycopg2.OperationalError):
+        return False
+    code = getattr(exc, "pgcode", None)
+    return code is None or code.startswith(_SESSION_ENDED)
 # What a caller of the pool sees when PostgreSQL is away: refused before sending (the pool
 # knows it is down), or a connection that broke under the query.
 DATABASE_ERRORS = (DatabaseUnavailable, *_DEAD)
@@ -300,7 +322,7 @@ class Database(service.Service):
                 return result
 
             def failed(f):
-                if f.check(*_DEAD):
+                if connection_failed(f.value):
                     self._lost(f)
                     return f
                 self._checkin(conn)
