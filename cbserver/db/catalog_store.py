@@ -256,17 +256,35 @@ def translate(exc: psycopg2.Error) -> Exception:
     return exc
 
 
+#: How many times a transaction PostgreSQL aborted to break a deadlock or a serialization
+#: conflict is run in all.
+ATTEMPTS = 3
+
+
 def transaction(db, fn, *args, **kwargs) -> defer.Deferred:
-    """Run the coroutine function ``fn(cursor, ...)`` in one transaction on ``db``."""
+    """Run the coroutine function ``fn(cursor, ...)`` in one transaction on ``db``.
+
+    A deadlock (40P01) or serialization failure (40001) rolled the transaction back, so it
+    changed nothing: it is run again, up to ``ATTEMPTS`` times in all, as PostgreSQL's
+    documentation advises (13.2.3, 13.3.4), instead of failing an admin request with 500.
+    """
 
     def run(cur):
         return defer.ensureDeferred(fn(cur, *args, **kwargs))
+
+    def attempt(n: int) -> defer.Deferred:
+        def again(f):
+            if n < ATTEMPTS and f.check(psycopg2.extensions.TransactionRollbackError):
+                return attempt(n + 1)
+            return f
+
+        return db.runInteraction(run).addErrback(again)
 
     def failed(f):
         f.trap(psycopg2.IntegrityError, psycopg2.DataError)
         raise translate(f.value)
 
-    return db.runInteraction(run).addErrback(failed)
+    return attempt(1).addErrback(failed)
 
 
 def dumps(value: Any) -> str:

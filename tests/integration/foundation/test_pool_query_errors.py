@@ -95,3 +95,34 @@ async def test_a_lock_timeout_fails_that_transaction_only(pg_dsn):
         holder.rollback()
         holder.close()
         await pool.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_catalog_transactions_run_again_after_a_deadlock(pg_dsn):
+    from cbserver.db import catalog_store
+
+    _setup(pg_dsn)
+    pool = Database(pg_dsn, reactor, size=3)
+    pool.startService()
+    try:
+        await pool.when_ready()
+        first_locked = {1: defer.Deferred(), 2: defer.Deferred()}
+        runs = {1: 0, 2: 0}
+
+        def crossing(mine, theirs):
+            async def run(cur):
+                runs[mine] += 1
+                await cur.execute("UPDATE lockers SET n = n + 1 WHERE id = %s", (mine,))
+                if not first_locked[mine].called:
+                    first_locked[mine].callback(None)
+                await first_locked[theirs]
+                await cur.execute("UPDATE lockers SET n = n + 1 WHERE id = %s", (theirs,))
+            return run
+
+        await defer.gatherResults([catalog_store.transaction(pool, crossing(1, 2)),
+                                   catalog_store.transaction(pool, crossing(2, 1))])
+        # Both committed, the one PostgreSQL chose as the victim on its second run.
+        assert sorted(runs.values()) == [1, 2]
+        assert (await pool.runQuery("SELECT sum(n) FROM lockers"))[0][0] == 4
+    finally:
+        await pool.stopService()
