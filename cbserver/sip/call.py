@@ -292,7 +292,7 @@ class Call(DialogMixin, NamedTimersMixin):
         elif status == 422 and self._raise_session_interval(response):
             return
         else:
-            self._fail(status, response.reason)
+            self._fail(status, response.reason_text)
 
     def _response_in_cancelling(self, response: Response) -> None:
         # RFC 3261 9.1: CANCEL waits for a provisional; the INVITE then ends with 487.

@@ -115,6 +115,19 @@ class Response:
         self.body = body
         self.version = version
 
+    @property
+    def reason_text(self) -> str:
+        """The Reason-Phrase as text that can be shown and stored anywhere.
+
+        ``reason`` keeps the peer's bytes exactly (undecodable ones as surrogates, so the
+        message serializes back unchanged). RFC 3261 25.1 allows only UTF-8 text, SP and HTAB
+        in it; a peer that sends Latin-1 bytes or control characters (NUL included) still told
+        us the status code, so here the offending characters become U+FFFD. Left as they are,
+        PostgreSQL's text and jsonb refuse them, and the call would lose its xDR and status.
+        """
+        raw = self.reason.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return "".join(c if c == "\t" or (c >= " " and c != "\x7f") else "\ufffd" for c in raw)
+
     def serialize(self) -> bytes:
         """The response as wire bytes, with a correct Content-Length."""
         return _serialize(f"{self.version} {self.status} {self.reason}", self.headers, self.body)

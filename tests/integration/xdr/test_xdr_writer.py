@@ -3,6 +3,7 @@ release, idempotence on (session, leg), group commit, and legs priced from an au
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import subprocess
@@ -65,6 +66,25 @@ async def test_failed_leg_is_recorded_and_costs_nothing(writer, cat_dsn):
     assert xdr_total(cat_dsn, "cb1001") == (1, Decimal(0))
     assert query(cat_dsn, "SELECT sip_code, sip_reason, connect_time FROM xdrs") == [(486, "Busy Here", None)]
     assert balance(cat_dsn, "cb1001") == Decimal("10.00")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reason_phrase_in_latin_1_or_with_nul_is_stored(writer, cat_dsn):
+    # A carrier's 486 with a Latin-1 byte and a NUL in the reason: reason_text (what the call
+    # hands the session) replaces what PostgreSQL's text cannot hold, so the leg is stored,
+    # not rejected.
+    from cbserver.sip.message import parse_message
+
+    response = parse_message(
+        b"SIP/2.0 486 Ocupado \xf1\x00ahora\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1\r\n"
+        b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n"
+        b"Content-Length: 0\r\n\r\n")
+    broken = leg("s1", "B", amount="0", duration=0)
+    await writer.record(dataclasses.replace(broken, sip_code=response.status,
+                                            sip_reason=response.reason_text))
+    assert query(cat_dsn, "SELECT sip_code, sip_reason FROM xdrs") == [
+        (486, "Ocupado \ufffd\ufffdahora")]
+    assert writer.rejected == 0
 
 
 @pytest_twisted.ensureDeferred

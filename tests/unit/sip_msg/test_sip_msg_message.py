@@ -476,3 +476,18 @@ def test_equivalent_uris(a, b):
 )  # fmt: skip
 def test_different_uris(a, b):
     assert not uri_equal(a, b) and not uri_equal(b, a)
+
+
+def test_reason_text_keeps_utf8_and_tab_and_replaces_what_rfc3261_forbids():
+    # RFC 3261 25.1: Reason-Phrase is UTF-8 text, SP and HTAB. In reason_text (what is shown
+    # and stored) a Latin-1 byte, NUL, another control or DEL becomes U+FFFD; reason keeps
+    # the bytes for an exact round trip.
+    tail = (b"\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n"
+            b"To: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
+    cases = {b"Busy\x00Here\x01": "Busy\ufffdHere\ufffd", b"Ocupado \xf1": "Ocupado \ufffd",
+             "Não encontrado".encode(): "Não encontrado", b"Busy\there": "Busy\there",
+             b"Gone\x7f": "Gone\ufffd"}
+    for raw, shown in cases.items():
+        response = parse_message(b"SIP/2.0 486 " + raw + tail)
+        assert (response.status, response.reason_text) == (486, shown)
+        assert response.serialize() == b"SIP/2.0 486 " + raw + tail
