@@ -410,7 +410,8 @@ def test_bad_header_in_a_response_implies_no_response():
 
 _user = st.text(alphabet="abcXYZ019-_.!~*'()&=+$,;?/", min_size=1, max_size=12)
 _host = st.one_of(
-    st.from_regex(r"[a-z][a-z0-9-]{0,8}(\.[a-z][a-z0-9]{0,6}){0,3}", fullmatch=True),
+    # RFC 3261 25.1: a domain label ends with an alphanumeric ("a-" is not a host).
+    st.from_regex(r"[a-z]([a-z0-9-]{0,7}[a-z0-9])?(\.[a-z][a-z0-9]{0,6}){0,3}", fullmatch=True),
     st.ip_addresses(v=4).map(str),
     st.ip_addresses(v=6).map(lambda ip: f"[{ip}]"),
 )
