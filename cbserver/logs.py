@@ -40,3 +40,11 @@ class Logger(_TwistedLogger):
 def json_stdout():
     """A log observer writing one JSON object per event to standard output."""
     return jsonFileLogObserver(sys.stdout, recordSeparator="")
+
+
+def describe_failure(failure_or_exc) -> str:
+    """One line describing a failure (an exception or a Failure): its type and the first
+    line of its message, as the pool, its callers and the mailer log it."""
+    exc = getattr(failure_or_exc, "value", failure_or_exc)
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

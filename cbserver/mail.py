@@ -21,7 +21,7 @@ from twisted.internet import defer
 from twisted.mail.smtp import ESMTPSenderFactory
 
 from cbserver.config import NotificationsConfig, parse_host_port
-from cbserver.logs import Logger
+from cbserver.logs import Logger, describe_failure
 
 
 class MailError(Exception):
@@ -80,7 +80,7 @@ class Mailer:
             self.log.info("mail sent to {to}: {subject}", to=", ".join(to), subject=subject)
 
         def failed(f):
-            raise MailError(f"{self.cfg.smtp}: {_reason(f.value)}")
+            raise MailError(f"{self.cfg.smtp}: {describe_failure(f)}")
 
         return done.addCallbacks(sent, failed)
 
@@ -91,8 +91,3 @@ def _tls(host: str):
 
     return optionsForClientTLS(host)
 
-
-def _reason(exc: BaseException) -> str:
-    """One line for an SMTP or connection failure."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -25,8 +25,8 @@ from cbserver.callback.legmedia import LegMedia, join
 from cbserver.callback.session import CallbackSession, SessionContext
 from cbserver.callback.statuswriter import StatusWriter
 from cbserver.db import authz_store, callbacks_store
-from cbserver.db.pool import DATABASE_ERRORS, describe_failure
-from cbserver.logs import Logger
+from cbserver.db.pool import DATABASE_ERRORS
+from cbserver.logs import Logger, describe_failure
 
 # Authorization refusals -> (refusal code, message for the page).
 _REFUSALS = {

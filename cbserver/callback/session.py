@@ -20,8 +20,8 @@ from cbserver.billing.authorize import AuthorizationError, AuthRequest
 from cbserver.billing.xdr import LegRecord, leg_record
 from cbserver.callback.causes import classify_failure
 from cbserver.callback.legs import Leg, LegListener
-from cbserver.db.pool import DATABASE_ERRORS, describe_failure
-from cbserver.logs import Logger
+from cbserver.db.pool import DATABASE_ERRORS
+from cbserver.logs import Logger, describe_failure
 from cbserver.namedtimers import NamedTimersMixin
 from cbserver.sip.ua import CallStateError
 

@@ -23,7 +23,7 @@ from zope.interface import Attribute, Interface, implementer
 
 from cbserver import __version__
 from cbserver.db.migrations import SchemaTooOld, required_version
-from cbserver.logs import Logger
+from cbserver.logs import Logger, describe_failure
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -53,6 +53,11 @@ class IDatabase(Interface):
 
 _DEAD = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
+# What a caller of the pool sees when PostgreSQL is away: refused before sending (the pool
+# knows it is down), or a connection that broke under the query.
+DATABASE_ERRORS = (DatabaseUnavailable, *_DEAD)
+
+
 # SQLSTATEs that end the session itself: class 08 (connection exception), and the server
 # shutting down or not yet accepting connections (57P01 admin_shutdown, 57P02
 # crash_shutdown, 57P03 cannot_connect_now). PostgreSQL documentation, Appendix A.
@@ -74,17 +79,6 @@ def connection_failed(exc: BaseException) -> bool:
         return False
     code = getattr(exc, "pgcode", None)
     return code is None or code.startswith(_SESSION_ENDED)
-# What a caller of the pool sees when PostgreSQL is away: refused before sending (the pool
-# knows it is down), or a connection that broke under the query.
-DATABASE_ERRORS = (DatabaseUnavailable, *_DEAD)
-
-
-def describe_failure(failure_or_exc) -> str:
-    """One line describing a database failure (an exception or a Failure): its type and the
-    first line of its message, as the pool and its callers log it."""
-    exc = getattr(failure_or_exc, "value", failure_or_exc)
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 class _PooledConnection(txpostgres.Connection):

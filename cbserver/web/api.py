@@ -20,8 +20,8 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from cbserver.callback.api import MODES, CallbackRefused, CallbackRequest
-from cbserver.db.pool import DATABASE_ERRORS, describe_failure
-from cbserver.logs import Logger
+from cbserver.db.pool import DATABASE_ERRORS
+from cbserver.logs import Logger, describe_failure
 from cbserver.web.limits import RateLimited
 
 log = Logger()
