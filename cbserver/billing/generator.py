@@ -213,16 +213,14 @@ class Generator:
 
     log = Logger()
 
-    def __init__(self, db, clock, csv_dir: str | os.PathLike, mailer=None,
-                 recipients: tuple[str, ...] = ()):
+    def __init__(self, db, clock, csv_dir: str | os.PathLike, mailer=None):
         self.db = db
         self.clock = clock
         self.csv_dir = Path(csv_dir)
         self.accounts = Accounts(db, clock)
         # Notification mail (cbserver.mail.Mailer), sent to each request's ``notify`` and to
-        # these addresses ([notifications] generator_recipients).
+        # its config's generator_recipients.
         self.mailer = mailer
-        self.recipients = tuple(recipients)
 
     def _check_csv_dir(self) -> None:
         """Make sure the CSV can be written (owner-only folder) before anything is created."""
@@ -297,8 +295,10 @@ class Generator:
         The batch is committed by now: a mail that cannot be sent is reported (a warning and
         ``notification.sent`` false), never undone, and the CSV stays in the cards folder.
         """
-        to = list(dict.fromkeys([*req["notify"], *self.recipients]))
-        if not to or self.mailer is None or not self.mailer.enabled:
+        if self.mailer is None or not self.mailer.enabled:
+            return result
+        to = list(dict.fromkeys([*req["notify"], *self.mailer.cfg.generator_recipients]))
+        if not to:
             return result
         path = Path(result["csv_path"])
         body = (f"{result['quantity']} accounts were generated in batch {result['batch']!r} "

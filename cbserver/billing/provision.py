@@ -244,7 +244,7 @@ class Provisioner:
 
 
 async def provision(db, clock, doc: Mapping, *, csv_dir: str | Path, dry_run: bool = False,
-                    mailer=None, recipients: tuple[str, ...] = ()) -> list[Change]:
+                    mailer=None) -> list[Change]:
     """Apply ``doc`` (see ``load``): one transaction for the objects, then the generator runs
     (whose CSVs are mailed through ``mailer``, as ``Generator`` does)."""
     runs = _items(doc, "generate")
@@ -255,7 +255,7 @@ async def provision(db, clock, doc: Mapping, *, csv_dir: str | Path, dry_run: bo
         p = Provisioner(bound, clock)
         await p.apply(doc)
         pending = []
-        gen = Generator(bound, clock, csv_dir, mailer, recipients)
+        gen = Generator(bound, clock, csv_dir, mailer)
         for i, run in enumerate(runs):
             batch = run.get("batch")
             if isinstance(batch, str) and await store.get_by(cur, "batches", "name", batch.strip()):
@@ -274,7 +274,7 @@ async def provision(db, clock, doc: Mapping, *, csv_dir: str | Path, dry_run: bo
         await store.transaction(db, objects)
     except _DryRun:
         return found["changes"]
-    generator = Generator(db, clock, csv_dir, mailer, recipients)
+    generator = Generator(db, clock, csv_dir, mailer)
     for run in found["pending"]:
         result = await generator.generate(run)
         for change in found["changes"]:

@@ -16,8 +16,8 @@ from cbserver.billing.generator import Generator
 from cbserver.billing.payments import Payments
 from cbserver.cli import CommandError
 from cbserver.commands.catalog import print_json, run_service
-from cbserver.commands.db import add_dsn_arguments
-from cbserver.config import ConfigError, cards_dir, load_config
+from cbserver.commands.db import add_dsn_arguments, config_from_args
+from cbserver.config import cards_dir
 from cbserver.mail import Mailer
 
 #: option -> generator field, for options that map one to one.
@@ -123,21 +123,11 @@ def generator_request(args) -> dict:
     return data
 
 
-def csv_dir(args) -> Path:
-    """Where the CSV goes."""
+def csv_dir(args, cfg) -> Path:
+    """Where the CSV goes: ``--csv-dir``, else the config's cards folder, else ./cards."""
     if args.csv_dir:
         return Path(args.csv_dir)
-    if args.config:
-        return cards_dir(load_config_or_fail(args))
-    return Path("cards")
-
-
-def load_config_or_fail(args):
-    """The configuration named by ``--config``."""
-    try:
-        return load_config(args.config)
-    except ConfigError as e:
-        raise CommandError(str(e)) from None
+    return cards_dir(cfg) if cfg is not None else Path("cards")
 
 
 class ProgressBar:
@@ -170,18 +160,16 @@ class ProgressBar:
 def _generate(args) -> int:
     """Run the generator and print the CSV path."""
     data = generator_request(args)
-    folder = csv_dir(args)
+    cfg = config_from_args(args)
+    folder = csv_dir(args, cfg)
     bar = ProgressBar(force=args.progress == "always")
     if args.progress == "never":
         bar.enabled = False
 
-    mail = load_config_or_fail(args).notifications if args.config else None
-
     async def go(services):
-        mailer = Mailer(mail, services.reactor) if mail is not None else None
-        generator = Generator(services.db, services.reactor, folder, mailer,
-                              mail.generator_recipients if mail is not None else ())
-        return await generator.generate(data, progress=bar)
+        mailer = Mailer(cfg.notifications, services.reactor) if cfg is not None else None
+        return await Generator(services.db, services.reactor, folder, mailer).generate(
+            data, progress=bar)
 
     result = run_service(args, go)
     print(f"generated {result['quantity']} account(s) in batch {result['batch']!r} "

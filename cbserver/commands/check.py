@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 
 from cbserver.billing import readiness
-from cbserver.cli import CommandError
 from cbserver.commands.catalog import run_service
+from cbserver.commands.db import config_from_args
 from cbserver.commands.quote import parse_time
-from cbserver.config import ConfigError, load_config
 
 
 def register(sub) -> None:
@@ -28,10 +27,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     """Print the findings; 1 if any is an error."""
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as e:
-        raise CommandError(str(e)) from None
+    cfg = config_from_args(args)
     at = parse_time(args.at)
 
     async def go(services):

@@ -28,14 +28,20 @@ def add_dsn_arguments(parser) -> None:
     g.add_argument("--config", help="take the DSN from this configuration file")
 
 
-def dsn_from_args(args) -> str:
-    """The DSN named by ``--dsn`` or ``--config``."""
-    if args.dsn:
-        return args.dsn
+def config_from_args(args):
+    """The configuration named by ``--config`` (None without it); a bad file is a one-line
+    ``CommandError``."""
+    if not args.config:
+        return None
     try:
-        return load_config(args.config).database.dsn
+        return load_config(args.config)
     except ConfigError as e:
         raise CommandError(str(e)) from None
+
+
+def dsn_from_args(args) -> str:
+    """The DSN named by ``--dsn`` or ``--config``."""
+    return args.dsn or config_from_args(args).database.dsn
 
 
 def _upgrade(args) -> int:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from cbserver.billing.provision import load, provision
 from cbserver.billing.validation import CatalogError
 from cbserver.cli import CommandError
-from cbserver.commands.accounts import csv_dir, load_config_or_fail
+from cbserver.commands.accounts import csv_dir
 from cbserver.commands.catalog import describe, run_service
-from cbserver.commands.db import add_dsn_arguments
+from cbserver.commands.db import add_dsn_arguments, config_from_args
 from cbserver.mail import Mailer
 
 
@@ -32,14 +32,13 @@ def _provision(args) -> int:
         doc = load(args.file)
     except CatalogError as e:
         raise CommandError(describe(e)) from None
-    folder = csv_dir(args)
-    mail = load_config_or_fail(args).notifications if args.config else None
+    cfg = config_from_args(args)
+    folder = csv_dir(args, cfg)
 
     async def go(services):
-        mailer = Mailer(mail, services.reactor) if mail is not None else None
+        mailer = Mailer(cfg.notifications, services.reactor) if cfg is not None else None
         return await provision(services.db, services.reactor, doc, csv_dir=folder,
-                               dry_run=args.dry_run, mailer=mailer,
-                               recipients=mail.generator_recipients if mail is not None else ())
+                               dry_run=args.dry_run, mailer=mailer)
 
     changes = run_service(args, go)
     prefix = "would " if args.dry_run else ""

@@ -17,8 +17,7 @@ from cbserver.billing.model import RatingError
 from cbserver.billing.numbers import normalise_number
 from cbserver.billing.rating import MAX_DURATION, quote
 from cbserver.cli import CommandError
-from cbserver.commands.db import add_dsn_arguments, dsn_from_args
-from cbserver.config import ConfigError, load_config
+from cbserver.commands.db import add_dsn_arguments, config_from_args, dsn_from_args
 from cbserver.db.authz_store import fetch_account_sync, fetch_entries_sync
 from cbserver.db.tariff_loader import TariffNotFound, load_tariff_sync
 
@@ -66,12 +65,8 @@ def _node(args) -> str:
     """The node named on the command line, else the config's, else node1."""
     if args.node:
         return args.node
-    if args.config:
-        try:
-            return load_config(args.config).server.node
-        except ConfigError as e:
-            raise CommandError(str(e)) from None
-    return "node1"
+    cfg = config_from_args(args)
+    return cfg.server.node if cfg is not None else "node1"
 
 
 def _tariff_for_account(cur, args):

@@ -115,10 +115,8 @@ class AdminApp:
         self.catalog = Catalog(db, clock)
         self.accounts = Accounts(db, clock)
         self.payments = Payments(db, clock)
-        mail = cfg.notifications if cfg is not None else None
         self.generator = Generator(db, clock, csv_dir,
-                                   Mailer(mail, clock) if mail is not None else None,
-                                   mail.generator_recipients if mail is not None else ())
+                                   Mailer(cfg.notifications, clock) if cfg is not None else None)
         self.jobs: dict[str, dict] = {}
 
     def resource(self):

@@ -58,8 +58,8 @@ def _mailer(port: int, **kw) -> Mailer:
 async def test_the_csv_is_mailed_to_the_requester_and_the_configured_recipients(
         catalog, accounts, db, tmp_path, sink):
     await _setup(catalog, accounts)
-    gen = Generator(db, reactor, tmp_path, _mailer(sink.port.getHost().port),
-                    recipients=("accounting@example.net", "ops@example.net"))
+    gen = Generator(db, reactor, tmp_path, _mailer(
+        sink.port.getHost().port, generator_recipients=("accounting@example.net", "ops@example.net")))
     result = await gen.generate({**REQUEST, "notify": ["ops@example.net"]})
     # One message; each address once, the requester first.
     assert result["notification"] == {"to": ["ops@example.net", "accounting@example.net"],
