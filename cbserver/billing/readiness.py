@@ -22,7 +22,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from cbserver.billing.authorize import CALLBACK_FAIL, AuthorizationError, account_refusal
+from cbserver.billing.authorize import CALLBACK_FAIL, AuthorizationError, account_refusal, choose_entry
 from cbserver.billing.model import RatingError
 from cbserver.billing.numbers import normalise_number
 from cbserver.billing.rating import select_rate
@@ -40,7 +40,7 @@ _PRODUCTS = (
     "(SELECT count(*) FROM accounts a WHERE a.product_id = p.id AND a.status = 'active' "
     "        AND NOT a.internal) "
     "FROM products p ORDER BY p.name")
-_ENTRIES = ("SELECT product_id, access_code, tariff_id FROM rating_entries "
+_ENTRIES = ("SELECT product_id, access_code, tariff_id, overdraft_protection FROM rating_entries "
             "WHERE service = 'voice' AND node = %s")
 # Peak/off-peak rates in a tariff without an off-peak period: every call is peak, so their
 # off-peak prices never apply (the manual lets the mode be set before the period, so the
@@ -78,7 +78,7 @@ class Product:
     name: str
     has_voice: bool
     active_accounts: int
-    entries: dict[str, int]  # access code -> tariff id
+    entries: list[authz_store.RatingEntry]  # its voice rating entries at this node
 
 
 @dataclass
@@ -98,13 +98,13 @@ def load_facts(db, node: str, internal_accounts: Iterable[str]):
     internal = {}
     for account_id in sorted(set(internal_accounts)):
         internal[account_id] = yield authz_store.fetch_account(db, account_id)
-    entries: dict[int, dict[str, int]] = {}
-    for product_id, code, tariff_id in (yield db.runQuery(_ENTRIES, (node,))):
-        entries.setdefault(product_id, {})[code] = tariff_id
-    products = {pid: Product(pid, name, bool(voice), int(count), entries.get(pid, {}))
+    entries: dict[int, list[authz_store.RatingEntry]] = {}
+    for product_id, *entry in (yield db.runQuery(_ENTRIES, (node,))):
+        entries.setdefault(product_id, []).append(authz_store.RatingEntry(*entry))
+    products = {pid: Product(pid, name, bool(voice), int(count), entries.get(pid, []))
                 for pid, name, voice, count in (yield db.runQuery(_PRODUCTS))}
     tariffs: dict[int, LoadedTariff | Exception] = {}
-    for tariff_id in sorted({t for e in entries.values() for t in e.values()}):
+    for tariff_id in sorted({e.tariff_id for es in entries.values() for e in es}):
         try:
             tariffs[tariff_id] = yield load_tariff(db, tariff_id)
         except (TariffNotFound, RatingError, ValueError) as e:
@@ -128,15 +128,6 @@ def _rated(tariff: LoadedTariff, number: str, now: dt.datetime) -> bool:
     except RatingError:
         return False
     return True
-
-
-def _entry(product: Product, access_code: str) -> tuple[str, int] | None:
-    """The (code, tariff id) a call with ``access_code`` is rated by, as authorization picks it:
-    the code's own entry, else the entry with an empty code."""
-    for code in (access_code, ""):
-        if code in product.entries:
-            return code, product.entries[code]
-    return None
 
 
 def evaluate(facts: Facts, applications: Sequence, now: dt.datetime) -> list[Finding]:
@@ -188,7 +179,7 @@ def _application(facts: Facts, app, now: dt.datetime) -> list[Finding]:
                                {"account": app.internal_account, "refusal": refusal.reason}))
         else:
             internal_product = facts.products.get(account.product_id)
-            if internal_product is not None and _entry(internal_product, code) is None:
+            if internal_product is not None and choose_entry(internal_product.entries, code) is None:
                 out.append(Finding(ERROR, "internal_account_unrated", subject,
                                    f"internal account {app.internal_account!r}: its product "
                                    f"{internal_product.name!r} has no voice rating entry for node "
@@ -209,7 +200,7 @@ def _application(facts: Facts, app, now: dt.datetime) -> list[Finding]:
                                f"does not include the voice service: callbacks of {who} are "
                                "refused", {"product": product.name}))
             continue
-        chosen = _entry(product, code)
+        chosen = choose_entry(product.entries, code)
         if chosen is None:
             if product.active_accounts:  # (Hosted legA is the error above)
                 out.append(Finding(WARNING, "no_rating_entry", psubject,
@@ -218,7 +209,7 @@ def _application(facts: Facts, app, now: dt.datetime) -> list[Finding]:
                                    f"{_accounts(product.active_accounts)} are refused",
                                    {"product": product.name, "node": node, "access_code": code}))
             continue
-        tariff = facts.tariffs.get(chosen[1])
+        tariff = facts.tariffs.get(chosen.tariff_id)
         if not isinstance(tariff, LoadedTariff):
             continue  # reported once, as tariff_unusable
         tsubject = f"tariff {tariff.name!r}"
@@ -245,13 +236,13 @@ def _fail_entry(facts: Facts, product: Product, tariff: LoadedTariff,
                 now: dt.datetime) -> list[Finding]:
     """legA of a callback whose legB failed is rated by the product's CALLBACK_FAIL entry; when
     that entry or its rates are missing, legA keeps the callback tariff (and a warning per call)."""
-    fail_id = product.entries.get(CALLBACK_FAIL)
-    if fail_id is None:
+    fail_entry = next((e for e in product.entries if e.access_code == CALLBACK_FAIL), None)
+    if fail_entry is None:
         return [Finding(WARNING, "no_callback_fail_entry", f"product {product.name!r}",
                         "legA is to be charged specially when legB fails, but the product has no "
                         f"{CALLBACK_FAIL} entry for node {facts.node!r}: such legA are charged by "
                         f"tariff {tariff.name!r} instead", {"product": product.name, "node": facts.node})]
-    fail = facts.tariffs.get(fail_id)
+    fail = facts.tariffs.get(fail_entry.tariff_id)
     if isinstance(fail, LoadedTariff) and not _in_effect(fail, now):
         return [Finding(WARNING, "no_rate_in_effect", f"tariff {fail.name!r}",
                         f"has no rate in effect now: the {CALLBACK_FAIL} charge of product "

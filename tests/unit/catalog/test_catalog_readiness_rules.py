@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 from cbserver.billing.model import Rate, TariffRates
 from cbserver.billing.readiness import Facts, Product, evaluate
+from cbserver.db.authz_store import RatingEntry
 from cbserver.db.tariff_loader import LoadedTariff
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -17,6 +18,12 @@ SINCE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 def _tariff(tid: int, name: str, *prefixes: str, since: dt.datetime = SINCE) -> LoadedTariff:
     rates = tuple(Rate(p, 60, 6, Decimal("0.05"), Decimal("0.05"), since) for p in prefixes)
     return LoadedTariff(tid, TariffRates(currency="USD", rates=rates, name=name))
+
+
+def _product(pid: int, name: str, voice: bool, accounts: int, entries: dict) -> Product:
+    """A product whose rating entries at the node are ``{access code: tariff id}``."""
+    return Product(pid, name, voice, accounts,
+                   [RatingEntry(code, tid, False) for code, tid in entries.items()])
 
 
 def _app(name="cb", code="WEBCALLBACK", second="18005550100", internal="", hosted=(), special=False):
@@ -30,21 +37,21 @@ def _facts(*products: Product, tariffs=None) -> Facts:
 
 
 def test_a_product_nobody_calls_through_is_not_reported():
-    idle = Product(1, "Idle", True, 0, {})
+    idle = _product(1, "Idle", True, 0, {})
     assert evaluate(_facts(idle), [_app()], NOW) == []
 
 
 def test_the_empty_access_code_entry_is_the_fallback():
-    product = Product(1, "P", True, 3, {"": 1})
+    product = _product(1, "P", True, 3, {"": 1})
     assert evaluate(_facts(product), [_app()], NOW) == []
-    other = Product(1, "P", True, 3, {"OTHER": 1})
+    other = _product(1, "P", True, 3, {"OTHER": 1})
     [finding] = evaluate(_facts(other), [_app()], NOW)
     assert (finding.code, finding.severity) == ("no_rating_entry", "warning")
     assert "callbacks of its 3 active accounts are refused" in finding.message
 
 
 def test_two_instances_with_one_access_code_report_a_gap_once_each_own_gap_separately():
-    product = Product(1, "P", True, 1, {"WEBCALLBACK": 1})
+    product = _product(1, "P", True, 1, {"WEBCALLBACK": 1})
     apps = [_app("a", second="4420000000"), _app("b", second="4420000000"), _app("c", second="3310000000")]
     found = evaluate(_facts(product), apps, NOW)
     assert [(f.code, f.details["number"]) for f in found] == [
@@ -53,7 +60,7 @@ def test_two_instances_with_one_access_code_report_a_gap_once_each_own_gap_separ
 
 
 def test_a_tariff_that_cannot_be_loaded_is_an_error_reported_once():
-    product = Product(1, "P", True, 2, {"WEBCALLBACK": 7})
+    product = _product(1, "P", True, 2, {"WEBCALLBACK": 7})
     found = evaluate(_facts(product, tariffs={7: ValueError("bad formula")}), [_app(), _app("b")], NOW)
     assert [(f.severity, f.code, f.subject) for f in found] == [
         ("error", "tariff_unusable", "tariff id 7")]
@@ -61,7 +68,7 @@ def test_a_tariff_that_cannot_be_loaded_is_an_error_reported_once():
 
 
 def test_rates_only_in_the_future_are_not_in_effect():
-    product = Product(1, "P", True, 2, {"WEBCALLBACK": 1})
+    product = _product(1, "P", True, 2, {"WEBCALLBACK": 1})
     later = {1: _tariff(1, "Callback", "1", since=dt.datetime(2026, 7, 1, tzinfo=dt.UTC))}
     [finding] = evaluate(_facts(product, tariffs=later), [_app()], NOW)
     assert finding.code == "no_rate_in_effect"
@@ -69,7 +76,7 @@ def test_rates_only_in_the_future_are_not_in_effect():
 
 
 def test_simple_mode_off_means_no_number_to_rate():
-    product = Product(1, "P", True, 2, {"WEBCALLBACK": 1})
+    product = _product(1, "P", True, 2, {"WEBCALLBACK": 1})
     assert evaluate(_facts(product, tariffs={1: _tariff(1, "T", "55")}), [_app(second="")], NOW) == []
 
 
@@ -77,11 +84,11 @@ def test_the_callback_fail_entry_and_its_rates():
     special = _app(special=True)
     tariffs = {1: _tariff(1, "Callback", "1", "55"),
                2: _tariff(2, "Fail", "|", since=dt.datetime(2026, 7, 1, tzinfo=dt.UTC))}
-    without = Product(1, "P", True, 2, {"WEBCALLBACK": 1})
+    without = _product(1, "P", True, 2, {"WEBCALLBACK": 1})
     assert [f.code for f in evaluate(_facts(without, tariffs=tariffs), [special], NOW)] == [
         "no_callback_fail_entry"]
     assert evaluate(_facts(without, tariffs=tariffs), [_app()], NOW) == []  # not asked for
-    later = Product(1, "P", True, 2, {"WEBCALLBACK": 1, "CALLBACK_FAIL": 2})
+    later = _product(1, "P", True, 2, {"WEBCALLBACK": 1, "CALLBACK_FAIL": 2})
     [finding] = evaluate(_facts(later, tariffs=tariffs), [special], NOW)
     assert (finding.code, finding.subject) == ("no_rate_in_effect", "tariff 'Fail'")
     assert "falls back to tariff 'Callback'" in finding.message
