@@ -116,6 +116,11 @@ def choose_entry(entries: list[RatingEntry], access_code: str) -> RatingEntry | 
     return by_code.get(access_code) or by_code.get("")
 
 
+def callback_fail_entry(entries: list[RatingEntry]) -> RatingEntry | None:
+    """The ``CALLBACK_FAIL`` entry (legA's tariff when legB fails), or None."""
+    return next((e for e in entries if e.access_code == CALLBACK_FAIL), None)
+
+
 def account_refusal(account: AccountInfo, now: dt.datetime) -> AuthorizationError | None:
     """Why the account may not call at ``now`` (status, dates, availability), or None."""
     if account.status != "active":
@@ -272,7 +277,7 @@ class Authorizer:
         leg_a = self._price(tariff, request.cli, a_at)
         leg_b = self._price(tariff, request.cld, now)
         fail_tariff = fail_leg_a = None
-        fail_entry = next((e for e in entries if e.access_code == CALLBACK_FAIL), None)
+        fail_entry = callback_fail_entry(entries)
         if self.special_charge and fail_entry is not None:
             try:
                 fail_tariff = yield self._tariff(fail_entry.tariff_id)

@@ -22,7 +22,13 @@ from typing import Any
 
 from twisted.internet import defer
 
-from cbserver.billing.authorize import CALLBACK_FAIL, AuthorizationError, account_refusal, choose_entry
+from cbserver.billing.authorize import (
+    CALLBACK_FAIL,
+    AuthorizationError,
+    account_refusal,
+    callback_fail_entry,
+    choose_entry,
+)
 from cbserver.billing.model import RatingError
 from cbserver.billing.numbers import normalise_number
 from cbserver.billing.rating import select_rate
@@ -236,7 +242,7 @@ def _fail_entry(facts: Facts, product: Product, tariff: LoadedTariff,
                 now: dt.datetime) -> list[Finding]:
     """legA of a callback whose legB failed is rated by the product's CALLBACK_FAIL entry; when
     that entry or its rates are missing, legA keeps the callback tariff (and a warning per call)."""
-    fail_entry = next((e for e in product.entries if e.access_code == CALLBACK_FAIL), None)
+    fail_entry = callback_fail_entry(product.entries)
     if fail_entry is None:
         return [Finding(WARNING, "no_callback_fail_entry", f"product {product.name!r}",
                         "legA is to be charged specially when legB fails, but the product has no "
