@@ -142,7 +142,8 @@ def test_a_final_status_is_retried_until_stored():
     assert settled == [None] and w.pending() == []
 
 
-def test_while_the_pool_is_down_the_retry_waits_for_it():
+def _final_status_failed_with_the_pool_down():
+    """A writer whose first batch (s1 ended) failed while the pool went down."""
     w, db, clock = writer()
     s = Session("s1")
     s.status = "ended"
@@ -150,6 +151,11 @@ def test_while_the_pool_is_down_the_retry_waits_for_it():
     clock.advance(0.2)
     db.ready = False
     db.batches[0][1].errback(RuntimeError("database away"))
+    return w, db, clock
+
+
+def test_while_the_pool_is_down_the_retry_waits_for_it():
+    w, db, clock = _final_status_failed_with_the_pool_down()
     w.store(Session("s2"))  # changes meanwhile queue behind the wait
     clock.advance(30.0)
     assert len(db.batches) == 1 and len(db.ready_waiters) == 1
@@ -160,13 +166,7 @@ def test_while_the_pool_is_down_the_retry_waits_for_it():
 
 
 def test_a_new_callbacks_row_does_not_wait_for_the_pool():
-    w, db, clock = writer()
-    s = Session("s1")
-    s.status = "ended"
-    w.store(s)
-    clock.advance(0.2)
-    db.ready = False
-    db.batches[0][1].errback(RuntimeError("database away"))
+    w, db, clock = _final_status_failed_with_the_pool_down()
     confirmed = w.store(Session("new"), new=True)
     clock.advance(0)
     assert len(db.batches) == 2 and "new" in db.batches[1][0]
