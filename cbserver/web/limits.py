@@ -112,9 +112,9 @@ def client_address(peer: str, forwarded_for: list[str] | None, trusted_proxies=(
     further left were written by the client and cannot be trusted). A malformed entry stops
     the walk and the proxy's own address is used, so a forged header never helps a client.
     """
-    if not from_trusted_proxy(peer, trusted_proxies):
-        return peer
     nets = trusted_networks(trusted_proxies)
+    if not (nets and in_networks(peer, nets)):
+        return peer
     chain = [a.strip() for h in forwarded_for or () for a in h.split(",") if a.strip()]
     for entry in reversed(chain):
         if not in_networks(entry, _ANY_ADDRESS):
