@@ -23,11 +23,10 @@ from zope.interface import Attribute, Interface, implementer
 
 from cbserver import __version__
 from cbserver.db.migrations import SchemaTooOld, required_version
+from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger, describe_failure
 
-
-class DatabaseUnavailable(RuntimeError):
-    """PostgreSQL cannot be used right now; ``reason`` says why."""
+__all__ = ["DATABASE_ERRORS", "Database", "DatabaseUnavailable", "IDatabase", "connection_failed"]
 
 
 class IDatabase(Interface):
@@ -318,7 +317,10 @@ class Database(service.Service):
             def failed(f):
                 if connection_failed(f.value):
                     self._lost(f)
-                    return f
+                    # Callers above db/ see the project's error, not the driver's.
+                    lost = DatabaseUnavailable(describe_failure(f))
+                    lost.__cause__ = f.value
+                    return Failure(lost)
                 self._checkin(conn)
                 return f
 

@@ -109,7 +109,9 @@ def test_lost_connection_fails_query_and_reconnects():
     server["up"] = False
     failures = []
     db.runQuery("SELECT 1").addErrback(failures.append)
-    assert failures and failures[0].check(psycopg2.OperationalError)
+    # The driver's error reaches callers as the project's own, with the driver's as cause.
+    assert failures and failures[0].check(DatabaseUnavailable)
+    assert isinstance(failures[0].value.__cause__, psycopg2.OperationalError)
     assert not db.ready and db.health()["status"] == "down"
     later = []
     db.runQuery("SELECT 1").addErrback(later.append)
