@@ -12,6 +12,8 @@ import pytest_twisted
 from cbserver.billing.passwords import verify_password
 from cbserver.billing.validation import ConflictError, NotFound, ValidationError
 
+pytestmark = pytest.mark.integration
+
 STRONG = "Vq7#mZ2!pL9x-Internal"
 
 

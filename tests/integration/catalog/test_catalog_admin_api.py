@@ -6,12 +6,15 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
 from cbserver.web.admin_openapi import openapi_document
 from tests.integration.catalog.admin_client import AdminClient
 from tests.integration.catalog.manual_example import check_stored, demo_doc, plain
+
+pytestmark = pytest.mark.integration
 
 
 @pytest_twisted.ensureDeferred

@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 
 import psycopg2
+import pytest
+
+pytestmark = pytest.mark.integration
 
 CBSERVER = str(Path(sys.executable).parent / "cbserver")
 

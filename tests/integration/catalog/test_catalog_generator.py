@@ -16,6 +16,8 @@ from cbserver.billing.generator import Generator
 from cbserver.billing.passwords import verify_password
 from cbserver.billing.validation import ConflictError, ValidationError
 
+pytestmark = pytest.mark.integration
+
 
 async def _setup(catalog, accounts):
     await catalog.create_tariff({"name": "Callback", "currency": "USD"})

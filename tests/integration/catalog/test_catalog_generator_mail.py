@@ -21,6 +21,8 @@ from cbserver.config import NotificationsConfig
 from cbserver.mail import Mailer
 from tests.support.smtpsink import SmtpSink
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[3]
 REQUEST = {"customer": "Retail", "product": "Callback Services", "quantity": 25, "batch": "cards-1",
            "prefix": "cb1818", "length": 9, "opening_balance": "20"}

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.integration.catalog.manual_example import check_stored, demo_doc, plain
 from tests.integration.catalog.test_catalog_cli import cbs
+
+pytestmark = pytest.mark.integration
 
 
 def test_manual_example_by_cli(pg_dsn, tmp_path):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import psycopg2
+import pytest
 import pytest_twisted
 
 from tests.integration.catalog.admin_client import AdminClient
 from tests.integration.catalog.test_catalog_cli import cbs
+
+pytestmark = pytest.mark.integration
 
 
 async def _world(api):

@@ -16,6 +16,8 @@ from cbserver.billing.validation import ConflictError, ValidationError
 from tests.integration.catalog.manual_example import DEMO, check_stored
 from tests.integration.catalog.test_catalog_cli import cbs
 
+pytestmark = pytest.mark.integration
+
 
 def _count(dsn, table):
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:

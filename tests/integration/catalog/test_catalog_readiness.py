@@ -19,6 +19,8 @@ from cbserver.commands.demo import demo_config
 from cbserver.config import load_config
 from tests.integration.catalog.admin_client import AdminClient
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[3]
 CBSERVER = str(Path(sys.executable).parent / "cbserver")
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)

@@ -12,6 +12,8 @@ import pytest_twisted
 from cbserver.billing.catalog import RowErrors
 from cbserver.billing.validation import ConflictError, NotFound, ValidationError
 
+pytestmark = pytest.mark.integration
+
 RATE = {"prefix": "55", "first_interval": 60, "next_interval": 6, "first_price": "0.05",
         "next_price": "0.05", "effective_from": "2026-01-01T00:00:00+00:00"}
 

@@ -6,9 +6,12 @@ import tomllib
 from pathlib import Path
 
 import psycopg2
+import pytest
 
 from cbserver.db.migrations import required_version
 from cbserver.resources import sql_dir
+
+pytestmark = pytest.mark.integration
 
 CBSERVER = str(Path(sys.executable).parent / "cbserver")
 

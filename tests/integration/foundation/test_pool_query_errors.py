@@ -10,11 +10,14 @@ query in flight and refuse callbacks for seconds.
 from __future__ import annotations
 
 import psycopg2
+import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 from twisted.logger import globalLogPublisher
 
 from cbserver.db.pool import Database
+
+pytestmark = pytest.mark.integration
 
 
 def _setup(dsn: str) -> None:

@@ -4,8 +4,11 @@ import json
 import subprocess
 
 import psycopg2
+import pytest
 
 from tests.support.server import TWISTD, start, terminate, wait_health, write_config
+
+pytestmark = pytest.mark.integration
 
 
 def test_twistd_lists_the_plugin():

@@ -17,6 +17,8 @@ from cbserver.db.pool import DatabaseUnavailable
 from cbserver.db.tariff_loader import TariffCache
 from tests.integration.xdr.helpers import query, reservations
 
+pytestmark = pytest.mark.integration
+
 US = "18005550100"   # prefix 1: 60/6 at 0.10/0.05
 UK = "442071234567"  # prefix 44: 1/1 at 0.60 = 1 cent a second
 

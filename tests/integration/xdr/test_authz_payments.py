@@ -19,6 +19,8 @@ from cbserver.db import authz_store
 from cbserver.db.tariff_loader import TariffCache
 from tests.integration.xdr.helpers import balance, query
 
+pytestmark = pytest.mark.integration
+
 US = "18005550100"
 UK = "442071234567"  # 1 cent a second
 

@@ -11,6 +11,8 @@ import pytest
 
 from cbserver.resources import checkout_dir
 
+pytestmark = pytest.mark.integration
+
 CLI = [str(Path(sys.executable).with_name("cbserver")), "quote"]
 
 

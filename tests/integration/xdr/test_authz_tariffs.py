@@ -14,6 +14,8 @@ from cbserver.billing.rating import quote
 from cbserver.db.tariff_loader import TariffCache, TariffNotFound, load_tariff, load_tariff_sync
 from tests.integration.xdr.helpers import query
 
+pytestmark = pytest.mark.integration
+
 NOON = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 
 

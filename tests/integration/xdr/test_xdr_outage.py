@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task, threads
 
@@ -13,6 +14,8 @@ from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import LegRecord, XdrWriter
 from cbserver.db.pool import Database
 from tests.integration.xdr.helpers import balance, query
+
+pytestmark = pytest.mark.integration
 
 ACCOUNTS = ("cb1001", "cb1002", "cb1007")
 

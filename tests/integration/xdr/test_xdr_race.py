@@ -8,6 +8,7 @@ import datetime as dt
 import random
 from decimal import Decimal
 
+import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
@@ -17,6 +18,8 @@ from cbserver.billing.xdr import LegRecord, XdrWriter, leg_record
 from cbserver.db.pool import Database
 from cbserver.db.tariff_loader import TariffCache
 from tests.integration.xdr.helpers import balance, query, reservations, xdr_total
+
+pytestmark = pytest.mark.integration
 
 
 async def one_call(authorizer, writer, session, rng, outcomes):

@@ -18,6 +18,8 @@ from twisted.internet import defer, reactor, threads
 from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import LegRecord, XdrWriter
 
+pytestmark = pytest.mark.integration
+
 CLI = [str(Path(sys.executable).with_name("cbserver")), "report"]
 DAY = dt.datetime(2026, 6, 1, 10, 0, tzinfo=dt.UTC)
 

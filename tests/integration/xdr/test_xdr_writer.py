@@ -11,6 +11,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, threads
 from zope.interface.verify import verifyObject
@@ -19,6 +20,8 @@ from cbserver.billing.authorize import AuthRequest
 from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import ICallRecorder, LegRecord, XdrWriter, leg_record
 from tests.integration.xdr.helpers import balance, query, reservations, xdr_total
+
+pytestmark = pytest.mark.integration
 
 T0 = dt.datetime(2026, 6, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
 
