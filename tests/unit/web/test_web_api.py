@@ -12,6 +12,7 @@ from twisted.logger import globalLogPublisher
 
 from cbserver.callback.api import REFUSAL_HTTP_STATUS, CallbackRefused
 from cbserver.config import LimitsConfig
+from tests.support.metrics import sample
 from tests.unit.web.harness import TOKEN, Harness, app_config
 
 EXTENDED = {"mode": "extended", "account": "cb1001", "password": "right-pw", "phone": "+1 555 0100",
@@ -41,7 +42,7 @@ def test_post_answers_202_with_id_and_status_for_each_mode(h, body):
     assert r.json() == {"id": "cb-0001", "status": "calling_you"}
     assert r.header("location") == "/api/v1/callbacks/cb-0001"
     assert h.service.requests[0].mode == body["mode"]
-    assert h.metrics.requests.labels(mode=body["mode"])._value.get() == 1
+    assert sample(h.metrics, "cbserver_callback_requests_total", mode=body["mode"]) == 1
 
 
 def test_get_returns_the_status_dict_of_the_service(h):
@@ -96,7 +97,7 @@ def test_unknown_mode_is_400_on_the_mode_field(h):
 def test_service_refusals_keep_their_code(h, body, status, code):
     r = h.post_json("/api/v1/callbacks", body)
     assert r.code == status and error(r)["code"] == code
-    assert h.metrics.refusals.labels(mode="extended", code=code)._value.get() == 1
+    assert sample(h.metrics, "cbserver_callback_refusals_total", mode="extended", code=code) == 1
 
 
 def test_hosted_from_an_unlisted_client_is_403_unless_the_token_header_is_sent():
@@ -118,7 +119,7 @@ def test_rate_limited_is_429_with_retry_after():
     assert r.code == 429 and error(r)["code"] == "rate_limited"
     # sliding window: 500 s to the next window, then 400 s until 3 hits weigh less than 1 more
     assert r.header("retry-after") == "900"
-    assert h.metrics.rate_limited.labels(kind="client")._value.get() == 1
+    assert sample(h.metrics, "cbserver_rate_limit_refusals_total", kind="client") == 1
     h.finish()
 
 

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from cbserver.web.limits import address_allowed, hosted_allowed, token_allowed
+from tests.support.metrics import sample
 from tests.unit.web.harness import TOKEN, Harness, app_config, visible_text
 
 
@@ -33,7 +34,8 @@ def test_unlisted_network_sees_no_hosted_tab_and_is_refused_403():
     assert r.code == 403
     assert "Hosted callback is not available" in visible_text(r.text)
     assert h.service.requests == []
-    assert h.metrics.refusals.labels(mode="hosted", code="hosted_not_allowed")._value.get() == 1
+    assert sample(h.metrics, "cbserver_callback_refusals_total",
+                  mode="hosted", code="hosted_not_allowed") == 1
     h.finish()
 
 
@@ -153,7 +155,7 @@ def test_token_guesses_count_against_the_client_limit():
     r = h.post_form("/web-callback/hosted-access", {"csrf": token, "token": TOKEN})
     assert codes == [403, 403] and r.code == 429 and r.header("retry-after")
     assert "cb_hosted" not in (r.header("set-cookie") or "")
-    assert h.metrics.rate_limited.labels(kind="client")._value.get() == 1
+    assert sample(h.metrics, "cbserver_rate_limit_refusals_total", kind="client") == 1
     h.finish()
 
 

@@ -20,6 +20,7 @@ from cbserver.web.limits import (
     sliding_count,
 )
 from tests.support.fake_callbacks import ScriptedCallbackService
+from tests.support.metrics import sample
 from tests.unit.web.fakes import MemoryLimitStore
 from tests.unit.web.harness import Harness
 
@@ -193,7 +194,7 @@ def test_concurrency_cap_through_the_api_is_429_concurrent_until_the_callback_en
     finally:
         globalLogPublisher.removeObserver(events.append)
     assert r.code == 429 and r.json()["error"]["code"] == "rate_limited"
-    assert h.metrics.rate_limited.labels(kind="concurrent")._value.get() == 1
+    assert sample(h.metrics, "cbserver_rate_limit_refusals_total", kind="concurrent") == 1
     (line,) = [e for e in events if e.get("log_format", "").startswith("callback refused")]
     assert line["code"] == "rate_limited" and line["kind"] == "concurrent"
     assert line["client"] == "127.0.0.1"
@@ -212,9 +213,10 @@ def test_database_lost_during_the_checks_is_503_counted_and_frees_the_slot():
     r = h.post_json("/api/v1/callbacks", {"mode": "simple", "account": "cb1001", "phone": "15550100"})
     assert r.code == 503 and r.json()["error"]["code"] == "not_ready"
     assert r.header("retry-after") == "5"
-    assert h.metrics.refusals.labels(mode="simple", code="not_ready")._value.get() == 1
+    assert sample(h.metrics, "cbserver_callback_refusals_total", mode="simple", code="not_ready") == 1
     assert h.store.slots == {}
     h.store.count_hits = lambda keys, start, previous: defer.fail(DatabaseUnavailable("down"))
     r = h.post_json("/api/v1/callbacks", {"mode": "hosted", "phone": "15550100"})
-    assert r.code == 503 and h.metrics.refusals.labels(mode="hosted", code="not_ready")._value.get() == 1
+    assert r.code == 503
+    assert sample(h.metrics, "cbserver_callback_refusals_total", mode="hosted", code="not_ready") == 1
     h.finish()
