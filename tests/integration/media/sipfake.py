@@ -56,6 +56,24 @@ def sdp_media(body: bytes):
     return host, int(m.group(1)), int(m.group(2).split()[0]), int(te.group(1)) if te else None
 
 
+def respond_ok(transport, headers, addr, body=b"", ctype=None):
+    """Answer the request whose ``headers`` came from ``addr`` with 200 OK (and ``body``)."""
+    to = header(headers, "To", "t")
+    if ";tag=" not in to:
+        to += ";tag=ans1"
+    lines = ["SIP/2.0 200 OK"]
+    lines += [f"Via: {v}" for n, v in headers if n.lower() in ("via", "v")]
+    lines += [
+        f"From: {header(headers, 'From', 'f')}", f"To: {to}",
+        f"Call-ID: {header(headers, 'Call-ID', 'i')}", f"CSeq: {header(headers, 'CSeq')}",
+        f"Contact: <sip:ans@127.0.0.1:{transport.getHost().port}>",
+    ]
+    if ctype:
+        lines.append(f"Content-Type: {ctype}")
+    lines.append(f"Content-Length: {len(body)}")
+    transport.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body, addr)
+
+
 class Answerer(DatagramProtocol):
     """Answers one INVITE with 200 OK and ``answer_sdp(remote_media)``; acknowledges BYE."""
 
@@ -69,30 +87,13 @@ class Answerer(DatagramProtocol):
         method = first.split(" ", 1)[0]
         if method == "INVITE":
             media = sdp_media(body)
-            self._respond(headers, addr, self.answer_sdp(media), "application/sdp")
+            respond_ok(self.transport, headers, addr, self.answer_sdp(media), "application/sdp")
             if not self.invited.called:
                 self.invited.callback(media)
         elif method in ("BYE", "INFO", "OPTIONS"):
-            self._respond(headers, addr)
+            respond_ok(self.transport, headers, addr)
             if method == "BYE" and not self.bye.called:
                 self.bye.callback(None)
-
-    def _respond(self, headers, addr, body=b"", ctype=None):
-        to = header(headers, "To", "t")
-        if ";tag=" not in to:
-            to += ";tag=ans1"
-        lines = ["SIP/2.0 200 OK"]
-        lines += [f"Via: {v}" for n, v in headers if n.lower() in ("via", "v")]
-        lines += [
-            f"From: {header(headers, 'From', 'f')}", f"To: {to}",
-            f"Call-ID: {header(headers, 'Call-ID', 'i')}", f"CSeq: {header(headers, 'CSeq')}",
-            f"Contact: <sip:ans@127.0.0.1:{self.transport.getHost().port}>",
-        ]
-        if ctype:
-            lines.append(f"Content-Type: {ctype}")
-        lines.append(f"Content-Length: {len(body)}")
-        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body, addr)
-
 
 class Caller(DatagramProtocol):
     """Sends one INVITE to ``target`` (host, port); ACKs the 200; can send BYE."""
@@ -132,7 +133,7 @@ class Caller(DatagramProtocol):
         first, headers, body = parse(data)
         if not first.startswith("SIP/2.0 "):
             if first.startswith(("BYE", "OPTIONS")):
-                Answerer._respond(self, headers, addr)  # reuse the plain 200 OK writer
+                respond_ok(self.transport, headers, addr)
             return
         code = int(first.split()[1])
         if "INVITE" in header(headers, "CSeq") and code == 200 and not self.answered.called:
