@@ -11,6 +11,7 @@ import pytest
 
 from cbserver.db.migrations import FunctionsOutOfDate, MigrationError, check_schema, upgrade
 from cbserver.resources import sql_dir
+from tests.integration.xdr.helpers import query
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +36,8 @@ def folder(tmp_path):
 
 
 def one(dsn, statement, params=()):
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.fetchone()
-    finally:
-        conn.close()
+    """The first row of one query."""
+    return query(dsn, statement, params)[0]
 
 
 def proc_version(dsn, name):
