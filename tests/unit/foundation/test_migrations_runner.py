@@ -17,6 +17,7 @@ from cbserver.db.migrations import (
     required_version,
     stale_functions,
 )
+from cbserver.resources import sql_dir
 
 
 def files(folder, names: dict[str, str]):
@@ -124,3 +125,14 @@ def test_the_shipped_function_files_are_in_dependency_order():
         for line in m.sql().splitlines():
             if line.startswith("CREATE") and "FUNCTION" in line:
                 assert "RETURNS trigger" in line, f"{m.path.name}: {line}"
+
+
+def test_the_node_alive_rule_is_stated_once():
+    # cb_node_alive is the only place that judges server_nodes.last_seen/stopped_at; the
+    # heartbeat (cbserver/db/pool.py) only writes them.
+    root = sql_dir().parent
+    places = [p for p in [*sql_dir().glob("*.sql"), *sql_dir().glob("functions/*.sql"),
+                          *(root / "cbserver").rglob("*.py")]
+              if "last_seen >" in p.read_text(encoding="utf-8")
+              or "stopped_at IS NULL" in p.read_text(encoding="utf-8")]
+    assert [p.name for p in places] == ["10_cb_node_alive.sql"]
