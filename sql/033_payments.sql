@@ -61,51 +61,8 @@ ALTER TABLE accounts ADD COLUMN first_recharge timestamptz NULL,
 COMMENT ON COLUMN accounts.last_recharge IS
     'When the account was last recharged (a payment); availability after last use counts from it too';
 
--- cb_account_for_call (031) again, the same signature and columns; only its first_usage and
--- last_usage now mean "first use or recharge" and "last use or recharge" (least/greatest
--- skip NULLs), which is what authorize.account_refusal and usable_seconds count from.
-CREATE OR REPLACE FUNCTION cb_account_for_call(p_account text, p_session text, p_expiry integer,
-                                               p_node text, p_codes text[])
-RETURNS TABLE (id text, customer_id integer, product_id integer, account_type text,
-               balance_control text, balance numeric, credit_limit numeric, status text,
-               activation_date timestamptz, expiration_date timestamptz,
-               avail_after_first_use_days integer, avail_after_last_use_days integer,
-               first_usage timestamptz, last_usage timestamptz, password_hash text,
-               internal boolean, voice boolean, customer_balance_control text,
-               customer_balance numeric, customer_credit_limit numeric, customer_currency text,
-               product_currency text, reserved numeric, open_calls bigint, entries json)
-LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    k text;
-BEGIN
-    SELECT CASE WHEN a.balance_control = 'subordinate' THEN 'customer:' || a.customer_id
-                ELSE 'account:' || a.id END
-      INTO k FROM accounts a WHERE a.id = p_account;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    RETURN QUERY
-    SELECT a.id, a.customer_id, a.product_id, a.account_type, a.balance_control, a.balance,
-           a.credit_limit, a.status, a.activation_date, a.expiration_date,
-           a.avail_after_first_use_days, a.avail_after_last_use_days,
-           least(a.first_usage, a.first_recharge), greatest(a.last_usage, a.last_recharge),
-           a.password_hash, a.internal,
-           EXISTS (SELECT 1 FROM product_services s WHERE s.product_id = a.product_id
-                      AND s.service = 'voice'),
-           c.balance_control, c.balance, c.credit_limit, c.currency::text, p.currency::text,
-           held.amount, held.sessions,
-           (SELECT coalesce(json_agg(json_build_array(e.access_code, e.tariff_id,
-                                                      e.overdraft_protection)), '[]')
-              FROM rating_entries e
-             WHERE e.product_id = a.product_id AND e.service = 'voice' AND e.node = p_node
-               AND e.access_code = ANY(p_codes))
-      FROM accounts a JOIN customers c ON c.id = a.customer_id
-      JOIN products p ON p.id = a.product_id
-     CROSS JOIN LATERAL (
-           SELECT coalesce(sum(r.amount), 0) AS amount, count(DISTINCT r.session_id) AS sessions
-             FROM balance_reservations r JOIN server_nodes n ON n.instance_id = r.instance_id
-            WHERE r.owner_key = k AND r.session_id <> p_session AND r.expires_at > now()
-              AND n.stopped_at IS NULL
-              AND n.last_seen > now() - make_interval(secs => p_expiry)) AS held
-     WHERE a.id = p_account;
-END $$;
+-- This migration also replaced cb_account_for_call (031) so that its first_usage and
+-- last_usage mean "first use or recharge" and "last use or recharge". The function now lives
+-- in sql/functions/50_cb_account_for_call.sql, which `cbserver db upgrade` applies after the
+-- numbered migrations; a database that ran this file as first shipped (checksum 53aa371f...,
+-- accepted by cbserver/db/migrations.py SUPERSEDED) ends up with the same function.

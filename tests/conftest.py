@@ -21,10 +21,11 @@ from cbserver.resources import sql_dir
 
 
 def _sql_fingerprint() -> str:
-    """A short hash of every migration file, naming the matching template database."""
+    """A short hash of every migration and function file, naming the matching template
+    database (a changed function file must rebuild it as a changed migration does)."""
     h = hashlib.sha256()
-    for path in sorted(sql_dir().glob("*.sql")):
-        h.update(path.name.encode())
+    for path in sorted([*sql_dir().glob("*.sql"), *sql_dir().glob("functions/*.sql")]):
+        h.update(path.relative_to(sql_dir()).as_posix().encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:12]
 

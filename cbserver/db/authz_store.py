@@ -49,19 +49,16 @@ LOCK_CUSTOMER = "SELECT balance, credit_limit FROM customers WHERE id = %s FOR U
 # expired, of a node that runs. Read under the balance's row lock, here and by refunds.
 LIVE_HOLDS = (
     "SELECT coalesce(sum(r.amount), 0) AS held, count(DISTINCT r.session_id) AS sessions "
-    "FROM balance_reservations r JOIN server_nodes n ON n.instance_id = r.instance_id "
+    "FROM balance_reservations r "
     "WHERE r.owner_key = %(key)s AND r.session_id <> %(session)s AND r.expires_at > now() "
-    "AND n.stopped_at IS NULL "
-    "AND n.last_seen > now() - make_interval(secs => %(expiry)s)")
+    "AND cb_node_alive(r.instance_id, %(expiry)s)")
 
 # After the row lock (a fresh snapshot): forget reservations of dead processes and this
 # session's earlier ones, and sum what other live calls hold on the same balance. The
 # DELETEs and the SELECT share one snapshot; the SELECT's WHERE excludes the same rows.
 PREPARE_HOLD = (
     "WITH purge AS (DELETE FROM balance_reservations r WHERE r.owner_key = %(key)s AND ("
-    "  r.expires_at <= now() OR NOT EXISTS ("
-    "  SELECT 1 FROM server_nodes n WHERE n.instance_id = r.instance_id AND n.stopped_at IS NULL"
-    "  AND n.last_seen > now() - make_interval(secs => %(expiry)s))) RETURNING 1), "
+    "  r.expires_at <= now() OR NOT cb_node_alive(r.instance_id, %(expiry)s)) RETURNING 1), "
     "mine AS (DELETE FROM balance_reservations WHERE session_id = %(session)s RETURNING 1) "
     + LIVE_HOLDS)
 

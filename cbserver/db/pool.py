@@ -22,7 +22,12 @@ from txpostgres import txpostgres
 from zope.interface import Attribute, Interface, implementer
 
 from cbserver import __version__
-from cbserver.db.migrations import SchemaTooOld, required_version
+from cbserver.db.migrations import (
+    FUNCTION_CHECKSUMS,
+    SchemaTooOld,
+    check_functions,
+    required_version,
+)
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger, describe_failure
 
@@ -208,7 +213,8 @@ class Database(service.Service):
 
     @defer.inlineCallbacks
     def _check_schema(self, conn):
-        """Refuse a schema older than the shipped migrations (SchemaTooOld)."""
+        """Refuse a schema older than the shipped migrations, or whose functions differ from
+        the shipped ``sql/functions/`` files (SchemaTooOld, FunctionsOutOfDate)."""
         need = self._required if self._required is not None else required_version()
         rows = yield conn.runQuery("SELECT to_regclass('schema_migrations') IS NOT NULL")
         have = 0
@@ -217,6 +223,12 @@ class Database(service.Service):
             have = int(rows[0][0])
         if have < need:
             raise SchemaTooOld(have, need)
+        if self._required is None:
+            # The shipped files are the measure (a given ``required`` names another schema):
+            # functions that differ from them are reported as needing `cbserver db upgrade`,
+            # never replaced here (see cbserver.db.migrations for why).
+            rows = yield conn.runQuery(FUNCTION_CHECKSUMS)
+            check_functions(dict(rows), have)
 
     def _register(self, conn):
         """Record this process in server_nodes (its heartbeat row)."""

@@ -6,6 +6,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
+from cbserver.db.migrations import discover_functions, required_version
 from cbserver.db.pool import Database, DatabaseUnavailable, IDatabase
 
 
@@ -28,6 +29,8 @@ class FakeConnection:
             return defer.succeed([(self.server["version"] is not None,)])
         if "max(version)" in sql:
             return defer.succeed([(self.server["version"],)])
+        if "FROM schema_functions" in sql:
+            return defer.succeed(self.server.get("functions", []))
         self.server["queries"].append(sql)
         return defer.succeed([(1,)])
 
@@ -98,6 +101,23 @@ def test_schema_too_old_is_reported_with_upgrade_command():
     reason = db.health()["reason"]
     assert "version 1" in reason and "needs 3" in reason and "cbserver db upgrade" in reason
     server["version"] = 3
+    clock.advance(0.5)
+    assert db.ready
+    stop(db, clock)
+
+
+def test_functions_unlike_the_shipped_files_are_reported_with_upgrade_command():
+    shipped = discover_functions()
+    server = {"up": True, "version": required_version(), "queries": [],
+              "functions": [(f.name, f.checksum()) for f in shipped[1:]]}
+    clock = Clock()
+    db = Database("dbname=x", clock, size=2, connection_factory=lambda: FakeConnection(server))
+    db.startService()
+    assert not db.ready
+    reason = db.health()["reason"]
+    assert shipped[0].path.name in reason and "cbserver db upgrade" in reason
+    assert shipped[1].path.name not in reason
+    server["functions"].append((shipped[0].name, shipped[0].checksum()))
     clock.advance(0.5)
     assert db.ready
     stop(db, clock)
