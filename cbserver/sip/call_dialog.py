@@ -244,8 +244,8 @@ class DialogUsage(NamedTimersMixin):
         means us) and False when it came in the far end's request (``uac`` means them).
         """
         parsed = _parse_session_expires(value)
-        if parsed is None:
-            return
+        if parsed is None or not self.active:
+            return  # once the call has left confirmed, no timer of ours has anything to do
         delta, refresher = parsed
         if refresher is None:
             refresher = "uac"  # RFC 4028 9: the UAS says; absent, the request's sender refreshes
