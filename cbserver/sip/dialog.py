@@ -1,13 +1,23 @@
-"""UAC-side dialog state (RFC 3261 12): identifiers, route set, remote target and CSeq.
+"""UAC-side dialog state (RFC 3261 12): identifiers, route set, remote target, CSeq, secure flag.
 
 A :class:`Dialog` is made from the INVITE we sent and the response that carried the remote
-tag (12.1.2). It builds in-dialog requests (12.2.1.1), the ACK for a 2xx (13.2.2.4), and
-checks in-dialog requests from the far end (12.2.2). Pure: no Twisted, no I/O.
+tag (12.1.2). Every in-dialog message a call sends is built here: requests (12.2.1.1: BYE,
+re-INVITE, UPDATE, INFO, OPTIONS), the ACK for a 2xx (13.2.2.4), and the 2xx answering the
+far end's in-dialog requests. It checks in-dialog requests from the far end (12.2.2).
+
+Its state is exactly what :meth:`Dialog.to_dict` returns (plain JSON values), so a dialog can
+be stored and rebuilt with :meth:`Dialog.from_dict` (crash recovery, DESIGN.md rule 15).
+Pure: no Twisted, no I/O. The behaviour of a call's confirmed dialog (timers, retries) lives
+in :mod:`cbserver.sip.call_dialog`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from zope.interface import Attribute, Interface, implementer
 
 from cbserver.sip.message import (
     Headers,
@@ -15,12 +25,13 @@ from cbserver.sip.message import (
     Response,
     SipParseError,
     Uri,
+    make_response,
     parse_cseq,
     parse_name_addr,
     parse_uri,
 )
 
-__all__ = ["Dialog", "DialogError", "dialog_id_of_request"]
+__all__ = ["Dialog", "DialogError", "IDialog", "dialog_id_of_request"]
 
 
 class DialogError(Exception):
@@ -48,6 +59,45 @@ def dialog_id_of_request(request: Request) -> tuple[str, str, str] | None:
     return (request.headers.get("Call-ID") or "", to_tag, from_tag or "")
 
 
+class IDialog(Interface):
+    """The state of one dialog (RFC 3261 12) and the in-dialog messages built from it."""
+
+    call_id = Attribute("Call-ID (str).")
+    local_tag = Attribute("Our tag, the From tag of our requests (str).")
+    remote_tag = Attribute("The far end's tag (str).")
+    local_party = Attribute("Our From value, with its tag (str).")
+    remote_party = Attribute("The far end's To value, with its tag (str).")
+    remote_target = Attribute("Request-URI of in-dialog requests: the far end's Contact (str).")
+    route_set = Attribute("Route set from Record-Route, in the order Route headers carry it (list).")
+    local_seq = Attribute("CSeq number of our last request (int).")
+    remote_seq = Attribute("CSeq number of the far end's last request, or None (int | None).")
+    secure = Attribute("RFC 3261 12.1.2 secure flag: TLS and a SIPS Request-URI (bool).")
+    state = Attribute("'early', 'confirmed' or 'terminated' (str).")
+    id = Attribute("(Call-ID, local tag, remote tag).")
+
+    def next_hop():
+        """The URI an in-dialog request goes to first: the top route, else the remote target."""
+
+    def new_request(method, via, *, contact=None, cseq=None, body=b"", content_type=None):
+        """An in-dialog request (RFC 3261 12.2.1.1); the CSeq goes up unless ``cseq`` is given."""
+
+    def ack_for_2xx(invite_cseq, via, body=b""):
+        """The ACK for a 2xx to an INVITE (RFC 3261 13.2.2.4)."""
+
+    def ok_response(request, *, contact, allow, body=b"", content_type="application/sdp"):
+        """A 200 answering the far end's in-dialog request, naming our Contact and Allow."""
+
+    def check_request(request):
+        """Apply RFC 3261 12.2.2 to a request from the far end; raise DialogError if bad."""
+
+    def refresh_target(message):
+        """Take a new remote target from a Contact (RFC 3261 12.2.1.2, 12.2.2)."""
+
+    def to_dict():
+        """The state as plain JSON values; ``from_dict`` rebuilds an equal dialog."""
+
+
+@implementer(IDialog)
 @dataclass
 class Dialog:
     """One dialog as seen by the UAC that sent the INVITE (RFC 3261 12.1.2)."""
@@ -61,6 +111,7 @@ class Dialog:
     route_set: list[str] = field(default_factory=list)
     local_seq: int = 1
     remote_seq: int | None = None
+    secure: bool = False  # RFC 3261 12.1.2; we have no TLS transport, so always False today
     state: str = "early"  # early -> confirmed -> terminated (RFC 3261 12)
 
     @property
@@ -69,8 +120,11 @@ class Dialog:
         return (self.call_id, self.local_tag, self.remote_tag)
 
     @classmethod
-    def from_response(cls, invite: Request, response: Response) -> Dialog:
-        """UAC dialog from a 1xx-with-tag or 2xx to our INVITE (RFC 3261 12.1.2)."""
+    def from_response(cls, invite: Request, response: Response, *, secure: bool = False) -> Dialog:
+        """UAC dialog from a 1xx-with-tag or 2xx to our INVITE (RFC 3261 12.1.2).
+
+        ``secure`` is True only when the INVITE went over TLS to a SIPS Request-URI (12.1.2).
+        """
         to = response.headers.get("To") or ""
         remote_tag = parse_name_addr(to).tag or ""
         local_tag = parse_name_addr(invite.headers.get("From") or "").tag or ""
@@ -88,7 +142,42 @@ class Dialog:
             remote_target=target,
             route_set=routes,
             local_seq=number,
+            secure=secure,
             state="confirmed" if 200 <= response.status < 300 else "early",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dialog's whole state as plain JSON values (str, int, bool, None, list of str)."""
+        return {
+            "call_id": self.call_id,
+            "local_tag": self.local_tag,
+            "remote_tag": self.remote_tag,
+            "local_party": self.local_party,
+            "remote_party": self.remote_party,
+            "remote_target": self.remote_target,
+            "route_set": list(self.route_set),
+            "local_seq": self.local_seq,
+            "remote_seq": self.remote_seq,
+            "secure": self.secure,
+            "state": self.state,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Dialog:
+        """Rebuild a dialog from :meth:`to_dict`'s output (e.g. after a JSON round trip)."""
+        remote_seq = data["remote_seq"]
+        return cls(
+            call_id=str(data["call_id"]),
+            local_tag=str(data["local_tag"]),
+            remote_tag=str(data["remote_tag"]),
+            local_party=str(data["local_party"]),
+            remote_party=str(data["remote_party"]),
+            remote_target=str(data["remote_target"]),
+            route_set=[str(r) for r in data["route_set"]],
+            local_seq=int(data["local_seq"]),
+            remote_seq=None if remote_seq is None else int(remote_seq),
+            secure=bool(data["secure"]),
+            state=str(data["state"]),
         )
 
     def confirm(self, response: Response) -> None:
@@ -164,6 +253,20 @@ class Dialog:
             "ACK", via, cseq=invite_cseq, body=body,
             content_type="application/sdp" if body else None,
         )  # fmt: skip
+
+    def ok_response(
+        self, request: Request, *, contact: str, allow: str, body: bytes = b"",
+        content_type: str = "application/sdp",
+    ) -> Response:  # fmt: skip
+        """A 200 to the far end's in-dialog request: our Contact (RFC 3261 12.2.2 target
+        refresh, 13.3.1.4) and Allow, and ``body`` (our SDP when answering an offer)."""
+        resp = make_response(request, 200, "OK")
+        resp.headers.add("Contact", contact)
+        resp.headers.add("Allow", allow)
+        if body:
+            resp.headers.add("Content-Type", content_type)
+            resp.body = body
+        return resp
 
     def check_request(self, request: Request) -> None:
         """Apply RFC 3261 12.2.2 to a request from the far end; raise DialogError if bad."""

@@ -10,16 +10,18 @@ inbound calls), anything else per :mod:`cbserver.sip.validate` (405/501/416/420/
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
-from zope.interface import Interface, implementer
+from zope.interface import implementer
 
 from cbserver.logs import Logger
 from cbserver.sip import validate
 from cbserver.sip.auth import DigestClient
-from cbserver.sip.call import Call, CallError, CallStateError
-from cbserver.sip.dialog import Dialog, dialog_id_of_request
+from cbserver.sip.call import Call
+from cbserver.sip.context import CallContext, CallError, CallStateError, ICallListener, LocalParty, Trunk
+from cbserver.sip.dialog import dialog_id_of_request
 from cbserver.sip.message import (
     Request,
     Response,
@@ -31,7 +33,7 @@ from cbserver.sip.message import (
 )
 from cbserver.sip.timers import SipTimers
 from cbserver.sip.transaction import ITransactionUser, TransactionLayer
-from cbserver.sip.transport import ISipTransport, TransportError, is_ip_literal
+from cbserver.sip.transport import ISipTransport
 
 __all__ = [
     "ICallListener",
@@ -43,31 +45,6 @@ __all__ = [
 ]
 
 log = Logger()
-
-
-class ICallListener(Interface):
-    """Call-control events from the UA to the application (cf. sippy's CCEvents)."""
-
-    def call_trying(call):
-        """The trunk answered 100 Trying."""
-
-    def call_ringing(call, early_sdp):
-        """180/183; ``early_sdp`` is the early-media SDP (bytes) or None."""
-
-    def call_answered(call, remote_sdp):
-        """A 2xx arrived and was ACKed; ``remote_sdp`` is its SDP (or None)."""
-
-    def call_failed(call, status, reason):
-        """Never answered: final non-2xx, timeout (408), transport error (503), our CANCEL (487)."""
-
-    def call_ended(call, by_remote, reason):
-        """An answered call ended: BYE either way, session timer or keepalive expiry."""
-
-    def call_info(call, content_type, body):
-        """INFO received in the dialog (e.g. DTMF relay, RFC 6086)."""
-
-    def call_offer(call, remote_sdp):
-        """New SDP from the far end (re-INVITE/UPDATE, or an ACK answer); we keep our SDP."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +85,25 @@ class UserAgent:
         self.layer = TransactionLayer(transport, clock, self.timers, self)
         self.digest = DigestClient(config.username, config.password)
         self.calls: dict[str, Call] = {}
-        self._trunk_targets: list[tuple[str, int]] | None = None
+        self.local = LocalParty(transport.name, config.public_address, config.public_port,
+                                config.username or "cbserver")  # fmt: skip
+        self.trunk = Trunk(config.trunk_host, config.trunk_port, transport.name, locator)
+        # What every call sees of the UA (a call never holds the UA itself).
+        self.call_context = CallContext(
+            clock=clock,
+            layer=self.layer,
+            transport=transport,
+            timers=self.timers,
+            digest=self.digest,
+            local=self.local,
+            trunk=self.trunk,
+            forget=partial(_forget, self.calls),
+            from_domain=config.from_domain,
+            user_agent=config.user_agent,
+            allow=self.ALLOW,
+            session_expires=config.session_expires,
+            keepalive_interval=config.keepalive_interval,
+        )
         self.stopping = False
 
     @property
@@ -116,7 +111,7 @@ class UserAgent:
         """What the transport should deliver parsed messages to (the transaction layer)."""
         return self.layer
 
-    # -- helpers for calls
+    # -- helpers
 
     def new_call_id(self) -> str:
         """A fresh Call-ID (RFC 3261 8.1.1.4)."""
@@ -124,74 +119,32 @@ class UserAgent:
 
     def via(self, branch: str) -> str:
         """Our Via with ``rport`` (RFC 3581 3) so responses find us behind NAT."""
-        cfg = self.config
-        return (f"SIP/2.0/{self.transport.name} {cfg.public_address}:{cfg.public_port}"
-                f";branch={branch};rport")  # fmt: skip
+        return self.local.via(branch)
 
     def contact(self) -> str:
         """Our Contact (RFC 3261 8.1.1.8)."""
-        cfg = self.config
-        user = cfg.username or "cbserver"
-        # RFC 3261 19.1.1: say transport=tcp so in-dialog requests come back over TCP.
-        suffix = ";transport=tcp" if self.transport.name == "TCP" else ""
-        return f"<sip:{user}@{cfg.public_address}:{cfg.public_port}{suffix}>"
+        return self.local.contact()
 
     def trunk_targets(self) -> Deferred:
         """Ordered (ip, port) targets for the trunk (RFC 3263), cached after the first lookup."""
-        cfg = self.config
-        if is_ip_literal(cfg.trunk_host):
-            return succeed([(cfg.trunk_host.strip("[]"), cfg.trunk_port)])
-        if self._trunk_targets:
-            return succeed(self._trunk_targets)
-        if self.locator is None:
-            return maybeDeferred(_no_locator, cfg.trunk_host)
-        # RFC 3263 4.1: an explicit port skips NAPTR/SRV, so only name one when it is not
-        # the default; the locator orders the targets for failover (4.3).
-        where = cfg.trunk_host if cfg.trunk_port == 5060 else f"{cfg.trunk_host}:{cfg.trunk_port}"
-        d = maybeDeferred(self.locator.locate, where)
-
-        def keep(targets):
-            usable = [(t.host, t.port) for t in targets if t.transport == self.transport.name]
-            if not usable:
-                raise TransportError(f"no {self.transport.name} target for {cfg.trunk_host}")
-            self._trunk_targets = usable
-            return usable
-
-        return d.addCallback(keep)
-
-    def destination_for(self, dialog: Dialog) -> tuple[str, int]:
-        """Where an in-dialog request goes: the next hop when it is an IP literal, else the
-        trunk target we reached the far end through (we never resolve names from messages)."""
-        try:
-            host, port = dialog.next_hop().host_port()
-        except SipParseError:
-            host, port = "", 0
-        if is_ip_literal(host):
-            return host, port
-        call = self.calls.get(dialog.call_id)
-        if call is not None and call._targets:
-            return call.destination
-        cfg = self.config
-        if self._trunk_targets:
-            return self._trunk_targets[0]
-        return cfg.trunk_host, cfg.trunk_port
-
-    def forget(self, call: Call) -> None:
-        """A call finished: stop routing requests to it."""
-        if self.calls.get(call.call_id) is call:
-            del self.calls[call.call_id]
+        return self.trunk.targets()
 
     # -- public API
 
     def place_call(self, number: str, *, caller_id: str, display_name: str | None = None,
                    sdp_offer: bytes, extra_headers=(), no_answer_timeout: float,
-                   listener: ICallListener) -> Call:  # fmt: skip
-        """Start a call to ``number`` through the trunk; events go to ``listener``."""
+                   listener: ICallListener, log_context: str | None = None) -> Call:  # fmt: skip
+        """Start a call to ``number`` through the trunk; events go to ``listener``.
+
+        ``log_context`` is the caller's correlation id (the callback id): the call logs its
+        Call-ID against it once, and carries it as ``callback_id=`` on its log lines.
+        """
         if self.stopping:
             raise CallStateError("user agent is stopping")
-        call = Call(self, number, caller_id=caller_id, display_name=display_name,
-                    sdp_offer=sdp_offer, extra_headers=extra_headers,
-                    no_answer_timeout=no_answer_timeout, listener=listener)  # fmt: skip
+        call = Call(self.call_context, number, call_id=self.new_call_id(), caller_id=caller_id,
+                    display_name=display_name, sdp_offer=sdp_offer, extra_headers=extra_headers,
+                    no_answer_timeout=no_answer_timeout, listener=listener,
+                    log_context=log_context)  # fmt: skip
         self.calls[call.call_id] = call
         call.start()
         return call
@@ -215,10 +168,7 @@ class UserAgent:
 
     def _force_stop(self, done: Deferred) -> None:
         for call in list(self.calls.values()):
-            if call.state in ("confirmed", "terminating"):
-                call._end(False, "shutdown")
-            else:
-                call._fail(503, "shutdown")
+            call.shutdown()
         self.layer.stop()
         if not done.called:
             done.callback(None)
@@ -301,5 +251,7 @@ class UserAgent:
         self.layer.stop()
 
 
-def _no_locator(host: str):
-    raise TransportError(f"trunk host {host!r} is a name and no locator was given")
+def _forget(calls: dict[str, Call], call: Call) -> None:
+    """A call finished: stop routing requests to it (its ``CallContext.forget``)."""
+    if calls.get(call.call_id) is call:
+        del calls[call.call_id]
