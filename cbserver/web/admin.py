@@ -35,6 +35,7 @@ from cbserver.db.pool import DatabaseUnavailable
 from cbserver.logs import Logger
 from cbserver.mail import Mailer
 from cbserver.web.admin_openapi import openapi_document
+from cbserver.web.responses import log_unexpected
 
 MAX_BODY = 1 << 20
 MAX_FINISHED_JOBS = 100
@@ -147,11 +148,7 @@ class AdminApp:
         answer = _error_response(request, exc)
         if answer is not None:
             return answer
-        request_id = secrets.token_hex(8)
-        self.log.failure("admin {method} {path} failed request_id={request_id}", failure=failure,
-                         method=request.method.decode("ascii", "replace"),
-                         path=request.path.decode("utf-8", "replace"), request_id=request_id)
-        request.setHeader(b"x-request-id", request_id.encode("ascii"))
+        request_id = log_unexpected(request, failure, "the admin API")
         return _send(request, 500, {"error": {
             "code": "internal_error", "field": None,
             "message": f"internal error; the server log has the details under request_id={request_id}"}})
