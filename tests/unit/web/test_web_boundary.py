@@ -6,6 +6,7 @@ import pytest
 from twisted.internet import defer
 from twisted.logger import globalLogPublisher
 
+from cbserver.callback.api import CallbackRefused
 from tests.unit.web.harness import Harness, app_config
 
 A_HOST = "cb.example.net"
@@ -75,4 +76,26 @@ def test_a_failure_no_page_handler_answered_is_a_plain_html_500(logged):
                for e in logged)
     # Outside /api the pages keep HTML errors: an unknown page is not a JSON answer.
     assert h.get("/web-callback/nothing").header("content-type") != "application/json"
+    h.finish()
+
+
+def lines(events, prefix: str) -> list[dict]:
+    return [e for e in events if e.get("log_format", "").startswith(prefix)]
+
+
+def test_callback_log_lines_carry_the_callback_id_and_the_client(logged):
+    h = Harness()
+    body = {"mode": "hosted", "phone": "15550100"}
+    cb_id = h.post_json("/api/v1/callbacks", body).json()["id"]
+    [accepted] = lines(logged, "callback requested")
+    assert accepted["callback_id"] == cb_id and accepted["client"] == "127.0.0.1"
+    # Refused once the id was drawn (the service said no): the line names that id.
+    h.service.request_callback = lambda req: defer.fail(CallbackRefused("no_balance", "no"))
+    h.post_json("/api/v1/callbacks", body)
+    # Refused before any id exists (bad input): the field is there, as "-".
+    h.post_json("/api/v1/callbacks", {"mode": "hosted", "phone": "1"})
+    late, early = lines(logged, "callback refused")
+    assert late["code"] == "no_balance" and late["callback_id"] not in ("-", cb_id)
+    assert late["callback_id"].startswith("cb-") and late["client"] == "127.0.0.1"
+    assert early["code"] == "invalid_input" and early["callback_id"] == "-"
     h.finish()
