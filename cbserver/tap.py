@@ -2,8 +2,11 @@
 
 The tree starts the database pool first. The web endpoint opens at once so that ``/healthz``
 can say why the server is not ready; everything that takes calls (the SIP side, the callback
-routes) starts only once the database is ready with a current schema. This is the only module
-that imports the global reactor.
+service, the admin endpoint, the shared CSRF secret) is a child of ``DatabaseGated``, which
+starts them only once the database is ready with a current schema. Building the tree does no
+I/O (certificates, prompts, ports, connections all wait for ``startService``); ``makeService``
+only runs the start-up schema check (``preflight``), so that twistd can exit with one clear line.
+This is the only module that imports the global reactor.
 """
 
 from __future__ import annotations
