@@ -53,9 +53,10 @@ STATIC_TYPES = {"page.css": b"text/css; charset=utf-8",
                 "page.js": b"text/javascript; charset=utf-8"}
 TOKEN_HEADER = b"x-callback-token"
 HOSTED_COOKIE = b"cb_hosted"
-ERROR_PAGE = (b"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-              b"<title>Something went wrong</title></head><body><h1>Something went wrong</h1>"
-              b"<p>Something went wrong on our side; please try again in a moment.</p></body></html>")
+ERROR_PAGE = ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
+              "<title>Something went wrong</title></head><body><h1>Something went wrong</h1>"
+              "<p>Something went wrong on our side; please try again in a moment "
+              "(request {request_id}).</p></body></html>")
 
 
 def _bind(method, *first, **fixed):
@@ -163,8 +164,7 @@ class CallbackWeb:
         if isinstance(failure.value, HTTPException):
             return failure  # routing's own answers (redirects): Klein renders them
         request_id = log_unexpected(request, failure, "the callback pages")
-        return html_response(request, 500, ERROR_PAGE.replace(
-            b"</p></body>", f" (request {request_id})</p></body>".encode("ascii")))
+        return html_response(request, 500, ERROR_PAGE.format(request_id=request_id).encode("utf-8"))
 
     # -- helpers -------------------------------------------------------------------------
 
