@@ -2,8 +2,11 @@
 
 The tree starts the database pool first. The web endpoint opens at once so that ``/healthz``
 can say why the server is not ready; everything that takes calls (the SIP side, the callback
-routes) starts only once the database is ready with a current schema. This is the only module
-that imports the global reactor.
+service, the admin endpoint, the shared CSRF secret) is a child of ``DatabaseGated``, which
+starts them only once the database is ready with a current schema. Building the tree does no
+I/O (certificates, prompts, ports, connections all wait for ``startService``); ``makeService``
+only runs the start-up schema check (``preflight``), so that twistd can exit with one clear line.
+This is the only module that imports the global reactor.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from __future__ import annotations
 import gc
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg2
-from twisted.application import service, strports
+from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.error import ReactorNotRunning
 from twisted.python import usage
@@ -40,7 +44,7 @@ from cbserver.web.app import WebApp
 from cbserver.web.callback_pages import build_callback_web
 from cbserver.web.hosts import page_address_mismatch
 from cbserver.web.metrics import Metrics
-from cbserver.web.tls import complete_endpoint
+from cbserver.web.tls import EndpointService
 
 log = Logger()
 
@@ -133,8 +137,82 @@ class MediaService(service.Service):
         self.env.media_clock.stop()
 
 
+class DatabaseGated(service.MultiService):
+    """Child services that need the database: started once it is ready, stopped first.
+
+    The gate itself starts with its parent and waits for ``db.when_ready()``; only then does it
+    start its children and call ``on_started``. Stopping it before that cancels the wait and
+    leaves nothing running; stopping it after stops the children (reverse order) and returns
+    their Deferred. A child added while it waits starts with the others.
+    """
+
+    log = Logger()
+
+    def __init__(self, db, on_started: Callable[[], None] | None = None):
+        super().__init__()
+        self.db = db
+        self.on_started = on_started
+        self.children_started = False
+        self._waiting: defer.Deferred | None = None
+
+    def addService(self, child) -> None:
+        """Add ``child``; it starts at once only if the gate has opened already."""
+        if self.running and not self.children_started:
+            # MultiService starts a child added to a running parent; while waiting, it must not.
+            self.running = 0
+            try:
+                super().addService(child)
+            finally:
+                self.running = 1
+        else:
+            super().addService(child)
+
+    def privilegedStartService(self) -> None:
+        """Nothing of the children's: their ports open only once the database is ready."""
+        service.Service.privilegedStartService(self)
+
+    def startService(self) -> None:
+        """Wait for the database; the children start when it is ready."""
+        service.Service.startService(self)
+        self._waiting = self.db.when_ready()
+        self._waiting.addCallback(self._open)
+        self._waiting.addErrback(self._not_opened)
+
+    def _open(self, _db) -> None:
+        """The database is ready: start the children (unless stopped meanwhile)."""
+        self._waiting = None
+        if not self.running or self.children_started:
+            return
+        self.children_started = True
+        for child in self:
+            child.startService()
+        if self.on_started is not None:
+            self.on_started()
+
+    def _not_opened(self, failure) -> None:
+        """A cancelled wait is a stop before readiness; anything else is logged."""
+        if not failure.check(defer.CancelledError):
+            self.log.failure("could not start call handling", failure=failure)
+
+    def stopService(self):
+        """Stop the children if they started (a Deferred), else only stop waiting."""
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.cancel()
+        if not self.children_started:
+            service.Service.stopService(self)
+            return defer.succeed(None)
+        self.children_started = False
+        return super().stopService()
+
+
 class CallbackServer(service.MultiService):
-    """The root service: database first, then what needs it once it is ready."""
+    """The root service: database first, then what needs it once it is ready.
+
+    Building it does no I/O: the web endpoints are ``EndpointService``s that write the
+    self-signed certificate and listen when started, the prompts are read when ``media``
+    starts, the pool connects when ``database`` starts.
+    """
 
     log = Logger()
 
@@ -178,24 +256,21 @@ class CallbackServer(service.MultiService):
                                                self.metrics, fallback=self.web.resource(),
                                                accepting=lambda: self.callbacks.running,
                                                trusted_proxies=cfg.web.trusted_proxies)
-        site = Site(self.callback_web.resource())
-        site.displayTracebacks = False
-        endpoint = complete_endpoint(cfg.web.endpoint, state)
-        self.web_service = strports.service(endpoint, site, reactor=reactor)
+        # The public endpoint opens at once, so that /healthz can say why calls are not taken.
+        self.web_service = EndpointService(cfg.web.endpoint, state,
+                                           _site(self.callback_web.resource()), reactor)
         self.web_service.setServiceParent(self)
         # Services that need the database: started only once it is ready, stopped first
         # (callbacks end their calls and write xDRs, then the SIP port closes).
-        self.gated = service.MultiService()
+        self.gated = DatabaseGated(self.db, on_started=self._call_handling_started)
         self.admin = AdminApp(self.db, reactor, cfg.web.admin_token, cards_dir(cfg), cfg)
-        admin_site = Site(self.admin.resource())
-        admin_site.displayTracebacks = False
-        strports.service(complete_endpoint(cfg.web.admin_endpoint, state), admin_site,
-                         reactor=reactor).setServiceParent(self.gated)
+        EndpointService(cfg.web.admin_endpoint, state, _site(self.admin.resource()),
+                        reactor).setServiceParent(self.gated)
         # The CSRF signing secret is shared by every node through PostgreSQL.
         self.callback_web.secret_service.setServiceParent(self.gated)
         self.sip.setServiceParent(self.gated)
         self.callbacks.setServiceParent(self.gated)
-        self._gated_started = False
+        self.gated.setServiceParent(self)
 
     def _listen(self) -> tuple[str, int]:
         """The SIP listen address and port."""
@@ -212,31 +287,26 @@ class CallbackServer(service.MultiService):
                         user_agent=f"cbserver/{__version__}")
 
     def startService(self) -> None:
-        """Start the pool and the web endpoint; start the gated services once ready."""
+        """Start the pool, the web endpoint and the gate (which waits for the database)."""
         logs.set_level(self.cfg.server.log_level)
         super().startService()
-        self.db.when_ready().addCallback(self._database_ready).addErrback(
-            lambda f: self.log.failure("could not start call handling", failure=f))
 
-    def _database_ready(self, _db) -> None:
-        """Open the SIP side and start taking callbacks."""
-        if self.running and not self._gated_started:
-            self._gated_started = True
-            self.gated.startService()
-            # Everything built so far lives as long as the process: move it out of the
-            # collector's view, and collect the young generation less often. With default
-            # settings a third of the SIP stack's CPU went to the garbage collector
-            # (bench/bench_sip_calls.py --gc-tune).
-            gc.freeze()
-            gc.set_threshold(50000, 50, 100)
-            self.log.info("cbserver ready: node={node}", node=self.cfg.server.node)
-            for app in self.cfg.application:
-                self.log.info("application {app}: page {path} (users are given {address})",
-                              app=app.name, path=app.url_path, address=app.callback_page_address)
-                mismatch = page_address_mismatch(app)
-                if mismatch:
-                    self.log.warn("application {app}: {mismatch}", app=app.name,
-                                  mismatch=mismatch)
+    def _call_handling_started(self) -> None:
+        """The gated services run: tune the collector and say where each page is."""
+        # Everything built so far lives as long as the process: move it out of the
+        # collector's view, and collect the young generation less often. With default
+        # settings a third of the SIP stack's CPU went to the garbage collector
+        # (bench/bench_sip_calls.py --gc-tune).
+        gc.freeze()
+        gc.set_threshold(50000, 50, 100)
+        self.log.info("cbserver ready: node={node}", node=self.cfg.server.node)
+        for app in self.cfg.application:
+            self.log.info("application {app}: page {path} (users are given {address})",
+                          app=app.name, path=app.url_path, address=app.callback_page_address)
+            mismatch = page_address_mismatch(app)
+            if mismatch:
+                self.log.warn("application {app}: {mismatch}", app=app.name,
+                              mismatch=mismatch)
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -244,14 +314,22 @@ class CallbackServer(service.MultiService):
         self.web.draining = True
         self.log.info("shutting down: draining calls (grace {grace}s)",
                       grace=self.cfg.server.shutdown_grace)
-        if self._gated_started:
-            d = defer.maybeDeferred(self.gated.stopService)
-            d.addTimeout(self.cfg.server.shutdown_grace, self.reactor)
-            try:
-                yield d
-            except defer.TimeoutError:
-                self.log.warn("calls did not end within the grace period")
+        # The gate first and alone: calls end (within the grace period) while the pool,
+        # the xDR writer and the web endpoint still run.
+        d = defer.maybeDeferred(self.gated.stopService)
+        d.addTimeout(self.cfg.server.shutdown_grace, self.reactor)
+        try:
+            yield d
+        except defer.TimeoutError:
+            self.log.warn("calls did not end within the grace period")
         yield super().stopService()
+
+
+def _site(resource) -> Site:
+    """A ``Site`` over ``resource`` that never shows a traceback to a client."""
+    site = Site(resource)
+    site.displayTracebacks = False
+    return site
 
 
 def makeService(options: Options) -> service.IService:

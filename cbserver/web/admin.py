@@ -4,9 +4,12 @@
 request and call the same ``Catalog``/``Accounts``/``Generator`` services as the CLI; the one
 function ``_error_response`` turns their typed errors into HTTP codes: ``ValidationError`` 400,
 ``NotFound`` 404, ``ConflictError`` 409, a missing or wrong token 401 (compared in constant
-time; an empty configured token refuses everyone), an unusable database 503. Errors are
-``{"error": {"code", "field", "message"}}``. Lists take ``limit``/``offset`` and filters as
-query parameters. The OpenAPI 3 document is served at ``/openapi.json``.
+time; an empty configured token refuses everyone), an unusable database 503. ``AdminApp.errors``
+is the app's one error boundary (Klein's ``handle_errors``): it applies that mapping to every
+failure, routing's included (an unknown path 404, a wrong method 405 with ``Allow``), and
+answers anything else 500 with a request id, never a traceback. Errors are
+``{"error": {"code", "field", "message"}}``, never an HTML page. Lists take ``limit``/``offset``
+and filters as query parameters. The OpenAPI 3 document is served at ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from decimal import Decimal
 
 from klein import Klein
 from twisted.internet import defer
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from cbserver.billing import readiness
 from cbserver.billing.accounts import Accounts
@@ -31,6 +35,7 @@ from cbserver.db.pool import DatabaseUnavailable
 from cbserver.logs import Logger
 from cbserver.mail import Mailer
 from cbserver.web.admin_openapi import openapi_document
+from cbserver.web.responses import log_unexpected
 
 MAX_BODY = 1 << 20
 MAX_FINISHED_JOBS = 100
@@ -49,8 +54,8 @@ def _send(request, status: int, body) -> bytes:
     return json.dumps(jsonable(body), sort_keys=True).encode("utf-8") + b"\n"
 
 
-def _error_response(request, exc: Exception) -> bytes:
-    """The one place typed errors become HTTP status codes."""
+def _error_response(request, exc: Exception) -> bytes | None:
+    """The one place typed errors become HTTP status codes (None: not a typed error)."""
     if isinstance(exc, Unauthorized):
         request.setHeader(b"www-authenticate", b'Bearer realm="cbserver-admin"')
         status, code, field, message = 401, "unauthorized", None, "a valid bearer token is required"
@@ -66,8 +71,16 @@ def _error_response(request, exc: Exception) -> bytes:
         status, code, field, message = 409, "conflict", exc.field, exc.reason
     elif isinstance(exc, DatabaseUnavailable):
         status, code, field, message = 503, "unavailable", None, f"database unavailable: {exc}"
+    elif isinstance(exc, MethodNotAllowed):
+        # RFC 9110 15.5.6: a 405 lists the methods the resource has.
+        request.setHeader(b"allow", ", ".join(sorted(exc.valid_methods or ())).encode("ascii"))
+        status, code, field = 405, "method_not_allowed", None
+        message = f"{request.method.decode('ascii', 'replace')} is not allowed here"
+    elif isinstance(exc, HTTPException):  # routing: no such path (404), or a malformed request
+        status, code, field = exc.code or 400, "not_found" if exc.code == 404 else "invalid", None
+        message = "no such resource" if exc.code == 404 else (exc.description or exc.name)
     else:
-        raise exc
+        return None
     return _send(request, status, {"error": {"code": code, "field": field, "message": message}})
 
 
@@ -76,23 +89,22 @@ def _args(request) -> dict:
 
 
 def api(status: int = 200, body: bool = False):
-    """Decorate a route: check the token, parse the JSON body, run the coroutine, map errors."""
+    """Decorate a route: check the token, parse the JSON body, run the coroutine.
+
+    Errors are left to ``AdminApp.errors``, the app's one error boundary. Every change asked
+    for (any method but GET) gets an audit line with its final status once answered.
+    """
 
     def wrap(fn):
         @functools.wraps(fn)
         def route(self, request, **kwargs):
+            if request.method != b"GET":
+                request.notifyFinish().addBoth(self.audit, request)
+
             async def run():
-                try:
-                    self.authorize(request)
-                    args = [self._body(request)] if body else []
-                    result = await fn(self, request, *args, **kwargs)
-                    out = _send(request, status, result)
-                except (Unauthorized, ValidationError, NotFound, ConflictError, DatabaseUnavailable) as e:
-                    out = _error_response(request, e)
-                if request.method != b"GET":  # an audit line for every change asked for
-                    self.log.info("admin {method} {path} status={status}", method=request.method.decode(),
-                                  path=request.path.decode("utf-8", "replace"), status=request.code)
-                return out
+                self.authorize(request)
+                args = [self._body(request)] if body else []
+                return _send(request, status, await fn(self, request, *args, **kwargs))
 
             return defer.ensureDeferred(run())
 
@@ -122,6 +134,31 @@ class AdminApp:
     def resource(self):
         """The Twisted web resource for this app."""
         return self.app.resource()
+
+    @app.handle_errors
+    def errors(self, request, failure):
+        """The one error boundary: every error, routing's 404 and 405 too, as the JSON envelope.
+
+        Typed errors get their own status; anything else is a bug: 500 with a request id the
+        log line carries too, never the exception's text.
+        """
+        exc = failure.value
+        if isinstance(exc, HTTPException) and (exc.code or 500) < 400:
+            return failure  # a routing redirect: Klein answers it
+        answer = _error_response(request, exc)
+        if answer is not None:
+            return answer
+        request_id = log_unexpected(request, failure, "the admin API")
+        return _send(request, 500, {"error": {
+            "code": "internal_error", "field": None,
+            "message": f"internal error; the server log has the details under request_id={request_id}"}})
+
+    def audit(self, _result, request) -> None:
+        """The audit line of a change asked for: method, path, final status, client."""
+        self.log.info("admin {method} {path} status={status} client={client}",
+                      method=request.method.decode("ascii", "replace"),
+                      path=request.path.decode("utf-8", "replace"), status=request.code,
+                      client=getattr(request.getClientAddress(), "host", "") or "-")
 
     def authorize(self, request) -> None:
         """Raise ``Unauthorized`` unless the request carries the configured bearer token."""

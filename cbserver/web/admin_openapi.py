@@ -211,7 +211,8 @@ def openapi_document() -> dict:
                 "message": {"type": "string"}, "details": {"type": "object"}}}}}},
         "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
             "code": {"type": "string", "enum": ["invalid", "unauthorized", "not_found", "conflict",
-                                                "unavailable"]},
+                                                "unavailable", "method_not_allowed",
+                                                "internal_error"]},
             "field": {"type": "string", "nullable": True}, "message": {"type": "string"}}}}},
     }
     return {

@@ -172,14 +172,15 @@ class CallbackGateway:
         self.limits = limits  # LimitsConfig: the node's own caps (None: no cap)
         self.starting = 0  # requests between validation and the service's answer
 
-    def refused(self, app_cfg, mode: str, client: str, exc: CallbackRefused) -> None:
-        """Log and count a refusal (never the credentials)."""
+    def refused(self, app_cfg, mode: str, client: str, exc: CallbackRefused,
+                callback_id: str | None = None) -> None:
+        """Log and count a refusal (never the credentials); ``callback_id`` once one was drawn."""
         kind = exc.kind if isinstance(exc, RateLimited) else None
         self.metrics.request_refused(mode if mode in MODES else "unknown", exc.code, kind)
         self.log.info("callback refused application={app} mode={mode} client={client} code={code} "
-                      "limit={kind} field={field}", app=app_cfg.name if app_cfg else "-",
-                      mode=mode, client=client, code=exc.code, kind=kind or "-",
-                      field=exc.field or "-")
+                      "limit={kind} field={field} callback_id={callback_id}",
+                      app=app_cfg.name if app_cfg else "-", mode=mode, client=client, code=exc.code,
+                      kind=kind or "-", field=exc.field or "-", callback_id=callback_id or "-")
 
     def _check_load(self) -> None:
         """Refuse with ``busy`` when this node is at one of its own caps.
@@ -197,6 +198,7 @@ class CallbackGateway:
                hosted_ok: bool):
         """Check and start one callback; fire with its id or fail with ``CallbackRefused``."""
         slot = None
+        req = None
         try:
             try:
                 if mode == "hosted" and not hosted_ok:
@@ -216,19 +218,21 @@ class CallbackGateway:
                 finally:
                     self.starting -= 1
             except DATABASE_ERRORS as e:
-                self.log.warn("database unavailable while starting a callback: {err}",
-                              err=describe_failure(e))
+                self.log.warn("database unavailable while starting a callback: {err} "
+                              "callback_id={callback_id}", err=describe_failure(e),
+                              callback_id=getattr(req, "callback_id", None) or "-")
                 raise CallbackRefused("not_ready", NOT_READY) from None
         except BaseException as e:
             if slot is not None:
                 self.gauge.cancel(slot).addErrback(
-                    lambda f: self.log.failure("could not free a callback slot", failure=f))
+                    lambda f: self.log.failure("could not free a callback slot callback_id={callback_id}",
+                                               failure=f, callback_id=req.callback_id))
             if isinstance(e, CallbackRefused):
-                self.refused(app_cfg, mode, client, e)
+                self.refused(app_cfg, mode, client, e, getattr(req, "callback_id", None))
             raise
         self.metrics.callback_requested(mode)
-        self.log.info("callback requested callback_id={id} application={app} mode={mode} "
-                      "client={client}", id=cb_id, app=app_cfg.name, mode=mode, client=client)
+        self.log.info("callback requested callback_id={callback_id} application={app} mode={mode} "
+                      "client={client}", callback_id=cb_id, app=app_cfg.name, mode=mode, client=client)
         return cb_id
 
     @defer.inlineCallbacks
@@ -237,7 +241,8 @@ class CallbackGateway:
         try:
             status = yield self.service.get_status(cb_id)
         except Exception as e:  # noqa: BLE001 - the callback is started; the page will poll
-            self.log.warn("status not available yet callback_id={id}: {err}", id=cb_id, err=e)
+            self.log.warn("status not available yet callback_id={callback_id}: {err}", callback_id=cb_id,
+                          err=e)
             status = None
         return (status or {}).get("status", "calling_you")
 

@@ -1,27 +1,32 @@
-"""The public web endpoint: health now; the callback pages and JSON API build on it.
+"""The public web endpoint: the health app, and the site that mounts every app on it.
 
 ``WebApp`` is a class holding a ``Klein()`` app with its collaborators passed in (the
 database, the clock, extra health sources), so tests drive it with treq's ``StubTreq``.
+
+``site_resource(web)`` is the endpoint's root over a ``CallbackWeb``: a Klein app that mounts
+the JSON API (``cbserver.web.callback_api``) at ``/api`` and at each instance's ``P/api``,
+answers ``/metrics``, and hands everything else to the callback pages
+(``cbserver.web.callback_pages``), whose own fallback is the health app. Each mounted app has
+its own error boundary: JSON errors below ``/api``, HTML pages elsewhere. When an instance
+lists ``hosts``, a ``HostDispatch`` in front picks, by the request's host name, that
+instance's own root (its API and pages without the P prefix, then everything by path).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from klein import Klein
 from twisted.internet import defer
+from twisted.web.resource import Resource
 
 from cbserver.db.pool import DatabaseUnavailable, IDatabase
 from cbserver.logs import Logger
+from cbserver.web.callback_api import CallbackApi
+from cbserver.web.limits import in_networks
+from cbserver.web.responses import json_response
 
-
-def json_response(request, status: int, body: dict) -> bytes:
-    """Set the status and JSON content type and return the encoded body."""
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(body, sort_keys=True).encode("utf-8") + b"\n"
+log = Logger()
 
 
 class WebApp:
@@ -65,3 +70,98 @@ class WebApp:
     def resource(self):
         """The Twisted web resource for this app."""
         return self.app.resource()
+
+
+# -- the site -----------------------------------------------------------------------------
+
+
+class HostDispatch(Resource):
+    """The site's root when an instance lists ``hosts``: the host name picks the app.
+
+    A request whose host one instance lists goes to that instance's root (its API and pages
+    at the root, then everything else by path); any other request goes to the path-routed
+    root, so it is served exactly as without ``hosts``.
+    """
+
+    isLeaf = True  # the Klein resources behind it route the whole path themselves
+
+    def __init__(self, web, by_host: dict, by_path):
+        super().__init__()
+        self.web = web
+        self.by_host = by_host
+        self.by_path = by_path
+
+    def render(self, request):
+        """Hand the request to the chosen app's resource."""
+        app_cfg = self.web.host_instance(request)
+        return self.by_host.get(app_cfg, self.by_path).render(request)
+
+
+def _mount(app: Klein, prefix: str, resource, endpoint: str) -> None:
+    """Serve ``prefix`` and everything below it with ``resource`` (which routes the rest)."""
+
+    def mounted(request):
+        """The mounted app, given the path below the prefix."""
+        return resource
+
+    mounted.__name__ = endpoint
+    # strict_slashes off: "/api" itself goes to the API (its JSON 404), not to a redirect.
+    app.route(prefix + "/", branch=True, endpoint=endpoint, strict_slashes=False)(mounted)
+
+
+def metrics_page(web, request) -> bytes:
+    """Prometheus text exposition of this process's metrics, for allowed clients only.
+
+    The figures tell outsiders how busy the service is and why requests fail, so only
+    ``[web] metrics_allowed_clients`` (loopback by default) may read them; a refused request
+    is answered before anything is collected.
+    """
+    client = web.client(request)
+    if not in_networks(client, web.metrics_networks):
+        log.debug("metrics refused client={client}", client=client)
+        request.setResponseCode(403)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return b"Forbidden: /metrics is not open to your address.\n"
+    request.setHeader(b"content-type", web.metrics.content_type.encode("ascii"))
+    request.setHeader(b"cache-control", b"no-store")
+    return web.metrics.render()
+
+
+def _path_root(web, api: CallbackApi) -> Klein:
+    """The path-routed root: ``/metrics``, the API at ``/api`` and ``P/api``, then the pages."""
+    root = Klein()
+    root.route("/metrics", methods=["GET"], endpoint="metrics")(
+        lambda request: metrics_page(web, request))
+    _mount(root, "/api", api.resource(), "api")
+    for i, app_cfg in enumerate(web.config.application):
+        base = web.base(app_cfg)
+        if base:  # an instance at the root is served by the shared mount, as before
+            _mount(root, f"{base}/api", api.resource(app_cfg, base), f"api_{i}")
+    pages = web.app.resource()
+    root.route("/", branch=True, endpoint="pages")(lambda request: pages)
+    return root
+
+
+def _host_root(web, api: CallbackApi, app_cfg, by_path) -> Klein:
+    """An instance's root for its host names: its API and pages at the root, then by path."""
+    root = Klein()
+    _mount(root, "/api", api.resource(app_cfg, ""), "api")
+    pages = web.host_app(app_cfg, by_path).resource()
+    root.route("/", branch=True, endpoint="pages")(lambda request: pages)
+    return root
+
+
+def site_resource(web):
+    """The public endpoint's root resource over ``web`` (a ``CallbackWeb``).
+
+    Without ``hosts`` on any instance this is the path-routed Klein app alone; otherwise a
+    ``HostDispatch`` in front of it picks an instance's own root by the request's host name.
+    """
+    api = CallbackApi(web)
+    by_path = _path_root(web, api).resource()
+    if not web.hosts:
+        return by_path
+    by_host = {app_cfg: _host_root(web, api, app_cfg, by_path).resource()
+               for app_cfg in web.config.application if app_cfg.hosts}
+    return HostDispatch(web, by_host, by_path)

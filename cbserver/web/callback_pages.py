@@ -1,23 +1,23 @@
-"""The callback web: each instance's page, its status page, the JSON API, ``/metrics``.
+"""The callback pages (HTML): each instance's form, its status page, Hosted access, assets.
 
-``CallbackWeb`` holds a ``Klein()`` app with its collaborators passed in (the callback
-service, the rate limiter, the concurrency gauge, the clock, the metrics). Every path that
-starts a callback goes through ``CallbackGateway.start`` (``cbserver.web.api``). Failures are
-turned into HTTP answers in one place (``cbserver.web.api.error_response``).
+``CallbackWeb`` holds the collaborators the pages and the JSON API share (the gateway into
+the callback service, with its rate limiter and concurrency gauge, the CSRF guard, the host
+table, the trusted proxies) and the pages' own ``Klein()`` app. Every path that starts a
+callback goes through ``CallbackGateway.start`` (``cbserver.web.api``); failures are turned
+into answers by ``cbserver.web.api.error_response``, here as HTML pages with the status of the
+error. The JSON API is ``cbserver.web.callback_api``; ``cbserver.web.app`` mounts both (and
+``/metrics`` and the health app) as the site: ``resource()`` is that site.
 
 Routes, for each ``[[application]]`` with path P (``/web-callback`` by default):
-``GET P`` the form, ``POST P`` start (303 to the status page, or 202 JSON for the script),
-``GET P/status/<id>``, ``POST P/hosted-access`` (remember a Hosted token in a cookie),
-``POST P/api/v1/callbacks`` and ``GET P/api/v1/callbacks/<id>``. Shared: ``POST
-/api/v1/callbacks`` (instance named by ``"application"``), ``GET /api/v1/callbacks/<id>``,
-``GET /api/v1/openapi.json``, ``GET /static/<file>``, ``GET /metrics`` (only for
-``[web] metrics_allowed_clients``); anything else goes to the ``fallback`` resource (the
-health app).
+``GET P`` the form, ``POST P`` start (303 to the status page, or 202 JSON for the page's
+script), ``GET P/status/<id>``, ``POST P/hosted-access`` (remember a Hosted token in a
+cookie); shared: ``GET /static/<file>``; anything else goes to the ``fallback`` resource (the
+health app). An instance with ``hosts`` also has its routes without the P prefix for requests
+whose host name it lists (``host_app``). Handlers get the ``base`` they were reached under
+(P, or "" by host) and write their links relative to it.
 
-An instance with ``hosts`` also has those routes without the P prefix for requests whose
-host name it lists (``HostDispatch`` picks a small Klein app per such instance; what that app
-does not route falls through to the path routes above). Handlers get the ``base`` they were
-reached under (P, or "" by host) and write their links relative to it.
+The app's error boundary (``errors``) answers a failure no handler turned into a page with a
+plain HTML 500 page (logged with a request id, never a traceback).
 """
 
 from __future__ import annotations
@@ -30,39 +30,33 @@ from urllib.parse import parse_qsl, quote
 from klein import Klein
 from twisted.internet import defer
 from twisted.web.pages import notFound
-from twisted.web.resource import Resource
+from werkzeug.exceptions import HTTPException
 
 from cbserver.callback.api import CallbackRefused
 from cbserver.logs import Logger
 from cbserver.web import pages
-from cbserver.web.api import CallbackGateway, InvalidInput, error_response, parse_json_body
-from cbserver.web.app import json_response
+from cbserver.web.api import CallbackGateway, InvalidInput, error_response
+from cbserver.web.app import site_resource
 from cbserver.web.csrf import CsrfGuard, SharedSecretService
 from cbserver.web.hosts import HostTable, request_host
 from cbserver.web.limits import (
     address_allowed,
     client_address,
     hosted_tokens,
-    in_networks,
     token_allowed,
     trusted_networks,
 )
+from cbserver.web.responses import html_response, json_response, log_unexpected
 
 HERE = Path(__file__).resolve().parent
 STATIC_TYPES = {"page.css": b"text/css; charset=utf-8",
                 "page.js": b"text/javascript; charset=utf-8"}
 TOKEN_HEADER = b"x-callback-token"
 HOSTED_COOKIE = b"cb_hosted"
-HTML_HEADERS = {
-    b"content-type": b"text/html; charset=utf-8",
-    b"cache-control": b"no-store",
-    b"content-security-policy": b"default-src 'self'; script-src 'self'; style-src 'self'; "
-                                b"img-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
-                                b"form-action 'self'; base-uri 'none'",
-    b"x-content-type-options": b"nosniff",
-    b"referrer-policy": b"no-referrer",
-    b"x-frame-options": b"DENY",
-}
+ERROR_PAGE = ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
+              "<title>Something went wrong</title></head><body><h1>Something went wrong</h1>"
+              "<p>Something went wrong on our side; please try again in a moment "
+              "(request {request_id}).</p></body></html>")
 
 
 def _bind(method, *first, **fixed):
@@ -82,30 +76,8 @@ def _package_file(name: str) -> bytes:
     return (HERE / name).read_bytes()
 
 
-class HostDispatch(Resource):
-    """The site's root when an instance lists ``hosts``: the host name picks the app.
-
-    A request whose host one instance lists goes to that instance's host app (its routes at
-    the root, then everything else by path); any other request goes to the path-routed app,
-    so it is served exactly as without ``hosts``.
-    """
-
-    isLeaf = True  # the Klein resources behind it route the whole path themselves
-
-    def __init__(self, web: CallbackWeb, by_host: dict, by_path):
-        super().__init__()
-        self.web = web
-        self.by_host = by_host
-        self.by_path = by_path
-
-    def render(self, request):
-        """Hand the request to the chosen app's resource."""
-        app_cfg = self.web.host_instance(request)
-        return self.by_host.get(app_cfg, self.by_path).render(request)
-
-
 class CallbackWeb:
-    """The callback pages and JSON API of every ``[[application]]`` instance."""
+    """The callback pages of every ``[[application]]`` instance, and what the API shares."""
 
     log = Logger()
 
@@ -128,18 +100,11 @@ class CallbackWeb:
         self._add_routes()
 
     def resource(self):
-        """The Twisted web resource serving every route (mount it as the site's root).
+        """The whole site over this web: the JSON API, these pages, ``/metrics``, the fallback.
 
-        Without ``hosts`` on any instance this is the path-routed app alone, exactly as
-        before; otherwise a ``HostDispatch`` in front of it picks an instance's own app by
-        the request's host name.
+        ``cbserver.web.app.site_resource`` mounts them (mount the result as the site's root).
         """
-        by_path = self.app.resource()
-        if not self.hosts:
-            return by_path
-        by_host = {app_cfg: self._host_app(app_cfg, by_path).resource()
-                   for app_cfg in self.config.application if app_cfg.hosts}
-        return HostDispatch(self, by_host, by_path)
+        return site_resource(self)
 
     def host_instance(self, request):
         """The instance whose ``hosts`` name the request's host, or None (route by path)."""
@@ -149,19 +114,14 @@ class CallbackWeb:
 
     def _add_routes(self) -> None:
         """Register the shared routes and each instance's routes under its path."""
-        route = self.app.route
-        route("/api/v1/callbacks", methods=["POST"], endpoint="api_post")(self.api_post)
-        route("/api/v1/callbacks/<cb_id>", methods=["GET"], endpoint="api_get")(self.api_get)
-        route("/api/v1/openapi.json", methods=["GET"], endpoint="openapi")(self.openapi)
-        route("/static/<name>", methods=["GET", "HEAD"], endpoint="static")(self.static)
-        route("/metrics", methods=["GET"], endpoint="metrics")(self.metrics_page)
+        self.app.route("/static/<name>", methods=["GET", "HEAD"], endpoint="static")(self.static)
         for i, app_cfg in enumerate(self.config.application):
-            self._add_instance_routes(self.app, app_cfg, self._base(app_cfg), f"_{i}")
-        route("/api/<path:rest>", endpoint="api_unknown")(self.api_unknown)
-        route("/", branch=True, endpoint="fallback")(self.other)
+            self._add_instance_routes(self.app, app_cfg, self.base(app_cfg), f"_{i}")
+        self.app.route("/", branch=True, endpoint="fallback")(self.other)
+        self.app.handle_errors(self.errors)
 
     def _add_instance_routes(self, app: Klein, app_cfg, base: str, suffix: str) -> None:
-        """One instance's page, status, Hosted-access and API routes under ``base``.
+        """One instance's page, status and Hosted-access routes under ``base``.
 
         ``base`` is the instance's path, or "" when its host name chose it; the handlers
         get it too, so that the links they write lead back to the same routes.
@@ -175,17 +135,13 @@ class CallbackWeb:
             _bind(self.status_get, app_cfg, base))
         route(f"{base}/hosted-access", methods=["POST"], endpoint=f"hosted{suffix}")(
             _bind(self.hosted_access, app_cfg, base))
-        route(f"{base}/api/v1/callbacks", methods=["POST"], endpoint=f"api_post{suffix}")(
-            _bind(self.api_post, app_cfg=app_cfg))
-        route(f"{base}/api/v1/callbacks/<cb_id>", methods=["GET"], endpoint=f"api_get{suffix}")(
-            _bind(self.api_get, app_cfg=app_cfg))
 
-    def _host_app(self, app_cfg, by_path) -> Klein:
-        """The routes of an instance chosen by host name: its own at the root, then by path.
+    def host_app(self, app_cfg, by_path) -> Klein:
+        """The pages of an instance chosen by host name: its own at the root, then by path.
 
         Anything it does not route itself (``/static``, ``/metrics``, ``/healthz``, the
-        instance paths...) falls through to ``by_path``, the resource of the path-routed app,
-        so a host name adds routes and takes none away.
+        instance paths...) falls through to ``by_path``, the resource of the path-routed
+        site, so a host name adds routes and takes none away.
         """
         app = Klein()
         self._add_instance_routes(app, app_cfg, "", "")
@@ -195,23 +151,24 @@ class CallbackWeb:
             return by_path
 
         app.route("/", branch=True, endpoint="by_path")(by_path_routes)
+        app.handle_errors(self.errors)
         return app
 
     def other(self, request):
         """Anything else: the fallback resource (``/healthz``...) or 404."""
         return self.fallback if self.fallback is not None else notFound()
 
+    @staticmethod
+    def errors(request, failure):
+        """The pages' one error boundary: a failure no handler answered is a plain 500 page."""
+        if isinstance(failure.value, HTTPException):
+            return failure  # routing's own answers (redirects): Klein renders them
+        request_id = log_unexpected(request, failure, "the callback pages")
+        return html_response(request, 500, ERROR_PAGE.format(request_id=request_id).encode("utf-8"))
+
     # -- helpers -------------------------------------------------------------------------
 
-    @staticmethod
-    def _html(request, status: int, body: bytes, headers: dict | None = None) -> bytes:
-        """Send an HTML page with the security headers."""
-        request.setResponseCode(status)
-        for k, v in {**HTML_HEADERS, **(headers or {})}.items():
-            request.setHeader(k, v)
-        return body
-
-    def _client(self, request) -> str:
+    def client(self, request) -> str:
         """The client's IP address: the peer, or what a trusted proxy says it forwarded for."""
         peer = getattr(request.getClientAddress(), "host", "") or ""
         if not self.trusted_proxies:
@@ -229,16 +186,16 @@ class CallbackWeb:
             raise InvalidInput({"body": "The form is not UTF-8."}) from None
 
     @staticmethod
-    def _token(request) -> str | None:
+    def token(request) -> str | None:
         """The Hosted token of the ``X-Callback-Token`` header, if any."""
         raw = request.getHeader(TOKEN_HEADER)
         return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
 
-    def _hosted_ok(self, request, app_cfg, with_cookie: bool) -> bool:
+    def hosted_ok(self, request, app_cfg, with_cookie: bool) -> bool:
         """Whether this client may use Hosted: network, token header, or the token cookie."""
-        if address_allowed(app_cfg, self._client(request)):
+        if address_allowed(app_cfg, self.client(request)):
             return True
-        if token_allowed(app_cfg, self._token(request)):
+        if token_allowed(app_cfg, self.token(request)):
             return True
         if with_cookie:
             proof = (request.getCookie(HOSTED_COOKIE) or b"").decode("ascii", "replace")
@@ -250,12 +207,12 @@ class CallbackWeb:
         modes = ["extended"]
         if app_cfg.second_number:
             modes.append("simple")
-        if self._hosted_ok(request, app_cfg, with_cookie=True):
+        if self.hosted_ok(request, app_cfg, with_cookie=True):
             modes.append("hosted")
         return modes
 
     @staticmethod
-    def _base(app_cfg) -> str:
+    def base(app_cfg) -> str:
         """The instance's path without a trailing slash ("" for the root).
 
         Path-routed handlers get this as their ``base``; host-routed ones get "".
@@ -273,13 +230,13 @@ class CallbackWeb:
         offer = bool(hosted_tokens(app_cfg)) and "hosted" not in modes
         body = pages.form_page(app_cfg, base or "/", modes, mode,
                                self.csrf.token(nonce, app_cfg.url_path), offer_token=offer)
-        return self._html(request, 200, body)
+        return html_response(request, 200, body)
 
     @defer.inlineCallbacks
     def page_post(self, app_cfg, base, request):
         """Start a callback from the form: 303 to its status page (202 JSON for the script)."""
         wants_json = b"application/json" in (request.getHeader(b"accept") or b"")
-        client = self._client(request)
+        client = self.client(request)
         mode = ""
         fields: dict = {}
         try:
@@ -290,8 +247,8 @@ class CallbackWeb:
                                                    "this page; please try again.", "csrf")
                 self.gateway.refused(app_cfg, mode, client, exc)
                 raise exc
-            cb_id = yield self.gateway.start(app_cfg, mode, fields, client, self._token(request),
-                                      self._hosted_ok(request, app_cfg, with_cookie=True))
+            cb_id = yield self.gateway.start(app_cfg, mode, fields, client, self.token(request),
+                                      self.hosted_ok(request, app_cfg, with_cookie=True))
         except Exception as e:  # noqa: BLE001 - every failure becomes an answer here
             return self._page_refusal(request, app_cfg, base, mode, fields, e, wants_json)
         status_url = f"{base}/status/{quote(cb_id, safe='')}"
@@ -321,7 +278,7 @@ class CallbackWeb:
         page = pages.form_page(app_cfg, base or "/", modes, shown,
                                self.csrf.token(nonce, app_cfg.url_path), values, errors, message,
                                offer_token=bool(hosted_tokens(app_cfg)) and "hosted" not in modes)
-        return self._html(request, status, page)
+        return html_response(request, status, page)
 
     @defer.inlineCallbacks
     def status_get(self, app_cfg, base, request, cb_id):
@@ -333,15 +290,15 @@ class CallbackWeb:
             for k, v in headers.items():
                 request.setHeader(k, v)
             title = "Callback not found" if code == 404 else "Status not available"
-            return self._html(request, code, pages.message_page(app_cfg, base or "/", title,
+            return html_response(request, code, pages.message_page(app_cfg, base or "/", title,
                                                                 body["error"]["message"]))
         api_url = f"{base}/api/v1/callbacks/{quote(cb_id, safe='')}"
-        return self._html(request, 200, pages.status_page(app_cfg, base or "/", status, api_url))
+        return html_response(request, 200, pages.status_page(app_cfg, base or "/", status, api_url))
 
     @defer.inlineCallbacks
     def hosted_access(self, app_cfg, base, request):
         """Remember a valid Hosted token in a signed cookie, then show the Hosted form."""
-        client = self._client(request)
+        client = self.client(request)
         try:
             fields = self._form(request)
             if not self.csrf.verify(request, app_cfg.url_path, fields.get("csrf")):
@@ -366,66 +323,7 @@ class CallbackWeb:
         request.setHeader(b"location", f"{base or '/'}?mode=hosted".encode())
         return b""
 
-    # -- the JSON API --------------------------------------------------------------------
-
-    def _instance(self, body: dict):
-        """The instance a shared-path API request names (may be omitted with one instance)."""
-        name = body.get("application")
-        if name is None and len(self.apps) == 1:
-            return next(iter(self.apps.values()))
-        for app_cfg in self.apps.values():
-            if name in (app_cfg.name, app_cfg.url_path):
-                return app_cfg
-        raise InvalidInput({"application": "Name the callback instance: one of "
-                                           + ", ".join(sorted(self.apps)) + "."})
-
-    @defer.inlineCallbacks
-    def api_post(self, request, app_cfg=None):
-        """``POST /api/v1/callbacks``: 202 ``{"id", "status"}`` or a JSON error."""
-        client = self._client(request)
-        mode = ""
-        try:
-            body = parse_json_body(request)
-            mode = body.get("mode") if isinstance(body.get("mode"), str) else ""
-            app_cfg = app_cfg or self._instance(body)
-            token = self._token(request)
-            hosted_ok = self._hosted_ok(request, app_cfg, with_cookie=False)
-            fields = {k: body.get(k) for k in ("account", "password", "phone", "destination")}
-            cb_id = yield self.gateway.start(app_cfg, mode, fields, client, token, hosted_ok)
-        except Exception as e:  # noqa: BLE001 - every failure becomes a JSON error
-            if isinstance(e, InvalidInput) and app_cfg is None:
-                self.gateway.refused(None, mode, client, e)
-            status, err, headers = error_response(e)
-            for k, v in headers.items():
-                request.setHeader(k, v)
-            return json_response(request, status, err)
-        status = yield self.gateway.initial_status(cb_id)
-        request.setHeader(b"location", f"/api/v1/callbacks/{quote(cb_id, safe='')}".encode())
-        return json_response(request, 202, {"id": cb_id, "status": status})
-
-    @defer.inlineCallbacks
-    def api_get(self, request, cb_id, app_cfg=None):
-        """``GET /api/v1/callbacks/{id}``: the status dict, or a JSON error (404...)."""
-        try:
-            status = yield self.gateway.lookup(app_cfg, cb_id)
-        except Exception as e:  # noqa: BLE001 - every failure becomes a JSON error
-            code, err, headers = error_response(e)
-            for k, v in headers.items():
-                request.setHeader(k, v)
-            return json_response(request, code, err)
-        return json_response(request, 200, status)
-
-    def api_unknown(self, request, rest):
-        """Any other ``/api/...`` request: a JSON 404, as API clients expect."""
-        return json_response(request, 404, {"error": {
-            "code": "not_found", "message": "No such API resource or method.", "field": None}})
-
-    # -- documents -----------------------------------------------------------------------
-
-    def openapi(self, request):
-        """The OpenAPI 3 description of the JSON API."""
-        request.setHeader(b"content-type", b"application/json")
-        return _package_file("openapi.json")
+    # -- assets --------------------------------------------------------------------------
 
     def static(self, request, name):
         """The page's stylesheet and script (nothing else is served)."""
@@ -435,24 +333,6 @@ class CallbackWeb:
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-content-type-options", b"nosniff")
         return _package_file(f"static/{name}")
-
-    def metrics_page(self, request):
-        """Prometheus text exposition of this process's metrics, for allowed clients only.
-
-        The figures tell outsiders how busy the service is and why requests fail, so only
-        ``[web] metrics_allowed_clients`` (loopback by default) may read them; a refused
-        request is answered before anything is collected.
-        """
-        client = self._client(request)
-        if not in_networks(client, self.metrics_networks):
-            self.log.debug("metrics refused client={client}", client=client)
-            request.setResponseCode(403)
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            request.setHeader(b"cache-control", b"no-store")
-            return b"Forbidden: /metrics is not open to your address.\n"
-        request.setHeader(b"content-type", self.metrics.content_type.encode("ascii"))
-        request.setHeader(b"cache-control", b"no-store")
-        return self.metrics.render()
 
 
 def build_callback_web(cfg, db, callback_service, clock, metrics, *, fallback=None,

@@ -4,6 +4,10 @@ An endpoint given as plain ``ssl:PORT`` gets ``privateKey``/``certKey`` options 
 ``<state_dir>/tls/``, where a key and a self-signed certificate are created once (owner-only
 permissions) so that the page is HTTPS from the first start. Operators replace them by their
 own by naming the files in the endpoint string.
+
+``EndpointService`` listens on such an endpoint. The certificate is written, and the endpoint
+string parsed (which reads the key and certificate), when the service starts, never while the
+service tree is built: building the tree does no I/O.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from twisted.application import service, strports
 
 
 def ensure_self_signed(folder: Path, hostnames: tuple[str, ...] = ()) -> tuple[Path, Path]:
@@ -57,3 +62,50 @@ def complete_endpoint(endpoint: str, state_dir: Path) -> str:
     # Colons and backslashes in endpoint option values must be escaped.
     esc = [str(p).replace("\\", "\\\\").replace(":", "\\:") for p in (key, cert)]
     return f"{endpoint}:privateKey={esc[0]}:certKey={esc[1]}"
+
+
+class EndpointService(service.Service):
+    """Listens with ``factory`` on a strports ``description``, completed and parsed at start.
+
+    ``ssl:`` endpoints that name no key get the self-signed pair of ``<state_dir>/tls/`` (made
+    on first start). The listening itself is a ``strports.service`` made at that moment, so a
+    port that cannot be opened still fails the start synchronously, as twistd expects.
+    """
+
+    def __init__(self, description: str, state_dir: Path, factory, reactor):
+        self.description = description
+        self.state_dir = Path(state_dir)
+        self.factory = factory
+        self.reactor = reactor
+        self.listening: service.Service | None = None  # the strports service, once started
+
+    def _listen(self, privileged: bool) -> None:
+        """Complete the endpoint (writing the certificate if needed) and start listening once."""
+        if self.listening is not None:
+            if not privileged:
+                self.listening.startService()  # marks it running; the port is already open
+            return
+        endpoint = complete_endpoint(self.description, self.state_dir)
+        self.listening = strports.service(endpoint, self.factory, reactor=self.reactor)
+        if privileged:
+            self.listening.privilegedStartService()
+        else:
+            self.listening.startService()
+
+    def privilegedStartService(self) -> None:
+        """Open the port before privileges are dropped (twistd's ``--uid``), as strports does."""
+        super().privilegedStartService()
+        self._listen(privileged=True)
+
+    def startService(self) -> None:
+        """Write the self-signed certificate if needed and listen."""
+        super().startService()
+        self._listen(privileged=False)
+
+    def stopService(self):
+        """Stop listening (a Deferred firing once the port is closed)."""
+        super().stopService()
+        listening, self.listening = self.listening, None
+        if listening is not None:  # also after privilegedStartService alone: its port is open
+            return listening.stopService()
+        return None

@@ -6,7 +6,7 @@ import re
 
 from klein.resource import KleinResource
 
-from cbserver.web.callback_pages import HostDispatch
+from cbserver.web.app import HostDispatch
 from cbserver.web.hosts import HostTable, normalise_host
 from tests.unit.web.harness import TOKEN, Harness, app_config
 
