@@ -20,7 +20,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from cbserver.callback.api import MODES, CallbackRefused, CallbackRequest
-from cbserver.db.pool import DATABASE_ERRORS
+from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger, describe_failure
 from cbserver.web.limits import RateLimited
 
@@ -144,7 +144,7 @@ def error_response(failure_or_exc) -> tuple[int, dict, dict[bytes, bytes]]:
             headers[b"retry-after"] = b"5"
         elif exc.code == "busy":
             headers[b"retry-after"] = b"2"
-    elif isinstance(exc, DATABASE_ERRORS):
+    elif isinstance(exc, DatabaseUnavailable):
         status, code, field = 503, "not_ready", None
         message = "The service is not ready; please try again shortly."
         headers[b"retry-after"] = b"5"
@@ -215,7 +215,7 @@ class CallbackGateway:
                     cb_id = yield self.service.request_callback(req)
                 finally:
                     self.starting -= 1
-            except DATABASE_ERRORS as e:
+            except DatabaseUnavailable as e:
                 self.log.warn("database unavailable while starting a callback: {err}",
                               err=describe_failure(e))
                 raise CallbackRefused("not_ready", NOT_READY) from None
