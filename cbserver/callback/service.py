@@ -161,8 +161,8 @@ class CallbackService(service.Service):
         if app is None:
             raise CallbackRefused("not_found", f"no callback instance {request.application!r}")
         account, destination, check_password = self._mode_parameters(app, request)
-        # The per-account cap on callbacks in progress is the web layer's ConcurrencyGauge,
-        # which took a slot (atomically across nodes) before this call.
+        # The per-account cap on callbacks in progress is admission's ConcurrencyGauge,
+        # (cbserver.callback.admission), which took a slot atomically across nodes before this call.
         session_id = request.callback_id or self.new_callback_id()
         auth_req = AuthRequest(session_id=session_id, account_id=account, cli=request.phone,
                                cld=destination, password=request.password,
