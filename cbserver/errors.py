@@ -20,6 +20,11 @@ class ConcurrentWrite(RuntimeError):
     """
 
 
+class TransactionAborted(ConcurrentWrite):
+    """PostgreSQL aborted the transaction to break a deadlock (40P01) or a serialization
+    conflict (40001); it changed nothing."""
+
+
 class DatabaseError(RuntimeError):
     """PostgreSQL refused a statement for a reason that is not a lost connection or a race.
 

@@ -5,7 +5,8 @@ classes under ``db/`` declare ``@implementer`` of these and speak SQL (DESIGN.md
 wiring (``tap.py``, ``commands/``, the web apps, tests) hands the implementations in.
 
 Every store turns the driver's errors into the project's own: ``DatabaseUnavailable`` when
-PostgreSQL is away, ``ConcurrentWrite`` when a transaction lost a race and changed nothing,
+PostgreSQL is away, ``ConcurrentWrite`` (``TransactionAborted`` for a deadlock or a
+serialization failure) when a transaction lost a race and changed nothing,
 and ``ValidationError``/``ConflictError`` when the catalog's constraints refuse a row.
 """
 
@@ -134,7 +135,8 @@ class ICatalogStore(Interface):
         """Run the coroutine function ``fn(tx, *args, **kwargs)`` in one transaction.
 
         ``tx`` provides ``ICatalogTransaction``. Fires with ``fn``'s result; a transaction
-        that lost a race is run again a few times before ``ConcurrentWrite`` is raised.
+        PostgreSQL aborted (deadlock, serialization failure) is run again a few times before
+        ``TransactionAborted`` is raised.
         """
 
     def write_accounts(*, batch, batch_id, run, rows, progress=None):
@@ -201,8 +203,8 @@ class IXdrStore(Interface):
         """Store ``legs`` (``LegRecord``) and apply their charges in one transaction.
 
         Fires with the keys stored; fails with ``DatabaseUnavailable`` (spool them),
-        ``ConcurrentWrite`` (another writer raced: run again) or another error (the data
-        is refused).
+        ``ConcurrentWrite`` (another writer raced, or ``TransactionAborted``: a deadlock or
+        serialization failure; run again) or another error (the data is refused).
         """
 
 

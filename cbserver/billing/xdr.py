@@ -23,7 +23,7 @@ from zope.interface import Interface, implementer
 from cbserver.billing.model import NoRateError
 from cbserver.billing.rating import price_leg
 from cbserver.billing.spool import Spool
-from cbserver.errors import ConcurrentWrite, DatabaseUnavailable
+from cbserver.errors import ConcurrentWrite, DatabaseUnavailable, TransactionAborted
 from cbserver.logs import Logger
 
 TRIGGER_MODES = ("simple", "extended", "hosted")
@@ -168,9 +168,10 @@ def _unavailable(failure) -> bool:
     """True when a failure means PostgreSQL is away (spool), not that the data is wrong.
 
     The store (``IXdrStore``) turns the driver's lost connections, and transactions whose
-    rollback failed, into ``DatabaseUnavailable``.
+    rollback failed, into ``DatabaseUnavailable``. A batch PostgreSQL still aborts (deadlock,
+    serialization failure) after ``_transaction``'s retries is spooled too, to be replayed.
     """
-    return failure.check(DatabaseUnavailable) is not None
+    return failure.check(DatabaseUnavailable, TransactionAborted) is not None
 
 
 def _retryable(failure) -> bool:

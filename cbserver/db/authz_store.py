@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from twisted.internet import defer
 
-from cbserver.billing.domain import (  # noqa: F401 - re-exported for the CLI (quote)
+from cbserver.billing.domain import (
     RESERVATION_EXPIRY,
     AccountInfo,
     Balance,

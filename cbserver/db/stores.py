@@ -25,7 +25,7 @@ from cbserver.billing.stores import (
     IXdrStore,
 )
 from cbserver.db import accounts_store, authz_store, catalog_store, payments_store, tariff_loader, xdr_store
-from cbserver.errors import ConcurrentWrite, DatabaseError, DatabaseUnavailable
+from cbserver.errors import ConcurrentWrite, DatabaseError, DatabaseUnavailable, TransactionAborted
 
 
 @implementer(ICatalogTransaction)
@@ -267,15 +267,18 @@ def _xdr_failure(failure):
     """Turn a driver failure of an xDR batch into the project's errors.
 
     A lost connection, or a transaction whose rollback failed (txpostgres ``RollbackFailed``:
-    it lost its connection), is ``DatabaseUnavailable``. A deadlock, a serialization failure
-    or a duplicate leg another writer stored first rolled the batch back: ``ConcurrentWrite``.
-    Anything else is the data's fault and goes up unchanged.
+    it lost its connection), is ``DatabaseUnavailable``. A deadlock or a serialization failure
+    is ``TransactionAborted``; a duplicate leg another writer stored first is
+    ``ConcurrentWrite`` (both: the batch was rolled back). Anything else is the data's fault
+    and goes up unchanged.
     """
+    # First: psycopg2 files deadlocks and serialization failures under OperationalError too.
+    if failure.check(psycopg2.errors.DeadlockDetected, psycopg2.errors.SerializationFailure):
+        raise TransactionAborted(failure.getErrorMessage()) from failure.value
+    if failure.check(psycopg2.errors.UniqueViolation):
+        raise ConcurrentWrite(failure.getErrorMessage()) from failure.value
     if failure.check(psycopg2.OperationalError, psycopg2.InterfaceError, RollbackFailed):
         raise DatabaseUnavailable(failure.getErrorMessage()) from failure.value
-    if failure.check(psycopg2.errors.DeadlockDetected, psycopg2.errors.SerializationFailure,
-                     psycopg2.errors.UniqueViolation):
-        raise ConcurrentWrite(failure.getErrorMessage()) from failure.value
     return failure
 
 
