@@ -3,7 +3,7 @@
 Part 1, cbserver: a scratch PostgreSQL database is created and upgraded, the operator manual's
 example is provisioned through the catalog service layer (plus ``--accounts`` bench accounts with
 a large balance), then ``twistd -n cbserver`` runs as a subprocess pinned to core 0, with
-``cbserver.democarrier.Carrier`` (sipp) as the trunk. This process (pinned to core 1, as are
+``cbserver.devtools.democarrier.Carrier`` (sipp) as the trunk. This process (pinned to core 1, as are
 the carrier and sipp) POSTs ``/api/v1/callbacks`` at a fixed rate for ``--duration`` seconds,
 then waits for every callback to end and counts, in PostgreSQL, the sessions that ended with the
 carrier's hang-up and the xDR rows (two per callback). The rate is stepped up until a step
@@ -36,6 +36,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cbserver.db.stores import PostgresCatalogStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -224,7 +226,7 @@ def provision_main(dsn: str, accounts: int) -> None:
         try:
             await db.when_ready()
             await provision_manual_example(db, reactor)
-            acc = Accounts(db, reactor)
+            acc = Accounts(PostgresCatalogStore(db), reactor)
             for i in range(accounts):
                 await acc.create_account({"id": f"cbbench{i:05d}", "customer": "Callback retail",
                                           "product": "Callback Services",
@@ -330,27 +332,6 @@ account_id_translation_rule = "s/^/cb/"
 """
 
 
-def quiet_carrier() -> None:
-    """Make the carrier answer without streaming audio (so cbserver relays no RTP, as sippy).
-
-    ``cbserver.democarrier`` builds its scenario with its module-level ``render``; wrapping it
-    drops the ``rtp_stream`` action and changes nothing else.
-    """
-    from cbserver import democarrier
-
-    original = democarrier.render
-    stream = '<nop>\n    <action><exec rtp_stream="carrier-audio.wav,-1,0"/></action>\n  </nop>'
-
-    def render(hold_ms: int, digits: str = democarrier.DEFAULT_DTMF) -> str:
-        """The carrier scenario without its audio stream."""
-        text = original(hold_ms, digits)
-        if stream not in text:
-            raise RuntimeError("carrier scenario changed: cannot find its rtp_stream action")
-        return text.replace(stream, "")
-
-    democarrier.render = render
-
-
 class CbServer:
     """A scratch database, the sipp carrier and ``twistd -n cbserver`` pinned to one core."""
 
@@ -366,7 +347,7 @@ class CbServer:
 
     def start(self) -> None:
         """Database, provisioning, carrier, server; return once ``/healthz`` says ready."""
-        from cbserver.democarrier import Carrier
+        from cbserver.devtools.democarrier import Carrier
 
         base = pg_dsn()
         create_database(base, self.dbname)
@@ -375,9 +356,8 @@ class CbServer:
                        check=True, cwd=ROOT, capture_output=True)
         subprocess.run([sys.executable, __file__, "--provision", self.dsn,
                         "--accounts", str(self.args.accounts)], check=True, cwd=ROOT)
-        if self.args.quiet_carrier:
-            quiet_carrier()
         self.carrier = Carrier(self.work, free_port(), hold_ms=self.args.hold_ms,
+                               audio=not self.args.quiet_carrier,
                                media_port=free_port())
         self.carrier.start()
         pin(self.carrier.proc.pid, CLIENT_CORE)

@@ -39,8 +39,9 @@ from cbserver.billing.accounts import Accounts  # noqa: E402
 from cbserver.billing.catalog import Catalog  # noqa: E402
 from cbserver.billing.generator import Generator  # noqa: E402
 from cbserver.db.migrations import upgrade  # noqa: E402
-from cbserver.db.pgcluster import default_cluster  # noqa: E402
 from cbserver.db.pool import Database  # noqa: E402
+from cbserver.db.stores import PostgresCatalogStore  # noqa: E402
+from cbserver.devtools.pgcluster import default_cluster  # noqa: E402
 
 
 def _poll(port: int, interval: float, recording, stop, results) -> None:
@@ -118,7 +119,8 @@ async def main(args, dsn: str) -> None:
     db = Database(dsn, reactor, size=4)
     db.startService()
     await db.when_ready()
-    catalog, accounts = Catalog(db, reactor), Accounts(db, reactor)
+    catalog, accounts = Catalog(PostgresCatalogStore(db),
+                                reactor), Accounts(PostgresCatalogStore(db), reactor)
     await catalog.create_tariff({"name": "Callback", "currency": "USD"})
     await catalog.create_product({"name": "Callback Services", "currency": "USD",
                                   "rating_list": [{"node": "node1", "tariff": "Callback"}]})
@@ -133,7 +135,7 @@ async def main(args, dsn: str) -> None:
     idle = await _threads.deferToThread(poller.pause)
 
     csv_dir = Path(tempfile.mkdtemp(prefix="cbs-bench-cards-"))
-    generator = Generator(db, reactor, csv_dir)
+    generator = Generator(PostgresCatalogStore(db), reactor, csv_dir)
     poller.measure()
     start = time.perf_counter()
     result = await generator.generate({

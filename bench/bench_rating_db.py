@@ -29,6 +29,7 @@ from cbserver.billing.rating import rate_leg
 from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import XdrWriter, leg_record
 from cbserver.db.pool import Database
+from cbserver.db.stores import PostgresAuthorizationStore, PostgresXdrStore  # noqa: E402
 from cbserver.db.tariff_loader import TariffCache
 
 
@@ -55,9 +56,10 @@ async def run_calls(reactor, dsn: str, calls: int, accounts: int, concurrency: i
     pool = Database(dsn, reactor, size=4)
     pool.startService()
     await pool.when_ready()
-    writer = XdrWriter(pool, reactor, Spool(Path(spool_dir) / "bench.spool"))
+    writer = XdrWriter(PostgresXdrStore(pool), reactor, Spool(Path(spool_dir) / "bench.spool"))
     writer.startService()
-    authorizer = Authorizer(pool, TariffCache(pool, reactor), reactor, node="node1")
+    authorizer = Authorizer(PostgresAuthorizationStore(pool),
+                            TariffCache(pool, reactor), reactor, node="node1")
     rng = random.Random(1)
     sem = defer.DeferredSemaphore(concurrency)
     began = time.perf_counter()

@@ -30,6 +30,7 @@ from twisted.internet import defer, task
 from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import LegRecord, XdrWriter
 from cbserver.db.pool import Database
+from cbserver.db.stores import PostgresXdrStore  # noqa: E402
 from cbserver.db.xdr_store import copy_baseline
 
 
@@ -78,7 +79,8 @@ async def run_writer(reactor, dsn: str, records: list[LegRecord], window: int, s
     pool = Database(dsn, reactor, size=4)
     pool.startService()
     await pool.when_ready()
-    writer = XdrWriter(pool, reactor, Spool(Path(spool_dir) / "bench.spool"), batch_max=batch,
+    writer = XdrWriter(PostgresXdrStore(pool),
+                       reactor, Spool(Path(spool_dir) / "bench.spool"), batch_max=batch,
                        max_in_flight=in_flight)
     writer.startService()
     began = time.perf_counter()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cbserver.billing.provision import provision_file_sync
 from cbserver.db.migrations import upgrade
-from cbserver.db.pgcluster import default_cluster, find_pg_bin
+from cbserver.devtools.pgcluster import default_cluster, find_pg_bin
 
 CATALOG = """
 [[destination]]

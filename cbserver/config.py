@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cbserver.configschema import ConfigError, build, setting
+from cbserver.translation import TranslationRuleError, compile_rule
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>\d+)$")
@@ -156,8 +157,6 @@ def _translation_rule(rule: str) -> str:
     """Compile the Perl ``s///`` rule now so that a bad rule stops the server at start-up."""
     if not rule:
         return rule
-    from cbserver.callback.translation import TranslationRuleError, compile_rule
-
     try:
         compile_rule(rule)
     except TranslationRuleError as e:

@@ -17,7 +17,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import psycopg2
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.error import ReactorNotRunning
@@ -33,7 +32,10 @@ from cbserver.callback.service import CallbackService, MediaFactory
 from cbserver.config import Config, ConfigError, cards_dir, load_config, parse_host_port
 from cbserver.db.migrations import MigrationError, check_schema
 from cbserver.db.pool import Database
+from cbserver.db.stores import PostgresAuthorizationStore, PostgresXdrStore
+from cbserver.db.sync import connect_sync
 from cbserver.db.tariff_loader import TariffCache
+from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
 from cbserver.media.clock import MediaClock
 from cbserver.media.ports import PortPool
@@ -78,8 +80,8 @@ def preflight(cfg: Config) -> None:
     ``/healthz`` reports it, so a server started before its database does not crash-loop.
     """
     try:
-        conn = psycopg2.connect(cfg.database.dsn, connect_timeout=3)
-    except psycopg2.OperationalError as e:
+        conn = connect_sync(cfg.database.dsn, timeout=3)
+    except DatabaseUnavailable as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "connection failed"
         log.warn("database not reachable at start-up ({why}); will keep retrying", why=first)
         return
@@ -225,11 +227,12 @@ class CallbackServer(service.MultiService):
                            retry_max=cfg.database.retry_max, node=cfg.server.node)
         self.db.setServiceParent(self)
         # Finished legs: group-committed to PostgreSQL, spooled to disk while it is away.
-        self.xdr = XdrWriter(self.db, reactor, Spool(state / "spool" / "xdr.spool"))
+        self.xdr = XdrWriter(PostgresXdrStore(self.db), reactor, Spool(state / "spool" / "xdr.spool"))
         self.xdr.setServiceParent(self)
         self.tariffs = TariffCache(self.db, reactor)
         self.authorizers = {
-            app.name: Authorizer(self.db, self.tariffs, reactor, node=cfg.server.node,
+            app.name: Authorizer(PostgresAuthorizationStore(self.db),
+                                 self.tariffs, reactor, node=cfg.server.node,
                                  special_charge=app.special_charge_if_legb_fails,
                                  legb_ring_seconds=int(cfg.sip.no_answer_timeout))
             for app in cfg.application}

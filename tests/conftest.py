@@ -16,7 +16,7 @@ import psycopg2
 import pytest
 
 from cbserver.db.migrations import upgrade
-from cbserver.db.pgcluster import Cluster, ClusterError, default_cluster
+from cbserver.devtools.pgcluster import Cluster, ClusterError, default_cluster
 from cbserver.resources import sql_dir
 
 

@@ -1,6 +1,6 @@
 """Customers, batches and accounts: the manual's "Create a customer" and "Create an internal account".
 
-``Accounts(db, clock)`` holds the rules; the admin API, the CLI and provisioning call it.
+``Accounts(store, clock)`` holds the rules; the admin API, the CLI and provisioning call it.
 An account's service and web passwords arrive in plain text and are stored only as salted
 scrypt hashes (hashed in a worker thread when the clock is a reactor with threads, so the
 reactor never waits on scrypt). Balance convention: for a debit account ``balance`` is the
@@ -19,9 +19,8 @@ from twisted.internet.interfaces import IReactorThreads
 from cbserver.billing import passwords
 from cbserver.billing import validation as v
 from cbserver.billing.catalog import delete_unused, lookup, now, resolve
+from cbserver.billing.stores import ACCOUNT_FILTERS
 from cbserver.billing.validation import Field, NotFound, ValidationError
-from cbserver.db import accounts_store as astore
-from cbserver.db import catalog_store as store
 
 CUSTOMER = {
     "name": Field(v.text(100), required=True),
@@ -105,8 +104,8 @@ def check_passwords(row: Mapping[str, Any], *, has_password: bool) -> None:
 class Accounts:
     """Customers, batches and accounts over a ``Database`` pool."""
 
-    def __init__(self, db, clock):
-        self.db = db
+    def __init__(self, store, clock):
+        self.store = store  # ICatalogStore
         self.clock = clock
 
     def in_thread(self, fn: Callable, *args) -> defer.Deferred:
@@ -127,11 +126,11 @@ class Accounts:
 
     async def create_customer(self, data: Mapping) -> dict:
         """Create a customer (owner of accounts)."""
-        return await store.transaction(self.db, store.insert, "customers", v.clean(CUSTOMER, data))
+        return await self.store.transaction(lambda tx: tx.insert("customers", v.clean(CUSTOMER, data)))
 
     async def get_customer(self, key: int | str) -> dict:
         """One customer by id or name."""
-        return await store.transaction(self.db, lookup, "customers", key, kind="customer")
+        return await self.store.transaction(lookup, "customers", key, kind="customer")
 
     async def list_customers(self, filters: Mapping = {}, limit=50, offset=0) -> dict:  # noqa: B006
         """A page of customers; filters: name (contains), currency."""
@@ -139,32 +138,32 @@ class Accounts:
         allowed = {"name": ("name", "contains"), "currency": ("currency", "=")}
         found = [(allowed[k][0], allowed[k][1], val) for k, val in _known(filters, allowed).items()]
 
-        async def run(cur):
-            rows, total = await store.page(cur, "customers", found, ["name"], limit, offset)
+        async def run(tx):
+            rows, total = await tx.page("customers", found, ["name"], limit, offset)
             return {"items": rows, "total": total, "limit": limit, "offset": offset}
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     async def update_customer(self, key: int | str, data: Mapping) -> dict:
         """Change a customer; its currency is fixed (ConflictError)."""
         changes = v.clean(CUSTOMER, data, partial=True)
 
-        async def run(cur):
-            current = await lookup(cur, "customers", key, kind="customer", lock=True)
+        async def run(tx):
+            current = await lookup(tx, "customers", key, kind="customer", lock=True)
             v.check_immutable(CUSTOMER, changes, current)
-            return await store.update(cur, "customers", current["id"],
+            return await tx.update("customers", current["id"],
                                       {**changes, "updated_at": now(self.clock)})
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     async def delete_customer(self, key: int | str) -> None:
         """Delete a customer that owns no account and no batch."""
 
-        async def run(cur):
-            await delete_unused(cur, "customers", key, kind="customer", column="customer_id",
+        async def run(tx):
+            await delete_unused(tx, "customers", key, kind="customer", column="customer_id",
                                 in_use="owns accounts")
 
-        await store.transaction(self.db, run)
+        await self.store.transaction(run)
 
     # -- batches --------------------------------------------------------------------------
 
@@ -172,21 +171,21 @@ class Accounts:
         """Create an (empty) batch for a customer."""
         row = v.clean(BATCH, data)
 
-        async def run(cur):
-            c = await resolve(cur, "customers", row["customer"], "customer", kind="customer")
-            return await store.insert(cur, "batches", {"name": row["name"], "customer_id": c["id"]})
+        async def run(tx):
+            c = await resolve(tx, "customers", row["customer"], "customer", kind="customer")
+            return await tx.insert("batches", {"name": row["name"], "customer_id": c["id"]})
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     async def get_batch(self, key: int | str) -> dict:
         """One batch with its counts of active and inactive accounts and its generator runs."""
 
-        async def run(cur):
-            b = await lookup(cur, "batches", key, kind="batch")
-            return {**b, "accounts": await astore.batch_counts(cur, b["id"]),
-                    "generator_runs": await astore.generator_runs(cur, b["id"])}
+        async def run(tx):
+            b = await lookup(tx, "batches", key, kind="batch")
+            return {**b, "accounts": await tx.batch_counts(b["id"]),
+                    "generator_runs": await tx.generator_runs(b["id"])}
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     async def list_batches(self, filters: Mapping = {}, limit=50, offset=0) -> dict:  # noqa: B006
         """A page of batches; filters: name (contains), customer_id."""
@@ -194,46 +193,46 @@ class Accounts:
         allowed = {"name": ("name", "contains"), "customer_id": ("customer_id", "=")}
         found = [(allowed[k][0], allowed[k][1], val) for k, val in _known(filters, allowed).items()]
 
-        async def run(cur):
-            rows, total = await store.page(cur, "batches", found, ["name"], limit, offset)
+        async def run(tx):
+            rows, total = await tx.page("batches", found, ["name"], limit, offset)
             return {"items": rows, "total": total, "limit": limit, "offset": offset}
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     async def delete_batch(self, key: int | str) -> None:
         """Delete a batch that holds no account."""
 
-        async def run(cur):
-            await delete_unused(cur, "batches", key, kind="batch", column="batch_id",
+        async def run(tx):
+            await delete_unused(tx, "batches", key, kind="batch", column="batch_id",
                                 in_use="holds accounts")
 
-        await store.transaction(self.db, run)
+        await self.store.transaction(run)
 
     async def activate_batch(self, key: int | str) -> int:
         """Activate every inactive account of a batch in one statement; returns how many."""
 
-        async def run(cur):
-            b = await lookup(cur, "batches", key, kind="batch", lock=True)
-            return await astore.set_status(cur, "active", batch_id=b["id"], when=now(self.clock))
+        async def run(tx):
+            b = await lookup(tx, "batches", key, kind="batch", lock=True)
+            return await tx.set_status("active", batch_id=b["id"], when=now(self.clock))
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     # -- accounts -------------------------------------------------------------------------
 
-    async def _links(self, cur, row: Mapping[str, Any], customer: Mapping | None = None) -> dict:
+    async def _links(self, tx, row: Mapping[str, Any], customer: Mapping | None = None) -> dict:
         """Resolve customer/product/batch references of ``row`` into ids, checking they fit."""
         links: dict[str, Any] = {}
         if customer is None:
-            customer = await resolve(cur, "customers", row["customer"], "customer", kind="customer")
+            customer = await resolve(tx, "customers", row["customer"], "customer", kind="customer")
             links["customer_id"] = customer["id"]
         if "product" in row:
-            product = await resolve(cur, "products", row["product"], "product", kind="product")
+            product = await resolve(tx, "products", row["product"], "product", kind="product")
             if product["currency"] != customer["currency"]:
                 raise ValidationError("product", f"product {product['name']!r} is in {product['currency']}, "
                                                  f"the customer in {customer['currency']}")
             links["product_id"] = product["id"]
         if row.get("batch") is not None:
-            batch = await resolve(cur, "batches", row["batch"], "batch", kind="batch")
+            batch = await resolve(tx, "batches", row["batch"], "batch", kind="batch")
             if batch["customer_id"] != customer["id"]:
                 raise ValidationError("batch", f"batch {batch['name']!r} belongs to another customer")
             links["batch_id"] = batch["id"]
@@ -248,19 +247,19 @@ class Accounts:
         check_passwords(row, has_password=False)
         hashes = await self._hashes(row)
 
-        async def run(cur):
-            links = await self._links(cur, row)
+        async def run(tx):
+            links = await self._links(tx, row)
             plain = {k: val for k, val in row.items()
                      if k not in ("customer", "product", "batch", "password", "web_password")}
             plain["balance"] = row["opening_balance"] if row["account_type"] == "debit" else Decimal(0)
-            await store.insert(cur, "accounts", {**plain, **links, **hashes})
-            return account_out(await astore.account_view(cur, row["id"]))
+            await tx.insert("accounts", {**plain, **links, **hashes})
+            return account_out(await tx.account_view(row["id"]))
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     async def get_account(self, account_id: str) -> dict:
         """One account (without its password hashes)."""
-        row = await store.transaction(self.db, astore.account_view, account_id)
+        row = await self.store.transaction(lambda tx: tx.account_view(account_id))
         if row is None:
             raise NotFound("account", account_id)
         return account_out(row)
@@ -269,24 +268,24 @@ class Accounts:
         """A page of accounts; filters: customer, product, batch (names), status, account_type,
         internal, id_prefix."""
         limit, offset = v.page_args(limit, offset)
-        found = _known(filters, dict.fromkeys(astore._FILTERS))
+        found = _known(filters, dict.fromkeys(ACCOUNT_FILTERS))
         if "internal" in found:
             found["internal"] = v.boolean("internal", found["internal"])
 
-        async def run(cur):
-            rows, total = await astore.account_page(cur, found, limit, offset)
+        async def run(tx):
+            rows, total = await tx.account_page(found, limit, offset)
             return {"items": [account_out(r) for r in rows], "total": total, "limit": limit,
                     "offset": offset}
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     async def update_account(self, account_id: str, data: Mapping) -> dict:
         """Change what the manual lets change; ID, customer, type and opening balance are fixed."""
         changes = v.clean(ACCOUNT, data, partial=True)
         hashes = await self._hashes(changes)
 
-        async def run(cur):
-            current = await astore.account_view(cur, account_id)
+        async def run(tx):
+            current = await tx.account_view(account_id)
             if current is None:
                 raise NotFound("account", account_id)
             if changes.get("customer") in (current["customer"], current["customer_id"]):
@@ -297,34 +296,34 @@ class Accounts:
             check_passwords({**merged, "password": changes.get("password")},
                             has_password=current["password_hash"] is not None
                             and ("password" not in changes or changes["password"] is not None))
-            customer = await store.get(cur, "customers", current["customer_id"])
-            links = await self._links(cur, changes, customer)
+            customer = await tx.get("customers", current["customer_id"])
+            links = await self._links(tx, changes, customer)
             plain = {k: val for k, val in changes.items()
                      if k not in ("customer", "product", "batch", "password", "web_password")}
-            await store.update(cur, "accounts", account_id,
+            await tx.update("accounts", account_id,
                                {**plain, **links, **hashes, "updated_at": now(self.clock)})
-            return account_out(await astore.account_view(cur, account_id))
+            return account_out(await tx.account_view(account_id))
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     async def delete_account(self, account_id: str) -> None:
         """Delete an account nothing refers to (ConflictError once it has call records)."""
-        if not await store.transaction(self.db, store.delete, "accounts", account_id):
+        if not await self.store.transaction(lambda tx: tx.delete("accounts", account_id)):
             raise NotFound("account", account_id)
 
     async def activate_account(self, account_id: str) -> int:
         """Activate one account; returns 1 if it was inactive, 0 if it was already active."""
 
-        async def run(cur):
-            if await astore.account_view(cur, account_id) is None:
+        async def run(tx):
+            if await tx.account_view(account_id) is None:
                 raise NotFound("account", account_id)
-            return await astore.set_status(cur, "active", account_id=account_id, when=now(self.clock))
+            return await tx.set_status("active", account_id=account_id, when=now(self.clock))
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     async def check_service_password(self, account_id: str, password: str) -> bool:
         """True when ``password`` is the account's service password (scrypt in a thread)."""
-        row = await store.transaction(self.db, store.get, "accounts", account_id)
+        row = await self.store.transaction(lambda tx: tx.get("accounts", account_id))
         if row is None or row["password_hash"] is None:
             return False
         return await self.in_thread(passwords.verify_password, password, row["password_hash"])

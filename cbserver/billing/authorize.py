@@ -7,7 +7,7 @@ tariff from the product's rating list (this node and the instance's access code,
 entry with an empty access code, else refused), prices both numbers, and computes the
 maximum duration ``t``: the largest whole number of seconds with
 ``A(elapsed + t) + B(t) <= budget``. The budget and the reservation that holds it are decided
-under the balance's row lock (``cbserver.db.authz_store.reserve``).
+under the balance's row lock (``IAuthorizationStore.reserve``).
 
 Refusals raise ``AuthorizationError`` with a machine ``reason``; an authorized call whose
 budget buys no second returns ``max_seconds == 0`` with ``reason`` ``no_balance`` (or
@@ -24,6 +24,15 @@ from twisted.internet import defer, threads
 from zope.interface import Interface, implementer
 
 from cbserver.billing import passwords
+from cbserver.billing.domain import (
+    RESERVATION_EXPIRY,
+    AccountInfo,
+    Balance,
+    LoadedTariff,
+    RatingEntry,
+    ReservationDecision,
+    TariffNotFound,
+)
 from cbserver.billing.model import (
     WILDCARD,
     InvalidCallError,
@@ -34,9 +43,6 @@ from cbserver.billing.model import (
 )
 from cbserver.billing.numbers import normalise_number
 from cbserver.billing.rating import LegPricer, max_duration, price_leg
-from cbserver.db import authz_store
-from cbserver.db.authz_store import AccountInfo, Balance, RatingEntry, ReservationDecision
-from cbserver.db.tariff_loader import LoadedTariff, TariffNotFound
 from cbserver.logs import Logger
 
 DEFAULT_ACCESS_CODE = "WEBCALLBACK"
@@ -180,19 +186,19 @@ def spendable(account: AccountInfo, balance: Balance) -> Decimal | None:
 
 @implementer(IAuthorizer)
 class Authorizer:
-    """The PostgreSQL-backed ``IAuthorizer``."""
+    """The ``IAuthorizer`` over an ``IAuthorizationStore`` and an ``ITariffSource``."""
 
     log = Logger()
 
-    def __init__(self, db, tariffs, clock, *, node: str, instance_id: str | None = None,
+    def __init__(self, store, tariffs, clock, *, node: str, instance_id: str | None = None,
                  max_call_seconds: int = 4 * 3600, verify_password=None, special_charge: bool = False,
-                 reservation_expiry: int = authz_store.RESERVATION_EXPIRY, run_in_thread=None,
+                 reservation_expiry: int = RESERVATION_EXPIRY, run_in_thread=None,
                  legb_ring_seconds: int = 60, hold_margin: int = 600):
-        self.db = db
+        self.store = store  # IAuthorizationStore
         self.tariffs = tariffs
         self.clock = clock
         self.node = node
-        self.instance_id = instance_id or db.instance_id
+        self.instance_id = instance_id or store.instance_id
         self.max_call_seconds = max_call_seconds
         self.verify_password = verify_password or passwords.verify_password
         self.special_charge = special_charge
@@ -212,7 +218,7 @@ class Authorizer:
 
     def release(self, session_id: str):
         """Drop the reservations of ``session_id``."""
-        return authz_store.release(self.db, session_id)
+        return self.store.release(session_id)
 
     @defer.inlineCallbacks
     def _check_password(self, request: AuthRequest, account: AccountInfo):
@@ -260,8 +266,8 @@ class Authorizer:
             except InvalidNumberError as e:
                 raise AuthorizationError("invalid_number", str(e)) from None
         codes = [request.access_code, "", CALLBACK_FAIL]
-        account, entries, balance = yield authz_store.fetch_account_and_entries(
-            self.db, request.account_id, self.node, codes, request.session_id, self.reservation_expiry)
+        account, entries, balance = yield self.store.fetch_account_and_entries(
+            request.account_id, self.node, codes, request.session_id, self.reservation_expiry)
         if account is None:
             raise AuthorizationError("unknown_account", f"no account {request.account_id!r}")
         refusal = account_refusal(account, now)
@@ -337,9 +343,9 @@ class Authorizer:
             return auth, ReservationDecision(amount_a, amount_b, tariff.rates.currency,
                                              self._lifetime(seconds), min_free)
 
-        auth = yield authz_store.reserve(self.db, session_id=request.session_id, account=account,
-                                         instance_id=self.instance_id, decide=decide,
-                                         expiry=self.reservation_expiry, balance=balance)
+        auth = yield self.store.reserve(session_id=request.session_id, account=account,
+                                        instance_id=self.instance_id, decide=decide,
+                                        expiry=self.reservation_expiry, balance=balance)
         self.log.debug("authorized session_id={session_id} account={account} max_seconds={seconds} "
                       "reason={reason}", session_id=request.session_id, account=account.id,
                       seconds=auth.max_seconds, reason=auth.reason)

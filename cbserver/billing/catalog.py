@@ -1,9 +1,9 @@
 """The service catalog: the destination register, tariffs, their rates, and products.
 
-``Catalog(db, clock)`` holds the rules (the manual's "Create a tariff", "Enter rates" and
+``Catalog(store, clock)`` holds the rules (the manual's "Create a tariff", "Enter rates" and
 "Create a product"); the admin API, the CLI and provisioning all call it. Every method is a
 coroutine; input is a mapping of fields checked by ``validation.clean`` so that a refusal
-names the field. Each write runs in one transaction (``catalog_store.transaction``).
+names the field. Each write runs in one transaction (``ICatalogStore.transaction``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from cbserver.billing import validation as v
 from cbserver.billing.formula import FormulaError, parse_formula
 from cbserver.billing.model import OffPeakPeriod, OffPeakWindow, Rate, RateDefinitionError
 from cbserver.billing.validation import ConflictError, Field, NotFound, ValidationError
-from cbserver.db import catalog_store as store
 
 SERVICES = ("voice",)
 _SERVICE = v.choice(*SERVICES, aliases={"voice calls": "voice"})
@@ -138,37 +137,37 @@ def _check_tariff(row: Mapping[str, Any]) -> None:
                       tuple(OffPeakWindow.parse(w) for w in row["offpeak_periods"]))
 
 
-async def resolve(cur, table: str, ref: int | str, field: str, *, kind: str) -> dict:
+async def resolve(tx, table: str, ref: int | str, field: str, *, kind: str) -> dict:
     """The row of ``table`` named by an id (int) or a name (str); ValidationError naming field."""
-    row = await (store.get(cur, table, ref) if isinstance(ref, int)
-                 else store.get_by(cur, table, "name", ref))
+    row = await (tx.get(table, ref) if isinstance(ref, int)
+                 else tx.get_by(table, "name", ref))
     if row is None:
         raise ValidationError(field, f"no {kind} {ref!r}")
     return row
 
 
-async def lookup(cur, table: str, key: int | str, *, kind: str, lock: bool = False) -> dict:
+async def lookup(tx, table: str, key: int | str, *, kind: str, lock: bool = False) -> dict:
     """The row named by a path key: digits are an id, anything else a name; else NotFound."""
     if isinstance(key, str) and key.isdigit():
         key = int(key)
-    row = await (store.get(cur, table, key, lock=lock) if isinstance(key, int)
-                 else store.get_by(cur, table, "name", key))
+    row = await (tx.get(table, key, lock=lock) if isinstance(key, int)
+                 else tx.get_by(table, "name", key))
     if row is None:
         raise NotFound(kind, key)
     return row
 
 
-async def delete_unused(cur, table: str, key: int | str, *, kind: str, column: str,
+async def delete_unused(tx, table: str, key: int | str, *, kind: str, column: str,
                         in_use: str) -> None:
     """Delete the row named by ``key`` unless an account refers to it through ``column``.
 
     The row is locked first, so no account can be pointed at it meanwhile; ConflictError
     ("<kind> '<name>' <in_use>") names the ``kind`` field when accounts still use it.
     """
-    current = await lookup(cur, table, key, kind=kind, lock=True)
-    if await store.count_accounts(cur, column, current["id"]):
+    current = await lookup(tx, table, key, kind=kind, lock=True)
+    if await tx.count_accounts(column, current["id"]):
         raise ConflictError(f"{kind} {current['name']!r} {in_use}", kind)
-    await store.delete(cur, table, current["id"])
+    await tx.delete(table, current["id"])
 
 
 def _filters(given: Mapping[str, Any], allowed: Mapping[str, tuple[str, str]]) -> list:
@@ -186,32 +185,32 @@ def _filters(given: Mapping[str, Any], allowed: Mapping[str, tuple[str, str]]) -
 class Catalog:
     """Destinations, tariffs, rates and products over a ``Database`` pool."""
 
-    def __init__(self, db, clock):
-        self.db = db
+    def __init__(self, store, clock):
+        self.store = store  # ICatalogStore
         self.clock = clock
 
     async def _page(self, table, filters, order, limit, offset, allowed, shape=None) -> dict:
         limit, offset = v.page_args(limit, offset)
         found = _filters(filters, allowed)
 
-        async def run(cur):
-            rows, total = await store.page(cur, table, found, order, limit, offset)
+        async def run(tx):
+            rows, total = await tx.page(table, found, order, limit, offset)
             if shape is not None:
-                rows = [await shape(cur, r) for r in rows]
+                rows = [await shape(tx, r) for r in rows]
             return {"items": rows, "total": total, "limit": limit, "offset": offset}
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     # -- destinations ---------------------------------------------------------------------
 
     async def create_destination(self, data: Mapping) -> dict:
         """Add a prefix (or the ``|`` wildcard) to the destination register."""
         row = v.clean(DESTINATION, data)
-        return await store.transaction(self.db, store.insert, "destinations", row)
+        return await self.store.transaction(lambda tx: tx.insert("destinations", row))
 
     async def get_destination(self, prefix: str) -> dict:
         """One destination by prefix."""
-        row = await store.transaction(self.db, store.get, "destinations", prefix)
+        row = await self.store.transaction(lambda tx: tx.get("destinations", prefix))
         if row is None:
             raise NotFound("destination", prefix)
         return row
@@ -225,18 +224,18 @@ class Catalog:
         """Change a destination's country or description."""
         changes = v.clean(DESTINATION, data, partial=True)
 
-        async def run(cur):
-            current = await store.get(cur, "destinations", prefix, lock=True)
+        async def run(tx):
+            current = await tx.get("destinations", prefix, lock=True)
             if current is None:
                 raise NotFound("destination", prefix)
             v.check_immutable(DESTINATION, changes, current)
-            return await store.update(cur, "destinations", prefix, changes)
+            return await tx.update("destinations", prefix, changes)
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     async def delete_destination(self, prefix: str) -> None:
         """Remove a destination no rate uses (ConflictError otherwise)."""
-        if not await store.transaction(self.db, store.delete, "destinations", prefix):
+        if not await self.store.transaction(lambda tx: tx.delete("destinations", prefix)):
             raise NotFound("destination", prefix)
 
     # -- tariffs --------------------------------------------------------------------------
@@ -245,11 +244,11 @@ class Catalog:
         """Create a tariff; its currency is chosen here once and for all."""
         row = v.clean(TARIFF, data)
         _check_tariff(row)
-        return await store.transaction(self.db, store.insert, "tariffs", row)
+        return await self.store.transaction(lambda tx: tx.insert("tariffs", row))
 
     async def get_tariff(self, key: int | str) -> dict:
         """One tariff by id or name."""
-        return await store.transaction(self.db, lookup, "tariffs", key, kind="tariff")
+        return await self.store.transaction(lookup, "tariffs", key, kind="tariff")
 
     async def list_tariffs(self, filters: Mapping = {}, limit=50, offset=0) -> dict:  # noqa: B006
         """A page of tariffs; filters: name (contains), currency."""
@@ -260,28 +259,28 @@ class Catalog:
         """Change a tariff; changing its currency is a ``ConflictError``."""
         changes = v.clean(TARIFF, data, partial=True)
 
-        async def run(cur):
-            current = await lookup(cur, "tariffs", key, kind="tariff", lock=True)
+        async def run(tx):
+            current = await lookup(tx, "tariffs", key, kind="tariff", lock=True)
             v.check_immutable(TARIFF, changes, current)
             _check_tariff({**current, **changes})
             if changes.get("applied_to", "customer") != "customer" \
-                    and await store.tariff_in_rating_lists(cur, current["id"]):
+                    and await tx.tariff_in_rating_lists(current["id"]):
                 raise ConflictError(f"tariff {current['name']!r} is in a product's rating list, "
                                     "which charges customers: it cannot become a vendor tariff",
                                     "applied_to")
-            return await store.update(cur, "tariffs", current["id"],
+            return await tx.update("tariffs", current["id"],
                                       {**changes, "updated_at": now(self.clock)})
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     async def delete_tariff(self, key: int | str) -> None:
         """Delete a tariff and its rates, unless a product's rating list uses it."""
 
-        async def run(cur):
-            current = await lookup(cur, "tariffs", key, kind="tariff", lock=True)
-            await store.delete(cur, "tariffs", current["id"])
+        async def run(tx):
+            current = await lookup(tx, "tariffs", key, kind="tariff", lock=True)
+            await tx.delete("tariffs", current["id"])
 
-        await store.transaction(self.db, run)
+        await self.store.transaction(run)
 
     # -- rates ----------------------------------------------------------------------------
 
@@ -295,18 +294,18 @@ class Catalog:
         """Add a rate (one version) to a tariff; the prefix must be in the register."""
         row = self._rate_row(data)
 
-        async def run(cur):
-            t = await lookup(cur, "tariffs", tariff, kind="tariff")
-            if await store.missing_prefixes(cur, [row["prefix"]]):
+        async def run(tx):
+            t = await lookup(tx, "tariffs", tariff, kind="tariff")
+            if await tx.missing_prefixes([row["prefix"]]):
                 raise ValidationError("prefix", f"{row['prefix']!r} is not in the destination "
                                                 "register (add the destination first)")
-            return await store.insert(cur, "rates", {**row, "tariff_id": t["id"]})
+            return await tx.insert("rates", {**row, "tariff_id": t["id"]})
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     async def get_rate(self, rate_id: int) -> dict:
         """One rate by id."""
-        row = await store.transaction(self.db, store.get, "rates", int(rate_id))
+        row = await self.store.transaction(lambda tx: tx.get("rates", int(rate_id)))
         if row is None:
             raise NotFound("rate", rate_id)
         return row
@@ -325,21 +324,21 @@ class Catalog:
         """Change a rate's fields (checked again as a whole)."""
         changes = v.clean(RATE, data, partial=True)
 
-        async def run(cur):
-            current = await store.get(cur, "rates", int(rate_id), lock=True)
+        async def run(tx):
+            current = await tx.get("rates", int(rate_id), lock=True)
             if current is None:
                 raise NotFound("rate", rate_id)
             merged = {k: current[k] for k in RATE} | changes
             check_rate(merged)
-            if "prefix" in changes and await store.missing_prefixes(cur, [changes["prefix"]]):
+            if "prefix" in changes and await tx.missing_prefixes([changes["prefix"]]):
                 raise ValidationError("prefix", f"{changes['prefix']!r} is not in the destination register")
-            return await store.update(cur, "rates", current["id"], changes)
+            return await tx.update("rates", current["id"], changes)
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     async def delete_rate(self, rate_id: int) -> None:
         """Remove one rate version."""
-        if not await store.transaction(self.db, store.delete, "rates", int(rate_id)):
+        if not await self.store.transaction(lambda tx: tx.delete("rates", int(rate_id))):
             raise NotFound("rate", rate_id)
 
     async def import_rates(self, tariff: int | str, rows: Sequence[tuple[int, Mapping]],
@@ -364,9 +363,9 @@ class Catalog:
                 problems.append((line, "prefix", f"same prefix and effective_from as line {seen[key]}"))
             seen.setdefault(key, line)
 
-        async def run(cur):
-            t = await lookup(cur, "tariffs", tariff, kind="tariff", lock=True)
-            missing = set(await store.missing_prefixes(cur, [r["prefix"] for _, r in cleaned]))
+        async def run(tx):
+            t = await lookup(tx, "tariffs", tariff, kind="tariff", lock=True)
+            missing = set(await tx.missing_prefixes([r["prefix"] for _, r in cleaned]))
             for line, row in cleaned:
                 if row["prefix"] in missing:
                     problems.append((line, "prefix", f"{row['prefix']!r} is not in the destination register"))
@@ -374,34 +373,34 @@ class Catalog:
                 raise RowErrors(sorted(problems))
             counts = {"created": 0, "updated": 0, "unchanged": 0}
             for _line, row in cleaned:
-                counts[await upsert_rate(cur, t["id"], row)] += 1
+                counts[await upsert_rate(tx, t["id"], row)] += 1
             return counts
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     async def export_rates(self, tariff: int | str) -> tuple[dict, list[dict]]:
         """A tariff and all its rate versions (prefix, then effective_from order)."""
 
-        async def run(cur):
-            t = await lookup(cur, "tariffs", tariff, kind="tariff")
-            return t, await store.rate_versions(cur, t["id"])
+        async def run(tx):
+            t = await lookup(tx, "tariffs", tariff, kind="tariff")
+            return t, await tx.rate_versions(t["id"])
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     # -- products -------------------------------------------------------------------------
 
-    async def _product_out(self, cur, row: dict) -> dict:
-        entries = await store.rating_entries(cur, row["id"])
-        return {**row, "services": await store.product_services(cur, row["id"]),
+    async def _product_out(self, tx, row: dict) -> dict:
+        entries = await tx.rating_entries(row["id"])
+        return {**row, "services": await tx.product_services(row["id"]),
                 "rating_list": [{k: e[k] for k in ("service", "node", "access_code", "tariff",
                                                    "tariff_id", "overdraft_protection")}
                                 for e in entries]}
 
-    async def _rating_list(self, cur, product: Mapping, entries: list[dict]) -> list[dict]:
+    async def _rating_list(self, tx, product: Mapping, entries: list[dict]) -> list[dict]:
         out, seen = [], set()
         for i, e in enumerate(entries):
             field = f"rating_list[{i}]"
-            t = await resolve(cur, "tariffs", e["tariff"], f"{field}.tariff", kind="tariff")
+            t = await resolve(tx, "tariffs", e["tariff"], f"{field}.tariff", kind="tariff")
             if t["applied_to"] != "customer":
                 # A vendor tariff is what the operator pays a carrier; a product's rating list
                 # charges end users, so only customer tariffs belong in it.
@@ -425,22 +424,22 @@ class Catalog:
         row = v.clean(PRODUCT, data)
         _check_services(row["services"])
 
-        async def run(cur):
-            entries = await self._rating_list(cur, row, row["rating_list"])
-            p = await store.insert(cur, "products", row)
-            await store.replace_product_services(cur, p["id"], sorted(set(row["services"])))
-            await store.replace_rating_entries(cur, p["id"], entries)
-            return await self._product_out(cur, p)
+        async def run(tx):
+            entries = await self._rating_list(tx, row, row["rating_list"])
+            p = await tx.insert("products", row)
+            await tx.replace_product_services(p["id"], sorted(set(row["services"])))
+            await tx.replace_rating_entries(p["id"], entries)
+            return await self._product_out(tx, p)
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     async def get_product(self, key: int | str) -> dict:
         """One product by id or name, with its services and rating list."""
 
-        async def run(cur):
-            return await self._product_out(cur, await lookup(cur, "products", key, kind="product"))
+        async def run(tx):
+            return await self._product_out(tx, await lookup(tx, "products", key, kind="product"))
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     async def list_products(self, filters: Mapping = {}, limit=50, offset=0) -> dict:  # noqa: B006
         """A page of products; filters: name (contains), currency."""
@@ -454,8 +453,8 @@ class Catalog:
         if "services" in changes:
             _check_services(changes["services"])
 
-        async def run(cur):
-            current = await self._product_out(cur, await lookup(cur, "products", key, kind="product",
+        async def run(tx):
+            current = await self._product_out(tx, await lookup(tx, "products", key, kind="product",
                                                                 lock=True))
             v.check_immutable(PRODUCT, changes, current)
             merged = {**current, **changes}
@@ -463,25 +462,25 @@ class Catalog:
             if given is None:
                 given = [{k: e[k] for k in RATING_ENTRY if k != "tariff"} | {"tariff": e["tariff_id"]}
                          for e in current["rating_list"]]
-            entries = await self._rating_list(cur, merged, given)
+            entries = await self._rating_list(tx, merged, given)
             plain = {k: val for k, val in changes.items() if k not in ("services", "rating_list")}
-            await store.update(cur, "products", current["id"], {**plain, "updated_at": now(self.clock)})
+            await tx.update("products", current["id"], {**plain, "updated_at": now(self.clock)})
             if "services" in changes:
-                await store.replace_product_services(cur, current["id"], sorted(set(changes["services"])))
+                await tx.replace_product_services(current["id"], sorted(set(changes["services"])))
             if "rating_list" in changes:
-                await store.replace_rating_entries(cur, current["id"], entries)
-            return await self._product_out(cur, await store.get(cur, "products", current["id"]))
+                await tx.replace_rating_entries(current["id"], entries)
+            return await self._product_out(tx, await tx.get("products", current["id"]))
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     async def delete_product(self, key: int | str) -> None:
         """Delete a product no account uses (ConflictError otherwise)."""
 
-        async def run(cur):
-            await delete_unused(cur, "products", key, kind="product", column="product_id",
+        async def run(tx):
+            await delete_unused(tx, "products", key, kind="product", column="product_id",
                                 in_use="is used by accounts")
 
-        await store.transaction(self.db, run)
+        await self.store.transaction(run)
 
 
 def _check_services(services: list[str]) -> None:
@@ -498,13 +497,13 @@ class RowErrors(ValidationError):
         super().__init__(field, f"line {line}: {reason} ({len(problems)} bad row(s))")
 
 
-async def upsert_rate(cur, tariff_id: int, row: Mapping) -> str:
+async def upsert_rate(tx, tariff_id: int, row: Mapping) -> str:
     """Insert the rate, or replace the version with the same prefix and effective_from."""
-    current = await store.find_rate(cur, tariff_id, row["prefix"], row["effective_from"])
+    current = await tx.find_rate(tariff_id, row["prefix"], row["effective_from"])
     if current is None:
-        await store.insert(cur, "rates", {**row, "tariff_id": tariff_id})
+        await tx.insert("rates", {**row, "tariff_id": tariff_id})
         return "created"
     if all(current[k] == row[k] for k in RATE):
         return "unchanged"
-    await store.update(cur, "rates", current["id"], dict(row))
+    await tx.update("rates", current["id"], dict(row))
     return "updated"

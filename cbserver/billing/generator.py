@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import os
 import re
 import secrets
@@ -27,10 +28,9 @@ from cbserver.billing import passwords
 from cbserver.billing import validation as v
 from cbserver.billing.accounts import ACCOUNT, Accounts, check_account
 from cbserver.billing.catalog import now, resolve
+from cbserver.billing.stores import ACCOUNT_COPY_COLUMNS
 from cbserver.billing.validation import ConflictError, Field, ValidationError
 from cbserver.config import EMAIL_PATTERN
-from cbserver.db import accounts_store as astore
-from cbserver.db import catalog_store as store
 from cbserver.logs import Logger
 
 PREFIX_PATTERN = r"[A-Za-z]*[0-9]*"
@@ -175,7 +175,7 @@ class _Rows(Sequence):
     for the garbage collector to walk while the reactor waits)."""
 
     def __init__(self, common: dict, ids: list[str], hashes: list, web_hashes: list, auto_web: bool):
-        columns = astore.COPY_COLUMNS
+        columns = ACCOUNT_COPY_COLUMNS
         self._template = [common.get(c) for c in columns]
         self._at = [columns.index(c) for c in ("id", "password_hash", "web_login", "web_password_hash")]
         self._ids, self._hashes, self._web_hashes, self._auto_web = ids, hashes, web_hashes, auto_web
@@ -213,11 +213,11 @@ class Generator:
 
     log = Logger()
 
-    def __init__(self, db, clock, csv_dir: str | os.PathLike, mailer=None):
-        self.db = db
+    def __init__(self, store, clock, csv_dir: str | os.PathLike, mailer=None):
+        self.store = store  # ICatalogStore
         self.clock = clock
         self.csv_dir = Path(csv_dir)
-        self.accounts = Accounts(db, clock)
+        self.accounts = Accounts(store, clock)
         # Notification mail (cbserver.mail.Mailer), sent to each request's ``notify`` and to
         # its config's generator_recipients.
         self.mailer = mailer
@@ -252,11 +252,11 @@ class Generator:
             raise ValidationError("notify", "e-mail notifications are not configured "
                                             "([notifications] smtp)")
 
-        async def run(cur):
-            c = await resolve(cur, "customers", req["customer"], "customer", kind="customer")
-            links = await self.accounts._links(cur, {"product": req["product"]}, c)
+        async def run(tx):
+            c = await resolve(tx, "customers", req["customer"], "customer", kind="customer")
+            links = await self.accounts._links(tx, {"product": req["product"]}, c)
             links["customer_id"] = c["id"]
-            batch = await store.get_by(cur, "batches", "name", req["batch"])
+            batch = await tx.get_by("batches", "name", req["batch"])
             if req["new_batch"] and batch is not None:
                 raise ConflictError(f"batch {req['batch']!r} already exists", "batch")
             if not req["new_batch"]:
@@ -265,20 +265,20 @@ class Generator:
                 if batch["customer_id"] != c["id"]:
                     raise ValidationError("batch", f"batch {req['batch']!r} belongs to another customer")
                 links["batch_id"] = batch["id"]
-            taken = await astore.count_pattern(cur, space.prefix, space.length)
+            taken = await tx.count_pattern(space.prefix, space.length)
             if req["quantity"] > space.size - taken:
                 raise ValidationError("quantity", infeasible(space, req["quantity"],
                                                              space.size - taken, taken))
             return links
 
-        return req, space, await store.transaction(self.db, run)
+        return req, space, await self.store.transaction(run)
 
     async def generate(self, data: Mapping, progress: Callable[[str, int, int], None] | None = None) -> dict:
         """Generate the batch; ``progress(stage, done, total)`` is called on the reactor thread."""
         req, space, links = await self.check(data)
         quantity = req["quantity"]
         for attempt in range(3):
-            taken = await store.transaction(self.db, astore.ids_with_pattern, space.prefix, space.length)
+            taken = await self.store.transaction(lambda tx: tx.ids_with_pattern(space.prefix, space.length))
             ids = await self.accounts.in_thread(draw_ids, space, quantity, taken)
             try:
                 result = await self._write(req, links, ids, progress)
@@ -355,9 +355,10 @@ class Generator:
                                           req["expiration_date"])
             rows = _Rows(common, ids, hashes, web_hashes, auto_web)
             batch_id = await self.accounts.in_thread(
-                lambda: astore.write_batch(
-                    self.db.dsn, batch=new_batch, batch_id=links.get("batch_id"),
-                    run={"quantity": quantity, "parameters": store.dumps(params), "csv_path": str(path)},
+                lambda: self.store.write_accounts(
+                    batch=new_batch, batch_id=links.get("batch_id"),
+                    run={"quantity": quantity, "csv_path": str(path),
+                         "parameters": json.dumps(params, default=str, sort_keys=True)},
                     rows=rows, progress=lambda n: self._from_thread(progress, "writing", n, quantity)))
         except BaseException:
             partial.unlink(missing_ok=True)

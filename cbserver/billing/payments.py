@@ -1,9 +1,9 @@
 """Payments (recharges) and refunds: the way money comes into a balance.
 
 Without them a balance only goes down (debit account) or its debt only grows (credit
-account, customer). ``Payments(db, clock)`` records each one in the append-only ``payments``
+account, customer). ``Payments(store, clock)`` records each one in the append-only ``payments``
 table (sql/033) and moves the owner's balance in the same transaction, under the owner's row
-lock (``cbserver.db.payments_store``).
+lock (``ICatalogTransaction.lock_account``).
 
 Sign convention. ``amount`` is always positive; ``kind`` is ``payment`` (money in) or
 ``refund`` (money given back, or a mistaken payment corrected: rows are never edited). The
@@ -38,10 +38,8 @@ from typing import Any
 from cbserver.billing import validation as v
 from cbserver.billing.catalog import lookup, now
 from cbserver.billing.currencies import minor_units
+from cbserver.billing.domain import RESERVATION_EXPIRY
 from cbserver.billing.validation import ConflictError, Field, NotFound, ValidationError
-from cbserver.db import catalog_store as store
-from cbserver.db import payments_store as pstore
-from cbserver.db.authz_store import RESERVATION_EXPIRY
 
 _DECIMAL = v.decimal(None)
 
@@ -107,7 +105,7 @@ def money_left(owner: str, balance: Decimal, credit_limit: Decimal | None,
     return None
 
 
-async def _check_refund(cur, amount: Decimal, paid: Decimal, left: Decimal | None,
+async def _check_refund(tx, amount: Decimal, paid: Decimal, left: Decimal | None,
                         owner_key: str) -> None:
     """Refuse a refund larger than what was paid in, or than the money left that no call in
     progress holds (a call's final charge must still find its reservation's money)."""
@@ -116,7 +114,7 @@ async def _check_refund(cur, amount: Decimal, paid: Decimal, left: Decimal | Non
                                         f"(net of refunds: {paid})")
     if left is None:
         return
-    held = await pstore.held(cur, owner_key, RESERVATION_EXPIRY)
+    held = await tx.held(owner_key, RESERVATION_EXPIRY)
     if amount > left - held:
         detail = f", of which {held} is held by calls in progress" if held else ""
         raise ValidationError("amount", f"a refund of {amount} is more than the money left "
@@ -126,8 +124,8 @@ async def _check_refund(cur, amount: Decimal, paid: Decimal, left: Decimal | Non
 class Payments:
     """Record payments and refunds and move balances, over a ``Database`` pool."""
 
-    def __init__(self, db, clock):
-        self.db = db
+    def __init__(self, store, clock):
+        self.store = store  # ICatalogStore
         self.clock = clock
 
     async def recharge_account(self, account_id: str, data: Mapping[str, Any], *,
@@ -140,8 +138,8 @@ class Payments:
         row = v.clean(PAYMENT, data)
         who = _MADE_BY("made_by", made_by)
 
-        async def run(cur):
-            account = await pstore.lock_account(cur, account_id)
+        async def run(tx):
+            account = await tx.lock_account(account_id)
             if account is None:
                 raise NotFound("account", account_id)
             if account["balance_control"] == "subordinate":
@@ -151,18 +149,18 @@ class Payments:
             amount = check_amount(row["amount"], currency)
             owner = account["account_type"]
             if row["kind"] == "refund":
-                await _check_refund(cur, amount, await pstore.net_paid(cur, "account", account_id),
+                await _check_refund(tx, amount, await tx.net_paid("account", account_id),
                                     money_left(owner, account["balance"], account["credit_limit"]),
                                     f"account:{account_id}")
             at = now(self.clock)
-            after = await pstore.move_account(cur, account_id, balance_delta(owner, row["kind"], amount),
+            after = await tx.move_account(account_id, balance_delta(owner, row["kind"], amount),
                                               at, recharge=row["kind"] == "payment")
-            return await pstore.insert(cur, {
+            return await tx.insert_payment({
                 "account_id": account_id, "customer_id": None, "kind": row["kind"],
                 "amount": amount, "currency": currency, "balance_after": after,
                 "note": row["note"], "made_by": who, "created_at": at})
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     async def recharge_customer(self, key: int | str, data: Mapping[str, Any], *,
                                 made_by: str) -> dict:
@@ -174,43 +172,43 @@ class Payments:
         row = v.clean(PAYMENT, data)
         who = _MADE_BY("made_by", made_by)
 
-        async def run(cur):
-            customer = await lookup(cur, "customers", key, kind="customer", lock=True)
+        async def run(tx):
+            customer = await lookup(tx, "customers", key, kind="customer", lock=True)
             currency = check_currency(row["currency"], customer["currency"])
             amount = check_amount(row["amount"], currency)
             if row["kind"] == "refund":
-                await _check_refund(cur, amount, await pstore.net_paid(cur, "customer", customer["id"]),
+                await _check_refund(tx, amount, await tx.net_paid("customer", customer["id"]),
                                     money_left("customer", customer["balance"],
                                                customer["credit_limit"], customer["balance_control"]),
                                     f"customer:{customer['id']}")
-            after = await pstore.move_customer(cur, customer["id"],
+            after = await tx.move_customer(customer["id"],
                                                balance_delta("customer", row["kind"], amount))
-            return await pstore.insert(cur, {
+            return await tx.insert_payment({
                 "account_id": None, "customer_id": customer["id"], "kind": row["kind"],
                 "amount": amount, "currency": currency, "balance_after": after,
                 "note": row["note"], "made_by": who, "created_at": now(self.clock)})
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     async def list_account_payments(self, account_id: str, limit=50, offset=0) -> dict:
         """A page of an account's payments and refunds, newest first."""
         limit, offset = v.page_args(limit, offset)
 
-        async def run(cur):
-            if await store.get(cur, "accounts", account_id) is None:
+        async def run(tx):
+            if await tx.get("accounts", account_id) is None:
                 raise NotFound("account", account_id)
-            rows, total = await pstore.page(cur, "account", account_id, limit, offset)
+            rows, total = await tx.payments_page("account", account_id, limit, offset)
             return {"items": rows, "total": total, "limit": limit, "offset": offset}
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)
 
     async def list_customer_payments(self, key: int | str, limit=50, offset=0) -> dict:
         """A page of a customer's payments and refunds, newest first."""
         limit, offset = v.page_args(limit, offset)
 
-        async def run(cur):
-            customer = await lookup(cur, "customers", key, kind="customer")
-            rows, total = await pstore.page(cur, "customer", customer["id"], limit, offset)
+        async def run(tx):
+            customer = await lookup(tx, "customers", key, kind="customer")
+            rows, total = await tx.payments_page("customer", customer["id"], limit, offset)
             return {"items": rows, "total": total, "limit": limit, "offset": offset}
 
-        return await store.transaction(self.db, run)
+        return await self.store.transaction(run)

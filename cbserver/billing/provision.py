@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
+from zope.interface import implementer
 
 from cbserver.billing import passwords
 from cbserver.billing import validation as v
@@ -34,8 +35,8 @@ from cbserver.billing.catalog import (
     upsert_rate,
 )
 from cbserver.billing.generator import Generator
+from cbserver.billing.stores import ICatalogStore
 from cbserver.billing.validation import ConflictError, NotFound, ValidationError
-from cbserver.db import catalog_store as store
 
 SECTIONS = ("destination", "tariff", "product", "customer", "account", "generate")
 
@@ -58,16 +59,26 @@ class _DryRun(Exception):
     """Raised at the end of a dry run to roll the transaction back."""
 
 
+@implementer(ICatalogStore)
 class _Bound:
-    """A ``Database`` look-alike whose every interaction runs on one open transaction."""
+    """An ``ICatalogStore`` whose every transaction runs on one open transaction ``tx``."""
 
-    def __init__(self, cur, dsn: str):
-        self.cur = cur
-        self.dsn = dsn
+    def __init__(self, tx, store):
+        self.tx = tx
+        self.store = store
 
-    def runInteraction(self, fn, *args, **kwargs) -> defer.Deferred:  # noqa: N802 - pool API name
-        """Run ``fn`` on the shared cursor (no new transaction)."""
-        return defer.maybeDeferred(fn, self.cur, *args, **kwargs)
+    def transaction(self, fn, *args, **kwargs) -> defer.Deferred:
+        """Run ``fn`` on the shared transaction (no new one)."""
+        return self.tx.nested(fn, *args, **kwargs)
+
+    def write_accounts(self, **kwargs):
+        """The outer store's bulk write (its own connection and commit)."""
+        return self.store.write_accounts(**kwargs)
+
+
+def _missing_prefixes(tx, prefixes):
+    """The ``prefixes`` that are not destinations (a transaction body)."""
+    return tx.missing_prefixes(prefixes)
 
 
 def load(path: str | Path) -> dict:
@@ -115,12 +126,12 @@ def _where(where: str, error: ValidationError) -> ValidationError:
 
 
 class Provisioner:
-    """Applies one provisioning document on a transaction-bound ``db``."""
+    """Applies one provisioning document on a transaction-bound ``ICatalogStore``."""
 
-    def __init__(self, db, clock):
-        self.db = db
-        self.catalog = Catalog(db, clock)
-        self.accounts = Accounts(db, clock)
+    def __init__(self, store, clock):
+        self.store = store  # ICatalogStore
+        self.catalog = Catalog(store, clock)
+        self.accounts = Accounts(store, clock)
         self.changes: list[Change] = []
 
     def _note(self, action: str, kind: str, key: Any, detail: str = "") -> None:
@@ -171,11 +182,11 @@ class Provisioner:
                     raise ValidationError("effective_from", "is required in a provisioning file (so that "
                                                             "applying it twice changes nothing)")
                 check_rate(row)
-                if await store.transaction(self.db, store.missing_prefixes, [row["prefix"]]):
+                if await self.store.transaction(_missing_prefixes, [row["prefix"]]):
                     raise ValidationError("prefix", f"{row['prefix']!r} is not in the destination register")
             except ValidationError as e:
                 raise _where(f"rate[{j}]", e) from None
-            done = await store.transaction(self.db, upsert_rate, tariff["id"], row)
+            done = await self.store.transaction(upsert_rate, tariff["id"], row)
             if done != "unchanged":
                 when = row["effective_from"].isoformat()
                 self._note(done[:-1], "rate", f"{tariff['name']}/{row['prefix']}@{when}")
@@ -230,7 +241,7 @@ class Provisioner:
         for name in ("customer", "product", "batch"):
             if name in changes and changes[name] == current.get(f"{name}_id"):
                 del changes[name]  # named by id rather than by name: same object
-        row = await store.transaction(self.db, store.get, "accounts", wanted["id"])
+        row = await self.store.transaction(lambda tx: tx.get("accounts", wanted["id"]))
         for plain, column in (("password", "password_hash"), ("web_password", "web_password_hash")):
             if plain in secret:
                 value = secret[plain]
@@ -243,22 +254,22 @@ class Provisioner:
             self._note("update", "account", wanted["id"], ", ".join(sorted(changes)))
 
 
-async def provision(db, clock, doc: Mapping, *, csv_dir: str | Path, dry_run: bool = False,
+async def provision(store, clock, doc: Mapping, *, csv_dir: str | Path, dry_run: bool = False,
                     mailer=None) -> list[Change]:
     """Apply ``doc`` (see ``load``): one transaction for the objects, then the generator runs
     (whose CSVs are mailed through ``mailer``, as ``Generator`` does)."""
     runs = _items(doc, "generate")
     found: dict[str, list[Change]] = {}
 
-    async def objects(cur):
-        bound = _Bound(cur, db.dsn)
+    async def objects(tx):
+        bound = _Bound(tx, store)
         p = Provisioner(bound, clock)
         await p.apply(doc)
         pending = []
         gen = Generator(bound, clock, csv_dir, mailer)
         for i, run in enumerate(runs):
             batch = run.get("batch")
-            if isinstance(batch, str) and await store.get_by(cur, "batches", "name", batch.strip()):
+            if isinstance(batch, str) and await tx.get_by("batches", "name", batch.strip()):
                 continue  # that run was applied before
             try:
                 req, _space, _links = await gen.check(run)
@@ -271,10 +282,10 @@ async def provision(db, clock, doc: Mapping, *, csv_dir: str | Path, dry_run: bo
             raise _DryRun()
 
     try:
-        await store.transaction(db, objects)
+        await store.transaction(objects)
     except _DryRun:
         return found["changes"]
-    generator = Generator(db, clock, csv_dir, mailer)
+    generator = Generator(store, clock, csv_dir, mailer)
     for run in found["pending"]:
         result = await generator.generate(run)
         for change in found["changes"]:

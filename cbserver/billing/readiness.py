@@ -29,33 +29,13 @@ from cbserver.billing.authorize import (
     callback_fail_entry,
     choose_entry,
 )
+from cbserver.billing.domain import AccountInfo, LoadedTariff, RatingEntry, TariffNotFound
 from cbserver.billing.model import RatingError
 from cbserver.billing.numbers import normalise_number
 from cbserver.billing.rating import select_rate
-from cbserver.db import authz_store
-from cbserver.db.tariff_loader import LoadedTariff, TariffNotFound, load_tariff
 
 ERROR = "error"
 WARNING = "warning"
-
-# Products with the active accounts that would place callbacks through them (internal
-# accounts are checked on their own, per instance).
-_PRODUCTS = (
-    "SELECT p.id, p.name, "
-    "EXISTS (SELECT 1 FROM product_services s WHERE s.product_id = p.id AND s.service = 'voice'), "
-    "(SELECT count(*) FROM accounts a WHERE a.product_id = p.id AND a.status = 'active' "
-    "        AND NOT a.internal) "
-    "FROM products p ORDER BY p.name")
-_ENTRIES = ("SELECT product_id, access_code, tariff_id, overdraft_protection FROM rating_entries "
-            "WHERE service = 'voice' AND node = %s")
-# Peak/off-peak rates in a tariff without an off-peak period: every call is peak, so their
-# off-peak prices never apply (the manual lets the mode be set before the period, so the
-# catalog accepts it; this is where the operator hears of it).
-_OFFPEAK_ORPHANS = (
-    "SELECT t.name, count(*) FROM rates r JOIN tariffs t ON t.id = r.tariff_id "
-    "WHERE r.rating_mode = 'peak_offpeak' AND t.offpeak_timezone IS NULL "
-    "GROUP BY t.name ORDER BY t.name")
-
 
 @dataclass(frozen=True)
 class Finding:
@@ -84,7 +64,7 @@ class Product:
     name: str
     has_voice: bool
     active_accounts: int
-    entries: list[authz_store.RatingEntry]  # its voice rating entries at this node
+    entries: list[RatingEntry]  # its voice rating entries at this node
 
 
 @dataclass
@@ -94,28 +74,31 @@ class Facts:
     node: str
     products: dict[int, Product]
     tariffs: dict[int, LoadedTariff | Exception]
-    internal: dict[str, authz_store.AccountInfo | None]
+    internal: dict[str, AccountInfo | None]
     offpeak_orphans: list[tuple[str, int]]
 
 
 @defer.inlineCallbacks
-def load_facts(db, node: str, internal_accounts: Iterable[str]):
-    """Fire with the ``Facts`` for ``node``: products, their entries, the tariffs they name."""
+def load_facts(store, node: str, internal_accounts: Iterable[str]):
+    """Fire with the ``Facts`` for ``node``: products, their entries, the tariffs they name.
+
+    ``store`` provides ``IReadinessStore``.
+    """
     internal = {}
     for account_id in sorted(set(internal_accounts)):
-        internal[account_id] = yield authz_store.fetch_account(db, account_id)
-    entries: dict[int, list[authz_store.RatingEntry]] = {}
-    for product_id, *entry in (yield db.runQuery(_ENTRIES, (node,))):
-        entries.setdefault(product_id, []).append(authz_store.RatingEntry(*entry))
+        internal[account_id] = yield store.fetch_account(account_id)
+    entries: dict[int, list[RatingEntry]] = {}
+    for product_id, entry in (yield store.voice_entries(node)):
+        entries.setdefault(product_id, []).append(entry)
     products = {pid: Product(pid, name, bool(voice), int(count), entries.get(pid, []))
-                for pid, name, voice, count in (yield db.runQuery(_PRODUCTS))}
+                for pid, name, voice, count in (yield store.products())}
     tariffs: dict[int, LoadedTariff | Exception] = {}
     for tariff_id in sorted({e.tariff_id for es in entries.values() for e in es}):
         try:
-            tariffs[tariff_id] = yield load_tariff(db, tariff_id)
+            tariffs[tariff_id] = yield store.load_tariff(tariff_id)
         except (TariffNotFound, RatingError, ValueError) as e:
             tariffs[tariff_id] = e
-    orphans = [(name, int(n)) for name, n in (yield db.runQuery(_OFFPEAK_ORPHANS))]
+    orphans = [(name, int(n)) for name, n in (yield store.offpeak_orphans())]
     return Facts(node, products, tariffs, internal, orphans)
 
 
@@ -258,9 +241,9 @@ def _fail_entry(facts: Facts, product: Product, tariff: LoadedTariff,
 
 
 @defer.inlineCallbacks
-def check_readiness(db, cfg, now: dt.datetime):
+def check_readiness(store, cfg, now: dt.datetime):
     """Fire with the findings for this node's configuration (``cfg``) and catalog at ``now``."""
     internal = [a.internal_account for a in cfg.application
                 if a.hosted_allowed_clients and a.internal_account]
-    facts = yield load_facts(db, cfg.server.node, internal)
+    facts = yield load_facts(store, cfg.server.node, internal)
     return evaluate(facts, cfg.application, now)

@@ -51,15 +51,14 @@ def parse_bound(option: str, text: str) -> dt.datetime:
     return value
 
 
-def run_report(cursor, name: str, start: dt.datetime, end: dt.datetime, account: str | None = None):
-    """Run report ``name`` with a psycopg2 cursor; return ``(columns, rows)``."""
+def run_report(source, name: str, start: dt.datetime, end: dt.datetime, account: str | None = None):
+    """Run report ``name`` on ``source`` (an ``IReportSource``); return ``(columns, rows)``."""
     sql = report_sql(name)
     if end <= start:
         raise ReportError("--to must be after --from")
     if name in NEEDS_ACCOUNT and not account:
         raise ReportError(f"report {name!r} needs --account")
-    cursor.execute(sql, {"from": start, "to": end, "account": account})
-    return [c.name for c in cursor.description], cursor.fetchall()
+    return source.run(sql, {"from": start, "to": end, "account": account})
 
 
 def _text(value) -> str:

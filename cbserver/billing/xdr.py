@@ -15,20 +15,15 @@ import os
 from dataclasses import asdict, dataclass, fields
 from decimal import Decimal
 
-import psycopg2
-import psycopg2.errors
 from twisted.application import service
 from twisted.internet import defer
 from twisted.python.failure import Failure
-from txpostgres.txpostgres import RollbackFailed
 from zope.interface import Interface, implementer
 
 from cbserver.billing.model import NoRateError
 from cbserver.billing.rating import price_leg
 from cbserver.billing.spool import Spool
-from cbserver.db import xdr_store
-from cbserver.db.pool import DatabaseUnavailable
-from cbserver.db.xdr_store import ConcurrentWrite
+from cbserver.errors import ConcurrentWrite, DatabaseUnavailable, TransactionAborted
 from cbserver.logs import Logger
 
 TRIGGER_MODES = ("simple", "extended", "hosted")
@@ -172,16 +167,16 @@ class XdrRejected(Exception):
 def _unavailable(failure) -> bool:
     """True when a failure means PostgreSQL is away (spool), not that the data is wrong.
 
-    A transaction whose rollback failed (txpostgres ``RollbackFailed``) lost its connection.
+    The store (``IXdrStore``) turns the driver's lost connections, and transactions whose
+    rollback failed, into ``DatabaseUnavailable``. A batch PostgreSQL still aborts (deadlock,
+    serialization failure) after ``_transaction``'s retries is spooled too, to be replayed.
     """
-    return failure.check(DatabaseUnavailable, psycopg2.OperationalError, psycopg2.InterfaceError,
-                         RollbackFailed) is not None
+    return failure.check(DatabaseUnavailable, TransactionAborted) is not None
 
 
 def _retryable(failure) -> bool:
     """True for a deadlock, a serialization failure, or another writer storing the same legs."""
-    return failure.check(psycopg2.errors.DeadlockDetected, psycopg2.errors.SerializationFailure,
-                         psycopg2.errors.UniqueViolation, ConcurrentWrite) is not None
+    return failure.check(ConcurrentWrite) is not None
 
 
 @implementer(ICallRecorder)
@@ -190,7 +185,7 @@ class XdrWriter(service.Service):
 
     ``record`` queues a leg; at the end of the reactor turn, whenever fewer than
     ``max_in_flight`` transactions are in flight, everything queued (up to ``batch_max``) goes
-    in one transaction (``xdr_store.write_batch``).
+    in one transaction (``IXdrStore.write_batch``).
     If PostgreSQL is unreachable the batch, and every leg after it, is appended to the spool;
     when the pool is ready again the spool is replayed in order, and only once it is empty do
     legs go straight to PostgreSQL again. ``record``'s Deferred fires when the leg is in PostgreSQL or fsync'd
@@ -200,9 +195,9 @@ class XdrWriter(service.Service):
     log = Logger()
     name = "xdr-writer"
 
-    def __init__(self, db, clock, spool: Spool, batch_max: int = 500, retry_delay: float = 1.0,
+    def __init__(self, store, clock, spool: Spool, batch_max: int = 500, retry_delay: float = 1.0,
                  max_in_flight: int = 2):
-        self.db = db
+        self.store = store  # IXdrStore
         self.clock = clock
         self.spool = spool
         self.batch_max = batch_max
@@ -271,7 +266,7 @@ class XdrWriter(service.Service):
         """Spool the queue, or start a transaction with it if none is in flight."""
         if not self._queue:
             return
-        if self._spooling or not self.db.ready:
+        if self._spooling or not self.store.ready:
             self._spool_out([self._queue.popleft() for _ in range(len(self._queue))])
             return
         while self._queue and self._busy < self.max_in_flight:
@@ -345,7 +340,7 @@ class XdrWriter(service.Service):
         """Run ``write_batch``, retrying deadlocks and serialization failures."""
         for attempt in range(attempts):
             try:
-                result = yield self.db.runInteraction(xdr_store.write_batch, legs)
+                result = yield self.store.write_batch(legs)
                 return result
             except Exception:  # noqa: BLE001 - re-raised unless retryable
                 failure = Failure()
@@ -378,7 +373,7 @@ class XdrWriter(service.Service):
         if self._replay_pending or not self.running:
             return
         self._replay_pending = True
-        d = self.db.when_ready()
+        d = self.store.when_ready()
         d.addCallback(lambda _: self._replay())
         d.addErrback(lambda f: self.log.failure("xDR spool replay failed", failure=f))
 

@@ -18,10 +18,10 @@ import datetime as dt
 from twisted.internet import defer
 
 from cbserver.billing.authorize import AuthorizationError, AuthRequest
-from cbserver.callback.translation import TranslationError, compile_rule
 from cbserver.logs import Logger
 from cbserver.media.collector import CollectOutcome
 from cbserver.media.speech import SpeechError, balance_announcement, minutes_announcement
+from cbserver.translation import TranslationError, compile_rule
 
 log = Logger()
 

@@ -25,7 +25,8 @@ from cbserver.callback.legmedia import LegMedia, join
 from cbserver.callback.session import CallbackSession, SessionContext
 from cbserver.callback.statuswriter import StatusWriter
 from cbserver.db import authz_store, callbacks_store
-from cbserver.db.pool import DATABASE_ERRORS
+from cbserver.db.stores import PostgresReadinessStore
+from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger, describe_failure
 
 # Authorization refusals -> (refusal code, message for the page).
@@ -160,8 +161,8 @@ class CallbackService(service.Service):
         if app is None:
             raise CallbackRefused("not_found", f"no callback instance {request.application!r}")
         account, destination, check_password = self._mode_parameters(app, request)
-        # The per-account cap on callbacks in progress is the web layer's ConcurrencyGauge,
-        # which took a slot (atomically across nodes) before this call.
+        # The per-account cap on callbacks in progress is admission's ConcurrencyGauge,
+        # (cbserver.callback.admission), which took a slot atomically across nodes before this call.
         session_id = request.callback_id or self.new_callback_id()
         auth_req = AuthRequest(session_id=session_id, account_id=account, cli=request.phone,
                                cld=destination, password=request.password,
@@ -236,7 +237,7 @@ class CallbackService(service.Service):
         meets it as a refused callback (see ``cbserver.billing.readiness``).
         """
         now = dt.datetime.fromtimestamp(self.clock.seconds(), dt.UTC)
-        findings = yield readiness.check_readiness(self.db, self.cfg, now)
+        findings = yield readiness.check_readiness(PostgresReadinessStore(self.db), self.cfg, now)
         for f in findings:
             emit = self.log.error if f.severity == readiness.ERROR else self.log.warn
             emit("readiness {code}: {subject}: {text}", code=f.code, subject=f.subject,
@@ -248,7 +249,7 @@ class CallbackService(service.Service):
     def _readiness_failed(self, failure):
         """The start-up check could not read the catalog: one warning line when PostgreSQL is
         away (the pool logs the outage itself), a traceback for anything else."""
-        if failure.check(*DATABASE_ERRORS):
+        if failure.check(DatabaseUnavailable):
             self.log.warn("readiness not checked: {error} (run `cbserver check` once the database "
                           "is back)", error=describe_failure(failure))
         else:

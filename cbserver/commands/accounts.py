@@ -18,6 +18,7 @@ from cbserver.cli import CommandError
 from cbserver.commands.catalog import print_json, run_service
 from cbserver.commands.db import add_dsn_arguments, config_from_args
 from cbserver.config import cards_dir
+from cbserver.db.stores import PostgresCatalogStore
 from cbserver.mail import Mailer
 
 #: option -> generator field, for options that map one to one.
@@ -168,7 +169,7 @@ def _generate(args) -> int:
 
     async def go(services):
         mailer = Mailer(cfg.notifications, services.reactor) if cfg is not None else None
-        return await Generator(services.db, services.reactor, folder, mailer).generate(
+        return await Generator(PostgresCatalogStore(services.db), services.reactor, folder, mailer).generate(
             data, progress=bar)
 
     result = run_service(args, go)
@@ -223,7 +224,7 @@ def _recharge(args) -> int:
         data["currency"] = args.currency
 
     async def go(services):
-        payments = Payments(services.db, services.reactor)
+        payments = Payments(PostgresCatalogStore(services.db), services.reactor)
         if owner == "account":
             return await payments.recharge_account(key, data, made_by="cli")
         return await payments.recharge_customer(key, data, made_by="cli")
@@ -237,7 +238,7 @@ def _payments(args) -> int:
     owner, key = _owner(args)
 
     async def go(services):
-        payments = Payments(services.db, services.reactor)
+        payments = Payments(PostgresCatalogStore(services.db), services.reactor)
         if owner == "account":
             return await payments.list_account_payments(key, args.limit, args.offset)
         return await payments.list_customer_payments(key, args.limit, args.offset)

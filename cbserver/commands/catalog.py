@@ -20,6 +20,7 @@ from cbserver.billing.catalog import Catalog, RowErrors
 from cbserver.billing.validation import CatalogError, ValidationError, jsonable
 from cbserver.cli import CommandError
 from cbserver.commands.db import add_dsn_arguments, dsn_from_args
+from cbserver.db.stores import PostgresCatalogStore
 
 CONNECT_TIMEOUT = 15.0
 
@@ -30,8 +31,8 @@ class Services:
     def __init__(self, db, reactor):
         self.db = db
         self.reactor = reactor
-        self.catalog = Catalog(db, reactor)
-        self.accounts = Accounts(db, reactor)
+        self.catalog = Catalog(PostgresCatalogStore(db), reactor)
+        self.accounts = Accounts(PostgresCatalogStore(db), reactor)
 
 
 def describe(error: CatalogError) -> str:

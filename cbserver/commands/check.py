@@ -14,6 +14,7 @@ from cbserver.billing import readiness
 from cbserver.commands.catalog import run_service
 from cbserver.commands.db import config_from_args
 from cbserver.commands.quote import parse_time
+from cbserver.db.stores import PostgresReadinessStore
 
 
 def register(sub) -> None:
@@ -31,7 +32,7 @@ def run(args) -> int:
     at = parse_time(args.at)
 
     async def go(services):
-        return await readiness.check_readiness(services.db, cfg, at)
+        return await readiness.check_readiness(PostgresReadinessStore(services.db), cfg, at)
 
     findings = run_service(args, go)
     if args.json:

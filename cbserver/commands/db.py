@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import psycopg2
-
 from cbserver.cli import CommandError
 from cbserver.config import ConfigError, load_config
 from cbserver.db.migrations import MigrationError, applied, changed, discover, upgrade
+from cbserver.db.sync import connect_sync
+from cbserver.errors import DatabaseUnavailable
 
 
 def register(sub) -> None:
@@ -59,9 +59,9 @@ def _status(args) -> int:
     """Print the current version and each pending migration."""
     dsn = dsn_from_args(args)
     try:
-        conn = psycopg2.connect(dsn, connect_timeout=10)
-    except psycopg2.OperationalError as e:
-        raise CommandError(f"cannot connect: {str(e).strip()}") from None
+        conn = connect_sync(dsn, timeout=10)
+    except DatabaseUnavailable as e:
+        raise CommandError(f"cannot connect: {e}") from None
     try:
         recorded = applied(conn)
         have = max(recorded, default=0)

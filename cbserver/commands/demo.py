@@ -26,8 +26,8 @@ from pathlib import Path
 from cbserver.cli import CommandError
 from cbserver.config import example_path
 from cbserver.db.migrations import MigrationChanged, MigrationError, upgrade
-from cbserver.db.pgcluster import ClusterError, default_cluster
-from cbserver.democarrier import TRUNK_PASSWORD, TRUNK_USER, Carrier
+from cbserver.devtools.democarrier import TRUNK_PASSWORD, TRUNK_USER, Carrier
+from cbserver.devtools.pgcluster import ClusterError, default_cluster
 from cbserver.resources import checkout_dir
 
 CARRIER_PORT = 5070

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cbserver.cli import CommandError
-from cbserver.db.pgcluster import ClusterError, default_cluster
+from cbserver.devtools.pgcluster import ClusterError, default_cluster
 
 
 def register(sub) -> None:

@@ -12,6 +12,7 @@ from cbserver.cli import CommandError
 from cbserver.commands.accounts import csv_dir
 from cbserver.commands.catalog import describe, run_service
 from cbserver.commands.db import add_dsn_arguments, config_from_args
+from cbserver.db.stores import PostgresCatalogStore
 from cbserver.mail import Mailer
 
 
@@ -37,7 +38,7 @@ def _provision(args) -> int:
 
     async def go(services):
         mailer = Mailer(cfg.notifications, services.reactor) if cfg is not None else None
-        return await provision(services.db, services.reactor, doc, csv_dir=folder,
+        return await provision(PostgresCatalogStore(services.db), services.reactor, doc, csv_dir=folder,
                                dry_run=args.dry_run, mailer=mailer)
 
     changes = run_service(args, go)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import psycopg2
-
 from cbserver.billing.authorize import DEFAULT_ACCESS_CODE, choose_entry
 from cbserver.billing.model import RatingError
 from cbserver.billing.numbers import normalise_number
@@ -19,7 +17,9 @@ from cbserver.billing.rating import MAX_DURATION, quote
 from cbserver.cli import CommandError
 from cbserver.commands.db import add_dsn_arguments, config_from_args, dsn_from_args
 from cbserver.db.authz_store import fetch_account_sync, fetch_entries_sync
+from cbserver.db.sync import sync_cursor
 from cbserver.db.tariff_loader import TariffNotFound, load_tariff_sync
+from cbserver.errors import DatabaseError, DatabaseUnavailable
 
 
 def register(sub) -> None:
@@ -93,24 +93,20 @@ def run(args) -> int:
         raise CommandError(str(e)) from None
     dsn = dsn_from_args(args)
     try:
-        conn = psycopg2.connect(dsn, connect_timeout=10)
-    except psycopg2.OperationalError as e:
-        raise CommandError(f"cannot connect: {str(e).strip().splitlines()[0]}") from None
-    try:
-        with conn, conn.cursor() as cur:
+        with sync_cursor(dsn, timeout=10) as cur:
             if args.tariff is not None:
                 tariff = load_tariff_sync(cur, name=args.tariff)
             else:
                 tariff = _tariff_for_account(cur, args)
+    except DatabaseUnavailable as e:
+        raise CommandError(f"cannot connect: {str(e).splitlines()[0]}") from None
     except TariffNotFound as e:
         raise CommandError(f"unknown tariff: {e}") from None
     except (RatingError, ValueError) as e:
         raise CommandError(f"tariff cannot be used: {e}") from None
-    except psycopg2.Error as e:
-        raise CommandError(f"database error: {str(e).strip().splitlines()[0]} "
+    except DatabaseError as e:
+        raise CommandError(f"database error: {str(e).splitlines()[0]} "
                            "(is the schema current? `cbserver db upgrade`)") from None
-    finally:
-        conn.close()
     try:
         result = quote(tariff.rates, args.number, duration, at)
     except RatingError as e:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import psycopg2
-
 from cbserver.billing.reports import (
     ReportError,
     available,
@@ -16,6 +14,9 @@ from cbserver.billing.reports import (
 )
 from cbserver.cli import CommandError
 from cbserver.commands.db import dsn_from_args
+from cbserver.db.stores import CursorReports
+from cbserver.db.sync import sync_cursor
+from cbserver.errors import DatabaseError, DatabaseUnavailable
 
 
 def register(sub) -> None:
@@ -53,18 +54,14 @@ def run(args) -> int:
         raise CommandError("one of the arguments --dsn --config is required")
     dsn = dsn_from_args(args)
     try:
-        conn = psycopg2.connect(dsn, connect_timeout=10)
-    except psycopg2.OperationalError as e:
-        raise CommandError(f"cannot connect: {str(e).strip().splitlines()[0]}") from None
-    try:
-        with conn, conn.cursor() as cur:
-            columns, rows = run_report(cur, args.name, start, end, args.account)
+        with sync_cursor(dsn, timeout=10) as cur:
+            columns, rows = run_report(CursorReports(cur), args.name, start, end, args.account)
+    except DatabaseUnavailable as e:
+        raise CommandError(f"cannot connect: {str(e).splitlines()[0]}") from None
     except ReportError as e:
         raise CommandError(str(e)) from None
-    except psycopg2.Error as e:
-        raise CommandError(f"database error: {str(e).strip().splitlines()[0]} "
+    except DatabaseError as e:
+        raise CommandError(f"database error: {str(e).splitlines()[0]} "
                            "(is the schema current? `cbserver db upgrade`)") from None
-    finally:
-        conn.close()
     sys.stdout.write(format_csv(columns, rows) if args.csv else format_table(columns, rows))
     return 0

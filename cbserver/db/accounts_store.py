@@ -15,6 +15,7 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
+from cbserver.billing.stores import ACCOUNT_COPY_COLUMNS
 from cbserver.db.catalog_store import fetch_all, fetch_one, translate
 
 #: The transaction-scoped advisory lock (class, key) every generator write takes first. Two
@@ -103,12 +104,8 @@ def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-#: Columns the generator writes with COPY, in order.
-COPY_COLUMNS = ("id", "customer_id", "product_id", "batch_id", "role", "account_type",
-                "balance_control", "balance", "opening_balance", "credit_limit", "status",
-                "activation_date", "expiration_date", "avail_after_first_use_days",
-                "avail_after_last_use_days", "password_hash", "web_login", "web_password_hash",
-                "time_zone", "language", "distributor", "ecommerce", "internal")
+#: Columns the generator writes with COPY, in order (the order billing builds its rows in).
+COPY_COLUMNS = ACCOUNT_COPY_COLUMNS
 
 
 def _copy_text(value: Any) -> str:

@@ -19,6 +19,7 @@ from psycopg2.extras import Json
 from twisted.internet import defer
 
 from cbserver.billing.validation import ConflictError, ValidationError
+from cbserver.errors import TransactionAborted
 
 #: The tables of the catalog, each with its key column and the columns input may write.
 TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -281,6 +282,8 @@ def transaction(db, fn, *args, **kwargs) -> defer.Deferred:
         return db.runInteraction(run).addErrback(again)
 
     def failed(f):
+        if f.check(psycopg2.extensions.TransactionRollbackError):
+            raise TransactionAborted(str(f.value).strip()) from f.value  # still aborted after ATTEMPTS
         f.trap(psycopg2.IntegrityError, psycopg2.DataError)
         raise translate(f.value)
 

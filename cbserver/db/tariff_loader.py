@@ -12,12 +12,14 @@ is not cached share one load.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from cbserver.billing.domain import LoadedTariff, TariffNotFound
 from cbserver.billing.model import OffPeakPeriod, OffPeakWindow, Rate, RateDefinitionError, TariffRates
+from cbserver.billing.stores import ITariffSource
 
 _TARIFF_COLUMNS = "id, name, currency, offpeak_timezone, offpeak_periods, split_at_boundary"
 TARIFF_BY_ID = f"SELECT {_TARIFF_COLUMNS} FROM tariffs WHERE id = %s"
@@ -27,23 +29,6 @@ RATES_OF_TARIFF = (
     "offpeak_first_interval, offpeak_next_interval, offpeak_first_price, offpeak_next_price, "
     "formula, effective_from FROM rates WHERE tariff_id = %s ORDER BY prefix, effective_from, id")
 CHANGE_COUNTER = "SELECT counter FROM catalog_changes WHERE id = 1"
-
-
-class TariffNotFound(LookupError):
-    """No tariff with that id or name."""
-
-
-@dataclass(frozen=True)
-class LoadedTariff:
-    """A tariff as loaded: its id and the rating core's ``TariffRates``."""
-
-    tariff_id: int
-    rates: TariffRates
-
-    @property
-    def name(self) -> str:
-        """The tariff's name."""
-        return self.rates.name
 
 
 def _window(item) -> OffPeakWindow:
@@ -95,6 +80,7 @@ def load_tariff(db, tariff_id: int):
     return tariff_from_rows(rows[0], rates)
 
 
+@implementer(ITariffSource)
 class TariffCache:
     """Loaded tariffs kept in memory, dropped when the catalog change counter moves."""
 

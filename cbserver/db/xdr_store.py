@@ -22,6 +22,8 @@ from decimal import Decimal
 
 from twisted.internet import defer
 
+from cbserver.errors import ConcurrentWrite
+
 COLUMNS = ("session_id", "leg", "account_id", "customer_id", "cli", "cld", "access_code", "node",
            "tariff_id", "tariff_name", "prefix", "rate_id", "rate_version", "peak", "connect_time",
            "disconnect_time", "duration", "charged_seconds", "amount", "currency", "sip_code",
@@ -166,10 +168,6 @@ def write_batch(cur, records):
         # that nothing is charged twice.
         raise ConcurrentWrite(len(fresh) - len(stored))
     return stored
-
-
-class ConcurrentWrite(RuntimeError):
-    """Another writer stored some legs of this batch meanwhile; the batch must be retried."""
 
 
 BASELINE_TABLE = "CREATE TEMP TABLE xdrs_copy_baseline (LIKE xdrs INCLUDING DEFAULTS) ON COMMIT DROP"

@@ -32,6 +32,7 @@ from cbserver.billing.generator import Generator
 from cbserver.billing.payments import Payments
 from cbserver.billing.validation import ConflictError, NotFound, ValidationError, jsonable
 from cbserver.db.pool import DatabaseUnavailable
+from cbserver.db.stores import PostgresCatalogStore, PostgresReadinessStore
 from cbserver.logs import Logger
 from cbserver.mail import Mailer
 from cbserver.web.admin_openapi import openapi_document
@@ -124,10 +125,10 @@ class AdminApp:
         self.clock = clock
         self.cfg = cfg  # the server's Config: its instances are what /v1/readiness checks
         self.token = token or ""
-        self.catalog = Catalog(db, clock)
-        self.accounts = Accounts(db, clock)
-        self.payments = Payments(db, clock)
-        self.generator = Generator(db, clock, csv_dir,
+        self.catalog = Catalog(PostgresCatalogStore(db), clock)
+        self.accounts = Accounts(PostgresCatalogStore(db), clock)
+        self.payments = Payments(PostgresCatalogStore(db), clock)
+        self.generator = Generator(PostgresCatalogStore(db), clock, csv_dir,
                                    Mailer(cfg.notifications, clock) if cfg is not None else None)
         self.jobs: dict[str, dict] = {}
 
@@ -459,7 +460,7 @@ class AdminApp:
         if self.cfg is None:
             raise NotFound("readiness", "this admin endpoint serves no callback instances")
         at = dt.datetime.fromtimestamp(self.clock.seconds(), dt.UTC)
-        findings = await readiness.check_readiness(self.db, self.cfg, at)
+        findings = await readiness.check_readiness(PostgresReadinessStore(self.db), self.cfg, at)
         return {"node": self.cfg.server.node, "checked_at": at,
                 "ready": not any(f.severity == readiness.ERROR for f in findings),
                 "findings": [f.to_json() for f in findings]}

@@ -12,17 +12,16 @@ has the same code everywhere.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from cbserver.callback.admission import Admission, RateLimited
 from cbserver.callback.api import MODES, CallbackRefused, CallbackRequest
-from cbserver.db.pool import DATABASE_ERRORS
-from cbserver.logs import Logger, describe_failure
-from cbserver.web.limits import RateLimited
+from cbserver.errors import DatabaseUnavailable
+from cbserver.logs import Logger
 
 log = Logger()
 
@@ -46,8 +45,6 @@ _NUMBER_JUNK = re.compile(r"[\s\-.()/]")
 _NUMBER = re.compile(r"\+?[0-9]{3,20}")
 _ACCOUNT = re.compile(r"[A-Za-z0-9_.@+\-]{1,64}")
 _CALLBACK_ID = re.compile(r"[A-Za-z0-9_.\-]{1,80}")
-NOT_READY = "The service is not ready; please try again in a moment."
-BUSY = "The service is busy right now; please try again in a moment."
 
 
 class InvalidInput(CallbackRefused):
@@ -144,7 +141,7 @@ def error_response(failure_or_exc) -> tuple[int, dict, dict[bytes, bytes]]:
             headers[b"retry-after"] = b"5"
         elif exc.code == "busy":
             headers[b"retry-after"] = b"2"
-    elif isinstance(exc, DATABASE_ERRORS):
+    elif isinstance(exc, DatabaseUnavailable):
         status, code, field = 503, "not_ready", None
         message = "The service is not ready; please try again shortly."
         headers[b"retry-after"] = b"5"
@@ -165,12 +162,23 @@ class CallbackGateway:
 
     def __init__(self, service, limiter, gauge, metrics, ready, limits=None):
         self.service = service
-        self.limiter = limiter
-        self.gauge = gauge
+        self.admission = Admission(service, limiter, gauge, ready, limits)
         self.metrics = metrics
-        self.ready = ready
-        self.limits = limits  # LimitsConfig: the node's own caps (None: no cap)
-        self.starting = 0  # requests between validation and the service's answer
+
+    @property
+    def limiter(self):
+        """The admission's rate limiter (the Hosted token check counts against it too)."""
+        return self.admission.limiter
+
+    @property
+    def ready(self):
+        """The admission's readiness test (a callable: does the node take callbacks now?)."""
+        return self.admission.ready
+
+    @property
+    def starting(self) -> int:
+        """Requests between validation and the service's answer (see ``Admission``)."""
+        return self.admission.starting
 
     def refused(self, app_cfg, mode: str, client: str, exc: CallbackRefused,
                 callback_id: str | None = None) -> None:
@@ -182,53 +190,23 @@ class CallbackGateway:
                       app=app_cfg.name if app_cfg else "-", mode=mode, client=client, code=exc.code,
                       kind=kind or "-", field=exc.field or "-", callback_id=callback_id or "-")
 
-    def _check_load(self) -> None:
-        """Refuse with ``busy`` when this node is at one of its own caps.
-
-        Past its capacity a node that accepted every request would queue them behind the
-        database until the callers gave up or hung up on legA; refusing at once, before any
-        database work, keeps the accepted callbacks on time and tells the client to retry.
-        """
-        if self.limits is not None and (self.service.active >= self.limits.node_max_active
-                                        or self.starting >= self.limits.node_max_starting):
-            raise CallbackRefused("busy", BUSY)
-
     @defer.inlineCallbacks
     def start(self, app_cfg, mode: str, fields: dict, client: str, token: str | None,
                hosted_ok: bool):
-        """Check and start one callback; fire with its id or fail with ``CallbackRefused``."""
-        slot = None
-        req = None
+        """Check and start one callback; fire with its id or fail with ``CallbackRefused``.
+
+        The request is parsed and its mode checked against the client's address here; whether
+        the node takes it now is ``Admission``'s decision.
+        """
         try:
-            try:
-                if mode == "hosted" and not hosted_ok:
-                    raise CallbackRefused("hosted_not_allowed",
-                                          "Hosted callback is not available from your address.",
-                                          "mode")
-                req = validate(app_cfg, mode, fields, client, token)
-                if not self.ready():
-                    raise CallbackRefused("not_ready", NOT_READY)
-                self._check_load()
-                self.starting += 1
-                try:
-                    yield self.limiter.check(req)
-                    req = dataclasses.replace(req, callback_id=self.service.new_callback_id())
-                    slot = (yield self.gauge.acquire(req.account, req.callback_id)) if req.account else None
-                    cb_id = yield self.service.request_callback(req)
-                finally:
-                    self.starting -= 1
-            except DATABASE_ERRORS as e:
-                self.log.warn("database unavailable while starting a callback: {err} "
-                              "callback_id={callback_id}", err=describe_failure(e),
-                              callback_id=getattr(req, "callback_id", None) or "-")
-                raise CallbackRefused("not_ready", NOT_READY) from None
-        except BaseException as e:
-            if slot is not None:
-                self.gauge.cancel(slot).addErrback(
-                    lambda f: self.log.failure("could not free a callback slot callback_id={callback_id}",
-                                               failure=f, callback_id=req.callback_id))
-            if isinstance(e, CallbackRefused):
-                self.refused(app_cfg, mode, client, e, getattr(req, "callback_id", None))
+            if mode == "hosted" and not hosted_ok:
+                raise CallbackRefused("hosted_not_allowed",
+                                      "Hosted callback is not available from your address.",
+                                      "mode")
+            req = validate(app_cfg, mode, fields, client, token)
+            cb_id = yield self.admission.start(req)
+        except CallbackRefused as e:
+            self.refused(app_cfg, mode, client, e, getattr(e, "callback_id", None))
             raise
         self.metrics.callback_requested(mode)
         self.log.info("callback requested callback_id={callback_id} application={app} mode={mode} "

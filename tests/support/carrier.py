@@ -1,5 +1,5 @@
-"""The sipp carrier for tests: the same one the demo runs (``cbserver.democarrier``)."""
+"""The sipp carrier for tests: the same one the demo runs (``cbserver.devtools.democarrier``)."""
 
-from cbserver.democarrier import Carrier, render, scenario
+from cbserver.devtools.democarrier import Carrier, render, scenario
 
 __all__ = ["Carrier", "render", "scenario"]

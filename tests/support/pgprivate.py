@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from cbserver.db.pgcluster import Cluster
+from cbserver.devtools.pgcluster import Cluster
 
 
 @contextlib.contextmanager

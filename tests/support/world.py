@@ -17,7 +17,8 @@ import psycopg2
 from twisted.internet import defer, reactor, task
 
 from cbserver.config import parse_config
-from cbserver.democarrier import TRUNK_PASSWORD, TRUNK_USER
+from cbserver.db.stores import PostgresCatalogStore
+from cbserver.devtools.democarrier import TRUNK_PASSWORD, TRUNK_USER
 from cbserver.tap import CallbackServer
 from tests.support.carrier import Carrier
 
@@ -98,7 +99,7 @@ async def provision_manual_example(db, clock) -> None:
     from cbserver.billing.accounts import Accounts
     from cbserver.billing.catalog import Catalog
 
-    catalog, accounts = Catalog(db, clock), Accounts(db, clock)
+    catalog, accounts = Catalog(PostgresCatalogStore(db), clock), Accounts(PostgresCatalogStore(db), clock)
     since = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
     for prefix, country in (("1", "USA/Canada"), ("1818", "USA"), ("55", "Brazil"),
                             ("486", "Test busy"), ("603", "Test decline"),

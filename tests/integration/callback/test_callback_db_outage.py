@@ -26,7 +26,7 @@ from twisted.internet import reactor, task, threads
 from twisted.logger import globalLogPublisher
 
 from cbserver.db.migrations import upgrade
-from cbserver.db.pgcluster import Cluster
+from cbserver.devtools.pgcluster import Cluster
 from tests.support.api import get_json, post_callback
 from tests.support.pgprivate import private_cluster
 from tests.support.quote import quote

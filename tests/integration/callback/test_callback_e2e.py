@@ -10,6 +10,7 @@ import pytest
 import pytest_twisted
 
 from cbserver.callback.api import CallbackRefused, CallbackRequest
+from cbserver.db.stores import PostgresCatalogStore
 from tests.support.quote import quote
 from tests.support.world import DEMO_PASSWORD, World, ensure
 
@@ -61,7 +62,7 @@ async def test_an_offpeak_call_is_priced_by_the_offpeak_fields_through_to_the_xd
 
     from cbserver.billing.catalog import Catalog
 
-    catalog = Catalog(world.server.db, reactor)
+    catalog = Catalog(PostgresCatalogStore(world.server.db), reactor)
     await catalog.update_tariff("Callback", {"offpeak_timezone": "America/Sao_Paulo",
                                              "offpeak_periods": ["mon-sun 00:00-23:59"]})
     [rate] = (await catalog.list_rates({"tariff": "Callback", "prefix": "55"}))["items"]

@@ -8,6 +8,7 @@ from twisted.internet import reactor
 from cbserver.billing.accounts import Accounts
 from cbserver.billing.catalog import Catalog
 from cbserver.db.pool import Database
+from cbserver.db.stores import PostgresCatalogStore
 
 
 @pytest_twisted.async_yield_fixture
@@ -23,10 +24,10 @@ async def db(pg_dsn):
 @pytest_twisted.async_fixture
 async def catalog(db):
     """The catalog service over the pool, on the real reactor's clock."""
-    return Catalog(db, reactor)
+    return Catalog(PostgresCatalogStore(db), reactor)
 
 
 @pytest_twisted.async_fixture
 async def accounts(db):
     """The accounts service over the pool, on the real reactor's clock."""
-    return Accounts(db, reactor)
+    return Accounts(PostgresCatalogStore(db), reactor)

@@ -15,6 +15,7 @@ from twisted.internet import defer, reactor, task
 from cbserver.billing.generator import Generator
 from cbserver.billing.passwords import verify_password
 from cbserver.billing.validation import ConflictError, ValidationError
+from cbserver.db.stores import PostgresCatalogStore
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +41,7 @@ REQUEST = {"customer": "Retail", "product": "Callback Services", "quantity": 300
 async def test_generates_every_field_and_an_owner_only_csv(catalog, accounts, db, tmp_path, pg_dsn):
     await _setup(catalog, accounts)
     progress = []
-    result = await Generator(db, reactor, tmp_path / "cards").generate({
+    result = await Generator(PostgresCatalogStore(db), reactor, tmp_path / "cards").generate({
         **REQUEST, "role": "universal", "account_type": "debit", "manual_activation": True,
         "method": "random", "service_password": "auto", "distributor": "Kiosk 7",
         "activation_date": "2026-01-01T00:00:00+00:00", "expiration_date": "2027-01-01T00:00:00+00:00",
@@ -81,7 +82,7 @@ async def test_generates_every_field_and_an_owner_only_csv(catalog, accounts, db
 @pytest_twisted.ensureDeferred
 async def test_empty_web_credentials_and_no_manual_activation(catalog, accounts, db, tmp_path):
     await _setup(catalog, accounts)
-    result = await Generator(db, reactor, tmp_path).generate(
+    result = await Generator(PostgresCatalogStore(db), reactor, tmp_path).generate(
         {**REQUEST, "quantity": 5, "manual_activation": False, "web_credentials": "empty",
          "service_password": "none"})
     with open(result["csv_path"], newline="") as f:
@@ -97,7 +98,7 @@ async def test_infeasible_batch_is_refused_before_anything_is_created(catalog, a
                                                                      pg_dsn):
     await _setup(catalog, accounts)
     with pytest.raises(ValidationError) as e:
-        await Generator(db, reactor, tmp_path).generate(
+        await Generator(PostgresCatalogStore(db), reactor, tmp_path).generate(
             {**REQUEST, "quantity": 1000, "prefix": "55", "length": 4})
     assert e.value.field == "quantity" and "only 100 IDs are possible" in e.value.reason
     assert _count(pg_dsn) == 0 and _count(pg_dsn, "SELECT count(*) FROM batches") == 0
@@ -108,7 +109,7 @@ async def test_infeasible_batch_is_refused_before_anything_is_created(catalog, a
 async def test_existing_accounts_count_against_feasibility_and_are_never_reused(catalog, accounts, db,
                                                                                tmp_path, pg_dsn):
     await _setup(catalog, accounts)
-    gen = Generator(db, reactor, tmp_path)
+    gen = Generator(PostgresCatalogStore(db), reactor, tmp_path)
     await gen.generate({**REQUEST, "quantity": 60, "prefix": "55", "length": 4, "batch": "b1"})
     with pytest.raises(ValidationError, match="only 40 IDs are possible"):
         await gen.generate({**REQUEST, "quantity": 41, "prefix": "55", "length": 4, "batch": "b2"})
@@ -119,7 +120,7 @@ async def test_existing_accounts_count_against_feasibility_and_are_never_reused(
 @pytest_twisted.ensureDeferred
 async def test_existing_batch_is_extended_and_a_new_batch_name_must_be_free(catalog, accounts, db, tmp_path):
     await _setup(catalog, accounts)
-    gen = Generator(db, reactor, tmp_path)
+    gen = Generator(PostgresCatalogStore(db), reactor, tmp_path)
     await gen.generate({**REQUEST, "quantity": 3})
     with pytest.raises(ConflictError):
         await gen.generate({**REQUEST, "quantity": 3})
@@ -131,14 +132,15 @@ async def test_existing_batch_is_extended_and_a_new_batch_name_must_be_free(cata
 async def test_debit_batch_with_a_credit_limit_is_refused(catalog, accounts, db, tmp_path):
     await _setup(catalog, accounts)
     with pytest.raises(ValidationError) as e:
-        await Generator(db, reactor, tmp_path).generate({**REQUEST, "credit_limit": "5"})
+        await Generator(PostgresCatalogStore(db),
+                        reactor, tmp_path).generate({**REQUEST, "credit_limit": "5"})
     assert e.value.field == "credit_limit"
 
 
 @pytest_twisted.ensureDeferred
 async def test_failed_write_leaves_no_accounts_no_batch_and_no_csv(catalog, accounts, db, tmp_path, pg_dsn):
     await _setup(catalog, accounts)
-    gen = Generator(db, reactor, tmp_path)
+    gen = Generator(PostgresCatalogStore(db), reactor, tmp_path)
     # A batch that appears after the checks: the COPY transaction fails on the batch name.
     real_check = gen.check
 
@@ -158,7 +160,7 @@ async def test_failed_write_leaves_no_accounts_no_batch_and_no_csv(catalog, acco
 async def test_two_generators_racing_for_one_small_space_never_share_an_id(catalog, accounts, db, tmp_path,
                                                                            pg_dsn):
     await _setup(catalog, accounts)
-    gen = Generator(db, reactor, tmp_path)
+    gen = Generator(PostgresCatalogStore(db), reactor, tmp_path)
     runs = [gen.generate({**REQUEST, "quantity": 50, "prefix": "55", "length": 4, "batch": f"b{i}",
                           "service_password": "none"}) for i in range(2)]
     results = await defer.gatherResults([defer.ensureDeferred(r) for r in runs], consumeErrors=True)
@@ -177,7 +179,7 @@ async def test_a_generator_write_waits_for_the_one_in_progress(catalog, accounts
         holder.autocommit = False
         with holder.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", GENERATOR_LOCK)
-        run = defer.ensureDeferred(Generator(db, reactor, tmp_path).generate(
+        run = defer.ensureDeferred(Generator(PostgresCatalogStore(db), reactor, tmp_path).generate(
             {**REQUEST, "quantity": 20, "service_password": "none"}))
         waiting = False
         for _ in range(100):
@@ -214,7 +216,7 @@ async def test_an_id_taken_between_draw_and_write_is_drawn_again(catalog, accoun
         return real_draw(space, quantity, taken, rng)
 
     monkeypatch.setattr(generator_module, "draw_ids", stale_draw)
-    result = await Generator(db, reactor, tmp_path).generate(
+    result = await Generator(PostgresCatalogStore(db), reactor, tmp_path).generate(
         {**REQUEST, "quantity": 20, "prefix": "55", "length": 4, "service_password": "none"})
     assert len(calls) == 2 and result["quantity"] == 20
     assert _count(pg_dsn, "SELECT count(*) FROM accounts WHERE id LIKE '55__'") == 21
@@ -228,6 +230,6 @@ async def test_unwritable_csv_folder_is_refused_before_anything_is_created(catal
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     with pytest.raises(ValidationError) as e:
-        await Generator(db, reactor, blocker / "cards").generate(REQUEST)
+        await Generator(PostgresCatalogStore(db), reactor, blocker / "cards").generate(REQUEST)
     assert e.value.field == "csv_dir"
     assert _count(pg_dsn) == 0 and _count(pg_dsn, "SELECT count(*) FROM batches") == 0

@@ -18,6 +18,7 @@ from twisted.internet import reactor
 from cbserver.billing.generator import Generator
 from cbserver.billing.validation import ValidationError
 from cbserver.config import NotificationsConfig
+from cbserver.db.stores import PostgresCatalogStore
 from cbserver.mail import Mailer
 from tests.support.smtpsink import SmtpSink
 
@@ -60,7 +61,7 @@ def _mailer(port: int, **kw) -> Mailer:
 async def test_the_csv_is_mailed_to_the_requester_and_the_configured_recipients(
         catalog, accounts, db, tmp_path, sink):
     await _setup(catalog, accounts)
-    gen = Generator(db, reactor, tmp_path, _mailer(
+    gen = Generator(PostgresCatalogStore(db), reactor, tmp_path, _mailer(
         sink.port.getHost().port, generator_recipients=("accounting@example.net", "ops@example.net")))
     result = await gen.generate({**REQUEST, "notify": ["ops@example.net"]})
     # One message; each address once, the requester first.
@@ -90,7 +91,7 @@ async def test_a_relay_that_is_down_loses_nothing(catalog, accounts, db, tmp_pat
     await _setup(catalog, accounts)
     port = sink.port.getHost().port
     await sink.stop()
-    result = await Generator(db, reactor, tmp_path, _mailer(port)).generate(
+    result = await Generator(PostgresCatalogStore(db), reactor, tmp_path, _mailer(port)).generate(
         {**REQUEST, "notify": ["ops@example.net"]})
     note = result["notification"]
     assert note["sent"] is False and note["to"] == ["ops@example.net"]
@@ -102,7 +103,8 @@ async def test_a_relay_that_is_down_loses_nothing(catalog, accounts, db, tmp_pat
 @pytest_twisted.ensureDeferred
 async def test_a_refused_recipient_is_reported(catalog, accounts, db, tmp_path, pg_dsn, sink):
     await _setup(catalog, accounts)
-    result = await Generator(db, reactor, tmp_path, _mailer(sink.port.getHost().port)).generate(
+    result = await Generator(PostgresCatalogStore(db),
+                             reactor, tmp_path, _mailer(sink.port.getHost().port)).generate(
         {**REQUEST, "notify": ["nobody@example.net"]})
     assert result["notification"]["sent"] is False
     assert "550" in result["notification"]["error"]
@@ -115,11 +117,12 @@ async def test_asking_for_mail_without_a_relay_is_refused_before_anything_is_cre
     await _setup(catalog, accounts)
     for mailer in (None, Mailer(NotificationsConfig(), reactor)):
         with pytest.raises(ValidationError) as e:
-            await Generator(db, reactor, tmp_path, mailer).generate(
+            await Generator(PostgresCatalogStore(db), reactor, tmp_path, mailer).generate(
                 {**REQUEST, "notify": ["ops@example.net"]})
         assert e.value.field == "notify" and "[notifications] smtp" in e.value.reason
     with pytest.raises(ValidationError) as e:
-        await Generator(db, reactor, tmp_path).generate({**REQUEST, "notify": ["not an address"]})
+        await Generator(PostgresCatalogStore(db), reactor, tmp_path).generate(
+            {**REQUEST, "notify": ["not an address"]})
     assert e.value.field == "notify[0]"
     assert _count(pg_dsn) == 0 and list(tmp_path.iterdir()) == []
 
@@ -202,7 +205,7 @@ async def test_starttls_required_but_not_offered_sends_nothing(catalog, accounts
     await _setup(catalog, accounts)
     mailer = _mailer(sink.port.getHost().port, starttls=True, smtp_username="cards",
                      smtp_password="s3cret")
-    result = await Generator(db, reactor, tmp_path, mailer).generate(
+    result = await Generator(PostgresCatalogStore(db), reactor, tmp_path, mailer).generate(
         {**REQUEST, "notify": ["ops@example.net"]})
     assert result["notification"]["sent"] is False
     assert "TLS" in result["notification"]["error"]

@@ -13,6 +13,7 @@ from twisted.internet import reactor
 
 from cbserver.billing.provision import load, provision, provision_file_sync
 from cbserver.billing.validation import ConflictError, ValidationError
+from cbserver.db.stores import PostgresCatalogStore
 from tests.integration.catalog.manual_example import DEMO, check_stored
 from tests.integration.catalog.test_catalog_cli import cbs
 
@@ -27,7 +28,7 @@ def _count(dsn, table):
 
 @pytest_twisted.ensureDeferred
 async def test_demo_file_creates_the_manuals_example_and_twice_changes_nothing(db, pg_dsn, tmp_path):
-    changes = await provision(db, reactor, load(DEMO), csv_dir=tmp_path)
+    changes = await provision(PostgresCatalogStore(db), reactor, load(DEMO), csv_dir=tmp_path)
     assert [str(c) for c in changes][:2] == ["create destination 55", "create destination 1"]
     assert changes[-1].action == "generate" and changes[-1].key == "demo-cards"
     check_stored(pg_dsn)
@@ -35,14 +36,14 @@ async def test_demo_file_creates_the_manuals_example_and_twice_changes_nothing(d
     assert os.stat(csv_file).st_mode & 0o777 == 0o600
     with open(csv_file, newline="") as f:
         assert len(list(csv.DictReader(f))) == 10
-    assert await provision(db, reactor, load(DEMO), csv_dir=tmp_path) == []
+    assert await provision(PostgresCatalogStore(db), reactor, load(DEMO), csv_dir=tmp_path) == []
     assert len(list(tmp_path.iterdir())) == 1
     check_stored(pg_dsn)
 
 
 @pytest_twisted.ensureDeferred
 async def test_dry_run_lists_changes_and_writes_nothing(db, pg_dsn, tmp_path):
-    changes = await provision(db, reactor, load(DEMO), csv_dir=tmp_path, dry_run=True)
+    changes = await provision(PostgresCatalogStore(db), reactor, load(DEMO), csv_dir=tmp_path, dry_run=True)
     assert "create tariff Callback" in [str(c) for c in changes]
     assert "generate batch demo-cards: 10 account(s)" in [str(c) for c in changes]
     for table in ("destinations", "tariffs", "rates", "products", "customers", "accounts", "batches"):
@@ -52,18 +53,19 @@ async def test_dry_run_lists_changes_and_writes_nothing(db, pg_dsn, tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_changed_file_updates_only_what_differs(db, pg_dsn, tmp_path):
-    await provision(db, reactor, load(DEMO), csv_dir=tmp_path)
+    await provision(PostgresCatalogStore(db), reactor, load(DEMO), csv_dir=tmp_path)
     text = DEMO.read_text().replace('first_price = "0.0200"', 'first_price = "0.0250"') \
         .replace("demo-pass-2", "demo-pass-22").replace('credit_limit = "1000"', 'credit_limit = "900"')
     changed = tmp_path / "changed.toml"
     changed.write_text(text)
-    dry = await provision(db, reactor, load(changed), csv_dir=tmp_path, dry_run=True)
+    dry = await provision(PostgresCatalogStore(db), reactor, load(changed), csv_dir=tmp_path, dry_run=True)
     assert [str(c) for c in dry] == ["update rate Callback/1@2026-01-01T00:00:00+00:00",
                                      "update customer Retail Callback: credit_limit",
                                      "update account cb1818000002: password"]
-    assert [str(c) for c in await provision(db, reactor, load(changed), csv_dir=tmp_path)] == \
+    assert [str(c) for c in await provision(PostgresCatalogStore(db),
+                                            reactor, load(changed), csv_dir=tmp_path)] == \
         [str(c) for c in dry]
-    assert await provision(db, reactor, load(changed), csv_dir=tmp_path) == []
+    assert await provision(PostgresCatalogStore(db), reactor, load(changed), csv_dir=tmp_path) == []
 
 
 @pytest_twisted.ensureDeferred
@@ -71,7 +73,7 @@ async def test_a_bad_object_late_in_the_file_leaves_nothing_written(db, pg_dsn, 
     bad = tmp_path / "bad.toml"
     bad.write_text(DEMO.read_text().replace('password = "Demo#Internal-2026!xQ"', 'password = "weak"'))
     with pytest.raises(ValidationError) as e:
-        await provision(db, reactor, load(bad), csv_dir=tmp_path)
+        await provision(PostgresCatalogStore(db), reactor, load(bad), csv_dir=tmp_path)
     assert e.value.field == "account[2].password"
     for table in ("destinations", "tariffs", "rates", "products", "customers", "accounts"):
         assert _count(pg_dsn, table) == 0
@@ -79,12 +81,12 @@ async def test_a_bad_object_late_in_the_file_leaves_nothing_written(db, pg_dsn, 
 
 @pytest_twisted.ensureDeferred
 async def test_currency_change_in_the_file_is_a_conflict(db, tmp_path):
-    await provision(db, reactor, load(DEMO), csv_dir=tmp_path)
+    await provision(PostgresCatalogStore(db), reactor, load(DEMO), csv_dir=tmp_path)
     euro = tmp_path / "euro.toml"
     euro.write_text(DEMO.read_text().replace('currency = "USD"                 # chosen',
                                              'currency = "EUR" #'))
     with pytest.raises(ConflictError, match=r"tariff\[0\]: currency cannot be changed"):
-        await provision(db, reactor, load(euro), csv_dir=tmp_path)
+        await provision(PostgresCatalogStore(db), reactor, load(euro), csv_dir=tmp_path)
 
 
 def test_rate_without_effective_from_and_naive_dates_are_refused(tmp_path, pg_dsn):

@@ -17,6 +17,7 @@ import pytest_twisted
 from cbserver.billing import readiness
 from cbserver.commands.demo import demo_config
 from cbserver.config import load_config
+from cbserver.db.stores import PostgresReadinessStore
 from tests.integration.catalog.admin_client import AdminClient
 
 pytestmark = pytest.mark.integration
@@ -48,7 +49,7 @@ def demo(pg_dsn, tmp_path):
 
 
 async def _findings(db, config_path):
-    return await readiness.check_readiness(db, load_config(config_path), NOW)
+    return await readiness.check_readiness(PostgresReadinessStore(db), load_config(config_path), NOW)
 
 
 def _codes(findings):
@@ -134,7 +135,7 @@ async def test_a_tariff_whose_rates_all_start_later(db, demo, pg_dsn):
     found = await _findings(db, demo)
     assert ("warning", "no_rate_in_effect", "tariff 'Callback'") in _codes(found)
     # From the day the rates start, nothing is left to say.
-    later = await readiness.check_readiness(db, load_config(demo),
+    later = await readiness.check_readiness(PostgresReadinessStore(db), load_config(demo),
                                             dt.datetime(2027, 1, 2, tzinfo=dt.UTC))
     assert later == []
 

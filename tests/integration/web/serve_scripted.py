@@ -14,12 +14,12 @@ from pathlib import Path
 from twisted.internet import endpoints, reactor
 from twisted.web.server import Site
 
+from cbserver.callback.admission import ConcurrencyGauge, RateLimiter
 from cbserver.config import ApplicationConfig, LimitsConfig, example_path, parse_config
 from cbserver.db.limits_store import PostgresLimitStore
 from cbserver.db.pool import Database
 from cbserver.web.app import WebApp
 from cbserver.web.callback_pages import CallbackWeb
-from cbserver.web.limits import ConcurrencyGauge, RateLimiter
 from cbserver.web.metrics import Metrics
 from cbserver.web.tls import complete_endpoint
 from tests.support.fake_callbacks import ScriptedCallbackService

@@ -10,11 +10,11 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 
+from cbserver.callback.admission import ConcurrencyGauge, RateLimited, RateLimiter
 from cbserver.callback.api import CallbackRequest
 from cbserver.config import LimitsConfig
 from cbserver.db.limits_store import PostgresLimitStore
 from cbserver.db.pool import Database
-from cbserver.web.limits import ConcurrencyGauge, RateLimited, RateLimiter
 
 pytestmark = pytest.mark.integration
 

@@ -9,6 +9,7 @@ from twisted.internet import reactor
 from cbserver.billing.authorize import Authorizer
 from cbserver.db.migrations import upgrade
 from cbserver.db.pool import Database
+from cbserver.db.stores import PostgresAuthorizationStore
 from cbserver.db.tariff_loader import TariffCache
 from tests.integration.xdr.helpers import load_fixture
 from tests.support.pgprivate import private_cluster
@@ -34,7 +35,7 @@ async def db(cat_dsn):
 @pytest.fixture
 def authorizer(db):
     """The real authorizer on node1, real reactor clock."""
-    return Authorizer(db, TariffCache(db, reactor, ttl=0), reactor, node="node1",
+    return Authorizer(PostgresAuthorizationStore(db), TariffCache(db, reactor, ttl=0), reactor, node="node1",
                       special_charge=True)
 
 

@@ -14,6 +14,7 @@ from zope.interface.verify import verifyObject
 from cbserver.billing.authorize import AuthorizationError, Authorizer, AuthRequest, IAuthorizer
 from cbserver.billing.rating import price_leg
 from cbserver.db.pool import DatabaseUnavailable
+from cbserver.db.stores import PostgresAuthorizationStore
 from cbserver.db.tariff_loader import TariffCache
 from tests.integration.xdr.helpers import query, reservations
 
@@ -85,12 +86,12 @@ async def test_release_drops_the_sessions_reservations(authorizer, cat_dsn):
 
 @pytest_twisted.ensureDeferred
 async def test_reservations_of_a_dead_process_expire(db, cat_dsn):
-    dead = Authorizer(db, TariffCache(db, reactor), reactor, node="node1",
+    dead = Authorizer(PostgresAuthorizationStore(db), TariffCache(db, reactor), reactor, node="node1",
                       instance_id="00000000-0000-0000-0000-000000000001")
     query(cat_dsn, "INSERT INTO server_nodes (node, instance_id, hostname, pid, version, last_seen) "
                    "VALUES ('node1', '00000000-0000-0000-0000-000000000001', 'h', 1, 'x', "
                    "now() - interval '61 seconds')")
-    live = Authorizer(db, TariffCache(db, reactor), reactor, node="node1")
+    live = Authorizer(PostgresAuthorizationStore(db), TariffCache(db, reactor), reactor, node="node1")
     # The dead node's reservation is written directly (its heartbeat is already too old).
     await dead.authorize(req(session="dead"))
     auth = await live.authorize(req(session="live"))
@@ -113,7 +114,8 @@ async def test_subordinate_account_spends_from_its_customer(authorizer, cat_dsn)
 
 @pytest_twisted.ensureDeferred
 async def test_small_balance_gives_a_short_call_and_empty_balance_gives_no_balance(db, cat_dsn):
-    authorizer = Authorizer(db, TariffCache(db, reactor), reactor, node="node1")  # no CALLBACK_FAIL
+    authorizer = Authorizer(PostgresAuthorizationStore(db),
+                            TariffCache(db, reactor), reactor, node="node1")  # no CALLBACK_FAIL
     auth = await authorizer.authorize(req(account="cb1010"))  # 0.50 USD
     assert 0 < auth.max_seconds < 60
     query(cat_dsn, "UPDATE accounts SET balance = 0.05 WHERE id = 'cb1010'")
@@ -181,7 +183,7 @@ async def test_callback_fail_tariff_is_carried_for_leg_a(authorizer, db, cat_dsn
     assert dear.reserved_a == Decimal("6.00000")
     assert dear.reserved_a + dear.leg_b.amount(dear.max_seconds) <= dear.budget
     assert dear.max_seconds == 400  # 10 - 6 = 4 USD of legB at 1 cent a second
-    plain = Authorizer(db, TariffCache(db, reactor), reactor, node="node1")
+    plain = Authorizer(PostgresAuthorizationStore(db), TariffCache(db, reactor), reactor, node="node1")
     auth = await plain.authorize(req(session="s2"))
     assert auth.fail_tariff is None
 
@@ -211,7 +213,7 @@ async def test_overdraft_protection_allows_one_call_with_the_whole_balance(autho
 
 @pytest_twisted.ensureDeferred
 async def test_other_node_has_no_rating_entry(db):
-    elsewhere = Authorizer(db, TariffCache(db, reactor), reactor, node="node9")
+    elsewhere = Authorizer(PostgresAuthorizationStore(db), TariffCache(db, reactor), reactor, node="node9")
     with pytest.raises(AuthorizationError) as info:
         await elsewhere.authorize(req())
     assert info.value.reason == "no_tariff"
@@ -226,7 +228,7 @@ async def test_pricers_match_the_rating_core(authorizer, db):
 
 @pytest_twisted.ensureDeferred
 async def test_database_away_fails_with_database_unavailable(db):
-    authorizer = Authorizer(db, TariffCache(db, reactor), reactor, node="node1")
+    authorizer = Authorizer(PostgresAuthorizationStore(db), TariffCache(db, reactor), reactor, node="node1")
     await db.stopService()
     with pytest.raises(DatabaseUnavailable):
         await authorizer.authorize(req())
@@ -248,11 +250,12 @@ async def test_refused_legb_keeps_holding_what_lega_has_cost(authorizer, cat_dsn
 
 @pytest_twisted.ensureDeferred
 async def test_a_hold_outliving_its_call_expires_even_if_its_process_lives(db, cat_dsn):
-    leaky = Authorizer(db, TariffCache(db, reactor), reactor, node="node1", hold_margin=-100_000)
+    leaky = Authorizer(PostgresAuthorizationStore(db), TariffCache(db, reactor), reactor, node="node1",
+                       hold_margin=-100_000)
     await leaky.authorize(req(session="leaked"))  # a hold whose lifetime is already over
     held = query(cat_dsn, "SELECT expires_at < now() FROM balance_reservations")
     assert held == [(True,), (True,)]
-    live = Authorizer(db, TariffCache(db, reactor), reactor, node="node1")
+    live = Authorizer(PostgresAuthorizationStore(db), TariffCache(db, reactor), reactor, node="node1")
     auth = await live.authorize(req(session="fresh"))
     assert auth.budget == Decimal("10.00")
     assert [r[0] for r in reservations(cat_dsn)] == ["fresh", "fresh"]

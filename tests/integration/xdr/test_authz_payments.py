@@ -16,6 +16,7 @@ from cbserver.billing.authorize import AuthorizationError, Authorizer, AuthReque
 from cbserver.billing.payments import Payments
 from cbserver.billing.validation import ConflictError, NotFound, ValidationError
 from cbserver.db import authz_store
+from cbserver.db.stores import PostgresAuthorizationStore, PostgresCatalogStore
 from cbserver.db.tariff_loader import TariffCache
 from tests.integration.xdr.helpers import balance, query
 
@@ -31,13 +32,13 @@ def req(account, session="s1"):
 
 @pytest.fixture
 def payments(db):
-    return Payments(db, reactor)
+    return Payments(PostgresCatalogStore(db), reactor)
 
 
 @pytest.fixture
 def plain(db):
     """An authorizer without the CALLBACK_FAIL hold, so budgets read simply."""
-    return Authorizer(db, TariffCache(db, reactor, ttl=0), reactor, node="node1")
+    return Authorizer(PostgresAuthorizationStore(db), TariffCache(db, reactor, ttl=0), reactor, node="node1")
 
 
 @pytest_twisted.ensureDeferred

@@ -13,6 +13,7 @@ from twisted.internet import defer, reactor, task, threads
 from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import LegRecord, XdrWriter
 from cbserver.db.pool import Database
+from cbserver.db.stores import PostgresXdrStore
 from tests.integration.xdr.helpers import balance, query
 
 pytestmark = pytest.mark.integration
@@ -52,7 +53,7 @@ async def test_database_stopped_mid_run_loses_no_xdr_and_charges_none_twice(own_
     pool = Database(dsn, reactor, size=2, retry_max=1.0)
     pool.startService()
     await pool.when_ready()
-    writer = XdrWriter(pool, reactor, Spool(tmp_path / "xdr.spool"), retry_delay=0.2)
+    writer = XdrWriter(PostgresXdrStore(pool), reactor, Spool(tmp_path / "xdr.spool"), retry_delay=0.2)
     writer.startService()
     legs = [leg(i) for i in range(600)]
     acks = []
@@ -97,7 +98,7 @@ async def test_a_restart_replays_the_spool_left_behind(own_cluster, tmp_path):
     pool.startService()
     await pool.when_ready()
     await threads.deferToThread(own_cluster.stop, "immediate")
-    writer = XdrWriter(pool, reactor, Spool(tmp_path / "xdr.spool"))
+    writer = XdrWriter(PostgresXdrStore(pool), reactor, Spool(tmp_path / "xdr.spool"))
     writer.startService()
     legs = [leg(i) for i in range(20)]
     await defer.gatherResults([writer.record(x) for x in legs])
@@ -107,7 +108,7 @@ async def test_a_restart_replays_the_spool_left_behind(own_cluster, tmp_path):
 
     await threads.deferToThread(own_cluster.start)
     pool = Database(dsn, reactor, size=1)
-    again = XdrWriter(pool, reactor, Spool(tmp_path / "xdr.spool"))
+    again = XdrWriter(PostgresXdrStore(pool), reactor, Spool(tmp_path / "xdr.spool"))
     again.startService()
     assert again.health()["depth"] == 20
     pool.startService()

@@ -16,6 +16,7 @@ from cbserver.billing.authorize import Authorizer, AuthRequest
 from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import LegRecord, XdrWriter, leg_record
 from cbserver.db.pool import Database
+from cbserver.db.stores import PostgresAuthorizationStore, PostgresXdrStore
 from cbserver.db.tariff_loader import TariffCache
 from tests.integration.xdr.helpers import balance, query, reservations, xdr_total
 
@@ -56,9 +57,10 @@ async def test_two_writers_racing_never_overspend_a_debit_account(cat_dsn, tmp_p
         pool = Database(cat_dsn, reactor, size=3, node="node1")
         pool.startService()
         await pool.when_ready()
-        writer = XdrWriter(pool, reactor, Spool(tmp_path / f"spool{n}"))
+        writer = XdrWriter(PostgresXdrStore(pool), reactor, Spool(tmp_path / f"spool{n}"))
         writer.startService()
-        authorizer = Authorizer(pool, TariffCache(pool, reactor), reactor, node="node1")
+        authorizer = Authorizer(PostgresAuthorizationStore(pool),
+                                TariffCache(pool, reactor), reactor, node="node1")
         processes.append((pool, writer, authorizer))
     outcomes: list = []
     try:
@@ -88,7 +90,7 @@ async def test_two_writers_recording_the_same_legs_store_and_charge_them_once(ca
         pool = Database(cat_dsn, reactor, size=2, node="node1")
         pool.startService()
         await pool.when_ready()
-        writer = XdrWriter(pool, reactor, Spool(tmp_path / f"spool{n}"))
+        writer = XdrWriter(PostgresXdrStore(pool), reactor, Spool(tmp_path / f"spool{n}"))
         writer.startService()
         writers.append((pool, writer))
     now = dt.datetime.now(dt.UTC)

@@ -17,6 +17,7 @@ from twisted.internet import defer, reactor, threads
 
 from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import LegRecord, XdrWriter
+from cbserver.db.stores import PostgresXdrStore
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,7 @@ LEGS = [
 
 @pytest_twisted.async_yield_fixture
 async def data(db, tmp_path, cat_dsn):
-    writer = XdrWriter(db, reactor, Spool(tmp_path / "spool"))
+    writer = XdrWriter(PostgresXdrStore(db), reactor, Spool(tmp_path / "spool"))
     writer.startService()
     for i in range(0, len(LEGS), 2):  # one call after the other, both legs at its end
         await defer.gatherResults([writer.record(x) for x in LEGS[i:i + 2]])

@@ -19,6 +19,7 @@ from zope.interface.verify import verifyObject
 from cbserver.billing.authorize import AuthRequest
 from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import ICallRecorder, LegRecord, XdrWriter, leg_record
+from cbserver.db.stores import PostgresXdrStore
 from tests.integration.xdr.helpers import balance, query, reservations, xdr_total
 
 pytestmark = pytest.mark.integration
@@ -38,7 +39,7 @@ def leg(session="s1", which="A", account="cb1001", amount="0.10000", duration=30
 
 @pytest_twisted.async_yield_fixture
 async def writer(db, tmp_path):
-    w = XdrWriter(db, reactor, Spool(tmp_path / "xdr.spool"))
+    w = XdrWriter(PostgresXdrStore(db), reactor, Spool(tmp_path / "xdr.spool"))
     w.startService()
     yield w
     await w.stopService()
@@ -103,17 +104,17 @@ async def test_a_retried_leg_is_stored_and_charged_once(writer, cat_dsn):
 async def test_many_legs_at_once_go_in_few_transactions(writer, cat_dsn):
     legs = [leg(f"s{i}", "AB"[i % 2], amount="0.01000") for i in range(400)]
     calls = []
-    original = writer.db.runInteraction
+    original = writer.store.db.runInteraction
 
     def counting(fn, *args):
         calls.append(len(args[0]))
         return original(fn, *args)
 
-    writer.db.runInteraction = counting
+    writer.store.db.runInteraction = counting
     try:
         await defer.gatherResults([writer.record(x) for x in legs])
     finally:
-        writer.db.runInteraction = original
+        writer.store.db.runInteraction = original
     assert sum(calls) == 400 and len(calls) <= 3  # the first alone, then the rest grouped
     assert balance(cat_dsn, "cb1001") == Decimal("6.00000")
 

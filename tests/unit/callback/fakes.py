@@ -10,12 +10,11 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from cbserver.billing.authorize import Authorization, AuthorizationError, IAuthorizer
+from cbserver.billing.domain import AccountInfo, LoadedTariff, RatingEntry
 from cbserver.billing.model import Rate, TariffRates
 from cbserver.billing.rating import max_duration, price_leg
 from cbserver.billing.xdr import ICallRecorder
 from cbserver.config import ApplicationConfig
-from cbserver.db.authz_store import AccountInfo, RatingEntry
-from cbserver.db.tariff_loader import LoadedTariff
 from cbserver.media.collector import CollectOutcome, CollectResult
 from cbserver.media.player import PlayResult
 

@@ -11,8 +11,8 @@ import pytest
 from cbserver.billing import payments
 from cbserver.billing.authorize import spendable
 from cbserver.billing.currencies import minor_units
+from cbserver.billing.domain import AccountInfo, Balance
 from cbserver.billing.validation import ValidationError, clean
-from cbserver.db.authz_store import AccountInfo, Balance
 
 
 def test_amount_is_a_positive_exact_decimal():

@@ -6,10 +6,9 @@ import datetime as dt
 from decimal import Decimal
 from types import SimpleNamespace
 
+from cbserver.billing.domain import LoadedTariff, RatingEntry
 from cbserver.billing.model import Rate, TariffRates
 from cbserver.billing.readiness import Facts, Product, evaluate
-from cbserver.db.authz_store import RatingEntry
-from cbserver.db.tariff_loader import LoadedTariff
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 SINCE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

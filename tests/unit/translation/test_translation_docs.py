@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cbserver.callback.translation import compile_rule
+from cbserver.translation import compile_rule
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "translation.md"
 ROW = re.compile(r"^\| `(s.+?)` \| `(.*?)` \| `(.*?)` \|$", re.M)

@@ -1,7 +1,7 @@
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from cbserver.callback.translation import TranslationRuleError, compile_rule
+from cbserver.translation import TranslationRuleError, compile_rule
 
 PUNCT = ".+*?()[]{}|^$/-#@ ,:!%&~=<>'\""
 literal_chars = st.sampled_from(list("abcXYZ019" + PUNCT))

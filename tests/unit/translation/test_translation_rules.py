@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from cbserver.callback.translation import (
+from cbserver.translation import (
     MAX_RULE_CHARS,
     MAX_SUBJECT_CHARS,
     TranslationInputError,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cbserver.callback.translation import TranslationRuleError, compile_rule
+from cbserver.translation import TranslationRuleError, compile_rule
 
 PERL = shutil.which("perl")
 pytestmark = pytest.mark.skipif(PERL is None, reason="perl is not installed")

@@ -12,9 +12,9 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
+from cbserver.callback.admission import ConcurrencyGauge, RateLimiter
 from cbserver.config import ApplicationConfig, LimitsConfig, example_path, parse_config
 from cbserver.web.callback_pages import CallbackWeb
-from cbserver.web.limits import ConcurrencyGauge, RateLimiter
 from cbserver.web.metrics import Metrics
 from tests.support.fake_callbacks import ScriptedCallbackService
 from tests.unit.web.fakes import MemoryLimitStore

@@ -7,10 +7,7 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from zope.interface.verify import verifyObject
 
-from cbserver.callback.api import CallbackRequest, ICallbackService
-from cbserver.config import LimitsConfig
-from cbserver.db.limits_store import ILimitStore, PostgresLimitStore
-from cbserver.web.limits import (
+from cbserver.callback.admission import (
     ConcurrencyGauge,
     IConcurrencyGauge,
     IRateLimiter,
@@ -19,6 +16,9 @@ from cbserver.web.limits import (
     retry_after,
     sliding_count,
 )
+from cbserver.callback.api import CallbackRequest, ICallbackService
+from cbserver.config import LimitsConfig
+from cbserver.db.limits_store import ILimitStore, PostgresLimitStore
 from tests.support.fake_callbacks import ScriptedCallbackService
 from tests.support.metrics import sample
 from tests.unit.web.fakes import MemoryLimitStore

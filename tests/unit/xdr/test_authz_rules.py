@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from cbserver.billing.authorize import account_refusal, choose_entry, spendable, usable_seconds
-from cbserver.db.authz_store import AccountInfo, Balance, RatingEntry
+from cbserver.billing.domain import AccountInfo, Balance, RatingEntry
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 

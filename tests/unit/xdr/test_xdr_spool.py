@@ -17,6 +17,7 @@ from zope.interface.verify import verifyObject
 from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import InvalidLegRecord, LegRecord, XdrRejected, XdrWriter
 from cbserver.db.pool import DatabaseUnavailable, IDatabase
+from cbserver.db.stores import PostgresXdrStore
 
 T0 = dt.datetime(2026, 3, 29, 0, 59, 59, 999999, tzinfo=dt.UTC)
 
@@ -81,7 +82,7 @@ class FakeDatabase:
 def make_writer(tmp_path, db=None, **kw):
     clock = task.Clock()
     db = db or FakeDatabase()
-    writer = XdrWriter(db, clock, Spool(tmp_path / "xdr.spool"), **kw)
+    writer = XdrWriter(PostgresXdrStore(db), clock, Spool(tmp_path / "xdr.spool"), **kw)
     writer.startService()
     return writer, db, clock
 

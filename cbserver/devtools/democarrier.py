@@ -39,18 +39,27 @@ def dtmf_actions(digits: str) -> str:
     return "\n".join(lines)
 
 
-def render(hold_ms: int, digits: str = DEFAULT_DTMF) -> str:
-    """The carrier scenario with its hold time and keypad digits filled in."""
+# What an answered call hears from the carrier (the template's <!--AUDIO_STREAM--> slot).
+AUDIO_STREAM = '  <nop>\n    <action><exec rtp_stream="carrier-audio.wav,-1,0"/></action>\n  </nop>'
+
+
+def render(hold_ms: int, digits: str = DEFAULT_DTMF, *, audio: bool = True) -> str:
+    """The carrier scenario with its hold time and keypad digits filled in.
+
+    ``audio=False`` answers without streaming audio (the callback benchmark's quiet carrier,
+    so that the server relays no RTP); the keypad path is the same either way.
+    """
     text = (SIPP_DIR / "carrier.xml").read_text()
     return (text.replace("HOLD_MS", str(int(hold_ms)))
             .replace("TRUNK_USER", TRUNK_USER).replace("TRUNK_PASSWORD", TRUNK_PASSWORD)
-            .replace("<!--DTMF_ACTIONS-->", dtmf_actions(digits)))
+            .replace("<!--DTMF_ACTIONS-->", dtmf_actions(digits))
+            .replace("<!--AUDIO_STREAM-->", AUDIO_STREAM if audio else ""))
 
 
-def scenario(folder: Path, hold_ms: int, digits: str = DEFAULT_DTMF) -> Path:
+def scenario(folder: Path, hold_ms: int, digits: str = DEFAULT_DTMF, *, audio: bool = True) -> Path:
     """A copy of the carrier scenario that hangs up answered calls after ``hold_ms``."""
     path = folder / "carrier.xml"
-    path.write_text(render(hold_ms, digits))
+    path.write_text(render(hold_ms, digits, audio=audio))
     return path
 
 
@@ -58,8 +67,9 @@ class Carrier:
     """A running sipp carrier on 127.0.0.1:``port``."""
 
     def __init__(self, folder: Path, port: int, hold_ms: int = 60000, digits: str = DEFAULT_DTMF,
-                 media_port: int | None = None):
+                 media_port: int | None = None, audio: bool = True):
         self.folder = folder
+        self.audio = audio  # False: answer without streaming audio
         self.port = port
         self.hold_ms = hold_ms
         self.digits = digits
@@ -73,7 +83,7 @@ class Carrier:
         sipp = shutil.which("sipp")
         if sipp is None:
             raise RuntimeError("sipp is not installed (Debian package sip-tester)")
-        path = scenario(self.folder, self.hold_ms, self.digits)
+        path = scenario(self.folder, self.hold_ms, self.digits, audio=self.audio)
         self.log = open(self.folder / "carrier.log", "w")
         self.proc = subprocess.Popen(
             [sipp, "-sf", str(path), "-i", "127.0.0.1", "-p", str(self.port), "-mi", "127.0.0.1",

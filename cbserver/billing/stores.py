@@ -1,0 +1,215 @@
+"""The stores the billing domain needs, declared as ``zope.interface`` interfaces.
+
+``billing`` never imports ``cbserver.db``: it says here what it asks of storage, and the
+classes under ``db/`` declare ``@implementer`` of these and speak SQL (DESIGN.md rule 9). The
+wiring (``tap.py``, ``commands/``, the web apps, tests) hands the implementations in.
+
+Every store turns the driver's errors into the project's own: ``DatabaseUnavailable`` when
+PostgreSQL is away, ``ConcurrentWrite`` (``TransactionAborted`` for a deadlock or a
+serialization failure) when a transaction lost a race and changed nothing,
+and ``ValidationError``/``ConflictError`` when the catalog's constraints refuse a row.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+#: Columns of the accounts the generator writes in one batch (``ICatalogStore.write_accounts``),
+#: in the order of each row.
+ACCOUNT_COPY_COLUMNS = ("id", "customer_id", "product_id", "batch_id", "role", "account_type",
+                        "balance_control", "balance", "opening_balance", "credit_limit", "status",
+                        "activation_date", "expiration_date", "avail_after_first_use_days",
+                        "avail_after_last_use_days", "password_hash", "web_login", "web_password_hash",
+                        "time_zone", "language", "distributor", "ecommerce", "internal")
+
+#: The filters ``ICatalogTransaction.account_page`` understands.
+ACCOUNT_FILTERS = ("customer", "product", "batch", "status", "account_type", "internal", "id_prefix")
+
+
+class ICatalogTransaction(Interface):
+    """One open transaction on the catalog (tariffs, products, customers, accounts, payments).
+
+    Every method is a coroutine function; rows are plain dicts keyed by column name.
+    """
+
+    def nested(fn, *args, **kwargs):
+        """Run the coroutine function ``fn(this transaction, *args, **kwargs)`` inside it (no new
+        transaction); fire with its result, constraint errors turned into the catalog's
+        ``ValidationError``/``ConflictError`` as ``ICatalogStore.transaction`` does."""
+
+    def insert(table, row):
+        """Insert ``row`` into ``table``; return the stored row."""
+
+    def get(table, key, *, lock=False):
+        """The row of ``table`` with primary key ``key`` (locked FOR UPDATE with ``lock``), or None."""
+
+    def get_by(table, column, value):
+        """The row of ``table`` whose unique ``column`` is ``value``, or None."""
+
+    def update(table, key, changes):
+        """Apply ``changes`` to the row ``key`` of ``table``; return it, or None if absent."""
+
+    def delete(table, key):
+        """Delete the row ``key`` of ``table``; True if there was one."""
+
+    def page(table, filters, order, limit, offset):
+        """``(rows, total)`` of ``table`` matching ``filters`` ((column, op, value) triples)."""
+
+    def product_services(product_id):
+        """The services of a product, sorted."""
+
+    def replace_product_services(product_id, services):
+        """Make ``services`` the product's services."""
+
+    def rating_entries(product_id):
+        """The rating list of a product."""
+
+    def replace_rating_entries(product_id, entries):
+        """Make ``entries`` the product's rating list."""
+
+    def tariff_in_rating_lists(tariff_id):
+        """True when some product's rating list names the tariff."""
+
+    def rating_entry_currencies(product_id):
+        """The currencies of the tariffs a product's rating list names."""
+
+    def count_accounts(column, value):
+        """How many accounts have ``column`` (customer_id, product_id, batch_id) = ``value``."""
+
+    def rate_versions(tariff_id):
+        """Every rate of a tariff, all versions."""
+
+    def find_rate(tariff_id, prefix, effective_from):
+        """The rate of a tariff with that prefix and start, or None."""
+
+    def missing_prefixes(prefixes):
+        """The ``prefixes`` that are not destinations."""
+
+    def account_view(account_id):
+        """An account with its customer, product and batch names, or None."""
+
+    def account_page(filters, limit, offset):
+        """``(rows, total)`` of accounts matching ``filters`` (names of ``ACCOUNT_FILTERS``)."""
+
+    def set_status(status, *, account_id=None, batch_id=None, when=None):
+        """Set the status of one account or of a batch's accounts; return how many changed."""
+
+    def batch_counts(batch_id):
+        """The number of accounts of a batch per status."""
+
+    def generator_runs(batch_id):
+        """The generator runs recorded for a batch."""
+
+    def count_pattern(prefix, length):
+        """How many account ids start with ``prefix`` and have ``length`` characters."""
+
+    def ids_with_pattern(prefix, length):
+        """The account ids that start with ``prefix`` and have ``length`` characters."""
+
+    def lock_account(account_id):
+        """Lock an account's row for a payment; its row, or None."""
+
+    def move_account(account_id, delta, at, *, recharge):
+        """Add ``delta`` to an account's balance; return the new balance."""
+
+    def move_customer(customer_id, delta):
+        """Add ``delta`` to a customer's balance; return the new balance."""
+
+    def net_paid(owner, key):
+        """Payments minus refunds of an ``account`` or ``customer``."""
+
+    def held(owner_key, node_expiry):
+        """What live calls hold on the balance ``owner_key``."""
+
+    def insert_payment(row):
+        """Record a payment; return it."""
+
+    def payments_page(owner, key, limit, offset):
+        """``(rows, total)`` of the payments of an ``account`` or ``customer``."""
+
+
+class ICatalogStore(Interface):
+    """The catalog's storage: transactions, and the generator's bulk write."""
+
+    def transaction(fn, *args, **kwargs):
+        """Run the coroutine function ``fn(tx, *args, **kwargs)`` in one transaction.
+
+        ``tx`` provides ``ICatalogTransaction``. Fires with ``fn``'s result; a transaction
+        PostgreSQL aborted (deadlock, serialization failure) is run again a few times before
+        ``TransactionAborted`` is raised.
+        """
+
+    def write_accounts(*, batch, batch_id, run, rows, progress=None):
+        """Blocking (run it in a thread): create ``batch`` (or use ``batch_id``), store
+        ``rows`` (``ACCOUNT_COPY_COLUMNS`` order, batch id filled in here) and the ``run``
+        record in one commit; return the batch id."""
+
+
+class IAuthorizationStore(Interface):
+    """Accounts, rating entries and balance reservations, for ``billing.authorize``."""
+
+    instance_id = Attribute("The id of this server process (owner of its reservations)")
+
+    def fetch_account(account_id):
+        """Fire with the ``AccountInfo`` of ``account_id``, or None."""
+
+    def fetch_account_and_entries(account_id, node, codes, session_id, expiry):
+        """Fire with ``(AccountInfo, [RatingEntry], Balance)``, or ``(None, [], None)``."""
+
+    def reserve(*, session_id, account, instance_id, decide, expiry, balance=None):
+        """Lock the balance, call ``decide(Balance)``, store its ``ReservationDecision``;
+        fire with the decision's result."""
+
+    def release(session_id):
+        """Drop every reservation of ``session_id``."""
+
+
+class ITariffSource(Interface):
+    """Loaded tariffs by id."""
+
+    def get(tariff_id):
+        """Fire with the ``LoadedTariff`` (``TariffNotFound`` if there is none)."""
+
+
+class IReadinessStore(Interface):
+    """What the readiness checks read from the catalog."""
+
+    def fetch_account(account_id):
+        """Fire with the ``AccountInfo`` of ``account_id``, or None."""
+
+    def voice_entries(node):
+        """Fire with ``[(product_id, RatingEntry)]``: the voice rating entries at ``node``."""
+
+    def products():
+        """Fire with ``[(id, name, has_voice, active_accounts)]`` of every product."""
+
+    def offpeak_orphans():
+        """Fire with ``[(tariff name, count)]`` of peak/off-peak rates in tariffs without an
+        off-peak period."""
+
+    def load_tariff(tariff_id):
+        """Fire with the ``LoadedTariff`` (``TariffNotFound`` if there is none)."""
+
+
+class IXdrStore(Interface):
+    """Where the xDR writer stores legs."""
+
+    ready = Attribute("True while PostgreSQL can be used")
+
+    def when_ready():
+        """A Deferred that fires when PostgreSQL can be used again."""
+
+    def write_batch(legs):
+        """Store ``legs`` (``LegRecord``) and apply their charges in one transaction.
+
+        Fires with the keys stored; fails with ``DatabaseUnavailable`` (spool them),
+        ``ConcurrentWrite`` (another writer raced, or ``TransactionAborted``: a deadlock or
+        serialization failure; run again) or another error (the data is refused).
+        """
+
+
+class IReportSource(Interface):
+    """Runs an operator report's SQL."""
+
+    def run(sql, params):
+        """Return ``(column names, rows)`` of ``sql`` run with ``params``."""

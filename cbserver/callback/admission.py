@@ -1,0 +1,279 @@
+"""Admission of callback requests: everything that decides whether this node takes one now.
+
+One place for the rules that refuse a valid request before any call is placed (issue 12):
+
+* the node's readiness (``not_ready``) and its own busy caps (``busy``): at most
+  ``[limits] node_max_active`` callbacks in progress and ``node_max_starting`` requests
+  between validation and the callback service's answer, refused at once, before any
+  database work;
+* ``RateLimiter``: requests per client address, per called-back number and per account over a
+  sliding window of ``[limits] window`` seconds (estimated from two fixed windows, so no
+  burst at a window boundary doubles a limit), counted in the shared ``ILimitStore``
+  (PostgreSQL) so every node sees the same counts; over any limit is ``RateLimited``;
+* ``ConcurrencyGauge``: the per-account cap on callbacks in progress. A slot is taken
+  (atomically, across nodes) before the callback starts and bound to its id; a bound slot
+  counts while the callback is in progress (``callback_sessions``), so nobody has to release
+  it. ``release(callback_id)`` frees it at once (optional, idempotent).
+
+``Admission.start`` applies them in that order and starts the callback. The web layer keeps
+only HTTP concerns: parsing, the client's address, the Hosted allow-list, and turning a
+refusal into a status code and a ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import uuid
+
+from twisted.internet import defer
+from zope.interface import Interface, implementer
+
+from cbserver.callback.api import CallbackRefused
+from cbserver.errors import DatabaseUnavailable
+from cbserver.logs import Logger, describe_failure
+
+NOT_READY = "The service is not ready; please try again in a moment."
+BUSY = "The service is busy right now; please try again in a moment."
+
+LIMIT_KINDS = ("client", "phone", "account", "concurrent")
+
+
+class RateLimited(CallbackRefused):
+    """Too many requests; ``kind`` is one of LIMIT_KINDS, ``retry_after`` whole seconds."""
+
+    def __init__(self, kind: str, retry_after: int, message: str | None = None):
+        super().__init__("rate_limited", message or _MESSAGES[kind])
+        self.kind = kind
+        self.retry_after = max(1, int(retry_after))
+
+
+_MESSAGES = {
+    "client": "Too many callback requests from your address; please try again later.",
+    "phone": "Too many callbacks to this number; please try again later.",
+    "account": "Too many callback requests for this account; please try again later.",
+    "concurrent": "This account already has the most callbacks in progress it may have.",
+}
+
+
+class IRateLimiter(Interface):
+    """Counts callback requests and refuses those over a limit."""
+
+    def check(request):
+        """Count a ``CallbackRequest``; a Deferred that fails with ``RateLimited`` if over."""
+
+    def check_client(client_address):
+        """Count another kind of attempt (a Hosted token) against the client's limit."""
+
+
+class IConcurrencyGauge(Interface):
+    """Callbacks in progress per account, shared by every node."""
+
+    def acquire(account, callback_id=None):
+        """Take a slot for a callback of ``account``; a Deferred slot id, or ``RateLimited``.
+
+        With ``callback_id`` (the id the callback will have) the slot is bound at once."""
+
+    def bind(slot_id, callback_id):
+        """Attach a taken slot to the callback the service started."""
+
+    def cancel(slot_id):
+        """Give back a slot whose callback was not started."""
+
+    def release(callback_id):
+        """Give back the slot of a callback that reached a final status (idempotent)."""
+
+    def in_use(account):
+        """A Deferred count of the account's callbacks in progress."""
+
+
+def sliding_count(hits: int, previous: int, elapsed: float, window: float) -> float:
+    """Requests in the last ``window`` seconds, estimated from two fixed windows.
+
+    The previous window's count is weighted by the part of it still inside the sliding
+    window; ``elapsed`` is the time since the current window started.
+    """
+    return previous * max(0.0, 1.0 - elapsed / window) + hits
+
+
+def retry_after(hits: int, previous: int, cap: int, elapsed: float, window: float) -> int:
+    """Whole seconds until one more request would be within ``cap`` (at least 1)."""
+    if hits + 1 <= cap and previous > 0:
+        # Later in this window, when enough of the previous one has slid out.
+        due = window * (1.0 - (cap - hits - 1) / previous)
+    else:
+        # In the next window, whose "previous" is this one.
+        due = window + window * max(0.0, 1.0 - (cap - 1) / hits) if hits else window
+    return max(1, math.ceil(due - elapsed))
+
+
+@implementer(IRateLimiter)
+class RateLimiter:
+    """Sliding-window limits per client address, called-back number and account.
+
+    Every request that reaches the limiter counts, refused or not, so a client that keeps
+    hammering stays refused; ``RateLimited.retry_after`` says when the next one would pass.
+    """
+
+    log = Logger()
+    prune_every = 256
+
+    def __init__(self, store, limits, clock):
+        self.store = store
+        self.limits = limits
+        self.clock = clock
+        self._checks = 0
+
+    def check(self, request):
+        """Count the request against its three limits; fail with ``RateLimited`` if over one."""
+        keys = [("client", request.client_address or "unknown"), ("phone", request.phone)]
+        if request.account:
+            keys.append(("account", request.account))
+        return self._count(keys)
+
+    def check_client(self, client_address):
+        """Count an attempt against the client's limit only (e.g. a Hosted token guess)."""
+        return self._count([("client", client_address or "unknown")])
+
+    @defer.inlineCallbacks
+    def _count(self, keys):
+        """Add a hit to each counter; fail with ``RateLimited`` for the first one over."""
+        now = self.clock.seconds()
+        size = max(1, int(self.limits.window))
+        start = int(now) - int(now) % size
+        self._checks += 1
+        if self._checks % self.prune_every == 1:
+            self._prune(start - size)
+        counts = yield self.store.count_hits(keys, start, start - size)
+        caps = {"client": self.limits.per_client, "phone": self.limits.per_phone,
+                "account": self.limits.per_account}
+        elapsed = now - start
+        for kind, _key in keys:
+            hits, previous = counts.get(kind, (0, 0))
+            if sliding_count(hits, previous, elapsed, size) > caps[kind]:
+                raise RateLimited(kind, retry_after(hits, previous, caps[kind], elapsed, size))
+
+    def _prune(self, before: int) -> None:
+        """Forget windows before the previous one, in the background (errors logged)."""
+        d = self.store.prune_counters(before)
+        d.addErrback(lambda f: self.log.failure("pruning rate-limit counters failed", failure=f))
+
+
+@implementer(IConcurrencyGauge)
+class ConcurrencyGauge:
+    """The per-account cap on callbacks in progress, over slots in the shared store."""
+
+    log = Logger()
+
+    def __init__(self, store, limits, clock, start_timeout: float = 60.0,
+                 stale_after: float = 24 * 3600.0):
+        self.store = store
+        self.limits = limits
+        self.clock = clock
+        self.start_timeout = start_timeout  # an unbound slot older than this is dead
+        self.stale_after = stale_after  # prune() forgets slots older than this
+
+    def _times(self) -> tuple[int, int]:
+        """(now, the oldest time an unbound slot is still live), whole seconds."""
+        now = int(self.clock.seconds())
+        return now, now - int(self.start_timeout)
+
+    @defer.inlineCallbacks
+    def acquire(self, account, callback_id=None):
+        """Take a slot or fail with ``RateLimited("concurrent")``."""
+        now, stale = self._times()
+        slot_id = str(uuid.uuid4())
+        taken, _in_use = yield self.store.take_slot(slot_id, account,
+                                                    self.limits.concurrent_per_account, now, stale,
+                                                    callback_id=callback_id)
+        if not taken:
+            raise RateLimited("concurrent", 30)
+        return slot_id
+
+    def bind(self, slot_id, callback_id):
+        """See ``IConcurrencyGauge``."""
+        return self.store.bind_slot(slot_id, callback_id)
+
+    def cancel(self, slot_id):
+        """See ``IConcurrencyGauge``."""
+        return self.store.release_slot(slot_id)
+
+    def release(self, callback_id):
+        """See ``IConcurrencyGauge``."""
+        return self.store.release_callback(callback_id)
+
+    def in_use(self, account):
+        """See ``IConcurrencyGauge``."""
+        return self.store.count_slots(account, self._times()[1])
+
+    def prune(self):
+        """Forget slots older than ``stale_after`` (of accounts that never called again)."""
+        return self.store.prune_slots(int(self.clock.seconds() - self.stale_after))
+
+
+class Admission:
+    """Decides, in one place, whether this node starts a callback now, and starts it.
+
+    ``ready()`` tells whether the node takes callbacks at all; ``limits`` (``LimitsConfig``,
+    None: no node caps) gives the node's busy caps and the limiter's and gauge's settings.
+    """
+
+    log = Logger()
+
+    def __init__(self, service, limiter, gauge, ready, limits=None):
+        self.service = service
+        self.limiter = limiter  # IRateLimiter
+        self.gauge = gauge  # IConcurrencyGauge
+        self.ready = ready
+        self.limits = limits
+        self.starting = 0  # requests between validation and the service's answer
+
+    def check_load(self) -> None:
+        """Refuse with ``busy`` when this node is at one of its own caps.
+
+        Past its capacity a node that accepted every request would queue them behind the
+        database until the callers gave up or hung up on legA; refusing at once, before any
+        database work, keeps the accepted callbacks on time and tells the client to retry.
+        """
+        if self.limits is not None and (self.service.active >= self.limits.node_max_active
+                                        or self.starting >= self.limits.node_max_starting):
+            raise CallbackRefused("busy", BUSY)
+
+    @defer.inlineCallbacks
+    def start(self, request):
+        """Admit a validated ``CallbackRequest`` and start it; fire with the callback's id.
+
+        Fails with ``CallbackRefused``: ``not_ready``, ``busy``, ``RateLimited`` (a rate or
+        the account's concurrency), or the service's own refusal. PostgreSQL away is
+        ``not_ready``. A slot taken for a callback that did not start is given back.
+        """
+        slot = None
+        try:
+            try:
+                if not self.ready():
+                    raise CallbackRefused("not_ready", NOT_READY)
+                self.check_load()
+                self.starting += 1
+                try:
+                    yield self.limiter.check(request)
+                    request = dataclasses.replace(request, callback_id=self.service.new_callback_id())
+                    if request.account:
+                        slot = yield self.gauge.acquire(request.account, request.callback_id)
+                    cb_id = yield self.service.request_callback(request)
+                finally:
+                    self.starting -= 1
+            except DatabaseUnavailable as e:
+                self.log.warn("database unavailable while starting a callback: {err} "
+                              "callback_id={callback_id}", err=describe_failure(e),
+                              callback_id=request.callback_id or "-")
+                raise CallbackRefused("not_ready", NOT_READY) from None
+        except BaseException as e:
+            if slot is not None:
+                self.gauge.cancel(slot).addErrback(
+                    lambda f: self.log.failure("could not free a callback slot callback_id={callback_id}",
+                                               failure=f, callback_id=request.callback_id))
+            if isinstance(e, CallbackRefused) and request.callback_id:
+                # The web layer logs the refusal; once an id was drawn the line names it.
+                e.callback_id = request.callback_id
+            raise
+        return cb_id
