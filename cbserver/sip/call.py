@@ -27,6 +27,7 @@ from cbserver.namedtimers import NamedTimersMixin
 from cbserver.sip.auth import AuthAttempts, AuthError, pick_challenge
 from cbserver.sip.call_dialog import CallError, CallStateError, DialogMixin, is_sdp
 from cbserver.sip.dialog import Dialog
+from cbserver.sip.interfaces import ICall
 from cbserver.sip.message import Headers, Request, Response, new_branch, new_tag, parse_name_addr
 from cbserver.sip.transport import TransportError
 from cbserver.sip.txn_client import ClientInviteTransaction, IClientTransactionUser, build_cancel
@@ -39,7 +40,7 @@ __all__ = ["Call", "CallError", "CallStateError"]
 log = Logger()
 
 
-@implementer(IClientTransactionUser)
+@implementer(IClientTransactionUser, ICall)
 class Call(DialogMixin, NamedTimersMixin):
     """An outgoing call; see the module docstring for its states."""
 

@@ -20,6 +20,7 @@ from cbserver.sip import validate
 from cbserver.sip.auth import DigestClient
 from cbserver.sip.call import Call, CallError, CallStateError
 from cbserver.sip.dialog import Dialog, dialog_id_of_request
+from cbserver.sip.interfaces import IUserAgent
 from cbserver.sip.message import (
     Request,
     Response,
@@ -90,7 +91,7 @@ class UAConfig:
     stop_timeout: float = 5.0
 
 
-@implementer(ITransactionUser)
+@implementer(ITransactionUser, IUserAgent)
 class UserAgent:
     """Places and ends calls; the TU for one transport's transaction layer."""
 

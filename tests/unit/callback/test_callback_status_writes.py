@@ -1,11 +1,10 @@
 """The status writer: one upsert per batch for every callback, newest state last, retries."""
 
 import json
-from types import SimpleNamespace
-
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
+from cbserver.callback.api import CallbackSnapshot
 from cbserver.callback.statuswriter import StatusWriter
 
 
@@ -33,15 +32,17 @@ class SlowDb:
 
 
 class Session:
+    """What the writer reads: only the immutable snapshot (no request, no legs)."""
+
     def __init__(self, sid):
         self.id = sid
-        self.account_id = "cb1"
-        self.b = SimpleNamespace(number="1818")
-        self.request = SimpleNamespace(phone="15550100")
         self.status = "calling_you"
 
-    def as_dict(self):
-        return {"id": self.id, "status": self.status, "application": "A", "mode": "simple"}
+    def snapshot(self):
+        return CallbackSnapshot(id=self.id, application="A", mode="simple", account_id="cb1",
+                                phone="15550100", destination="1818", status=self.status,
+                                state={"id": self.id, "status": self.status, "application": "A",
+                                       "mode": "simple"})
 
 
 def writer():
