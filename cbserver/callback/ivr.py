@@ -62,10 +62,18 @@ class HostedIvr:
     def _wait(self, d: defer.Deferred) -> defer.Deferred:
         """Track the media/database operation in progress so ``cancel`` can stop it."""
         if self._cancelled:
+            # Nobody waits for ``d`` any more: its cancellation must not be an unhandled error.
+            d.addErrback(self._dropped)
             d.cancel()
             raise defer.CancelledError()
         self._current = d
         return d
+
+    def _dropped(self, f) -> None:
+        """The end of an operation started after the dialogue was cancelled."""
+        if not f.check(defer.CancelledError):
+            log.failure("IVR operation after cancel callback_id={callback_id}", f,
+                        callback_id=self.session.id)
 
     def cancel(self) -> None:
         """The callback is ending: stop the dialogue."""

@@ -85,6 +85,7 @@ class CallbackSession(NamedTimersMixin):
         self._timers: dict[str, object] = {}
         self._ivr = None
         self._pending_cause = None  # decided before an explanation is played
+        self._late_reservation = False  # legB's re-authorization answered while writing
         self.observe = None  # (state, event) -> None: a test's view of the transitions
         self.done = defer.Deferred()
 
@@ -450,9 +451,10 @@ class CallbackSession(NamedTimersMixin):
                 self.ctx.metrics.ivr_failure(f.value.code)
             self._finish(f.value.code, None, str(f.value))
         elif not f.check(defer.CancelledError):
-            if f.check(DatabaseUnavailable):
-                log.warn("IVR failed callback_id={callback_id}: database unavailable ({err})",
-                         callback_id=self.id, err=describe_failure(f))
+            if f.check(DatabaseUnavailable, AuthorizationError):
+                # PostgreSQL away, or the identified account refused: one line, no traceback.
+                log.warn("IVR failed callback_id={callback_id}: {err}", callback_id=self.id,
+                         err=describe_failure(f))
             else:
                 log.failure("IVR failed callback_id={callback_id}", f, callback_id=self.id)
             self._finish("ivr_error", None, f.getErrorMessage())
@@ -558,7 +560,21 @@ class CallbackSession(NamedTimersMixin):
         log.info("callback ended callback_id={callback_id} cause={cause} charges={total} "
                  "{currency}", callback_id=self.id, cause=self.cause["code"],
                  total=self.charges["total"], currency=self.charges["currency"])
+        if self._late_reservation:
+            self._on_release_late_reservation(None)
         self.done.callback(self.as_dict())
+
+    def _on_late_reservation(self, _auth) -> None:
+        # The xDRs being stored release the reservations that existed when they were sent;
+        # this one may be newer: release it once they are stored.
+        self._late_reservation = True
+
+    def _on_release_late_reservation(self, _auth) -> None:
+        """legB's re-authorization reserved balance after the xDRs were stored: drop it."""
+        self._late_reservation = False
+        d = defer.maybeDeferred(self.ctx.authorizer.release, self.id)
+        d.addErrback(lambda f: log.failure("releasing a late reservation callback_id={callback_id}",
+                                           f, callback_id=self.id))
 
     def _on_xdrs_failed(self, f) -> None:
         # The recorder spools through an outage; a refusal here is kept in its reject file.

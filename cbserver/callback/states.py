@@ -69,7 +69,6 @@ IGNORE = "ignore"
 IMPOSSIBLE = "impossible"
 
 S, E = State, Event
-_LATE_EVENTS = (E.AUTH_OK, E.AUTH_REFUSED)  # answers that outlive the call: dropped
 _CALL_ENDERS = {E.A_BYE: "a_hung_up", E.A_ENDED_LOCAL: "ended_locally", E.SHUTDOWN: "shut_down"}
 
 # state -> {event: handler}; ignored events; every other event is IMPOSSIBLE there.
@@ -98,11 +97,16 @@ _ROWS: dict[State, tuple[dict[Event, str], tuple[Event, ...]]] = {
                 E.A_BYE: "ended_while_ending", E.A_ENDED_LOCAL: "ended_while_ending",
                 E.B_BYE: "ended_while_ending", E.B_ENDED_LOCAL: "ended_while_ending",
                 E.AUTH_ERROR: "auth_error_logged"},
-               (E.SHUTDOWN, E.IVR_DONE, E.IVR_FAILED, *_LATE_EVENTS, E.WAIT_PLAYED,
+               # AUTH_OK: its reservation is released with the xDRs, not written yet.
+               (E.SHUTDOWN, E.IVR_DONE, E.IVR_FAILED, E.AUTH_OK, E.AUTH_REFUSED, E.WAIT_PLAYED,
                 E.WARNING_PLAYED, E.RELAY_STOPPED, E.EXPLAINED)),
+    # A re-authorization that outlives the call: its reservation (made after the xDRs were
+    # sent) must still be released. A refusal reserved nothing.
     S.WRITING: ({E.XDRS_WRITTEN: "xdrs_written", E.XDRS_FAILED: "xdrs_failed",
-                 E.AUTH_ERROR: "auth_error_logged"}, (E.START, E.SHUTDOWN, *_LATE_EVENTS)),
-    S.ENDED: ({E.AUTH_ERROR: "auth_error_logged"}, (E.START, E.SHUTDOWN, *_LATE_EVENTS)),
+                 E.AUTH_OK: "late_reservation", E.AUTH_ERROR: "auth_error_logged"},
+                (E.START, E.SHUTDOWN, E.AUTH_REFUSED)),
+    S.ENDED: ({E.AUTH_OK: "release_late_reservation", E.AUTH_ERROR: "auth_error_logged"},
+              (E.START, E.SHUTDOWN, E.AUTH_REFUSED)),
 }
 
 # Why the rest is impossible, per group of events (the stateful test checks none happens):
