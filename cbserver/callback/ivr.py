@@ -125,7 +125,8 @@ class HostedIvr:
         try:
             return compile_rule(rule).apply(digits) if rule else digits
         except TranslationError as e:
-            log.warn("translation rule failed callback_id={callback_id}: {err}", callback_id=self.session.id, err=e)
+            log.warn("translation rule failed callback_id={callback_id}: {err}",
+                     callback_id=self.session.id, err=e)
             return None
 
     @defer.inlineCallbacks
@@ -138,7 +139,8 @@ class HostedIvr:
         try:
             auth = yield self._authorize(candidate, None, s.request.phone)
         except AuthorizationError as e:
-            log.info("no ANI identification callback_id={callback_id}: {reason}", callback_id=s.id, reason=e.reason)
+            log.info("no ANI identification callback_id={callback_id}: {reason}", callback_id=s.id,
+                     reason=e.reason)
             return None
         log.info("caller identified by ANI callback_id={callback_id} account={account}", callback_id=s.id,
                  account=candidate)

@@ -166,4 +166,5 @@ def join(env: MediaEnvironment, a: LegMedia, b: LegMedia, call_id: str = "") -> 
     return Relay(env.clock, a.session, b.session, env.inactivity_timeout, call_id)
 
 
-__all__ = ["CollectResult", "ILegMedia", "IMediaFactory", "LegMedia", "MediaEnvironment", "PlayResult", "join"]
+__all__ = ["CollectResult", "ILegMedia", "IMediaFactory", "LegMedia", "MediaEnvironment", "PlayResult",
+           "join"]

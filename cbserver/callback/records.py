@@ -1,10 +1,16 @@
-"""The two xDRs of a finished callback, built from its legs under the authorization that applies."""
+"""The two xDRs of a finished callback: built from its legs under the authorization that
+applies, and stored through the session's recorder."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+from twisted.internet import defer
+
 from cbserver.billing.xdr import LegRecord, leg_record
+from cbserver.logs import Logger
+
+log = Logger()
 
 
 def _datetime(seconds: float | None) -> dt.datetime | None:
@@ -38,3 +44,29 @@ def _record(session, leg, legb_failed: bool) -> LegRecord:
                       disconnect_time=_datetime(leg.ended_at),
                       connect_time=_datetime(leg.answered_at), duration=leg.duration(),
                       sip_code=sip_code, sip_reason=reason, legb_failed=legb_failed)
+
+
+@defer.inlineCallbacks
+def store_xdrs(session):
+    """Build and store both legs' xDRs of ``session`` (closing the media first); fire with them."""
+    now = session.clock.seconds()
+    for leg in (session.a, session.b):
+        if leg.ended_at is None:
+            leg.ended_at = now
+    records = leg_records(session)
+    for leg, rec in zip((session.a, session.b), records, strict=True):
+        leg.record = rec
+    for leg in (session.a, session.b):
+        if leg.media is not None:
+            try:
+                yield leg.media.close()
+            except Exception:  # noqa: BLE001 - closing media must not lose the xDRs
+                log.failure("closing media callback_id={callback_id}", callback_id=session.id)
+    # Both legs in the same reactor turn, so the writer stores them in one transaction;
+    # both are attempted even if one is refused, then the first failure is raised.
+    results = yield defer.DeferredList([session.ctx.recorder.record(rec) for rec in records],
+                                       consumeErrors=True)
+    for ok, value in results:
+        if not ok:
+            value.raiseException()
+    return records

@@ -15,19 +15,18 @@ below that decides what happens. Handlers set the next state before acting, beca
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from twisted.internet import defer
 
 from cbserver.billing.authorize import AuthorizationError, AuthRequest
-from cbserver.callback.api import CallbackSnapshot
 from cbserver.callback.causes import classify_failure
 from cbserver.callback.ivr import IvrFailed
 from cbserver.callback.legs import Leg, LegListener
-from cbserver.callback.records import leg_records
+from cbserver.callback.records import store_xdrs
 from cbserver.callback.states import IGNORE, IMPOSSIBLE, TABLE, Event, State
+from cbserver.callback.view import SessionView
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger, describe_failure
 from cbserver.namedtimers import NamedTimersMixin
@@ -59,7 +58,7 @@ class SessionContext:
     extra: dict = field(default_factory=dict)
 
 
-class CallbackSession(NamedTimersMixin):
+class CallbackSession(SessionView, NamedTimersMixin):
     """The state machine of one callback; see the module docstring."""
 
     def __init__(self, session_id: str, request, app, auth, ctx: SessionContext,
@@ -140,55 +139,6 @@ class CallbackSession(NamedTimersMixin):
         else:
             event = Event.B_BYE if by_remote else Event.B_ENDED_LOCAL
         self.dispatch(event, leg, reason)
-
-    # -- reports ---------------------------------------------------------------------------
-
-    def _datetime(self, seconds: float | None) -> dt.datetime | None:
-        """Clock seconds as an aware UTC datetime."""
-        return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.UTC)
-
-    def _set_status(self, status: str) -> None:
-        """Record a new status and tell the service."""
-        self.status = status
-        self._changed()
-
-    def _changed(self) -> None:
-        """Something the page shows changed."""
-        self.updated_at = self.clock.seconds()
-        if self.ctx.on_change is not None:
-            self.ctx.on_change(self)
-
-    def caller_id_for(self, leg: str) -> str:
-        """The calling number shown on a leg (RFC 3325 P-Asserted-Identity too).
-
-        With ``use_account_id_as_ani`` (manual: "show the account ID (i.e. PIN) as the
-        calling number") both legs show the account ID once there is one: legA, so the person
-        sees which account calls them back, and legB. Otherwise, and for a Hosted legA (nobody
-        is identified before it), legA shows the instance's number (the helpdesk) when it has
-        one, and legB the person's own number.
-        """
-        if self.app.use_account_id_as_ani and self.account_id:
-            return self.account_id
-        if leg == "A":
-            return self.app.second_number or "cbserver"
-        return self.request.phone
-
-    def as_dict(self) -> dict:
-        """The status of this callback (the ``ICallbackService.get_status`` shape)."""
-        return {
-            "id": self.id, "application": self.app.name, "mode": self.request.mode,
-            "status": self.status, "legs": {"A": self.a.as_dict(), "B": self.b.as_dict()},
-            "cause": self.cause, "charges": self.charges,
-            "created_at": self._datetime(self.created_at).isoformat(timespec="milliseconds"),
-            "updated_at": self._datetime(self.updated_at).isoformat(timespec="milliseconds"),
-        }
-
-    def snapshot(self) -> CallbackSnapshot:
-        """The status now, immutable: what the status writer stores."""
-        return CallbackSnapshot(id=self.id, application=self.app.name, mode=self.request.mode,
-                                account_id=self.account_id, phone=self.request.phone,
-                                destination=self.b.number or None, status=self.status,
-                                state=self.as_dict())
 
     def caller_identified(self, auth) -> None:
         """Hosted: the IVR identified the caller; legA is theirs from now on.
@@ -349,36 +299,11 @@ class CallbackSession(NamedTimersMixin):
         if any(leg.call is not None and leg.state in _UP for leg in (self.a, self.b)):
             return
         self._enter(State.WRITING)
-        d = self._write_xdrs()
+        d = store_xdrs(self)
         d.addCallbacks(lambda records: self.dispatch(Event.XDRS_WRITTEN, records),
                        lambda f: self.dispatch(Event.XDRS_FAILED, f))
         d.addErrback(lambda f: log.failure("xDRs callback_id={callback_id}", f,
                                            callback_id=self.id))
-
-    @defer.inlineCallbacks
-    def _write_xdrs(self):
-        """Build and store both legs' xDRs (closing the media first); fire with them."""
-        now = self.clock.seconds()
-        for leg in (self.a, self.b):
-            if leg.ended_at is None:
-                leg.ended_at = now
-        records = leg_records(self)
-        for leg, rec in zip((self.a, self.b), records, strict=True):
-            leg.record = rec
-        for leg in (self.a, self.b):
-            if leg.media is not None:
-                try:
-                    yield leg.media.close()
-                except Exception:  # noqa: BLE001 - closing media must not lose the xDRs
-                    log.failure("closing media callback_id={callback_id}", callback_id=self.id)
-        # Both legs in the same reactor turn, so the writer stores them in one transaction;
-        # both are attempted even if one is refused, then the first failure is raised.
-        results = yield defer.DeferredList([self.ctx.recorder.record(rec) for rec in records],
-                                           consumeErrors=True)
-        for ok, value in results:
-            if not ok:
-                value.raiseException()
-        return records
 
     # -- handlers: TABLE's entries -------------------------------------------------------------
 

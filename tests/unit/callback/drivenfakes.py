@@ -30,6 +30,7 @@ from cbserver.sip.call_dialog import CallStateError
 from cbserver.sip.interfaces import ICall, IUserAgent
 from tests.unit.callback.fakes import FakeAuthorizer
 
+
 class World:
     """What the driven fakes share: the clock, the database's state, the pending work."""
 

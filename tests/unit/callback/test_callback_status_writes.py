@@ -1,6 +1,7 @@
 """The status writer: one upsert per batch for every callback, newest state last, retries."""
 
 import json
+
 from twisted.internet import defer
 from twisted.internet.task import Clock
 

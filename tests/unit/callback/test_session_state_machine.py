@@ -25,7 +25,6 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
 from twisted.logger import LogLevel, globalLogPublisher
 
@@ -47,7 +46,6 @@ from tests.unit.callback.drivenfakes import (
     World,
 )
 from tests.unit.callback.fakes import Request, app
-
 
 PAGE_STATUS = {State.NEW: "calling_you", State.CALLING_A: "calling_you", State.IVR: "answered",
                State.AUTHORIZING_B: "answered", State.CALLING_B: "calling_destination",
