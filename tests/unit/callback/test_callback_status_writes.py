@@ -16,6 +16,7 @@ class SlowDb:
 
     def __init__(self):
         self.batches = []
+        self.params = []
         self.ready = True
         self.ready_waiters = []
 
@@ -26,6 +27,7 @@ class SlowDb:
 
     def runOperation(self, sql, params):
         assert "ON CONFLICT (id) DO UPDATE" in sql
+        self.params.append(params)
         ids, states = params[0], params[7]
         d = defer.Deferred()
         self.batches.append(({i: json.loads(s)["status"] for i, s in zip(ids, states, strict=True)}, d))
@@ -176,3 +178,13 @@ def test_a_new_callbacks_row_does_not_wait_for_the_pool():
     failures = []
     confirmed.addErrback(failures.append)
     assert len(failures) == 1  # refused at once, as before
+
+
+def test_a_row_is_the_sessions_immutable_snapshot():
+    w, db, clock = writer()
+    s = Session("s1")
+    w.store(s)
+    clock.advance(0.2)
+    ids, apps, modes, accounts, phones, destinations, statuses = db.params[0][:7]
+    assert (ids, apps, modes, accounts, phones, destinations, statuses) == (
+        ["s1"], ["A"], ["simple"], ["cb1"], ["15550100"], ["1818"], ["calling_you"])
