@@ -50,6 +50,23 @@ class CallbackRequest:
     callback_id: str | None = None
 
 
+@dataclass(frozen=True)
+class CallbackSnapshot:
+    """A callback's status at one moment, as the status writer stores it (immutable).
+
+    ``state`` is the ``get_status`` dict below, built for this snapshot alone.
+    """
+
+    id: str
+    application: str
+    mode: str
+    account_id: str | None
+    phone: str  # the number called back
+    destination: str | None  # legB's number, None while unknown
+    status: str  # one of STATUSES
+    state: dict
+
+
 class CallbackRefused(Exception):
     """The callback is not started; ``code`` is one of REFUSAL_HTTP_STATUS's keys."""
 

@@ -62,10 +62,18 @@ class HostedIvr:
     def _wait(self, d: defer.Deferred) -> defer.Deferred:
         """Track the media/database operation in progress so ``cancel`` can stop it."""
         if self._cancelled:
+            # Nobody waits for ``d`` any more: its cancellation must not be an unhandled error.
+            d.addErrback(self._dropped)
             d.cancel()
             raise defer.CancelledError()
         self._current = d
         return d
+
+    def _dropped(self, f) -> None:
+        """The end of an operation started after the dialogue was cancelled."""
+        if not f.check(defer.CancelledError):
+            log.failure("IVR operation after cancel callback_id={callback_id}", f,
+                        callback_id=self.session.id)
 
     def cancel(self) -> None:
         """The callback is ending: stop the dialogue."""
@@ -103,7 +111,7 @@ class HostedIvr:
             try:
                 names = balance_announcement(max(auth.budget, 0), auth.currency)
             except SpeechError as e:
-                log.warn("cannot say the balance session={sid}: {err}", sid=s.id, err=e)
+                log.warn("cannot say the balance callback_id={callback_id}: {err}", callback_id=s.id, err=e)
             else:
                 yield self._wait(self.media.play(names))
         destination, auth = yield self._destination(account)
@@ -117,7 +125,8 @@ class HostedIvr:
         try:
             return compile_rule(rule).apply(digits) if rule else digits
         except TranslationError as e:
-            log.warn("translation rule failed session={sid}: {err}", sid=self.session.id, err=e)
+            log.warn("translation rule failed callback_id={callback_id}: {err}",
+                     callback_id=self.session.id, err=e)
             return None
 
     @defer.inlineCallbacks
@@ -130,9 +139,10 @@ class HostedIvr:
         try:
             auth = yield self._authorize(candidate, None, s.request.phone)
         except AuthorizationError as e:
-            log.info("no ANI identification session={sid}: {reason}", sid=s.id, reason=e.reason)
+            log.info("no ANI identification callback_id={callback_id}: {reason}", callback_id=s.id,
+                     reason=e.reason)
             return None
-        log.info("caller identified by ANI session={sid} account={account}", sid=s.id,
+        log.info("caller identified by ANI callback_id={callback_id} account={account}", callback_id=s.id,
                  account=candidate)
         return auth
 
@@ -164,8 +174,8 @@ class HostedIvr:
             except AuthorizationError as e:
                 if e.reason not in _IDENTITY_REASONS:
                     raise
-                log.info("IVR identification failed session={sid} attempt={n}: {reason}",
-                         sid=s.id, n=attempt, reason=e.reason)
+                log.info("IVR identification failed callback_id={callback_id} attempt={n}: {reason}",
+                         callback_id=s.id, n=attempt, reason=e.reason)
                 if attempt < self.attempts:
                     yield self._wait(self.media.play(["invalid", "try_again"]))
                     continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from twisted.internet import defer
+from zope.interface import Interface, implementer
 
 from cbserver.logs import Logger
 from cbserver.media.collector import CollectResult
@@ -41,6 +42,43 @@ class MediaEnvironment:
         return self.libraries[application]
 
 
+class ILegMedia(Interface):
+    """One leg's media, as the callback session and the hosted IVR use it."""
+
+    def open():
+        """Bind the RTP/RTCP ports and return our SDP offer (bytes)."""
+
+    def answer(remote_sdp):
+        """Apply the far end's SDP (answer, early media, or a re-INVITE's new offer)."""
+
+    def info(content_type, body):
+        """A SIP INFO body carrying DTMF; True when it was a digit."""
+
+    def play(names):
+        """Play prompts; a Deferred firing with a ``PlayResult`` (an interrupted play fires
+        ``INTERRUPTED``, also when cancelled)."""
+
+    def stop_prompt():
+        """Interrupt the prompt playing, if any (its Deferred fires at once)."""
+
+    def collect(names, max_digits, first_digit_timeout, inter_digit_timeout, terminator):
+        """Play ``names`` and collect DTMF digits; a Deferred firing with a ``CollectResult``."""
+
+    def close():
+        """Stop prompts and collection, release the ports; a Deferred."""
+
+
+class IMediaFactory(Interface):
+    """Makes the media of a session's legs and joins them."""
+
+    def new_leg(application, call_id):
+        """An unopened ``ILegMedia`` for one leg of ``application``; may raise when no port is free."""
+
+    def join(a, b, call_id):
+        """An ``IRelay`` between two legs' media (their prompts stopped first), not started."""
+
+
+@implementer(ILegMedia)
 class LegMedia:
     """One leg's media endpoint anchored at the server."""
 
@@ -48,6 +86,8 @@ class LegMedia:
         self.env = env
         self.library = env.library(application)
         self.call_id = call_id
+        # The callback's own id: legs are named "<callback id>-A" / "-B".
+        self.callback_id = call_id.rsplit("-", 1)[0]
         self.session = RtpSession(env.clock, env.reactor, env.pool, env.bind_address,
                                   call_id=call_id)
         self.dtmf = DtmfInput(call_id)
@@ -68,7 +108,8 @@ class LegMedia:
         try:
             choice = negotiate(remote_sdp)
         except SdpError as e:
-            log.warn("unusable SDP answer call_id={call_id}: {err}", call_id=self.call_id, err=e)
+            log.warn("unusable SDP answer callback_id={callback_id} call_id={call_id}: {err}",
+                     callback_id=self.callback_id, call_id=self.call_id, err=e)
             return
         self.session.configure((choice.address, choice.port), choice.payload_type, choice.codec,
                                choice.telephone_event)
@@ -125,4 +166,5 @@ def join(env: MediaEnvironment, a: LegMedia, b: LegMedia, call_id: str = "") -> 
     return Relay(env.clock, a.session, b.session, env.inactivity_timeout, call_id)
 
 
-__all__ = ["CollectResult", "LegMedia", "MediaEnvironment", "PlayResult", "join"]
+__all__ = ["CollectResult", "ILegMedia", "IMediaFactory", "LegMedia", "MediaEnvironment", "PlayResult",
+           "join"]

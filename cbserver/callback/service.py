@@ -21,7 +21,7 @@ from cbserver.billing.authorize import AuthorizationError, AuthRequest
 from cbserver.callback.api import CallbackRefused, ICallbackService
 from cbserver.callback.causes import describe
 from cbserver.callback.ivr import HostedIvr
-from cbserver.callback.legmedia import LegMedia, join
+from cbserver.callback.legmedia import IMediaFactory, LegMedia, join
 from cbserver.callback.session import CallbackSession, SessionContext
 from cbserver.callback.statuswriter import StatusWriter
 from cbserver.db import authz_store, callbacks_store
@@ -47,6 +47,7 @@ _REFUSALS = {
 _NUMBER_REASONS = ("not_rated", "invalid_number")
 
 
+@implementer(IMediaFactory)
 class MediaFactory:
     """Adapts the shared ``MediaEnvironment`` to what sessions ask for."""
 

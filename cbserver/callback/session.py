@@ -6,21 +6,28 @@ re-authorizes and places legB, joins the legs' media, enforces the maximum durat
 warning one minute before), and on every path ends both dialogs and writes both legs' xDRs
 with the cause. Every timer runs on the injected clock. Status changes are reported to
 ``on_change`` (the service persists them for the page).
+
+Everything that happens to a session is an ``Event``, dispatched through the state table of
+``cbserver.callback.states``: the table names, for each (state, event), the ``_on_*`` method
+below that decides what happens. Handlers set the next state before acting, because acting
+(hanging a leg up, stopping a prompt) may report the next event synchronously.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from twisted.internet import defer
 
 from cbserver.billing.authorize import AuthorizationError, AuthRequest
-from cbserver.billing.xdr import LegRecord, leg_record
 from cbserver.callback.causes import classify_failure
+from cbserver.callback.ivr import IvrFailed
 from cbserver.callback.legs import Leg, LegListener
-from cbserver.db.pool import DATABASE_ERRORS
+from cbserver.callback.records import store_xdrs
+from cbserver.callback.states import IGNORE, IMPOSSIBLE, TABLE, Event, State
+from cbserver.callback.view import SessionView
+from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger, describe_failure
 from cbserver.namedtimers import NamedTimersMixin
 from cbserver.sip.ua import CallStateError
@@ -29,26 +36,29 @@ log = Logger()
 
 WARNING_BEFORE_END = 60  # seconds: "one minute left"
 WAIT_PROMPT_PAUSE = 2.0  # seconds of silence between "please wait" repetitions
+EXPLAIN_TIMEOUT = 15  # seconds the explanation of an early end may take
+
+_UP = ("calling", "ringing", "answered")  # leg states with a call still to end
 
 
 @dataclass
 class SessionContext:
     """What a session needs from the service: collaborators and the instance's settings."""
 
-    ua: object
-    media: object  # new_leg(application, call_id) -> LegMedia, join(a, b, call_id) -> Relay
+    ua: object  # IUserAgent
+    media: object  # IMediaFactory
     authorizer: object  # IAuthorizer
     recorder: object  # ICallRecorder
     clock: object
     node: str
     no_answer_timeout: float
-    ivr_factory: object = None  # (session) -> object with run() -> Deferred[Authorization]
+    ivr_factory: object = None  # (session) -> object with run() -> Deferred, cancel()
     on_change: object = None  # (session) -> None
     metrics: object = None
     extra: dict = field(default_factory=dict)
 
 
-class CallbackSession(NamedTimersMixin):
+class CallbackSession(SessionView, NamedTimersMixin):
     """The state machine of one callback; see the module docstring."""
 
     def __init__(self, session_id: str, request, app, auth, ctx: SessionContext,
@@ -59,7 +69,8 @@ class CallbackSession(NamedTimersMixin):
         self.auth = auth  # the authorization that legA's xDR uses until legB is re-authorized
         self.ctx = ctx
         self.clock = ctx.clock
-        self.status = "calling_you"
+        self.state = State.NEW
+        self.status = "calling_you"  # what the page shows (api.STATUSES)
         self.cause: dict | None = None
         self.charges: dict | None = None
         self.created_at = created_at if created_at is not None else self.clock.seconds()
@@ -72,113 +83,62 @@ class CallbackSession(NamedTimersMixin):
         self._relay = None
         self._timers: dict[str, object] = {}
         self._ivr = None
-        self._waiting = False
-        self._ending = False
-        self._writing = False
-        self._pending_cause = None
+        self._pending_cause = None  # decided before an explanation is played
+        self._late_reservation = False  # legB's re-authorization answered while writing
+        self.observe = None  # (state, event) -> None: a test's view of the transitions
         self.done = defer.Deferred()
 
-    # -- helpers -------------------------------------------------------------------------
+    # -- the one way in ----------------------------------------------------------------------
 
-    def _datetime(self, seconds: float | None) -> dt.datetime | None:
-        """Clock seconds as an aware UTC datetime."""
-        return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.UTC)
+    def dispatch(self, event: Event, *args) -> None:
+        """Let the state table decide what ``event`` does in the current state."""
+        state = self.state
+        if self.observe is not None:
+            self.observe(state, event)
+        action = TABLE[(state, event)]
+        if action == IGNORE:
+            return
+        if action == IMPOSSIBLE:
+            log.error("impossible event {event} in state {state} callback_id={callback_id}",
+                      event=event.name, state=state.name, callback_id=self.id)
+            return
+        getattr(self, f"_on_{action}")(*args)
 
-    def _set_status(self, status: str) -> None:
-        """Record a new status and tell the service."""
-        self.status = status
-        self._changed()
-
-    def _changed(self) -> None:
-        """Something the page shows changed."""
-        self.updated_at = self.clock.seconds()
-        if self.ctx.on_change is not None:
-            self.ctx.on_change(self)
-
-    def caller_id_for(self, leg: str) -> str:
-        """The calling number shown on a leg (RFC 3325 P-Asserted-Identity too).
-
-        With ``use_account_id_as_ani`` (manual: "show the account ID (i.e. PIN) as the
-        calling number") both legs show the account ID once there is one: legA, so the person
-        sees which account calls them back, and legB. Otherwise, and for a Hosted legA (nobody
-        is identified before it), legA shows the instance's number (the helpdesk) when it has
-        one, and legB the person's own number.
-        """
-        if self.app.use_account_id_as_ani and self.account_id:
-            return self.account_id
-        if leg == "A":
-            return self.app.second_number or "cbserver"
-        return self.request.phone
-
-    def as_dict(self) -> dict:
-        """The status of this callback (the ``ICallbackService.get_status`` shape)."""
-        return {
-            "id": self.id, "application": self.app.name, "mode": self.request.mode,
-            "status": self.status, "legs": {"A": self.a.as_dict(), "B": self.b.as_dict()},
-            "cause": self.cause, "charges": self.charges,
-            "created_at": self._datetime(self.created_at).isoformat(timespec="milliseconds"),
-            "updated_at": self._datetime(self.updated_at).isoformat(timespec="milliseconds"),
-        }
-
-    # -- the path of a callback ------------------------------------------------------------
+    def _enter(self, state: State) -> None:
+        log.debug("callback {old} -> {new} callback_id={callback_id}", old=self.state.name,
+                  new=state.name, callback_id=self.id)
+        self.state = state
 
     def start(self) -> defer.Deferred:
         """Place legA; the returned Deferred fires with the final status dict."""
-        self._changed()
-        self._place(self.a)
+        self.dispatch(Event.START)
         return self.done
 
-    def _place(self, leg: Leg) -> None:
-        """Open the leg's media and send the INVITE."""
-        call_id = f"{self.id}-{leg.name}"
-        try:
-            leg.media = self.ctx.media.new_leg(self.app.name, call_id)
-            offer = leg.media.open()
-        except Exception as e:  # noqa: BLE001 - any media failure ends the callback cleanly
-            log.failure("no media for leg {leg} session={sid}", leg=leg.name, sid=self.id)
-            leg.state, leg.reason = "failed", f"media unavailable: {e}"
-            self._finish("media_unavailable", None, leg.reason)
-            return
-        leg.state = "calling"
-        leg.placed_at = self.clock.seconds()
-        try:
-            leg.call = self.ctx.ua.place_call(
-                leg.number, caller_id=self.caller_id_for(leg.name), display_name=None,
-                sdp_offer=offer, no_answer_timeout=self.ctx.no_answer_timeout,
-                listener=LegListener(self, leg))
-        except CallStateError as e:
-            leg.state, leg.reason = "failed", str(e)
-            self._finish("shutdown", None, str(e))
-            return
-        self._changed()
+    def shutdown(self) -> defer.Deferred:
+        """The server is stopping: end this callback now."""
+        self.dispatch(Event.SHUTDOWN)
+        return self.done
 
+    # ICallListener's events, through LegListener, as events of this leg.
     def leg_ringing(self, leg: Leg, early_sdp) -> None:
-        """180/183: show ringing; early media SDP configures the leg's RTP."""
-        if leg.state == "calling":
-            leg.state = "ringing"
-            if early_sdp:
-                leg.media.answer(early_sdp)
-            self._changed()
+        """180/183."""
+        self.dispatch(Event.A_RINGING if leg is self.a else Event.B_RINGING, leg, early_sdp)
 
     def leg_answered(self, leg: Leg, remote_sdp) -> None:
-        """A leg answered."""
-        leg.state = "answered"
-        leg.answered_at = self.clock.seconds()
-        leg.media.answer(remote_sdp)
-        if self.ctx.metrics is not None and leg.placed_at is not None:
-            self.ctx.metrics.post_dial_delay(leg.answered_at - leg.placed_at)
-        if self._ending:
-            # The answer crossed our hang-up: end this leg too.
-            self._hangup(leg)
-            return
+        """2xx."""
+        self.dispatch(Event.A_ANSWERED if leg is self.a else Event.B_ANSWERED, leg, remote_sdp)
+
+    def leg_failed(self, leg: Leg, status: int, reason: str) -> None:
+        """A final non-2xx: the leg was never answered."""
+        self.dispatch(Event.A_FAILED if leg is self.a else Event.B_FAILED, leg, status, reason)
+
+    def leg_ended(self, leg: Leg, by_remote: bool, reason: str) -> None:
+        """An answered leg ended (BYE either way)."""
         if leg is self.a:
-            self._set_status("answered")
-            if self.request.mode == "hosted" and self.ctx.ivr_factory is not None:
-                self._run_ivr()
-            else:
-                self._authorize_b(self.b.number)
+            event = Event.A_BYE if by_remote else Event.A_ENDED_LOCAL
         else:
-            self._join()
+            event = Event.B_BYE if by_remote else Event.B_ENDED_LOCAL
+        self.dispatch(event, leg, reason)
 
     def caller_identified(self, auth) -> None:
         """Hosted: the IVR identified the caller; legA is theirs from now on.
@@ -191,208 +151,130 @@ class CallbackSession(NamedTimersMixin):
         self.auth = auth
         self.account_id = auth.account.id
 
-    def _run_ivr(self) -> None:
-        """Hosted: identify the caller, tell the balance, ask for the number."""
-        self._ivr = self.ctx.ivr_factory(self)
-        d = self._ivr.run()
+    # -- actions -------------------------------------------------------------------------------
 
-        def identified(result):
-            self._ivr = None
-            if self._ending:
-                return
-            auth, destination = result
-            self.auth = auth
-            self.account_id = auth.account.id
-            self.b.number = destination
-            self._dial_b(auth)
+    def _report(self, d: defer.Deferred, event: Event, what: str, quiet=()) -> None:
+        """Dispatch ``event`` with ``d``'s result; log any failure (but ``quiet`` ones, which
+        dispatch nothing), the handler's included: no Deferred is left failing unhandled."""
+        def swallow(f) -> None:
+            f.trap(*quiet)  # anything else goes on to the log below
 
-        def failed(f):
-            self._ivr = None
-            if self._ending:
-                return
-            from cbserver.callback.ivr import IvrFailed
+        d.addCallback(lambda result: self.dispatch(event, result))
+        if quiet:
+            d.addErrback(swallow)
+        d.addErrback(lambda f: log.failure("{what} callback_id={callback_id}", f, what=what,
+                                           callback_id=self.id))
 
-            if f.check(IvrFailed):
-                if self.ctx.metrics is not None:
-                    self.ctx.metrics.ivr_failure(f.value.code)
-                self._finish(f.value.code, None, str(f.value))
-            elif not f.check(defer.CancelledError):
-                log.failure("IVR failed session={sid}", f, sid=self.id)
-                self._finish("ivr_error", None, f.getErrorMessage())
+    def _place(self, leg: Leg) -> None:
+        """Open the leg's media and send the INVITE."""
+        call_id = f"{self.id}-{leg.name}"
+        try:
+            leg.media = self.ctx.media.new_leg(self.app.name, call_id)
+            offer = leg.media.open()
+        except Exception as e:  # noqa: BLE001 - any media failure ends the callback cleanly
+            log.failure("no media for leg {leg} callback_id={callback_id}", leg=leg.name,
+                        callback_id=self.id)
+            leg.state, leg.reason = "failed", f"media unavailable: {e}"
+            self.dispatch(Event.PLACE_FAILED, "media_unavailable", leg.reason)
+            return
+        leg.state = "calling"
+        leg.placed_at = self.clock.seconds()
+        try:
+            leg.call = self.ctx.ua.place_call(
+                leg.number, caller_id=self.caller_id_for(leg.name), display_name=None,
+                sdp_offer=offer, no_answer_timeout=self.ctx.no_answer_timeout,
+                listener=LegListener(self, leg), log_context=self.id)
+        except CallStateError as e:
+            leg.state, leg.reason = "failed", str(e)
+            self.dispatch(Event.PLACE_FAILED, "shutdown", str(e))
+            return
+        # The call logs its Call-ID once against log_context ("call placed call_id=…
+        # callback_id=…"), the line that joins this callback's log to the SIP side's.
+        self._changed()
 
-        d.addCallbacks(identified, failed)
+    def _answered(self, leg: Leg, remote_sdp) -> None:
+        leg.state = "answered"
+        leg.answered_at = self.clock.seconds()
+        leg.media.answer(remote_sdp)
+        if self.ctx.metrics is not None and leg.placed_at is not None:
+            self.ctx.metrics.post_dial_delay(leg.answered_at - leg.placed_at)
 
-    @defer.inlineCallbacks
-    def _authorize_b(self, destination: str):
-        """Re-authorize for legB with legA's time so far, then dial it or explain why not."""
+    def _down(self, leg: Leg, state: str, status: int | None, reason: str) -> None:
+        """Record a leg's final event (``failed`` or ``ended``)."""
+        leg.state = state
+        leg.ended_at = self.clock.seconds()
+        if state == "failed" or leg.sip_status is None:
+            leg.sip_status = status
+        leg.reason = reason
+        if self.ctx.metrics is not None:
+            self.ctx.metrics.leg_final(leg.name, status)
+
+    def _authorize_b(self, destination: str) -> None:
+        """Re-authorize for legB with legA's time so far."""
         elapsed = int(self.clock.seconds() - self.a.answered_at)
         req = AuthRequest(session_id=self.id, account_id=self.account_id, cli=self.request.phone,
                           cld=destination, access_code=self.app.access_code,
                           leg_a_elapsed=elapsed, leg_a_connect=self._datetime(self.a.answered_at))
-        try:
-            auth = yield self.ctx.authorizer.authorize(req)
-        except AuthorizationError as e:
-            if not self._ending:
-                yield self._say_and_finish(["call_failed", "goodbye"], f"legb_{e.reason}", None,
-                                           str(e))
-            return
-        except Exception as e:  # noqa: BLE001 - the database may be away: end cleanly
-            if isinstance(e, DATABASE_ERRORS):
-                # Expected while PostgreSQL is away (the pool logs the outage itself): one
-                # line, not a traceback per callback.
-                log.warn("re-authorization failed session={sid}: database unavailable ({err})",
-                         sid=self.id, err=describe_failure(e))
-            else:
-                log.failure("re-authorization failed session={sid}", sid=self.id)
-            if not self._ending:
-                yield self._say_and_finish(["call_failed", "goodbye"], "authorization_failed",
-                                           None, str(e))
-            return
-        if self._ending:
-            return
-        self.auth = auth
-        if auth.max_seconds <= 0:
-            yield self._say_and_finish(["not_enough_balance", "goodbye"], "no_balance", None,
-                                       "not enough balance for legB")
-            return
-        self._dial_b(auth)
+        d = defer.maybeDeferred(self.ctx.authorizer.authorize, req)
+        d.addCallbacks(lambda auth: self.dispatch(Event.AUTH_OK, auth), self._auth_failed)
+        d.addErrback(lambda f: log.failure("re-authorization callback_id={callback_id}", f,
+                                           callback_id=self.id))
+
+    def _auth_failed(self, f) -> None:
+        if f.check(AuthorizationError):
+            self.dispatch(Event.AUTH_REFUSED, f.value)
+        else:
+            self.dispatch(Event.AUTH_ERROR, f)
 
     def _dial_b(self, auth) -> None:
         """Play "please wait" on legA and place legB."""
         self.auth = auth
+        self._enter(State.CALLING_B)
         self._set_status("calling_destination")
-        self._waiting = True
-        self._play_wait()
+        self._on_play_wait()
         self._place(self.b)
 
-    def _play_wait(self) -> None:
-        """Repeat "please wait" on legA while legB rings."""
-        if not self._waiting or self._ending or self.a.media is None:
-            return
-        d = self.a.media.play(["please_wait"])
-
-        def again(_result):
-            if self._waiting and not self._ending:
-                self._start_timer("wait-prompt", WAIT_PROMPT_PAUSE, self._play_wait)
-
-        d.addCallbacks(again, lambda f: f.trap(defer.CancelledError))
-
-    def _join(self) -> None:
-        """legB answered: relay media, arm the maximum-duration timer and its warning."""
-        self._waiting = False
-        self._cancel_timer("wait-prompt")
+    def _start_relay(self) -> None:
         self._relay = self.ctx.media.join(self.a.media, self.b.media, self.id)
-        self._relay.start().addCallbacks(self._relay_ended,
-                                         lambda f: f.trap(defer.CancelledError))
-        self._set_status("connected")
-        limit = self.auth.max_seconds
-        if limit > WARNING_BEFORE_END:
-            self._start_timer("warning", limit - WARNING_BEFORE_END, self._warn)
-        self._start_timer("max-duration", limit, self._finish, "max_duration", None,
-                    f"maximum duration of {limit}s reached")
+        d = self._relay.start()
+        d.addCallback(lambda how: self.dispatch(
+            Event.RELAY_STOPPED if getattr(how, "name", str(how)) == "STOPPED" else Event.RELAY_LOST,
+            getattr(how, "name", str(how))))
+        d.addErrback(lambda f: log.failure("relay callback_id={callback_id}", f,
+                                           callback_id=self.id))
 
-    def _warn(self) -> None:
-        """One minute left: tell both parties, then rejoin the media."""
-        if self._ending or self._relay is None:
-            return
-        relay, self._relay = self._relay, None
-        relay.stop()
-        plays = [leg.media.play(["one_minute_left"]) for leg in (self.a, self.b)]
-
-        def rejoin(_):
-            if not self._ending:
-                self._relay = self.ctx.media.join(self.a.media, self.b.media, self.id)
-                self._relay.start().addCallbacks(self._relay_ended,
-                                                 lambda f: f.trap(defer.CancelledError))
-
-        defer.DeferredList(plays, consumeErrors=True).addCallback(rejoin)
-
-    def _relay_ended(self, how) -> None:
-        """The relay stopped by itself: media inactivity or RTCP BYE ends the call."""
-        name = getattr(how, "name", str(how))
-        if name == "STOPPED" or self._ending:
-            return
-        self._finish("media_timeout" if name == "INACTIVE" else "media_bye", None,
-                     f"media ended: {name.lower()}")
-
-    def leg_failed(self, leg: Leg, status: int, reason: str) -> None:
-        """A leg was never answered."""
-        leg.state, leg.sip_status, leg.reason = "failed", status, reason
-        leg.ended_at = self.clock.seconds()
-        if self.ctx.metrics is not None:
-            self.ctx.metrics.leg_final(leg.name, status)
-        if self._ending:
-            self._maybe_done()
-            return
-        kind = classify_failure(status, reason)
-        if leg is self.a:
-            self._finish("trunk_unreachable" if kind == "unreachable" else f"lega_{kind}",
-                         status, reason)
-            return
-        self._waiting = False
-        self._cancel_timer("wait-prompt")
-        prompt = {"busy": "busy", "no_answer": "no_answer"}.get(kind, "call_failed")
-        self._say_and_finish([prompt, "goodbye"], f"legb_{kind}", status, reason)
-
-    def leg_ended(self, leg: Leg, by_remote: bool, reason: str) -> None:
-        """An answered leg ended (BYE either way)."""
-        leg.state = "ended"
-        leg.ended_at = self.clock.seconds()
-        if leg.sip_status is None:
-            leg.sip_status = 200
-        leg.reason = reason
-        if self.ctx.metrics is not None:
-            self.ctx.metrics.leg_final(leg.name, 200)
-        if self._ending:
-            self._maybe_done()
-            return
-        if not by_remote:
-            self._finish("local_hangup", None, reason)
-            return
-        if leg is self.a and self.b.state in ("calling", "ringing"):
-            self._finish("caller_hung_up", None, "caller hung up while legB was ringing")
-        elif leg is self.a:
-            self._finish("lega_hung_up", None, reason)
-        else:
-            self._finish("legb_hung_up", None, reason)
-
-    @defer.inlineCallbacks
-    def _say_and_finish(self, prompts, code: str, status, reason: str):
+    def _explain(self, prompts, code: str, status, reason: str) -> None:
         """Tell legA why (a short prompt), then end the callback.
 
         The cause is decided now: the caller hanging up during the explanation does not
         change why the callback ended.
         """
+        self._enter(State.EXPLAINING)
         self._pending_cause = (code, status, reason)
-        if self.a.state == "answered" and self.a.media is not None:
-            d = self.a.media.play(prompts)
-            d.addTimeout(15, self.clock)
-            try:
-                yield d
-            except (defer.TimeoutError, defer.CancelledError):
-                pass
-        self._finish(code, status, reason)
+        if self.a.state != "answered" or self.a.media is None:
+            self.dispatch(Event.EXPLAINED)
+            return
+        d = self.a.media.play(prompts)
+        d.addTimeout(EXPLAIN_TIMEOUT, self.clock)
 
-    # -- the end -----------------------------------------------------------------------------
+        def cut_short(f):
+            # Timed out or cancelled: end anyway. Anything else is a bug: log it, end anyway.
+            if not f.check(defer.TimeoutError, defer.CancelledError):
+                log.failure("explanation callback_id={callback_id}", f, callback_id=self.id)
 
-    def shutdown(self) -> defer.Deferred:
-        """The server is stopping: end this callback now."""
-        self._finish("shutdown", None, "server shutting down")
-        return self.done
+        d.addErrback(cut_short)
+        self._report(d, Event.EXPLAINED, "explanation")
 
     def _finish(self, code: str, status, reason: str) -> None:
-        """End both legs (CANCEL/BYE) and, once they ended, write the xDRs. Idempotent."""
-        if self._ending:
-            return
+        """End both legs (CANCEL/BYE) and, once they ended, write the xDRs."""
         if self._pending_cause is not None:
             code, status, reason = self._pending_cause
-        self._ending = True
-        self._waiting = False
+        self._enter(State.ENDING)
         self.cause = {"code": code, "sip_status": status, "reason": reason}
         self._cancel_all_timers()
         if self._relay is not None:
-            self._relay.stop()
-            self._relay = None
+            relay, self._relay = self._relay, None
+            relay.stop()
         if self._ivr is not None:
             self._ivr.cancel()
         for leg in (self.a, self.b):
@@ -400,79 +282,224 @@ class CallbackSession(NamedTimersMixin):
                 leg.media.stop_prompt()
             self._hangup(leg)
         self._changed()
-        self._maybe_done()
+        self._maybe_write()
 
     def _hangup(self, leg: Leg) -> None:
         """CANCEL or BYE a leg that is still up."""
-        if leg.call is not None and leg.state in ("calling", "ringing", "answered"):
-            d = leg.call.hangup()
-            d.addErrback(lambda f: log.failure("hangup leg {leg} session={sid}", f,
-                                               leg=leg.name, sid=self.id))
+        if leg.call is not None and leg.state in _UP:
+            leg.call.hangup().addErrback(
+                lambda f: log.failure("hangup leg {leg} callback_id={callback_id}", f,
+                                      leg=leg.name, callback_id=self.id))
 
-    def _maybe_done(self) -> None:
-        """Once no leg is up any more, write the xDRs and report the end."""
-        if not self._ending or self.done.called or self._writing:
+    def _maybe_write(self) -> None:
+        """Once no leg is up any more, write the xDRs."""
+        if self.state is not State.ENDING:
             return
-        if any(leg.call is not None and leg.state in ("calling", "ringing", "answered")
-               for leg in (self.a, self.b)):
+        if any(leg.call is not None and leg.state in _UP for leg in (self.a, self.b)):
             return
-        self._writing = True
-        self._write_xdrs().addErrback(
-            lambda f: log.failure("xDRs not written session={sid}", f, sid=self.id))
+        self._enter(State.WRITING)
+        d = store_xdrs(self)
+        d.addCallbacks(lambda records: self.dispatch(Event.XDRS_WRITTEN, records),
+                       lambda f: self.dispatch(Event.XDRS_FAILED, f))
+        d.addErrback(lambda f: log.failure("xDRs callback_id={callback_id}", f,
+                                           callback_id=self.id))
 
-    @defer.inlineCallbacks
-    def _write_xdrs(self):
-        """Build and store both legs' xDRs, close the media, report the final status."""
-        now = self.clock.seconds()
-        for leg in (self.a, self.b):
-            if leg.ended_at is None:
-                leg.ended_at = now
-        legb_failed = self.b.answered_at is None
-        records = [self._record(leg, legb_failed) for leg in (self.a, self.b)]
-        for leg, rec in zip((self.a, self.b), records, strict=True):
-            leg.record = rec
-        for leg in (self.a, self.b):
-            if leg.media is not None:
-                try:
-                    yield leg.media.close()
-                except Exception:  # noqa: BLE001 - closing media must not lose the xDRs
-                    log.failure("closing media session={sid}", sid=self.id)
-        # Both legs in the same reactor turn, so the writer stores them in one transaction;
-        # both are attempted even if one is refused, then the first failure is raised.
-        results = yield defer.DeferredList([self.ctx.recorder.record(rec) for rec in records],
-                                           consumeErrors=True)
-        for ok, value in results:
-            if not ok:
-                value.raiseException()
+    # -- handlers: TABLE's entries -------------------------------------------------------------
+
+    def _on_start_calling(self) -> None:
+        self._enter(State.CALLING_A)
+        self._changed()
+        self._place(self.a)
+
+    def _on_place_failed(self, code: str, reason: str) -> None:
+        self._finish(code, None, reason)
+
+    def _on_ringing(self, leg: Leg, early_sdp) -> None:
+        """180/183: show ringing; early media SDP configures the leg's RTP."""
+        if leg.state == "calling":
+            leg.state = "ringing"
+            if early_sdp:
+                leg.media.answer(early_sdp)
+            self._changed()
+
+    def _on_a_answered(self, leg: Leg, remote_sdp) -> None:
+        self._answered(leg, remote_sdp)
+        hosted = self.request.mode == "hosted" and self.ctx.ivr_factory is not None
+        self._enter(State.IVR if hosted else State.AUTHORIZING_B)
+        self._set_status("answered")
+        if hosted:
+            self._ivr = self.ctx.ivr_factory(self)
+            d = self._ivr.run()
+            d.addCallbacks(lambda result: self.dispatch(Event.IVR_DONE, result),
+                           lambda f: self.dispatch(Event.IVR_FAILED, f))
+            d.addErrback(lambda f: log.failure("IVR callback_id={callback_id}", f,
+                                               callback_id=self.id))
+        else:
+            self._authorize_b(self.b.number)
+
+    def _on_a_failed(self, leg: Leg, status: int, reason: str) -> None:
+        self._down(leg, "failed", status, reason)
+        kind = classify_failure(status, reason)
+        self._finish("trunk_unreachable" if kind == "unreachable" else f"lega_{kind}",
+                     status, reason)
+
+    def _on_a_hung_up(self, leg: Leg, reason: str) -> None:
+        self._down(leg, "ended", 200, reason)
+        if self.b.state in ("calling", "ringing"):
+            self._finish("caller_hung_up", None, "caller hung up while legB was ringing")
+        else:
+            self._finish("lega_hung_up", None, reason)
+
+    def _on_b_hung_up(self, leg: Leg, reason: str) -> None:
+        self._down(leg, "ended", 200, reason)
+        self._finish("legb_hung_up", None, reason)
+
+    def _on_ended_locally(self, leg: Leg, reason: str) -> None:
+        self._down(leg, "ended", 200, reason)
+        self._finish("local_hangup", None, reason)
+
+    def _on_shut_down(self) -> None:
+        self._finish("shutdown", None, "server shutting down")
+
+    def _on_ivr_done(self, result) -> None:
+        self._ivr = None
+        auth, destination = result
+        self.caller_identified(auth)
+        self.b.number = destination
+        self._dial_b(auth)
+
+    def _on_ivr_failed(self, f) -> None:
+        self._ivr = None
+        if f.check(IvrFailed):
+            if self.ctx.metrics is not None:
+                self.ctx.metrics.ivr_failure(f.value.code)
+            self._finish(f.value.code, None, str(f.value))
+        elif not f.check(defer.CancelledError):
+            if f.check(DatabaseUnavailable, AuthorizationError):
+                # PostgreSQL away, or the identified account refused: one line, no traceback.
+                log.warn("IVR failed callback_id={callback_id}: {err}", callback_id=self.id,
+                         err=describe_failure(f))
+            else:
+                log.failure("IVR failed callback_id={callback_id}", f, callback_id=self.id)
+            self._finish("ivr_error", None, f.getErrorMessage())
+
+    def _on_auth_ok(self, auth) -> None:
+        self.auth = auth
+        if auth.max_seconds <= 0:
+            self._explain(["not_enough_balance", "goodbye"], "no_balance", None,
+                          "not enough balance for legB")
+        else:
+            self._dial_b(auth)
+
+    def _on_auth_refused(self, e: AuthorizationError) -> None:
+        self._explain(["call_failed", "goodbye"], f"legb_{e.reason}", None, str(e))
+
+    def _on_auth_error_logged(self, f) -> None:
+        if f.check(DatabaseUnavailable):
+            # Expected while PostgreSQL is away (the pool logs the outage itself): one
+            # line, not a traceback per callback.
+            log.warn("re-authorization failed callback_id={callback_id}: database unavailable "
+                     "({err})", callback_id=self.id, err=describe_failure(f))
+        else:
+            log.failure("re-authorization failed callback_id={callback_id}", f,
+                        callback_id=self.id)
+
+    def _on_auth_error(self, f) -> None:
+        self._on_auth_error_logged(f)
+        self._explain(["call_failed", "goodbye"], "authorization_failed", None, str(f.value))
+
+    def _on_play_wait(self) -> None:
+        """Repeat "please wait" on legA while legB rings."""
+        self._report(self.a.media.play(["please_wait"]), Event.WAIT_PLAYED, "please wait",
+                     quiet=(defer.CancelledError,))
+
+    def _on_wait_played(self, _result) -> None:
+        self._start_timer("wait-prompt", WAIT_PROMPT_PAUSE, self.dispatch, Event.WAIT_TIMER)
+
+    def _on_b_answered(self, leg: Leg, remote_sdp) -> None:
+        """legB answered: relay media, arm the maximum-duration timer and its warning."""
+        self._answered(leg, remote_sdp)
+        self._enter(State.CONNECTED)
+        self._cancel_timer("wait-prompt")
+        self._start_relay()
+        self._set_status("connected")
+        limit = self.auth.max_seconds
+        if limit > WARNING_BEFORE_END:
+            self._start_timer("warning", limit - WARNING_BEFORE_END, self.dispatch,
+                              Event.WARN_TIMER)
+        self._start_timer("max-duration", limit, self.dispatch, Event.MAX_DURATION)
+
+    def _on_b_failed(self, leg: Leg, status: int, reason: str) -> None:
+        self._down(leg, "failed", status, reason)
+        self._cancel_timer("wait-prompt")
+        kind = classify_failure(status, reason)
+        prompt = {"busy": "busy", "no_answer": "no_answer"}.get(kind, "call_failed")
+        self._explain([prompt, "goodbye"], f"legb_{kind}", status, reason)
+
+    def _on_warn(self) -> None:
+        """One minute left: tell both parties, then rejoin the media."""
+        self._enter(State.WARNING)
+        relay, self._relay = self._relay, None
+        relay.stop()
+        plays = [leg.media.play(["one_minute_left"]) for leg in (self.a, self.b)]
+        self._report(defer.DeferredList(plays, consumeErrors=True), Event.WARNING_PLAYED,
+                     "one minute left")
+
+    def _on_rejoin(self, _result) -> None:
+        self._enter(State.CONNECTED)
+        self._start_relay()
+
+    def _on_max_duration(self) -> None:
+        limit = self.auth.max_seconds
+        self._finish("max_duration", None, f"maximum duration of {limit}s reached")
+
+    def _on_relay_lost(self, name: str) -> None:
+        """The relay stopped by itself: media inactivity or RTCP BYE ends the call."""
+        self._finish("media_timeout" if name == "INACTIVE" else "media_bye", None,
+                     f"media ended: {name.lower()}")
+
+    def _on_explained(self, _result=None) -> None:
+        self._finish(*self._pending_cause)
+
+    def _on_answered_while_ending(self, leg: Leg, remote_sdp) -> None:
+        """The answer crossed our CANCEL: end this leg too."""
+        self._answered(leg, remote_sdp)
+        self._hangup(leg)
+
+    def _on_failed_while_ending(self, leg: Leg, status: int, reason: str) -> None:
+        self._down(leg, "failed", status, reason)
+        self._maybe_write()
+
+    def _on_ended_while_ending(self, leg: Leg, reason: str) -> None:
+        self._down(leg, "ended", 200, reason)
+        self._maybe_write()
+
+    def _on_xdrs_written(self, records) -> None:
         total = sum((r.amount for r in records), Decimal(0))
         self.charges = {"A": format(records[0].amount, "f"), "B": format(records[1].amount, "f"),
                         "total": format(total, "f"), "currency": records[0].currency}
+        self._enter(State.ENDED)
         self.status = "ended"
         self._changed()
-        log.info("callback ended session={sid} cause={cause} charges={total} {currency}",
-                 sid=self.id, cause=self.cause["code"], total=self.charges["total"],
-                 currency=self.charges["currency"])
+        log.info("callback ended callback_id={callback_id} cause={cause} charges={total} "
+                 "{currency}", callback_id=self.id, cause=self.cause["code"],
+                 total=self.charges["total"], currency=self.charges["currency"])
+        if self._late_reservation:
+            self._on_release_late_reservation(None)
         self.done.callback(self.as_dict())
 
-    def _record(self, leg: Leg, legb_failed: bool) -> LegRecord:
-        """The xDR of one leg under the authorization that applies to it."""
-        auth = self.auth
-        sip_code = leg.sip_status
-        reason = leg.reason or (self.cause or {}).get("reason", "")
-        if leg.name == "B" and leg.call is None:
-            reason = f"not placed: {(self.cause or {}).get('code', '')}"
-        number = auth.request.cli if leg.name == "A" else auth.request.cld
-        if leg.name == "B" and (leg.call is None or number != leg.number):
-            # legB never dialled under this authorization (e.g. hosted caller never
-            # identified): a zero-cost record that still says what happened.
-            return LegRecord(
-                session_id=self.id, leg="B", account_id=auth.account.id, cli=self.request.phone,
-                cld=leg.number, node=self.ctx.node, disconnect_time=self._datetime(leg.ended_at),
-                currency=auth.currency, trigger_mode=self.request.mode,
-                customer_id=str(auth.account.customer_id), access_code=self.app.access_code,
-                sip_code=sip_code, sip_reason=reason)
-        return leg_record(auth, leg.name, trigger_mode=self.request.mode, node=self.ctx.node,
-                          disconnect_time=self._datetime(leg.ended_at),
-                          connect_time=self._datetime(leg.answered_at),
-                          duration=leg.duration(), sip_code=sip_code, sip_reason=reason,
-                          legb_failed=legb_failed)
+    def _on_late_reservation(self, _auth) -> None:
+        # The xDRs being stored release the reservations that existed when they were sent;
+        # this one may be newer: release it once they are stored.
+        self._late_reservation = True
+
+    def _on_release_late_reservation(self, _auth) -> None:
+        """legB's re-authorization reserved balance after the xDRs were stored: drop it."""
+        self._late_reservation = False
+        d = defer.maybeDeferred(self.ctx.authorizer.release, self.id)
+        d.addErrback(lambda f: log.failure("releasing a late reservation callback_id={callback_id}",
+                                           f, callback_id=self.id))
+
+    def _on_xdrs_failed(self, f) -> None:
+        # The recorder spools through an outage; a refusal here is kept in its reject file.
+        log.failure("xDRs not written callback_id={callback_id}", f, callback_id=self.id)

@@ -27,13 +27,18 @@ import json
 
 from twisted.internet import defer
 
-from cbserver.callback.api import FINAL_STATUSES
+from cbserver.callback.api import FINAL_STATUSES, CallbackSnapshot
 from cbserver.db import callbacks_store
 from cbserver.logs import Logger
 
 
 class StatusWriter:
-    """Batches callback status rows; see the module docstring."""
+    """Batches callback status rows; see the module docstring.
+
+    ``store`` takes anything with an ``id`` and a ``snapshot()`` returning a
+    ``CallbackSnapshot`` (a ``CallbackSession``); the snapshot is taken when the batch is
+    sent, so each row holds the newest status.
+    """
 
     log = Logger()
 
@@ -88,18 +93,19 @@ class StatusWriter:
         elif self._call.getTime() > self.clock.seconds() + delay:
             self._call.reset(delay)
 
-    def _row(self, session) -> tuple:
-        state = session.as_dict()
-        return (session.id, state["application"], state["mode"], session.account_id,
-                session.request.phone, session.b.number or None, state["status"],
-                json.dumps(state), self.node, self.db.instance_id)
+    def _row(self, snap: CallbackSnapshot) -> tuple:
+        return (snap.id, snap.application, snap.mode, snap.account_id, snap.phone,
+                snap.destination, snap.status, json.dumps(snap.state), self.node,
+                self.db.instance_id)
 
     def _flush(self) -> None:
         self._call = None
         batch, self._dirty = self._dirty, {}
         confirms = {sid: self._confirm.pop(sid) for sid in batch if sid in self._confirm}
         self._inflight = frozenset(batch)
-        rows = [self._row(session) for session, _ in batch.values()]
+        # Each session's status as it is now: an immutable snapshot per row.
+        snaps = {sid: session.snapshot() for sid, (session, _) in batch.items()}
+        rows = [self._row(snap) for snap in snaps.values()]
         retry = [False]
 
         def stored(_):
@@ -116,7 +122,7 @@ class StatusWriter:
                 if sid in confirms or sid in self._dirty:
                     continue  # refused instead, or a newer status is queued already
                 # A final status is never given up (see the module docstring).
-                if session.status in FINAL_STATUSES or attempts + 1 < self.max_attempts:
+                if snaps[sid].status in FINAL_STATUSES or attempts + 1 < self.max_attempts:
                     self._dirty[sid] = (session, attempts + 1)
                     again += 1
             retry[0] = bool(again)

@@ -31,7 +31,7 @@ from cbserver.db.migrations import (
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger, describe_failure
 
-__all__ = ["DATABASE_ERRORS", "Database", "DatabaseUnavailable", "IDatabase", "connection_failed"]
+__all__ = ["Database", "IDatabase", "connection_failed"]
 
 
 class IDatabase(Interface):
@@ -57,9 +57,6 @@ class IDatabase(Interface):
 
 _DEAD = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
-# What a caller of the pool sees when PostgreSQL is away: refused before sending (the pool
-# knows it is down), or a connection that broke under the query.
-DATABASE_ERRORS = (DatabaseUnavailable, *_DEAD)
 
 
 # SQLSTATEs that end the session itself: class 08 (connection exception), and the server

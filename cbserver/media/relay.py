@@ -14,6 +14,7 @@ import enum
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from zope.interface import Interface, implementer
 
 from cbserver.logs import Logger
 from cbserver.media import g711
@@ -27,6 +28,17 @@ class RelayEnd(enum.Enum):
     BYE = "bye"
 
 
+class IRelay(Interface):
+    """A media relay between two legs, as the callback session drives it."""
+
+    def start():
+        """Join the legs; returns a Deferred firing with a ``RelayEnd`` when the relay ends."""
+
+    def stop():
+        """Unjoin the legs (the Deferred of ``start`` fires with ``RelayEnd.STOPPED``)."""
+
+
+@implementer(IRelay)
 class Relay:
     """Joins two RtpSessions; see the module docstring."""
 

@@ -22,6 +22,7 @@ from cbserver.sip.call_dialog import DialogUsage, IDialogOwner, dialog_destinati
 from cbserver.sip.call_states import FINAL_STATES, TRANSITIONS, UNHANDLED, CallEvent, CallState
 from cbserver.sip.context import CallContext, CallError, CallStateError, ICallListener
 from cbserver.sip.dialog import Dialog
+from cbserver.sip.interfaces import ICall
 from cbserver.sip.message import (
     Headers,
     Request,
@@ -41,7 +42,7 @@ log = Logger()
 S, E = CallState, CallEvent
 
 
-@implementer(IClientTransactionUser, IDialogOwner)
+@implementer(IClientTransactionUser, IDialogOwner, ICall)
 class Call(NamedTimersMixin):
     """An outgoing call; its states are :class:`~cbserver.sip.call_states.CallState`."""
 

@@ -22,6 +22,7 @@ from cbserver.sip.auth import DigestClient
 from cbserver.sip.call import Call
 from cbserver.sip.context import CallContext, CallError, CallStateError, ICallListener, LocalParty, Trunk
 from cbserver.sip.dialog import dialog_id_of_request
+from cbserver.sip.interfaces import IUserAgent
 from cbserver.sip.message import (
     Request,
     Response,
@@ -67,7 +68,7 @@ class UAConfig:
     stop_timeout: float = 5.0
 
 
-@implementer(ITransactionUser)
+@implementer(ITransactionUser, IUserAgent)
 class UserAgent:
     """Places and ends calls; the TU for one transport's transaction layer."""
 

@@ -31,8 +31,8 @@ from cbserver.billing.catalog import Catalog, RowErrors
 from cbserver.billing.generator import Generator
 from cbserver.billing.payments import Payments
 from cbserver.billing.validation import ConflictError, NotFound, ValidationError, jsonable
-from cbserver.db.pool import DatabaseUnavailable
 from cbserver.db.stores import PostgresCatalogStore, PostgresReadinessStore
+from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
 from cbserver.mail import Mailer
 from cbserver.web.admin_openapi import openapi_document

@@ -20,7 +20,8 @@ from klein import Klein
 from twisted.internet import defer
 from twisted.web.resource import Resource
 
-from cbserver.db.pool import DatabaseUnavailable, IDatabase
+from cbserver.db.pool import IDatabase
+from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
 from cbserver.web.callback_api import CallbackApi
 from cbserver.web.limits import in_networks

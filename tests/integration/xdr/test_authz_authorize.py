@@ -13,9 +13,9 @@ from zope.interface.verify import verifyObject
 
 from cbserver.billing.authorize import AuthorizationError, Authorizer, AuthRequest, IAuthorizer
 from cbserver.billing.rating import price_leg
-from cbserver.db.pool import DatabaseUnavailable
 from cbserver.db.stores import PostgresAuthorizationStore
 from cbserver.db.tariff_loader import TariffCache
+from cbserver.errors import DatabaseUnavailable
 from tests.integration.xdr.helpers import query, reservations
 
 pytestmark = pytest.mark.integration

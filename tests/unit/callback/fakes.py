@@ -14,9 +14,12 @@ from cbserver.billing.domain import AccountInfo, LoadedTariff, RatingEntry
 from cbserver.billing.model import Rate, TariffRates
 from cbserver.billing.rating import max_duration, price_leg
 from cbserver.billing.xdr import ICallRecorder
+from cbserver.callback.legmedia import ILegMedia, IMediaFactory
 from cbserver.config import ApplicationConfig
 from cbserver.media.collector import CollectOutcome, CollectResult
 from cbserver.media.player import PlayResult
+from cbserver.media.relay import IRelay, RelayEnd
+from cbserver.sip.interfaces import ICall, IUserAgent
 
 EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -97,10 +100,12 @@ class FakeRecorder:
         return defer.succeed(None)
 
 
+@implementer(ICall)
 class FakeCall:
     """A placed call whose events the test fires through ``listener``."""
 
     def __init__(self, number, kw):
+        self.call_id = f"fake-{number}-{id(self):x}@test"
         self.number = number
         self.kw = kw
         self.listener = kw["listener"]
@@ -133,6 +138,7 @@ class FakeCall:
         return defer.succeed(None)
 
 
+@implementer(IUserAgent)
 class FakeUA:
     def __init__(self):
         self.calls: list[FakeCall] = []
@@ -143,6 +149,7 @@ class FakeUA:
         return call
 
 
+@implementer(ILegMedia)
 class FakeLegMedia:
     """Plays take ``play_seconds`` on the clock; collections answer from a script."""
 
@@ -197,6 +204,7 @@ class FakeLegMedia:
         return defer.succeed(None)
 
 
+@implementer(IRelay)
 class FakeRelay:
     def __init__(self):
         self.done = defer.Deferred(lambda d: None)
@@ -208,11 +216,10 @@ class FakeRelay:
     def stop(self):
         self.stopped = True
         if not self.done.called:
-            from cbserver.media.relay import RelayEnd
-
             self.done.callback(RelayEnd.STOPPED)
 
 
+@implementer(IMediaFactory)
 class FakeMedia:
     def __init__(self, clock, scripts=None):
         self.clock = clock
@@ -227,6 +234,8 @@ class FakeMedia:
         return leg
 
     def join(self, a, b, call_id):
+        a.stop_prompt()  # as legmedia.join: the relay replaces any prompt
+        b.stop_prompt()
         relay = FakeRelay()
         self.relays.append(relay)
         return relay

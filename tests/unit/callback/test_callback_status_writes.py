@@ -1,11 +1,11 @@
 """The status writer: one upsert per batch for every callback, newest state last, retries."""
 
 import json
-from types import SimpleNamespace
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
+from cbserver.callback.api import CallbackSnapshot
 from cbserver.callback.statuswriter import StatusWriter
 
 
@@ -16,6 +16,7 @@ class SlowDb:
 
     def __init__(self):
         self.batches = []
+        self.params = []
         self.ready = True
         self.ready_waiters = []
 
@@ -26,6 +27,7 @@ class SlowDb:
 
     def runOperation(self, sql, params):
         assert "ON CONFLICT (id) DO UPDATE" in sql
+        self.params.append(params)
         ids, states = params[0], params[7]
         d = defer.Deferred()
         self.batches.append(({i: json.loads(s)["status"] for i, s in zip(ids, states, strict=True)}, d))
@@ -33,15 +35,17 @@ class SlowDb:
 
 
 class Session:
+    """What the writer reads: only the immutable snapshot (no request, no legs)."""
+
     def __init__(self, sid):
         self.id = sid
-        self.account_id = "cb1"
-        self.b = SimpleNamespace(number="1818")
-        self.request = SimpleNamespace(phone="15550100")
         self.status = "calling_you"
 
-    def as_dict(self):
-        return {"id": self.id, "status": self.status, "application": "A", "mode": "simple"}
+    def snapshot(self):
+        return CallbackSnapshot(id=self.id, application="A", mode="simple", account_id="cb1",
+                                phone="15550100", destination="1818", status=self.status,
+                                state={"id": self.id, "status": self.status, "application": "A",
+                                       "mode": "simple"})
 
 
 def writer():
@@ -174,3 +178,13 @@ def test_a_new_callbacks_row_does_not_wait_for_the_pool():
     failures = []
     confirmed.addErrback(failures.append)
     assert len(failures) == 1  # refused at once, as before
+
+
+def test_a_row_is_the_sessions_immutable_snapshot():
+    w, db, clock = writer()
+    s = Session("s1")
+    w.store(s)
+    clock.advance(0.2)
+    ids, apps, modes, accounts, phones, destinations, statuses = db.params[0][:7]
+    assert (ids, apps, modes, accounts, phones, destinations, statuses) == (
+        ["s1"], ["A"], ["simple"], ["cb1"], ["15550100"], ["1818"], ["calling_you"])

@@ -20,11 +20,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 PACKAGE = ROOT / "cbserver"
 
-# Issue 12: the callback session is being rewritten as a state machine by another part of the
-# same issue, which switches it to ``cbserver.errors.DatabaseUnavailable``; until then it is
-# the one module above ``db/`` that still names the pool's ``DATABASE_ERRORS``.
-KNOWN_DATABASE_ERRORS_USERS = {"cbserver.callback.session"}
-
 # Where the driver may be imported.
 DRIVER_PACKAGES = ("cbserver.db",)
 
@@ -183,14 +178,11 @@ def test_database_errors_tuple_is_used_only_by_db():
     offenders = sorted(
         name for name, path in all_modules().items()
         if not _under(name, "cbserver.db") and "DATABASE_ERRORS" in path.read_text()
-        and name not in KNOWN_DATABASE_ERRORS_USERS
     )
     assert offenders == []
 
 
 def test_no_import_cycle():
-    # sip/call.py names sip/ua.py only under TYPE_CHECKING (issue 12 removes even that), so
-    # no exception is needed here.
     assert strongly_connected(internal_graph()) == []
 
 

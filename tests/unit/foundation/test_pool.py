@@ -7,7 +7,8 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from cbserver.db.migrations import discover_functions, required_version
-from cbserver.db.pool import Database, DatabaseUnavailable, IDatabase
+from cbserver.db.pool import Database, IDatabase
+from cbserver.errors import DatabaseUnavailable
 
 
 class FakeConnection:

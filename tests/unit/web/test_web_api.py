@@ -134,7 +134,7 @@ def test_not_ready_is_503_from_the_web_check_and_from_the_service(h):
 
 
 def test_status_is_still_served_while_draining_and_503_when_the_database_fails(h):
-    from cbserver.db.pool import DatabaseUnavailable
+    from cbserver.errors import DatabaseUnavailable
 
     cb_id = h.post_json("/api/v1/callbacks", EXTENDED).json()["id"]
     h.ready = False  # draining: no new callbacks...

@@ -206,7 +206,7 @@ def test_concurrency_cap_through_the_api_is_429_concurrent_until_the_callback_en
 def test_database_lost_during_the_checks_is_503_counted_and_frees_the_slot():
     from twisted.internet import defer
 
-    from cbserver.db.pool import DatabaseUnavailable
+    from cbserver.errors import DatabaseUnavailable
 
     h = Harness()
     h.service.request_callback = lambda req: defer.fail(DatabaseUnavailable("server closed the connection"))

@@ -16,8 +16,9 @@ from zope.interface.verify import verifyObject
 
 from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import InvalidLegRecord, LegRecord, XdrRejected, XdrWriter
-from cbserver.db.pool import DatabaseUnavailable, IDatabase
+from cbserver.db.pool import IDatabase
 from cbserver.db.stores import PostgresXdrStore
+from cbserver.errors import DatabaseUnavailable
 
 T0 = dt.datetime(2026, 3, 29, 0, 59, 59, 999999, tzinfo=dt.UTC)
 
