@@ -8,7 +8,6 @@ import pytest
 import treq
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from cbserver.billing.validation import NotFound
@@ -40,12 +39,6 @@ def admin(tmp_path):
     return AdminApp(object(), Clock(), TOKEN, tmp_path / "cards")
 
 
-@pytest.fixture
-def logged():
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def call(app: AdminApp, method: str, path: str, **kw):

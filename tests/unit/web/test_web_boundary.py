@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from twisted.internet import defer
-from twisted.logger import globalLogPublisher
 
 from cbserver.callback.api import CallbackRefused
 from tests.unit.web.harness import Harness, app_config
@@ -12,12 +11,6 @@ from tests.unit.web.harness import Harness, app_config
 A_HOST = "cb.example.net"
 
 
-@pytest.fixture
-def logged():
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def json_error(reply) -> dict:
