@@ -366,7 +366,8 @@ def _without_origin(body: bytes) -> bytes:
     return b"\r\n".join(ln for ln in body.split(b"\r\n") if not ln.startswith(b"o="))
 
 
-def answer_reoffer(offer: bytes, capabilities: bytes, previous: bytes, local_direction: str = "sendrecv") -> bytes:
+def answer_reoffer(offer: bytes, capabilities: bytes, previous: bytes,
+                   local_direction: str = "sendrecv") -> bytes:
     """Our answer to an offer that arrives in an established session (RFC 3264 8).
 
     ``capabilities`` is the SDP we offered (our address, port, codecs, telephone-event);
