@@ -98,6 +98,7 @@ class RtpSession(DatagramProtocol):
         # RFC 3264 5.1: False while the peer's SDP says it will not receive (hold)
         self.sending = True
         self.remote_direction = "sendrecv"
+        self.direction_changed: float | None = None  # when the peer's direction last changed
         # sinks
         self.event_sink = None  # callable(RtpPacket) for telephone-event packets
         self.packet_sink = None  # callable(RtpPacket) for every valid packet (the relay)
@@ -191,7 +192,15 @@ class RtpSession(DatagramProtocol):
                           what="resumed" if sending else "held", call_id=self.call_id,
                           direction=direction)  # fmt: skip
         self.sending = sending
+        if direction != self.remote_direction:
+            self.direction_changed = self._clock.seconds()
         self.remote_direction = direction
+
+    @property
+    def expects_rtp(self) -> bool:
+        """Whether the peer said it sends (sendrecv, sendonly): one on recvonly or inactive
+        may stay silent without being dead (RFC 3264 5.1)."""
+        return self.remote_direction in ("sendrecv", "sendonly")
 
     def close(self) -> defer.Deferred:
         """Send RTCP BYE, stop listening and give the ports back to the pool."""

@@ -142,3 +142,24 @@ def test_leg_media_reads_old_style_hold_address_as_do_not_send():
     leg.answer(make_offer("0.0.0.0", 40000))  # RFC 3264 8.4 (RFC 2543 hold)
     assert not leg.session.sending
     leg.close()
+
+
+def test_a_leg_on_hold_that_sends_nothing_is_not_timed_out_and_resume_restarts_the_clock():
+    reactor, (a, b) = sessions(2)
+    relay = Relay(reactor, a, b, inactivity_timeout=10.0)
+    ends = []
+    relay.start().addCallback(ends.append)
+    b.set_remote_direction("inactive")  # B holds: neither side sends RTP, B no RTCP either
+    for _ in range(30):
+        a.datagramReceived(rtp.pack(0, 1, 160, 0xA, b"\x01" * 160), PEER_A)  # A still talks
+        reactor.advance(1.0)
+    assert ends == []
+    b.set_remote_direction("sendrecv")  # resumed: B has 10 s from now to be heard
+    for _ in range(9):
+        a.datagramReceived(rtp.pack(0, 1, 160, 0xA, b"\x01" * 160), PEER_A)
+        reactor.advance(1.0)
+    assert ends == []
+    reactor.advance(2.0)
+    assert [e.value for e in ends] == ["inactive"]
+    a.close(), b.close()
+    assert reactor.getDelayedCalls() == []
