@@ -482,7 +482,11 @@ class Call(NamedTimersMixin):
         return self._usage.info(content_type, body)
 
     def _offer_accepted(self, response: Response, sdp: bytes) -> bytes | None:
-        self.local_sdp = self.capabilities = sdp
+        if sdp != self.local_sdp:
+            # A new offer of the application's (not a session refresh repeating our current
+            # SDP, RFC 4028 10): it is now what we accept in answers to the far end's offers.
+            self.capabilities = sdp
+        self.local_sdp = sdp
         if response.body:
             self.remote_sdp = response.body
         return self.remote_sdp

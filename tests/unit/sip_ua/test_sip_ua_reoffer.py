@@ -180,3 +180,22 @@ def test_offerless_reinvite_gets_our_current_sdp_unchanged():
     far.request(call, "INVITE")
     assert last_ok(far, "INVITE").body == held.serialize()
     finish(ua, clock)
+
+
+def test_a_session_refresh_does_not_narrow_the_codecs_we_accept():
+    clock, transport = Clock(), FakeTransport()
+    ua = UserAgent(transport, clock, config(session_expires=90))
+    listener = Listener()
+    call = ua.place_call("15551234", caller_id="cb1818", display_name=None, sdp_offer=OURS,
+                         no_answer_timeout=30, listener=listener)  # fmt: skip
+    far = FarEnd(ua, transport)
+    far.respond(far.last("INVITE"), 200, SDP_ANSWER, headers=[("Session-Expires", "90;refresher=uac")])
+    pcmu = FAR.replace(b"RTP/AVP 8 0 101", b"RTP/AVP 0 101")
+    reinvite(far, call, offer("sendonly", pcmu))  # our answer: PCMU only
+    clock.advance(45)  # we refresh with our current SDP (RFC 4028 10)
+    refresh = far.last("INVITE")
+    assert refresh.body == call.local_sdp
+    far.respond(refresh, 200, SDP_ANSWER)
+    pcma = reinvite(far, call, offer("sendrecv"))  # PCMA first: we offered it at the start
+    assert pcma.media[0].formats == ["8", "101"]
+    finish(ua, clock)
