@@ -19,7 +19,7 @@ from cbserver.media.listen import DtmfInput, prompt_and_collect
 from cbserver.media.player import Player, PlayResult
 from cbserver.media.relay import Relay
 from cbserver.media.session import RtpSession
-from cbserver.sip.sdp import SdpError, make_offer, negotiate
+from cbserver.sip.sdp import MediaChoice, SdpError, make_offer, negotiate
 
 log = Logger()
 
@@ -102,7 +102,8 @@ class LegMedia:
         return make_offer(self.env.public_address, self.port)
 
     def answer(self, remote_sdp: bytes | None) -> None:
-        """Apply the far end's SDP answer (RFC 3264): where to send, codec, event type."""
+        """Apply the far end's SDP (its answer, or a later offer it made, RFC 3264): where to
+        send, codec, event type, and whether it wants our media at all (its direction)."""
         if not remote_sdp:
             return
         try:
@@ -113,6 +114,7 @@ class LegMedia:
             return
         self.session.configure((choice.address, choice.port), choice.payload_type, choice.codec,
                                choice.telephone_event)
+        self.session.set_remote_direction(remote_direction(choice))
 
     def info(self, content_type: str, body: bytes) -> bool:
         """A SIP INFO DTMF body (application/dtmf-relay, application/dtmf)."""
@@ -157,6 +159,14 @@ class LegMedia:
         for d in list(self._pending):
             d.cancel()
         return self.session.close()
+
+
+def remote_direction(choice: MediaChoice) -> str:
+    """The far end's direction, its own point of view; ``c=0.0.0.0`` is the old way of
+    saying "send me nothing" (RFC 3264 8.4), read as ``sendonly``/``inactive``."""
+    if choice.address in ("0.0.0.0", "::") and choice.direction in ("sendrecv", "recvonly"):
+        return "sendonly" if choice.direction == "sendrecv" else "inactive"
+    return choice.direction
 
 
 def join(env: MediaEnvironment, a: LegMedia, b: LegMedia, call_id: str = "") -> Relay:

@@ -71,6 +71,7 @@ class LegListener:
             self.leg.media.info(content_type, body)
 
     def call_offer(self, call, remote_sdp):
-        """re-INVITE/UPDATE with new SDP: follow the far end's new address."""
+        """re-INVITE/UPDATE with new SDP: follow the far end's new address and direction
+        (a hold stops our RTP to it, RFC 3264 6.1); the SIP layer has answered already."""
         if self.leg.media is not None:
             self.leg.media.answer(remote_sdp)

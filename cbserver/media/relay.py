@@ -6,8 +6,10 @@ phone that heard our prompt and then the far end sees one continuous stream (see
 telephone-event packets pass through with the payload type the receiving leg negotiated.
 
 The relay ends (its Deferred fires with a ``RelayEnd``) when ``stop()`` is called, when either
-peer sends RTCP BYE, or when a leg has sent neither RTP nor RTCP for ``inactivity_timeout``
-seconds: the media of that call stopped, and the caller should hang the call up.
+peer sends RTCP BYE, or when a leg that says it sends has sent neither RTP nor RTCP for
+``inactivity_timeout`` seconds: the media of that call stopped, and the caller should hang the
+call up. A leg on hold that said it sends nothing (recvonly, inactive) is not timed out, and
+what it sends is not forwarded to a leg that said it receives nothing (the sessions drop it).
 """
 
 import enum
@@ -102,8 +104,14 @@ class Relay:
         return forward
 
     def _last_heard(self, leg) -> float:
-        heard = [t for t in (leg.last_received, getattr(leg, "last_rtcp", None)) if t is not None]
-        return max([self._started_at, *heard])
+        """When ``leg`` last showed it is alive: RTP, RTCP, or a change of its SDP direction
+        (the silence of a hold is not counted after a resume). A leg that said it will not
+        send (recvonly, inactive: a hold, RFC 3264 5.1) counts as heard now; the SIP
+        dialog's session timer and keepalive notice a far end that vanished while held."""
+        if not getattr(leg, "expects_rtp", True):
+            return self._clock.seconds()
+        times = (leg.last_received, getattr(leg, "last_rtcp", None), getattr(leg, "direction_changed", None))
+        return max([self._started_at, *(t for t in times if t is not None)])
 
     def _schedule(self, when: float) -> None:
         self._timer = self._clock.callLater(max(0.0, when - self._clock.seconds()), self._check)

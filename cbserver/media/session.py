@@ -8,6 +8,12 @@ sends RTCP receiver (or sender) reports, reads BYE, and hands packets to its sin
 Symmetric RTP (RFC 4961): until the peer's first valid packet arrives we send to the address
 from SDP; then we latch to the packet's source address and send there, which gets media through
 NAT. Packets from any other source are dropped afterwards (no re-latching to strangers).
+
+Direction (RFC 3264 5.1, 6.1): the peer's SDP says whether it wants our media. While it says
+``sendonly`` or ``inactive`` (a hold) the session sends no RTP at all, whoever feeds it (the
+player, the relay's general or fast path); RTCP goes on (RFC 3264 5.1). When a later offer
+says ``sendrecv`` or ``recvonly`` again, sending resumes with a new talk spurt: marker bit
+set and the timestamp caught up with the time spent on hold (RFC 3550 5.1).
 """
 
 import ipaddress
@@ -89,6 +95,10 @@ class RtpSession(DatagramProtocol):
         self.remote: tuple[str, int] | None = None
         self.remote_rtcp: tuple[str, int] | None = None
         self.latched = False
+        # RFC 3264 5.1: False while the peer's SDP says it will not receive (hold)
+        self.sending = True
+        self.remote_direction = "sendrecv"
+        self.direction_changed: float | None = None  # when the peer's direction last changed
         # sinks
         self.event_sink = None  # callable(RtpPacket) for telephone-event packets
         self.packet_sink = None  # callable(RtpPacket) for every valid packet (the relay)
@@ -168,6 +178,30 @@ class RtpSession(DatagramProtocol):
                 # RFC 3550 11: RTCP on the next port unless SDP said otherwise (RFC 3605).
                 self.remote_rtcp = remote_rtcp or (remote[0], remote[1] + 1)
 
+    def set_remote_direction(self, direction: str) -> None:
+        """The peer's direction attribute from its SDP, from its own point of view (RFC 3264).
+
+        ``sendonly`` and ``inactive`` stop our RTP to it; ``sendrecv`` and ``recvonly``
+        (re)start it, the first packet after a hold opening a new talk spurt.
+        """
+        sending = direction in ("sendrecv", "recvonly")
+        if sending and not self.sending:
+            self.begin_talkspurt()
+        if sending != self.sending:
+            self.log.info("rtp {what} call_id={call_id} direction={direction}",
+                          what="resumed" if sending else "held", call_id=self.call_id,
+                          direction=direction)  # fmt: skip
+        self.sending = sending
+        if direction != self.remote_direction:
+            self.direction_changed = self._clock.seconds()
+        self.remote_direction = direction
+
+    @property
+    def expects_rtp(self) -> bool:
+        """Whether the peer said it sends (sendrecv, sendonly): one on recvonly or inactive
+        may stay silent without being dead (RFC 3264 5.1)."""
+        return self.remote_direction in ("sendrecv", "sendonly")
+
     def close(self) -> defer.Deferred:
         """Send RTCP BYE, stop listening and give the ports back to the pool."""
         if self.closed:
@@ -214,6 +248,8 @@ class RtpSession(DatagramProtocol):
 
     def send_audio(self, payload: bytes) -> None:
         """Send one frame of audio in the negotiated codec (G.711: one byte per sample)."""
+        if not self.sending:
+            return  # on hold: the frame is dropped, its time is caught up on resume
         if self._t0 is None:
             self._t0 = self._clock.seconds()
         self._write(
@@ -225,6 +261,8 @@ class RtpSession(DatagramProtocol):
 
     def forward(self, packet: rtp.RtpPacket, payload_type: int, samples: int) -> None:
         """Send a relayed packet, rewritten into this stream's SSRC/sequence/timestamp space."""
+        if not self.sending:
+            return
         rewriter = self._rewriter
         if rewriter.needs_anchor(packet.ssrc):
             wall = self._wall_ts()
@@ -253,6 +291,8 @@ class RtpSession(DatagramProtocol):
         this stream's space, RFC 7667 3.2.1.2), so it is rebuilt over a copy of the datagram
         without making a packet object.
         """
+        if not self.sending:
+            return
         seq, ts, marker = self._rewriter.map_fields(sequence, timestamp, marker)
         self._write(rtp.rewrite_header(data, self.payload_type, seq, ts, self.ssrc, marker))
         self._sent_relayed(seq, ts, len(data) - 12)  # G.711: one sample per payload octet

@@ -32,6 +32,7 @@ from cbserver.sip.message import (
     new_tag,
     parse_name_addr,
 )
+from cbserver.sip.sdp import answer_reoffer
 from cbserver.sip.transport import TransportError
 from cbserver.sip.txn_client import ClientInviteTransaction, IClientTransactionUser, build_cancel
 
@@ -67,7 +68,8 @@ class Call(NamedTimersMixin):
         self.call_id = call_id
         self.callback_id = log_context  # the caller's correlation id, on every log line
         self.local_tag = new_tag()
-        self.local_sdp = sdp_offer
+        self.local_sdp = sdp_offer  # the last SDP we sent (RFC 3264 8 versions it)
+        self.capabilities = sdp_offer  # what we offered: address, port, codecs we accept
         self.remote_sdp: bytes | None = None
         self.state = S.NEW
         self.dialog: Dialog | None = None
@@ -481,6 +483,10 @@ class Call(NamedTimersMixin):
         return self._usage.info(content_type, body)
 
     def _offer_accepted(self, response: Response, sdp: bytes) -> bytes | None:
+        if sdp != self.local_sdp:
+            # A new offer of the application's (not a session refresh repeating our current
+            # SDP, RFC 4028 10): it is now what we accept in answers to the far end's offers.
+            self.capabilities = sdp
         self.local_sdp = sdp
         if response.body:
             self.remote_sdp = response.body
@@ -508,6 +514,13 @@ class Call(NamedTimersMixin):
 
     def _no_such_dialog(self, event: CallEvent, request: Request, txn) -> None:
         txn.respond(make_response(request, 481, "Call/Transaction Does Not Exist"))
+
+    def answer_offer(self, offer: bytes) -> bytes:
+        """IDialogOwner: our answer to the far end's offer (RFC 3264 6.1, 8), a pure SDP
+        computation from what we offered; it becomes our current SDP. SdpError if none."""
+        answer = answer_reoffer(offer, self.capabilities, self.local_sdp)
+        self.local_sdp = answer
+        return answer
 
     def _offer_received(self, sdp: bytes) -> None:
         self.remote_sdp = sdp

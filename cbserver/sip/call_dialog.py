@@ -27,6 +27,7 @@ from cbserver.sip.call_states import CallEvent
 from cbserver.sip.context import CallContext, CallError, CallStateError
 from cbserver.sip.dialog import Dialog, DialogError
 from cbserver.sip.message import Request, Response, SipParseError, make_response, new_branch
+from cbserver.sip.sdp import SdpError
 from cbserver.sip.transport import TransportError, is_ip_literal
 from cbserver.sip.txn_client import IClientTransactionUser
 
@@ -38,7 +39,15 @@ log = Logger()
 class IDialogOwner(Interface):
     """What a :class:`DialogUsage` needs from the call that owns it."""
 
-    local_sdp = Attribute("Our current SDP: the answer to the far end's offers, our refreshes.")
+    local_sdp = Attribute("The last SDP we sent: our offer in a 2xx to an offer-less re-INVITE, "
+                          "our session refreshes.")
+
+    def answer_offer(offer):
+        """Our SDP answer (bytes) to the far end's ``offer`` in the dialog (RFC 3264 8).
+
+        Raises :class:`~cbserver.sip.sdp.SdpError` when nothing in it is acceptable: the
+        request then gets a 488 and the session stays as it was (RFC 3261 14.2, RFC 3311 5.2).
+        """
 
     def dialog_event(event, *args):
         """Something happened in the dialog that the call's state table must decide on."""
@@ -308,11 +317,29 @@ class DialogUsage(NamedTimersMixin):
         txn.respond(make_response(request, 200, "OK"))
 
     def _incoming_offer(self, request: Request) -> Response:
-        """Common part of re-INVITE and UPDATE: new SDP, target refresh, session timer."""
+        """Common part of re-INVITE and UPDATE: new SDP, target refresh, session timer.
+
+        An offer gets a real answer (RFC 3264 8), not our first offer again; an offer with
+        nothing we accept gets a 488 and changes nothing (RFC 3261 14.2, RFC 3311 5.2).
+        """
+        sdp = b""
+        if is_sdp(request):
+            try:
+                sdp = self.owner.answer_offer(request.body)
+            except SdpError as exc:
+                log.info("unacceptable offer in {method} call_id={call_id} callback_id={callback_id}: "
+                         "{error}", method=request.method, call_id=self.call_id,
+                         callback_id=self.callback_id, error=exc)  # fmt: skip
+                resp = make_response(request, 488, "Not Acceptable Here")
+                resp.headers.add("Warning", '304 cbserver "Media type not available"')  # RFC 3261 20.43
+                return resp
+        elif request.method == "INVITE":
+            # RFC 3264 5 / RFC 3261 14.2: an offer-less re-INVITE gets our offer in the 2xx;
+            # our current SDP unchanged (same version, RFC 3264 8).
+            sdp = self.owner.local_sdp
         self.dialog.refresh_target(request)
         if is_sdp(request):
             self.owner.dialog_event(CallEvent.OFFER, request.body)
-        sdp = self.owner.local_sdp if (is_sdp(request) or request.method == "INVITE") else b""
         resp = self._ok(request, sdp)
         parsed = _parse_session_expires(request.headers.get("Session-Expires"))
         if parsed is not None:
@@ -332,6 +359,8 @@ class DialogUsage(NamedTimersMixin):
             return
         resp = self._incoming_offer(request)
         txn.respond(resp)
+        if resp.status >= 300:
+            return  # the transaction retransmits a non-2xx and absorbs its ACK (17.2.1)
         self._ok_to_ack = resp
         self._ok_interval = self.ctx.timers.t1
         # RFC 3261 13.3.1.4: the UAS core retransmits the 2xx until the ACK arrives.

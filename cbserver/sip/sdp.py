@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "SdpError", "Connection", "Media", "SessionDescription", "MediaChoice", "parse_sdp",
-    "make_offer", "make_answer", "negotiate", "STATIC_CODECS", "DIRECTIONS",
+    "make_offer", "make_answer", "negotiate", "STATIC_CODECS", "DIRECTIONS", "answer_direction",
+    "answer_reoffer", "peer_receives",
 ]  # fmt: skip
 
 
@@ -31,6 +32,11 @@ DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _ANSWER_DIRECTION = {
     "sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly",
     "inactive": "inactive",
+}  # fmt: skip
+# (we send, we receive) -> the direction attribute saying so (RFC 3264 5.1)
+_DIRECTION_OF = {
+    (True, True): "sendrecv", (True, False): "sendonly", (False, True): "recvonly",
+    (False, False): "inactive",
 }  # fmt: skip
 # RFC 4566 5: the order of session-level lines; unmodelled ones are kept and put back here.
 _SESSION_ORDER = "iuepcbtrzka"
@@ -324,3 +330,81 @@ def make_answer(offer: bytes, address: str, port: int, codecs=("PCMU", "PCMA"),
         media=out_media,
     )
     return answer.serialize()
+
+
+def answer_direction(offered: str, local: str = "sendrecv") -> str:
+    """The direction we answer to an ``offered`` one (RFC 3264 6.1), limited by ``local``.
+
+    sendonly is answered recvonly, recvonly sendonly, inactive inactive, sendrecv sendrecv;
+    ``local`` is what our side is willing to do, so we never promise to send or receive
+    more than it allows (6.1: the answerer may narrow the offered direction, never widen it).
+    """
+    mapped = _ANSWER_DIRECTION.get(offered, "sendrecv")
+    send = mapped in ("sendrecv", "sendonly") and local in ("sendrecv", "sendonly")
+    receive = mapped in ("sendrecv", "recvonly") and local in ("sendrecv", "recvonly")
+    return _DIRECTION_OF[(send, receive)]
+
+
+
+def peer_receives(direction: str) -> bool:
+    """Whether a party whose SDP says ``direction`` (its own point of view) receives RTP.
+
+    RFC 3264 5.1: sendonly and inactive mean "do not send me media"; recvonly and sendrecv
+    mean it listens."""
+    return direction in ("sendrecv", "recvonly")
+
+
+def _origin_fields(sd: SessionDescription) -> tuple[str, int, int]:
+    """(username, session id, version) of an ``o=`` line (RFC 4566 5.2)."""
+    user, sid, version = sd.origin.split()[:3]
+    if not (_digits(sid) and _digits(version)):
+        raise SdpError(f"o= line without numeric session id and version: {sd.origin!r}")
+    return user, int(sid), int(version)
+
+
+def _without_origin(body: bytes) -> bytes:
+    return b"\r\n".join(ln for ln in body.split(b"\r\n") if not ln.startswith(b"o="))
+
+
+def answer_reoffer(offer: bytes, capabilities: bytes, previous: bytes,
+                   local_direction: str = "sendrecv") -> bytes:
+    """Our answer to an offer that arrives in an established session (RFC 3264 8).
+
+    ``capabilities`` is the SDP we offered (our address, port, codecs, telephone-event);
+    ``previous`` the last SDP we sent in this session. The answer keeps our address and
+    port, picks from the offer a codec we offered (6.1), maps the direction (6.1, limited by
+    ``local_direction``), and keeps the ``o=`` line of ``previous`` with its version
+    incremented by one only when something else changed (8: an unchanged SDP keeps it).
+    Raises :class:`SdpError` when the offer has nothing we accept (RFC 3261 14.2: a 488).
+    """
+    caps = parse_sdp(capabilities)
+    ours = next((m for m in caps.media if m.media == "audio" and m.port), None)
+    conn = (ours.connection or caps.connection) if ours is not None else None
+    if ours is None or conn is None:
+        raise SdpError("our own SDP has no audio stream")
+    names = ours.rtpmap()
+    codecs, events = [], False
+    for fmt in ours.formats:
+        name = names.get(fmt, (None,))[0]
+        if name is None:
+            name = next((c for c, pt in STATIC_CODECS.items() if str(pt) == fmt), None)
+        if name is None:
+            continue
+        if name.upper() == "TELEPHONE-EVENT":
+            events = True
+        elif name.upper() in STATIC_CODECS:
+            codecs.append(name.upper())
+    user, sid, version = _origin_fields(parse_sdp(previous))
+    offered = parse_sdp(offer)
+    _, m, _, _, _ = _audio_stream(offered, codecs)
+    direction = answer_direction(m.direction(offered.direction()), local_direction)
+    address = conn.address.split("/")[0]
+
+    def build(ver: int) -> bytes:
+        return make_answer(offer, address, ours.port, codecs, telephone_event=events, session_id=sid,
+                           version=ver, direction=direction, username=user)  # fmt: skip
+
+    answer = build(version)
+    if _without_origin(answer) != _without_origin(previous):
+        answer = build(version + 1)  # RFC 3264 8: a changed SDP increments the version by one
+    return answer

@@ -61,7 +61,8 @@ class SipService(Service):
             )
         else:
             self.protocol = SipTcpTransport(
-                self.clock, None, self.config.public_address, self.config.public_port
+                self.clock, None, self.config.public_address, self.config.public_port,
+                bind_address=self.listen_address,
             )
             self.port = self.clock.listenTCP(
                 self.listen_port, self.protocol.factory(), interface=self.listen_address

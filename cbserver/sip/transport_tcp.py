@@ -5,9 +5,15 @@ peer's (ip, port). Messages are framed by Content-Length with the message module
 ``StreamParser``; a framing error closes the connection, an unparseable but framed request
 gets a 400 on it. Requests are sent on an open connection to the destination or on a new
 one (messages queue while it connects); a failed connect is reported to the sink's
-``destination_failed`` so the transactions waiting on it end (RFC 3261 17.1.4). Responses go
-back on the connection the request came in on, else to ``received`` and the Via port
-(RFC 3261 18.2.2).
+``destination_failed`` so the transactions waiting on it end (RFC 3261 17.1.4).
+
+Responses go back on the connection the request came in on (RFC 3261 18.2.2): every request
+read is remembered by its top Via (branch and sent-by, which its responses copy) against its
+connection, a bounded number per connection, forgotten when the connection closes. When that
+connection is gone the response goes to ``received`` and the Via port, on a connection to
+exactly that address or a new one; never on some other connection that merely shares the
+host (two phones behind one NAT, or our own connection to a trunk's port 5060, are not the
+connection the request used).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from cbserver.sip.message import (
     SipParseError,
     StreamParser,
     make_response,
+    parse_via,
 )
 from cbserver.sip.transport import (
     IMessageSink,
@@ -36,6 +43,26 @@ __all__ = ["SipTcpTransport", "SipStreamProtocol"]
 
 log = Logger()
 
+#: Requests remembered per connection for routing their responses (RFC 3261 18.2.2); a
+#: server transaction ends within 64*T1, so only a flood of requests on one connection can
+#: push out one still answering, and its response then falls back to received + Via port.
+ORIGINS_PER_CONNECTION = 512
+
+
+def via_key(message: Request | Response) -> tuple[str, str, int | None] | None:
+    """(branch, sent-by host, sent-by port) of the top Via: what a response copies of its
+    request (RFC 3261 8.2.6.2) and what names its transaction (17.2.3); None without one."""
+    top = message.headers.get("Via")
+    if top is None:
+        return None
+    try:
+        via = parse_via(top)
+    except SipParseError:
+        return None
+    if not via.branch:
+        return None
+    return via.branch, via.host.lower(), via.port
+
 
 class SipStreamProtocol(Protocol):
     """One TCP connection carrying SIP messages."""
@@ -43,6 +70,7 @@ class SipStreamProtocol(Protocol):
     def __init__(self, owner: SipTcpTransport) -> None:
         self.owner = owner
         self.peer: tuple[str, int] | None = None
+        self.origins: list = []  # Via keys of requests read here, oldest first
         self.parser = StreamParser(owner.max_size, on_error=self._bad_message)
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted API
@@ -88,14 +116,21 @@ class SipTcpTransport:
     reliable = True
 
     def __init__(
-        self, reactor, sink: IMessageSink | None, host: str, port: int, max_size: int = MAX_MESSAGE_SIZE
+        self, reactor, sink: IMessageSink | None, host: str, port: int, max_size: int = MAX_MESSAGE_SIZE,
+        *, bind_address: str | None = None,
     ) -> None:
+        """``bind_address``: the local address our outgoing connections leave from (the
+        ``sip.listen`` address), so a trunk that admits calls by source address sees the
+        address it was told about; None (or the unspecified address) lets the kernel choose."""
         self.reactor = reactor
+        self.bind_address = None if bind_address in (None, "", "0.0.0.0", "::") else bind_address
         self.sink = sink
         self.host = host
         self.port = port
         self.max_size = max_size
         self.connections: dict[tuple[str, int], SipStreamProtocol] = {}
+        # top-Via key of a request read -> the connection it came on (RFC 3261 18.2.2)
+        self.origins: dict[tuple, SipStreamProtocol] = {}
         self._pending: dict[tuple[str, int], list[bytes]] = {}
 
     def factory(self) -> Factory:
@@ -114,6 +149,29 @@ class SipTcpTransport:
         """Drop a closed connection from the index."""
         if self.connections.get(proto.peer) is proto:
             del self.connections[proto.peer]
+        for key in proto.origins:
+            if self.origins.get(key) is proto:
+                del self.origins[key]
+        proto.origins = []
+
+    def _remember_origin(self, request: Request, proto: SipStreamProtocol) -> None:
+        """Note the connection ``request`` came on, for its responses (RFC 3261 18.2.2).
+
+        The first connection to use a Via key keeps it while it is open: a stranger's
+        connection repeating someone else's branch does not capture their responses.
+        """
+        key = via_key(request)
+        if key is None:
+            return
+        held = self.origins.get(key)
+        if held is not None:
+            return  # a retransmission (same connection) or someone else's key
+        self.origins[key] = proto
+        proto.origins.append(key)
+        if len(proto.origins) > ORIGINS_PER_CONNECTION:
+            old = proto.origins.pop(0)
+            if self.origins.get(old) is proto:
+                del self.origins[old]
 
     def deliver(self, message: Request | Response, proto: SipStreamProtocol) -> None:
         """Hand a framed message to the sink, stamping requests' Via (RFC 3261 18.2.1)."""
@@ -121,6 +179,7 @@ class SipTcpTransport:
             return
         if isinstance(message, Request):
             stamp_via(message, proto.peer)
+            self._remember_origin(message, proto)
             self.sink.request_received(message, proto.peer)
         else:
             self.sink.response_received(message, proto.peer)
@@ -133,18 +192,15 @@ class SipTcpTransport:
 
     def send_response(self, response: Response) -> None:
         """RFC 3261 18.2.2: the connection the request came on, else received + Via port."""
-        host, port = response_destination(response)
-        proto = self.connections.get((host, port))
-        if proto is None:
-            # The request came from an ephemeral port: find its connection by address.
-            same_host = [p for peer, p in self.connections.items() if peer[0] == host]
-            if len(same_host) == 1:
-                proto = same_host[0]
+        key = via_key(response)
+        proto = self.origins.get(key) if key is not None else None
         data = response.serialize()
         if proto is not None:
             proto.transport.write(data)
             return
-        self._send(data, (host, port))
+        # That connection has closed (or the request never came over TCP): "open a
+        # connection to the IP address in the received parameter, using the port in sent-by".
+        self._send(data, response_destination(response))
 
     def _send(self, data: bytes, destination: tuple[str, int]) -> None:
         if len(data) > self.max_size:
@@ -162,8 +218,15 @@ class SipTcpTransport:
         from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
 
         host, port = destination
-        cls = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
-        d = connectProtocol(cls(self.reactor, host, port, timeout=10), SipStreamProtocol(self))
+        v6 = ":" in host
+        cls = TCP6ClientEndpoint if v6 else TCP4ClientEndpoint
+        # Leave from the listen address when it is of the destination's family; port 0: the
+        # kernel picks an ephemeral source port (RFC 3261 18.1.1 only names the destination).
+        bind = None
+        if self.bind_address is not None and (":" in self.bind_address) == v6:
+            bind = (self.bind_address, 0)
+        endpoint = cls(self.reactor, host, port, timeout=10, bindAddress=bind)
+        d = connectProtocol(endpoint, SipStreamProtocol(self))
         d.addErrback(self._connect_failed, destination)
         d.addErrback(lambda f: log.failure("connecting to {dest}", f, dest=destination))
 

@@ -72,8 +72,9 @@ class RecordingListener:
 class SippTrunk:
     """One sipp UAS process handling exactly one call (``-m 1``)."""
 
-    def __init__(self, scenario: str, workdir: Path, lost: int = 0, tcp: bool = False):
+    def __init__(self, scenario: str, workdir: Path, lost: int = 0, tcp: bool = False, keys=None):
         self.scenario = SCENARIOS / f"{scenario}.xml"
+        self.keys = dict(keys or {})  # -key name value: [name] in the scenario
         self.workdir = workdir
         self.lost = lost
         self.tcp = tcp
@@ -89,6 +90,8 @@ class SippTrunk:
         ]  # fmt: skip
         if self.lost:
             args += ["-lost", str(self.lost)]
+        for name, value in self.keys.items():
+            args += ["-key", name, str(value)]
         if self.tcp:
             args += ["-t", "t1"]  # one TCP socket per call
         if os.environ.get("CBS_SIPP_TRACE"):

@@ -246,14 +246,20 @@ def test_bye_timeout_still_ends_the_call():
     finish(ua, clock)
 
 
-def test_reinvite_from_far_end_is_answered_with_our_sdp_until_acked():
+def test_reinvite_from_far_end_is_answered_with_a_real_answer_until_acked():
     ua, clock, transport, call, listener, far = setup()
     answer(far)
     new_sdp = SDP_ANSWER.replace(b"6000", b"6002")
     reinv = far.request(call, "INVITE", new_sdp)
     assert listener.events[-1] == ("offer", new_sdp)
     oks = [r for r in far.responses_to("INVITE") if r.status == 200]
-    assert oks and oks[-1].body == SDP_OFFER
+    # RFC 3264 8: an answer from our address and port, o= version moved on (it differs
+    # from our offer: direction stated), not our first offer sent again
+    assert oks and oks[-1].body == (
+        b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        b"m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    )
+    assert call.local_sdp == oks[-1].body
     clock.advance(0.5)
     clock.advance(1.0)
     assert len([r for r in far.responses_to("INVITE") if r.status == 200]) == 3

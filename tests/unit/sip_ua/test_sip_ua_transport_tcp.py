@@ -100,3 +100,91 @@ def test_failed_connect_tells_the_sink():
     factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
     assert tcp.sink.failed == [("127.0.0.1", 5999)]
     assert reactor.getDelayedCalls() == [] or all(not c.active() for c in reactor.getDelayedCalls())
+
+
+def tcp_request(branch, via_port=5080):
+    raw = request("OPTIONS", branch=branch, via_port=via_port).serialize()
+    return raw.replace(b"Via: SIP/2.0/UDP", b"Via: SIP/2.0/TCP")
+
+
+def test_response_goes_on_the_connection_of_its_request_among_several_from_one_host():
+    # RFC 3261 18.2.2; two connections from 127.0.0.1, neither Via asks for rport
+    reactor = MemoryReactorClock()
+    tcp = SipTcpTransport(reactor, Sink(), "127.0.0.1", 5070)
+    proto1, wire1 = inbound(tcp, port=40001)
+    proto2, wire2 = inbound(tcp, port=40002)
+    proto1.dataReceived(tcp_request("z9hG4bKone"))
+    proto2.dataReceived(tcp_request("z9hG4bKtwo"))
+    (req1, _), (req2, _) = tcp.sink.requests
+    tcp.send_response(make_response(req2, 200, None, to_tag="t"))
+    assert parse_via(parse_message(wire2.value()).headers.get("Via")).branch == "z9hG4bKtwo"
+    assert wire1.value() == b"" and reactor.tcpClients == []
+    tcp.send_response(make_response(req1, 486, None, to_tag="t"))
+    assert parse_message(wire1.value()).status == 486 and wire2.value().count(b"SIP/2.0 ") == 1
+
+
+def test_response_does_not_take_our_own_connection_to_the_senders_port():
+    reactor = MemoryReactorClock()
+    tcp = SipTcpTransport(reactor, Sink(), "127.0.0.1", 5070)
+    tcp.send_request(request("OPTIONS"), ("127.0.0.1", 5080))  # ours, to the trunk's 5080
+    _, _, factory, _, _ = reactor.tcpClients[0]
+    ours = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5080))
+    our_wire = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5080))
+    ours.makeConnection(our_wire)
+    sent_before = our_wire.value()
+    proto, wire = inbound(tcp, port=40003)  # the trunk's own connection to us
+    proto.dataReceived(tcp_request("z9hG4bKin", via_port=5080))
+    req, _ = tcp.sink.requests[0]
+    tcp.send_response(make_response(req, 200, None, to_tag="t"))
+    assert parse_message(wire.value()).status == 200 and our_wire.value() == sent_before
+
+
+def test_response_after_its_connection_closed_goes_to_received_and_via_port():
+    reactor = MemoryReactorClock()
+    tcp = SipTcpTransport(reactor, Sink(), "127.0.0.1", 5070)
+    proto1, wire1 = inbound(tcp, port=40001)
+    inbound(tcp, port=40002)
+    proto1.dataReceived(tcp_request("z9hG4bKgone"))
+    req, _ = tcp.sink.requests[0]
+    proto1.connectionLost(Failure(ConnectionRefusedError()))
+    assert tcp.origins == {}
+    tcp.send_response(make_response(req, 200, None, to_tag="t"))
+    (host, port, _, _, _), = reactor.tcpClients
+    assert (host, port) == ("127.0.0.1", 5080) and wire1.value() == b""
+
+
+def test_a_stranger_repeating_a_branch_does_not_capture_the_response():
+    tcp = SipTcpTransport(MemoryReactorClock(), Sink(), "127.0.0.1", 5070)
+    proto1, wire1 = inbound(tcp, port=40001)
+    proto2, wire2 = inbound(tcp, port=40002)
+    proto1.dataReceived(tcp_request("z9hG4bKsame"))
+    proto2.dataReceived(tcp_request("z9hG4bKsame"))
+    req, _ = tcp.sink.requests[0]
+    tcp.send_response(make_response(req, 200, None, to_tag="t"))
+    assert parse_message(wire1.value()).status == 200 and wire2.value() == b""
+
+
+def test_remembered_requests_per_connection_are_bounded():
+    from cbserver.sip.transport_tcp import ORIGINS_PER_CONNECTION
+
+    tcp = SipTcpTransport(MemoryReactorClock(), Sink(), "127.0.0.1", 5070)
+    proto, _ = inbound(tcp)
+    for i in range(ORIGINS_PER_CONNECTION + 10):
+        proto.dataReceived(tcp_request(f"z9hG4bK{i}"))
+    assert len(tcp.origins) == len(proto.origins) == ORIGINS_PER_CONNECTION
+
+
+def test_outgoing_connections_leave_from_the_listen_address():
+    reactor = MemoryReactorClock()
+    tcp = SipTcpTransport(reactor, Sink(), "198.51.100.7", 5070, bind_address="127.0.0.3")
+    tcp.send_request(request("OPTIONS"), ("127.0.0.1", 5080))
+    tcp.send_request(request("OPTIONS"), ("::1", 5080))  # another family: the kernel chooses
+    (_, _, _, _, bind4), (_, _, _, _, bind6) = reactor.tcpClients
+    assert bind4 == ("127.0.0.3", 0) and bind6 is None
+
+
+def test_listening_on_any_address_binds_nothing():
+    reactor = MemoryReactorClock()
+    tcp = SipTcpTransport(reactor, Sink(), "198.51.100.7", 5070, bind_address="0.0.0.0")
+    tcp.send_request(request("OPTIONS"), ("127.0.0.1", 5080))
+    assert reactor.tcpClients[0][4] is None
