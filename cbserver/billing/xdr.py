@@ -12,6 +12,7 @@ import collections
 import datetime as dt
 import json
 import os
+import uuid
 from dataclasses import asdict, dataclass, fields
 from decimal import Decimal
 
@@ -79,6 +80,11 @@ class LegRecord:
     peak: bool | None = None
     sip_code: int | None = None
     sip_reason: str = ""
+    # For matching the carrier's CDR and a SIP trace: the leg's SIP Call-ID (None: never
+    # placed) and the id of the process that ran it (``server_nodes.instance_id``). Last and
+    # defaulted, so spool lines written before they existed still replay (as None).
+    call_id: str | None = None
+    instance_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.leg not in ("A", "B"):
@@ -101,6 +107,13 @@ class LegRecord:
             raise InvalidLegRecord("amount", "amount, duration and charged seconds must be >= 0")
         if self.duration > 0 and self.connect_time is None:
             raise InvalidLegRecord("connect_time", "a connected leg needs its connect time")
+        if self.call_id is not None and not (isinstance(self.call_id, str) and self.call_id):
+            raise InvalidLegRecord("call_id", f"must be a non-empty string or None, got {self.call_id!r}")
+        if self.instance_id is not None:
+            try:
+                object.__setattr__(self, "instance_id", str(uuid.UUID(str(self.instance_id))))
+            except ValueError:
+                raise InvalidLegRecord("instance_id", f"must be a UUID, got {self.instance_id!r}") from None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -130,12 +143,14 @@ class LegRecord:
 
 def leg_record(auth, leg: str, *, trigger_mode: str, node: str, disconnect_time: dt.datetime,
                connect_time: dt.datetime | None = None, duration: int = 0, sip_code: int | None = None,
-               sip_reason: str = "", legb_failed: bool = False) -> LegRecord:
+               sip_reason: str = "", legb_failed: bool = False, call_id: str | None = None,
+               instance_id: str | None = None) -> LegRecord:
     """Price one finished leg of an authorized call and return its ``LegRecord``.
 
     legA is priced by the ``CALLBACK_FAIL`` tariff when ``legb_failed`` and the authorization
     carries one (the instance's ``special_charge_if_legb_fails``). The rate is selected at the
-    leg's real connect time; a leg that never connected costs nothing.
+    leg's real connect time; a leg that never connected costs nothing. ``call_id`` (the leg's
+    SIP Call-ID) and ``instance_id`` (the process that ran it) are recorded as given.
     """
     tariff = auth.tariff
     pricer = auth.leg_a if leg == "A" else auth.leg_b
@@ -157,7 +172,8 @@ def leg_record(auth, leg: str, *, trigger_mode: str, node: str, disconnect_time:
         rate_id=pricer.rate.rate_id, rate_version=pricer.rate.version, peak=charge.peak,
         connect_time=connect_time, disconnect_time=disconnect_time, duration=charge.duration,
         charged_seconds=charge.charged_seconds, amount=charge.amount, currency=tariff.rates.currency,
-        sip_code=sip_code, sip_reason=sip_reason, trigger_mode=trigger_mode)
+        sip_code=sip_code, sip_reason=sip_reason, trigger_mode=trigger_mode, call_id=call_id,
+        instance_id=instance_id)
 
 
 class XdrRejected(Exception):

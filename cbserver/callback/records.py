@@ -30,6 +30,8 @@ def _record(session, leg, legb_failed: bool) -> LegRecord:
     reason = leg.reason or cause.get("reason", "")
     if leg.name == "B" and leg.call is None:
         reason = f"not placed: {cause.get('code', '')}"
+    # ICall.call_id: what the carrier's CDR and a SIP trace show (None: never placed).
+    call_id = leg.call.call_id if leg.call is not None else None
     number = auth.request.cli if leg.name == "A" else auth.request.cld
     if leg.name == "B" and (leg.call is None or number != leg.number):
         # legB never dialled under this authorization (e.g. hosted caller never
@@ -39,11 +41,13 @@ def _record(session, leg, legb_failed: bool) -> LegRecord:
             cli=session.request.phone, cld=leg.number, node=session.ctx.node,
             disconnect_time=_datetime(leg.ended_at), currency=auth.currency,
             trigger_mode=session.request.mode, customer_id=str(auth.account.customer_id),
-            access_code=session.app.access_code, sip_code=sip_code, sip_reason=reason)
+            access_code=session.app.access_code, sip_code=sip_code, sip_reason=reason,
+            call_id=call_id, instance_id=session.ctx.instance_id)
     return leg_record(auth, leg.name, trigger_mode=session.request.mode, node=session.ctx.node,
                       disconnect_time=_datetime(leg.ended_at),
                       connect_time=_datetime(leg.answered_at), duration=leg.duration(),
-                      sip_code=sip_code, sip_reason=reason, legb_failed=legb_failed)
+                      sip_code=sip_code, sip_reason=reason, legb_failed=legb_failed,
+                      call_id=call_id, instance_id=session.ctx.instance_id)
 
 
 @defer.inlineCallbacks

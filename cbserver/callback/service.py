@@ -289,7 +289,8 @@ class CallbackService(service.Service):
                               authorizer=self.authorizers[app.name], recorder=self.recorder,
                               clock=self.clock, node=self.cfg.server.node,
                               no_answer_timeout=self.cfg.sip.no_answer_timeout,
-                              ivr_factory=ivr, on_change=self._changed, metrics=self.metrics)
+                              ivr_factory=ivr, on_change=self._changed, metrics=self.metrics,
+                              instance_id=self.db.instance_id)
 
     def _changed(self, session: CallbackSession) -> None:
         """Persist a session's new status without blocking the call (batched, newest wins)."""

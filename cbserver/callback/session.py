@@ -56,6 +56,7 @@ class SessionContext:
     on_change: object = None  # (session) -> None
     metrics: object = None
     extra: dict = field(default_factory=dict)
+    instance_id: str | None = None  # this process's server_nodes.instance_id, for the xDRs
 
 
 class CallbackSession(SessionView, NamedTimersMixin):

@@ -27,11 +27,11 @@ from cbserver.errors import ConcurrentWrite
 COLUMNS = ("session_id", "leg", "account_id", "customer_id", "cli", "cld", "access_code", "node",
            "tariff_id", "tariff_name", "prefix", "rate_id", "rate_version", "peak", "connect_time",
            "disconnect_time", "duration", "charged_seconds", "amount", "currency", "sip_code",
-           "sip_reason", "trigger_mode", "balance_after")
+           "sip_reason", "trigger_mode", "call_id", "instance_id", "balance_after")
 _TYPES = ("text", "text", "text", "text", "text", "text", "text", "text",
           "bigint", "text", "text", "bigint", "integer", "boolean", "timestamptz",
           "timestamptz", "integer", "integer", "numeric", "text", "integer",
-          "text", "text", "numeric")
+          "text", "text", "text", "uuid", "numeric")
 
 # One round trip for the three reads a batch starts with: the legs already stored (an index
 # scan on the unique key's first column), the accounts locked in id order, then the customers
@@ -50,7 +50,7 @@ READ_AND_LOCK = (
     "UNION ALL SELECT 'a', id, NULL, customer_id, account_type, balance_control, balance FROM acc "
     "UNION ALL SELECT 'c', id::text, NULL, NULL, NULL, NULL, balance FROM cus")
 # The rows travel as one JSON document (a bound parameter; json.dumps escapes), an array of
-# arrays in COLUMNS order: far cheaper for Python and PostgreSQL than 24 arrays of literals.
+# arrays in COLUMNS order: far cheaper for Python and PostgreSQL than 26 arrays of literals.
 # A plain INSERT (the legs already stored were skipped under the same snapshot): twice as fast
 # as ON CONFLICT's speculative insertion; a leg another writer stored meanwhile raises
 # unique_violation, and the batch is retried (the writer treats it like a deadlock).

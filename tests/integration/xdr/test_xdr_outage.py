@@ -19,6 +19,7 @@ from tests.integration.xdr.helpers import balance, query
 pytestmark = pytest.mark.integration
 
 ACCOUNTS = ("cb1001", "cb1002", "cb1007")
+INSTANCE = "0b7e2f9a-4c1d-4e8b-a6f3-5d2c1b0a9e8f"
 
 
 def leg(i: int) -> LegRecord:
@@ -27,7 +28,8 @@ def leg(i: int) -> LegRecord:
                      cli="18005550100", cld="442071234567", node="node1", connect_time=now,
                      disconnect_time=now + dt.timedelta(seconds=10), duration=10, charged_seconds=10,
                      amount=Decimal("0.01") + Decimal(i) / 1000, currency="USD", trigger_mode="simple",
-                     sip_code=200)
+                     sip_code=200, call_id=None if i % 5 == 0 else f"leg-{i}@198.51.100.7",
+                     instance_id=INSTANCE)
 
 
 async def wait_for(predicate, timeout=60.0):
@@ -117,3 +119,6 @@ async def test_a_restart_replays_the_spool_left_behind(own_cluster, tmp_path):
     await pool.stopService()
     count, distinct, total = totals(dsn)
     assert count == distinct == 20 and total == sum(x.amount for x in legs)
+    # Replayed from the spool, each leg keeps its Call-ID (None stays NULL) and its process.
+    stored = query(dsn, "SELECT session_id, leg, call_id, instance_id::text FROM xdrs")
+    assert sorted(stored) == sorted((x.session_id, x.leg, x.call_id, x.instance_id) for x in legs)
