@@ -237,11 +237,11 @@ class CallbackSession(SessionView, NamedTimersMixin):
         self._place(self.b)
 
     def _start_relay(self) -> None:
-        self._relay = self.ctx.media.join(self.a.media, self.b.media, self.id)
+        self._relay = relay = self.ctx.media.join(self.a.media, self.b.media, self.id)
         d = self._relay.start()
         d.addCallback(lambda how: self.dispatch(
             Event.RELAY_STOPPED if getattr(how, "name", str(how)) == "STOPPED" else Event.RELAY_LOST,
-            getattr(how, "name", str(how))))
+            getattr(how, "name", str(how)), relay.lost_leg))
         d.addErrback(lambda f: log.failure("relay callback_id={callback_id}", f,
                                            callback_id=self.id))
 
@@ -455,10 +455,12 @@ class CallbackSession(SessionView, NamedTimersMixin):
         limit = self.auth.max_seconds
         self._finish("max_duration", None, f"maximum duration of {limit}s reached")
 
-    def _on_relay_lost(self, name: str) -> None:
-        """The relay stopped by itself: media inactivity or RTCP BYE ends the call."""
+    def _on_relay_lost(self, name: str, leg: str | None = None) -> None:
+        """The relay ended by itself: a leg's media stopped (no RTP nor RTCP for the
+        inactivity timeout, or an RTCP BYE that no SIP BYE followed within its grace)."""
+        where = f" on leg{leg}" if leg else ""
         self._finish("media_timeout" if name == "INACTIVE" else "media_bye", None,
-                     f"media ended: {name.lower()}")
+                     f"media ended{where}: {'inactive' if name == 'INACTIVE' else 'rtcp bye, no SIP BYE'}")
 
     def _on_explained(self, _result=None) -> None:
         self._finish(*self._pending_cause)

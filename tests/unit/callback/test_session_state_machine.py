@@ -346,6 +346,7 @@ class SessionMachine(RuleBasedStateMachine):
     def relay_lost(self, why):
         for relay in self.world.relays:
             if relay.active and why is not None:
+                relay.lost_leg = "A" if why is RelayEnd.INACTIVE else "B"
                 relay.done.callback(why)
 
     @precondition(lambda self: self.world.clock.getDelayedCalls())
