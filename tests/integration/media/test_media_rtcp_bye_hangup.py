@@ -1,7 +1,7 @@
 """A phone hangs up the way real phones do: RTCP BYE first, its SIP BYE 30 ms later.
 
 cbserver's real SIP stack (UDP), real RTP sessions and relay, and a real ``CallbackSession``
-(with the unit tests' authorizer and recorder) call a scripted trunk on loopback sockets. The
+(``callbackrig``) call a scripted trunk on loopback sockets. The
 trunk answers both legs, sends RTP on both, then hangs legA (or legB) up: RTCP BYE from the
 leg's media socket, and 30 ms later the SIP BYE (what a proxy delaying in-dialog BYEs does).
 The callback must end with the hang-up cause of that party, and cbserver must send no BYE on
@@ -10,25 +10,15 @@ that leg (only on the other one).
 
 import itertools
 import re
-from decimal import Decimal
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 from twisted.internet.protocol import DatagramProtocol
 
-from cbserver.billing.authorize import AuthRequest
-from cbserver.callback.legmedia import MediaEnvironment
-from cbserver.callback.service import MediaFactory
-from cbserver.callback.session import CallbackSession, SessionContext
 from cbserver.media import rtcp, rtp
-from cbserver.media.clock import MediaClock
-from cbserver.media.ports import PortPool
-from cbserver.media.prompts import load_prompt_library
-from cbserver.sip.transport import SipUdpProtocol
-from cbserver.sip.ua import UAConfig, UserAgent
+from tests.integration.media.callbackrig import CallbackRig
 from tests.integration.media.sipfake import header, parse, sdp, sdp_media
-from tests.unit.callback.fakes import FakeAuthorizer, FakeRecorder, Request, app
 
 pytestmark = pytest.mark.integration
 
@@ -138,28 +128,8 @@ class Trunk(DatagramProtocol):
 def test_a_phone_hanging_up_with_rtcp_bye_first_is_a_hang_up(who, cause):
     trunk = Trunk()
     trunk_port = reactor.listenUDP(0, trunk, interface="127.0.0.1")
-    sip = SipUdpProtocol(None, "127.0.0.1", 0)
-    sip_port = reactor.listenUDP(0, sip, interface="127.0.0.1")
-    sip.port = sip_port.getHost().port
-    ua = UserAgent(sip, reactor, UAConfig(
-        public_address="127.0.0.1", public_port=sip.port, trunk_host="127.0.0.1",
-        trunk_port=trunk_port.getHost().port, from_domain="127.0.0.1", username="cbserver",
-        password="unused", session_expires=0, keepalive_interval=0))
-    sip.sink = ua.sink
-    application = app()
-    media_clock = MediaClock(reactor)
-    env = MediaEnvironment(clock=reactor, reactor=reactor, pool=PortPool(44000, 44999),
-                           media_clock=media_clock, bind_address="127.0.0.1",
-                           public_address="127.0.0.1", inactivity_timeout=30.0,
-                           rtcp_bye_grace=5.0,
-                           libraries={application.name: load_prompt_library("en")})
-    authorizer, recorder = FakeAuthorizer(reactor, budget=Decimal("20")), FakeRecorder()
-    ctx = SessionContext(ua=ua, media=MediaFactory(env), authorizer=authorizer,
-                         recorder=recorder, clock=reactor, node="node1", no_answer_timeout=10)
-    req = Request()
-    auth = authorizer.authorize(AuthRequest(session_id="rtcpbye", account_id=req.account,
-                                            cli=req.phone, cld=req.destination)).result
-    session = CallbackSession("rtcpbye", req, application, auth, ctx)
+    rig = CallbackRig(("127.0.0.1", trunk_port.getHost().port))
+    session = rig.session
     try:
         done = session.start()
         yield trunk.answered[1]  # both legs answered: the relay joins them
@@ -169,18 +139,15 @@ def test_a_phone_hanging_up_with_rtcp_bye_first_is_a_hang_up(who, cause):
         leg = trunk.legs["AB".index(who)]
         other = trunk.legs[1 - "AB".index(who)]
         yield leg.hang_up()
-        final = yield defer.gatherResults([done]).addTimeout(10, reactor)
-        final = final[0]
+        final = (yield defer.gatherResults([done]).addTimeout(10, reactor))[0]
         assert final["status"] == "ended"
         assert final["cause"]["code"] == cause, final["cause"]
         assert trunk.sent_to(leg, "BYE") == 0  # cbserver did not BYE the leg that hung up
+        assert rig.byes_on(getattr(session, who.lower())) == 0  # nor tried to
         assert trunk.sent_to(other, "BYE") >= 1
-        assert [r.leg for r in recorder.records] == ["A", "B"]
+        assert [r.leg for r in rig.recorder.records] == ["A", "B"]
     finally:
-        yield ua.stop()
-        ua.stop_listening()
-        media_clock.stop()
+        yield rig.close()
         for leg in trunk.legs:
             yield leg.close()
-        yield sip_port.stopListening()
         yield trunk_port.stopListening()
