@@ -53,6 +53,7 @@ def test_a_refused_xdr_ends_the_session_and_logs_the_money(logged, error, reason
     assert h.final and h.final[0]["status"] == "ended" and h.final[0]["charges"] is None
     assert h.final[0]["cause"]["code"] == "legb_hung_up"
     assert h.authorizer.released == ["s1"]  # the refused leg's reservation too
+    assert s.shutdown().called  # the service's stop does not wait for it for ever
     h.assert_clean()
     lines = [e for e in logged if e.get("log_format", "").startswith("xDRs refused")]
     assert len(lines) == 1 and lines[0]["log_level"] == LogLevel.error
