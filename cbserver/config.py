@@ -265,6 +265,9 @@ class RtpConfig:
     ports: str = setting("20000-29999", check=_port_range, doc="even/odd port range LOW-HIGH")
     inactivity_timeout: float = setting(30.0, check=_positive,
                                         doc="end a call after this long without media")
+    rtcp_bye_grace: float = setting(5.0, check=_positive,
+                                    doc="after a phone's RTCP BYE, wait this long for its SIP BYE "
+                                        "(or RTP) before ending the call as media lost")
 
 
 @dataclass(frozen=True, kw_only=True)

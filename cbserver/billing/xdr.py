@@ -312,8 +312,11 @@ class XdrWriter(service.Service):
         try:
             self.spool.append([leg.to_dict() for leg, _ in batch])
         except OSError as e:
-            self.log.critical("xDR spool append failed: {err}; {n} leg(s) NOT stored",
-                              err=str(e), n=len(batch))
+            # Nowhere else holds these legs now: the log line carries them in full.
+            self.log.critical("xDR spool append failed: {err}; {n} leg(s) NOT stored: {legs}",
+                              err=str(e), n=len(batch),
+                              legs=json.dumps([leg.to_dict() for leg, _ in batch], sort_keys=True,
+                                              default=str))
             for _, d in batch:
                 d.errback(e)
             return
@@ -372,15 +375,28 @@ class XdrWriter(service.Service):
             d.errback(XdrRejected(failure.getErrorMessage()))
 
     def _keep_rejected(self, data: dict, why: str) -> None:
-        """Append a refused or unreadable leg to ``<spool>.rejected`` (fsync'd) and log it."""
+        """Append a refused or unreadable leg to ``<spool>.rejected`` (fsync'd) and log it.
+
+        The log line carries the leg in full too. If the reject file cannot be written
+        either, that line is the only copy left (critical), and the writer carries on: a
+        failure here must not leave the leg's Deferred, or the writer, waiting for ever.
+        """
         self.rejected += 1
         path = self.spool.path.with_name(self.spool.path.name + ".rejected")
-        with path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"error": why, "leg": data}, sort_keys=True, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.log.error("xDR rejected session_id={session_id} leg={leg}: {why}; kept in {path}",
-                       session_id=data.get("session_id"), leg=data.get("leg"), why=why, path=str(path))
+        line = json.dumps({"error": why, "leg": data}, sort_keys=True, default=str)
+        try:
+            with path.open("a", encoding="utf-8") as f:
+                f.write(line + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            self.log.critical("xDR rejected session_id={session_id} leg={leg}: {why}; NOT kept "
+                              "({err}): {record}", session_id=data.get("session_id"),
+                              leg=data.get("leg"), why=why, err=str(e), record=line)
+            return
+        self.log.error("xDR rejected session_id={session_id} leg={leg}: {why}; kept in {path}: "
+                       "{record}", session_id=data.get("session_id"), leg=data.get("leg"), why=why,
+                       path=str(path), record=line)
 
     # -- replay -------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ CAUSES = {
     "no_balance": "not enough balance to call the destination",
     "media_timeout": "the call's audio stopped",
     "media_unavailable": "the server had no free media port for the call",
-    "media_bye": "the far end stopped sending audio",
+    "media_bye": "a phone ended its audio (RTCP BYE) but did not hang up",
     "ivr_failed": "the caller could not be identified",
     "ivr_no_input": "no digits were entered",
     "ivr_locked_out": "too many failed attempts: locked out for a while",

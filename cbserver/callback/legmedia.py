@@ -35,6 +35,8 @@ class MediaEnvironment:
     bind_address: str
     public_address: str
     inactivity_timeout: float = 30.0
+    # After a leg's RTCP BYE, how long its SIP BYE (or RTP) may take before the media is lost.
+    rtcp_bye_grace: float = 5.0
     libraries: dict = field(default_factory=dict)  # application name -> IPromptLibrary
 
     def library(self, application: str):
@@ -173,7 +175,8 @@ def join(env: MediaEnvironment, a: LegMedia, b: LegMedia, call_id: str = "") -> 
     """Relay media between two legs (prompts stopped first)."""
     a.stop_prompt()
     b.stop_prompt()
-    return Relay(env.clock, a.session, b.session, env.inactivity_timeout, call_id)
+    return Relay(env.clock, a.session, b.session, env.inactivity_timeout, call_id,
+                 bye_grace=env.rtcp_bye_grace)
 
 
 __all__ = ["CollectResult", "ILegMedia", "IMediaFactory", "LegMedia", "MediaEnvironment", "PlayResult",

@@ -15,12 +15,14 @@ below that decides what happens. Handlers set the next state before acting, beca
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from twisted.internet import defer
 
 from cbserver.billing.authorize import AuthorizationError, AuthRequest
+from cbserver.billing.xdr import XdrRejected
 from cbserver.callback.causes import classify_failure
 from cbserver.callback.ivr import IvrFailed
 from cbserver.callback.legs import Leg, LegListener
@@ -236,11 +238,11 @@ class CallbackSession(SessionView, NamedTimersMixin):
         self._place(self.b)
 
     def _start_relay(self) -> None:
-        self._relay = self.ctx.media.join(self.a.media, self.b.media, self.id)
+        self._relay = relay = self.ctx.media.join(self.a.media, self.b.media, self.id)
         d = self._relay.start()
         d.addCallback(lambda how: self.dispatch(
             Event.RELAY_STOPPED if getattr(how, "name", str(how)) == "STOPPED" else Event.RELAY_LOST,
-            getattr(how, "name", str(how))))
+            getattr(how, "name", str(how)), relay.lost_leg))
         d.addErrback(lambda f: log.failure("relay callback_id={callback_id}", f,
                                            callback_id=self.id))
 
@@ -454,10 +456,12 @@ class CallbackSession(SessionView, NamedTimersMixin):
         limit = self.auth.max_seconds
         self._finish("max_duration", None, f"maximum duration of {limit}s reached")
 
-    def _on_relay_lost(self, name: str) -> None:
-        """The relay stopped by itself: media inactivity or RTCP BYE ends the call."""
+    def _on_relay_lost(self, name: str, leg: str | None = None) -> None:
+        """The relay ended by itself: a leg's media stopped (no RTP nor RTCP for the
+        inactivity timeout, or an RTCP BYE that no SIP BYE followed within its grace)."""
+        where = f" on leg{leg}" if leg else ""
         self._finish("media_timeout" if name == "INACTIVE" else "media_bye", None,
-                     f"media ended: {name.lower()}")
+                     f"media ended{where}: {'inactive' if name == 'INACTIVE' else 'rtcp bye, no SIP BYE'}")
 
     def _on_explained(self, _result=None) -> None:
         self._finish(*self._pending_cause)
@@ -502,5 +506,30 @@ class CallbackSession(SessionView, NamedTimersMixin):
                                            f, callback_id=self.id))
 
     def _on_xdrs_failed(self, f) -> None:
-        # The recorder spools through an outage; a refusal here is kept in its reject file.
-        log.failure("xDRs not written callback_id={callback_id}", f, callback_id=self.id)
+        """The recorder refused the xDRs: end the session all the same, the money kept in the log.
+
+        The recorder spools through an outage, so a failure here is a refusal: PostgreSQL
+        rejected a leg (``XdrRejected``: the writer keeps it in ``<spool>.rejected``) or the
+        spool itself could not be written (``OSError``: nowhere else holds it). Waiting
+        cannot change either, so the session ends: status ``ended`` (the final row frees the
+        concurrency slot), the reservations released (a refused leg's were not), and both
+        legs' xDRs written in full on the error line, so an operator can bill them by hand.
+        """
+        records = [leg.record.to_dict() for leg in (self.a, self.b) if leg.record is not None]
+        reason = "rejected" if f.check(XdrRejected) else "spool_failed" if f.check(OSError) else "error"
+        fmt = "xDRs refused callback_id={callback_id}: {why}; xdrs={xdrs}"
+        fields = {"callback_id": self.id, "xdrs": json.dumps(records, sort_keys=True, default=str)}
+        if reason == "error":
+            log.failure(fmt, f, why="unexpected error", **fields)
+        else:
+            log.error(fmt, why=f.getErrorMessage(), **fields)
+        if self.ctx.metrics is not None:
+            self.ctx.metrics.xdr_refused(reason)
+        self._late_reservation = False  # released below with the rest
+        self._enter(State.ENDED)
+        self.status = "ended"
+        d = defer.maybeDeferred(self.ctx.authorizer.release, self.id)
+        d.addErrback(lambda e: log.failure("releasing reservations callback_id={callback_id}", e,
+                                           callback_id=self.id))
+        self._changed()
+        self.done.callback(self.as_dict())

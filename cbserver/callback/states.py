@@ -29,7 +29,7 @@ class State(enum.Enum):
     EXPLAINING = "explaining"  # telling legA why it ends (cause already decided)
     ENDING = "ending"  # cause decided; CANCEL/BYE sent, waiting for the legs to end
     WRITING = "writing"  # both legs down; their xDRs are being stored
-    ENDED = "ended"  # xDRs stored, final status reported
+    ENDED = "ended"  # xDRs stored (or refused: logged in full), final status reported
 
 
 class Event(enum.Enum):
@@ -62,7 +62,7 @@ class Event(enum.Enum):
     RELAY_LOST = "relay_lost"  # the relay ended by itself: RTP inactivity or RTCP BYE
     EXPLAINED = "explained"  # the explanation prompt finished (or timed out)
     XDRS_WRITTEN = "xdrs_written"
-    XDRS_FAILED = "xdrs_failed"  # the recorder refused a leg (not an outage: it spools)
+    XDRS_FAILED = "xdrs_failed"  # the recorder refused a leg (not an outage: it spools): ends
 
 
 IGNORE = "ignore"

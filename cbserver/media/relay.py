@@ -5,18 +5,23 @@ phone that heard our prompt and then the far end sees one continuous stream (see
 ``rewrite.py``). Audio is transcoded PCMU <-> PCMA when the legs negotiated different codecs;
 telephone-event packets pass through with the payload type the receiving leg negotiated.
 
-The relay ends (its Deferred fires with a ``RelayEnd``) when ``stop()`` is called, when either
-peer sends RTCP BYE, or when a leg that says it sends has sent neither RTP nor RTCP for
-``inactivity_timeout`` seconds: the media of that call stopped, and the caller should hang the
-call up. A leg on hold that said it sends nothing (recvonly, inactive) is not timed out, and
-what it sends is not forwarded to a leg that said it receives nothing (the sessions drop it).
+The relay ends (its Deferred fires with a ``RelayEnd``) when ``stop()`` is called, or when a
+leg has sent neither RTP nor RTCP for ``inactivity_timeout`` seconds (``INACTIVE``), or when a
+leg sent RTCP BYE and then no RTP for ``bye_grace`` seconds (``BYE``): the media of that call
+stopped, and the caller should hang the call up. ``lost_leg`` ("A" or "B") names the leg.
+A leg on hold that said it sends nothing (recvonly, inactive) is not timed out, and what it
+sends is not forwarded to a leg that said it receives nothing (the sessions drop it).
+
+An RTCP BYE alone never ends the relay: a phone hanging up sends it with its SIP BYE, and
+the SIP BYE, often relayed by a proxy, arrives later; the SIP dialog says who hung up. The
+BYE only shortens the wait for media from the leg that sent it.
 """
 
 import enum
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
-from zope.interface import Interface, implementer
+from zope.interface import Attribute, Interface, implementer
 
 from cbserver.logs import Logger
 from cbserver.media import g711
@@ -39,6 +44,8 @@ class IRelay(Interface):
     def stop():
         """Unjoin the legs (the Deferred of ``start`` fires with ``RelayEnd.STOPPED``)."""
 
+    lost_leg = Attribute("'A' or 'B': the leg whose media was lost, once the relay ended so")
+
 
 @implementer(IRelay)
 class Relay:
@@ -48,12 +55,15 @@ class Relay:
 
     def __init__(
         self, clock: IReactorTime, leg_a, leg_b, inactivity_timeout: float = 60.0,
-        call_id: str = "",
+        call_id: str = "", bye_grace: float = 5.0,
     ):
         self._clock = clock
         self.leg_a, self.leg_b = leg_a, leg_b
         self.inactivity_timeout = inactivity_timeout
+        self.bye_grace = bye_grace
         self.call_id = call_id
+        self.lost_leg: str | None = None
+        self._byes: dict[str, float] = {}  # leg name -> when its RTCP BYE arrived
         self._timer = None
         self._started_at = 0.0
         self._done: defer.Deferred | None = None
@@ -71,7 +81,7 @@ class Relay:
             # session's fast path; the first packet (which anchors) and everything else still
             # go through packet_sink.
             src.relay_to = (dst, self) if src.codec == dst.codec else None
-            src.on_bye = lambda: self._end(RelayEnd.BYE)
+            src.on_bye = lambda src=src: self._bye(src)
         self._schedule(self._started_at + self.inactivity_timeout)
         self.log.debug("relay joined call_id={call_id}", call_id=self.call_id)
         return self._done
@@ -103,6 +113,33 @@ class Relay:
 
         return forward
 
+    def _name(self, leg) -> str:
+        return "A" if leg is self.leg_a else "B"
+
+    def _bye(self, leg) -> None:
+        """RTCP BYE from ``leg`` (RFC 3550 6.3.7): its source left the RTP session.
+
+        A phone sends it as it hangs up, with its SIP BYE, which decides the call's end and
+        says who hung up; if neither the SIP BYE nor RTP follows within ``bye_grace``, the
+        leg's media is taken as lost (``_check``).
+        """
+        if self._done is None:
+            return
+        name = self._name(leg)
+        now = self._clock.seconds()
+        self._byes.setdefault(name, now)
+        self.log.debug("rtcp bye on leg {leg} call_id={call_id}: waiting {grace}s for a SIP BYE",
+                      leg=name, call_id=self.call_id, grace=self.bye_grace)
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._schedule(self._next_check())
+
+    def _next_check(self) -> float:
+        """When the earliest inactivity or BYE deadline falls."""
+        oldest = min(self._last_heard(self.leg_a), self._last_heard(self.leg_b))
+        return min([oldest + self.inactivity_timeout,
+                    *(at + self.bye_grace for at in self._byes.values())])
+
     def _last_heard(self, leg) -> float:
         """When ``leg`` last showed it is alive: RTP, RTCP, or a change of its SDP direction
         (the silence of a hold is not counted after a resume). A leg that said it will not
@@ -121,17 +158,33 @@ class Relay:
         if self._done is None:
             return
         now = self._clock.seconds()
+        for leg in (self.leg_a, self.leg_b):
+            name = self._name(leg)
+            at = self._byes.get(name)
+            if at is None:
+                continue
+            if leg.last_received is not None and leg.last_received > at:
+                del self._byes[name]  # RTP again after the BYE (a new source): still alive
+            elif now >= at + self.bye_grace - 1e-9:  # the very time _next_check asked for
+                self.log.warn("media lost on leg {leg} call_id={call_id}: RTCP BYE and no SIP BYE "
+                              "or RTP for {grace}s", leg=name, call_id=self.call_id,
+                              grace=self.bye_grace)
+                self.lost_leg = name
+                self._end(RelayEnd.BYE)
+                return
         # RFC 3550 6.3.5 times a member out after silence; we end the call when either leg
         # has gone quiet (RTP and RTCP) for the configured time.
-        oldest = min(self._last_heard(self.leg_a), self._last_heard(self.leg_b))
+        quiet = min((self.leg_a, self.leg_b), key=self._last_heard)
+        oldest = self._last_heard(quiet)
         if now - oldest >= self.inactivity_timeout:
             self.log.warn(
-                "media inactive {seconds:.0f}s call_id={call_id}",
-                seconds=now - oldest, call_id=self.call_id,
+                "media inactive {seconds:.0f}s on leg {leg} call_id={call_id}",
+                seconds=now - oldest, leg=self._name(quiet), call_id=self.call_id,
             )
+            self.lost_leg = self._name(quiet)
             self._end(RelayEnd.INACTIVE)
         else:
-            self._schedule(oldest + self.inactivity_timeout)
+            self._schedule(self._next_check())
 
     def _end(self, why: RelayEnd) -> None:
         if self._timer is not None and self._timer.active():

@@ -74,6 +74,7 @@ class ClientTransaction(TransactionBase):
         self.call_id = request.headers.get("Call-ID", "")
         self.last_response: Response | None = None
         self._timers: dict[str, IDelayedCall] = {}
+        self._starting = False  # inside start(): the caller does not hold us yet
 
     # -- helpers
 
@@ -89,7 +90,7 @@ class ClientTransaction(TransactionBase):
             )
             # RFC 3261 17.1.1.2 / 17.1.2.2: a transport error terminates the transaction.
             self._terminate()
-            self.user.transport_failed(self, exc)
+            self._tell_transport_failed(exc)
             return False
         return True
 
@@ -97,10 +98,31 @@ class ClientTransaction(TransactionBase):
         """The transport reported, later, that the request could not be delivered (17.1.4)."""
         if self.state in ("calling", "trying", "proceeding"):
             self._terminate()
+            self._tell_transport_failed(error)
+
+    def _tell_transport_failed(self, error: Exception) -> None:
+        """Report a transport error to the TU, which must already hold this transaction.
+
+        A failure raised while ``start`` sends the first request happens before
+        ``send_invite``/``send_request`` has returned the transaction to its user, who would
+        not recognise it and drop the event (a BYE's outcome never known, a call stuck): it
+        is reported on the next turn of the injected clock instead.
+        """
+        if self._starting:
+            self.clock.callLater(0, self.user.transport_failed, self, error)
+        else:
             self.user.transport_failed(self, error)
 
     def start(self) -> None:
-        """Send the request and arm the first timers."""
+        """Send the request and arm the first timers (the subclass's ``_begin``)."""
+        self._starting = True
+        try:
+            self._begin()
+        finally:
+            self._starting = False
+
+    def _begin(self) -> None:
+        """Enter the first state: send the request, arm its timers."""
         raise NotImplementedError
 
     def receive_response(self, response: Response) -> None:
@@ -111,7 +133,7 @@ class ClientTransaction(TransactionBase):
 class ClientInviteTransaction(ClientTransaction):
     """RFC 3261 17.1.1 client INVITE transaction, with RFC 6026's Accepted state."""
 
-    def start(self) -> None:
+    def _begin(self) -> None:
         """Enter Calling: send the INVITE, start Timers A (UDP only) and B (17.1.1.2)."""
         self.state = "calling"
         self._interval_a = self.timers.A
@@ -187,7 +209,7 @@ class ClientNonInviteTransaction(ClientTransaction):
 
     state = "trying"
 
-    def start(self) -> None:
+    def _begin(self) -> None:
         """Enter Trying: send, start Timers E (UDP only) and F (17.1.2.2)."""
         self.state = "trying"
         self._interval_e = self.timers.E

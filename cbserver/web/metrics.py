@@ -2,7 +2,7 @@
 
 The web layer counts requests and refusals; the callback session calls the other methods
 (``callback_started``, ``callback_ended``, ``leg_final``, ``post_dial_delay``,
-``ivr_failure``). The xDR spool depth is read, when scraped, from a function passed in.
+``ivr_failure``, ``xdr_refused``). The xDR spool depth is read, when scraped, from a function passed in.
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ class Metrics:
                              buckets=PDD_BUCKETS, registry=r)
         self.ivr_failures = Counter("cbserver_ivr_failures", "Hosted IVR failures, by reason",
                                     ["reason"], registry=r)
+        self.xdr_refusals = Counter("cbserver_xdr_refused",
+                                    "Callbacks whose xDRs the recorder refused (PostgreSQL "
+                                    "rejected a leg, or the spool could not be written), by reason",
+                                    ["reason"], registry=r)
         self.spool = Gauge("cbserver_xdr_spool_depth", "xDRs waiting in the spool for PostgreSQL",
                            registry=r)
         self.spool.set_function(spool_depth or (lambda: 0.0))
@@ -85,6 +89,10 @@ class Metrics:
     def ivr_failure(self, reason: str) -> None:
         """The hosted IVR failed (``bad_pin``, ``no_input``, ``locked_out``...)."""
         self.ivr_failures.labels(reason=reason).inc()
+
+    def xdr_refused(self, reason: str) -> None:
+        """A callback ended with its xDRs refused (``rejected``, ``spool_failed`` or ``error``)."""
+        self.xdr_refusals.labels(reason=reason).inc()
 
     # -- exposition ----------------------------------------------------------------------
 

@@ -236,6 +236,7 @@ class DrivenRelay:
     def __init__(self):
         self.done = defer.Deferred(canceller=lambda d: d.callback(RelayEnd.STOPPED))
         self.started = False
+        self.lost_leg = None  # set by the test before it ends the relay by itself
 
     def start(self):
         self.started = True

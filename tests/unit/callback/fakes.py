@@ -209,6 +209,7 @@ class FakeRelay:
     def __init__(self):
         self.done = defer.Deferred(lambda d: None)
         self.stopped = False
+        self.lost_leg = None
 
     def start(self):
         return self.done

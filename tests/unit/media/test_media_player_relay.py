@@ -248,13 +248,45 @@ def test_rtcp_keeps_a_quiet_leg_alive():
     a.close(), b.close()
 
 
-def test_rtcp_bye_ends_the_relay():
+def test_rtcp_bye_alone_does_not_end_the_relay_before_its_grace():
+    # A phone sends RTCP BYE with its SIP BYE, which may arrive later: the SIP dialog decides.
+    reactor, a, b, relay, ends = joined()
+    from cbserver.media import rtcp
+    start = reactor.seconds()
+    b.rtcp_received(rtcp.pack_rr(0xB, []) + rtcp.pack_bye(0xB), (PEER_B[0], PEER_B[1] + 1))
+    assert ends == [] and relay.lost_leg is None
+    while not ends:
+        a.datagramReceived(rtp.pack(0, 1, 0, 0xA, b"\x01" * 160), PEER_A)
+        reactor.advance(0.1)
+    # No SIP BYE (the relay's owner would have stopped it) and no RTP from B: media lost.
+    assert ends == [RelayEnd.BYE] and relay.lost_leg == "B"
+    assert start + relay.bye_grace <= reactor.seconds() <= start + relay.bye_grace + 0.11
+    a.close(), b.close()
+    assert reactor.getDelayedCalls() == []
+
+
+def test_rtp_after_rtcp_bye_keeps_the_relay_up():
     reactor, a, b, relay, ends = joined()
     from cbserver.media import rtcp
     b.rtcp_received(rtcp.pack_rr(0xB, []) + rtcp.pack_bye(0xB), (PEER_B[0], PEER_B[1] + 1))
-    assert ends == [RelayEnd.BYE]
+    for i in range(80):  # 8 s, past the grace: B's new source keeps talking
+        a.datagramReceived(rtp.pack(0, 1 + i, 160 * i, 0xA, b"\x01" * 160), PEER_A)
+        b.datagramReceived(rtp.pack(0, 1 + i, 160 * i, 0xC, b"\x02" * 160), PEER_B)
+        reactor.advance(0.1)
+    assert ends == []
+    relay.stop()
+    assert ends == [RelayEnd.STOPPED]
     a.close(), b.close()
     assert reactor.getDelayedCalls() == []
+
+
+def test_inactivity_names_the_quiet_leg():
+    reactor, a, b, relay, ends = joined()
+    while not ends:
+        b.datagramReceived(rtp.pack(0, 1, 0, 0xB, b"\x02" * 160), PEER_B)
+        reactor.advance(0.5)
+    assert ends == [RelayEnd.INACTIVE] and relay.lost_leg == "A"
+    a.close(), b.close()
 
 
 def test_repeating_player_loops_until_stopped():

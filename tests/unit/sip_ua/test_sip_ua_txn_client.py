@@ -140,6 +140,8 @@ def test_invite_transport_error_terminates_and_tells_the_user():
     txn = ClientInviteTransaction(request(), DEST, transport, clock, SipTimers(), user)
     txn.start()
     assert txn.state == "terminated"
+    assert user.events == []  # told once start()'s caller holds the transaction
+    clock.advance(0)
     assert user.events == [("transport", "boom")]
     assert not clock.getDelayedCalls()
 
