@@ -74,7 +74,7 @@ AUTH_OUTCOMES = st.sampled_from([("ok", 100), ("ok", 45), ("ok", 0), ("refused",
 OPENER_NAMES = [f"{leg}:{how}" for leg in "AB" for how in (
     "ring", "answer", "answer_crossing", "fail", "remote_bye", "ua_ends", "bye_completed")] + [
     "shutdown", "flush", "db_down", "auth_ok", "auth_refused", "auth_error", "prompt_done",
-    "relay_lost", "advance"]
+    "relay_lost", "advance", "cut"]
 OPENERS = st.sampled_from(OPENER_NAMES)
 # How an authorization still in flight when the call ended answers.
 LATE_OUTCOMES = st.sampled_from([("ok", 100), ("refused", "not_rated"), ("error", None)])
@@ -157,6 +157,11 @@ class SessionMachine(RuleBasedStateMachine):
             self.relay_lost(RelayEnd.INACTIVE)
         elif move == "advance":
             w.clock.advance(60.0)
+        elif move == "cut":
+            # To the maximum-duration cut (armed from legB's authorization: legB may still ring).
+            timer = self.session._timers.get("max-duration")
+            if timer is not None:
+                w.clock.advance(max(0.0, timer.getTime() - w.clock.seconds()))
         else:
             leg, how = move.split(":")
             call = self._call(leg)
