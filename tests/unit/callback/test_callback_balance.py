@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from cbserver.callback.session import CUT_MARGIN
@@ -147,6 +147,7 @@ def balance_property(acct, a, b, fail, auth_delay, ring_a, ring_b, legb, talk, h
             clock.callLater(talk, lambda: c.state == "answered" and c.bye())
 
     m.run(lateness, parties)
+    event(f"cause: {m.final[0]['cause']['code']}")  # --hypothesis-show-statistics
     recs = m.records()
     for leg in (m.session.a, m.session.b):
         if leg.answered_at is not None:  # every connected second is in the xDR (1 µs: float noise)
