@@ -280,8 +280,11 @@ class CallbackSession(SessionView, NamedTimersMixin):
         if t > 0:
             held = max(auth.reserved_a + auth.reserved_b,
                        auth.leg_a.amount(elapsed + t) + auth.leg_b.amount(t))
-        else:  # no legB: legA's seconds so far are held; no more than the free budget pays
-            held = max(Decimal(0), auth.budget)
+        else:
+            # No legB: legA's cost so far is held; the free budget pays for the explanation,
+            # unless another call of the balance owns it (overdraft protection).
+            free = auth.budget if auth.reason != "concurrent_call" else Decimal(0)
+            held = max(Decimal(0), free, auth.reserved_a + auth.reserved_b)
         legb_failed = self.b.state == "failed" and self.b.call is not None
         _, a_pricer, _ = leg_pricer(auth, "A", self._datetime(self.a.answered_at), legb_failed)
         legs = [(a_pricer, now - self.a.answered_at)]
