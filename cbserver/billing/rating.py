@@ -16,6 +16,7 @@ replaces the amount before that single rounding. No I/O, no Twisted.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from bisect import bisect_right
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal, DivisionByZero, InvalidOperation, Overflow
@@ -57,6 +58,17 @@ def charged_seconds(duration: int, first_interval: int, next_interval: int) -> i
     if duration <= first_interval:
         return first_interval
     return first_interval + -(-(duration - first_interval) // next_interval) * next_interval
+
+
+def connected_seconds(seconds: float) -> int:
+    """Whole seconds a leg connected for ``seconds`` (clock time) is rated for: rounded up.
+
+    A started second is charged. The one microsecond of tolerance absorbs float noise in
+    clock arithmetic (``answered + 48 - answered`` may be ``48.000000001``). The xDR's
+    ``duration`` (``Leg.duration()``), the re-authorization's ``leg_a_elapsed`` and the
+    session's cut (``paid_seconds``) all count a leg's seconds this way.
+    """
+    return max(0, math.ceil(seconds - 1e-6))
 
 
 def round_amount(value: Decimal) -> Decimal:
@@ -290,3 +302,41 @@ def max_duration(
         else:
             high = middle
     return low
+
+
+def paid_seconds(cap: Decimal, legs, limit: float, fixed: Decimal = _ZERO) -> float | None:
+    """How many more seconds the legs may stay up while their charges stay within ``cap``.
+
+    ``legs`` is a list of ``(pricer, elapsed)``: each leg up now, its ``LegPricer`` and the
+    clock seconds it has been connected. Ended ``x`` seconds from now, a leg is charged for
+    ``connected_seconds(elapsed + x)`` seconds, as its xDR will be; ``fixed`` is money spent
+    besides (e.g. the least legB costs if it answers at the cut). The answer is the largest
+    ``x <= limit`` with ``fixed + sum(pricer.amount(...)) <= cap``, or None when even ``x = 0``
+    does not fit. The charges step up just after whole seconds of each leg, so that ``x`` is
+    ``limit`` or the end of one leg's whole second; each leg's seconds are binary searched
+    (charges never decrease with duration, as ``max_duration`` assumes).
+    """
+    budget = cap - fixed
+
+    def cost(x: float) -> Decimal:
+        return sum((p.amount(connected_seconds(e + x)) for p, e in legs), _ZERO)
+
+    if cost(0) > budget:
+        return None
+    limit = max(0.0, min(float(limit), float(MAX_DURATION) - max((e for _, e in legs), default=0)))
+    if cost(limit) <= budget:
+        return limit
+    best = 0.0
+    for _, elapsed in legs:
+        # x = k - elapsed: the end of this leg's k-th second, for k in (elapsed, elapsed + limit].
+        low = math.floor(elapsed)  # its x <= 0: fits (cost(0) fits, cost is monotone)
+        high = connected_seconds(elapsed + limit) + 1  # its x > limit: does not fit
+        while high - low > 1:
+            middle = (low + high) // 2
+            x = middle - elapsed
+            if x <= limit and cost(x) <= budget:
+                low = middle
+            else:
+                high = middle
+        best = max(best, low - elapsed)
+    return min(best, limit)

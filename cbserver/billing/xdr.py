@@ -141,16 +141,13 @@ class LegRecord:
         return cls(**values)
 
 
-def leg_record(auth, leg: str, *, trigger_mode: str, node: str, disconnect_time: dt.datetime,
-               connect_time: dt.datetime | None = None, duration: int = 0, sip_code: int | None = None,
-               sip_reason: str = "", legb_failed: bool = False, call_id: str | None = None,
-               instance_id: str | None = None) -> LegRecord:
-    """Price one finished leg of an authorized call and return its ``LegRecord``.
+def leg_pricer(auth, leg: str, connect_time: dt.datetime | None, legb_failed: bool = False):
+    """``(tariff, pricer, by_callback_fail)``: what prices leg ``leg`` of ``auth`` in its xDR.
 
-    legA is priced by the ``CALLBACK_FAIL`` tariff when ``legb_failed`` and the authorization
-    carries one (the instance's ``special_charge_if_legb_fails``). The rate is selected at the
-    leg's real connect time; a leg that never connected costs nothing. ``call_id`` (the leg's
-    SIP Call-ID) and ``instance_id`` (the process that ran it) are recorded as given.
+    legA by the ``CALLBACK_FAIL`` tariff when ``legb_failed`` and the authorization carries
+    one; the rate selected at the leg's real ``connect_time`` (the authorized one if that
+    rate has vanished since, or the leg never connected). The session's cut prices the legs
+    up with this same pricer, so what it lets through is what the xDRs charge.
     """
     tariff = auth.tariff
     pricer = auth.leg_a if leg == "A" else auth.leg_b
@@ -163,6 +160,21 @@ def leg_record(auth, leg: str, *, trigger_mode: str, node: str, disconnect_time:
             pricer = price_leg(tariff.rates, number, connect_time)
         except NoRateError:
             pass  # the rate vanished since authorization: keep the authorized one
+    return tariff, pricer, failed_a
+
+
+def leg_record(auth, leg: str, *, trigger_mode: str, node: str, disconnect_time: dt.datetime,
+               connect_time: dt.datetime | None = None, duration: int = 0, sip_code: int | None = None,
+               sip_reason: str = "", legb_failed: bool = False, call_id: str | None = None,
+               instance_id: str | None = None) -> LegRecord:
+    """Price one finished leg of an authorized call and return its ``LegRecord``.
+
+    legA is priced by the ``CALLBACK_FAIL`` tariff when ``legb_failed`` and the authorization
+    carries one (the instance's ``special_charge_if_legb_fails``). The rate is selected at the
+    leg's real connect time; a leg that never connected costs nothing. ``call_id`` (the leg's
+    SIP Call-ID) and ``instance_id`` (the process that ran it) are recorded as given.
+    """
+    tariff, pricer, failed_a = leg_pricer(auth, leg, connect_time, legb_failed)
     charge = pricer.charge(duration if connect_time is not None else 0)
     return LegRecord(
         session_id=auth.request.session_id, leg=leg, account_id=auth.account.id,

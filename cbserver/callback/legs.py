@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from zope.interface import implementer
 
+from cbserver.billing.rating import connected_seconds
 from cbserver.billing.xdr import LegRecord
 from cbserver.sip.ua import ICallListener
 
@@ -31,7 +31,7 @@ class Leg:
         """Whole seconds from answer to end, rounded up (a started second is charged)."""
         if self.answered_at is None or self.ended_at is None:
             return 0
-        return max(0, math.ceil(self.ended_at - self.answered_at - 1e-6))
+        return connected_seconds(self.ended_at - self.answered_at)
 
     def as_dict(self) -> dict:
         """The leg as shown in the status."""

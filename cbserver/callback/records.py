@@ -19,7 +19,10 @@ def _datetime(seconds: float | None) -> dt.datetime | None:
 
 def leg_records(session) -> list[LegRecord]:
     """legA's and legB's ``LegRecord`` for a ``CallbackSession`` whose legs are both down."""
-    legb_failed = session.b.answered_at is None
+    # The special charge (CALLBACK_FAIL) is for a legB that was tried and failed (busy, no
+    # answer, rejected: manual, "Special charge if LegB fails"); a legB never placed (the
+    # caller hung up in the IVR, no balance for it) leaves legA charged normally.
+    legb_failed = session.b.call is not None and session.b.answered_at is None
     return [_record(session, leg, legb_failed) for leg in (session.a, session.b)]
 
 

@@ -22,7 +22,8 @@ from decimal import Decimal
 from twisted.internet import defer
 
 from cbserver.billing.authorize import AuthorizationError, AuthRequest
-from cbserver.billing.xdr import XdrRejected
+from cbserver.billing.rating import connected_seconds, paid_seconds
+from cbserver.billing.xdr import XdrRejected, leg_pricer
 from cbserver.callback.causes import classify_failure
 from cbserver.callback.ivr import IvrFailed
 from cbserver.callback.legs import Leg, LegListener
@@ -37,8 +38,12 @@ from cbserver.sip.ua import CallStateError
 log = Logger()
 
 WARNING_BEFORE_END = 60  # seconds: "one minute left"
+MAX_DURATION_CUT = 7 * 86400  # seconds: no call is longer (rating.MAX_DURATION)
 WAIT_PROMPT_PAUSE = 2.0  # seconds of silence between "please wait" repetitions
 EXPLAIN_TIMEOUT = 15  # seconds the explanation of an early end may take
+#: Seconds the maximum-duration cut comes before the end of the last paid second: the
+#: timer's own lateness and the time a leg takes to end once cut must fit in it.
+CUT_MARGIN = 2.0
 
 _UP = ("calling", "ringing", "answered")  # leg states with a call still to end
 
@@ -59,6 +64,7 @@ class SessionContext:
     metrics: object = None
     extra: dict = field(default_factory=dict)
     instance_id: str | None = None  # this process's server_nodes.instance_id, for the xDRs
+    cut_margin: float = CUT_MARGIN  # seconds (see CUT_MARGIN)
 
 
 class CallbackSession(SessionView, NamedTimersMixin):
@@ -153,6 +159,7 @@ class CallbackSession(SessionView, NamedTimersMixin):
         """
         self.auth = auth
         self.account_id = auth.account.id
+        self._arm_cut()  # the caller's own money pays for legA from now on
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -214,7 +221,8 @@ class CallbackSession(SessionView, NamedTimersMixin):
 
     def _authorize_b(self, destination: str) -> None:
         """Re-authorize for legB with legA's time so far."""
-        elapsed = int(self.clock.seconds() - self.a.answered_at)
+        # Counted as legA's xDR will count it: a started second is charged.
+        elapsed = connected_seconds(self.clock.seconds() - self.a.answered_at)
         req = AuthRequest(session_id=self.id, account_id=self.account_id, cli=self.request.phone,
                           cld=destination, access_code=self.app.access_code,
                           leg_a_elapsed=elapsed, leg_a_connect=self._datetime(self.a.answered_at))
@@ -235,7 +243,62 @@ class CallbackSession(SessionView, NamedTimersMixin):
         self._enter(State.CALLING_B)
         self._set_status("calling_destination")
         self._on_play_wait()
+        self._arm_cut()  # legA is charged while legB rings: cut it there too if need be
         self._place(self.b)
+
+    def _arm_cut(self) -> None:
+        """(Re-)arm the maximum-duration cut whenever what pays or what costs changes.
+
+        Armed when legA answers, and again when the caller is identified (hosted), legB is
+        authorized, answers or fails. What the call may cost is what its authorization holds,
+        ``A(elapsed + t) + B(t)`` (or more, as held), or, when it allowed no legB (``t = 0``),
+        the free budget it read. The cut comes when the legs, priced as their xDRs will price
+        them (seconds rounded up, legA by ``CALLBACK_FAIL`` once a placed legB failed), would
+        cost more ``cut_margin`` seconds later. Until legB answers it is assumed to answer at
+        the cut (the least it then costs is counted), so legA's seconds in the IVR, while
+        legB is authorized and while it rings are paid for. The time limit (``max_seconds``
+        of talk after legB answers) applies as before. An account without a limit is cut
+        by time only.
+        """
+        auth, now, margin = self.auth, self.clock.seconds(), self.ctx.cut_margin
+        delays = []
+        if self.b.answered_at is not None:
+            delays.append(max(0.0, self.b.answered_at + auth.max_seconds - now))
+        if auth.budget is not None:
+            delays.append(self._paid_for(now, margin))
+        if not delays:
+            self._cancel_timer("max-duration")
+            return
+        delay = min(delays)
+        if self.b.answered_at is not None and delay > WARNING_BEFORE_END:
+            self._start_timer("warning", delay - WARNING_BEFORE_END, self.dispatch,
+                              Event.WARN_TIMER)
+        self._start_timer("max-duration", delay, self.dispatch, Event.MAX_DURATION)
+
+    def _paid_for(self, now: float, margin: float) -> float:
+        """Seconds from ``now`` until the cut that keeps both xDRs within the held amount."""
+        auth = self.auth
+        elapsed, t = auth.request.leg_a_elapsed, auth.max_seconds
+        if t > 0:
+            held = max(auth.reserved_a + auth.reserved_b,
+                       auth.leg_a.amount(elapsed + t) + auth.leg_b.amount(t))
+        else:
+            # No legB: legA's cost so far is held; the free budget pays for the explanation,
+            # unless another call of the balance owns it (overdraft protection).
+            free = auth.budget if auth.reason != "concurrent_call" else Decimal(0)
+            held = max(Decimal(0), free, auth.reserved_a + auth.reserved_b)
+        legb_failed = self.b.state == "failed" and self.b.call is not None
+        _, a_pricer, _ = leg_pricer(auth, "A", self._datetime(self.a.answered_at), legb_failed)
+        legs = [(a_pricer, now - self.a.answered_at)]
+        fixed = Decimal(0)
+        if self.b.answered_at is not None:
+            _, b_pricer, _ = leg_pricer(auth, "B", self._datetime(self.b.answered_at))
+            legs.append((b_pricer, now - self.b.answered_at))
+        elif t > 0 and not legb_failed:
+            # legB may answer just before the cut: it then lasts up to the margin.
+            fixed = auth.leg_b.amount(connected_seconds(margin))
+        paid = paid_seconds(held, legs, MAX_DURATION_CUT, fixed)
+        return 0.0 if paid is None else max(0.0, paid - margin)
 
     def _start_relay(self) -> None:
         self._relay = relay = self.ctx.media.join(self.a.media, self.b.media, self.id)
@@ -330,6 +393,7 @@ class CallbackSession(SessionView, NamedTimersMixin):
         hosted = self.request.mode == "hosted" and self.ctx.ivr_factory is not None
         self._enter(State.IVR if hosted else State.AUTHORIZING_B)
         self._set_status("answered")
+        self._arm_cut()  # legA costs from now: the first authorization's hold pays for it
         if hosted:
             self._ivr = self.ctx.ivr_factory(self)
             d = self._ivr.run()
@@ -389,6 +453,7 @@ class CallbackSession(SessionView, NamedTimersMixin):
     def _on_auth_ok(self, auth) -> None:
         self.auth = auth
         if auth.max_seconds <= 0:
+            self._arm_cut()  # legA only, through the explanation, on what the budget pays
             self._explain(["not_enough_balance", "goodbye"], "no_balance", None,
                           "not enough balance for legB")
         else:
@@ -420,21 +485,18 @@ class CallbackSession(SessionView, NamedTimersMixin):
         self._start_timer("wait-prompt", WAIT_PROMPT_PAUSE, self.dispatch, Event.WAIT_TIMER)
 
     def _on_b_answered(self, leg: Leg, remote_sdp) -> None:
-        """legB answered: relay media, arm the maximum-duration timer and its warning."""
+        """legB answered: relay media, re-arm the maximum-duration cut and its warning."""
         self._answered(leg, remote_sdp)
         self._enter(State.CONNECTED)
         self._cancel_timer("wait-prompt")
         self._start_relay()
         self._set_status("connected")
-        limit = self.auth.max_seconds
-        if limit > WARNING_BEFORE_END:
-            self._start_timer("warning", limit - WARNING_BEFORE_END, self.dispatch,
-                              Event.WARN_TIMER)
-        self._start_timer("max-duration", limit, self.dispatch, Event.MAX_DURATION)
+        self._arm_cut()
 
     def _on_b_failed(self, leg: Leg, status: int, reason: str) -> None:
         self._down(leg, "failed", status, reason)
         self._cancel_timer("wait-prompt")
+        self._arm_cut()  # legA alone now, maybe by CALLBACK_FAIL: through the explanation
         kind = classify_failure(status, reason)
         prompt = {"busy": "busy", "no_answer": "no_answer"}.get(kind, "call_failed")
         self._explain([prompt, "goodbye"], f"legb_{kind}", status, reason)

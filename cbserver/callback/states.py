@@ -76,19 +76,22 @@ _ROWS: dict[State, tuple[dict[Event, str], tuple[Event, ...]]] = {
     S.NEW: ({E.START: "start_calling", E.SHUTDOWN: "shut_down"}, ()),
     S.CALLING_A: ({E.A_RINGING: "ringing", E.A_ANSWERED: "a_answered", E.A_FAILED: "a_failed",
                    E.PLACE_FAILED: "place_failed", E.SHUTDOWN: "shut_down"}, ()),
-    S.IVR: ({**_CALL_ENDERS, E.IVR_DONE: "ivr_done", E.IVR_FAILED: "ivr_failed"}, ()),
+    S.IVR: ({**_CALL_ENDERS, E.IVR_DONE: "ivr_done", E.IVR_FAILED: "ivr_failed",
+             E.MAX_DURATION: "max_duration"}, ()),
     S.AUTHORIZING_B: ({**_CALL_ENDERS, E.AUTH_OK: "auth_ok", E.AUTH_REFUSED: "auth_refused",
-                       E.AUTH_ERROR: "auth_error"}, ()),
+                       E.AUTH_ERROR: "auth_error", E.MAX_DURATION: "max_duration"}, ()),
     S.CALLING_B: ({**_CALL_ENDERS, E.B_RINGING: "ringing", E.B_ANSWERED: "b_answered",
                    E.B_FAILED: "b_failed", E.PLACE_FAILED: "place_failed",
-                   E.WAIT_PLAYED: "wait_played", E.WAIT_TIMER: "play_wait"}, ()),
+                   E.WAIT_PLAYED: "wait_played", E.WAIT_TIMER: "play_wait",
+                   E.MAX_DURATION: "max_duration"}, ()),
     S.CONNECTED: ({**_CALL_ENDERS, E.B_BYE: "b_hung_up", E.B_ENDED_LOCAL: "ended_locally",
                    E.WARN_TIMER: "warn", E.MAX_DURATION: "max_duration",
                    E.RELAY_LOST: "relay_lost"}, (E.WAIT_PLAYED,)),
     S.WARNING: ({**_CALL_ENDERS, E.B_BYE: "b_hung_up", E.B_ENDED_LOCAL: "ended_locally",
                  E.WARNING_PLAYED: "rejoin", E.MAX_DURATION: "max_duration"},
                 (E.RELAY_STOPPED,)),
-    S.EXPLAINING: ({**_CALL_ENDERS, E.EXPLAINED: "explained"}, (E.WAIT_PLAYED,)),
+    S.EXPLAINING: ({**_CALL_ENDERS, E.EXPLAINED: "explained", E.MAX_DURATION: "max_duration"},
+                   (E.WAIT_PLAYED,)),
     # The cause is decided: leg events only tell when both legs are down; what was running
     # (IVR, prompts, relay) reports being stopped.
     S.ENDING: ({E.A_RINGING: "ringing", E.B_RINGING: "ringing",
@@ -113,7 +116,9 @@ _ROWS: dict[State, tuple[dict[Event, str], tuple[Event, ...]]] = {
 # - a leg's events come from its ICall: ringing/answer before its one final event
 #   (failed, or ended once answered), nothing after it; legB's only once it is placed
 #   (CALLING_B), and answered legs do not ring, fail or answer again;
-# - the timers are armed in CALLING_B (wait), CONNECTED (warn, max) and all disarmed on leaving;
+# - the timers are armed in CALLING_B (wait), CONNECTED (warn) and all disarmed on leaving;
+#   the maximum-duration cut from legA's answer on (legA is charged from then: IVR,
+#   AUTHORIZING_B, CALLING_B, CONNECTED, WARNING, EXPLAINING);
 # - IVR, re-authorization, explanation and warning results come from what the state started;
 #   ENDING stops each of them synchronously, so their reports never reach WRITING/ENDED;
 # - the xDRs are written only in WRITING; START comes once, first (or after a shutdown).

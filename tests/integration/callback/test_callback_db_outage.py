@@ -359,12 +359,13 @@ async def test_database_stopped_while_lega_rings_ends_with_authorization_failed(
     rows, count = xdrs(w, cb_id)
     assert count == 2 and set(rows) == {"A", "B"}
     a, b = rows["A"], rows["B"]
-    # legA was answered (it heard why the call failed): billed as a failed legB is, by the
-    # CALLBACK_FAIL tariff (special_charge_if_legb_fails), exactly once.
+    # legA was answered (it heard why the call failed): billed exactly once, by the callback
+    # tariff: legB was never placed, and CALLBACK_FAIL (special_charge_if_legb_fails) is for
+    # a legB tried and failed (issue 13).
     assert a["duration"] >= 1 and a["sip_code"] == 200
-    assert a["access_code"] == "CALLBACK_FAIL"
+    assert a["access_code"] == "WEBCALLBACK"
     expected = quote(w, PHONE, a["duration"], a["connect_time"], account=ACCOUNT,
-                     access_code="CALLBACK_FAIL")
+                     access_code="WEBCALLBACK")
     assert a["amount"] == expected > 0
     assert b["amount"] == 0 and b["duration"] == 0
     assert b["sip_reason"] == "not placed: authorization_failed"

@@ -278,8 +278,10 @@ class DrivenAuthorizer:
 
     def __init__(self, world: World):
         self.world = world
+        # CALLBACK_FAIL dearer than what legB's authorization holds: once legB fails, the
+        # maximum-duration cut comes during the explanation (EXPLAINING/MAX_DURATION).
         self.rating = FakeAuthorizer(world.clock, accounts={
-            "cb1818000001": None, "cb-internal": None, "cb5511987654321": None})
+            "cb1818000001": None, "cb-internal": None, "cb5511987654321": None}, fail_price="3.00")
 
     def authorize(self, req):
         d = defer.Deferred()

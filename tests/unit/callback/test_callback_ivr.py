@@ -153,8 +153,10 @@ def test_caller_identified_by_ani_who_keys_no_destination_pays_for_lega():
     assert len(h.ua.calls) == 1
     recs = {r.leg: r for r in h.recorder.records}
     assert recs["A"].account_id == "cb5511987654321" and recs["A"].duration > 0
-    # No legB was established, so (special charge on) legA is rated by CALLBACK_FAIL.
-    assert recs["A"].access_code == "CALLBACK_FAIL" and recs["B"].amount == 0
+    # No legB was ever placed: the special charge (CALLBACK_FAIL) is for a legB tried and
+    # failed, so legA is rated normally (issue 13: IVR time is not free to identified callers).
+    assert recs["A"].access_code == "WEBCALLBACK" and recs["B"].amount == 0
+    assert recs["A"].tariff_name == "Callback" and recs["A"].amount > 0
 
 
 def test_caller_identified_by_pin_who_hangs_up_at_the_balance_pays_for_lega():

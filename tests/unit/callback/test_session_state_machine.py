@@ -51,6 +51,8 @@ PAGE_STATUS = {State.NEW: "calling_you", State.CALLING_A: "calling_you", State.I
                State.AUTHORIZING_B: "answered", State.CALLING_B: "calling_destination",
                State.CONNECTED: "connected", State.WARNING: "connected", State.ENDED: "ended"}
 FINISHING = (State.ENDING, State.WRITING, State.ENDED)
+CUT_STATES = (State.IVR, State.AUTHORIZING_B, State.CALLING_B, State.CONNECTED, State.WARNING,
+              State.EXPLAINING)
 # Log lines the machine provokes on purpose (an injected fault), by their format's start.
 EXPECTED_FAILURES = ("no media for leg", "xDRs refused")
 
@@ -74,7 +76,7 @@ AUTH_OUTCOMES = st.sampled_from([("ok", 100), ("ok", 45), ("ok", 0), ("refused",
 OPENER_NAMES = [f"{leg}:{how}" for leg in "AB" for how in (
     "ring", "answer", "answer_crossing", "fail", "remote_bye", "ua_ends", "bye_completed")] + [
     "shutdown", "flush", "db_down", "auth_ok", "auth_refused", "auth_error", "prompt_done",
-    "relay_lost", "advance"]
+    "relay_lost", "advance", "cut"]
 OPENERS = st.sampled_from(OPENER_NAMES)
 # How an authorization still in flight when the call ended answers.
 LATE_OUTCOMES = st.sampled_from([("ok", 100), ("refused", "not_rated"), ("error", None)])
@@ -157,6 +159,11 @@ class SessionMachine(RuleBasedStateMachine):
             self.relay_lost(RelayEnd.INACTIVE)
         elif move == "advance":
             w.clock.advance(60.0)
+        elif move == "cut":
+            # To the maximum-duration cut (armed from legB's authorization: legB may still ring).
+            timer = self.session._timers.get("max-duration")
+            if timer is not None:
+                w.clock.advance(max(0.0, timer.getTime() - w.clock.seconds()))
         else:
             leg, how = move.split(":")
             call = self._call(leg)
@@ -412,6 +419,16 @@ class SessionMachine(RuleBasedStateMachine):
             assert not any(r.active for r in self.world.relays)
 
     @invariant()
+    def a_connected_lega_is_always_under_a_cut(self):
+        # legA costs from its answer until the end: a maximum-duration cut is armed all along
+        # (the account has a limit here), so no state lets it run unpaid (issue 13).
+        if not hasattr(self, "session"):
+            return
+        s = self.session
+        if s.a.answered_at is not None and s.state in CUT_STATES:
+            assert "max-duration" in s._timers, s.state
+
+    @invariant()
     def an_ending_session_stopped_everything(self):
         if not hasattr(self, "session") or self.session.state not in FINISHING:
             return
@@ -491,6 +508,7 @@ def _sweep_steps(m: SessionMachine, rng: random.Random):
 
 def _check(m: SessionMachine) -> None:
     m.nothing_impossible_and_nothing_raised()
+    m.a_connected_lega_is_always_under_a_cut()
     m.the_page_shows_the_state()
     m.an_ending_session_stopped_everything()
     m.an_ended_session_wrote_its_xdrs_and_freed_its_slot()
