@@ -12,7 +12,6 @@ every ``80 c9 00 00`` logged a critical traceback.
 """
 
 import itertools
-import re
 
 import pytest
 import pytest_twisted
