@@ -171,6 +171,13 @@ def _positive(value: float) -> float:
     return value
 
 
+def _latch_mode(text: str) -> str:
+    """Validate ``rtp.latch`` (docs/security.md "1. RTP hijack")."""
+    if text not in ("strict", "nat"):
+        raise ValueError(f"expected 'strict' or 'nat', got {text!r}")
+    return text
+
+
 def _read_secret(path: str, key: str) -> str:
     """Read a secret from a file (first line, stripped); errors name the key."""
     try:
@@ -268,6 +275,9 @@ class RtpConfig:
     rtcp_bye_grace: float = setting(5.0, check=_positive,
                                     doc="after a phone's RTCP BYE, wait this long for its SIP BYE "
                                         "(or RTP) before ending the call as media lost")
+    latch: str = setting("strict", check=_latch_mode,
+                         doc="'strict': RTP latches only to the answered SDP address; 'nat': to "
+                             "the first source after the SDP answer, then only that source")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -48,3 +48,87 @@ def describe_failure(failure_or_exc) -> str:
     exc = getattr(failure_or_exc, "value", failure_or_exc)
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+class RateLimitedLog:
+    """At most ``lines`` log lines per key per ``interval`` seconds, then one summary.
+
+    For error paths fed by the network (a malformed RTP, RTCP or SIP datagram): a flood of bad
+    packets must not become a flood of log lines (issue 14). Each key (a constant naming the
+    error site, never a value taken from a packet, so the table stays small) gets a window of
+    ``interval`` seconds starting at its first line; past ``lines`` lines in a window the rest
+    are counted, and when the window ends one ``suppressed K lines`` summary is written.
+    ``clock`` is an ``IReactorTime`` (the global reactor when None, looked up on first use).
+    """
+
+    def __init__(self, logger: "Logger", lines: int = 5, interval: float = 60.0, clock=None):
+        self.logger = logger
+        self.lines = lines
+        self.interval = interval
+        self._clock = clock
+        # key -> [window start, lines written, lines suppressed, summary DelayedCall or None]
+        self._windows: dict[str, list] = {}
+
+    def _now(self) -> float:
+        if self._clock is None:
+            from twisted.internet import reactor
+
+            self._clock = reactor
+        return self._clock.seconds()
+
+    def emit(self, level, key: str, format: str, **kwargs) -> bool:  # noqa: A002 - as Logger.emit
+        """Log ``format`` at ``level`` unless ``key`` used its lines; True when written."""
+        now = self._now()
+        window = self._windows.get(key)
+        if window is None or now - window[0] >= self.interval:
+            if window is not None and window[3] is None and window[2]:
+                self._summary(key)  # a window that ended without its timer (a fake clock)
+            window = self._windows[key] = [now, 0, 0, None]
+        if window[1] < self.lines:
+            window[1] += 1
+            self.logger.emit(level, format, rate_key=key, **kwargs)
+            return True
+        window[2] += 1
+        if window[3] is None:
+            delay = max(0.0, window[0] + self.interval - now)
+            window[3] = self._clock.callLater(delay, self._summary, key)
+        return False
+
+    def _summary(self, key: str) -> None:
+        """Write the window's summary line and forget the window."""
+        window = self._windows.pop(key, None)
+        if window is None or not window[2]:
+            return
+        self.logger.warn("suppressed {count} lines of {rate_key} in {interval}s",
+                         count=window[2], rate_key=key, interval=self.interval)
+
+    def suppressed(self, key: str) -> int:
+        """Lines of ``key`` suppressed in its current window (tests, diagnostics)."""
+        window = self._windows.get(key)
+        return window[2] if window is not None else 0
+
+    def info(self, key: str, format: str, **kwargs) -> bool:  # noqa: A002
+        """``emit`` at info level."""
+        return self.emit(LogLevel.info, key, format, **kwargs)
+
+    def warn(self, key: str, format: str, **kwargs) -> bool:  # noqa: A002
+        """``emit`` at warn level."""
+        return self.emit(LogLevel.warn, key, format, **kwargs)
+
+    def debug(self, key: str, format: str, **kwargs) -> bool:  # noqa: A002
+        """``emit`` at debug level."""
+        return self.emit(LogLevel.debug, key, format, **kwargs)
+
+    def failure(self, key: str, format: str, failure=None, **kwargs) -> bool:  # noqa: A002
+        """A traceback (``Logger.failure``) for the first lines of a key, then counted only."""
+        now = self._now()
+        window = self._windows.get(key)
+        if window is not None and now - window[0] < self.interval and window[1] >= self.lines:
+            return self.emit(LogLevel.critical, key, format, **kwargs)  # counts it, writes nothing
+        if window is None or now - window[0] >= self.interval:
+            if window is not None and window[3] is None and window[2]:
+                self._summary(key)
+            window = self._windows[key] = [now, 0, 0, None]
+        window[1] += 1
+        self.logger.failure(format, failure, rate_key=key, **kwargs)
+        return True

@@ -245,7 +245,7 @@ class CallbackServer(service.MultiService):
             clock=reactor, reactor=reactor, pool=PortPool(low, high),
             media_clock=MediaClock(reactor), bind_address=cfg.rtp.address,
             public_address=cfg.sip.public_address, inactivity_timeout=cfg.rtp.inactivity_timeout,
-            rtcp_bye_grace=cfg.rtp.rtcp_bye_grace)
+            rtcp_bye_grace=cfg.rtp.rtcp_bye_grace, rtp_latch=cfg.rtp.latch)
         self.media = MediaService(cfg, self.media_env)
         self.media.setServiceParent(self)
         self.metrics = Metrics(spool_depth=lambda: float(self.xdr.spool.depth))

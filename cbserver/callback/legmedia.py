@@ -37,6 +37,8 @@ class MediaEnvironment:
     inactivity_timeout: float = 30.0
     # After a leg's RTCP BYE, how long its SIP BYE (or RTP) may take before the media is lost.
     rtcp_bye_grace: float = 5.0
+    # Whose RTP a leg latches to: "strict" or "nat" (``rtp.latch``, docs/security.md).
+    rtp_latch: str = "strict"
     libraries: dict = field(default_factory=dict)  # application name -> IPromptLibrary
 
     def library(self, application: str):
@@ -91,7 +93,7 @@ class LegMedia:
         # The callback's own id: legs are named "<callback id>-A" / "-B".
         self.callback_id = call_id.rsplit("-", 1)[0]
         self.session = RtpSession(env.clock, env.reactor, env.pool, env.bind_address,
-                                  call_id=call_id)
+                                  call_id=call_id, latch=env.rtp_latch)
         self.dtmf = DtmfInput(call_id)
         self.port: int | None = None
         self._player: Player | None = None

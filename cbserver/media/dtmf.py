@@ -22,6 +22,10 @@ class DtmfError(ValueError):
     """A malformed telephone-event payload or INFO body."""
 
 
+#: The name the other parsers' errors follow (``RtpError``, ``RtcpError``): RFC 4733 events.
+DtmfEventError = DtmfError
+
+
 @dataclass(frozen=True, slots=True)
 class TelephoneEvent:
     """The four fields of an RFC 4733 2.3 payload."""

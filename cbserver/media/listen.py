@@ -10,7 +10,7 @@ the first digit stops the prompt, and the first-digit timeout starts when the pr
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
-from cbserver.logs import Logger
+from cbserver.logs import Logger, RateLimitedLog
 from cbserver.media.collector import CollectOutcome, CollectResult, DigitCollector
 from cbserver.media.dtmf import DtmfError, EventReceiver, parse_info
 from cbserver.media.player import Player
@@ -18,6 +18,7 @@ from cbserver.media.player import Player
 _TYPEAHEAD = 32
 
 log = Logger()
+_limited = RateLimitedLog(log, lines=5, interval=60.0)  # INFO bodies are network input
 
 
 class DtmfInput:
@@ -45,7 +46,8 @@ class DtmfInput:
         try:
             digit = parse_info(content_type, body)
         except DtmfError as e:
-            log.info("ignored INFO call_id={call_id}: {error}", call_id=self.call_id, error=str(e))
+            _limited.info("info-dtmf-malformed", "ignored INFO call_id={call_id}: {error}",
+                          call_id=self.call_id, error=str(e))
             return False
         self._deliver(digit)
         return True

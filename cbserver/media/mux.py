@@ -19,9 +19,12 @@ from twisted.internet import udp
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorFDSet
 
-from cbserver.logs import Logger
+from cbserver.logs import Logger, RateLimitedLog
 
 _EVENTS = getattr(select, "EPOLLIN", 1)
+_log = Logger()
+# A handler bug hit by every packet of a flood gives a few tracebacks a minute, not one each.
+_limited = RateLimitedLog(_log, lines=3, interval=60.0)
 
 
 def available() -> bool:
@@ -85,7 +88,7 @@ class MediaMux:
             try:
                 received(data, addr)
             except Exception:  # one bad packet must not stop every other call's media
-                self.log.failure("rtp packet handling failed")
+                _limited.failure("rtp-handler", "rtp packet handling failed")
 
     def connectionLost(self, reason) -> None:
         """The reactor dropped us (shutdown)."""
@@ -167,4 +170,4 @@ class OneReadPort(udp.Port):
         try:
             self.protocol.datagramReceived(data, addr)
         except Exception:  # a bad packet must not close the port (the reactor would)
-            self.log.failure("rtp packet handling failed")
+            _limited.failure("rtp-handler", "rtp packet handling failed")

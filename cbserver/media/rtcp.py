@@ -206,7 +206,20 @@ class RtcpReport:
 
 
 def parse_compound(data: bytes) -> RtcpReport:
-    """Parse a compound RTCP packet, keeping SR/RR blocks and BYE sources (RFC 3550 6.1)."""
+    """Parse a compound RTCP packet, keeping SR/RR blocks and BYE sources (RFC 3550 6.1).
+
+    Raises :class:`RtcpError`, and nothing else, for any datagram that is not one: a packet
+    whose length field is too short for its fixed part (``80 c9 00 00``, an RR with no
+    sender SSRC) is refused before any field is read past its end.
+    """
+    try:
+        return _parse_compound(data)
+    except struct.error as e:  # a bounds check missed below: still the parser's own error
+        raise RtcpError(f"truncated RTCP field: {e}") from None
+
+
+def _parse_compound(data: bytes) -> RtcpReport:
+    """The body of :func:`parse_compound`."""
     if len(data) < 4:
         raise RtcpError("shorter than an RTCP header")
     off = 0
@@ -224,6 +237,9 @@ def parse_compound(data: bytes) -> RtcpReport:
         count = first & 0x1F
         body = off + 4
         if ptype in (SR, RR):
+            # RFC 3550 6.4.1/6.4.2: the sender SSRC, and for an SR the 20-octet sender info.
+            if body + (24 if ptype == SR else 4) > end:
+                raise RtcpError("SR/RR shorter than its sender information")
             (sender,) = struct.unpack_from("!I", data, body)
             body += 4
             if ptype == SR:

@@ -81,7 +81,15 @@ def rewrite_header(
 
 
 def unpack(data: bytes) -> RtpPacket:
-    """Parse a datagram as RTP; raise RtpError when it is not valid RTP version 2."""
+    """Parse a datagram as RTP; raise RtpError (and nothing else) when it is not valid RTP 2."""
+    try:
+        return _unpack(data)
+    except struct.error as e:  # a bounds check missed in _unpack: still the parser's own error
+        raise RtpError(f"truncated RTP field: {e}") from None
+
+
+def _unpack(data: bytes) -> RtpPacket:
+    """The body of :func:`unpack`."""
     if len(data) < _HEADER.size:
         raise RtpError("shorter than the 12-byte RTP header")
     first, second, seq, ts, ssrc = _HEADER.unpack_from(data)

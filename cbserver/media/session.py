@@ -9,6 +9,16 @@ Symmetric RTP (RFC 4961): until the peer's first valid packet arrives we send to
 from SDP; then we latch to the packet's source address and send there, which gets media through
 NAT. Packets from any other source are dropped afterwards (no re-latching to strangers).
 
+Latching is guarded (issue 14, docs/security.md "1. RTP hijack"): nothing latches before the
+peer's SDP (its answer) has told us where its media comes from, so a stranger spraying the
+RTP range during ringing gets nothing. In the default ``strict`` mode only a packet from the
+answered SDP connection address (the same IP; the port may differ, a symmetric-RTP phone
+behind a port-mapping firewall) latches; in ``nat`` mode (``[rtp] latch = "nat"``) the first
+source after the answer latches, whatever its address, and then only that source is heard.
+RTCP is read only from the media peer's host: before latching from the SDP RTCP address (or
+the SDP RTP address, RFC 5761 rtcp-mux); after it from the latched host on the latched RTP
+port, the port above it (RFC 3550 11), or the port SDP gave for RTCP (RFC 3605).
+
 Direction (RFC 3264 5.1, 6.1): the peer's SDP says whether it wants our media. While it says
 ``sendonly`` or ``inactive`` (a hold) the session sends no RTP at all, whoever feeds it (the
 player, the relay's general or fast path); RTCP goes on (RFC 3264 5.1). When a later offer
@@ -26,7 +36,7 @@ from twisted.internet.interfaces import IReactorTime, IReactorUDP
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import DatagramProtocol
 
-from cbserver.logs import Logger
+from cbserver.logs import Logger, RateLimitedLog
 from cbserver.media import rtcp, rtp
 from cbserver.media.mux import MuxPort, OneReadPort, shared_mux
 from cbserver.media.ports import PortPool
@@ -35,6 +45,7 @@ from cbserver.media.rewrite import StreamRewriter
 _FAST_HEADER = struct.Struct("!BHII")  # octets 1-11 of a plain RTP header (RFC 3550 5.1)
 SAMPLE_RATE = 8000  # G.711 and telephone-event clock rate (RFC 3551 4.5.14, RFC 4733 2.1)
 _BIND_ATTEMPTS = 10
+LATCH_MODES = ("strict", "nat")
 
 
 def _sendable(host: str) -> bool:
@@ -60,12 +71,18 @@ class RtpSession(DatagramProtocol):
     """One leg's RTP endpoint; see the module docstring."""
 
     log = Logger()
+    # Network-input errors (bad RTCP, strangers' packets): a bounded number of lines per minute
+    # for the whole process, however many packets a flood brings (issue 14).
+    limited = RateLimitedLog(log, lines=5, interval=60.0)
 
     def __init__(
         self, clock: IReactorTime, reactor: IReactorUDP, pool: PortPool, host: str = "127.0.0.1",
         *, call_id: str = "", rtcp_interval: float = 5.0, rng: random.Random | None = None,
-        mux="auto",
+        mux="auto", latch: str = "strict",
     ):
+        if latch not in LATCH_MODES:
+            raise ValueError(f"latch mode {latch!r}, expected one of {LATCH_MODES}")
+        self.latch_mode = latch
         self._clock = clock
         # A MediaMux serving every RTP socket; "auto": the process's shared one on an epoll
         # reactor; None: a Twisted port per socket.
@@ -95,6 +112,13 @@ class RtpSession(DatagramProtocol):
         self.remote: tuple[str, int] | None = None
         self.remote_rtcp: tuple[str, int] | None = None
         self.latched = False
+        # What the peer's SDP said (the answer): the media host that may latch in strict mode,
+        # and the RTCP address it gave (RFC 3605 a=rtcp, else RTP port + 1).
+        self.sdp_remote: tuple[str, int] | None = None
+        self.sdp_rtcp: tuple[str, int] | None = None
+        self.answered = False  # configure() has been given the peer's SDP
+        self.rtcp_dropped = 0  # RTCP refused: malformed, or not from the media peer
+        self.strangers_dropped = 0  # packets from sources that may not latch or are not latched
         # RFC 3264 5.1: False while the peer's SDP says it will not receive (hold)
         self.sending = True
         self.remote_direction = "sendrecv"
@@ -172,11 +196,15 @@ class RtpSession(DatagramProtocol):
             self.log.warn("rtp remote {remote} not usable call_id={call_id}; waiting to latch",
                           remote=remote, call_id=self.call_id)
             remote = None
+        self.answered = True
+        if remote is not None:
+            self.sdp_remote = remote
+            self.sdp_rtcp = remote_rtcp or (remote[0], remote[1] + 1)
         if not self.latched:
             self.remote = remote
             if remote is not None:
                 # RFC 3550 11: RTCP on the next port unless SDP said otherwise (RFC 3605).
-                self.remote_rtcp = remote_rtcp or (remote[0], remote[1] + 1)
+                self.remote_rtcp = self.sdp_rtcp
 
     def set_remote_direction(self, direction: str) -> None:
         """The peer's direction attribute from its SDP, from its own point of view (RFC 3264).
@@ -369,10 +397,23 @@ class RtpSession(DatagramProtocol):
         return packet
 
     def _accept(self, packet: rtp.RtpPacket, addr) -> bool:
-        """Symmetric RTP: latch to the first source sending a negotiated payload type."""
+        """Symmetric RTP, guarded: latch to the first allowed source of a negotiated type.
+
+        Allowed: nobody before the SDP answer told us where the peer is; then, in strict mode,
+        a source on the answered SDP host; in NAT mode, any first source (module docstring).
+        """
         if self.latched:
-            return addr == self.remote
+            if addr != self.remote:
+                self._stranger(addr, "not the latched source")
+                return False
+            return True
+        if not self.answered:
+            self._stranger(addr, "before the SDP answer")
+            return False
         if packet.payload_type not in (self.payload_type, self.telephone_event_pt):
+            return False
+        if self.latch_mode == "strict" and (self.sdp_remote is None or addr[0] != self.sdp_remote[0]):
+            self._stranger(addr, "not the SDP address")
             return False
         if addr != self.remote:
             self.log.info(
@@ -385,6 +426,23 @@ class RtpSession(DatagramProtocol):
         self.latched = True
         return True
 
+    def _stranger(self, addr, why: str) -> None:
+        """Count (and, rate-limited, log) a packet from a source we do not listen to."""
+        self.strangers_dropped += 1
+        self.limited.info("rtp-stranger", "rtp ignored from {addr} call_id={call_id}: {why}",
+                          addr=addr, call_id=self.call_id, why=why)
+
+    def _rtcp_source_ok(self, addr) -> bool:
+        """RTCP only from the media peer (module docstring; RFC 3550 11, RFC 3605, RFC 5761)."""
+        if self.latched:
+            host, port = self.remote
+            return addr[0] == host and (
+                addr[1] in (port, port + 1) or (self.sdp_rtcp is not None and addr == self.sdp_rtcp)
+            )
+        if self.sdp_remote is None:
+            return False
+        return addr == self.sdp_rtcp or addr == self.sdp_remote
+
     def unlatch(self) -> None:
         """Forget the latched address (after a re-INVITE moved the peer's media)."""
         self.latched = False
@@ -393,12 +451,16 @@ class RtpSession(DatagramProtocol):
 
     def rtcp_received(self, data: bytes, addr) -> None:
         """Read an RTCP compound: remember SR times for our reports, act on BYE."""
-        if self.latched and addr[0] != self.remote[0]:
+        if not self._rtcp_source_ok(addr):
+            self.rtcp_dropped += 1
+            self._stranger(addr, "RTCP not from the media peer")
             return
         try:
             report = rtcp.parse_compound(data)
         except rtcp.RtcpError as e:
-            self.log.debug("bad rtcp call_id={call_id}: {err}", call_id=self.call_id, err=e)
+            self.rtcp_dropped += 1
+            self.limited.info("rtcp-malformed", "bad rtcp from {addr} call_id={call_id}: {err}",
+                              addr=addr, call_id=self.call_id, err=e)
             return
         self.last_rtcp = self._clock.seconds()
         if self.latched:

@@ -106,6 +106,12 @@ class Trunk:
         """``host[:port]`` for URIs; the port is left out when it is the default 5060."""
         return self.host if self.port == 5060 else f"{self.host}:{self.port}"
 
+    def addresses(self) -> frozenset[str]:
+        """The trunk's IP addresses known so far (its literal, or the cached lookup)."""
+        if is_ip_literal(self.host):
+            return frozenset({self.host.strip("[]")})
+        return frozenset(host for host, _port in self._cached or ())
+
     def targets(self) -> Deferred:
         """Ordered (ip, port) targets for the trunk (RFC 3263), cached after the first lookup."""
         if is_ip_literal(self.host):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface, implementer
 
-from cbserver.logs import Logger
+from cbserver.logs import Logger, RateLimitedLog
 from cbserver.sip.message import (
     BRANCH_COOKIE,
     Request,
@@ -40,6 +40,7 @@ from cbserver.sip.txn_server import (
 __all__ = ["ITransactionUser", "TransactionLayer", "server_key", "client_key"]
 
 log = Logger()
+_limited = RateLimitedLog(log, lines=5, interval=60.0)  # errors caused by network input
 
 
 class ITransactionUser(Interface):
@@ -153,7 +154,8 @@ class TransactionLayer:
         except SipParseError as exc:
             # A CSeq or Via we cannot read: no transaction can hold it, so answer 400
             # statelessly (RFC 3261 8.2: malformed request), never an ACK (17.1.1.3).
-            log.info(
+            _limited.info(
+                "sip-unmatchable-request",
                 "unmatchable request call_id={call_id}: {reason}",
                 call_id=request.headers.get("Call-ID"),
                 reason=exc.reason,
@@ -162,7 +164,7 @@ class TransactionLayer:
                 try:
                     self.transport.send_response(make_response(request, 400, exc.reason))
                 except TransportError as err:
-                    log.info("400 not sent: {error}", error=err)
+                    _limited.info("sip-400-not-sent", "400 not sent: {error}", error=err)
             return
         txn = self.servers.get(key)
         if request.method == "ACK":
@@ -188,7 +190,8 @@ class TransactionLayer:
         try:
             key = client_key(response)
         except SipParseError as exc:
-            log.info("unmatchable response dropped: {reason}", reason=exc.reason)
+            _limited.info("sip-unmatchable-response", "unmatchable response dropped: {reason}",
+                          reason=exc.reason)
             return
         txn = self.clients.get(key)
         if txn is not None:

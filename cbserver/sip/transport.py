@@ -6,6 +6,14 @@ requests get ``received``/``rport`` on their top Via (RFC 3261 18.2.1, RFC 3581 
 Outbound: requests go to an address the caller already resolved; responses are routed by
 the top Via (RFC 3261 18.2.2, RFC 3581 4) and never by resolving a host name taken from a
 message.
+
+No reflection (issue 14, docs/security.md "8. SIP reflection"): a response to a UDP request
+goes back to the datagram's source address and port, whatever the Via says. ``stamp_via``
+overwrites a ``received`` or ``rport`` the sender wrote itself, and writes ``rport`` with the
+source port when it differs from the sent-by port (RFC 3581 semantics for every request);
+``maddr`` is ignored for the responses of this UA (it only names a multicast group or a
+proxy's choice, RFC 3261 18.2.2, and we neither join groups nor act as a proxy).
+Errors caused by network input are logged rate-limited (``cbserver.logs.RateLimitedLog``).
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from functools import lru_cache
 from twisted.internet.protocol import DatagramProtocol
 from zope.interface import Attribute, Interface, implementer
 
-from cbserver.logs import Logger
+from cbserver.logs import Logger, RateLimitedLog
 from cbserver.sip.message import (
     MAX_MESSAGE_SIZE,
     Request,
@@ -38,6 +46,7 @@ __all__ = [
 ]
 
 log = Logger()
+_limited = RateLimitedLog(log, lines=5, interval=60.0)
 
 
 class TransportError(Exception):
@@ -82,22 +91,33 @@ def is_ip_literal(host: str) -> bool:
     return True
 
 
-def stamp_via(request: Request, source: tuple[str, int]) -> None:
-    """Add ``received`` and fill ``rport`` on the top Via (RFC 3261 18.2.1, RFC 3581 4)."""
+def stamp_via(request: Request, source: tuple[str, int], *, source_port: bool = False) -> None:
+    """Write the packet's source into the top Via (RFC 3261 18.2.1, RFC 3581 4).
+
+    ``received`` is always the source address when the Via carries one or sent-by differs
+    (a ``received`` the sender wrote is overwritten, never trusted); ``rport`` is filled with
+    the source port when asked for, overwritten when the sender gave it a value, and, with
+    ``source_port`` (UDP), added when the source port is not the sent-by port, so that the
+    response goes back exactly where the request came from.
+    """
     vias = request.headers.get_all("Via")
     if not vias:
         raise SipParseError("request without Via")
     top = parse_via(vias[0])
     changed = False
-    if "rport" in top.params and not top.params["rport"]:
+    port_differs = (top.port or 5060) != source[1]
+    if "rport" in top.params or (source_port and port_differs):
         # RFC 3581 4: fill rport with the source port, and always add received then.
-        top.params["rport"] = str(source[1])
-        top.params["received"] = source[0]
-        changed = True
-    elif top.host.strip("[]") != source[0]:
-        # RFC 3261 18.2.1: received when sent-by differs from the packet's source address.
-        top.params["received"] = source[0]
-        changed = True
+        if top.params.get("rport") != str(source[1]) or top.params.get("received") != source[0]:
+            top.params["rport"] = str(source[1])
+            top.params["received"] = source[0]
+            changed = True
+    elif top.host.strip("[]") != source[0] or "received" in top.params:
+        # RFC 3261 18.2.1: received when sent-by differs from the packet's source address;
+        # a received the sender put there itself is replaced by the real one.
+        if top.params.get("received") != source[0]:
+            top.params["received"] = source[0]
+            changed = True
     if changed:
         request.headers.remove("Via")
         for value in reversed([str(top), *vias[1:]]):
@@ -117,13 +137,11 @@ def response_destination(response: Response, default_port: int = 5060) -> tuple[
         top = parse_via(top_text)
     except SipParseError as exc:
         raise TransportError(f"unroutable Via: {exc.reason}") from exc
-    maddr = top.params.get("maddr")
-    if maddr:
-        host, port = maddr, top.port or default_port
-    else:
-        host = top.params.get("received") or top.host
-        rport = top.params.get("rport")
-        port = int(rport) if rport and rport.isdigit() else (top.port or default_port)
+    # maddr is ignored (module docstring): received and rport, which the transport wrote from
+    # the request's source, say where the request came from.
+    host = top.params.get("received") or top.host
+    rport = top.params.get("rport")
+    port = int(rport) if rport and rport.isdigit() else (top.port or default_port)
     if not is_ip_literal(host):
         raise TransportError(f"will not resolve Via host {host!r} from a message")
     return host.strip("[]"), port
@@ -159,12 +177,14 @@ class SipUdpProtocol(DatagramProtocol):
             self._receive(data, addr)
         except Exception:  # the server must survive any datagram (issue 5, Robustness)
             self.dropped += 1
-            log.failure("unexpected error handling a datagram from {addr}", addr=addr)
+            _limited.failure("sip-udp-unexpected", "unexpected error handling a datagram from {addr}",
+                             addr=addr)
 
     def _receive(self, data: bytes, addr: tuple[str, int]) -> None:
         if len(data) > self.max_size:
             self.dropped += 1
-            log.warn("dropped oversized datagram of {size} bytes from {addr}", size=len(data), addr=addr)
+            _limited.warn("sip-udp-oversized", "dropped oversized datagram of {size} bytes from {addr}",
+                          size=len(data), addr=addr)
             return
         try:
             message = parse_message(data, self.max_size)
@@ -175,7 +195,7 @@ class SipUdpProtocol(DatagramProtocol):
             return
         if isinstance(message, Request):
             try:
-                stamp_via(message, addr)
+                stamp_via(message, addr, source_port=True)
                 for name in ("From", "To", "Call-ID", "CSeq"):
                     if message.headers.get(name) is None:
                         raise SipParseError(f"missing {name}")
@@ -192,7 +212,8 @@ class SipUdpProtocol(DatagramProtocol):
         self.dropped += 1
         partial = exc.partial
         call_id = partial.headers.get("Call-ID") if partial is not None else None
-        log.info(
+        _limited.info(
+            "sip-udp-bad-message",
             "bad message from {addr} call_id={call_id}: {reason}",
             addr=addr,
             call_id=call_id,
@@ -212,7 +233,8 @@ class SipUdpProtocol(DatagramProtocol):
             # Answer to where the bad message came from (RFC 3581 4 behaviour).
             self.transport.write(response.serialize(), addr)
         except OSError as err:
-            log.warn("could not answer bad message from {addr}: {error}", addr=addr, error=err)
+            _limited.warn("sip-udp-bad-message-answer", "could not answer bad message from {addr}: {error}",
+                          addr=addr, error=err)
 
     # -- outbound
 

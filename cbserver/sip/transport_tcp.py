@@ -21,7 +21,7 @@ from __future__ import annotations
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
-from cbserver.logs import Logger
+from cbserver.logs import Logger, RateLimitedLog
 from cbserver.sip.message import (
     MAX_MESSAGE_SIZE,
     Request,
@@ -42,6 +42,7 @@ from cbserver.sip.transport import (
 __all__ = ["SipTcpTransport", "SipStreamProtocol"]
 
 log = Logger()
+_limited = RateLimitedLog(log, lines=5, interval=60.0)  # errors caused by network input
 
 #: Requests remembered per connection for routing their responses (RFC 3261 18.2.2); a
 #: server transaction ends within 64*T1, so only a flood of requests on one connection can
@@ -84,14 +85,16 @@ class SipStreamProtocol(Protocol):
         try:
             messages = self.parser.feed(data)
         except SipParseError as exc:
-            log.info("closing {peer}: framing error {reason}", peer=self.peer, reason=exc.reason)
+            _limited.info("sip-tcp-framing", "closing {peer}: framing error {reason}", peer=self.peer,
+                          reason=exc.reason)
             self.transport.loseConnection()
             return
         for message in messages:
             try:
                 self.owner.deliver(message, self)
             except Exception:  # a bug behind us must not kill the connection's reader
-                log.failure("error handling a message from {peer}", peer=self.peer)
+                _limited.failure("sip-tcp-unexpected", "error handling a message from {peer}",
+                                 peer=self.peer)
 
     def _bad_message(self, exc: SipParseError) -> None:
         """A framed message that does not parse: 400 on this connection when possible."""

@@ -5,6 +5,11 @@
 in-dialog requests to them, answers 481 for requests matching no dialog (RFC 3261 12.2.2), and
 answers out-of-dialog requests: OPTIONS 200 (RFC 3261 11.2), INVITE refused politely (no
 inbound calls), anything else per :mod:`cbserver.sip.validate` (405/501/416/420/400...).
+
+A stranger (a request that is not from the trunk's address and matches none of our dialogs)
+gets exactly one response per request it sends: its server transaction ends as soon as the
+final response is sent, so a 403 to an INVITE is not retransmitted by Timer G (RFC 3261
+17.2.1) towards an address that may be forged. Issue 14, docs/security.md "8. SIP reflection".
 """
 
 from __future__ import annotations
@@ -187,8 +192,9 @@ class UserAgent:
         verdict = validate.check_request(
             request, allowed_methods=self.ALLOWED_METHODS, supported=self.SUPPORTED
         )
+        stranger = not self._from_trunk(source)
         if verdict.action == validate.RESPOND:
-            txn.respond(verdict.response)
+            self._respond(txn, verdict.response, stranger)
             return
         if verdict.action == validate.DROP:
             txn.terminate()
@@ -200,14 +206,27 @@ class UserAgent:
                 call.request_received(request, txn)
                 return
             if request.method == "CANCEL":
-                self._cancel_received(request, txn)
+                self._cancel_received(request, txn, stranger)
                 return
             # RFC 3261 12.2.2: a request with a To tag that matches no dialog.
-            txn.respond(make_response(request, 481, "Call/Transaction Does Not Exist"))
+            self._respond(txn, make_response(request, 481, "Call/Transaction Does Not Exist"),
+                          stranger)
             return
-        self._out_of_dialog(request, txn)
+        self._out_of_dialog(request, txn, stranger)
 
-    def _out_of_dialog(self, request: Request, txn) -> None:
+    def _from_trunk(self, source) -> bool:
+        """Whether a request came from one of the trunk's addresses (any port)."""
+        return source is not None and source[0] in self.trunk.addresses()
+
+    @staticmethod
+    def _respond(txn, response: Response, stranger: bool) -> None:
+        """Answer through ``txn``; for a stranger, end the transaction once a final response
+        is out, so it is sent exactly once (module docstring)."""
+        txn.respond(response)
+        if stranger and response.status >= 200:
+            txn.terminate()
+
+    def _out_of_dialog(self, request: Request, txn, stranger: bool = False) -> None:
         method = request.method
         if method == "OPTIONS":
             # RFC 3261 11.2: capabilities, answered as for an INVITE.
@@ -216,24 +235,26 @@ class UserAgent:
             resp.headers.add("Accept", "application/sdp")
             resp.headers.add("Supported", ", ".join(self.SUPPORTED))
             resp.headers.add("User-Agent", self.config.user_agent)
-            txn.respond(resp)
+            self._respond(txn, resp, stranger)
         elif method == "INVITE":
             # No inbound calls: refuse politely (RFC 3261 21.4.4 403).
-            txn.respond(make_response(request, 403, "No Inbound Calls", to_tag=new_tag()))
+            self._respond(txn, make_response(request, 403, "No Inbound Calls", to_tag=new_tag()),
+                          stranger)
         elif method == "CANCEL":
-            self._cancel_received(request, txn)
+            self._cancel_received(request, txn, stranger)
         else:
             # BYE, INFO, UPDATE outside any dialog (RFC 3261 12.2.2, 15.1.2).
-            txn.respond(make_response(request, 481, "Call/Transaction Does Not Exist",
-                                      to_tag=new_tag()))  # fmt: skip
+            self._respond(txn, make_response(request, 481, "Call/Transaction Does Not Exist",
+                                             to_tag=new_tag()), stranger)  # fmt: skip
 
-    def _cancel_received(self, request: Request, txn) -> None:
+    def _cancel_received(self, request: Request, txn, stranger: bool = False) -> None:
         """RFC 3261 9.2: 200 if the CANCEL matches an INVITE transaction, else 481."""
         invite_txn = self.layer.find_server(request, "INVITE")
         if invite_txn is None:
-            txn.respond(make_response(request, 481, "Call/Transaction Does Not Exist"))
+            self._respond(txn, make_response(request, 481, "Call/Transaction Does Not Exist"),
+                          stranger)
             return
-        txn.respond(make_response(request, 200, "OK", to_tag=new_tag()))
+        self._respond(txn, make_response(request, 200, "OK", to_tag=new_tag()), stranger)
         if invite_txn.state == "proceeding":
             invite_txn.respond(make_response(invite_txn.request, 487, None, to_tag=new_tag()))
 

@@ -1,5 +1,6 @@
 """RTP packing (RFC 3550 5.1), RTCP reports, the port pool and the stream rewriter."""
 
+import random
 import struct
 
 import pytest
@@ -63,7 +64,7 @@ def test_rtcp_is_recognised_on_the_rtp_port():
 def test_port_pool_hands_out_even_ports_and_reuses_least_recent():
     pool = PortPool(10001, 10008)
     got = [pool.allocate() for _ in range(pool.capacity)]
-    assert got == [10002, 10004, 10006]
+    assert sorted(got) == [10002, 10004, 10006]  # drawn at random (issue 14), every pair once
     with pytest.raises(PortsExhausted):
         pool.allocate()
     pool.release(10004)
@@ -139,3 +140,23 @@ def test_rewriter_keeps_offsets_per_source_and_marks_a_change():
     assert rw.needs_anchor(2)
     rw.reset()
     assert rw.needs_anchor(1)
+
+
+def test_port_pool_draws_ports_at_random_not_in_sequence():
+    # Issue 14 (RTP hijack): the next call's port cannot be told from the last one's.
+    pool = PortPool(20000, 29999)
+    got = [pool.allocate() for _ in range(50)]
+    assert all(p % 2 == 0 and 20000 <= p <= 29998 for p in got) and len(set(got)) == 50
+    steps = {b - a for a, b in zip(got, got[1:], strict=False)}
+    assert len(steps) > 40  # a sequence would step by 2 every time
+    # Two pools draw different sequences (SystemRandom), and a seeded one repeats itself.
+    assert [PortPool(20000, 29999).allocate() for _ in range(5)] != got[:5]
+    one, two = (PortPool(20000, 29999, rng=random.Random(7)) for _ in range(2))
+    assert [one.allocate() for _ in range(5)] == [two.allocate() for _ in range(5)]
+
+
+def test_port_pool_rests_a_released_pair_before_reuse():
+    pool = PortPool(20000, 20199)  # 100 pairs: 50 rest after release
+    first = pool.allocate()
+    pool.release(first)
+    assert first not in [pool.allocate() for _ in range(50)]

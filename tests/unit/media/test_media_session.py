@@ -13,11 +13,13 @@ SDP_PEER = ("192.0.2.10", 40000)  # documentation address: never contacted, fake
 NAT_PEER = ("198.51.100.7", 61234)
 
 
-def make(busy=(), seed=1):
+def make(busy=(), seed=1, latch="strict", high=20001):
+    """A session whose pool holds one pair (20000/20001) unless ``high`` says more."""
     reactor = FakeReactor(busy)
     reactor.advance(5000.0)
-    pool = PortPool(20000, 20009)
-    s = RtpSession(reactor, reactor, pool, "127.0.0.1", call_id="c1", rng=random.Random(seed))
+    pool = PortPool(20000, high)
+    s = RtpSession(reactor, reactor, pool, "127.0.0.1", call_id="c1", rng=random.Random(seed),
+                   latch=latch)
     return reactor, pool, s
 
 
@@ -33,14 +35,14 @@ def test_open_binds_even_port_and_rtcp_above_and_close_releases():
 
 
 def test_open_skips_a_pair_the_os_refuses():
-    reactor, pool, s = make(busy={20001})
+    reactor, pool, s = make(busy={20001}, high=20003)
     assert s.open() == 20002
     assert pool.in_use == 1
     s.close()
 
 
 def test_open_gives_up_when_nothing_binds():
-    reactor, pool, s = make(busy=set(range(20000, 20010)))
+    reactor, pool, s = make(busy=set(range(20000, 20010)), high=20009)
     try:
         s.open()
     except CannotListenError:
@@ -75,7 +77,8 @@ def test_audio_is_stamped_with_ssrc_sequence_timestamp_and_marker_per_talkspurt(
 
 
 def test_symmetric_rtp_latches_to_first_valid_source_and_ignores_others():
-    reactor, pool, s = make()
+    # NAT mode (rtp.latch = "nat"): the first source after the answer, from any address.
+    reactor, pool, s = make(latch="nat")
     s.open()
     s.configure(SDP_PEER, 0, "PCMU", 101)
     got = []
@@ -159,7 +162,7 @@ def test_forwarded_packets_are_rewritten_into_the_session_stream():
 
 
 def test_host_names_and_hold_address_are_not_sent_to_until_latched():
-    reactor, pool, s = make()
+    reactor, pool, s = make(latch="nat")
     s.open()
     for remote in (("media.example.com", 4000), ("0.0.0.0", 4000)):
         s.configure(remote, 0, "PCMU")

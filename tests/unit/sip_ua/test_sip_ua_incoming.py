@@ -100,3 +100,35 @@ def test_retransmitted_options_flood_is_absorbed():
     assert len(ua.layer.servers) == 1
     clock.advance(32)
     assert ua.layer.servers == {} and clock.getDelayedCalls() == []
+
+
+# Issue 14 item 8: a stranger (not the trunk, no dialog of ours) gets one response per request.
+
+STRANGER = ("198.51.100.66", 5099)  # documentation address: fake transport only
+
+
+def test_a_strangers_invite_gets_one_403_and_no_retransmission():
+    ua, clock, transport = ua_and_transport()
+    ua.sink.request_received(parse_message(out_of_dialog("INVITE").serialize()), STRANGER)
+    clock.advance(40)  # past Timer H: G would have retransmitted the 403 11 times
+    assert [r.status for r in transport.responses()] == [403]
+    assert ua.layer.servers == {}
+    drain(ua, clock)
+
+
+def test_the_trunks_invite_still_gets_a_retransmitted_403_until_acked():
+    ua, clock, transport = ua_and_transport()
+    deliver(ua, out_of_dialog("INVITE"))
+    clock.advance(2)
+    assert [r.status for r in transport.responses()].count(403) > 1  # RFC 3261 17.2.1 Timer G
+    drain(ua, clock)
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "BYE", "FROB"])
+def test_a_strangers_other_requests_get_one_response_each(method):
+    ua, clock, transport = ua_and_transport()
+    req = parse_message(out_of_dialog(method).serialize())
+    ua.sink.request_received(req, STRANGER)
+    clock.advance(40)
+    assert len(transport.responses()) == 1 and ua.layer.servers == {}
+    drain(ua, clock)

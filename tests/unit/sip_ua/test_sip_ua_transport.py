@@ -168,3 +168,28 @@ def test_send_without_listening_port_raises_transport_error():
     p = SipUdpProtocol(Sink(), "127.0.0.1", 5070)
     with pytest.raises(TransportError):
         p.send_request(request("OPTIONS"), ("127.0.0.1", 5080))
+
+
+# Issue 14 item 8: responses go to the request's source, never to maddr or a forged received.
+
+@pytest.mark.parametrize("params", [
+    ";maddr=127.0.0.5", ";maddr=127.0.0.5;rport", ";received=127.0.0.5", ";received=127.0.0.5;rport=9",
+    ";rport=9", "",
+])
+def test_responses_go_to_the_datagrams_source_whatever_the_via_says(params):
+    p = proto()
+    req = request("OPTIONS", via_host="127.0.0.5", via_port=5060)
+    req.headers.set("Via", str(req.headers.get("Via")) + params)
+    p.datagramReceived(req.serialize(), ("127.0.0.9", 40000))
+    (got, _src), = p.sink.requests
+    assert response_destination(make_response(got, 200)) == ("127.0.0.9", 40000)
+    via = parse_via(got.headers.get("Via"))
+    assert via.params["received"] == "127.0.0.9" and via.params["rport"] == "40000"
+
+
+def test_a_request_from_its_sent_by_keeps_its_via_unchanged():
+    p = proto()
+    raw = request("OPTIONS", via_host="127.0.0.1", via_port=5080).serialize()
+    p.datagramReceived(raw, ("127.0.0.1", 5080))
+    (got, _src), = p.sink.requests
+    assert "received" not in got.headers.get("Via") and "rport" not in got.headers.get("Via")
