@@ -344,7 +344,8 @@ def test_a_stored_pricer_prices_every_duration_as_the_original(seed):
     extra = {} if flat else dict(offpeak_first_interval=30, offpeak_next_interval=6,
                                  offpeak_first_price=price(), offpeak_next_price=price())
     rate = Rate("55", rnd.choice([1, 6, 30, 60]), rnd.choice([1, 6, 60]), price(), price(),
-                dt.datetime(2026, 1, 1, tzinfo=dt.UTC), mode=RatingMode.FLAT if flat else RatingMode.PEAK_OFFPEAK,
+                dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                mode=RatingMode.FLAT if flat else RatingMode.PEAK_OFFPEAK,
                 rate_id=rnd.randrange(1, 99), version=rnd.randrange(1, 5), **extra)
     tariff = TariffRates("EUR", (rate,), offpeak, rnd.random() < 0.5, "T")
     connect = dt.datetime(2026, 3, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=rnd.randrange(0, 7 * 86400))
