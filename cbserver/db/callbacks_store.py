@@ -41,7 +41,7 @@ def upsert(db, rows: list[tuple]):
 
 
 @defer.inlineCallbacks
-def fetch(db, callback_id: str, node_expiry: int = 15):
+def fetch(db, callback_id: str, node_expiry: int = 10):
     """The stored status dict of a callback, or None.
 
     A callback still in progress whose node was not seen for ``node_expiry`` seconds gets
