@@ -132,7 +132,10 @@ def wait_for(what: str, check, timeout: float):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_kill_9_of_a_node_with_calls_up_ends_bills_and_closes_everything(tmp_path, pg_dsn):
+@pytest.mark.parametrize("who", ["survivor", "restarted"])
+def test_kill_9_of_a_node_with_calls_up_ends_bills_and_closes_everything(tmp_path, pg_dsn, who):
+    """``who`` recovers: another node, or the killed node itself started again alone (it
+    recognises its own leftovers by its node name)."""
     cbs = str(Path(sys.executable).parent / "cbserver")
     subprocess.run([cbs, "provision", str(catalog(tmp_path)), "--dsn", pg_dsn],
                    check=True, capture_output=True, timeout=120)
@@ -140,12 +143,14 @@ def test_kill_9_of_a_node_with_calls_up_ends_bills_and_closes_everything(tmp_pat
     before = dict(query(pg_dsn, balances, (ACCOUNTS,)))
     peer = SipPeer()
     peer.start()
-    doomed, survivor = Node(tmp_path, "node1", pg_dsn, peer.port), Node(tmp_path, "node2", pg_dsn, peer.port)
+    doomed = Node(tmp_path, "node1", pg_dsn, peer.port)
+    survivor = Node(tmp_path, "node2", pg_dsn, peer.port) if who == "survivor" else doomed
     try:
         doomed.start()
-        survivor.start()
         doomed.wait_ready()
-        survivor.wait_ready()
+        if who == "survivor":
+            survivor.start()
+            survivor.wait_ready()
         ids = []
         for i in range(N):
             code, body = http("POST", doomed.url("/api/v1/callbacks"), {
@@ -173,6 +178,8 @@ def test_kill_9_of_a_node_with_calls_up_ends_bills_and_closes_everything(tmp_pat
         killed = time.monotonic()
         killed_db = query(pg_dsn, "SELECT extract(epoch FROM now())::float8")[0][0]
         doomed.proc.wait()
+        if who == "restarted":
+            doomed.start()  # same name, same configuration: a new process (instance)
 
         # Until recovered, any node reports the callback with its node lost.
         def lost_or_recovered():
@@ -181,8 +188,11 @@ def test_kill_9_of_a_node_with_calls_up_ends_bills_and_closes_everything(tmp_pat
                 return "node_lost", body["status"]
             return ("recovered", body["status"]) if body["status"] == "ended" else None
 
-        seen_lost = wait_for("node_lost on GET", lost_or_recovered, 40)
-        assert seen_lost == ("node_lost", "connected")  # said so, status kept
+        if who == "survivor":
+            seen_lost = wait_for("node_lost on GET", lost_or_recovered, 40)
+            assert seen_lost == ("node_lost", "connected")  # said so, status kept
+        else:
+            seen_lost = ("not asked", None)  # the restarted node recovers at once
 
         def byes():
             got = {r.call_id: r.at for r in peer.of("BYE")}
@@ -202,8 +212,10 @@ def test_kill_9_of_a_node_with_calls_up_ends_bills_and_closes_everything(tmp_pat
         assert sorted({r[0] for r in rows}) == sorted(ids) and len(rows) == 2 * N
         assert {r[8] for r in rows} == invites
         # (`cbserver provision` registered a node1 process too, long stopped.)
+        instance = query(pg_dsn, "SELECT DISTINCT instance_id FROM xdrs")
+        assert len(instance) == 1
         last_seen = query(pg_dsn, "SELECT extract(epoch FROM last_seen)::float8 FROM server_nodes "
-                                  "WHERE node = 'node1' AND stopped_at IS NULL")[0][0]
+                                  "WHERE instance_id = %s", instance[0])[0][0]
         not_billed = killed_db - last_seen
         for _sid, leg, duration, amount, connect, disconnect, reason, node, _, _ in rows:
             assert reason == "node_lost" and node == "node1"
@@ -225,16 +237,17 @@ def test_kill_9_of_a_node_with_calls_up_ends_bills_and_closes_everything(tmp_pat
         code, status = http("GET", survivor.url(f"/api/v1/callbacks/{ids[0]}"))
         assert status["status"] == "ended" and status["cause"]["code"] == "node_lost"
         assert "node_lost" not in status
-        figures = {"callbacks": N, "legs": 2 * N, "seconds_to_last_bye": round(last_bye, 2),
+        figures = {"recovered_by": who, "callbacks": N, "legs": 2 * N,
+                   "seconds_to_last_bye": round(last_bye, 2),
                    "seconds_to_all_xdrs": round(all_xdrs_at - killed, 2),
                    "seconds_not_billed_per_call": round(not_billed, 2),
                    "get_said_node_lost_before_recovery": seen_lost[0] == "node_lost"}
         print("crash recovery figures:", json.dumps(figures))
-        (tmp_path / "crash-recovery-figures.json").write_text(json.dumps(figures))
+        (tmp_path / f"crash-recovery-figures-{who}.json").write_text(json.dumps(figures))
         assert figures["seconds_to_last_bye"] < 30 and figures["seconds_to_all_xdrs"] < 30
         assert 0 <= not_billed <= 5.5  # at most one heartbeat interval (5 s), plus scheduling
     finally:
-        if doomed.proc is not None and doomed.proc.poll() is None:
+        if who == "survivor" and doomed.proc is not None and doomed.proc.poll() is None:
             doomed.proc.kill()
         survivor.stop()
         peer.stop()
