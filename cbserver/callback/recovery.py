@@ -30,11 +30,12 @@ from decimal import Decimal
 
 from twisted.application import service
 from twisted.internet import defer, task
-from zope.interface import Interface
+from zope.interface import Interface, classImplements
 
 from cbserver.billing.model import NoRateError, OffPeakPeriod, OffPeakWindow, Rate, TariffRates
 from cbserver.billing.rating import LegPricer, price_leg
 from cbserver.billing.xdr import LegRecord, leg_record
+from cbserver.db.recovery_store import PostgresRecoveryStore
 from cbserver.logs import Logger
 
 log = Logger()
@@ -69,6 +70,9 @@ class IRecoveryStore(Interface):
         (balances, holds released), close the session row with ``new_state``, release the
         session's holds and slots, delete the row; fire with ``data``.
         """
+
+
+classImplements(PostgresRecoveryStore, IRecoveryStore)  # db cannot import this layer
 
 
 # -- what is stored --------------------------------------------------------------------------

@@ -16,9 +16,7 @@ from __future__ import annotations
 import json
 
 from twisted.internet import defer
-from zope.interface import implementer
 
-from cbserver.callback.recovery import IRecoveryStore
 from cbserver.db import xdr_store
 
 SAVE = """
@@ -46,9 +44,12 @@ def _json(value):
     return json.loads(value) if isinstance(value, str) else value
 
 
-@implementer(IRecoveryStore)
 class PostgresRecoveryStore:
-    """``IRecoveryStore`` on the pool ``db`` (a ``cbserver.db.pool.Database``)."""
+    """``IRecoveryStore`` on the pool ``db`` (a ``cbserver.db.pool.Database``).
+
+    The interface is declared by the callback layer, which says this class provides it
+    (``cbserver.callback.recovery``): db never imports callback.
+    """
 
     def __init__(self, db):
         self.db = db
