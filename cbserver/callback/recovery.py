@@ -15,7 +15,8 @@ racing recover it once), the store writes both legs' xDRs billed up to the dead 
 last heartbeat with the reason ``node_lost`` (``lost_records``), applies them to the
 balance, releases the holds and the concurrency slot, closes the session row (status
 ``ended``, cause ``node_lost``: ``closed_state``) and deletes the row. Then this node sends
-BYE on every leg that was up (``IUserAgent.end_recovered``).
+BYE on every leg that was up (``IUserAgent.end_recovered``). A dead node's callbacks that had
+no leg answered (no row: nothing to end nor bill) are closed the same way, without xDRs.
 
 The money not billed per call is at most the time between the last heartbeat and the crash:
 one heartbeat interval (the pool's ``ping_interval``, 5 s).
@@ -59,6 +60,11 @@ class IRecoveryStore(Interface):
         """Fire with the ids of the callbacks left by dead processes: every row of another
         process of ``node``, and every row whose process was not seen for ``stale_after``
         seconds (never this process's, ``instance_id``)."""
+
+    def close_unanswered(node, instance_id, stale_after, reason):
+        """Close the callbacks of dead processes (as ``orphans`` decides) that have no
+        recovery row (no leg answered: nothing to end nor bill): status ``ended``, cause
+        ``node_lost`` with ``reason``, holds and slots released; fire with their ids."""
 
     def settle(session_id, node, instance_id, stale_after, settle):
         """Recover one callback once, in one transaction.
@@ -339,7 +345,12 @@ class RecoveryService(service.Service):
                 continue  # recovered by another node meanwhile, or its node came back
             recovered += 1
             self._end_legs(data)
-        return recovered
+        closed = yield self.store.close_unanswered(self.node, self.instance_id, self.stale_after,
+                                                   "its node was lost before any leg answered")
+        if closed:
+            log.info("closed {n} callbacks of lost nodes that had no leg answered: {ids}",
+                     n=len(closed), ids=" ".join(closed))
+        return recovered + len(closed)
 
     def _settle(self, data: dict, last_seen: float, state: dict | None):
         """The records and the closed status of one dead callback (run in the store's

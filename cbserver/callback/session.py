@@ -154,6 +154,8 @@ class CallbackSession(SessionView, NamedTimersMixin):
         """
         self.auth = auth
         self.account_id = auth.account.id
+        if self.ctx.keeper is not None:
+            self.ctx.keeper.answered(self)  # legA's crash-recovery xDR is theirs now too
 
     # -- actions -------------------------------------------------------------------------------
 

@@ -38,6 +38,25 @@ CLOSE_SESSION = ("UPDATE callback_sessions SET status = 'ended', state = %s::jso
                  "WHERE id = %s AND status NOT IN ('ended', 'refused')")
 RELEASE_HOLDS = "DELETE FROM balance_reservations WHERE session_id = %s"
 RELEASE_SLOTS = "DELETE FROM callback_slots WHERE callback_id = %s"
+# Callbacks of dead processes with no leg answered (so no recovery row, and nothing to end or
+# bill): closed in one statement, their holds and slots released.
+_DEAD_SESSION = ("c.instance_id <> %(me)s::uuid AND (c.node = %(node)s "
+                 "OR NOT cb_node_alive(c.instance_id, %(stale)s))")
+CLOSE_UNANSWERED = f"""
+WITH dead AS (
+    SELECT c.id FROM callback_sessions c
+     WHERE c.status NOT IN ('ended', 'refused') AND {_DEAD_SESSION}
+       AND NOT EXISTS (SELECT 1 FROM callback_recovery r WHERE r.session_id = c.id)
+     FOR UPDATE OF c SKIP LOCKED),
+closed AS (
+    UPDATE callback_sessions c SET status = 'ended', updated_at = now(),
+           state = c.state || jsonb_build_object('status', 'ended', 'cause', jsonb_build_object(
+               'code', 'node_lost', 'sip_status', NULL, 'reason', %(reason)s))
+      FROM dead WHERE c.id = dead.id RETURNING c.id),
+holds AS (DELETE FROM balance_reservations WHERE session_id IN (SELECT id FROM closed)),
+slots AS (DELETE FROM callback_slots WHERE callback_id IN (SELECT id FROM closed))
+SELECT id FROM closed ORDER BY id
+"""
 
 
 def _json(value):
@@ -65,6 +84,12 @@ class PostgresRecoveryStore:
     def orphans(self, node, instance_id, stale_after):
         """Ids of the callbacks of dead processes, oldest first."""
         d = self.db.runQuery(ORPHANS, {"me": instance_id, "node": node, "stale": int(stale_after)})
+        return d.addCallback(lambda rows: [r[0] for r in rows])
+
+    def close_unanswered(self, node, instance_id, stale_after, reason):
+        """Close the dead processes' callbacks that had no leg answered; fire with their ids."""
+        d = self.db.runQuery(CLOSE_UNANSWERED, {"me": instance_id, "node": node,
+                                                "stale": int(stale_after), "reason": reason})
         return d.addCallback(lambda rows: [r[0] for r in rows])
 
     def settle(self, session_id, node, instance_id, stale_after, settle):

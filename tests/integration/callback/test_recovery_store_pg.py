@@ -112,6 +112,32 @@ async def test_orphans_once_only_under_skip_locked_and_the_session_closed(pools,
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_dead_nodes_callbacks_with_no_leg_answered_are_closed_with_their_holds(pools, pg_dsn):
+    dead, two, three = pools
+    store = PostgresRecoveryStore(two)
+    await callbacks_store.upsert(dead, [session_row(dead, "u1", "calling_you"),
+                                        session_row(dead, "u2", "connected"),
+                                        session_row(two, "u3", "calling_you")])
+    await store.save("u2", "node1", dead.instance_id, {"session_id": "u2", "legs": []})
+    sql(pg_dsn, "INSERT INTO callback_slots (slot_id, account_id, callback_id, taken_at) "
+                "VALUES (gen_random_uuid(), 'acc1', 'u1', 0)")
+    sql(pg_dsn, "INSERT INTO balance_reservations (session_id, leg, account_id, owner_key, amount, "
+                "currency, instance_id) VALUES ('u1', 'A', 'acc1', 'account:acc1', 1, 'USD', %s)",
+        (dead.instance_id,))
+    assert await store.close_unanswered("node2", two.instance_id, 15, "why") == []  # alive
+    kill(pg_dsn, dead, 20)
+    # u2 has a recovery row (settle's job), u3 is this live node's own.
+    assert await store.close_unanswered("node2", two.instance_id, 15, "why") == ["u1"]
+    rows = sql(pg_dsn, "SELECT id, status, state->'cause'->>'code', state->>'status' "
+                       "FROM callback_sessions ORDER BY id")
+    assert rows == [("u1", "ended", "node_lost", "ended"), ("u2", "connected", None, "connected"),
+                    ("u3", "calling_you", None, "calling_you")]
+    assert sql(pg_dsn, "SELECT count(*) FROM callback_slots")[0][0] == 0
+    assert sql(pg_dsn, "SELECT count(*) FROM balance_reservations")[0][0] == 0
+    assert await PostgresRecoveryStore(three).close_unanswered("node3", three.instance_id, 15, "x") == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_restarted_node_recognises_its_earlier_process_at_once(pools, pg_dsn):
     dead, two, _ = pools
     store = PostgresRecoveryStore(two)

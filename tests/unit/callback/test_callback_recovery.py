@@ -51,6 +51,7 @@ class MemoryRecoveryStore:
         self.xdrs: list[LegRecord] = []
         self.states: dict[str, dict] = {}
         self.gates: list[defer.Deferred] | None = None
+        self.closed_unanswered: list[str] = []
 
     def save(self, session_id, node, instance_id, data):
         self.rows[session_id] = (node, instance_id, json.loads(json.dumps(data)))  # as jsonb
@@ -71,6 +72,10 @@ class MemoryRecoveryStore:
         d = defer.Deferred()
         self.gates.append((d, found))
         return d
+
+    def close_unanswered(self, node, instance_id, stale_after, reason):
+        self.closed_unanswered.append(reason)
+        return defer.succeed([])
 
     def settle(self, session_id, node, instance_id, stale_after, settle):
         if session_id not in self.rows or not self._orphan(session_id, node, instance_id):
@@ -214,6 +219,7 @@ def test_a_survivor_ends_and_bills_a_dead_nodes_call_as_a_normal_end_at_the_last
     store.alive.discard(OLD)
     clock.advance(5)
     assert store.rows == {}
+    assert store.closed_unanswered  # and the callbacks with no leg answered are closed too
     # A BYE on each leg that was up, from the stored dialogs.
     assert sorted(d["call_id"] for d, _ in svc.sip.ua.byes) == sorted([node.a.call_id, node.b.call_id])
     assert all(dest == ["127.0.0.9", 5080] for _, dest in svc.sip.ua.byes)
@@ -361,3 +367,19 @@ def test_lost_records_never_bill_before_the_answer():
     data = store.rows["s1"][2]
     recs = lost_records(data, data["legs"][0]["answered_at"] - 50)
     assert [r.duration for r in recs] == [0, 0] and all(r.amount == 0 for r in recs)
+
+
+def test_hosted_identification_moves_the_stored_lega_to_the_identified_account():
+    from cbserver.billing.authorize import AuthRequest
+
+    clock, store = clock_at(), MemoryRecoveryStore()
+    node = Node(clock, store)
+    clock.advance(2)
+    node.a.answer()
+    assert store.rows["s1"][2]["account_id"] == "cb1818000001"
+    other = node.authorizer.authorize(AuthRequest(session_id="s1", account_id="cb-internal",
+                                                  cli=node.request.phone, cld="18185550123")).result
+    node.session.caller_identified(other)
+    data = store.rows["s1"][2]
+    assert data["account_id"] == "cb-internal"
+    assert data["legs"][0]["record"]["account_id"] == "cb-internal"
