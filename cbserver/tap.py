@@ -28,10 +28,12 @@ from cbserver.billing.authorize import Authorizer
 from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import XdrWriter
 from cbserver.callback.legmedia import MediaEnvironment
+from cbserver.callback.recovery import RecoveryService
 from cbserver.callback.service import CallbackService, MediaFactory
 from cbserver.config import Config, ConfigError, cards_dir, load_config, parse_host_port
 from cbserver.db.migrations import MigrationError, check_schema
 from cbserver.db.pool import Database
+from cbserver.db.recovery_store import PostgresRecoveryStore
 from cbserver.db.stores import PostgresAuthorizationStore, PostgresXdrStore
 from cbserver.db.sync import connect_sync
 from cbserver.db.tariff_loader import TariffCache
@@ -249,8 +251,14 @@ class CallbackServer(service.MultiService):
         self.media = MediaService(cfg, self.media_env)
         self.media.setServiceParent(self)
         self.metrics = Metrics(spool_depth=lambda: float(self.xdr.spool.depth))
+        recovery_store = PostgresRecoveryStore(self.db)
         self.callbacks = CallbackService(cfg, self.db, self.authorizers, self.xdr, self.sip,
-                                         MediaFactory(self.media_env), reactor, self.metrics)
+                                         MediaFactory(self.media_env), reactor, self.metrics,
+                                         recovery_store=recovery_store)
+        # Crash recovery: ends and bills the calls of dead nodes (this node's own included,
+        # from before a restart); see cbserver.callback.recovery.
+        self.recovery = RecoveryService(recovery_store, self.sip, reactor, cfg.server.node,
+                                        self.db.instance_id, ready=lambda: self.db.ready)
         self.web = WebApp(self.db, reactor, health_sources={
             "xdr_spool": self.xdr.health,
             "calls": lambda: {"active": self.callbacks.active},
@@ -274,6 +282,7 @@ class CallbackServer(service.MultiService):
         self.callback_web.secret_service.setServiceParent(self.gated)
         self.sip.setServiceParent(self.gated)
         self.callbacks.setServiceParent(self.gated)
+        self.recovery.setServiceParent(self.gated)
         self.gated.setServiceParent(self)
 
     def _listen(self) -> tuple[str, int]:

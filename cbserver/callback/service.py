@@ -22,6 +22,7 @@ from cbserver.callback.api import CallbackRefused, ICallbackService
 from cbserver.callback.causes import describe
 from cbserver.callback.ivr import HostedIvr
 from cbserver.callback.legmedia import IMediaFactory, LegMedia, join
+from cbserver.callback.recovery import RecoveryKeeper
 from cbserver.callback.session import CallbackSession, SessionContext
 from cbserver.callback.statuswriter import StatusWriter
 from cbserver.db import authz_store, callbacks_store
@@ -103,7 +104,7 @@ class CallbackService(service.Service):
     name = "callbacks"
 
     def __init__(self, cfg, db, authorizers: dict, recorder, sip, media_factory, clock,
-                 metrics=None, directory=None, lockouts=None):
+                 metrics=None, directory=None, lockouts=None, recovery_store=None):
         self.cfg = cfg
         self.db = db
         self.apps = {app.name: app for app in cfg.application}
@@ -120,6 +121,9 @@ class CallbackService(service.Service):
         # still reported from memory, but no longer counted as in progress.
         self.finishing: dict[str, CallbackSession] = {}
         self.status_writer = StatusWriter(db, clock, cfg.server.node)
+        # Crash recovery rows (cbserver.callback.recovery), when a store is given.
+        self.keeper = None if recovery_store is None else RecoveryKeeper(
+            recovery_store, cfg.server.node, db.instance_id)
         self.accepting = False
 
     # -- life cycle -----------------------------------------------------------------------
@@ -290,7 +294,7 @@ class CallbackService(service.Service):
                               clock=self.clock, node=self.cfg.server.node,
                               no_answer_timeout=self.cfg.sip.no_answer_timeout,
                               ivr_factory=ivr, on_change=self._changed, metrics=self.metrics,
-                              instance_id=self.db.instance_id)
+                              instance_id=self.db.instance_id, keeper=self.keeper)
 
     def _changed(self, session: CallbackSession) -> None:
         """Persist a session's new status without blocking the call (batched, newest wins)."""

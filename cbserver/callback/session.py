@@ -65,6 +65,7 @@ class SessionContext:
     extra: dict = field(default_factory=dict)
     instance_id: str | None = None  # this process's server_nodes.instance_id, for the xDRs
     cut_margin: float = CUT_MARGIN  # seconds (see CUT_MARGIN)
+    keeper: object = None  # RecoveryKeeper: the crash-recovery row, on answer and on end
 
 
 class CallbackSession(SessionView, NamedTimersMixin):
@@ -160,6 +161,8 @@ class CallbackSession(SessionView, NamedTimersMixin):
         self.auth = auth
         self.account_id = auth.account.id
         self._arm_cut()  # the caller's own money pays for legA from now on
+        if self.ctx.keeper is not None:
+            self.ctx.keeper.answered(self)  # legA's crash-recovery xDR is theirs now too
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -206,6 +209,8 @@ class CallbackSession(SessionView, NamedTimersMixin):
         leg.state = "answered"
         leg.answered_at = self.clock.seconds()
         leg.media.answer(remote_sdp)
+        if self.ctx.keeper is not None:
+            self.ctx.keeper.answered(self)
         if self.ctx.metrics is not None and leg.placed_at is not None:
             self.ctx.metrics.post_dial_delay(leg.answered_at - leg.placed_at)
 
@@ -553,6 +558,8 @@ class CallbackSession(SessionView, NamedTimersMixin):
                  total=self.charges["total"], currency=self.charges["currency"])
         if self._late_reservation:
             self._on_release_late_reservation(None)
+        if self.ctx.keeper is not None:
+            self.ctx.keeper.ended(self)
         self.done.callback(self.as_dict())
 
     def _on_late_reservation(self, _auth) -> None:
@@ -594,4 +601,6 @@ class CallbackSession(SessionView, NamedTimersMixin):
         d.addErrback(lambda e: log.failure("releasing reservations callback_id={callback_id}", e,
                                            callback_id=self.id))
         self._changed()
+        if self.ctx.keeper is not None:
+            self.ctx.keeper.ended(self)
         self.done.callback(self.as_dict())

@@ -7,6 +7,8 @@ import json
 from twisted.internet import defer
 
 # Many callbacks' rows in one statement: new ones inserted, known ones brought up to date.
+# A final row is never overwritten: a node that comes back after crash recovery closed its
+# callbacks (cbserver.callback.recovery) must not bring them back to life.
 UPSERT = """
 INSERT INTO callback_sessions (id, application, mode, account_id, phone, destination, status,
                                state, node, instance_id)
@@ -14,8 +16,12 @@ SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
                      %s::text[], %s::jsonb[], %s::text[], %s::uuid[])
 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, state = EXCLUDED.state,
        account_id = EXCLUDED.account_id, destination = EXCLUDED.destination, updated_at = now()
+    WHERE callback_sessions.status NOT IN ('ended', 'refused')
 """
-SELECT_STATE = "SELECT state FROM callback_sessions WHERE id = %s"
+# With whether its node is lost: the callback is not final and its process has not been seen
+# for node_expiry seconds (cb_node_alive), so it is not really in the status it says.
+SELECT_STATE = ("SELECT state, status NOT IN ('ended', 'refused') AND NOT cb_node_alive(instance_id, %s) "
+                "FROM callback_sessions WHERE id = %s")
 LOCKED = "SELECT count(*) FROM ivr_lockouts WHERE key = ANY(%s) AND locked_until > now()"
 LOCK = """
 INSERT INTO ivr_lockouts (key, locked_until) VALUES (%s, now() + make_interval(secs => %s))
@@ -35,13 +41,21 @@ def upsert(db, rows: list[tuple]):
 
 
 @defer.inlineCallbacks
-def fetch(db, callback_id: str):
-    """The stored status dict of a callback, or None."""
-    rows = yield db.runQuery(SELECT_STATE, (callback_id,))
+def fetch(db, callback_id: str, node_expiry: int = 10):
+    """The stored status dict of a callback, or None.
+
+    A callback still in progress whose node was not seen for ``node_expiry`` seconds gets
+    ``"node_lost": true`` (its status is what the node last wrote; crash recovery will end
+    it, cbserver.callback.recovery).
+    """
+    rows = yield db.runQuery(SELECT_STATE, (node_expiry, callback_id))
     if not rows:
         return None
     state = rows[0][0]
-    return json.loads(state) if isinstance(state, str) else state
+    state = json.loads(state) if isinstance(state, str) else state
+    if rows[0][1]:
+        state = dict(state, node_lost=True)
+    return state
 
 
 @defer.inlineCallbacks

@@ -133,6 +133,15 @@ class Call(NamedTimersMixin):
         """The trunk target in use (RFC 3263 4.3: the first that answers)."""
         return self._targets[self._target_index]
 
+    def dialog_state(self) -> dict | None:
+        """What another process needs to end this call's dialog with a BYE (crash recovery):
+        the dialog (RFC 3261 12), the trunk target it was reached through and the transport;
+        None before the call is answered."""
+        if self.dialog is None:
+            return None
+        return {"dialog": self.dialog.to_dict(), "destination": list(self.destination),
+                "transport": self.ctx.transport.name}
+
     def _emit(self, event: str, *args) -> None:
         """Call the listener; a bug there must not break the SIP state machine."""
         try:

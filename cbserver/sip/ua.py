@@ -25,14 +25,16 @@ from cbserver.logs import Logger
 from cbserver.sip import validate
 from cbserver.sip.auth import DigestClient
 from cbserver.sip.call import Call
+from cbserver.sip.call_dialog import dialog_destination
 from cbserver.sip.context import CallContext, CallError, CallStateError, ICallListener, LocalParty, Trunk
-from cbserver.sip.dialog import dialog_id_of_request
+from cbserver.sip.dialog import Dialog, dialog_id_of_request
 from cbserver.sip.interfaces import IUserAgent
 from cbserver.sip.message import (
     Request,
     Response,
     SipParseError,
     make_response,
+    new_branch,
     new_call_id,
     new_tag,
     parse_cseq,
@@ -51,6 +53,9 @@ __all__ = [
 ]
 
 log = Logger()
+
+#: How far a recovery BYE's CSeq is put above the stored one (see ``end_recovered``).
+RECOVERY_CSEQ_GAP = 1000
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,33 @@ class UserAgent:
         self.calls[call.call_id] = call
         call.start()
         return call
+
+    def end_recovered(self, dialog_dict: dict, destination) -> Deferred:
+        """Send BYE on a dialog another process left up (crash recovery); fire when answered.
+
+        ``dialog_dict`` is a ``Dialog.to_dict()`` stored when the call was answered,
+        ``destination`` the (host, port) of the trunk target it was reached through. The BYE
+        goes in its own client transaction (RFC 3261 17.1.2) from this UA's transport; its
+        CSeq is the stored one plus ``RECOVERY_CSEQ_GAP``, because the dead process may have
+        sent in-dialog requests (session refreshes) after it was stored and RFC 3261 12.2.1.1
+        wants CSeqs to grow, gaps allowed. Fires with the final status, or None when the
+        transaction timed out or could not be sent (the far end is then left to its own
+        session timer); never fails.
+        """
+        dialog = Dialog.from_dict(dialog_dict)
+        dialog.local_seq += RECOVERY_CSEQ_GAP
+        bye = dialog.new_request("BYE", self.via(new_branch()))
+        bye.headers.add("Reason", 'SIP;cause=200;text="node lost"')  # RFC 3326
+        done: Deferred = Deferred()
+        dest = dialog_destination(dialog, (destination[0], int(destination[1])))
+        try:
+            self.layer.send_request(bye, dest, _RecoveredBye(done, dialog.call_id))
+        except Exception as e:  # noqa: BLE001 - a recovery BYE never raises to its caller
+            log.warn("recovery BYE not sent call_id={call_id}: {error}", call_id=dialog.call_id,
+                     error=e)
+            if not done.called:
+                done.callback(None)
+        return done
 
     def stop(self) -> Deferred:
         """End every call (CANCEL/BYE); fires when all ended or after ``stop_timeout``."""
@@ -271,6 +303,37 @@ class UserAgent:
     def stop_listening(self) -> None:
         """Forget the transport's deliveries (used by the service on shutdown)."""
         self.layer.stop()
+
+
+class _RecoveredBye:
+    """Owner of a recovery BYE's client transaction: fires ``done`` once, with the final
+    status or None."""
+
+    def __init__(self, done: Deferred, call_id: str) -> None:
+        self.done = done
+        self.call_id = call_id
+
+    def _fire(self, status) -> None:
+        if not self.done.called:
+            self.done.callback(status)
+
+    def response_received(self, txn, response) -> None:
+        """A final response ends it; provisionals are ignored."""
+        if response.status >= 200:
+            log.info("recovery BYE answered {status} call_id={call_id}", status=response.status,
+                     call_id=self.call_id)
+            self._fire(response.status)
+
+    def transaction_timed_out(self, txn) -> None:
+        """Timer F (RFC 3261 17.1.2.2): nobody answered."""
+        log.warn("recovery BYE timed out call_id={call_id}", call_id=self.call_id)
+        self._fire(None)
+
+    def transport_failed(self, txn, error) -> None:
+        """The transport could not send it."""
+        log.warn("recovery BYE not sent call_id={call_id}: {error}", call_id=self.call_id,
+                 error=error)
+        self._fire(None)
 
 
 def _forget(calls: dict[str, Call], call: Call) -> None:
