@@ -174,7 +174,6 @@ def test_5000_hostile_connections_leave_healthz_and_callbacks_answering(tmp_path
             s.sendall(b"X-Slow: 1\r\n")
         time.sleep(0.5)
         held = len(os.listdir(f"/proc/{proc.pid}/fd"))
-        still_open = len(hostile) - len(closed_by_server(hostile))
         # -- everyone else is still served, within 1 s.
         times = []
         for _ in range(3):
@@ -183,8 +182,8 @@ def test_5000_hostile_connections_leave_healthz_and_callbacks_answering(tmp_path
             times.append(took)
         took_cb, (status, created) = timed(lambda: post_callback(port))
         assert status == 202, created
-        print(f"\nhostile connections attempted 5000, still open {still_open}; server descriptors "
-              f"{held}; /healthz {max(times):.3f} s; new callback {took_cb:.3f} s")
+        print(f"\n5000 hostile connections: server descriptors {held}; /healthz {max(times):.3f} s; "
+              f"new callback {took_cb:.3f} s")
         assert max(times) < 1.0 and took_cb < 1.0, (times, took_cb)
         assert held < 3000, held  # the caps hold: 1,000 web + 1,000 SIP TCP at most, and the rest
         # -- the deadline, not the drip, decides: closed once DEADLINE passed since opening.
