@@ -262,6 +262,12 @@ class SipConfig:
     t2: float = setting(4.0, check=_positive, doc="RFC 3261 T2 (max non-INVITE retransmit)")
     t4: float = setting(5.0, check=_positive, doc="RFC 3261 T4 (max message lifetime)")
     no_answer_timeout: float = setting(30.0, check=_positive, doc="ring time before CANCEL")
+    tcp_max_connections: int = setting(1000, check=_positive,
+                                       doc="SIP TCP connections accepted at once (trunk.transport tcp)")
+    tcp_max_connections_per_client: int = setting(50, check=_positive,
+                                                  doc="SIP TCP connections one address may hold")
+    tcp_idle_timeout: float = setting(180.0, check=_positive,
+                                      doc="close a SIP TCP connection silent this long, seconds")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -298,6 +304,14 @@ class WebConfig:
     metrics_allowed_clients: tuple[str, ...] = setting(
         ("127.0.0.0/8", "::1/128"), check=lambda v: tuple(_network(x) for x in v),
         doc="client networks allowed to fetch /metrics (default loopback; empty = nobody)")
+    max_connections: int = setting(1000, check=_positive,
+                                   doc="connections each web endpoint accepts at once")
+    max_connections_per_client: int = setting(50, check=_positive,
+                                              doc="connections one client address may hold on each "
+                                                  "web endpoint")
+    request_timeout: float = setting(15.0, check=_positive,
+                                     doc="seconds a connection has to send a whole request "
+                                         "(headers and body) from its opening or its last answer")
 
     def validate(self) -> None:
         """Check cross-field rules."""

@@ -6,15 +6,37 @@ dict is built or formatted. A callback passes through dozens of debug points (SI
 media, authorization); at the default ``info`` they cost a comparison each, not a log line.
 Library use (tests, scripts) keeps every event unless it sets a level.
 
+Every ``str`` value given to an event is escaped before it is emitted: a
+control character (C0, DEL, C1, the Unicode line and paragraph separators) becomes ``\\xNN``
+or ``\\uNNNN``. Values from a request (a mode, an account, a path, a User-Agent, a SIP
+header) reach log lines, and a newline in one would forge a line of its own, an ANSI escape
+would rewrite the operator's terminal (issue 14 item 11). Doing it here covers every log call
+at once, including those written later.
+
 JSON logs use twistd's own option: ``twistd --logger cbserver.logs.json_stdout -n cbserver ...``.
 """
 
+import re
 import sys
 
 from twisted.logger import Logger as _TwistedLogger
 from twisted.logger import LogLevel, jsonFileLogObserver
 
 _minimum = [LogLevel.debug]
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape_char(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(value):
+    """``value`` with its control characters escaped if it is a ``str``; any other value
+    unchanged (``bytes`` are formatted with ``repr``, which escapes them already)."""
+    if isinstance(value, str) and _CONTROL.search(value):
+        return _CONTROL.sub(_escape_char, value)
+    return value
 
 
 def set_level(name: str) -> None:
@@ -31,9 +53,13 @@ class Logger(_TwistedLogger):
     """``twisted.logger.Logger`` that drops events below the process-wide level first."""
 
     def emit(self, level, format=None, **kwargs):  # noqa: A002 - Twisted's own signature
-        """Emit the event unless it is less severe than the configured level."""
+        """Emit the event unless it is less severe than the configured level; text values
+        are escaped (``escape``) so that no value can start a line of its own."""
         if level < _minimum[0]:
             return
+        for key, value in kwargs.items():
+            if isinstance(value, str):
+                kwargs[key] = escape(value)
         super().emit(level, format, **kwargs)
 
 

@@ -31,6 +31,13 @@ from cbserver.callback.legmedia import MediaEnvironment
 from cbserver.callback.recovery import RecoveryService
 from cbserver.callback.service import CallbackService, MediaFactory
 from cbserver.config import Config, ConfigError, cards_dir, load_config, parse_host_port
+from cbserver.connlimit import (
+    ConnectionLimiter,
+    DeadlineRequest,
+    DescriptorBudget,
+    LimitedFactory,
+    raise_descriptor_limit,
+)
 from cbserver.db.migrations import MigrationError, check_schema
 from cbserver.db.pool import Database
 from cbserver.db.recovery_store import PostgresRecoveryStore
@@ -238,11 +245,19 @@ class CallbackServer(service.MultiService):
                                  special_charge=app.special_charge_if_legb_fails,
                                  legb_ring_seconds=int(cfg.sip.no_answer_timeout))
             for app in cfg.application}
+        low, high = (int(x) for x in cfg.rtp.ports.split("-"))
+        # Issue 14 item 7: listeners share what the descriptor limit leaves once RTP (two
+        # sockets a leg, two legs a callback, at most the range) and the pool are served.
+        self.descriptors = DescriptorBudget(0, min(high - low + 1, 4 * cfg.limits.node_max_active)
+                                            + cfg.database.pool_size)
+        sip_limiter = ConnectionLimiter("SIP TCP", cfg.sip.tcp_max_connections,
+                                        cfg.sip.tcp_max_connections_per_client, self.descriptors)
         self.sip = SipService(self._ua_config(), reactor, listen_address=self._listen()[0],
                               listen_port=self._listen()[1],
                               locator=TrunkLocator(cfg.sip.trunk.transport),
-                              transport=cfg.sip.trunk.transport)
-        low, high = (int(x) for x in cfg.rtp.ports.split("-"))
+                              transport=cfg.sip.trunk.transport,
+                              wrap_tcp_factory=lambda f: LimitedFactory(
+                                  f, sip_limiter, reactor, idle_timeout=cfg.sip.tcp_idle_timeout))
         self.media_env = MediaEnvironment(
             clock=reactor, reactor=reactor, pool=PortPool(low, high),
             media_clock=MediaClock(reactor), bind_address=cfg.rtp.address,
@@ -269,15 +284,16 @@ class CallbackServer(service.MultiService):
                                                accepting=lambda: self.callbacks.running,
                                                trusted_proxies=cfg.web.trusted_proxies)
         # The public endpoint opens at once, so that /healthz can say why calls are not taken.
-        self.web_service = EndpointService(cfg.web.endpoint, state,
-                                           _site(self.callback_web.resource()), reactor)
+        self.web_service = EndpointService(cfg.web.endpoint, state, _limited_site(
+            "web", self.callback_web.resource(), cfg.web, self.descriptors, reactor), reactor)
         self.web_service.setServiceParent(self)
         # Services that need the database: started only once it is ready, stopped first
         # (callbacks end their calls and write xDRs, then the SIP port closes).
         self.gated = DatabaseGated(self.db, on_started=self._call_handling_started)
         self.admin = AdminApp(self.db, reactor, cfg.web.admin_token, cards_dir(cfg), cfg)
-        EndpointService(cfg.web.admin_endpoint, state, _site(self.admin.resource()),
-                        reactor).setServiceParent(self.gated)
+        EndpointService(cfg.web.admin_endpoint, state, _limited_site(
+            "admin web", self.admin.resource(), cfg.web, self.descriptors, reactor),
+            reactor).setServiceParent(self.gated)
         # The CSRF signing secret is shared by every node through PostgreSQL.
         self.callback_web.secret_service.setServiceParent(self.gated)
         self.sip.setServiceParent(self.gated)
@@ -302,6 +318,10 @@ class CallbackServer(service.MultiService):
     def startService(self) -> None:
         """Start the pool, the web endpoint and the gate (which waits for the database)."""
         logs.set_level(self.cfg.server.log_level)
+        _before, limit = raise_descriptor_limit()
+        self.descriptors.set_limit(limit)
+        self.log.info("connections may use {n} descriptors ({reserve} kept for RTP, the database "
+                      "and files)", n=self.descriptors.available, reserve=self.descriptors.reserve)
         super().startService()
 
     def _call_handling_started(self) -> None:
@@ -339,10 +359,17 @@ class CallbackServer(service.MultiService):
 
 
 def _site(resource) -> Site:
-    """A ``Site`` over ``resource`` that never shows a traceback to a client."""
-    site = Site(resource)
+    """A ``Site`` over ``resource`` that never shows a traceback to a client; its requests
+    report to their connection's deadline (``DeadlineRequest``)."""
+    site = Site(resource, requestFactory=DeadlineRequest)
     site.displayTracebacks = False
     return site
+
+
+def _limited_site(name: str, resource, web, budget: DescriptorBudget, reactor) -> LimitedFactory:
+    """``_site(resource)`` behind the ``[web]`` connection caps and request deadline."""
+    limiter = ConnectionLimiter(name, web.max_connections, web.max_connections_per_client, budget)
+    return LimitedFactory(_site(resource), limiter, reactor, deadline=web.request_timeout)
 
 
 def makeService(options: Options) -> service.IService:

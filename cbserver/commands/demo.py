@@ -45,14 +45,26 @@ def register(sub) -> None:
     p.set_defaults(func=_demo)
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600), as every secret is kept.
+
+    The file is created with that mode (never world-readable, not even for an instant) and an
+    existing file with a wider mode is narrowed first: the demo config holds the trunk password
+    and the database DSN.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def demo_config(dsn: str, state: Path, port: int, sip_port: int = 5060,
                 carrier_port: int = CARRIER_PORT, rtp_ports: str = "20000-29999") -> str:
     """The example configuration adjusted to the local cluster, state folder and carrier."""
     text = example_path().read_text(encoding="utf-8")
     token_file = state / "admin.token"
     if not token_file.exists():
-        token_file.write_text(secrets.token_urlsafe(24) + "\n")
-        token_file.chmod(0o600)
+        write_private(token_file, secrets.token_urlsafe(24) + "\n")
     repl = {
         'dsn = "host=127.0.0.1 port=5432 dbname=cbserver user=cbserver"': f'dsn = "{dsn}"',
         'state_dir = "var"': f'state_dir = "{state}"',
@@ -191,8 +203,8 @@ def _demo(args) -> int:
         # The carrier's test numbers and a hosted caller, beyond the manual's example.
         _provision(dsn, root / "demo" / "carrier-numbers.toml")
         config = state / "cbserver.toml"
-        config.write_text(demo_config(dsn, state, args.port, args.sip_port, args.carrier_port,
-                                      args.rtp_ports))
+        write_private(config, demo_config(dsn, state, args.port, args.sip_port, args.carrier_port,
+                                          args.rtp_ports))
         if not args.no_carrier:
             carrier = _start_carrier(state, args.carrier_port)
         twistd = str(Path(sys.executable).parent / "twistd")

@@ -36,9 +36,11 @@ class SipService(Service):
         listen_port: int | None = None,
         locator=None,
         transport: str = "udp",
+        wrap_tcp_factory=None,
     ) -> None:
         """``clock`` is the reactor (``IReactorTime``, ``IReactorUDP``, ``IReactorTCP``);
-        ``transport`` is ``"udp"`` or ``"tcp"``."""
+        ``transport`` is ``"udp"`` or ``"tcp"``; ``wrap_tcp_factory`` (optional) wraps the TCP
+        listener's factory (the server's connection caps and idle timeout)."""
         if transport not in ("udp", "tcp"):
             raise ValueError(f"unknown SIP transport {transport!r}")
         self.transport_name = transport
@@ -47,6 +49,7 @@ class SipService(Service):
         self.listen_address = listen_address or config.public_address
         self.listen_port = config.public_port if listen_port is None else listen_port
         self.locator = locator
+        self.wrap_tcp_factory = wrap_tcp_factory or (lambda factory: factory)
         self.protocol: SipUdpProtocol | SipTcpTransport | None = None
         self.port = None
         self.ua: UserAgent | None = None
@@ -65,7 +68,8 @@ class SipService(Service):
                 bind_address=self.listen_address,
             )
             self.port = self.clock.listenTCP(
-                self.listen_port, self.protocol.factory(), interface=self.listen_address
+                self.listen_port, self.wrap_tcp_factory(self.protocol.factory()),
+                interface=self.listen_address
             )
         config = self.config
         if config.public_port == 0:

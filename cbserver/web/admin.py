@@ -37,6 +37,7 @@ from cbserver.logs import Logger
 from cbserver.mail import Mailer
 from cbserver.web.admin_openapi import openapi_document
 from cbserver.web.responses import log_unexpected
+from cbserver.web.untrusted import UntrustedInput, check_text, load_json
 
 MAX_BODY = 1 << 20
 MAX_FINISHED_JOBS = 100
@@ -89,6 +90,16 @@ def _args(request) -> dict:
     return {k.decode("utf-8", "replace"): v[-1].decode("utf-8", "replace") for k, v in request.args.items()}
 
 
+def _check_request(request, route_args: dict) -> None:
+    """``ValidationError`` (400) for a NUL in the path's parts or in a query argument: no
+    text value may hold one (PostgreSQL refuses it), so it is the client's mistake."""
+    try:
+        check_text("path", *(v for v in route_args.values() if isinstance(v, str)))
+        check_text("query", *(x for k, vs in request.args.items() for x in (k, *vs)))
+    except UntrustedInput as e:
+        raise ValidationError(e.field, e.reason) from None
+
+
 def api(status: int = 200, body: bool = False):
     """Decorate a route: check the token, parse the JSON body, run the coroutine.
 
@@ -104,6 +115,7 @@ def api(status: int = 200, body: bool = False):
 
             async def run():
                 self.authorize(request)
+                _check_request(request, kwargs)
                 args = [self._body(request)] if body else []
                 return _send(request, status, await fn(self, request, *args, **kwargs))
 
@@ -175,9 +187,11 @@ class AdminApp:
         if len(raw) > MAX_BODY:
             raise ValidationError("body", f"larger than {MAX_BODY} bytes")
         try:
-            return json.loads(raw.decode("utf-8") or "{}", parse_float=Decimal)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValidationError("body", f"not a JSON object: {e}") from None
+            return load_json(raw or b"{}", parse_float=Decimal)
+        except UntrustedInput as e:
+            if e.syntax:
+                raise ValidationError("body", f"not a JSON object: {e.reason}") from None
+            raise ValidationError("body", e.reason) from None
 
     def _page(self, request):
         args = _args(request)

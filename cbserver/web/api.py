@@ -12,7 +12,6 @@ has the same code everywhere.
 
 from __future__ import annotations
 
-import json
 import re
 
 from twisted.internet import defer
@@ -22,6 +21,7 @@ from cbserver.callback.admission import Admission, RateLimited
 from cbserver.callback.api import MODES, CallbackRefused, CallbackRequest
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
+from cbserver.web.untrusted import UntrustedInput, load_json
 
 log = Logger()
 
@@ -119,9 +119,12 @@ def parse_json_body(request) -> dict:
     if len(raw) > MAX_BODY:
         raise InvalidInput({"body": "The request body is too large."})
     try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidInput({"body": "The request body is not valid JSON."}) from None
+        body = load_json(raw)
+    except UntrustedInput as e:
+        # Deep nesting and NUL characters are refused like any body that is not JSON.
+        message = ("The request body is not valid JSON." if e.syntax
+                   else f"The request body is not acceptable: {e.reason}.")
+        raise InvalidInput({"body": message}) from None
     if not isinstance(body, dict):
         raise InvalidInput({"body": "The request body must be a JSON object."})
     return body

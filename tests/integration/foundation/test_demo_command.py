@@ -3,6 +3,7 @@ ends it with both xDRs written and stops what the demo started."""
 
 import json
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -53,6 +54,10 @@ def test_demo_runs_a_callback_and_stops_cleanly_on_ctrl_c(pg_cluster):
             banner += line
         assert f"https://127.0.0.1:{port}/web-callback" in banner
         assert "demo account: cb1818000001  password: demo-pass-1" in banner
+        # Issue 14 item 12: the config holds the trunk password: owner-only, like admin.token.
+        config = Path(banner.split("config: ", 1)[1].split()[0])
+        assert stat.S_IMODE(config.stat().st_mode) == 0o600, oct(config.stat().st_mode)
+        assert stat.S_IMODE((config.parent / "admin.token").stat().st_mode) == 0o600
         status, _health = get_json(f"https://127.0.0.1:{port}/healthz")
         assert status == 200
         code, created = _post(f"https://127.0.0.1:{port}/api/v1/callbacks", {

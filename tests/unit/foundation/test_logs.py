@@ -44,3 +44,17 @@ def test_the_config_key_takes_only_known_levels():
     with pytest.raises(ConfigError) as info:
         parse_config(MINIMAL + '[server]\nlog_level = "verbose"\n')
     assert "server.log_level" in str(info.value) and "debug, info, warn" in str(info.value)
+
+
+def test_text_values_are_escaped_so_no_value_starts_a_line(captured):
+    """Issue 14 item 11: a newline or an ANSI escape from a request cannot forge a line."""
+    from twisted.logger import formatEvent
+
+    log, events = captured
+    logs.set_level("info")
+    log.info("refused mode={mode} n={n} raw={raw}", mode="x\n2026 [forged] ok\x1b[2J\u2028\x9b", n=3,
+             raw=b"\n")
+    text = formatEvent(events[0])
+    assert "\n" not in text and "\x1b" not in text and "\u2028" not in text
+    assert "mode=x\\x0a2026 [forged] ok\\x1b[2J\\u2028\\x9b n=3 raw=b'\\n'" in text
+    assert logs.escape("plain café") == "plain café" and logs.escape(7) == 7

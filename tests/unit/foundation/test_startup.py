@@ -171,3 +171,18 @@ def test_a_gate_restarted_after_an_early_stop_opens_on_readiness(errors):
     assert journal == [("start", "sip"), ("start", "callbacks")] and started == [True]
     gate.stopService()
     assert errors == []
+
+
+def test_the_demo_writes_secrets_owner_only(tmp_path):
+    """Issue 14 item 12: the demo config (trunk password) is 0600, even over a wider file."""
+    import stat
+
+    from cbserver.commands.demo import write_private
+
+    path = tmp_path / "cbserver.toml"
+    path.write_text("old")
+    path.chmod(0o644)
+    write_private(path, "password = 'x'\n")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == "password = 'x'\n"
+    write_private(tmp_path / "new.toml", "y")
+    assert stat.S_IMODE((tmp_path / "new.toml").stat().st_mode) == 0o600

@@ -1,0 +1,123 @@
+"""Connection caps, eviction, the request deadline and the idle timeout (issue 14 item 7),
+on a ``task.Clock`` and string transports; the attack itself is
+``tests/integration/web/test_web_slow_connections_twistd.py``."""
+
+import resource
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from cbserver import connlimit
+from cbserver.connlimit import ConnectionLimiter, DescriptorBudget, LimitedFactory
+
+
+class Echo(Protocol):
+    def dataReceived(self, data):  # noqa: N802
+        self.transport.write(data)
+
+
+def factory(total=4, per_client=2, deadline=0.0, idle=0.0, budget=None):
+    clock = Clock()
+    limiter = ConnectionLimiter("test", total, per_client, budget)
+    return LimitedFactory(Factory.forProtocol(Echo), limiter, clock, deadline=deadline,
+                          idle_timeout=idle), clock
+
+
+def connect(f, host):
+    proto = f.buildProtocol(IPv4Address("TCP", host, 40000))
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+def lose(proto):
+    proto.connectionLost(Failure(ConnectionError("closed")))
+
+
+def test_per_client_cap_refuses_at_once_and_frees_on_close():
+    f, _ = factory(per_client=2)
+    (a, _), _second = connect(f, "127.0.0.2"), connect(f, "127.0.0.2")
+    _third, t3 = connect(f, "127.0.0.2")
+    assert t3.disconnected and f.limiter.refused == 1 and f.limiter.total == 2
+    lose(a)
+    _, t4 = connect(f, "127.0.0.2")
+    assert not t4.disconnected and f.limiter.total == 2
+
+
+def test_when_full_the_heaviest_client_loses_its_oldest_connection():
+    f, _ = factory(total=4, per_client=3)
+    conns = [connect(f, "127.0.0.2") for _ in range(3)] + [connect(f, "127.0.0.3")]
+    _, fresh = connect(f, "127.0.0.9")  # full: .2 holds the most, its oldest goes
+    assert not fresh.disconnected and conns[0][1].disconnected
+    assert [t.disconnected for _, t in conns[1:]] == [False, False, False]
+    assert f.limiter.evicted == 1 and f.limiter.total == 4
+    lose(conns[0][0])  # the evicted connection's close is not counted twice
+    assert f.limiter.total == 4
+    # Now .2 holds 2, .3 and .9 one each: .3 would tie the heaviest, so it is refused
+    # rather than evict; a client with none still gets in.
+    _, t = connect(f, "127.0.0.3")
+    assert t.disconnected and f.limiter.evicted == 1
+    _, t2 = connect(f, "127.0.0.10")
+    assert not t2.disconnected and f.limiter.evicted == 2 and conns[1][1].disconnected
+
+
+def test_the_descriptor_budget_is_shared_and_keeps_the_reserve():
+    budget = DescriptorBudget(connlimit.FIXED_RESERVE + 10 + 2, reserve=10)
+    assert budget.available == 2
+    f1, _ = factory(total=10, per_client=10, budget=budget)
+    f2, _ = factory(total=10, per_client=10, budget=budget)
+    connect(f1, "127.0.0.2")
+    connect(f2, "127.0.0.3")
+    _, t = connect(f2, "127.0.0.4")
+    assert t.disconnected and budget.used == 2
+
+
+def test_the_deadline_is_not_extended_by_dripping_and_restarts_after_an_answer():
+    f, clock = factory(deadline=10.0)
+    proto, t = connect(f, "127.0.0.2")
+    for _ in range(9):
+        clock.advance(1)
+        proto.dataReceived(b"X-Drip: 1\r\n")
+    assert not t.disconnected
+    clock.advance(1.5)
+    assert t.disconnected and f.expired == {"deadline": 1}
+    proto, t = connect(f, "127.0.0.3")
+    clock.advance(5)
+    proto.request_received()
+    clock.advance(60)  # handling a request takes what it takes
+    assert not t.disconnected
+    proto.answered()
+    clock.advance(9)
+    assert not t.disconnected
+    clock.advance(2)
+    assert t.disconnected
+
+
+def test_idle_timeout_restarts_on_every_byte():
+    f, clock = factory(idle=30.0)
+    proto, t = connect(f, "127.0.0.2")
+    for _ in range(5):
+        clock.advance(29)
+        proto.dataReceived(b"\r\n\r\n")  # RFC 5626 keep-alive
+    assert not t.disconnected
+    clock.advance(31)
+    assert t.disconnected and f.expired == {"idle": 1}
+    lose(proto)
+    assert clock.getDelayedCalls() == [] and f.limiter.total == 0
+
+
+def test_raise_descriptor_limit_goes_to_the_hard_limit(monkeypatch):
+    calls = []
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (1024, 20000))
+    monkeypatch.setattr(resource, "setrlimit", lambda which, limits: calls.append(limits))
+    assert connlimit.raise_descriptor_limit() == (1024, 20000)
+    assert calls == [(20000, 20000)]
+
+    def refuse(_which, _limits):
+        raise ValueError("not allowed")
+
+    monkeypatch.setattr(resource, "setrlimit", refuse)
+    assert connlimit.raise_descriptor_limit() == (1024, 1024)
