@@ -45,7 +45,7 @@ from cbserver.web.admin import AdminApp
 from cbserver.web.app import WebApp
 from cbserver.web.callback_pages import build_callback_web
 from cbserver.web.hosts import page_address_mismatch
-from cbserver.web.metrics import Metrics
+from cbserver.web.metrics import GcPauseProbe, Metrics, StallProbe
 from cbserver.web.tls import EndpointService
 
 log = Logger()
@@ -248,6 +248,8 @@ class CallbackServer(service.MultiService):
         self.media = MediaService(cfg, self.media_env)
         self.media.setServiceParent(self)
         self.metrics = Metrics(spool_depth=lambda: float(self.xdr.spool.depth))
+        self.gc_probe = GcPauseProbe(self.metrics)
+        self.stall_probe = StallProbe(self.metrics, reactor)
         self.callbacks = CallbackService(cfg, self.db, self.authorizers, self.xdr, self.sip,
                                          MediaFactory(self.media_env), reactor, self.metrics)
         self.web = WebApp(self.db, reactor, health_sources={
@@ -302,6 +304,8 @@ class CallbackServer(service.MultiService):
         # (bench/bench_sip_calls.py --gc-tune).
         gc.freeze()
         gc.set_threshold(50000, 50, 100)
+        self.gc_probe.install()
+        self.stall_probe.start()
         self.log.info("cbserver ready: node={node}", node=self.cfg.server.node)
         for app in self.cfg.application:
             self.log.info("application {app}: page {path} (users are given {address})",
@@ -325,6 +329,8 @@ class CallbackServer(service.MultiService):
             yield d
         except defer.TimeoutError:
             self.log.warn("calls did not end within the grace period")
+        self.stall_probe.stop()
+        self.gc_probe.uninstall()
         yield super().stopService()
 
 
