@@ -269,6 +269,19 @@ def verdict(samples: list[Sample], minutes: list[Minute], settle: float) -> list
     return lines
 
 
+def collections_line(metrics: dict[tuple[str, str], float]) -> str:
+    """Every generation's collections over the run: how many, total and longest pause."""
+    parts = []
+    for gen in range(3):
+        label = f'generation="{gen}"'
+        count = metrics.get(("cbserver_gc_pause_seconds_count", label), 0.0)
+        total = metrics.get(("cbserver_gc_pause_seconds_sum", label), 0.0)
+        longest = metrics.get(("cbserver_gc_pause_max_seconds", label), 0.0)
+        parts.append(f"gen {gen}: {count:.0f} collections, {1000 * total:.0f} ms in all, "
+                     f"longest {1000 * longest:.1f} ms")
+    return "garbage collections over the run: " + "; ".join(parts)
+
+
 def report(samples: list[Sample], minutes: list[Minute]) -> str:
     """A markdown table, one row per minute."""
     rows = ["| minute | sent | POST p50 ms | POST p99 ms | failures | RSS MB (end) | server CPU "
@@ -343,6 +356,7 @@ def main(argv=None) -> int:
     minutes = [m for m in minutes if m.sent]
     print("\n" + report(sampler.samples, minutes) + "\n", flush=True)
     print("\n".join(verdict(sampler.samples, minutes, args.settle)), flush=True)
+    print(collections_line(sampler.last), flush=True)
     return 0
 
 
