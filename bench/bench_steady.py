@@ -277,8 +277,11 @@ def collections_line(metrics: dict[tuple[str, str], float]) -> str:
         count = metrics.get(("cbserver_gc_pause_seconds_count", label), 0.0)
         total = metrics.get(("cbserver_gc_pause_seconds_sum", label), 0.0)
         longest = metrics.get(("cbserver_gc_pause_max_seconds", label), 0.0)
-        parts.append(f"gen {gen}: {count:.0f} collections, {1000 * total:.0f} ms in all, "
-                     f"longest {1000 * longest:.1f} ms")
+        cpu = metrics.get(("cbserver_gc_cpu_seconds_total", label), 0.0)
+        cpu_longest = metrics.get(("cbserver_gc_cpu_max_seconds", label), 0.0)
+        parts.append(f"gen {gen}: {count:.0f} collections, {1000 * total:.0f} ms in all "
+                     f"({1000 * cpu:.0f} ms CPU), longest {1000 * longest:.1f} ms "
+                     f"({1000 * cpu_longest:.1f} ms CPU)")
     return "garbage collections over the run: " + "; ".join(parts)
 
 

@@ -62,6 +62,14 @@ class Metrics:
         self.gc_pause_max = Gauge("cbserver_gc_pause_max_seconds",
                                   "Longest garbage collection since start, by generation",
                                   ["generation"], registry=r)
+        self.gc_cpu = Counter("cbserver_gc_cpu_seconds",
+                              "CPU time the collector used, by generation (a pause longer than its "
+                              "CPU time was the process waiting for a core)",
+                              ["generation"], registry=r)
+        self.gc_cpu_max = Gauge("cbserver_gc_cpu_max_seconds",
+                                "Most CPU time one garbage collection used since start, by generation",
+                                ["generation"], registry=r)
+        self._gc_cpu_max: dict[int, float] = {}
         self.stall = Histogram("cbserver_reactor_stall_seconds",
                                "Lateness of a periodic reactor tick (how long the reactor was held)",
                                buckets=PAUSE_BUCKETS, registry=r)
@@ -108,12 +116,16 @@ class Metrics:
 
     # -- called by the process-health probes ---------------------------------------------
 
-    def collected(self, generation: int, seconds: float) -> None:
-        """One garbage collection of ``generation`` took ``seconds``."""
+    def collected(self, generation: int, seconds: float, cpu_seconds: float = 0.0) -> None:
+        """One garbage collection of ``generation`` took ``seconds`` (``cpu_seconds`` of CPU)."""
         self.gc_pause.labels(generation=str(generation)).observe(seconds)
         if seconds > self._gc_max.get(generation, 0.0):
             self._gc_max[generation] = seconds
             self.gc_pause_max.labels(generation=str(generation)).set(seconds)
+        self.gc_cpu.labels(generation=str(generation)).inc(cpu_seconds)
+        if cpu_seconds > self._gc_cpu_max.get(generation, 0.0):
+            self._gc_cpu_max[generation] = cpu_seconds
+            self.gc_cpu_max.labels(generation=str(generation)).set(cpu_seconds)
 
     def stalled(self, seconds: float) -> None:
         """A periodic reactor tick ran ``seconds`` late."""
@@ -136,17 +148,20 @@ class GcPauseProbe:
     its duration is a stall of every call's media and timers.
     """
 
-    def __init__(self, metrics: Metrics, timer: Callable[[], float] = time.perf_counter):
+    def __init__(self, metrics: Metrics, timer: Callable[[], float] = time.perf_counter,
+                 cpu_timer: Callable[[], float] = time.thread_time):
         self.metrics = metrics
         self.timer = timer
-        self._started = 0.0
+        self.cpu_timer = cpu_timer
+        self._started = self._cpu_started = 0.0
 
     def __call__(self, phase: str, info: dict) -> None:
         """The ``gc.callbacks`` hook: note the start, report the duration at the stop."""
         if phase == "start":
-            self._started = self.timer()
+            self._started, self._cpu_started = self.timer(), self.cpu_timer()
         else:
-            self.metrics.collected(info["generation"], self.timer() - self._started)
+            self.metrics.collected(info["generation"], self.timer() - self._started,
+                                   self.cpu_timer() - self._cpu_started)
 
     def install(self) -> None:
         """Hook into the collector (idempotent)."""
