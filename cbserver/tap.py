@@ -208,6 +208,12 @@ class DatabaseGated(service.MultiService):
         return super().stopService()
 
 
+# gc.set_threshold once the process is ready: young collections every 2000 net allocations,
+# the middle generation every 10 of those, a full collection every 10 middle ones (and, as
+# CPython does, only when the old generation grew by a quarter since the last one).
+GC_THRESHOLDS = (2000, 10, 10)
+
+
 class CallbackServer(service.MultiService):
     """The root service: database first, then what needs it once it is ready.
 
@@ -299,11 +305,16 @@ class CallbackServer(service.MultiService):
     def _call_handling_started(self) -> None:
         """The gated services run: tune the collector and say where each page is."""
         # Everything built so far lives as long as the process: move it out of the
-        # collector's view, and collect the young generation less often. With default
-        # settings a third of the SIP stack's CPU went to the garbage collector
-        # (bench/bench_sip_calls.py --gc-tune).
+        # collector's view (with default settings and no freeze a third of the SIP stack's
+        # CPU went to the collector, bench/bench_sip_calls.py --gc-tune). The thresholds keep
+        # every collection short: a callback leaves no cycle behind (test_callback_no_garbage),
+        # so what a collection visits is the work in progress, and collecting often keeps
+        # that small. The old (50000, 50, 100) let a young generation reach hundreds of
+        # thousands of objects (freeing an old object lowers the allocation count) and put a
+        # middle-generation collection over hundreds of MB minutes apart: pauses of 0.1-2 s
+        # (bench/bench_steady.py, docs/bench-callbacks.md).
         gc.freeze()
-        gc.set_threshold(50000, 50, 100)
+        gc.set_threshold(*GC_THRESHOLDS)
         self.gc_probe.install()
         self.stall_probe.start()
         self.log.info("cbserver ready: node={node}", node=self.cfg.server.node)
