@@ -208,10 +208,16 @@ class DatabaseGated(service.MultiService):
         return super().stopService()
 
 
-# gc.set_threshold once the process is ready: young collections every 2000 net allocations,
-# the middle generation every 10 of those, a full collection every 10 middle ones (and, as
-# CPython does, only when the old generation grew by a quarter since the last one).
-GC_THRESHOLDS = (2000, 10, 10)
+# gc.set_threshold once the process is ready: young collections every 10,000 net allocations,
+# the middle generation every 10 of those, a full collection every 100 middle ones (and, as
+# CPython does, only when the old generation grew by a quarter since the last one). Each
+# collection visits the objects of the calls in progress that it holds: (50000, 50, 100) let
+# the young generation reach hundreds of thousands of objects (up to 210 ms of CPU per
+# collection), (2000, 10, 10) kept each short but spent 13 % of the server's CPU collecting
+# and ran a full collection (130-240 ms of CPU) every 30-40 s at 60 callbacks/s; figures in
+# docs/bench-callbacks.md. The code leaves no cycles behind, so rare full collections find
+# little.
+GC_THRESHOLDS = (10000, 10, 100)
 
 
 class CallbackServer(service.MultiService):
@@ -306,13 +312,9 @@ class CallbackServer(service.MultiService):
         """The gated services run: tune the collector and say where each page is."""
         # Everything built so far lives as long as the process: move it out of the
         # collector's view (with default settings and no freeze a third of the SIP stack's
-        # CPU went to the collector, bench/bench_sip_calls.py --gc-tune). The thresholds keep
-        # every collection short: a callback leaves no cycle behind (test_callback_no_garbage),
-        # so what a collection visits is the work in progress, and collecting often keeps
-        # that small. The old (50000, 50, 100) let a young generation reach hundreds of
-        # thousands of objects (freeing an old object lowers the allocation count) and put a
-        # middle-generation collection over hundreds of MB minutes apart: pauses of 0.1-2 s
-        # (bench/bench_steady.py, docs/bench-callbacks.md).
+        # CPU went to the collector, bench/bench_sip_calls.py --gc-tune). A callback leaves no
+        # cycle behind (test_callback_no_garbage), so a collection visits the work in
+        # progress; GC_THRESHOLDS says how often.
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
         self.gc_probe.install()
