@@ -25,6 +25,7 @@ from cbserver.media.ports import PortPool
 from cbserver.media.session import RtpSession
 from cbserver.sip.ua import UserAgent
 from tests.unit.callback.fakes import FakeAuthorizer, FakeMedia, FakeRecorder, Request, app
+from tests.unit.media.fakes import FakeReactor
 from tests.unit.sip_ua.fakes import FakeTransport
 from tests.unit.sip_ua.uafakes import SDP_ANSWER, FarEnd, config
 
@@ -33,15 +34,21 @@ CALLBACKS = 5
 
 @pytest.fixture
 def collector():
-    """The collector paused, emptied, and saving everything it finds; restored after."""
+    """The collector paused, emptied, and saving everything it finds; restored after.
+
+    Every object alive before the test is held until it ends, so what earlier tests leave
+    behind (and release while this one runs) is never counted against it.
+    """
     was_enabled = gc.isenabled()
     gc.disable()
     gc.collect()
     gc.garbage.clear()
+    held = gc.get_objects()
     gc.set_debug(gc.DEBUG_SAVEALL)
     try:
         yield
     finally:
+        del held
         gc.set_debug(0)
         gc.garbage.clear()
         if was_enabled:
@@ -148,14 +155,35 @@ def test_finished_callbacks_leave_no_cycles_and_no_table_entries(collector, flow
     assert project_garbage() == Counter()
 
 
-def test_a_closed_rtp_session_is_not_a_cycle(collector):
-    clock = Clock()
-    pool = PortPool(40000, 40099)
-    from twisted.internet import reactor
+class _PortReactor(FakeReactor):
+    """``FakeReactor`` whose ports connect and disconnect their protocol as Twisted's UDP
+    ports do (``makeConnection`` on listening, ``doStop`` on stopping: the transport is
+    dropped), so that only the session's own references are under test."""
 
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):  # noqa: N802
+        """Bind in memory and connect the protocol."""
+        bound = super().listenUDP(port, protocol, interface, maxPacketSize)
+        protocol.transport = None  # connected below, as Twisted does it
+        protocol.makeConnection(bound)
+        stop = bound.stopListening
+
+        def stopping():
+            stop()
+            bound.protocol.doStop()
+            bound.protocol = None
+            del bound.stopListening  # this wrapper (it holds the port) goes too
+
+        bound.stopListening = stopping
+        return bound
+
+
+def test_a_closed_rtp_session_is_not_a_cycle(collector):
+    reactor = _PortReactor()
+    pool = PortPool(40000, 40099)
     for _ in range(3):
-        session = RtpSession(clock, reactor, pool, mux=None)
+        session = RtpSession(reactor, reactor, pool, mux=None)
         session.open()
         session.close()
     del session
+    assert reactor.ports == {}
     assert project_garbage() == Counter()
