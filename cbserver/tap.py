@@ -54,7 +54,7 @@ from cbserver.web.admin import AdminApp
 from cbserver.web.app import WebApp
 from cbserver.web.callback_pages import build_callback_web
 from cbserver.web.hosts import page_address_mismatch
-from cbserver.web.metrics import Metrics
+from cbserver.web.metrics import GcPauseProbe, Metrics, StallProbe
 from cbserver.web.tls import EndpointService
 
 log = Logger()
@@ -217,6 +217,18 @@ class DatabaseGated(service.MultiService):
         return super().stopService()
 
 
+# gc.set_threshold once the process is ready: young collections every 10,000 net allocations,
+# the middle generation every 10 of those, a full collection every 100 middle ones (and, as
+# CPython does, only when the old generation grew by a quarter since the last one). Each
+# collection visits the objects of the calls in progress that it holds: (50000, 50, 100) let
+# the young generation reach hundreds of thousands of objects (up to 210 ms of CPU per
+# collection), (2000, 10, 10) kept each short but spent 13 % of the server's CPU collecting
+# and ran a full collection (130-240 ms of CPU) every 30-40 s at 60 callbacks/s; figures in
+# docs/bench-callbacks.md. The code leaves no cycles behind, so rare full collections find
+# little.
+GC_THRESHOLDS = (10000, 10, 100)
+
+
 class CallbackServer(service.MultiService):
     """The root service: database first, then what needs it once it is ready.
 
@@ -267,6 +279,8 @@ class CallbackServer(service.MultiService):
         self.media.setServiceParent(self)
         self.metrics = Metrics(spool_depth=lambda: float(self.xdr.spool.depth))
         recovery_store = PostgresRecoveryStore(self.db)
+        self.gc_probe = GcPauseProbe(self.metrics)
+        self.stall_probe = StallProbe(self.metrics, reactor)
         self.callbacks = CallbackService(cfg, self.db, self.authorizers, self.xdr, self.sip,
                                          MediaFactory(self.media_env), reactor, self.metrics,
                                          recovery_store=recovery_store)
@@ -327,11 +341,14 @@ class CallbackServer(service.MultiService):
     def _call_handling_started(self) -> None:
         """The gated services run: tune the collector and say where each page is."""
         # Everything built so far lives as long as the process: move it out of the
-        # collector's view, and collect the young generation less often. With default
-        # settings a third of the SIP stack's CPU went to the garbage collector
-        # (bench/bench_sip_calls.py --gc-tune).
+        # collector's view (with default settings and no freeze a third of the SIP stack's
+        # CPU went to the collector, bench/bench_sip_calls.py --gc-tune). A callback leaves no
+        # cycle behind (test_callback_no_garbage), so a collection visits the work in
+        # progress; GC_THRESHOLDS says how often.
         gc.freeze()
-        gc.set_threshold(50000, 50, 100)
+        gc.set_threshold(*GC_THRESHOLDS)
+        self.gc_probe.install()
+        self.stall_probe.start()
         self.log.info("cbserver ready: node={node}", node=self.cfg.server.node)
         for app in self.cfg.application:
             self.log.info("application {app}: page {path} (users are given {address})",
@@ -355,6 +372,8 @@ class CallbackServer(service.MultiService):
             yield d
         except defer.TimeoutError:
             self.log.warn("calls did not end within the grace period")
+        self.stall_probe.stop()
+        self.gc_probe.uninstall()
         yield super().stopService()
 
 

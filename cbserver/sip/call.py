@@ -194,6 +194,12 @@ class Call(NamedTimersMixin):
             detail=args,
         )
         self._emit(event, *args)
+        # The listener has had its last event. Forgetting it, and letting the dialog usage
+        # forget us, leaves no cycle (leg -> call -> listener -> leg, call <-> usage) behind:
+        # reference counting frees the whole callback now, not a full collection much later.
+        self.listener = _ENDED
+        if self._usage is not None:
+            self._usage.release()
         self.ctx.forget(self)
         waiters, self._waiters = self._waiters, []
         for d in waiters:
@@ -628,3 +634,32 @@ class _Ignore:
 
 def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+@implementer(ICallListener)
+class _Ended:
+    """The listener of a finished call: it has had its final event and hears nothing more."""
+
+    def call_trying(self, call):
+        """Not after the end."""
+
+    def call_ringing(self, call, early_sdp):
+        """Not after the end."""
+
+    def call_answered(self, call, remote_sdp):
+        """Not after the end."""
+
+    def call_failed(self, call, status, reason):
+        """Not after the end."""
+
+    def call_ended(self, call, by_remote, reason):
+        """Not after the end."""
+
+    def call_info(self, call, content_type, body):
+        """Not after the end."""
+
+    def call_offer(self, call, remote_sdp):
+        """Not after the end."""
+
+
+_ENDED = _Ended()

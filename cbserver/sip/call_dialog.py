@@ -127,6 +127,13 @@ class DialogUsage(NamedTimersMixin):
         self.active = False
         self._cancel_all_timers()
 
+    def release(self) -> None:
+        """The call has ended: stop pointing back at it, so no cycle outlives the call.
+
+        Requests may still be answered (a late 481/408): the call has nothing left to decide.
+        """
+        self.owner = _RELEASED
+
     # -- outgoing
 
     def send_quietly(self, request: Request) -> None:
@@ -468,3 +475,16 @@ class _Pending:
         """Reported as 503 (RFC 3261 8.1.3.1)."""
         if txn is self.txn:
             self._done(Response(503, "Service Unavailable"))
+
+
+class _Released:
+    """The owner of a usage whose call has ended: every dialog event is too late."""
+
+    local_sdp = b""
+
+    def dialog_event(self, event, *args):
+        """Nothing to decide any more."""
+        return None
+
+
+_RELEASED = _Released()

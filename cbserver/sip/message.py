@@ -150,9 +150,9 @@ def _parse_headers(lines: list[str]) -> Headers:
             # RFC 3261 25.1: header-name = token (known names are tokens already)
             if not TOKEN_RE.fullmatch(name):
                 raise SipParseError(f"bad header name {name[:60]!r}")
-            entries.append([key, name, line[colon + 1 :].strip()])
+            entries.append((key, name, line[colon + 1 :].strip()))
         else:
-            entries.append([known.lower(), known, line[colon + 1 :].strip()])
+            entries.append((known.lower(), known, line[colon + 1 :].strip()))
     return Headers._from_raw(entries)
 
 
@@ -368,7 +368,7 @@ def make_response(request: Request, status: int, reason: str | None = None,
             if canon == name:
                 if name == "To" and to_tag and status > 100 and not _has_tag(value):
                     value = f"{value};tag={to_tag}"
-                headers._items.append([name.lower(), name, value])
+                headers._items.append((name.lower(), name, value))
                 if name != "Via":
                     break
     return Response(status, reason, headers)

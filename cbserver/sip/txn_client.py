@@ -179,7 +179,7 @@ class ClientInviteTransaction(ClientTransaction):
             # RFC 6026 7.2: Accepted, Timer M; the TU builds the ACK for 2xx (13.2.2.4).
             self.state = "accepted"
             self._cancel_timer("B")
-            self._start_timer("M", self.timers.M, self._terminate)
+            self._start_timer("M", self.timers.M, self._accepted_over)
             self.user.response_received(self, response)
         else:
             self.state = "completed"
@@ -189,6 +189,15 @@ class ClientInviteTransaction(ClientTransaction):
             if self.state == "completed":
                 self._start_timer("D", self.timers.D, self._terminate)
                 self.user.response_received(self, response)
+                # Completed re-sends the ACK by itself (17.1.1.2): the TU (the call, and
+                # through it the whole callback) need not stay alive for Timer D.
+                if self.state == "completed":
+                    self.user = _ABSORBED
+
+    def _accepted_over(self) -> None:
+        """Timer M fired: Terminated; no 2xx retransmission is coming for the TU any more."""
+        self._terminate()
+        self.user = _ABSORBED
 
     def _in_accepted(self, response: Response) -> None:
         # RFC 6026 7.2: 2xx retransmissions go to the TU; anything else is absorbed.

@@ -3,10 +3,15 @@
 The web layer counts requests and refusals; the callback session calls the other methods
 (``callback_started``, ``callback_ended``, ``leg_final``, ``post_dial_delay``,
 ``ivr_failure``, ``xdr_refused``). The xDR spool depth is read, when scraped, from a function passed in.
+``GcPauseProbe`` and ``StallProbe`` feed the process-health histograms: how long each garbage
+collection held the reactor, and how late a periodic reactor tick ran (the media clock, SIP
+timers and every request wait behind either).
 """
 
 from __future__ import annotations
 
+import gc
+import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -14,6 +19,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 # Post-dial delay buckets (seconds from INVITE to the first ringing/answer).
 PDD_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 30.0)
+# Pause and stall buckets (seconds): a 20 ms media tick is the scale that matters.
+PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class Metrics:
@@ -53,6 +60,27 @@ class Metrics:
         self.spool = Gauge("cbserver_xdr_spool_depth", "xDRs waiting in the spool for PostgreSQL",
                            registry=r)
         self.spool.set_function(spool_depth or (lambda: 0.0))
+        self.gc_pause = Histogram("cbserver_gc_pause_seconds",
+                                  "Garbage collections by generation, by how long each held the process",
+                                  ["generation"], buckets=PAUSE_BUCKETS, registry=r)
+        self.gc_pause_max = Gauge("cbserver_gc_pause_max_seconds",
+                                  "Longest garbage collection since start, by generation",
+                                  ["generation"], registry=r)
+        self.gc_cpu = Counter("cbserver_gc_cpu_seconds",
+                              "CPU time the collector used, by generation (a pause longer than its "
+                              "CPU time was the process waiting for a core)",
+                              ["generation"], registry=r)
+        self.gc_cpu_max = Gauge("cbserver_gc_cpu_max_seconds",
+                                "Most CPU time one garbage collection used since start, by generation",
+                                ["generation"], registry=r)
+        self._gc_cpu_max: dict[int, float] = {}
+        self.stall = Histogram("cbserver_reactor_stall_seconds",
+                               "Lateness of a periodic reactor tick (how long the reactor was held)",
+                               buckets=PAUSE_BUCKETS, registry=r)
+        self.stall_max = Gauge("cbserver_reactor_stall_max_seconds",
+                               "Longest reactor stall seen since start", registry=r)
+        self._gc_max: dict[int, float] = {}
+        self._stall_max = 0.0
 
     # -- called by the web layer ---------------------------------------------------------
 
@@ -94,8 +122,96 @@ class Metrics:
         """A callback ended with its xDRs refused (``rejected``, ``spool_failed`` or ``error``)."""
         self.xdr_refusals.labels(reason=reason).inc()
 
+    # -- called by the process-health probes ---------------------------------------------
+
+    def collected(self, generation: int, seconds: float, cpu_seconds: float = 0.0) -> None:
+        """One garbage collection of ``generation`` took ``seconds`` (``cpu_seconds`` of CPU)."""
+        self.gc_pause.labels(generation=str(generation)).observe(seconds)
+        if seconds > self._gc_max.get(generation, 0.0):
+            self._gc_max[generation] = seconds
+            self.gc_pause_max.labels(generation=str(generation)).set(seconds)
+        self.gc_cpu.labels(generation=str(generation)).inc(cpu_seconds)
+        if cpu_seconds > self._gc_cpu_max.get(generation, 0.0):
+            self._gc_cpu_max[generation] = cpu_seconds
+            self.gc_cpu_max.labels(generation=str(generation)).set(cpu_seconds)
+
+    def stalled(self, seconds: float) -> None:
+        """A periodic reactor tick ran ``seconds`` late."""
+        self.stall.observe(seconds)
+        if seconds > self._stall_max:
+            self._stall_max = seconds
+            self.stall_max.set(seconds)
+
     # -- exposition ----------------------------------------------------------------------
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""
         return generate_latest(self.registry)
+
+
+class GcPauseProbe:
+    """Times every garbage collection (``gc.callbacks``) into ``Metrics.collected``.
+
+    A full collection runs inside whatever allocation triggered it, on the reactor thread:
+    its duration is a stall of every call's media and timers.
+    """
+
+    def __init__(self, metrics: Metrics, timer: Callable[[], float] = time.perf_counter,
+                 cpu_timer: Callable[[], float] = time.thread_time):
+        self.metrics = metrics
+        self.timer = timer
+        self.cpu_timer = cpu_timer
+        self._started = self._cpu_started = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        """The ``gc.callbacks`` hook: note the start, report the duration at the stop."""
+        if phase == "start":
+            self._started, self._cpu_started = self.timer(), self.cpu_timer()
+        else:
+            self.metrics.collected(info["generation"], self.timer() - self._started,
+                                   self.cpu_timer() - self._cpu_started)
+
+    def install(self) -> None:
+        """Hook into the collector (idempotent)."""
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+
+    def uninstall(self) -> None:
+        """Unhook from the collector."""
+        if self in gc.callbacks:
+            gc.callbacks.remove(self)
+
+
+class StallProbe:
+    """A tick every ``interval`` seconds on ``clock``; reports how late each ran.
+
+    Lateness is measured against the clock the reactor schedules with, so a tick held back by
+    a long callback, a blocking call or a collection reports that hold.
+    """
+
+    def __init__(self, metrics: Metrics, clock, interval: float = 0.05):
+        self.metrics = metrics
+        self.clock = clock
+        self.interval = interval
+        self._due = 0.0
+        self._call = None
+
+    def start(self) -> None:
+        """Schedule the first tick (once: a second start while ticking does nothing)."""
+        if self._call is not None and self._call.active():
+            return
+        self._due = self.clock.seconds() + self.interval
+        self._call = self.clock.callLater(self.interval, self._tick)
+
+    def _tick(self) -> None:
+        """Report this tick's lateness and schedule the next one a full interval later."""
+        now = self.clock.seconds()
+        self.metrics.stalled(max(0.0, now - self._due))
+        self._due = now + self.interval
+        self._call = self.clock.callLater(self.interval, self._tick)
+
+    def stop(self) -> None:
+        """Cancel the pending tick."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
