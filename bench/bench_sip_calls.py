@@ -28,6 +28,7 @@ from zope.interface import implementer  # noqa: E402
 
 from cbserver.sip.service import SipService  # noqa: E402
 from cbserver.sip.ua import ICallListener, UAConfig  # noqa: E402
+from cbserver.tap import GC_THRESHOLDS  # noqa: E402
 
 OFFER = (
     b"v=0\r\no=cb 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -111,8 +112,8 @@ def main():
     ap.add_argument(
         "--gc-tune",
         action="store_true",
-        help="gc.freeze() after start-up and gc.set_threshold(50000, 50, 100): a process-wide "
-        "setting a deployment could make in tap.py; off by default",
+        help="gc.freeze() after start-up and the server's gc.set_threshold(*GC_THRESHOLDS): a process-wide "
+        "setting tap.py makes in the server; off by default",
     )
     ap.add_argument("--log", default=os.devnull, help="where the UA's log goes (as in production)")
     args = ap.parse_args()
@@ -144,7 +145,7 @@ def main():
     service.protocol.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     if args.gc_tune:
         gc.freeze()
-        gc.set_threshold(50000, 50, 100)
+        gc.set_threshold(*GC_THRESHOLDS)
     driver = Driver(service.ua, args.calls, args.concurrency)
     reactor.callWhenRunning(driver.start)
     r0 = resource.getrusage(resource.RUSAGE_SELF)
