@@ -90,6 +90,9 @@ def load(path: str | Path) -> dict:
         raise ValidationError("file", f"cannot read {path}: {e.strerror}") from None
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ValidationError("file", f"{path}: {e}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively (found by fuzzing).
+        raise ValidationError("file", f"{path}: arrays or tables nested too deeply") from None
     for key in doc:
         if key not in SECTIONS:
             raise ValidationError(key, f"unknown section (known: {', '.join(SECTIONS)})")
@@ -105,6 +108,10 @@ def load(path: str | Path) -> dict:
                 except OSError as e:
                     raise ValidationError(f"account[{i}].{name}",
                                           f"cannot read {secret}: {e.strerror}") from None
+                except ValueError:
+                    # A NUL in the name ("embedded null byte", found by fuzzing), or a file
+                    # that is not UTF-8 text.
+                    raise ValidationError(f"account[{i}].{name}", f"cannot read {str(secret)!r}") from None
     return doc
 
 

@@ -167,7 +167,10 @@ def decimal(minimum: Decimal | None = Decimal(0), places: int = 10) -> Parser:
             raise ValidationError(field, f"must be {minimum} or more, got {number}")
         if -number.as_tuple().exponent > places:
             raise ValidationError(field, f"must have at most {places} decimal places")
-        if abs(number) >= Decimal(10) ** 15:
+        # Compare exponents, not values: abs() of 1E+999999999 overflows the decimal context
+        # (decimal.Overflow, found by fuzzing the rates CSV); adjusted() is the exponent of the
+        # leading digit, so |number| >= 10**15 exactly when it is 15 or more.
+        if number and number.adjusted() >= 15:
             raise ValidationError(field, "is too large")
         return number
 

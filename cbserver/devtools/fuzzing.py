@@ -14,6 +14,7 @@ Targets never touch the network, the database or the clock, so any input can be 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import io
 import os
 import tempfile
@@ -21,45 +22,55 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
 
-from cbserver.billing import validation as v
-from cbserver.billing.accounts import ACCOUNT, BATCH, CUSTOMER
-from cbserver.billing.catalog import DESTINATION, PRODUCT, RATE, TARIFF, check_rate
-from cbserver.billing.generator import GENERATOR
-from cbserver.billing.payments import PAYMENT
-from cbserver.billing.provision import SECTIONS, load
-from cbserver.billing.validation import ValidationError
-from cbserver.commands.rates import parse_csv
-from cbserver.media import dtmf, rtcp, rtp
-from cbserver.sip import auth, headers, sdp, uri, validate
-from cbserver.sip.message import StreamParser, parse_message
-from cbserver.web import api as web_api
-
-
 @dataclass(frozen=True)
 class Target:
-    """One fuzz target: ``run(data)`` may raise only ``allowed`` (the parser's typed errors)."""
+    """One fuzz target: ``run(data)`` may raise only the ``allowed`` typed errors.
+
+    ``modules`` are what ``run`` imports (the only code a fuzzer needs to instrument);
+    ``allowed`` names each typed error as ``"module:Class"``, so that listing the targets
+    imports nothing."""
 
     name: str
     run: Callable[[bytes], None]
-    allowed: tuple[type[BaseException], ...]
+    allowed: tuple[str, ...]
+    modules: tuple[str, ...]
     what: str
 
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """The allowed exception classes."""
+        out = []
+        for spec in self.allowed:
+            module, _, cls = spec.partition(":")
+            out.append(getattr(importlib.import_module(module), cls))
+        return tuple(out)
 
-def one_input(target: Target, data: bytes) -> None:
+    def load(self) -> tuple[type[BaseException], ...]:
+        """Import the target's modules; return its allowed exception classes."""
+        for module in self.modules:
+            importlib.import_module(module)
+        return self.errors()
+
+
+def one_input(target: Target, data: bytes, allowed: tuple[type[BaseException], ...] | None = None) -> None:
     """Run ``target`` on ``data``, swallowing its typed errors; anything else propagates."""
     try:
         target.run(data)
-    except target.allowed:
+    except allowed if allowed is not None else target.errors():
         pass
 
 
 # ---- SIP -------------------------------------------------------------------------------------
+# Each target imports what it drives inside its function, so that a fuzzing process imports
+# (and instruments) only the code under test; after the first call the import is a dict lookup.
 
 _METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "PRACK"})
 
 
 def _sip_message(data: bytes) -> None:
     """A UDP datagram and the same bytes on a TCP stream, through the UAS checks (RFC 3261 8.2)."""
+    from cbserver.sip import headers, validate
+    from cbserver.sip.message import StreamParser
+
     verdict = validate.check_message(data, allowed_methods=_METHODS, supported=("timer", "100rel"))
     if verdict.response is not None:
         verdict.response.serialize()
@@ -73,8 +84,7 @@ def _sip_message(data: bytes) -> None:
             if value != "*":
                 str(headers.parse_name_addr(value))
         for value in h.get_all("Via"):
-            via = headers.parse_via(value)
-            via.params.get("branch")
+            headers.parse_via(value).params.get("branch")
         headers.parse_cseq(h.get("CSeq"))
         msg.serialize()
     # The stream framing (RFC 3261 18.3) on the same bytes, split in two reads.
@@ -86,6 +96,8 @@ def _sip_message(data: bytes) -> None:
 
 def _sip_headers(data: bytes) -> None:
     """One header value; the first byte picks which header parser reads the rest."""
+    from cbserver.sip import headers
+
     if not data:
         return
     text = data[1:].decode("utf-8", "replace")
@@ -109,6 +121,8 @@ def _sip_headers(data: bytes) -> None:
 
 def _sip_uri(data: bytes) -> None:
     """A Request-URI or a URI inside a header (RFC 3261 19.1, RFC 3966)."""
+    from cbserver.sip import uri
+
     text = data.decode("utf-8", "replace")
     parsed = uri.parse_uri(text)
     str(parsed)
@@ -117,21 +131,23 @@ def _sip_uri(data: bytes) -> None:
 
 # ---- SDP and digest --------------------------------------------------------------------------
 
-_OURS = sdp.make_offer("192.0.2.1", 40000)
-
-
 def _sdp(data: bytes) -> None:
     """An offer or answer body (RFC 4566, RFC 3264) as the UA reads and answers it."""
+    from cbserver.sip import sdp
+
     parsed = sdp.parse_sdp(data)
     for m in parsed.media:
         m.port, m.formats  # noqa: B018
     sdp.negotiate(data)
     sdp.make_answer(data, "192.0.2.1", 40000, session_id=1, version=1)
-    sdp.answer_reoffer(data, _OURS, _OURS)
+    ours = sdp.make_offer("192.0.2.1", 40000, session_id=1, version=1)
+    sdp.answer_reoffer(data, ours, ours)
 
 
 def _digest(data: bytes) -> None:
     """``WWW-Authenticate``/``Proxy-Authenticate`` values from a carrier (RFC 7616 3.3)."""
+    from cbserver.sip import auth
+
     values = data.decode("utf-8", "replace").split("\n")
     challenge = auth.pick_challenge(values)
     qop = "auth" if "auth" in challenge.qop else ("auth-int" if "auth-int" in challenge.qop else None)
@@ -143,17 +159,22 @@ def _digest(data: bytes) -> None:
 
 def _rtp(data: bytes) -> None:
     """A datagram on an RTP port (RFC 3550 5.1)."""
-    packet = rtp.unpack(data)
-    packet.payload  # noqa: B018
+    from cbserver.media import rtp
+
+    rtp.unpack(data).payload  # noqa: B018
 
 
 def _rtcp(data: bytes) -> None:
     """A datagram on an RTCP port (RFC 3550 6)."""
+    from cbserver.media import rtcp
+
     rtcp.parse_compound(data)
 
 
 def _dtmf(data: bytes) -> None:
     """RFC 4733 telephone-event payloads, and SIP INFO bodies carrying a digit."""
+    from cbserver.media import dtmf
+
     receiver = dtmf.EventReceiver()
     for i in range(0, len(data), 4):
         receiver.packet(i, i == 0, data[i:i + 4])
@@ -181,46 +202,62 @@ _APP = SimpleNamespace(name="fuzz", second_number="4420", hosted_tokens=())
 
 def _callback_json(data: bytes) -> None:
     """A ``POST /api/v1/callbacks`` body: the JSON object, then the per-mode field checks."""
-    body = web_api.parse_json_body(_Request(data))
+    from cbserver.web import api
+
+    body = api.parse_json_body(_Request(data))
     mode = body.get("mode")
-    web_api.validate(_APP, mode if isinstance(mode, str) else "extended", body, "127.0.0.1",
-                     body.get("token") if isinstance(body.get("token"), str) else None)
+    token = body.get("token")
+    api.validate(_APP, mode if isinstance(mode, str) else "extended", body, "127.0.0.1",
+                 token if isinstance(token, str) else None)
 
 
-_ADMIN_SCHEMAS = (DESTINATION, TARIFF, RATE, PRODUCT, CUSTOMER, BATCH, ACCOUNT, PAYMENT, GENERATOR)
+def _schemas() -> dict:
+    """Every object's field table, by the name of its provisioning section."""
+    from cbserver.billing.accounts import ACCOUNT, BATCH, CUSTOMER
+    from cbserver.billing.catalog import DESTINATION, PRODUCT, RATE, TARIFF
+    from cbserver.billing.generator import GENERATOR
+    from cbserver.billing.payments import PAYMENT
 
-
-def _admin_body(data: bytes) -> dict:
-    from cbserver.web.admin import AdminApp
-
-    # The admin app's body reader uses nothing of its instance.
-    return AdminApp._body(None, _Request(data))
-
-
-def _admin_json(data: bytes) -> None:
-    """An admin API body (``/v1/...`` POST and PATCH): JSON, then each object's field checks."""
-    body = _admin_body(data)
-    for schema in _ADMIN_SCHEMAS:
-        for partial in (False, True):
-            try:
-                row = v.clean(schema, body, partial=partial)
-            except ValidationError:
-                continue
-            if schema is RATE and not partial:
-                _rate_row(body)
+    return {"destination": DESTINATION, "tariff": TARIFF, "rate": RATE, "product": PRODUCT,
+            "customer": CUSTOMER, "batch": BATCH, "account": ACCOUNT, "payment": PAYMENT,
+            "generate": GENERATOR}
 
 
 def _rate_row(data) -> None:
     """A rate's checks as ``Catalog._rate_row`` does them (effective_from defaults to now)."""
+    from cbserver.billing import validation as v
+    from cbserver.billing.catalog import RATE, check_rate
+
     row = v.clean(RATE, data)
     row.setdefault("effective_from", _NOW)
     check_rate(row)
+
+
+def _admin_json(data: bytes) -> None:
+    """An admin API body (``/v1/...`` POST and PATCH): JSON, then each object's field checks."""
+    from cbserver.billing import validation as v
+    from cbserver.web.admin import AdminApp
+
+    # The admin app's body reader uses nothing of its instance.
+    body = AdminApp._body(None, _Request(data))
+    for name, schema in _schemas().items():
+        for partial in (False, True):
+            try:
+                v.clean(schema, body, partial=partial)
+            except v.ValidationError:
+                continue
+            if name == "rate" and not partial:
+                _rate_row(body)
 
 
 # ---- files an operator loads -----------------------------------------------------------------
 
 def _provision(data: bytes) -> None:
     """A provisioning file (TOML): loading, then the per-section checks done before the database."""
+    from cbserver.billing import validation as v
+    from cbserver.billing.catalog import RATE, check_rate
+    from cbserver.billing.provision import SECTIONS, load
+
     fd, path = tempfile.mkstemp(suffix=".toml", prefix="fuzz-")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -228,12 +265,11 @@ def _provision(data: bytes) -> None:
         doc = load(path)
     finally:
         os.unlink(path)
-    schemas = {"destination": DESTINATION, "tariff": TARIFF, "product": PRODUCT,
-               "customer": CUSTOMER, "account": ACCOUNT, "generate": GENERATOR}
+    schemas = _schemas()
     for section in SECTIONS:
         items = doc.get(section, [])
         if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
-            raise ValidationError(section, "must be an array of tables")
+            raise v.ValidationError(section, "must be an array of tables")
         for item in items:
             item = dict(item)
             rates = item.pop("rate", []) if section == "tariff" else []
@@ -241,31 +277,45 @@ def _provision(data: bytes) -> None:
             for rate in rates if isinstance(rates, list) else [rates]:
                 row = v.clean(RATE, rate)
                 if "effective_from" not in row:
-                    raise ValidationError("effective_from", "is required in a provisioning file")
+                    raise v.ValidationError("effective_from", "is required in a provisioning file")
                 check_rate(row)
 
 
 def _rates_csv(data: bytes) -> None:
     """A rates CSV (``cbserver rates import``): reading, then each row's checks (``import_rates``)."""
+    from cbserver.commands.rates import parse_csv
+
     rows, _problems = parse_csv(data)
     for _line, row in rows:
         _rate_row(row)
 
 
+_SIP_ERROR = ("cbserver.sip.uri:SipParseError",)
+_CATALOG_ERROR = ("cbserver.billing.validation:ValidationError",)
+_BILLING = ("cbserver.billing.accounts", "cbserver.billing.catalog", "cbserver.billing.generator",
+            "cbserver.billing.payments")
+
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("sip_message", _sip_message, (uri.SipParseError,),
-           "SIP datagrams and streams: parse_message, StreamParser, validate.check_message"),
-    Target("sip_headers", _sip_headers, (uri.SipParseError,),
+    Target("sip_message", _sip_message, _SIP_ERROR, ("cbserver.sip.validate",),
+           "SIP datagrams and streams: validate.check_message, parse_message, StreamParser"),
+    Target("sip_headers", _sip_headers, _SIP_ERROR, ("cbserver.sip.headers",),
            "header values: parse_via, parse_name_addr, parse_cseq, parse_generic_params"),
-    Target("sip_uri", _sip_uri, (uri.SipParseError,), "URIs: parse_uri, uri_equal"),
-    Target("sdp", _sdp, (sdp.SdpError,), "SDP: parse_sdp, negotiate, make_answer, answer_reoffer"),
-    Target("digest", _digest, (auth.AuthError,), "digest challenges: pick_challenge, digest_response"),
-    Target("rtp", _rtp, (rtp.RtpError,), "RTP: rtp.unpack"),
-    Target("rtcp", _rtcp, (rtcp.RtcpError,), "RTCP: rtcp.parse_compound"),
-    Target("dtmf", _dtmf, (dtmf.DtmfError,), "RFC 4733 events and INFO bodies: EventReceiver, parse_info"),
-    Target("callback_json", _callback_json, (web_api.InvalidInput,),
+    Target("sip_uri", _sip_uri, _SIP_ERROR, ("cbserver.sip.uri",), "URIs: parse_uri, uri_equal"),
+    Target("sdp", _sdp, ("cbserver.sip.sdp:SdpError",), ("cbserver.sip.sdp",),
+           "SDP: parse_sdp, negotiate, make_answer, answer_reoffer"),
+    Target("digest", _digest, ("cbserver.sip.auth:AuthError",), ("cbserver.sip.auth",),
+           "digest challenges: pick_challenge, digest_response"),
+    Target("rtp", _rtp, ("cbserver.media.rtp:RtpError",), ("cbserver.media.rtp",), "RTP: rtp.unpack"),
+    Target("rtcp", _rtcp, ("cbserver.media.rtcp:RtcpError",), ("cbserver.media.rtcp",),
+           "RTCP: rtcp.parse_compound"),
+    Target("dtmf", _dtmf, ("cbserver.media.dtmf:DtmfError",), ("cbserver.media.dtmf",),
+           "RFC 4733 events and INFO bodies: EventReceiver, parse_event, parse_info"),
+    Target("callback_json", _callback_json, ("cbserver.web.api:InvalidInput",), ("cbserver.web.api",),
            "callback API body: parse_json_body, validate"),
-    Target("admin_json", _admin_json, (ValidationError,), "admin API body: AdminApp._body, clean"),
-    Target("provision", _provision, (ValidationError,), "provisioning TOML: provision.load, clean"),
-    Target("rates_csv", _rates_csv, (ValidationError,), "rates CSV: parse_csv, clean, check_rate"),
+    Target("admin_json", _admin_json, _CATALOG_ERROR, ("cbserver.web.admin", *_BILLING),
+           "admin API body: AdminApp._body, validation.clean of every object, check_rate"),
+    Target("provision", _provision, _CATALOG_ERROR, ("cbserver.billing.provision", *_BILLING),
+           "provisioning file (TOML): provision.load, validation.clean, check_rate"),
+    Target("rates_csv", _rates_csv, _CATALOG_ERROR, ("cbserver.commands.rates", *_BILLING),
+           "rates CSV: rates.parse_csv, validation.clean, check_rate"),
 )}
