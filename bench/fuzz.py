@@ -128,7 +128,8 @@ def main(argv=None) -> int:
                        grow_corpus=args.grow_corpus, max_len=args.max_len, quiet=not args.verbose)
         ok = r["returncode"] == 0 and not r["crashes"]
         failed += not ok
-        result = "ok" if ok else "CRASH " + " ".join(str(c) for c in r["crashes"]) or f"exit {r['returncode']}"
+        result = "ok" if ok else ("CRASH " + " ".join(map(str, r["crashes"])) if r["crashes"]
+                                  else f"exit {r['returncode']}")
         print(f"{name:14} {r['runs']:>9} {r['exec_per_s']:>8.0f} {r['seconds']:>7.1f}  {result}", flush=True)
         if not ok and not args.verbose:
             print(r["output"][-3000:])
