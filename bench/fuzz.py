@@ -8,7 +8,7 @@ Run from the repository root:
     .venv/bin/python bench/fuzz.py --list
 
 Each target runs in a child process under libFuzzer (atheris), starting from its corpus
-``tests/data/fuzz/<target>/``. An input that raises anything but the parser's typed error is
+``tests/data/fuzz/<target>/`` with the tokens of ``tests/data/fuzz/<target>.dict``. An input that raises anything but the parser's typed error is
 saved as ``tests/data/fuzz/<target>/crash-<sha1>`` (``--artifacts`` to put it elsewhere), so
 the test command replays it from then on: fix the parser, keep the file as its regression.
 New inputs that reach new code are thrown away unless ``--grow-corpus`` keeps them in the
@@ -70,6 +70,9 @@ def run_target(name: str, *, seconds: float | None = None, runs: int | None = No
         dirs = [str(corpus)] if grow_corpus else [scratch, str(corpus)]
         args = [f"-seed={seed}", f"-max_len={max_len}", "-timeout=10", "-rss_limit_mb=2048",
                 f"-artifact_prefix={artifacts}/", "-print_final_stats=1"]
+        dictionary = CORPUS / f"{name}.dict"  # tokens of the format, so mutations build valid ones
+        if dictionary.exists():
+            args.append(f"-dict={dictionary}")
         if runs is not None:
             args.append(f"-runs={runs}")
         if seconds is not None:
