@@ -8,11 +8,12 @@ Run from the repository root:
     .venv/bin/python bench/fuzz.py --list
 
 Each target runs in a child process under libFuzzer (atheris), starting from its corpus
-``tests/data/fuzz/<target>/`` with the tokens of ``tests/data/fuzz/<target>.dict``. An input that raises anything but the parser's typed error is
-saved as ``tests/data/fuzz/<target>/crash-<sha1>`` (``--artifacts`` to put it elsewhere), so
-the test command replays it from then on: fix the parser, keep the file as its regression.
-New inputs that reach new code are thrown away unless ``--grow-corpus`` keeps them in the
-corpus folder. The summary gives runs and executions per second per target.
+``tests/data/fuzz/<target>/`` with the tokens of ``tests/data/fuzz/<target>.dict``. An input
+that raises anything but the parser's typed error is saved as
+``tests/data/fuzz/<target>/crash-<sha1>`` (``--artifacts`` to put it elsewhere), so the test
+command replays it from then on: fix the parser, rename the file ``regress-<what>`` and keep it
+as the regression. New inputs that reach new code are thrown away unless ``--grow-corpus``
+keeps them in the corpus folder. The summary gives runs and executions per second per target.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def run_target(name: str, *, seconds: float | None = None, runs: int | None = No
 
     ``runs`` (a fixed number of inputs, reproducible with ``seed``) or ``seconds`` bounds the
     run. The result: name, returncode, runs, seconds (wall, start-up included), exec_per_s
-    (libFuzzer's own count over the fuzzing time), crashes (paths), output (tail of the log).
+    (libFuzzer's average; runs over wall seconds for runs under 5 s), crashes (paths), output
+    (tail of the log).
     """
     corpus = CORPUS / name
     corpus.mkdir(parents=True, exist_ok=True)
@@ -89,7 +91,9 @@ def run_target(name: str, *, seconds: float | None = None, runs: int | None = No
     if stats:
         total_runs = int(stats[-1])
     rate = re.findall(rb"stat::average_exec_per_sec:\s*(\d+)", log)
-    exec_per_s = int(rate[-1]) if rate else (total_runs / fuzz_seconds if fuzz_seconds else total_runs / wall)
+    # libFuzzer counts whole seconds: on a short run, runs over the wall time (start-up
+    # included, so a floor) says more.
+    exec_per_s = int(rate[-1]) if rate and fuzz_seconds >= 5 else total_runs / wall
     crashes = sorted(set(artifacts.glob("crash-*")) - before)
     if not quiet:
         sys.stderr.write(log.decode("utf-8", "replace"))
