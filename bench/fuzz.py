@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.list:
         for t in TARGETS.values():
-            print(f"{t.name:14} allowed: {', '.join(e.__name__ for e in t.allowed):24} {t.what}")
+            print(f"{t.name:14} allowed: {', '.join(a.partition(':')[2] for a in t.allowed):18} {t.what}")
         return 0
     seconds = args.seconds if args.seconds is not None or args.runs is not None else 60
     failed = 0
