@@ -1,4 +1,4 @@
-"""Coverage-guided fuzzing of every parser of outside input (cbserver.devtools.fuzzing), with atheris.
+"""Coverage-guided fuzzing of every parser of outside input (tests/fuzz/targets.py), with atheris.
 
 Run from the repository root:
 
@@ -37,7 +37,7 @@ def _child(name: str, libfuzzer_args: list[str]) -> None:
     import atheris
 
     sys.path.insert(0, str(ROOT))
-    from cbserver.devtools import fuzzing  # imports no parser
+    from tests.fuzz import targets as fuzzing  # imports no parser
 
     target = fuzzing.TARGETS[name]
     # Instrument only the code this target drives: its coverage guides the mutations, and a
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         _child(argv[1], argv[3:] if argv[2:3] == ["--"] else argv[2:])
         return 0
     sys.path.insert(0, str(ROOT))
-    from cbserver.devtools.fuzzing import TARGETS
+    from tests.fuzz.targets import TARGETS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", action="append", choices=sorted(TARGETS),

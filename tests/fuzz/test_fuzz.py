@@ -1,6 +1,6 @@
 """The fuzzing harness in the test command (issue 14, "A fuzzing harness").
 
-Two checks per target of ``cbserver.devtools.fuzzing``:
+Two checks per target of ``tests/fuzz/targets.py``:
 
 - every file of its corpus ``tests/data/fuzz/<target>/`` (seeds, and each crashing input
   found so far, kept as a regression) is replayed in this process: only the parser's typed
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from cbserver.devtools.fuzzing import TARGETS, one_input
+from tests.fuzz.targets import TARGETS, one_input
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "data" / "fuzz"
