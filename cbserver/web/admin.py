@@ -19,7 +19,6 @@ import functools
 import hmac
 import json
 import secrets
-from decimal import Decimal
 
 from klein import Klein
 from twisted.internet import defer
@@ -30,7 +29,7 @@ from cbserver.billing.accounts import Accounts
 from cbserver.billing.catalog import Catalog, RowErrors
 from cbserver.billing.generator import Generator
 from cbserver.billing.payments import Payments
-from cbserver.billing.validation import ConflictError, NotFound, ValidationError, jsonable
+from cbserver.billing.validation import ConflictError, NotFound, ValidationError, jsonable, parse_decimal
 from cbserver.db.stores import PostgresCatalogStore, PostgresReadinessStore
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
@@ -175,8 +174,8 @@ class AdminApp:
         if len(raw) > MAX_BODY:
             raise ValidationError("body", f"larger than {MAX_BODY} bytes")
         try:
-            return json.loads(raw.decode("utf-8") or "{}", parse_float=Decimal)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            return json.loads(raw.decode("utf-8") or "{}", parse_float=parse_decimal)
+        except (UnicodeDecodeError, ValueError) as e:  # ValueError: JSONDecodeError, parse_decimal
             raise ValidationError("body", f"not a JSON object: {e}") from None
 
     def _page(self, request):

@@ -128,3 +128,34 @@ def test_a_session_expires_that_is_not_a_delta_reads_as_none(value):
 
     assert _parse_session_expires(value) is None
     assert _parse_session_expires("0000090;refresher=uas") == (90, "uas")
+
+
+# ---- number literals beyond Decimal's range -----------------------------------------------------
+# Found by atheris on the admin API: json.loads(parse_float=Decimal) let decimal.InvalidOperation
+# out of "2E44444444444444444444" (500); tomllib does the same for a provisioning file.
+
+def test_parse_decimal_turns_an_exponent_out_of_range_into_value_error():
+    with pytest.raises(ValueError, match="out of range"):
+        v.parse_decimal("2E44444444444444444444")
+    assert v.parse_decimal("0.05") == Decimal("0.05")
+
+
+def test_an_admin_body_with_a_number_out_of_range_is_a_body_error():
+    import io
+
+    from cbserver.web.admin import AdminApp
+
+    class Request:
+        content = io.BytesIO(b'{"prefix":"4","first_price":2E44444444444444444444}')
+
+    with pytest.raises(ValidationError) as e:
+        AdminApp._body(None, Request())
+    assert e.value.field == "body"
+
+
+def test_a_provisioning_file_with_a_number_out_of_range_is_refused(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_bytes(b'[[tariff]]\nname = "t"\ncurrency = "EUR"\nx = 2E44444444444444444444\n')
+    with pytest.raises(ValidationError, match="out of range") as e:
+        load(path)
+    assert e.value.field == "file"
