@@ -38,12 +38,11 @@ RUNS = {
 # Targets that still crash on this branch because another change of issue 14 fixes them; the
 # lead removes each entry once that change is merged (strict=False: they may already pass).
 # Item 2 gives the RTP/RTCP/RFC 4733 parsers their typed errors (the media code is not this
-# change's to edit); item 10 makes deeply nested JSON and a number too long for int() a 400 on
-# both APIs (corpus inputs regress-nested-*, regress-huge-integer).
+# change's to edit); item 10 makes deeply nested JSON a 400 on both APIs (regress-nested-*).
 PENDING = {
     "rtcp": "issue 14 item 2: rtcp.parse_compound raises struct.error on 80 c9 00 00",
     "callback_json": "issue 14 item 10: nested JSON raises RecursionError in parse_json_body",
-    "admin_json": "issue 14 item 10: nested JSON (RecursionError) and a 5000-digit number (ValueError)",
+    "admin_json": "issue 14 item 10: nested JSON raises RecursionError in the admin body reader",
 }
 
 
