@@ -40,7 +40,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-twisted>=1.14", "pytest-timeout>=2.2", "hypothesis>=6",
-                 "ruff>=0.4", "selenium>=4.10", "openapi-spec-validator>=0.7"],
+                 "ruff>=0.4", "selenium>=4.10", "openapi-spec-validator>=0.7",
+                 # Coverage-guided fuzzing (tests/fuzz, bench/fuzz.py); wheels exist for Linux only.
+                 "atheris>=2.3; platform_system == 'Linux'"],
     },
     entry_points={"console_scripts": ["cbserver = cbserver.cli:main"]},
 )

@@ -15,7 +15,6 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +84,16 @@ def load(path: str | Path) -> dict:
     """Read a provisioning file; ``password_file``/``web_password_file`` are read relative to it."""
     path = Path(path)
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+        doc = tomllib.loads(path.read_text(encoding="utf-8"), parse_float=v.parse_decimal)
     except OSError as e:
         raise ValidationError("file", f"cannot read {path}: {e.strerror}") from None
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ValidationError("file", f"{path}: {e}") from None
+    except ValueError as e:  # from parse_decimal: a number beyond Decimal's range
+        raise ValidationError("file", f"{path}: {e}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively (found by fuzzing).
+        raise ValidationError("file", f"{path}: arrays or tables nested too deeply") from None
     for key in doc:
         if key not in SECTIONS:
             raise ValidationError(key, f"unknown section (known: {', '.join(SECTIONS)})")
@@ -105,6 +109,10 @@ def load(path: str | Path) -> dict:
                 except OSError as e:
                     raise ValidationError(f"account[{i}].{name}",
                                           f"cannot read {secret}: {e.strerror}") from None
+                except ValueError:
+                    # A NUL in the name ("embedded null byte", found by fuzzing), or a file
+                    # that is not UTF-8 text.
+                    raise ValidationError(f"account[{i}].{name}", f"cannot read {str(secret)!r}") from None
     return doc
 
 

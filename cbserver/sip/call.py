@@ -35,6 +35,7 @@ from cbserver.sip.message import (
 from cbserver.sip.sdp import answer_reoffer
 from cbserver.sip.transport import TransportError
 from cbserver.sip.txn_client import ClientInviteTransaction, IClientTransactionUser, build_cancel
+from cbserver.sip.uri import is_digits
 
 __all__ = ["Call", "CallError", "CallStateError"]
 
@@ -371,7 +372,8 @@ class Call(NamedTimersMixin):
     def _raise_session_interval(self, response: Response) -> bool:
         """RFC 4028 6: 422 carries Min-SE; retry once with that interval."""
         min_se = (response.headers.get("Min-SE") or "").split(";")[0].strip()
-        if not min_se.isdigit() or int(min_se) <= (self.session_expires or 0) or self._tried:
+        if (not is_digits(min_se) or len(min_se.lstrip("0")) > 10  # int("²") raises; so do 4301 digits
+                or int(min_se) <= (self.session_expires or 0) or self._tried):
             return False
         self._tried = True
         self.session_expires = int(min_se)

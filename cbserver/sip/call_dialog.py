@@ -30,6 +30,7 @@ from cbserver.sip.message import Request, Response, SipParseError, make_response
 from cbserver.sip.sdp import SdpError
 from cbserver.sip.transport import TransportError, is_ip_literal
 from cbserver.sip.txn_client import IClientTransactionUser
+from cbserver.sip.uri import is_digits
 
 __all__ = ["DialogUsage", "IDialogOwner", "dialog_destination", "is_sdp"]
 
@@ -75,7 +76,8 @@ def _parse_session_expires(value: str | None) -> tuple[int, str | None] | None:
     if not value:
         return None
     parts = [p.strip() for p in value.split(";")]
-    if not parts[0].isdigit() or int(parts[0]) <= 0:
+    # is_digits, not str.isdigit: int("²") raises; a delta of more than 10 digits is junk too.
+    if not is_digits(parts[0]) or len(parts[0].lstrip("0")) > 10 or int(parts[0]) <= 0:
         return None
     refresher = None
     for p in parts[1:]:

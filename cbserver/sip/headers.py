@@ -362,7 +362,8 @@ def parse_cseq(text: str) -> tuple[int, str]:
     parts = text.split()
     if len(parts) != 2 or not is_digits(parts[0]) or not TOKEN_RE.fullmatch(parts[1]):
         raise SipParseError(f"bad CSeq {text!r}")
-    number = int(parts[0])
+    # A length check first: int() refuses more than 4300 digits with a bare ValueError.
+    number = int(parts[0]) if len(parts[0].lstrip("0")) <= 10 else 2**31
     if number >= 2**31:
         raise SipParseError(f"CSeq number too large {text!r}")
     return number, parts[1]

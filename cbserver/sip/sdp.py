@@ -20,6 +20,12 @@ def _digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def _small(text: str, digits: int = 10) -> bool:
+    """ASCII digits worth at most ``digits`` significant ones: safe for int(), which refuses
+    more than 4300 digits with a bare ValueError (found by fuzzing)."""
+    return _digits(text) and len(text.lstrip("0")) <= digits
+
+
 class SdpError(ValueError):
     """An SDP body that cannot be parsed, or offers nothing this server can accept."""
 
@@ -90,7 +96,7 @@ class Media:
                 pt, _, enc = value.partition(" ")
                 name, _, rest = enc.strip().partition("/")
                 rate, _, channels = rest.partition("/")
-                if _digits(rate):
+                if _small(rate):
                     out[pt] = (name, int(rate), channels or None)
         return out
 
@@ -154,7 +160,7 @@ def _parse_media(value: str) -> Media:
     if len(parts) < 3:
         raise SdpError(f"bad m= line {value!r}")
     port_text, _, count = parts[1].partition("/")
-    if not _digits(port_text) or int(port_text) > 65535 or (count and not _digits(count)):
+    if not _small(port_text) or int(port_text) > 65535 or (count and not _small(count)):
         raise SdpError(f"bad port in m= line {value!r}")
     return Media(parts[0], int(port_text), parts[2], parts[3:], int(count) if count else None)
 
@@ -263,7 +269,7 @@ def negotiate(sdp: bytes, codecs=("PCMU", "PCMA")) -> MediaChoice:
         payload_type=pt,
         telephone_event=event,
         direction=m.direction(sd.direction()),
-        ptime=int(ptime) if ptime and _digits(ptime) else 20,
+        ptime=int(ptime) if ptime and _small(ptime) else 20,
     )
 
 

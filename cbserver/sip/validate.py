@@ -198,7 +198,8 @@ def _check_syntax(request: Request) -> Uri:
     if date is not None and not _DATE_RE.fullmatch(date):
         raise SipParseError("bad Date")
     expires = h.get("Expires")
-    if expires is not None and (not is_digits(expires) or int(expires) > 2**32 - 1):
+    if expires is not None and (not is_digits(expires) or len(expires.lstrip("0")) > 10
+                                or int(expires) > 2**32 - 1):
         raise SipParseError("bad Expires")  # RFC 3261 20.19: 0..2**32-1
     for name in ("Require", "Proxy-Require", "Supported"):
         for tag in h.get_all(name):

@@ -19,7 +19,6 @@ import functools
 import hmac
 import json
 import secrets
-from decimal import Decimal
 
 from klein import Klein
 from twisted.internet import defer
@@ -30,7 +29,7 @@ from cbserver.billing.accounts import Accounts
 from cbserver.billing.catalog import Catalog, RowErrors
 from cbserver.billing.generator import Generator
 from cbserver.billing.payments import Payments
-from cbserver.billing.validation import ConflictError, NotFound, ValidationError, jsonable
+from cbserver.billing.validation import ConflictError, NotFound, ValidationError, jsonable, parse_decimal
 from cbserver.db.stores import PostgresCatalogStore, PostgresReadinessStore
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
@@ -187,7 +186,7 @@ class AdminApp:
         if len(raw) > MAX_BODY:
             raise ValidationError("body", f"larger than {MAX_BODY} bytes")
         try:
-            return load_json(raw or b"{}", parse_float=Decimal)
+            return load_json(raw or b"{}", parse_float=parse_decimal)
         except UntrustedInput as e:
             if e.syntax:
                 raise ValidationError("body", f"not a JSON object: {e.reason}") from None

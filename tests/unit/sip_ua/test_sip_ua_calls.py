@@ -391,6 +391,16 @@ def test_422_retries_with_min_se():
     finish(ua, clock)
 
 
+@pytest.mark.parametrize("min_se", ["\u00b2", "9" * 5000])
+def test_422_with_a_min_se_int_cannot_read_ends_the_call(min_se):
+    # Found by fuzzing: str.isdigit() takes "²" and 5000 digits, which int() refuses (ValueError).
+    ua, clock, transport, call, listener, far = setup(session_expires=60)
+    far.respond(far.last("INVITE"), 422, headers=[("Min-SE", min_se)])
+    assert len(transport.requests("INVITE")) == 1  # no retry: the 422 fails the call
+    assert listener.events[-1][0] == "failed"
+    finish(ua, clock)
+
+
 def test_stop_cancels_ringing_and_byes_answered_calls():
     clock, transport = Clock(), FakeTransport()
     ua = UserAgent(transport, clock, config())
