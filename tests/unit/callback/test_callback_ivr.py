@@ -32,6 +32,17 @@ class FakeLockouts:
             self.locks[k] = seconds
         return defer.succeed(None)
 
+    def failed(self, keys, limit, seconds):
+        self.failures = getattr(self, "failures", {})
+        hit = []
+        for k in keys:
+            self.failures[k] = self.failures.get(k, 0) + 1
+            if self.failures[k] >= limit:
+                self.locks[k] = seconds
+                del self.failures[k]
+                hit.append(k)
+        return defer.succeed(hit)
+
 
 class Hosted:
     def __init__(self, scripts, accounts=None, phone="5511987654321"):
