@@ -31,9 +31,10 @@ EXTENDED = {"mode": "extended", "account": OWNER, "password": DEMO_PASSWORD,
 TOKEN = "s3cret-hosted-token-0123456789"
 
 
-def new_world(tmp_path, pg_dsn, limits=None, app=None, digits="18185550123") -> World:
+def new_world(tmp_path, pg_dsn, limits=None, app=None, digits="18185550123",
+              hold_ms=1000) -> World:
     """A world whose config differs from the default by ``limits`` and ``app`` (not started)."""
-    w = World(tmp_path, pg_dsn, hold_ms=1000, digits=digits)
+    w = World(tmp_path, pg_dsn, hold_ms=hold_ms, digits=digits)
     cfg = w.cfg
     # Settings this code does not know are left out (so the test also runs on the code before
     # the fix, and shows the attack succeeding there).
@@ -190,3 +191,17 @@ async def test_unknown_and_known_accounts_fail_in_the_same_time(make_world):
     tolerance = max(12.0, 0.25 * mk)
     assert abs(mk - mu) < tolerance, (mu, mk)
     assert abs(mk - mi) < tolerance, (mi, mk)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_denied_number_keyed_in_the_hosted_ivr_is_not_dialled(make_world):
+    # The caller (identified by ANI) keys a premium-rate number, then, 5 s later, a good one (each ends by the
+    # inter-digit timeout).
+    world = await make_world(app={"denied_destinations": ("1900",)},
+                             digits="19005550123,18185550123", hold_ms=15000)
+    code, body, _ = await post_callback(world, {"mode": "hosted", "phone": "+55 99 1234 5678"})
+    assert code == 202
+    up = await world.wait_status(body["id"], "connected", timeout=30)
+    # Before: legB went to 19005550123. After: refused, the caller was asked again.
+    assert up["legs"]["B"]["number"] == "18185550123", up
+    assert sessions(world)[0][3] == "18185550123"
