@@ -213,6 +213,7 @@ class Authorizer:
         self.hold_margin = hold_margin
         self.internal_account = internal_account  # the one this instance's Hosted IVR may charge
         self.destinations = destinations or DestinationPolicy()  # no lists: E.164's length only
+        passwords.dummy_hash()  # made now (once per process), so no refusal pays for making it
         self.run_in_thread = run_in_thread or (
             lambda f, *a: threads.deferToThreadPool(clock, clock.getThreadPool(), f, *a))
 
