@@ -101,6 +101,17 @@ def _digits(text: str) -> str:
     return text
 
 
+def _prefixes(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Destination prefixes: digits as numbers are rated (international format, no ``+``)."""
+    out = []
+    for raw in values:
+        text = str(raw).strip().lstrip("+")
+        if not re.fullmatch(r"[0-9]{1,15}", text):
+            raise ValueError(f"expected a number prefix of 1 to 15 digits (e.g. 1900), got {raw!r}")
+        out.append(text)
+    return tuple(out)
+
+
 def _page_address(text: str) -> str:
     """The absolute http(s) URL users are given for an instance's page."""
     parts = urllib.parse.urlsplit(text)
@@ -378,6 +389,12 @@ class LimitsConfig:
     per_phone: int = setting(5, doc="callbacks to one called-back number per window")
     per_account: int = setting(30, doc="callbacks one account may request per window")
     concurrent_per_account: int = setting(2, doc="callbacks in progress per account at once")
+    failures_per_client: int = setting(
+        10, doc="failed authentications (unknown account, wrong password) one client address may "
+                "make per window; more are refused 429 before any password is checked")
+    failures_per_account: int = setting(
+        5, doc="failed authentications against one account from one client address per window "
+               "(the owner elsewhere is not blocked)")
     ivr_attempts: int = setting(3, doc="hosted IVR identification attempts before hanging up")
     lockout: float = setting(900.0, check=_positive,
                              doc="seconds a number/account is locked out after failed IVR attempts")
@@ -390,7 +407,8 @@ class LimitsConfig:
     def validate(self) -> None:
         """Every cap must allow at least one call."""
         for name in ("per_client", "per_phone", "per_account", "concurrent_per_account",
-                     "ivr_attempts", "node_max_active", "node_max_starting"):
+                     "failures_per_client", "failures_per_account", "ivr_attempts",
+                     "node_max_active", "node_max_starting"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"expected at least 1, got {getattr(self, name)}")
 
@@ -419,6 +437,12 @@ class ApplicationConfig:
     hosted_allowed_clients: tuple[str, ...] = setting(
         (), check=lambda v: tuple(_client(x) for x in v),
         doc="networks or token:<secret> allowed to trigger Hosted mode; empty = Hosted off")
+    allowed_destinations: tuple[str, ...] = setting(
+        (), check=_prefixes,
+        doc="number prefixes this instance may dial (legA, legB, IVR); empty = any")
+    denied_destinations: tuple[str, ...] = setting(
+        (), check=_prefixes,
+        doc="number prefixes this instance never dials (premium rate, satellite...); wins over allowed")
 
     def validate(self) -> None:
         """Check cross-field rules."""

@@ -25,6 +25,7 @@ from twisted.web.server import Site
 
 from cbserver import __version__, logs
 from cbserver.billing.authorize import Authorizer
+from cbserver.billing.destinations import DestinationPolicy
 from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import XdrWriter
 from cbserver.callback.legmedia import MediaEnvironment
@@ -255,7 +256,10 @@ class CallbackServer(service.MultiService):
             app.name: Authorizer(PostgresAuthorizationStore(self.db),
                                  self.tariffs, reactor, node=cfg.server.node,
                                  special_charge=app.special_charge_if_legb_fails,
-                                 legb_ring_seconds=int(cfg.sip.no_answer_timeout))
+                                 legb_ring_seconds=int(cfg.sip.no_answer_timeout),
+                                 internal_account=app.internal_account,
+                                 destinations=DestinationPolicy(app.allowed_destinations,
+                                                                app.denied_destinations))
             for app in cfg.application}
         low, high = (int(x) for x in cfg.rtp.ports.split("-"))
         # Issue 14 item 7: listeners share what the descriptor limit leaves once RTP (two

@@ -24,6 +24,7 @@ from twisted.internet import defer, threads
 from zope.interface import Interface, implementer
 
 from cbserver.billing import passwords
+from cbserver.billing.destinations import DestinationPolicy, DestinationRefused
 from cbserver.billing.domain import (
     RESERVATION_EXPIRY,
     AccountInfo,
@@ -49,7 +50,8 @@ DEFAULT_ACCESS_CODE = "WEBCALLBACK"
 CALLBACK_FAIL = "CALLBACK_FAIL"
 
 REASONS = ("unknown_account", "inactive", "expired", "bad_password", "no_voice_service",
-           "not_rated", "invalid_number", "no_tariff", "no_balance", "concurrent_call")
+           "not_rated", "invalid_number", "no_tariff", "no_balance", "concurrent_call",
+           "destination_not_allowed")
 
 
 _EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
@@ -80,6 +82,9 @@ class AuthRequest:
     access_code: str = DEFAULT_ACCESS_CODE
     leg_a_elapsed: int = 0
     leg_a_connect: dt.datetime | None = None  # when legA answered (None: not yet placed)
+    # Only the Hosted callback of the instance naming the internal account sets this: every
+    # other request naming an internal account is refused as if the account did not exist.
+    internal_ok: bool = False
 
 
 @dataclass(frozen=True)
@@ -193,7 +198,8 @@ class Authorizer:
     def __init__(self, store, tariffs, clock, *, node: str, instance_id: str | None = None,
                  max_call_seconds: int = 4 * 3600, verify_password=None, special_charge: bool = False,
                  reservation_expiry: int = RESERVATION_EXPIRY, run_in_thread=None,
-                 legb_ring_seconds: int = 60, hold_margin: int = 600):
+                 legb_ring_seconds: int = 60, hold_margin: int = 600, internal_account: str = "",
+                 destinations=None):
         self.store = store  # IAuthorizationStore
         self.tariffs = tariffs
         self.clock = clock
@@ -205,6 +211,9 @@ class Authorizer:
         self.reservation_expiry = reservation_expiry
         self.legb_ring_seconds = legb_ring_seconds
         self.hold_margin = hold_margin
+        self.internal_account = internal_account  # the one this instance's Hosted IVR may charge
+        self.destinations = destinations or DestinationPolicy()  # no lists: E.164's length only
+        passwords.dummy_hash()  # made now (once per process), so no refusal pays for making it
         self.run_in_thread = run_in_thread or (
             lambda f, *a: threads.deferToThreadPool(clock, clock.getThreadPool(), f, *a))
 
@@ -220,6 +229,24 @@ class Authorizer:
         """Drop the reservations of ``session_id``."""
         return self.store.release(session_id)
 
+    def _usable(self, account: AccountInfo | None, request: AuthRequest) -> AccountInfo | None:
+        """The account, or None where it must look unknown: an internal account may only be
+        charged by the Hosted callback of the instance that names it (issue 14, item 3)."""
+        if account is None or not account.internal:
+            return account
+        if request.internal_ok and account.id == self.internal_account:
+            return account
+        return None
+
+    @defer.inlineCallbacks
+    def _unknown(self, request: AuthRequest):
+        """Refuse an unknown account only after the same scrypt work a known one costs, so
+        that the answer's timing does not tell which accounts exist (issue 14, item 9)."""
+        if request.check_password:
+            yield self.run_in_thread(self.verify_password, request.password or "",
+                                     passwords.dummy_hash())
+        raise AuthorizationError("unknown_account", f"no account {request.account_id!r}")
+
     @defer.inlineCallbacks
     def _check_password(self, request: AuthRequest, account: AccountInfo):
         """Refuse a wrong password; scrypt runs in a thread to keep the reactor free."""
@@ -228,6 +255,8 @@ class Authorizer:
         given = request.password or ""
         if account.password_hash is None:
             if given:
+                # As slow as a wrong password: the timing must not tell this case apart.
+                yield self.run_in_thread(self.verify_password, given, passwords.dummy_hash())
                 raise AuthorizationError("bad_password", f"account {account.id} has no password")
             return
         ok = yield self.run_in_thread(self.verify_password, given, account.password_hash)
@@ -265,15 +294,24 @@ class Authorizer:
                 normalise_number(number)
             except InvalidNumberError as e:
                 raise AuthorizationError("invalid_number", str(e)) from None
+        # Both numbers are dialled: legA (called back) and legB; checked before either is.
+        for number in (request.cli, request.cld):
+            try:
+                self.destinations.check(number)
+            except DestinationRefused as e:
+                raise AuthorizationError(e.reason, str(e)) from None
         codes = [request.access_code, "", CALLBACK_FAIL]
         account, entries, balance = yield self.store.fetch_account_and_entries(
             request.account_id, self.node, codes, request.session_id, self.reservation_expiry)
+        account = self._usable(account, request)
         if account is None:
-            raise AuthorizationError("unknown_account", f"no account {request.account_id!r}")
+            yield self._unknown(request)
+        # The password first: without it, an account's status is nobody's business, and a
+        # refusal for status would answer faster than a wrong password.
+        yield self._check_password(request, account)
         refusal = account_refusal(account, now)
         if refusal is not None:
             raise refusal
-        yield self._check_password(request, account)
         entry = choose_entry(entries, request.access_code)
         if entry is None:
             raise AuthorizationError("no_tariff", f"no rating entry for voice at node {self.node} "

@@ -66,6 +66,17 @@ def hash_password(password: str, cost: Cost = STRONG) -> str:
     return f"scrypt${cost.n}${cost.r}${cost.p}${_b64(salt)}${_b64(digest)}"
 
 
+_DUMMY: list[str] = []
+
+
+def dummy_hash() -> str:
+    """A hash of a random password at the default cost, made once: verifying against it costs
+    what verifying a real account's password costs, so an unknown account is not faster."""
+    if not _DUMMY:
+        _DUMMY.append(hash_password(secrets.token_urlsafe(24)))
+    return _DUMMY[0]
+
+
 def verify_password(password: str, stored: str | None) -> bool:
     """True when ``password`` matches the stored hash (constant-time compare)."""
     if not stored:

@@ -9,7 +9,11 @@ One place for the rules that refuse a valid request before any call is placed (i
 * ``RateLimiter``: requests per client address, per called-back number and per account over a
   sliding window of ``[limits] window`` seconds (estimated from two fixed windows, so no
   burst at a window boundary doubles a limit), counted in the shared ``ILimitStore``
-  (PostgreSQL) so every node sees the same counts; over any limit is ``RateLimited``;
+  (PostgreSQL) so every node sees the same counts; over any limit is ``RateLimited``.
+  A request whose authentication fails (``bad_credentials``: unknown account or wrong
+  password) gives its per-phone and per-account hits back and counts as a failure instead,
+  per client and per (account, client): a stranger's wrong passwords neither use up the
+  owner's quotas nor lock the owner out from another address (issue 14, item 9);
 * ``ConcurrencyGauge``: the per-account cap on callbacks in progress. A slot is taken
   (atomically, across nodes) before the callback starts and bound to its id; a bound slot
   counts while the callback is in progress (``callback_sessions``), so nobody has to release
@@ -36,7 +40,7 @@ from cbserver.logs import Logger, describe_failure
 NOT_READY = "The service is not ready; please try again in a moment."
 BUSY = "The service is busy right now; please try again in a moment."
 
-LIMIT_KINDS = ("client", "phone", "account", "concurrent")
+LIMIT_KINDS = ("client", "phone", "account", "concurrent", "auth_client", "auth_account")
 
 
 class RateLimited(CallbackRefused):
@@ -53,6 +57,9 @@ _MESSAGES = {
     "phone": "Too many callbacks to this number; please try again later.",
     "account": "Too many callback requests for this account; please try again later.",
     "concurrent": "This account already has the most callbacks in progress it may have.",
+    "auth_client": "Too many failed sign-ins from your address; please try again later.",
+    "auth_account": "Too many failed sign-ins for this account from your address; please try "
+                    "again later.",
 }
 
 
@@ -60,7 +67,11 @@ class IRateLimiter(Interface):
     """Counts callback requests and refuses those over a limit."""
 
     def check(request):
-        """Count a ``CallbackRequest``; a Deferred that fails with ``RateLimited`` if over."""
+        """Count a ``CallbackRequest``; a Deferred window token, or ``RateLimited`` if over."""
+
+    def failed(request, window):
+        """The request ``check`` counted in ``window`` failed authentication: count it as a
+        failure instead of a request for its phone and account."""
 
     def check_client(client_address):
         """Count another kind of attempt (a Hosted token) against the client's limit."""
@@ -124,32 +135,80 @@ class RateLimiter:
         self.clock = clock
         self._checks = 0
 
-    def check(self, request):
-        """Count the request against its three limits; fail with ``RateLimited`` if over one."""
-        keys = [("client", request.client_address or "unknown"), ("phone", request.phone)]
+    @staticmethod
+    def _quota_keys(request) -> list[tuple[str, str]]:
+        """The per-phone and per-account counters of a request."""
+        keys = [("phone", request.phone)]
         if request.account:
             keys.append(("account", request.account))
-        return self._count(keys)
+        return keys
 
-    def check_client(self, client_address):
-        """Count an attempt against the client's limit only (e.g. a Hosted token guess)."""
-        return self._count([("client", client_address or "unknown")])
+    @staticmethod
+    def _failure_keys(request) -> list[tuple[str, str]]:
+        """The failed-authentication counters of a request: its client, and its account as
+        tried from that client (another client's correct password is not blocked)."""
+        client = request.client_address or "unknown"
+        keys = [("auth_client", client)]
+        if request.account:
+            keys.append(("auth_account", f"{request.account} {client}"))
+        return keys
 
     @defer.inlineCallbacks
-    def _count(self, keys):
-        """Add a hit to each counter; fail with ``RateLimited`` for the first one over."""
+    def check(self, request):
+        """Count the request against its three limits and refuse it while its client (or the
+        client with this account) has failed authentication too often; fire with the window
+        the hits were counted in (for ``failed``), or fail with ``RateLimited``."""
+        quota = self._quota_keys(request)
+        start, size, now = self._window()
+        fails = self._failure_keys(request)
+        counted, failures = yield defer.gatherResults(
+            [self._count([("client", request.client_address or "unknown"), *quota], start, size, now),
+             self.store.peek_hits(fails, start, start - size)], consumeErrors=True).addErrback(
+                 lambda f: f.value.subFailure.raiseException())
+        caps = {"auth_client": self.limits.failures_per_client,
+                "auth_account": self.limits.failures_per_account}
+        for kind, _key in fails:
+            hits, previous = failures.get(kind, (0, 0))
+            # One more failure than the cap would pass: the next try is refused before any
+            # password is checked.
+            if sliding_count(hits, previous, now - start, size) + 1 > caps[kind]:
+                yield self.store.refund_hits(quota, start)
+                raise RateLimited(kind, retry_after(hits, previous, caps[kind], now - start, size))
+        self._raise_over(counted, now - start, size)
+        return start
+
+    @defer.inlineCallbacks
+    def failed(self, request, window):
+        """See ``IRateLimiter``: phone and account hits back, one failure more."""
+        yield self.store.refund_hits(self._quota_keys(request), window)
+        yield self.store.count_hits(self._failure_keys(request), window, window - self._window()[1])
+
+    @defer.inlineCallbacks
+    def check_client(self, client_address):
+        """Count an attempt against the client's limit only (e.g. a Hosted token guess)."""
+        start, size, now = self._window()
+        counted = yield self._count([("client", client_address or "unknown")], start, size, now)
+        self._raise_over(counted, now - start, size)
+
+    def _window(self) -> tuple[int, int, float]:
+        """(start of the current fixed window, window size, now)."""
         now = self.clock.seconds()
         size = max(1, int(self.limits.window))
-        start = int(now) - int(now) % size
+        return int(now) - int(now) % size, size, now
+
+    def _count(self, keys, start: int, size: int, now: float):
+        """Add a hit to each counter; a Deferred ``[(kind, hits, previous)]`` in key order."""
         self._checks += 1
         if self._checks % self.prune_every == 1:
             self._prune(start - size)
-        counts = yield self.store.count_hits(keys, start, start - size)
+        d = self.store.count_hits(keys, start, start - size)
+        return d.addCallback(lambda counts: [(kind, *counts.get(kind, (0, 0))) for kind, _ in keys])
+
+    def _raise_over(self, counted, elapsed: float, size: int) -> None:
+        """Fail with ``RateLimited`` for the first counter over its cap."""
         caps = {"client": self.limits.per_client, "phone": self.limits.per_phone,
                 "account": self.limits.per_account}
-        elapsed = now - start
-        for kind, _key in keys:
-            hits, previous = counts.get(kind, (0, 0))
+        for kind, hits, previous in counted:
             if sliding_count(hits, previous, elapsed, size) > caps[kind]:
                 raise RateLimited(kind, retry_after(hits, previous, caps[kind], elapsed, size))
 
@@ -240,6 +299,14 @@ class Admission:
             raise CallbackRefused("busy", BUSY)
 
     @defer.inlineCallbacks
+    def _failed(self, request, window):
+        """Count a failed authentication (a database error is logged: the refusal stands)."""
+        try:
+            yield self.limiter.failed(request, window)
+        except Exception as e:  # noqa: BLE001 - the caller is refused either way
+            self.log.warn("could not count a failed authentication: {err}", err=describe_failure(e))
+
+    @defer.inlineCallbacks
     def start(self, request):
         """Admit a validated ``CallbackRequest`` and start it; fire with the callback's id.
 
@@ -255,11 +322,16 @@ class Admission:
                 self.check_load()
                 self.starting += 1
                 try:
-                    yield self.limiter.check(request)
+                    window = yield self.limiter.check(request)
                     request = dataclasses.replace(request, callback_id=self.service.new_callback_id())
                     if request.account:
                         slot = yield self.gauge.acquire(request.account, request.callback_id)
-                    cb_id = yield self.service.request_callback(request)
+                    try:
+                        cb_id = yield self.service.request_callback(request)
+                    except CallbackRefused as e:
+                        if e.code == "bad_credentials":
+                            yield self._failed(request, window)
+                        raise
                 finally:
                     self.starting -= 1
             except DatabaseUnavailable as e:

@@ -24,6 +24,7 @@ REFUSAL_HTTP_STATUS = {
     "bad_credentials": 401,
     "no_balance": 402,
     "forbidden": 403,
+    "destination_not_allowed": 403,
     "hosted_not_allowed": 403,
     "inactive_account": 403,
     "not_found": 404,

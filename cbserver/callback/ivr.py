@@ -6,9 +6,11 @@ legA of a Hosted callback is placed under the instance's internal account. Once 
 otherwise the caller keys the account number (PIN; the same rule maps the keyed digits to
 the account ID, so ``cb``-prefixed accounts can be keyed as digits) and, where the account
 has one, its service password, with ``limits.ivr_attempts`` tries before the call ends and the number and
-the account are locked out for ``limits.lockout`` seconds. Then the balance is announced, the
-caller keys the destination followed by ``#`` (``*`` starts the number again), hears the
-minutes available, and ``run`` fires with ``(authorization, destination)``.
+the account are locked out for ``limits.lockout`` seconds. Failures are also counted per account
+and per number across calls, in PostgreSQL (``lockouts.failed``): hanging up after each wrong
+PIN and calling again, or spreading guesses over calls and nodes, meets the same lockout. Then
+the balance is announced, the caller keys the destination followed by ``#`` (``*`` starts the
+number again), hears the minutes available, and ``run`` fires with ``(authorization, destination)``.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class HostedIvr:
     def __init__(self, session, directory, lockouts, attempts: int, lockout_seconds: float):
         self.session = session
         self.directory = directory  # has_password(account_id) -> Deferred[bool | None]
-        self.lockouts = lockouts  # locked(keys) / lock(keys, seconds) -> Deferred
+        self.lockouts = lockouts  # locked(keys) / lock(keys, seconds) / failed(...) -> Deferred
         self.attempts = attempts
         self.lockout_seconds = lockout_seconds
         self._current: defer.Deferred | None = None
@@ -176,6 +178,14 @@ class HostedIvr:
                     raise
                 log.info("IVR identification failed callback_id={callback_id} attempt={n}: {reason}",
                          callback_id=s.id, n=attempt, reason=e.reason)
+                locked_now = yield self._wait(self.lockouts.failed(
+                    [f"phone:{s.request.phone}", f"account:{account}"], self.attempts,
+                    self.lockout_seconds))
+                if locked_now and attempt < self.attempts:
+                    # Earlier calls used up the account's or the number's attempts.
+                    yield self._wait(self.media.play(["invalid", "goodbye"]))
+                    raise IvrFailed("ivr_locked_out", f"{', '.join(locked_now)} locked out after "
+                                                      f"{self.attempts} failures across calls") from None
                 if attempt < self.attempts:
                     yield self._wait(self.media.play(["invalid", "try_again"]))
                     continue
@@ -208,7 +218,7 @@ class HostedIvr:
             try:
                 auth = yield self._authorize(account, None, digits)
             except AuthorizationError as e:
-                if e.reason in ("not_rated", "invalid_number"):
+                if e.reason in ("not_rated", "invalid_number", "destination_not_allowed"):
                     yield self._wait(self.media.play(["invalid", "try_again"]))
                     continue
                 yield self._wait(self.media.play(["call_failed", "goodbye"]))

@@ -39,13 +39,16 @@ _REFUSALS = {
     "no_voice_service": ("forbidden", "this account may not make calls"),
     "no_tariff": ("forbidden", "callback is not available for this account"),
     "not_rated": ("forbidden", "calls to this number are not allowed"),
+    "destination_not_allowed": ("destination_not_allowed",
+                                "this instance does not call that number (too long, or its prefix "
+                                "is not allowed)"),
     "invalid_number": ("invalid_input", "the number is not valid"),
     "no_balance": ("no_balance", "not enough balance for this call"),
     "concurrent_call": ("rate_limited", "this account already has a call in progress"),
 }
 # Refusals about the number called back rather than the account: in Hosted mode these are
 # the caller's, every other one is about the instance's internal account.
-_NUMBER_REASONS = ("not_rated", "invalid_number")
+_NUMBER_REASONS = ("not_rated", "invalid_number", "destination_not_allowed")
 
 
 @implementer(IMediaFactory)
@@ -78,7 +81,8 @@ class AccountDirectory:
         which account numbers exist.
         """
         info = yield authz_store.fetch_account(self.db, account_id)
-        return info is None or info.password_hash is not None
+        # An internal account is no caller's: it looks unknown here too (issue 14, item 3).
+        return info is None or info.internal or info.password_hash is not None
 
 
 class Lockouts:
@@ -94,6 +98,11 @@ class Lockouts:
     def lock(self, keys, seconds: float):
         """Lock ``keys`` out for ``seconds``."""
         return callbacks_store.lock(self.db, keys, seconds)
+
+    def failed(self, keys, limit: int, seconds: float):
+        """Count a failed identification against ``keys`` across calls; lock out (for
+        ``seconds``) each key at ``limit`` failures. Deferred[list]: the keys locked now."""
+        return callbacks_store.failed(self.db, keys, limit, seconds)
 
 
 @implementer(ICallbackService)
@@ -171,7 +180,8 @@ class CallbackService(service.Service):
         session_id = request.callback_id or self.new_callback_id()
         auth_req = AuthRequest(session_id=session_id, account_id=account, cli=request.phone,
                                cld=destination, password=request.password,
-                               check_password=check_password, access_code=app.access_code)
+                               check_password=check_password, access_code=app.access_code,
+                               internal_ok=request.mode == "hosted")
         try:
             auth = yield self.authorizers[app.name].authorize(auth_req)
         except AuthorizationError as e:

@@ -1,4 +1,4 @@
-"""SQL for callback sessions (their status, shared by every node) and IVR lockouts."""
+"""SQL for callback sessions (their status, shared by every node), IVR failures and lockouts."""
 
 from __future__ import annotations
 
@@ -27,6 +27,17 @@ LOCK = """
 INSERT INTO ivr_lockouts (key, locked_until) VALUES (%s, now() + make_interval(secs => %s))
 ON CONFLICT (key) DO UPDATE SET locked_until = EXCLUDED.locked_until
 """
+# One more failed identification for a key; a count older than the lockout period restarts.
+FAIL = """
+INSERT INTO ivr_failures AS f (key, failures, since) VALUES (%(key)s, 1, now())
+ON CONFLICT (key) DO UPDATE SET
+    failures = CASE WHEN f.since < now() - make_interval(secs => %(seconds)s) THEN 1
+                    ELSE f.failures + 1 END,
+    since = CASE WHEN f.since < now() - make_interval(secs => %(seconds)s) THEN now()
+                 ELSE f.since END
+RETURNING failures
+"""
+FORGET_FAILURES = "DELETE FROM ivr_failures WHERE key = %s"
 
 
 def upsert(db, rows: list[tuple]):
@@ -63,6 +74,20 @@ def locked(db, keys: list[str]):
     """True when any of ``keys`` is locked out now."""
     rows = yield db.runQuery(LOCKED, (list(keys),))
     return int(rows[0][0]) > 0
+
+
+@defer.inlineCallbacks
+def failed(db, keys: list[str], limit: int, seconds: float):
+    """Count one failed identification per key (across calls and nodes); lock out for
+    ``seconds`` each key that reached ``limit`` failures. Fire with the keys locked now."""
+    locked_now = []
+    for key in keys:
+        rows = yield db.runQuery(FAIL, {"key": key, "seconds": seconds})
+        if int(rows[0][0]) >= limit:
+            yield db.runOperation(LOCK, (key, seconds))
+            yield db.runOperation(FORGET_FAILURES, (key,))
+            locked_now.append(key)
+    return locked_now
 
 
 @defer.inlineCallbacks

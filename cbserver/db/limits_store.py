@@ -21,6 +21,18 @@ from zope.interface import Interface, implementer
 # Count the hit in the current window and read the previous window beside it: one call of
 # cb_count_hits (sql/032), whose plan PostgreSQL keeps per connection.
 COUNT_HITS = "SELECT kind, hits, previous FROM cb_count_hits(%(kinds)s, %(keys)s, %(start)s, %(previous)s)"
+# Read counters without counting: failed authentications are counted only once they failed.
+PEEK_HITS = """
+SELECT r.kind, r.window_start, r.hits FROM rate_limit_counters r
+  JOIN unnest(%(kinds)s::text[], %(keys)s::text[]) AS u(k, v) ON r.kind = u.k AND r.key = u.v
+ WHERE r.window_start IN (%(start)s, %(previous)s)
+"""
+# Give back a request's hit (its authentication failed: it counts as a failure instead).
+REFUND_HITS = """
+UPDATE rate_limit_counters r SET hits = r.hits - 1
+  FROM unnest(%(kinds)s::text[], %(keys)s::text[]) AS u(k, v)
+ WHERE r.kind = u.k AND r.key = u.v AND r.window_start = %(start)s AND r.hits > 0
+"""
 PRUNE_COUNTERS = "DELETE FROM rate_limit_counters WHERE window_start < %s"
 # The live-slot rule is cb_slot_live (sql/032), the one statement of it; cb_take_slot uses it too.
 COUNT_LIVE_SLOTS = "SELECT cb_count_slots(%(account)s, %(unbound_since)s, %(node_expiry)s)"
@@ -48,6 +60,28 @@ def count_hits(db, keys: list[tuple[str, str]], window_start: int,
     d = db.runQuery(COUNT_HITS, params)
     d.addCallback(lambda rows: {kind: (int(hits), int(prev)) for kind, hits, prev in rows})
     return d
+
+
+def peek_hits(db, keys: list[tuple[str, str]], window_start: int,
+              previous_start: int) -> defer.Deferred:
+    """Fire with ``{kind: (hits in this window, hits in the previous one)}``, counting nothing."""
+    params = {"start": window_start, "previous": previous_start,
+              "kinds": [k for k, _ in keys], "keys": [v for _, v in keys]}
+
+    def fold(rows):
+        out = {kind: (0, 0) for kind, _ in keys}
+        for kind, start, hits in rows:
+            now, prev = out[kind]
+            out[kind] = (int(hits), prev) if int(start) == window_start else (now, int(hits))
+        return out
+
+    return db.runQuery(PEEK_HITS, params).addCallback(fold)
+
+
+def refund_hits(db, keys: list[tuple[str, str]], window_start: int) -> defer.Deferred:
+    """Take one hit back from each ``(kind, key)`` counter of the window (never below 0)."""
+    return db.runOperation(REFUND_HITS, {"start": window_start, "kinds": [k for k, _ in keys],
+                                         "keys": [v for _, v in keys]})
 
 
 def prune_counters(db, before: int) -> defer.Deferred:
@@ -122,6 +156,12 @@ class ILimitStore(Interface):
         A Deferred ``{kind: (hits now, hits in the window that started at previous_start)}``.
         """
 
+    def peek_hits(keys, window_start, previous_start):
+        """Like ``count_hits`` but counting nothing (absent counters are ``(0, 0)``)."""
+
+    def refund_hits(keys, window_start):
+        """Take back one hit of each ``(kind, key)`` counter of the window."""
+
     def prune_counters(before):
         """Forget windows that started before ``before``."""
 
@@ -160,6 +200,14 @@ class PostgresLimitStore:
     def count_hits(self, keys, window_start, previous_start):
         """See ``ILimitStore``."""
         return count_hits(self.db, keys, window_start, previous_start)
+
+    def peek_hits(self, keys, window_start, previous_start):
+        """See ``ILimitStore``."""
+        return peek_hits(self.db, keys, window_start, previous_start)
+
+    def refund_hits(self, keys, window_start):
+        """See ``ILimitStore``."""
+        return refund_hits(self.db, keys, window_start)
 
     def prune_counters(self, before):
         """See ``ILimitStore``."""

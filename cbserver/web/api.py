@@ -203,6 +203,10 @@ class CallbackGateway:
         """
         try:
             if mode == "hosted" and not hosted_ok:
+                if token:
+                    # A wrong X-Callback-Token is a guess: it counts against the client, as on
+                    # the form's hosted-access path, so guessing ends in 429 (issue 14, item 5).
+                    yield self.limiter.check_client(client)
                 raise CallbackRefused("hosted_not_allowed",
                                       "Hosted callback is not available from your address.",
                                       "mode")

@@ -32,6 +32,17 @@ class FakeLockouts:
             self.locks[k] = seconds
         return defer.succeed(None)
 
+    def failed(self, keys, limit, seconds):
+        self.failures = getattr(self, "failures", {})
+        hit = []
+        for k in keys:
+            self.failures[k] = self.failures.get(k, 0) + 1
+            if self.failures[k] >= limit:
+                self.locks[k] = seconds
+                del self.failures[k]
+                hit.append(k)
+        return defer.succeed(hit)
+
 
 class Hosted:
     def __init__(self, scripts, accounts=None, phone="5511987654321"):
@@ -172,3 +183,23 @@ def test_caller_identified_by_pin_who_hangs_up_at_the_balance_pays_for_lega():
     assert h.final[0]["cause"]["code"] == "lega_hung_up"
     recs = {r.leg: r for r in h.recorder.records}
     assert recs["A"].account_id == "cb1818000001" and recs["A"].duration > 0
+
+
+def test_failures_count_per_account_across_calls():
+    # Issue 14, item 6. Call 1 tries the victim's account twice, then another account; call 2,
+    # from another number, tries the victim's account again. Before: only the last account
+    # tried in call 1 was locked, so the victim's account met 4 wrong PINs and stayed open.
+    accounts = {"cb-internal": "x", "cb1818000001": "4321", "cb1818000002": "9999"}
+    one = Hosted(["1818000001", "0000", "1818000001", "1111", "1818000002", "2222"], accounts)
+    one.ua.calls[0].answer()
+    one.run(40)
+    assert one.final[0]["cause"]["code"] == "ivr_failed"
+    two = Hosted(["1818000001", "3333", "1818000001", "4321"], accounts, phone="5511900000002")
+    two.lockouts = one.lockouts  # the same PostgreSQL table, as on every node
+    two.ua.calls[0].answer()
+    two.run(40)
+    assert two.final and two.final[0]["cause"]["code"] == "ivr_locked_out"
+    assert "account:cb1818000001" in two.lockouts.locks
+    # The right PIN, keyed after the lockout, was never tried.
+    assert [r.password for r in two.authorizer.requests if r.check_password] == ["3333"]
+    assert len(two.ua.calls) == 1

@@ -26,6 +26,18 @@ class MemoryLimitStore:
             out[kind] = (self.counters[k], self.counters.get((kind, key, previous_start), 0))
         return defer.succeed(out)
 
+    def peek_hits(self, keys, window_start, previous_start):
+        return defer.succeed({kind: (self.counters.get((kind, key, window_start), 0),
+                                     self.counters.get((kind, key, previous_start), 0))
+                              for kind, key in keys})
+
+    def refund_hits(self, keys, window_start):
+        for kind, key in keys:
+            k = (kind, key, window_start)
+            if self.counters.get(k, 0) > 0:
+                self.counters[k] -= 1
+        return defer.succeed(None)
+
     def prune_counters(self, before):
         for k in [k for k in self.counters if k[2] < before]:
             del self.counters[k]
