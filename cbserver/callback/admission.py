@@ -224,27 +224,22 @@ class ConcurrencyGauge:
 
     log = Logger()
 
-    def __init__(self, store, limits, clock, start_timeout: float = 60.0,
+    def __init__(self, store, limits, start_timeout: float = 60.0,
                  stale_after: float = 24 * 3600.0):
         self.store = store
         self.limits = limits
-        self.clock = clock
-        self.start_timeout = start_timeout  # an unbound slot older than this is dead
-        self.stale_after = stale_after  # prune() forgets slots older than this
-
-    def _times(self) -> tuple[int, int]:
-        """(now, the oldest time an unbound slot is still live), whole seconds."""
-        now = int(self.clock.seconds())
-        return now, now - int(self.start_timeout)
+        # Ages in the store's own clock (PostgreSQL's now()), the one clock every node judges
+        # every node's slots by: no node's clock is compared with another's.
+        self.start_timeout = int(start_timeout)  # an unbound slot older than this is dead
+        self.stale_after = int(stale_after)  # prune() forgets slots older than this
 
     @defer.inlineCallbacks
     def acquire(self, account, callback_id=None):
         """Take a slot or fail with ``RateLimited("concurrent")``."""
-        now, stale = self._times()
         slot_id = str(uuid.uuid4())
         taken, _in_use = yield self.store.take_slot(slot_id, account,
-                                                    self.limits.concurrent_per_account, now, stale,
-                                                    callback_id=callback_id)
+                                                    self.limits.concurrent_per_account,
+                                                    self.start_timeout, callback_id=callback_id)
         if not taken:
             raise RateLimited("concurrent", 30)
         return slot_id
@@ -263,11 +258,11 @@ class ConcurrencyGauge:
 
     def in_use(self, account):
         """See ``IConcurrencyGauge``."""
-        return self.store.count_slots(account, self._times()[1])
+        return self.store.count_slots(account, self.start_timeout)
 
     def prune(self):
         """Forget slots older than ``stale_after`` (of accounts that never called again)."""
-        return self.store.prune_slots(int(self.clock.seconds() - self.stale_after))
+        return self.store.prune_slots(self.stale_after)
 
 
 class Admission:

@@ -35,11 +35,12 @@ UPDATE rate_limit_counters r SET hits = r.hits - 1
 """
 PRUNE_COUNTERS = "DELETE FROM rate_limit_counters WHERE window_start < %s"
 # The live-slot rule is cb_slot_live (sql/032), the one statement of it; cb_take_slot uses it too.
-COUNT_LIVE_SLOTS = "SELECT cb_count_slots(%(account)s, %(unbound_since)s, %(node_expiry)s)"
+COUNT_LIVE_SLOTS = "SELECT cb_count_slots(%(account)s, %(start_timeout)s, %(node_expiry)s)"
 BIND_SLOT = "UPDATE callback_slots SET callback_id = %s WHERE slot_id = %s"
 RELEASE_SLOT = "DELETE FROM callback_slots WHERE slot_id = %s"
 RELEASE_CALLBACK = "DELETE FROM callback_slots WHERE callback_id = %s RETURNING account_id"
-PRUNE_SLOTS = "DELETE FROM callback_slots WHERE taken_at < %s"
+# Slot times are the database's clock (cb_take_slot), so their age is judged by it too.
+PRUNE_SLOTS = "DELETE FROM callback_slots WHERE taken_at < floor(extract(epoch FROM now())) - %s"
 SHARED_SECRET = """
 WITH made AS (
     INSERT INTO web_secrets (name, secret) VALUES (%(name)s, %(candidate)s)
@@ -99,27 +100,28 @@ def shared_secret(db, name: str, candidate: bytes):
     return bytes(rows[0][0])
 
 
-TAKE_SLOT_FN = "SELECT taken, in_use FROM cb_take_slot(%s, %s, %s, %s, %s, %s, %s)"
+TAKE_SLOT_FN = "SELECT taken, in_use FROM cb_take_slot(%s, %s, %s, %s, %s, %s)"
 
 
-def take_slot(db, slot_id: str, account: str, cap: int, now: int, unbound_since: int,
+def take_slot(db, slot_id: str, account: str, cap: int, start_timeout: int,
               node_expiry: int = 60, callback_id: str | None = None) -> defer.Deferred:
     """Fire with ``(taken, in_use)``: whether the slot was taken and the live slots now.
 
     One round trip: ``cb_take_slot`` (sql/031, 032) drops the account's dead slots, counts the
     live ones and takes one if below ``cap``, under the account's advisory lock. A slot taken
     with ``callback_id`` is bound at once; it stays live while young even before the
-    callback's session row exists.
+    callback's session row exists, for ``start_timeout`` seconds. The slot's time is the
+    database's clock, the one every node judges it by.
     """
-    d = db.runQuery(TAKE_SLOT_FN, (slot_id, account, cap, now, unbound_since, node_expiry,
+    d = db.runQuery(TAKE_SLOT_FN, (slot_id, account, cap, int(start_timeout), node_expiry,
                                    callback_id))
     d.addCallback(lambda rows: (bool(rows[0][0]), int(rows[0][1])))
     return d
 
 
-def count_slots(db, account: str, unbound_since: int, node_expiry: int = 60) -> defer.Deferred:
-    """Fire with the number of the account's live slots."""
-    d = db.runQuery(COUNT_LIVE_SLOTS, {"account": account, "unbound_since": unbound_since,
+def count_slots(db, account: str, start_timeout: int, node_expiry: int = 60) -> defer.Deferred:
+    """Fire with the number of the account's live slots (unbound ones live ``start_timeout`` s)."""
+    d = db.runQuery(COUNT_LIVE_SLOTS, {"account": account, "start_timeout": int(start_timeout),
                                        "node_expiry": node_expiry})
     d.addCallback(lambda rows: int(rows[0][0]))
     return d
@@ -142,9 +144,9 @@ def release_callback(db, callback_id: str) -> defer.Deferred:
     return d
 
 
-def prune_slots(db, before: int) -> defer.Deferred:
-    """Delete slots taken before ``before`` (a node died without releasing them)."""
-    return db.runOperation(PRUNE_SLOTS, (before,))
+def prune_slots(db, older_than: int) -> defer.Deferred:
+    """Delete slots taken more than ``older_than`` seconds ago (a node died holding them)."""
+    return db.runOperation(PRUNE_SLOTS, (int(older_than),))
 
 
 class ILimitStore(Interface):
@@ -165,13 +167,14 @@ class ILimitStore(Interface):
     def prune_counters(before):
         """Forget windows that started before ``before``."""
 
-    def take_slot(slot_id, account, cap, now, unbound_since, callback_id=None):
+    def take_slot(slot_id, account, cap, start_timeout, callback_id=None):
         """A Deferred ``(taken, in_use)``; takes a slot only while fewer than ``cap`` are live.
 
-        A slot is live while taken at or after ``unbound_since`` and its callback not yet
-        written, or while bound to a callback in progress. ``callback_id`` binds it at once."""
+        A slot is live for ``start_timeout`` seconds while its callback is not yet written,
+        or while bound to a callback in progress. ``callback_id`` binds it at once. Slot
+        times are the store's own clock (PostgreSQL's ``now()``), one for every node."""
 
-    def count_slots(account, unbound_since):
+    def count_slots(account, start_timeout):
         """A Deferred count of the account's live slots."""
 
     def bind_slot(slot_id, callback_id):
@@ -183,8 +186,8 @@ class ILimitStore(Interface):
     def release_callback(callback_id):
         """Free a callback's slot; a Deferred account id or None."""
 
-    def prune_slots(before):
-        """Forget slots taken before ``before``."""
+    def prune_slots(older_than):
+        """Forget slots taken more than ``older_than`` seconds ago."""
 
     def shared_secret(name, candidate):
         """A Deferred secret stored under ``name`` (``candidate`` becomes it if none is)."""
@@ -213,14 +216,13 @@ class PostgresLimitStore:
         """See ``ILimitStore``."""
         return prune_counters(self.db, before)
 
-    def take_slot(self, slot_id, account, cap, now, unbound_since, callback_id=None):
+    def take_slot(self, slot_id, account, cap, start_timeout, callback_id=None):
         """See ``ILimitStore``."""
-        return take_slot(self.db, slot_id, account, cap, now, unbound_since,
-                         callback_id=callback_id)
+        return take_slot(self.db, slot_id, account, cap, start_timeout, callback_id=callback_id)
 
-    def count_slots(self, account, unbound_since):
+    def count_slots(self, account, start_timeout):
         """See ``ILimitStore``."""
-        return count_slots(self.db, account, unbound_since)
+        return count_slots(self.db, account, start_timeout)
 
     def bind_slot(self, slot_id, callback_id):
         """See ``ILimitStore``."""

@@ -350,7 +350,7 @@ def build_callback_web(cfg, db, callback_service, clock, metrics, *, fallback=No
 
     store = PostgresLimitStore(db)
     web = CallbackWeb(cfg, callback_service, RateLimiter(store, cfg.limits, clock),
-                      ConcurrencyGauge(store, cfg.limits, clock), clock, metrics,
+                      ConcurrencyGauge(store, cfg.limits), clock, metrics,
                       ready=lambda: bool(db.ready) and bool(accepting()),
                       csrf_secret=csrf_secret, fallback=fallback, trusted_proxies=trusted_proxies,
                       secure_cookies=not cfg.web.endpoint.startswith("tcp:"))

@@ -8,10 +8,11 @@
 -- planned once per connection, maybe while the tables are empty, and that plan could then
 -- scan callback_sessions whole.
 --
--- Two clocks meet here and are never compared with each other: a slot's age is in the calling
--- node's injected clock (p_taken and p_unbound_since are both its epoch seconds, so the web
--- layer's clock, a test's included, decides when an unbound slot dies), and its node's
--- liveness is in the database's clock (cb_node_alive), the clock last_seen is written in.
+-- One clock, the database's now(): a slot's taken_at is written with it (cb_take_slot),
+-- p_unbound_since is derived from it (now() minus the start timeout), and a node's liveness
+-- is judged by it (cb_node_alive, the clock last_seen is written in). Slots taken by one node
+-- are judged by every other node, so a time each node read from its own clock would make
+-- their disagreement (clock skew) decide whether another node's slot is still live.
 CREATE OR REPLACE FUNCTION cb_slot_live(p_callback text, p_taken bigint, p_unbound_since bigint,
                                         p_node_expiry integer)
 RETURNS boolean
@@ -30,12 +31,15 @@ BEGIN
     RETURN live;
 END $$;
 
--- The account's live slots (the rule above), for the gauge's in_use().
-CREATE OR REPLACE FUNCTION cb_count_slots(p_account text, p_unbound_since bigint,
+-- The account's live slots (the rule above), for the gauge's in_use(); an unbound slot is
+-- live for p_start_timeout seconds of the database's clock.
+DROP FUNCTION IF EXISTS cb_count_slots(text, bigint, integer);  -- before: the caller's clock
+CREATE OR REPLACE FUNCTION cb_count_slots(p_account text, p_start_timeout integer,
                                           p_node_expiry integer)
 RETURNS integer
 LANGUAGE sql STABLE AS $$
     SELECT count(*)::integer FROM callback_slots s
      WHERE s.account_id = p_account
-       AND cb_slot_live(s.callback_id, s.taken_at, p_unbound_since, p_node_expiry)
+       AND cb_slot_live(s.callback_id, s.taken_at,
+                        floor(extract(epoch FROM now()))::bigint - p_start_timeout, p_node_expiry)
 $$;

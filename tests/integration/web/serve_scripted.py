@@ -38,7 +38,7 @@ def build(dsn: str, state: Path):
     store = PostgresLimitStore(db)
     service = ScriptedCallbackService(reactor, step=0.6, hold=2.5)
     web = CallbackWeb(cfg, service, RateLimiter(store, cfg.limits, reactor),
-                      ConcurrencyGauge(store, cfg.limits, reactor), reactor, Metrics(),
+                      ConcurrencyGauge(store, cfg.limits), reactor, Metrics(),
                       ready=lambda: db.ready, fallback=WebApp(db, reactor).resource())
     site = Site(web.resource())
     site.displayTracebacks = False

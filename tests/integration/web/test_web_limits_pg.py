@@ -38,12 +38,17 @@ def clock_at(t: float = 1_800_000_000.0) -> Clock:
 
 
 def two_gauges(pools, cap: int):
-    """A concurrency gauge on each node, one cap and one clock: (gauge a, gauge b, clock)."""
+    """A concurrency gauge on each node, one cap: (gauge a, gauge b)."""
     limits = LimitsConfig(concurrent_per_account=cap)
-    clock = clock_at()
     a, b = pools
-    return (ConcurrencyGauge(PostgresLimitStore(a), limits, clock),
-            ConcurrencyGauge(PostgresLimitStore(b), limits, clock), clock)
+    return (ConcurrencyGauge(PostgresLimitStore(a), limits),
+            ConcurrencyGauge(PostgresLimitStore(b), limits))
+
+
+def age_slots(dsn, seconds: int) -> None:
+    """Let ``seconds`` pass for every slot: slots are timed by the database's clock, one for
+    every node, so a test moves their times back instead of a node's clock forward."""
+    sql(dsn, "UPDATE callback_slots SET taken_at = taken_at - %s", (seconds,))
 
 
 async def outcomes(ds):
@@ -102,7 +107,7 @@ async def test_counts_per_kind_are_returned_atomically(pools, pg_dsn):
 @pytest_twisted.ensureDeferred
 async def test_two_nodes_never_take_more_slots_than_the_cap(pools):
     a, b = pools
-    ga, gb, clock = two_gauges(pools, cap=2)
+    ga, gb = two_gauges(pools, cap=2)
     got = await outcomes([(ga if i % 2 else gb).acquire("cb1001") for i in range(8)])
     assert got.count("ok") == 2 and got.count("concurrent") == 6
     assert await ga.in_use("cb1001") == 2 and await gb.in_use("cb1001") == 2
@@ -135,11 +140,11 @@ def sql(dsn, statement, params=()):
 @pytest_twisted.ensureDeferred
 async def test_a_bound_slot_lives_as_long_as_its_callback_session(pools, pg_dsn):
     a, b = pools
-    ga, gb, clock = two_gauges(pools, cap=1)
+    ga, gb = two_gauges(pools, cap=1)
     slot = await ga.acquire("cb1001")
     insert_session(pg_dsn, "sess-1", "cb1001", a.instance_id)
     await ga.bind(slot, "sess-1")
-    clock.advance(3600)  # long after the start: the session keeps the slot
+    age_slots(pg_dsn, 3600)  # long after the start: the session keeps the slot
     assert await outcomes([gb.acquire("cb1001")]) == ["concurrent"]
     sql(pg_dsn, "UPDATE callback_sessions SET status = 'ended' WHERE id = 'sess-1'")
     assert await gb.in_use("cb1001") == 0
@@ -149,7 +154,7 @@ async def test_a_bound_slot_lives_as_long_as_its_callback_session(pools, pg_dsn)
 @pytest_twisted.ensureDeferred
 async def test_a_slot_of_a_dead_node_is_not_counted(pools, pg_dsn):
     a, b = pools
-    ga, gb, clock = two_gauges(pools, cap=1)
+    ga, gb = two_gauges(pools, cap=1)
     slot = await ga.acquire("cb1001")
     insert_session(pg_dsn, "sess-2", "cb1001", a.instance_id)
     await ga.bind(slot, "sess-2")
@@ -160,8 +165,7 @@ async def test_a_slot_of_a_dead_node_is_not_counted(pools, pg_dsn):
 @pytest_twisted.ensureDeferred
 async def test_cancel_release_and_prune_on_postgresql(pools, pg_dsn):
     a, _ = pools
-    clock = clock_at()
-    g = ConcurrencyGauge(PostgresLimitStore(a), LimitsConfig(concurrent_per_account=3), clock)
+    g = ConcurrencyGauge(PostgresLimitStore(a), LimitsConfig(concurrent_per_account=3))
     s1 = await g.acquire("cb1001")
     await g.cancel(s1)
     s2 = await g.acquire("cb1001")
@@ -170,7 +174,7 @@ async def test_cancel_release_and_prune_on_postgresql(pools, pg_dsn):
     assert await g.release("sess-3") == "cb1001"
     assert await g.release("sess-3") is None
     await g.acquire("cb1001")
-    clock.advance(25 * 3600)
+    age_slots(pg_dsn, 25 * 3600)
     await g.prune()
     assert await g.in_use("cb1001") == 0
 
@@ -189,13 +193,36 @@ async def test_every_node_gets_the_same_shared_secret(pools):
 @pytest_twisted.ensureDeferred
 async def test_a_slot_bound_when_taken_is_live_before_its_session_row_and_while_it_runs(pools, pg_dsn):
     a, b = pools
-    ga, gb, clock = two_gauges(pools, cap=1)
+    ga, gb = two_gauges(pools, cap=1)
     await ga.acquire("cb1001", "sess-4")  # bound in the same round trip
     assert await outcomes([gb.acquire("cb1001")]) == ["concurrent"]  # no session row yet: young
-    clock.advance(120)  # past start_timeout with no session row: the request died
+    age_slots(pg_dsn, 120)  # past start_timeout with no session row: the request died
     assert await outcomes([gb.acquire("cb1001", "sess-5")]) == ["ok"]
     insert_session(pg_dsn, "sess-5", "cb1001", b.instance_id)
-    clock.advance(3600)  # the running session keeps its slot however old
+    age_slots(pg_dsn, 3600)  # the running session keeps its slot however old
     assert await outcomes([ga.acquire("cb1001")]) == ["concurrent"]
     sql(pg_dsn, "UPDATE callback_sessions SET status = 'ended' WHERE id = 'sess-5'")
     assert await outcomes([ga.acquire("cb1001")]) == ["ok"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_slots_are_timed_by_the_database_clock_not_a_nodes(pools, pg_dsn):
+    ga, gb = two_gauges(pools, cap=1)
+    await ga.acquire("cb1001")  # unbound: live for start_timeout of the database's clock
+    rows = sql_rows(pg_dsn, "SELECT taken_at - floor(extract(epoch FROM now())) FROM callback_slots")
+    assert len(rows) == 1 and abs(rows[0][0]) <= 5
+    assert await outcomes([gb.acquire("cb1001")]) == ["concurrent"]
+    age_slots(pg_dsn, 59)
+    assert await outcomes([gb.acquire("cb1001")]) == ["concurrent"]
+    age_slots(pg_dsn, 2)
+    assert await outcomes([gb.acquire("cb1001")]) == ["ok"]
+
+
+def sql_rows(dsn, statement, params=()):
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall()
+    finally:
+        conn.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from zope.interface import implementer
 
 from cbserver.db.limits_store import ILimitStore
@@ -10,10 +11,13 @@ from cbserver.db.limits_store import ILimitStore
 
 @implementer(ILimitStore)
 class MemoryLimitStore:
-    """Counters and slots in dicts; ``is_open(callback_id)`` says whether a callback runs."""
+    """Counters and slots in dicts; ``is_open(callback_id)`` says whether a callback runs.
 
-    def __init__(self, is_open=lambda _cid: True):
+    ``clock`` stands for the database's clock (PostgreSQL's ``now()``), which times slots."""
+
+    def __init__(self, is_open=lambda _cid: True, clock=None):
         self.is_open = is_open
+        self.clock = clock if clock is not None else Clock()
         self.counters: dict[tuple[str, str, int], int] = {}
         self.slots: dict[str, dict] = {}
         self.secrets: dict[str, bytes] = {}
@@ -48,7 +52,9 @@ class MemoryLimitStore:
             return slot["taken_at"] >= unbound_since
         return self.is_open(slot["callback_id"])
 
-    def take_slot(self, slot_id, account, cap, now, unbound_since, callback_id=None):
+    def take_slot(self, slot_id, account, cap, start_timeout, callback_id=None):
+        now = int(self.clock.seconds())
+        unbound_since = now - int(start_timeout)
         for sid in [s for s, v in self.slots.items()
                     if v["account"] == account and not self._live(v, unbound_since)]:
             del self.slots[sid]
@@ -58,7 +64,8 @@ class MemoryLimitStore:
         self.slots[slot_id] = {"account": account, "callback_id": callback_id, "taken_at": now}
         return defer.succeed((True, in_use + 1))
 
-    def count_slots(self, account, unbound_since):
+    def count_slots(self, account, start_timeout):
+        unbound_since = int(self.clock.seconds()) - int(start_timeout)
         return defer.succeed(sum(1 for v in self.slots.values()
                                  if v["account"] == account and self._live(v, unbound_since)))
 
@@ -78,7 +85,8 @@ class MemoryLimitStore:
                 return defer.succeed(v["account"])
         return defer.succeed(None)
 
-    def prune_slots(self, before):
+    def prune_slots(self, older_than):
+        before = int(self.clock.seconds()) - int(older_than)
         for sid in [s for s, v in self.slots.items() if v["taken_at"] < before]:
             del self.slots[sid]
         return defer.succeed(None)

@@ -64,7 +64,7 @@ class Harness:
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
         self.service = ScriptedCallbackService(self.clock)
-        self.store = MemoryLimitStore(self.service.is_open)
+        self.store = MemoryLimitStore(self.service.is_open, self.clock)  # the database's clock
         base = parse_config(example_path().read_text())
         self.config = dataclasses.replace(base, application=tuple(apps or (app_config(),)),
                                           limits=limits or LimitsConfig(),
@@ -73,7 +73,7 @@ class Harness:
         self.ready = True
         self.web = CallbackWeb(self.config, self.service,
                                RateLimiter(self.store, self.config.limits, self.clock),
-                               ConcurrencyGauge(self.store, self.config.limits, self.clock),
+                               ConcurrencyGauge(self.store, self.config.limits),
                                self.clock, self.metrics, ready=lambda: self.ready,
                                fallback=fallback, **web_kw)
         self.new_browser()

@@ -52,7 +52,7 @@ def test_fakes_and_real_classes_provide_their_interfaces():
     assert verifyObject(ILimitStore, store)
     assert verifyObject(ILimitStore, PostgresLimitStore(db=None))
     assert verifyObject(IRateLimiter, RateLimiter(store, LimitsConfig(), clock))
-    assert verifyObject(IConcurrencyGauge, ConcurrencyGauge(store, LimitsConfig(), clock))
+    assert verifyObject(IConcurrencyGauge, ConcurrencyGauge(store, LimitsConfig()))
     assert verifyObject(ICallbackService, ScriptedCallbackService(clock))
 
 
@@ -123,8 +123,8 @@ def gauge(cap=1, open_ids=None):
     clock = Clock()
     clock.advance(5000)
     open_ids = set() if open_ids is None else open_ids
-    store = MemoryLimitStore(lambda cid: cid in open_ids)
-    return ConcurrencyGauge(store, LimitsConfig(concurrent_per_account=cap), clock), clock, store
+    store = MemoryLimitStore(lambda cid: cid in open_ids, clock)  # the database's clock
+    return ConcurrencyGauge(store, LimitsConfig(concurrent_per_account=cap)), clock, store
 
 
 def test_slot_is_held_while_the_callback_runs_and_frees_itself_when_it_ends():
