@@ -98,7 +98,7 @@ async def test_wrong_pins_over_two_calls_lock_the_account_and_the_right_pin_is_r
     causes = [e["cause"]["code"] for e in (end1, end2, end3)]
     # Before the fix: ['lega_hung_up', 'lega_hung_up', 'lega_hung_up'], call 3 connected to
     # 18185550123 and was charged to the account.
-    assert causes == ["lega_hung_up", "ivr_locked_out", "ivr_locked_out"], (causes, end2, end3)
+    assert causes == ["lega_hung_up", "ivr_locked_out", "ivr_locked_out"], (causes, end3["legs"])
     assert failures_after_first == [(2,)]
     locked = db_rows(w.dsn, "SELECT key FROM ivr_lockouts WHERE locked_until > now() ORDER BY key")
     # The account is locked; none of the numbers is (none failed ivr_attempts times).
