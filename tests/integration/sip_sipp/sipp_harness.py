@@ -115,7 +115,14 @@ class SippTrunk:
                     try:
                         s.bind(("127.0.0.1", self.port))
                     except OSError:
-                        return  # taken: sipp is listening
+                        taken = True  # by sipp, or by another process (then sipp exits at once)
+                    else:
+                        taken = False
+                if taken:
+                    await deferLater(reactor, 0.3, lambda: None)
+                    if self.proc.poll() is None:
+                        return  # sipp is listening
+                    break
                 await deferLater(reactor, 0.02, lambda: None)
                 waited += 0.02
             if self.proc.poll() is None:
