@@ -48,6 +48,7 @@ from tests.support.sippeer import Received, SipPeer, _headers  # noqa: E402
 PASSWORD = "soak-pass-1"
 DESTINATION = "18185550123"
 T1 = 0.5  # RFC 3261 17.1.1.1
+OPEN_SESSIONS = "SELECT count(*) FROM callback_sessions WHERE status <> 'ended'"
 
 
 class LossyTrunk(SipPeer):
@@ -331,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             # killed node's legs within ~30 s; the no-answer timeout is a few seconds.
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
-                open_sessions = query(dsn, "SELECT count(*) FROM callback_sessions WHERE status <> 'ended'")[0][0]
+                open_sessions = query(dsn, OPEN_SESSIONS)[0][0]
                 leftovers = query(dsn, "SELECT (SELECT count(*) FROM balance_reservations) + "
                                        "(SELECT count(*) FROM callback_slots) + "
                                        "(SELECT count(*) FROM callback_recovery)")[0][0]
@@ -381,7 +382,7 @@ def check(dsn: str, before: dict, trunk: LossyTrunk, stats: dict) -> list[str]:
                                     "AND duration > 0")[0][0] if _has_leg_b(dsn) else None
     stats["causes"] = dict(query(dsn, "SELECT coalesce(state->'cause'->>'code', '?'), count(*) "
                                       "FROM callback_sessions GROUP BY 1"))
-    for what, sql in (("sessions not ended", "SELECT count(*) FROM callback_sessions WHERE status <> 'ended'"),
+    for what, sql in (("sessions not ended", OPEN_SESSIONS),
                       ("holds left", "SELECT count(*) FROM balance_reservations"),
                       ("slots left", "SELECT count(*) FROM callback_slots"),
                       ("recovery rows left", "SELECT count(*) FROM callback_recovery")):
