@@ -318,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                         stats["accepted"] += 1
                         ids.append(body["id"])
                     else:
-                        key = f"{code} {body.get('error', body.get('code', ''))}"[:60]
+                        err = body.get("error", body)
+                        key = f"{code} {err.get('code', '') if isinstance(err, dict) else err}"[:60]
                         stats["refused"][key] = stats["refused"].get(key, 0) + 1
                 time.sleep(rng.expovariate(args.rate))
             for _when, action in pending:  # undo the fault in progress
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                 n.wait_ready(120)
             # Drain: the trunk hangs up within 20 s (+ BYE retransmissions); recovery of a
             # killed node's legs within ~30 s; the no-answer timeout is a few seconds.
-            deadline = time.monotonic() + 180
+            deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 open_sessions = query(dsn, OPEN_SESSIONS)[0][0]
                 leftovers = query(dsn, "SELECT (SELECT count(*) FROM balance_reservations) + "
@@ -340,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                     break
                 time.sleep(1)
             time.sleep(3)  # the xDR writer's last batch
-            stats["drain_seconds"] = round(180 - (deadline - time.monotonic()), 1)
+            stats["drain_seconds"] = round(120 - (deadline - time.monotonic()), 1)
             violations = check(dsn, before, trunk, stats)
         finally:
             for n in nodes:
@@ -389,6 +390,12 @@ def check(dsn: str, before: dict, trunk: LossyTrunk, stats: dict) -> list[str]:
         n = query(dsn, sql)[0][0]
         if n:
             violations.append(f"{n} {what}")
+    # Whose leftovers: the callback, its session's status and cause (for the report).
+    for table, column in (("callback_slots", "callback_id"), ("callback_recovery", "session_id")):
+        rows = query(dsn, f"SELECT t.{column}, s.status, s.state->'cause'->>'code', s.node "
+                          f"FROM {table} t LEFT JOIN callback_sessions s ON s.id = t.{column}")
+        if rows:
+            violations.append(f"{table} left: {rows[:8]}")
     with_xdr = {r[0] for r in query(dsn, "SELECT call_id FROM xdrs WHERE call_id IS NOT NULL")}
     missing = sorted(trunk.answered - with_xdr)
     if missing:
