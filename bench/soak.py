@@ -325,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
                         ids.append(body["id"])
                     else:
                         err = body.get("error", body)
-                        key = f"{code} {err.get('code', '') if isinstance(err, dict) else err}"[:60]
+                        if isinstance(err, dict):
+                            err = f"{err.get('code', '')}: {err.get('message', '')}"
+                        key = f"{code} {err}"[:70]
                         stats["refused"][key] = stats["refused"].get(key, 0) + 1
                 time.sleep(rng.expovariate(args.rate))
             for _when, action in pending:  # undo the fault in progress
