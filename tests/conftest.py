@@ -14,6 +14,7 @@ import uuid
 
 import psycopg2
 import pytest
+from twisted.logger import globalLogPublisher
 
 from cbserver.db.migrations import upgrade
 from cbserver.devtools.pgcluster import Cluster, ClusterError, default_cluster
@@ -110,3 +111,12 @@ def pg_dsn(pg_cluster: Cluster, pg_template: str):
 def empty_pg_dsn(pg_cluster: Cluster):
     """DSN of a fresh, empty database (no schema at all), dropped after the test."""
     yield from _scratch_database(pg_cluster, "cbs_e_")
+
+
+@pytest.fixture
+def logged():
+    """Every log event emitted while the test runs, in order."""
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)

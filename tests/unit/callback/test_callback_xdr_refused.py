@@ -4,7 +4,7 @@ import json
 
 import pytest
 from twisted.internet import defer
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel
 from zope.interface import implementer
 
 from cbserver.billing.xdr import ICallRecorder, XdrRejected
@@ -26,12 +26,6 @@ class RefusingRecorder:
         return defer.fail(self.error) if leg.leg == "B" else defer.succeed(None)
 
 
-@pytest.fixture
-def logged():
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 @pytest.mark.parametrize("error, reason", [

@@ -5,19 +5,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel
 
 from cbserver.billing.xdr import XdrRejected
 from tests.unit.xdr.test_xdr_spool import leg, make_writer
-
-
-@pytest.fixture
-def logged():
-    events = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def test_a_refused_leg_whose_reject_file_cannot_be_written_still_fails_and_is_logged(tmp_path,
