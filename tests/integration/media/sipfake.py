@@ -56,22 +56,32 @@ def sdp_media(body: bytes):
     return host, int(m.group(1)), int(m.group(2).split()[0]), int(te.group(1)) if te else None
 
 
-def respond_ok(transport, headers, addr, body=b"", ctype=None):
-    """Answer the request whose ``headers`` came from ``addr`` with 200 OK (and ``body``)."""
+def respond(transport, headers, addr, status=200, body=b"", ctype=None, tag="ans1",
+            user="ans"):
+    """Answer the request whose ``headers`` came from ``addr`` with ``status`` (and ``body``).
+
+    The To tag is added only when the request had none (RFC 3261 §8.2.6.2: a response inside
+    an existing dialog keeps the dialog's tags); ``tag=None`` leaves To as it came."""
     to = header(headers, "To", "t")
-    if ";tag=" not in to:
-        to += ";tag=ans1"
-    lines = ["SIP/2.0 200 OK"]
+    if tag is not None and ";tag=" not in to:
+        to += f";tag={tag}"
+    reason = {180: "Ringing", 200: "OK"}.get(status, "Response")
+    lines = [f"SIP/2.0 {status} {reason}"]
     lines += [f"Via: {v}" for n, v in headers if n.lower() in ("via", "v")]
     lines += [
         f"From: {header(headers, 'From', 'f')}", f"To: {to}",
         f"Call-ID: {header(headers, 'Call-ID', 'i')}", f"CSeq: {header(headers, 'CSeq')}",
-        f"Contact: <sip:ans@127.0.0.1:{transport.getHost().port}>",
+        f"Contact: <sip:{user}@127.0.0.1:{transport.getHost().port}>",
     ]
     if ctype:
         lines.append(f"Content-Type: {ctype}")
     lines.append(f"Content-Length: {len(body)}")
     transport.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body, addr)
+
+
+def respond_ok(transport, headers, addr, body=b"", ctype=None):
+    """Answer the request whose ``headers`` came from ``addr`` with 200 OK (and ``body``)."""
+    respond(transport, headers, addr, 200, body, ctype)
 
 
 class Answerer(DatagramProtocol):

@@ -18,7 +18,7 @@ from twisted.internet.protocol import DatagramProtocol
 
 from cbserver.media import rtcp, rtp
 from tests.integration.media.callbackrig import CallbackRig
-from tests.integration.media.sipfake import header, parse, sdp, sdp_media
+from tests.integration.media.sipfake import header, parse, respond, sdp, sdp_media
 
 pytestmark = pytest.mark.integration
 
@@ -105,18 +105,9 @@ class Trunk(DatagramProtocol):
             self._respond(headers, addr, leg, b"")
 
     def _respond(self, headers, addr, leg, body):
-        to = header(headers, "To", "t")
-        if leg is not None and ";tag=" not in to:
-            to += f";tag={leg.tag}"
-        lines = ["SIP/2.0 200 OK"]
-        lines += [f"Via: {v}" for n, v in headers if n.lower() in ("via", "v")]
-        lines += [f"From: {header(headers, 'From', 'f')}", f"To: {to}",
-                  f"Call-ID: {header(headers, 'Call-ID', 'i')}", f"CSeq: {header(headers, 'CSeq')}",
-                  f"Contact: <sip:trunk@127.0.0.1:{self.transport.getHost().port}>"]
-        if body:
-            lines.append("Content-Type: application/sdp")
-        lines.append(f"Content-Length: {len(body)}")
-        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body, addr)
+        respond(self.transport, headers, addr, 200, body,
+                "application/sdp" if body else None,
+                tag=leg.tag if leg is not None else None, user="trunk")
 
     def sent_to(self, leg: Leg, method: str) -> int:
         """How many ``method`` requests cbserver sent on ``leg``'s dialog."""

@@ -21,7 +21,7 @@ from twisted.logger import globalLogPublisher
 
 from cbserver.media import rtcp, rtp
 from tests.integration.media.callbackrig import CallbackRig
-from tests.integration.media.sipfake import header, parse, sdp, sdp_media
+from tests.integration.media.sipfake import header, parse, respond, sdp, sdp_media
 
 pytestmark = pytest.mark.integration
 
@@ -101,18 +101,9 @@ class Trunk(DatagramProtocol):
             self.respond(headers, addr, leg, 200, b"")
 
     def respond(self, headers, addr, leg, status, body):
-        to = header(headers, "To", "t")
-        if leg is not None and ";tag=" not in to:
-            to += f";tag={leg.tag}"
-        lines = [f"SIP/2.0 {status} {'OK' if status == 200 else 'Ringing'}"]
-        lines += [f"Via: {v}" for n, v in headers if n.lower() in ("via", "v")]
-        lines += [f"From: {header(headers, 'From', 'f')}", f"To: {to}",
-                  f"Call-ID: {header(headers, 'Call-ID', 'i')}", f"CSeq: {header(headers, 'CSeq')}",
-                  f"Contact: <sip:trunk@127.0.0.1:{self.transport.getHost().port}>"]
-        if body:
-            lines.append("Content-Type: application/sdp")
-        lines.append(f"Content-Length: {len(body)}")
-        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body, addr)
+        respond(self.transport, headers, addr, status, body,
+                "application/sdp" if body else None,
+                tag=leg.tag if leg is not None else None, user="trunk")
 
 
 class Attacker:
