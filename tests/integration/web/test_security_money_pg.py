@@ -16,21 +16,8 @@ from cbserver.callback.api import CallbackRequest
 from cbserver.callback.service import Lockouts
 from cbserver.config import LimitsConfig
 from cbserver.db.limits_store import PostgresLimitStore
-from cbserver.db.pool import Database
 
 pytestmark = pytest.mark.integration
-
-
-@pytest_twisted.async_yield_fixture
-async def pools(pg_dsn):
-    """Two ready pools on one fresh database: two cbserver nodes."""
-    a = Database(pg_dsn, reactor, size=2, node="node-a")
-    b = Database(pg_dsn, reactor, size=2, node="node-b")
-    for p in (a, b):
-        p.startService()
-    await defer.gatherResults([a.when_ready(), b.when_ready()])
-    yield a, b
-    await defer.gatherResults([defer.maybeDeferred(a.stopService), defer.maybeDeferred(b.stopService)])
 
 
 @pytest_twisted.ensureDeferred

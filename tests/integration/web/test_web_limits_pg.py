@@ -7,28 +7,15 @@ import json
 import psycopg2
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from cbserver.callback.admission import ConcurrencyGauge, RateLimited, RateLimiter
 from cbserver.callback.api import CallbackRequest
 from cbserver.config import LimitsConfig
 from cbserver.db.limits_store import PostgresLimitStore
-from cbserver.db.pool import Database
 
 pytestmark = pytest.mark.integration
-
-
-@pytest_twisted.async_yield_fixture
-async def pools(pg_dsn):
-    """Two ready pools on one fresh database: two cbserver nodes."""
-    a = Database(pg_dsn, reactor, size=3, node="node-a")
-    b = Database(pg_dsn, reactor, size=3, node="node-b")
-    for p in (a, b):
-        p.startService()
-    await defer.gatherResults([a.when_ready(), b.when_ready()])
-    yield a, b
-    await defer.gatherResults([defer.maybeDeferred(a.stopService), defer.maybeDeferred(b.stopService)])
 
 
 def clock_at(t: float = 1_800_000_000.0) -> Clock:
