@@ -14,6 +14,7 @@ and filters as query parameters. The OpenAPI 3 document is served at ``/openapi.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import functools
 import hmac
@@ -26,6 +27,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from cbserver.billing import readiness
 from cbserver.billing.accounts import Accounts
+from cbserver.billing.audit import Actor
 from cbserver.billing.catalog import Catalog, RowErrors
 from cbserver.billing.generator import Generator
 from cbserver.billing.payments import Payments
@@ -34,11 +36,14 @@ from cbserver.db.stores import PostgresCatalogStore, PostgresReadinessStore
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
 from cbserver.mail import Mailer
+from cbserver.web import admin_audit
 from cbserver.web.admin_openapi import openapi_document
 from cbserver.web.responses import log_unexpected
 from cbserver.web.untrusted import UntrustedInput, check_text, load_json
 
 MAX_BODY = 1 << 20
+#: Who the audit log says made a change with the configured bearer token.
+API_TOKEN_ACTOR = "api-token"
 MAX_FINISHED_JOBS = 100
 
 
@@ -116,7 +121,7 @@ def api(status: int = 200, body: bool = False):
                 self.authorize(request)
                 _check_request(request, kwargs)
                 args = [self._body(request)] if body else []
-                return _send(request, status, await fn(self, request, *args, **kwargs))
+                return _send(request, status, await fn(self.acting(request), request, *args, **kwargs))
 
             return defer.ensureDeferred(run())
 
@@ -171,6 +176,16 @@ class AdminApp:
                       method=request.method.decode("ascii", "replace"),
                       path=request.path.decode("utf-8", "replace"), status=request.code,
                       client=getattr(request.getClientAddress(), "host", "") or "-")
+
+    def acting(self, request) -> AdminApp:
+        """This app with its services bound to the request's actor, for the audit log: the
+        bearer token's identity (``api-token``), from the API, at the client's address."""
+        bound = copy.copy(self)
+        actor = Actor(API_TOKEN_ACTOR, "api", getattr(request.getClientAddress(), "host", "") or "")
+        for name in ("catalog", "accounts", "payments", "generator", "applications"):
+            if hasattr(self, name):
+                setattr(bound, name, getattr(self, name).as_actor(actor))
+        return bound
 
     def authorize(self, request) -> None:
         """Raise ``Unauthorized`` unless the request carries the configured bearer token."""
@@ -516,3 +531,7 @@ class AdminApp:
         if job_id not in self.jobs:
             raise NotFound("generator job", job_id)
         return self.jobs[job_id]
+
+
+# Routes kept in modules of their own (small files): the audit log, voice applications.
+admin_audit.install(AdminApp, api)
