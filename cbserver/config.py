@@ -14,6 +14,7 @@ import urllib.parse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from cbserver.billing.numbers import normalise_phone
 from cbserver.configschema import ConfigError, build, setting
 from cbserver.translation import TranslationRuleError, compile_rule
 
@@ -94,11 +95,9 @@ def _access_code(text: str) -> str:
     return text
 
 
-def _digits(text: str) -> str:
-    """A phone number given as digits, optionally with a leading +."""
-    if not re.fullmatch(r"\+?[0-9]{2,32}", text):
-        raise ValueError(f"expected a phone number of digits (e.g. 18005550100), got {text!r}")
-    return text
+def _phone(text: str) -> str:
+    """A phone number normalised as the callback page does (empty: none)."""
+    return normalise_phone(text) if text else ""
 
 
 def _prefixes(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -423,7 +422,9 @@ class ApplicationConfig:
     path: str = setting("", doc="URL path of this instance's page (default: /<name slug>)")
     hosts: tuple[str, ...] = setting((), check=_host_names,
                                      doc="host names whose requests this instance serves at /")
-    second_number: str = setting("", doc="Simple mode target (e.g. the helpdesk)")
+    second_number: str = setting("", check=_phone,
+                                 doc="Simple mode target (e.g. the helpdesk), as the page takes "
+                                     "numbers: '+1 800 555-0100' is stored as 18005550100")
     access_code: str = setting("WEBCALLBACK", check=_access_code,
                                doc="rating-list access code for callback charging")
     internal_account: str = setting("", doc="account charged for partial hosted calls")
@@ -448,11 +449,6 @@ class ApplicationConfig:
         """Check cross-field rules."""
         if not self.name.strip():
             raise ConfigError("name", "must not be empty")
-        if self.second_number:
-            try:
-                _digits(self.second_number)
-            except ValueError as e:
-                raise ConfigError("second_number", str(e)) from None
         if self.hosted_allowed_clients and not self.internal_account:
             raise ConfigError("internal_account",
                               "Hosted mode is enabled (hosted_allowed_clients) so an internal "

@@ -27,7 +27,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from cbserver.billing import readiness
 from cbserver.billing.accounts import Accounts
-from cbserver.billing.audit import Actor
+from cbserver.billing.audit import Actor, Audited
 from cbserver.billing.catalog import Catalog, RowErrors
 from cbserver.billing.generator import Generator
 from cbserver.billing.payments import Payments
@@ -183,8 +183,9 @@ class AdminApp:
         bound = copy.copy(self)
         actor = Actor(API_TOKEN_ACTOR, "api", getattr(request.getClientAddress(), "host", "") or "")
         for name in ("catalog", "accounts", "payments", "generator", "applications"):
-            if hasattr(self, name):
-                setattr(bound, name, getattr(self, name).as_actor(actor))
+            service = getattr(self, name, None)
+            if isinstance(service, Audited):
+                setattr(bound, name, service.as_actor(actor))
         return bound
 
     def authorize(self, request) -> None:
