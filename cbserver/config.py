@@ -14,8 +14,8 @@ import urllib.parse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cbserver.billing.numbers import normalise_phone
 from cbserver.configschema import ConfigError, build, setting
+from cbserver.phone import normalise_phone
 from cbserver.translation import TranslationRuleError, compile_rule
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -469,7 +469,8 @@ class Config:
     database: DatabaseConfig = setting(doc="[database]")
     sip: SipConfig = setting(doc="[sip]")
     rtp: RtpConfig = setting(doc="[rtp]")
-    application: tuple[ApplicationConfig, ...] = setting(doc="[[application]] instances")
+    application: tuple[ApplicationConfig, ...] = setting(
+        (), doc="[[application]] instances, added to the catalog at start-up if it never had them")
     server: ServerConfig = setting(ServerConfig(), doc="[server]")
     web: WebConfig = setting(WebConfig(), doc="[web]")
     limits: LimitsConfig = setting(LimitsConfig(), doc="[limits]")
@@ -477,8 +478,8 @@ class Config:
 
     def validate(self) -> None:
         """Check cross-table rules."""
-        if not self.application:
-            raise ConfigError("application", "at least one [[application]] table is required")
+        # No [[application]] table is fine: the voice applications may all be in the catalog
+        # (docs/catalog.md, "Voice applications").
         seen: dict[str, int] = {}
         for i, app in enumerate(self.application):
             if app.url_path in seen:

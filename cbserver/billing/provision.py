@@ -24,6 +24,7 @@ from zope.interface import implementer
 from cbserver.billing import passwords
 from cbserver.billing import validation as v
 from cbserver.billing.accounts import ACCOUNT, CUSTOMER, Accounts
+from cbserver.billing.applications import Applications, to_config
 from cbserver.billing.audit import INTERNAL
 from cbserver.billing.catalog import (
     DESTINATION,
@@ -38,7 +39,7 @@ from cbserver.billing.generator import Generator
 from cbserver.billing.stores import ICatalogStore
 from cbserver.billing.validation import ConflictError, NotFound, ValidationError
 
-SECTIONS = ("destination", "tariff", "product", "customer", "account", "generate")
+SECTIONS = ("destination", "tariff", "product", "customer", "account", "application", "generate")
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ class Provisioner:
         self.actor = actor or INTERNAL
         self.catalog = Catalog(store, clock, self.actor)
         self.accounts = Accounts(store, clock, self.actor)
+        self.applications = Applications(store, clock, self.actor)
         self.changes: list[Change] = []
 
     def _note(self, action: str, kind: str, key: Any, detail: str = "") -> None:
@@ -151,7 +153,7 @@ class Provisioner:
         """Create or update every object of ``doc`` (not the generator runs)."""
         for section, step in (("destination", self._destination), ("tariff", self._tariff),
                               ("product", self._product), ("customer", self._customer),
-                              ("account", self._account)):
+                              ("account", self._account), ("application", self._application)):
             for i, item in enumerate(_items(doc, section)):
                 try:
                     await step(item)
@@ -262,6 +264,14 @@ class Provisioner:
         if changes:
             await a.update_account(wanted["id"], changes)
             self._note("update", "account", wanted["id"], ", ".join(sorted(changes)))
+
+
+    async def _application(self, item):
+        """A voice application (the fields of a config's ``[[application]]`` table)."""
+        app = to_config(item)
+        done = await self.store.transaction(self.applications.upsert, app)
+        if done != "unchanged":
+            self._note(done, "application", app.name)
 
 
 async def provision(store, clock, doc: Mapping, *, csv_dir: str | Path, dry_run: bool = False,

@@ -133,8 +133,8 @@ class ICatalogTransaction(Interface):
     def audit_page(filters, limit, offset):
         """``(rows, total)`` of audit rows matching ``filters`` (``AUDIT_FILTERS``), newest first."""
 
-    def applications():
-        """Every voice application row, by name."""
+    def applications(*, lock=False):
+        """Every voice application row, by name (``lock``: the table, against concurrent changes)."""
 
 
 class ICatalogStore(Interface):

@@ -16,6 +16,7 @@ from typing import Any
 from twisted.internet import defer, task
 
 from cbserver.billing.accounts import Accounts
+from cbserver.billing.applications import Applications
 from cbserver.billing.audit import cli_actor
 from cbserver.billing.catalog import Catalog, RowErrors
 from cbserver.billing.validation import CatalogError, ValidationError, jsonable
@@ -36,6 +37,7 @@ class Services:
         self.actor = cli_actor()
         self.catalog = Catalog(PostgresCatalogStore(db), reactor, self.actor)
         self.accounts = Accounts(PostgresCatalogStore(db), reactor, self.actor)
+        self.applications = Applications(PostgresCatalogStore(db), reactor, self.actor)
 
 
 def describe(error: CatalogError) -> str:
@@ -118,6 +120,7 @@ KINDS = {
     "customer": ("accounts", "customer"),
     "batch": ("accounts", "batch"),
     "account": ("accounts", "account"),
+    "application": ("applications", "application"),
 }
 
 

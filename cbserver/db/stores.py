@@ -66,6 +66,10 @@ class CatalogTransaction:
         """See ``ICatalogTransaction``."""
         return audit_store.page(self.cur, filters, limit, offset)
 
+    def applications(self, *, lock=False):
+        """See ``ICatalogTransaction``."""
+        return catalog_store.applications(self.cur, lock=lock)
+
     def nested(self, fn, *args, **kwargs):
         """See ``ICatalogTransaction``."""
 

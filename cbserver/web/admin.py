@@ -27,6 +27,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from cbserver.billing import readiness
 from cbserver.billing.accounts import Accounts
+from cbserver.billing.applications import Applications
 from cbserver.billing.audit import Actor, Audited
 from cbserver.billing.catalog import Catalog, RowErrors
 from cbserver.billing.generator import Generator
@@ -36,7 +37,7 @@ from cbserver.db.stores import PostgresCatalogStore, PostgresReadinessStore
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
 from cbserver.mail import Mailer
-from cbserver.web import admin_audit
+from cbserver.web import admin_applications, admin_audit
 from cbserver.web.admin_openapi import openapi_document
 from cbserver.web.responses import log_unexpected
 from cbserver.web.untrusted import UntrustedInput, check_text, load_json
@@ -146,6 +147,7 @@ class AdminApp:
         self.payments = Payments(PostgresCatalogStore(db), clock)
         self.generator = Generator(PostgresCatalogStore(db), clock, csv_dir,
                                    Mailer(cfg.notifications, clock) if cfg is not None else None)
+        self.applications = Applications(PostgresCatalogStore(db), clock)
         self.jobs: dict[str, dict] = {}
 
     def resource(self):
@@ -536,3 +538,4 @@ class AdminApp:
 
 # Routes kept in modules of their own (small files): the audit log, voice applications.
 admin_audit.install(AdminApp, api)
+admin_applications.install(AdminApp, api)

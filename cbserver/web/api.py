@@ -17,11 +17,11 @@ import re
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from cbserver.billing.numbers import normalise_phone
 from cbserver.callback.admission import Admission, RateLimited
 from cbserver.callback.api import MODES, CallbackRefused, CallbackRequest
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
+from cbserver.phone import normalise_phone
 from cbserver.web.untrusted import UntrustedInput, load_json
 
 log = Logger()
@@ -59,7 +59,7 @@ def normalise_number(text: str) -> str:
     """The digits of a number (international format, as rates are keyed on them).
 
     A leading ``+`` may be typed and is dropped, as are spaces, dashes, dots, slashes and
-    brackets; 3 to 20 digits must remain (``billing.numbers.normalise_phone``, which the
+    brackets; 3 to 20 digits must remain (``cbserver.phone.normalise_phone``, which the
     config's ``second_number`` and the voice applications share).
     """
     return normalise_phone(text)

@@ -137,10 +137,10 @@ def test_required_key_missing():
     assert e.path == "database.dsn" and "required" in str(e)
 
 
-def test_no_application_is_an_error():
+def test_no_application_is_allowed_the_catalog_may_hold_them_all():
+    # Issue 15: voice applications are catalog objects; a node's config may list none.
     text = MINIMAL.split("[[application]]")[0]
-    e = _error(text)
-    assert e.path == "application"
+    assert parse_config(text).application == ()
 
 
 def test_bad_endpoint_kind():
