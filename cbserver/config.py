@@ -95,6 +95,18 @@ def _access_code(text: str) -> str:
     return text
 
 
+def _url_path(text: str) -> str:
+    """An instance's page path: URL-safe segments only (letters, digits, ``-._~``)."""
+    # A route is built from it: '<' would be read as a routing variable, '?' or '#' could
+    # never match, and '..' would be normalised away by browsers.
+    segments = [s for s in text.split("/") if s]
+    if len(text) > 200 or any(s in (".", "..") or not re.fullmatch(r"[A-Za-z0-9._~-]+", s)
+                              for s in segments):
+        raise ValueError(f"expected a URL path of letters, digits, '-', '_', '.', '~' and '/' "
+                         f"(e.g. /web-callback), got {text!r}")
+    return text
+
+
 def _phone(text: str) -> str:
     """A phone number normalised as the callback page does (empty: none)."""
     return normalise_phone(text) if text else ""
@@ -419,7 +431,8 @@ class ApplicationConfig:
     name: str = setting(doc="instance name shown on its page")
     callback_page_address: str = setting(check=_page_address,
                                          doc="URL given to users, e.g. https://cb.example.net:8901/")
-    path: str = setting("", doc="URL path of this instance's page (default: /<name slug>)")
+    path: str = setting("", check=_url_path,
+                        doc="URL path of this instance's page (default: /<name slug>)")
     hosts: tuple[str, ...] = setting((), check=_host_names,
                                      doc="host names whose requests this instance serves at /")
     second_number: str = setting("", check=_phone,

@@ -119,12 +119,18 @@ class CallbackWeb:
     def set_applications(self, applications) -> None:
         """Serve ``applications`` (``ApplicationConfig``s) from the next request on: their
         paths and host names route, a removed one's page answers 404 (a catalog change)."""
-        self.config = dataclasses.replace(self.config, application=tuple(applications))
-        self.apps = {a.name: a for a in self.config.application}
-        self.hosts = HostTable(self.config.application)
-        self.app = Klein()
-        self._add_routes()
-        self._site = None
+        before = (self.config, self.apps, self.hosts, self.app, self._site)
+        try:
+            self.config = dataclasses.replace(self.config, application=tuple(applications))
+            self.apps = {a.name: a for a in self.config.application}
+            self.hosts = HostTable(self.config.application)
+            self.app = Klein()
+            self._add_routes()
+            self._site = None
+            self.site()  # built now, so that a failure leaves the previous site serving
+        except Exception:
+            self.config, self.apps, self.hosts, self.app, self._site = before
+            raise
 
     def host_instance(self, request):
         """The instance whose ``hosts`` name the request's host, or None (route by path)."""

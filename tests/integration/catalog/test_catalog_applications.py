@@ -53,9 +53,15 @@ async def test_api_crud_normalises_validates_names_the_field_and_audits(db, pg_d
                         ({"hosted_allowed_clients": ["10.0.0.0/8"], "internal_account": ""},
                          "internal_account"),
                         ({"access_code": "no spaces"}, "access_code"),
+                        ({"path": "<anything>"}, "path"), ({"path": "a/../admin"}, "path"),
+                        ({"hosts": "sales.example.net"}, "hosts"),
+                        ({"special_charge_if_legb_fails": "yes"}, "special_charge_if_legb_fails"),
+                        ({"allowed_destinations": ["1900", 5]}, "allowed_destinations[1]"),
                         ({"colour": "red"}, "colour")):
         code, err = await api.call("PATCH", "/v1/applications/Sales callback", body)
         assert code == 400 and err["error"]["field"] == field, (body, err)
+    code, _ = await api.call("POST", "/v1/applications", {**SALES, "name": "X"}, token=None)
+    assert code == 401  # a stranger changes nothing
     code, err = await api.call("POST", "/v1/applications", {"name": "No address"})
     assert code == 400 and err["error"]["field"] == "callback_page_address"
     # Two applications may not share a page path or a host name; a name cannot change.

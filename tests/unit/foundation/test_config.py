@@ -347,3 +347,9 @@ def test_second_number_is_normalised_as_the_page_does():
     for bad in ("12", "+1 800 CALL-NOW", "1" * 21):
         e = _error(_with(f"second_number = '{bad}'\n"))
         assert e.path == "application[0].second_number" and "3 to 20 digits" in e.problem
+
+
+def test_path_must_be_url_safe():
+    for bad in ("<x>", "a b", "a/../b", "call?me"):
+        assert _error(_with(f"path = '{bad}'\n")).path == "application[0].path"
+    assert parse_config(_with("path = '/cb/v2.1_x~y'\n")).application[0].url_path == "/cb/v2.1_x~y"
