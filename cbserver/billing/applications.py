@@ -173,6 +173,14 @@ class Applications(Audited):
 
         await self.store.transaction(run)
 
+    async def effective(self, config_apps: Iterable[ApplicationConfig] = ()) -> tuple:
+        """What a node serves: the catalog's applications, and those of ``config_apps`` the
+        catalog does not hold (not seeded yet), as ``ApplicationConfig``s by name."""
+        rows = await self.store.transaction(lambda tx: tx.applications())
+        found = {a.name: a for a in config_apps}
+        found.update((r["name"], from_row(r)) for r in rows)
+        return tuple(found[name] for name in sorted(found))
+
     async def upsert(self, tx, app: ApplicationConfig) -> str:
         """Make the stored application ``app.name`` equal to ``app`` on ``tx``: what was done."""
         current = await tx.get_by("applications", "name", app.name)

@@ -9,6 +9,7 @@ taking callbacks and ends the ones in progress, writing their xDRs.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 
@@ -261,7 +262,8 @@ class CallbackService(service.Service):
         meets it as a refused callback (see ``cbserver.billing.readiness``).
         """
         now = dt.datetime.fromtimestamp(self.clock.seconds(), dt.UTC)
-        findings = yield readiness.check_readiness(PostgresReadinessStore(self.db), self.cfg, now)
+        cfg = dataclasses.replace(self.cfg, application=tuple(self.apps.values()))  # as served now
+        findings = yield readiness.check_readiness(PostgresReadinessStore(self.db), cfg, now)
         for f in findings:
             emit = self.log.error if f.severity == readiness.ERROR else self.log.warn
             emit("readiness {code}: {subject}: {text}", code=f.code, subject=f.subject,

@@ -15,6 +15,7 @@ and filters as query parameters. The OpenAPI 3 document is served at ``/openapi.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import functools
 import hmac
@@ -491,7 +492,9 @@ class AdminApp:
         if self.cfg is None:
             raise NotFound("readiness", "this admin endpoint serves no callback instances")
         at = dt.datetime.fromtimestamp(self.clock.seconds(), dt.UTC)
-        findings = await readiness.check_readiness(PostgresReadinessStore(self.db), self.cfg, at)
+        cfg = dataclasses.replace(self.cfg, application=await self.applications.effective(
+            self.cfg.application))  # the catalog's voice applications, and the config's
+        findings = await readiness.check_readiness(PostgresReadinessStore(self.db), cfg, at)
         return {"node": self.cfg.server.node, "checked_at": at,
                 "ready": not any(f.severity == readiness.ERROR for f in findings),
                 "findings": [f.to_json() for f in findings]}

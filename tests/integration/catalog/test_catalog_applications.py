@@ -174,3 +174,18 @@ async def test_provision_function_takes_applications(db, tmp_path):
         await provision(PostgresCatalogStore(db), reactor, load(doc), csv_dir=tmp_path)
     assert getattr(e.value, "field", "") == "path"
     assert await PostgresApplicationSource(db).load() == []  # all or nothing
+
+
+def test_readiness_checks_the_catalogs_applications(pg_dsn, tmp_path):
+    config = tmp_path / "cbserver.toml"
+    text = example_path().read_text().replace(
+        'dsn = "host=127.0.0.1 port=5432 dbname=cbserver user=cbserver"', f'dsn = "{pg_dsn}"')
+    config.write_text(text.split("[[application]]")[0])  # a node whose config lists none
+    cbs("catalog", "create", "application", "--json", json.dumps({
+        **SALES, "internal_account": "cb-nobody", "hosted_allowed_clients": ["127.0.0.0/8"]}),
+        "--dsn", pg_dsn)
+    proc = cbs("check", "--config", str(config), "--json", check=False)
+    found = json.loads(proc.stdout)
+    assert proc.returncode == 1
+    assert [(f["code"], f["subject"]) for f in found if f["severity"] == "error"][0] == (
+        "internal_account_unusable", "application 'Sales callback'"), found
