@@ -95,11 +95,17 @@ def test_applications_follow_the_catalog_on_a_running_node(tmp_path, pg_dsn):
         assert audit["items"][0]["source"] == f"provision:{config.resolve()}"
         assert request(web + "/web-callback")[0] == 200
 
+        # A stranger (no token, a wrong one, the public endpoint) creates nothing.
+        sales = {"name": "Sales callback", "callback_page_address": "https://127.0.0.1/sales",
+                 "path": "sales"}
+        assert request(admin + "/v1/applications", "POST", sales)[0] == 401
+        assert request(admin + "/v1/applications", "POST", sales, token="x" * 34)[0] == 401
+        assert request(web + "/v1/applications", "POST", sales, token=TOKEN)[0] in (404, 405)
+        assert api("GET", "/v1/applications")[1]["total"] == 1
+
         # 1. Create: the page answers on the running node, no restart.
         assert request(web + "/sales")[0] == 404
-        code, made = api("POST", "/v1/applications", {
-            "name": "Sales callback", "callback_page_address": "https://127.0.0.1/sales",
-            "path": "sales"})
+        code, made = api("POST", "/v1/applications", sales)
         assert code == 201, made
         page = until(lambda: (lambda r: r[1] if r[0] == 200 else None)(request(web + "/sales")),
                      "the new application's page")
