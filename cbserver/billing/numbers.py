@@ -2,29 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
 from cbserver.billing.model import InvalidNumberError
-
-#: What people type between the digits of a phone number on the callback page.
-_PHONE_JUNK = re.compile(r"[\s\-.()/]")
-_PHONE = re.compile(r"\+?[0-9]{3,20}")
-#: The refusal of ``normalise_phone`` (also shown on the callback page).
-PHONE_HINT = "Enter a phone number of 3 to 20 digits, optionally starting with +."
-
-
-def normalise_phone(text: str) -> str:
-    """A phone number as the callback page takes it: the digits (international format).
-
-    A leading ``+`` may be typed and is dropped, as are spaces, dashes, dots, slashes and
-    brackets (``+1 800 555-0100`` is ``18005550100``); 3 to 20 digits must remain, else
-    ``ValueError(PHONE_HINT)``. The page, the config's ``second_number`` and a voice
-    application's numbers all go through here, so they accept the same forms.
-    """
-    cleaned = _PHONE_JUNK.sub("", text or "") if isinstance(text, str) else ""
-    if not _PHONE.fullmatch(cleaned):
-        raise ValueError(PHONE_HINT)
-    return cleaned.lstrip("+")
 
 #: Characters people type between digits; they are dropped.
 _SEPARATORS = str.maketrans("", "", "+ -.()\t")
