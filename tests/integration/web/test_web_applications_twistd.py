@@ -1,6 +1,6 @@
-"""Voice applications managed in the catalog reach a running ``twistd cbserver`` without restart.
+"""Voice applications managed in the catalog reach running ``twistd cbserver`` nodes without restart.
 
-Real PostgreSQL, a real node, real HTTPS sockets: an application created through the admin
+Real PostgreSQL, two real nodes on it, real HTTPS sockets: an application created through the admin
 API answers at its path; a changed field applies to the next callback request; a changed
 host name re-routes; a deleted application's page is 404. The config's own application is
 seeded into the catalog at start-up, audited as coming from the config file.
@@ -72,8 +72,13 @@ def test_applications_follow_the_catalog_on_a_running_node(tmp_path, pg_dsn):
         'admin_endpoint = "ssl:8902:interface=127.0.0.1"':
             f'admin_endpoint = "ssl:{admin_port}:interface=127.0.0.1"',
         'second_number = "18005550100"': 'second_number = "+1 800 555-0100"'})
+    # A second node on the same database, which no request to the API ever reaches.
+    (tmp_path / "node2").mkdir()
+    config2, port2 = write_config(tmp_path / "node2", pg_dsn, **{'node = "node1"': 'node = "node2"'})
     proc = start(config)
+    proc2 = start(config2)
     web, admin = f"https://127.0.0.1:{port}", f"https://127.0.0.1:{admin_port}"
+    web2 = f"https://127.0.0.1:{port2}"
 
     def api(method, path, body=None):
         code, text = request(admin + path, method, body, token=TOKEN)
@@ -85,6 +90,7 @@ def test_applications_follow_the_catalog_on_a_running_node(tmp_path, pg_dsn):
 
     try:
         wait_health(port, 200, proc)
+        wait_health(port2, 200, proc2)
         # The config's application was added to the catalog at start-up (once), as the config
         # file's change; its number in the page's own form was accepted and normalised.
         code, listed = until(lambda: (lambda r: r if r[1]["total"] else None)(
@@ -92,7 +98,9 @@ def test_applications_follow_the_catalog_on_a_running_node(tmp_path, pg_dsn):
         (seeded,) = listed["items"]
         assert seeded["name"] == "Web callback" and seeded["second_number"] == "18005550100"
         code, audit = api("GET", "/v1/audit?kind=application")
-        assert audit["items"][0]["source"] == f"provision:{config.resolve()}"
+        # Seeded once, by whichever node started first.
+        assert [(r["action"], r["source"]) for r in audit["items"]] in (
+            [("create", f"provision:{config.resolve()}")], [("create", f"provision:{config2.resolve()}")])
         assert request(web + "/web-callback")[0] == 200
 
         # A stranger (no token, a wrong one, the public endpoint) creates nothing.
@@ -109,6 +117,9 @@ def test_applications_follow_the_catalog_on_a_running_node(tmp_path, pg_dsn):
         assert code == 201, made
         page = until(lambda: (lambda r: r[1] if r[0] == 200 else None)(request(web + "/sales")),
                      "the new application's page")
+        assert title(page).endswith("Sales callback")
+        page = until(lambda: (lambda r: r[1] if r[0] == 200 else None)(request(web2 + "/sales")),
+                     "the new application's page on the other node")
         assert title(page).endswith("Sales callback")
         # No second number: the next callback in Simple mode is refused, naming the mode.
         body = {"mode": "simple", "account": "cb1818000001", "phone": "+55 11 98765-4321"}
@@ -145,8 +156,10 @@ def test_applications_follow_the_catalog_on_a_running_node(tmp_path, pg_dsn):
         assert request(web + "/", host="sales.example.net")[0] == 404
         assert request(f"{web}/sales/api/v1/callbacks", "POST", body)[0] == 404
         assert request(web + "/web-callback")[0] == 200  # the others are untouched
+        until(lambda: request(web2 + "/sales")[0] == 404, "the deleted page 404 on the other node")
     finally:
         code, out = terminate(proc)
-    assert code == 0, out
-    assert "Traceback" not in out
-    assert "applications changed" in out
+        code2, out2 = terminate(proc2)
+    assert code == 0 and code2 == 0, (out, out2)
+    assert "Traceback" not in out + out2
+    assert "applications changed" in out and "applications changed" in out2
