@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cbserver.configschema import ConfigError, build, setting
+from cbserver.phone import normalise_phone
 from cbserver.translation import TranslationRuleError, compile_rule
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -94,11 +95,21 @@ def _access_code(text: str) -> str:
     return text
 
 
-def _digits(text: str) -> str:
-    """A phone number given as digits, optionally with a leading +."""
-    if not re.fullmatch(r"\+?[0-9]{2,32}", text):
-        raise ValueError(f"expected a phone number of digits (e.g. 18005550100), got {text!r}")
+def _url_path(text: str) -> str:
+    """An instance's page path: URL-safe segments only (letters, digits, ``-._~``)."""
+    # A route is built from it: '<' would be read as a routing variable, '?' or '#' could
+    # never match, and '..' would be normalised away by browsers.
+    segments = [s for s in text.split("/") if s]
+    if len(text) > 200 or any(s in (".", "..") or not re.fullmatch(r"[A-Za-z0-9._~-]+", s)
+                              for s in segments):
+        raise ValueError(f"expected a URL path of letters, digits, '-', '_', '.', '~' and '/' "
+                         f"(e.g. /web-callback), got {text!r}")
     return text
+
+
+def _phone(text: str) -> str:
+    """A phone number normalised as the callback page does (empty: none)."""
+    return normalise_phone(text) if text else ""
 
 
 def _prefixes(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -420,10 +431,13 @@ class ApplicationConfig:
     name: str = setting(doc="instance name shown on its page")
     callback_page_address: str = setting(check=_page_address,
                                          doc="URL given to users, e.g. https://cb.example.net:8901/")
-    path: str = setting("", doc="URL path of this instance's page (default: /<name slug>)")
+    path: str = setting("", check=_url_path,
+                        doc="URL path of this instance's page (default: /<name slug>)")
     hosts: tuple[str, ...] = setting((), check=_host_names,
                                      doc="host names whose requests this instance serves at /")
-    second_number: str = setting("", doc="Simple mode target (e.g. the helpdesk)")
+    second_number: str = setting("", check=_phone,
+                                 doc="Simple mode target (e.g. the helpdesk), as the page takes "
+                                     "numbers: '+1 800 555-0100' is stored as 18005550100")
     access_code: str = setting("WEBCALLBACK", check=_access_code,
                                doc="rating-list access code for callback charging")
     internal_account: str = setting("", doc="account charged for partial hosted calls")
@@ -448,11 +462,6 @@ class ApplicationConfig:
         """Check cross-field rules."""
         if not self.name.strip():
             raise ConfigError("name", "must not be empty")
-        if self.second_number:
-            try:
-                _digits(self.second_number)
-            except ValueError as e:
-                raise ConfigError("second_number", str(e)) from None
         if self.hosted_allowed_clients and not self.internal_account:
             raise ConfigError("internal_account",
                               "Hosted mode is enabled (hosted_allowed_clients) so an internal "
@@ -473,7 +482,8 @@ class Config:
     database: DatabaseConfig = setting(doc="[database]")
     sip: SipConfig = setting(doc="[sip]")
     rtp: RtpConfig = setting(doc="[rtp]")
-    application: tuple[ApplicationConfig, ...] = setting(doc="[[application]] instances")
+    application: tuple[ApplicationConfig, ...] = setting(
+        (), doc="[[application]] instances, added to the catalog at start-up if it never had them")
     server: ServerConfig = setting(ServerConfig(), doc="[server]")
     web: WebConfig = setting(WebConfig(), doc="[web]")
     limits: LimitsConfig = setting(LimitsConfig(), doc="[limits]")
@@ -481,8 +491,8 @@ class Config:
 
     def validate(self) -> None:
         """Check cross-table rules."""
-        if not self.application:
-            raise ConfigError("application", "at least one [[application]] table is required")
+        # No [[application]] table is fine: the voice applications may all be in the catalog
+        # (docs/catalog.md, "Voice applications").
         seen: dict[str, int] = {}
         for i, app in enumerate(self.application):
             if app.url_path in seen:

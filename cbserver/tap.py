@@ -24,10 +24,13 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from cbserver import __version__, logs
+from cbserver.billing.applications import Applications
+from cbserver.billing.audit import provision_actor
 from cbserver.billing.authorize import Authorizer
 from cbserver.billing.destinations import DestinationPolicy
 from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import XdrWriter
+from cbserver.callback.app_directory import ApplicationDirectory
 from cbserver.callback.legmedia import MediaEnvironment
 from cbserver.callback.recovery import RecoveryService
 from cbserver.callback.service import CallbackService, MediaFactory
@@ -39,10 +42,11 @@ from cbserver.connlimit import (
     LimitedFactory,
     raise_descriptor_limit,
 )
+from cbserver.db.applications_store import PostgresApplicationSource
 from cbserver.db.migrations import MigrationError, check_schema
 from cbserver.db.pool import Database
 from cbserver.db.recovery_store import PostgresRecoveryStore
-from cbserver.db.stores import PostgresAuthorizationStore, PostgresXdrStore
+from cbserver.db.stores import PostgresAuthorizationStore, PostgresCatalogStore, PostgresXdrStore
 from cbserver.db.sync import connect_sync
 from cbserver.db.tariff_loader import TariffCache
 from cbserver.errors import DatabaseUnavailable
@@ -240,9 +244,10 @@ class CallbackServer(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, cfg: Config, reactor):
+    def __init__(self, cfg: Config, reactor, config_path: str = ""):
         super().__init__()
         self.cfg = cfg
+        self.config_path = config_path
         self.reactor = reactor
         state = Path(cfg.server.state_dir)
         self.db = Database(cfg.database.dsn, reactor, size=cfg.database.pool_size,
@@ -252,15 +257,7 @@ class CallbackServer(service.MultiService):
         self.xdr = XdrWriter(PostgresXdrStore(self.db), reactor, Spool(state / "spool" / "xdr.spool"))
         self.xdr.setServiceParent(self)
         self.tariffs = TariffCache(self.db, reactor)
-        self.authorizers = {
-            app.name: Authorizer(PostgresAuthorizationStore(self.db),
-                                 self.tariffs, reactor, node=cfg.server.node,
-                                 special_charge=app.special_charge_if_legb_fails,
-                                 legb_ring_seconds=int(cfg.sip.no_answer_timeout),
-                                 internal_account=app.internal_account,
-                                 destinations=DestinationPolicy(app.allowed_destinations,
-                                                                app.denied_destinations))
-            for app in cfg.application}
+        self.authorizers = {app.name: self._authorizer(app) for app in cfg.application}
         low, high = (int(x) for x in cfg.rtp.ports.split("-"))
         # Issue 14 item 7: listeners share what the descriptor limit leaves once RTP (two
         # sockets a leg, two legs a callback, at most the range) and the pool are served.
@@ -318,6 +315,11 @@ class CallbackServer(service.MultiService):
         self.callbacks.setServiceParent(self.gated)
         self.recovery.setServiceParent(self.gated)
         self.gated.setServiceParent(self)
+        # Voice applications are catalog objects: seeded from the config once, then followed.
+        self.applications = ApplicationDirectory(
+            PostgresApplicationSource(self.db), reactor, cfg.application, seed=self._seed_applications)
+        self.applications.listeners.append(self._applications_changed)
+        self.applications.setServiceParent(self.gated)
 
     def _listen(self) -> tuple[str, int]:
         """The SIP listen address and port."""
@@ -341,6 +343,42 @@ class CallbackServer(service.MultiService):
         self.log.info("connections may use {n} descriptors ({reserve} kept for RTP, the database "
                       "and files)", n=self.descriptors.available, reserve=self.descriptors.reserve)
         super().startService()
+
+    def _authorizer(self, app) -> Authorizer:
+        """The authorizer of one voice application (its charging and destination rules)."""
+        return Authorizer(PostgresAuthorizationStore(self.db), self.tariffs, self.reactor,
+                          node=self.cfg.server.node, special_charge=app.special_charge_if_legb_fails,
+                          legb_ring_seconds=int(self.cfg.sip.no_answer_timeout),
+                          internal_account=app.internal_account,
+                          destinations=DestinationPolicy(app.allowed_destinations,
+                                                         app.denied_destinations))
+
+    def _seed_applications(self):
+        """Add the config's ``[[application]]`` tables the catalog never had (docs/catalog.md)."""
+        actor = provision_actor(self.config_path or "config")
+        return defer.ensureDeferred(Applications(PostgresCatalogStore(self.db), self.reactor, actor)
+                                    .seed(self.cfg.application))
+
+    def _applications_changed(self, apps) -> None:
+        """The catalog's applications changed: prompts, authorizers, pages follow at once."""
+        from cbserver.media.prompts import load_prompt_library
+
+        for app in apps:
+            try:
+                self.media_env.libraries[app.name] = load_prompt_library(app.language,
+                                                                          app.prompts or None)
+            except Exception:  # noqa: BLE001 - a bad prompts folder must not stop the others
+                self.log.failure("application {app}: prompts not loaded; using the default ones",
+                                 app=app.name)
+                self.media_env.libraries[app.name] = load_prompt_library()
+        old = {a: self.authorizers[a.name] for a in self.callbacks.apps.values()
+               if a.name in self.authorizers}
+        self.authorizers = {a.name: old.get(a) or self._authorizer(a) for a in apps}
+        self.callbacks.set_applications(apps, self.authorizers)
+        self.callback_web.set_applications(apps)
+        for app in apps:
+            self.log.info("application {app}: page {path} (users are given {address})",
+                          app=app.name, path=app.url_path, address=app.callback_page_address)
 
     def _call_handling_started(self) -> None:
         """The gated services run: tune the collector and say where each page is."""
@@ -403,7 +441,7 @@ def makeService(options: Options) -> service.IService:
     if not options["no-preflight"]:
         preflight(cfg)
     reactor.callWhenRunning(_install_signal_handlers, reactor)
-    return CallbackServer(cfg, reactor)
+    return CallbackServer(cfg, reactor, config_path=str(Path(options["config"]).resolve()))
 
 
 def _install_signal_handlers(reactor) -> None:

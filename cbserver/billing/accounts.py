@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IReactorThreads
 
 from cbserver.billing import passwords
 from cbserver.billing import validation as v
+from cbserver.billing.audit import Audited
 from cbserver.billing.catalog import delete_unused, lookup, now, resolve
 from cbserver.billing.stores import ACCOUNT_FILTERS
 from cbserver.billing.validation import Field, NotFound, ValidationError
@@ -101,12 +102,14 @@ def check_passwords(row: Mapping[str, Any], *, has_password: bool) -> None:
         passwords.check_password("web_password", row["web_password"])
 
 
-class Accounts:
-    """Customers, batches and accounts over a ``Database`` pool."""
+class Accounts(Audited):
+    """Customers, batches and accounts over a ``Database`` pool (changes audited)."""
 
-    def __init__(self, store, clock):
+    def __init__(self, store, clock, actor=None):
         self.store = store  # ICatalogStore
         self.clock = clock
+        if actor is not None:
+            self.actor = actor
 
     def in_thread(self, fn: Callable, *args) -> defer.Deferred:
         """Run blocking ``fn`` in the reactor's thread pool (inline when there is none)."""
@@ -126,7 +129,14 @@ class Accounts:
 
     async def create_customer(self, data: Mapping) -> dict:
         """Create a customer (owner of accounts)."""
-        return await self.store.transaction(lambda tx: tx.insert("customers", v.clean(CUSTOMER, data)))
+        row = v.clean(CUSTOMER, data)
+
+        async def run(tx):
+            new = await tx.insert("customers", row)
+            await self._audit(tx, "customer", new["id"], "create", None, new)
+            return new
+
+        return await self.store.transaction(run)
 
     async def get_customer(self, key: int | str) -> dict:
         """One customer by id or name."""
@@ -151,8 +161,9 @@ class Accounts:
         async def run(tx):
             current = await lookup(tx, "customers", key, kind="customer", lock=True)
             v.check_immutable(CUSTOMER, changes, current)
-            return await tx.update("customers", current["id"],
-                                      {**changes, "updated_at": now(self.clock)})
+            new = await tx.update("customers", current["id"], {**changes, "updated_at": now(self.clock)})
+            await self._audit(tx, "customer", current["id"], "update", current, new)
+            return new
 
         return await self.store.transaction(run)
 
@@ -160,8 +171,9 @@ class Accounts:
         """Delete a customer that owns no account and no batch."""
 
         async def run(tx):
-            await delete_unused(tx, "customers", key, kind="customer", column="customer_id",
-                                in_use="owns accounts")
+            before = await delete_unused(tx, "customers", key, kind="customer", column="customer_id",
+                                         in_use="owns accounts")
+            await self._audit(tx, "customer", before["id"], "delete", before, None)
 
         await self.store.transaction(run)
 
@@ -173,7 +185,9 @@ class Accounts:
 
         async def run(tx):
             c = await resolve(tx, "customers", row["customer"], "customer", kind="customer")
-            return await tx.insert("batches", {"name": row["name"], "customer_id": c["id"]})
+            new = await tx.insert("batches", {"name": row["name"], "customer_id": c["id"]})
+            await self._audit(tx, "batch", new["id"], "create", None, new)
+            return new
 
         return await self.store.transaction(run)
 
@@ -203,8 +217,9 @@ class Accounts:
         """Delete a batch that holds no account."""
 
         async def run(tx):
-            await delete_unused(tx, "batches", key, kind="batch", column="batch_id",
-                                in_use="holds accounts")
+            before = await delete_unused(tx, "batches", key, kind="batch", column="batch_id",
+                                         in_use="holds accounts")
+            await self._audit(tx, "batch", before["id"], "delete", before, None)
 
         await self.store.transaction(run)
 
@@ -213,7 +228,12 @@ class Accounts:
 
         async def run(tx):
             b = await lookup(tx, "batches", key, kind="batch", lock=True)
-            return await tx.set_status("active", batch_id=b["id"], when=now(self.clock))
+            before = await tx.batch_counts(b["id"])
+            n = await tx.set_status("active", batch_id=b["id"], when=now(self.clock))
+            if n:
+                await self._audit(tx, "batch", b["id"], "activate", {**b, "accounts": before},
+                                  {**b, "accounts": await tx.batch_counts(b["id"]), "activated": n})
+            return n
 
         return await self.store.transaction(run)
 
@@ -253,7 +273,9 @@ class Accounts:
                      if k not in ("customer", "product", "batch", "password", "web_password")}
             plain["balance"] = row["opening_balance"] if row["account_type"] == "debit" else Decimal(0)
             await tx.insert("accounts", {**plain, **links, **hashes})
-            return account_out(await tx.account_view(row["id"]))
+            new = account_out(await tx.account_view(row["id"]))
+            await self._audit(tx, "account", row["id"], "create", None, new)
+            return new
 
         return await self.store.transaction(run)
 
@@ -302,22 +324,38 @@ class Accounts:
                      if k not in ("customer", "product", "batch", "password", "web_password")}
             await tx.update("accounts", account_id,
                                {**plain, **links, **hashes, "updated_at": now(self.clock)})
-            return account_out(await tx.account_view(account_id))
+            new = account_out(await tx.account_view(account_id))
+            # A password change shows in the audit as a flag, never the secret or its hash.
+            changed = {f"{c.removesuffix('_hash')}_changed": True for c in hashes}
+            await self._audit(tx, "account", account_id, "update", account_out(current),
+                              {**new, **changed})
+            return new
 
         return await self.store.transaction(run)
 
     async def delete_account(self, account_id: str) -> None:
         """Delete an account nothing refers to (ConflictError once it has call records)."""
-        if not await self.store.transaction(lambda tx: tx.delete("accounts", account_id)):
-            raise NotFound("account", account_id)
+
+        async def run(tx):
+            current = await tx.account_view(account_id)
+            if current is None or not await tx.delete("accounts", account_id):
+                raise NotFound("account", account_id)
+            await self._audit(tx, "account", account_id, "delete", account_out(current), None)
+
+        await self.store.transaction(run)
 
     async def activate_account(self, account_id: str) -> int:
         """Activate one account; returns 1 if it was inactive, 0 if it was already active."""
 
         async def run(tx):
-            if await tx.account_view(account_id) is None:
+            current = await tx.account_view(account_id)
+            if current is None:
                 raise NotFound("account", account_id)
-            return await tx.set_status("active", account_id=account_id, when=now(self.clock))
+            n = await tx.set_status("active", account_id=account_id, when=now(self.clock))
+            if n:
+                await self._audit(tx, "account", account_id, "activate", account_out(current),
+                                  account_out(await tx.account_view(account_id)))
+            return n
 
         return await self.store.transaction(run)
 

@@ -3,7 +3,8 @@
 ``Catalog(store, clock)`` holds the rules (the manual's "Create a tariff", "Enter rates" and
 "Create a product"); the admin API, the CLI and provisioning all call it. Every method is a
 coroutine; input is a mapping of fields checked by ``validation.clean`` so that a refusal
-names the field. Each write runs in one transaction (``ICatalogStore.transaction``).
+names the field. Each write runs in one transaction (``ICatalogStore.transaction``), together
+with its audit log row (``billing.audit``; bind the actor with ``catalog.as_actor(actor)``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from cbserver.billing import validation as v
+from cbserver.billing.audit import Audited, audit_row
 from cbserver.billing.formula import FormulaError, parse_formula
 from cbserver.billing.model import OffPeakPeriod, OffPeakWindow, Rate, RateDefinitionError
 from cbserver.billing.validation import ConflictError, Field, NotFound, ValidationError
@@ -158,16 +160,18 @@ async def lookup(tx, table: str, key: int | str, *, kind: str, lock: bool = Fals
 
 
 async def delete_unused(tx, table: str, key: int | str, *, kind: str, column: str,
-                        in_use: str) -> None:
+                        in_use: str) -> dict:
     """Delete the row named by ``key`` unless an account refers to it through ``column``.
 
     The row is locked first, so no account can be pointed at it meanwhile; ConflictError
     ("<kind> '<name>' <in_use>") names the ``kind`` field when accounts still use it.
+    Returns the deleted row.
     """
     current = await lookup(tx, table, key, kind=kind, lock=True)
     if await tx.count_accounts(column, current["id"]):
         raise ConflictError(f"{kind} {current['name']!r} {in_use}", kind)
     await tx.delete(table, current["id"])
+    return current
 
 
 def _filters(given: Mapping[str, Any], allowed: Mapping[str, tuple[str, str]]) -> list:
@@ -182,12 +186,14 @@ def _filters(given: Mapping[str, Any], allowed: Mapping[str, tuple[str, str]]) -
     return out
 
 
-class Catalog:
+class Catalog(Audited):
     """Destinations, tariffs, rates and products over a ``Database`` pool."""
 
-    def __init__(self, store, clock):
+    def __init__(self, store, clock, actor=None):
         self.store = store  # ICatalogStore
         self.clock = clock
+        if actor is not None:
+            self.actor = actor
 
     async def _page(self, table, filters, order, limit, offset, allowed, shape=None) -> dict:
         limit, offset = v.page_args(limit, offset)
@@ -206,7 +212,13 @@ class Catalog:
     async def create_destination(self, data: Mapping) -> dict:
         """Add a prefix (or the ``|`` wildcard) to the destination register."""
         row = v.clean(DESTINATION, data)
-        return await self.store.transaction(lambda tx: tx.insert("destinations", row))
+
+        async def run(tx):
+            new = await tx.insert("destinations", row)
+            await self._audit(tx, "destination", new["prefix"], "create", None, new)
+            return new
+
+        return await self.store.transaction(run)
 
     async def get_destination(self, prefix: str) -> dict:
         """One destination by prefix."""
@@ -229,14 +241,22 @@ class Catalog:
             if current is None:
                 raise NotFound("destination", prefix)
             v.check_immutable(DESTINATION, changes, current)
-            return await tx.update("destinations", prefix, changes)
+            new = await tx.update("destinations", prefix, changes)
+            await self._audit(tx, "destination", prefix, "update", current, new)
+            return new
 
         return await self.store.transaction(run)
 
     async def delete_destination(self, prefix: str) -> None:
         """Remove a destination no rate uses (ConflictError otherwise)."""
-        if not await self.store.transaction(lambda tx: tx.delete("destinations", prefix)):
-            raise NotFound("destination", prefix)
+
+        async def run(tx):
+            current = await tx.get("destinations", prefix, lock=True)
+            if current is None or not await tx.delete("destinations", prefix):
+                raise NotFound("destination", prefix)
+            await self._audit(tx, "destination", prefix, "delete", current, None)
+
+        await self.store.transaction(run)
 
     # -- tariffs --------------------------------------------------------------------------
 
@@ -244,7 +264,13 @@ class Catalog:
         """Create a tariff; its currency is chosen here once and for all."""
         row = v.clean(TARIFF, data)
         _check_tariff(row)
-        return await self.store.transaction(lambda tx: tx.insert("tariffs", row))
+
+        async def run(tx):
+            new = await tx.insert("tariffs", row)
+            await self._audit(tx, "tariff", new["id"], "create", None, new)
+            return new
+
+        return await self.store.transaction(run)
 
     async def get_tariff(self, key: int | str) -> dict:
         """One tariff by id or name."""
@@ -268,8 +294,9 @@ class Catalog:
                 raise ConflictError(f"tariff {current['name']!r} is in a product's rating list, "
                                     "which charges customers: it cannot become a vendor tariff",
                                     "applied_to")
-            return await tx.update("tariffs", current["id"],
-                                      {**changes, "updated_at": now(self.clock)})
+            new = await tx.update("tariffs", current["id"], {**changes, "updated_at": now(self.clock)})
+            await self._audit(tx, "tariff", current["id"], "update", current, new)
+            return new
 
         return await self.store.transaction(run)
 
@@ -279,6 +306,7 @@ class Catalog:
         async def run(tx):
             current = await lookup(tx, "tariffs", key, kind="tariff", lock=True)
             await tx.delete("tariffs", current["id"])
+            await self._audit(tx, "tariff", current["id"], "delete", current, None)
 
         await self.store.transaction(run)
 
@@ -299,7 +327,9 @@ class Catalog:
             if await tx.missing_prefixes([row["prefix"]]):
                 raise ValidationError("prefix", f"{row['prefix']!r} is not in the destination "
                                                 "register (add the destination first)")
-            return await tx.insert("rates", {**row, "tariff_id": t["id"]})
+            new = await tx.insert("rates", {**row, "tariff_id": t["id"]})
+            await self._audit(tx, "rate", new["id"], "create", None, new)
+            return new
 
         return await self.store.transaction(run)
 
@@ -332,14 +362,22 @@ class Catalog:
             check_rate(merged)
             if "prefix" in changes and await tx.missing_prefixes([changes["prefix"]]):
                 raise ValidationError("prefix", f"{changes['prefix']!r} is not in the destination register")
-            return await tx.update("rates", current["id"], changes)
+            new = await tx.update("rates", current["id"], changes)
+            await self._audit(tx, "rate", current["id"], "update", current, new)
+            return new
 
         return await self.store.transaction(run)
 
     async def delete_rate(self, rate_id: int) -> None:
         """Remove one rate version."""
-        if not await self.store.transaction(lambda tx: tx.delete("rates", int(rate_id))):
-            raise NotFound("rate", rate_id)
+
+        async def run(tx):
+            current = await tx.get("rates", int(rate_id), lock=True)
+            if current is None or not await tx.delete("rates", current["id"]):
+                raise NotFound("rate", rate_id)
+            await self._audit(tx, "rate", current["id"], "delete", current, None)
+
+        await self.store.transaction(run)
 
     async def import_rates(self, tariff: int | str, rows: Sequence[tuple[int, Mapping]],
                            problems: Sequence[tuple[int, str, str]] = ()) -> dict:
@@ -373,7 +411,7 @@ class Catalog:
                 raise RowErrors(sorted(problems))
             counts = {"created": 0, "updated": 0, "unchanged": 0}
             for _line, row in cleaned:
-                counts[await upsert_rate(tx, t["id"], row)] += 1
+                counts[await upsert_rate(tx, t["id"], row, self.actor)] += 1
             return counts
 
         return await self.store.transaction(run)
@@ -429,7 +467,9 @@ class Catalog:
             p = await tx.insert("products", row)
             await tx.replace_product_services(p["id"], sorted(set(row["services"])))
             await tx.replace_rating_entries(p["id"], entries)
-            return await self._product_out(tx, p)
+            new = await self._product_out(tx, p)
+            await self._audit(tx, "product", p["id"], "create", None, new)
+            return new
 
         return await self.store.transaction(run)
 
@@ -469,7 +509,9 @@ class Catalog:
                 await tx.replace_product_services(current["id"], sorted(set(changes["services"])))
             if "rating_list" in changes:
                 await tx.replace_rating_entries(current["id"], entries)
-            return await self._product_out(tx, await tx.get("products", current["id"]))
+            new = await self._product_out(tx, await tx.get("products", current["id"]))
+            await self._audit(tx, "product", current["id"], "update", current, new)
+            return new
 
         return await self.store.transaction(run)
 
@@ -477,8 +519,10 @@ class Catalog:
         """Delete a product no account uses (ConflictError otherwise)."""
 
         async def run(tx):
+            before = await self._product_out(tx, await lookup(tx, "products", key, kind="product"))
             await delete_unused(tx, "products", key, kind="product", column="product_id",
                                 in_use="is used by accounts")
+            await self._audit(tx, "product", before["id"], "delete", before, None)
 
         await self.store.transaction(run)
 
@@ -497,13 +541,18 @@ class RowErrors(ValidationError):
         super().__init__(field, f"line {line}: {reason} ({len(problems)} bad row(s))")
 
 
-async def upsert_rate(tx, tariff_id: int, row: Mapping) -> str:
-    """Insert the rate, or replace the version with the same prefix and effective_from."""
+async def upsert_rate(tx, tariff_id: int, row: Mapping, actor) -> str:
+    """Insert the rate, or replace the version with the same prefix and effective_from.
+
+    Each rate created or changed gets its own audit row, made by ``actor``.
+    """
     current = await tx.find_rate(tariff_id, row["prefix"], row["effective_from"])
     if current is None:
-        await tx.insert("rates", {**row, "tariff_id": tariff_id})
+        new = await tx.insert("rates", {**row, "tariff_id": tariff_id})
+        await tx.audit(audit_row(actor, "rate", new["id"], "create", None, new))
         return "created"
     if all(current[k] == row[k] for k in RATE):
         return "unchanged"
-    await tx.update("rates", current["id"], dict(row))
+    new = await tx.update("rates", current["id"], dict(row))
+    await tx.audit(audit_row(actor, "rate", current["id"], "update", current, new))
     return "updated"

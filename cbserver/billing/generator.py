@@ -27,6 +27,7 @@ from twisted.internet.interfaces import IReactorThreads
 from cbserver.billing import passwords
 from cbserver.billing import validation as v
 from cbserver.billing.accounts import ACCOUNT, Accounts, check_account
+from cbserver.billing.audit import Audited, audit_row
 from cbserver.billing.catalog import now, resolve
 from cbserver.billing.stores import ACCOUNT_COPY_COLUMNS
 from cbserver.billing.validation import ConflictError, Field, ValidationError
@@ -208,16 +209,18 @@ def _csv_name(batch: str, when: dt.datetime) -> str:
     return f"accounts-{safe}-{when:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}.csv"
 
 
-class Generator:
-    """Generates batches of accounts for a customer and product."""
+class Generator(Audited):
+    """Generates batches of accounts for a customer and product (each run audited)."""
 
     log = Logger()
 
-    def __init__(self, store, clock, csv_dir: str | os.PathLike, mailer=None):
+    def __init__(self, store, clock, csv_dir: str | os.PathLike, mailer=None, actor=None):
         self.store = store  # ICatalogStore
         self.clock = clock
+        if actor is not None:
+            self.actor = actor
         self.csv_dir = Path(csv_dir)
-        self.accounts = Accounts(store, clock)
+        self.accounts = Accounts(store, clock, actor)
         # Notification mail (cbserver.mail.Mailer), sent to each request's ``notify`` and to
         # its config's generator_recipients.
         self.mailer = mailer
@@ -359,7 +362,10 @@ class Generator:
                     batch=new_batch, batch_id=links.get("batch_id"),
                     run={"quantity": quantity, "csv_path": str(path),
                          "parameters": json.dumps(params, default=str, sort_keys=True)},
-                    rows=rows, progress=lambda n: self._from_thread(progress, "writing", n, quantity)))
+                    rows=rows, progress=lambda n: self._from_thread(progress, "writing", n, quantity),
+                    audit=audit_row(self.actor, "batch", req["batch"], "generate", None,
+                                    {"quantity": quantity, "status": status, "csv_path": str(path),
+                                     "first_id": ids[0] if ids else None, "parameters": params})))
         except BaseException:
             partial.unlink(missing_ok=True)
             raise

@@ -36,6 +36,7 @@ from decimal import Decimal
 from typing import Any
 
 from cbserver.billing import validation as v
+from cbserver.billing.audit import Audited
 from cbserver.billing.catalog import lookup, now
 from cbserver.billing.currencies import minor_units
 from cbserver.billing.domain import RESERVATION_EXPIRY
@@ -121,12 +122,14 @@ async def _check_refund(tx, amount: Decimal, paid: Decimal, left: Decimal | None
                                         f"({left}{detail})")
 
 
-class Payments:
-    """Record payments and refunds and move balances, over a ``Database`` pool."""
+class Payments(Audited):
+    """Record payments and refunds and move balances, over a ``Database`` pool (audited)."""
 
-    def __init__(self, store, clock):
+    def __init__(self, store, clock, actor=None):
         self.store = store  # ICatalogStore
         self.clock = clock
+        if actor is not None:
+            self.actor = actor
 
     async def recharge_account(self, account_id: str, data: Mapping[str, Any], *,
                                made_by: str) -> dict:
@@ -155,10 +158,13 @@ class Payments:
             at = now(self.clock)
             after = await tx.move_account(account_id, balance_delta(owner, row["kind"], amount),
                                               at, recharge=row["kind"] == "payment")
-            return await tx.insert_payment({
+            paid = await tx.insert_payment({
                 "account_id": account_id, "customer_id": None, "kind": row["kind"],
                 "amount": amount, "currency": currency, "balance_after": after,
                 "note": row["note"], "made_by": who, "created_at": at})
+            await self._audit(tx, "account", account_id, row["kind"],
+                              {"balance": account["balance"]}, {"balance": after, "payment": paid})
+            return paid
 
         return await self.store.transaction(run)
 
@@ -183,10 +189,13 @@ class Payments:
                                     f"customer:{customer['id']}")
             after = await tx.move_customer(customer["id"],
                                                balance_delta("customer", row["kind"], amount))
-            return await tx.insert_payment({
+            paid = await tx.insert_payment({
                 "account_id": None, "customer_id": customer["id"], "kind": row["kind"],
                 "amount": amount, "currency": currency, "balance_after": after,
                 "note": row["note"], "made_by": who, "created_at": now(self.clock)})
+            await self._audit(tx, "customer", customer["id"], row["kind"],
+                              {"balance": customer["balance"]}, {"balance": after, "payment": paid})
+            return paid
 
         return await self.store.transaction(run)
 

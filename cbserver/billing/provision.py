@@ -24,6 +24,8 @@ from zope.interface import implementer
 from cbserver.billing import passwords
 from cbserver.billing import validation as v
 from cbserver.billing.accounts import ACCOUNT, CUSTOMER, Accounts
+from cbserver.billing.applications import Applications, to_config
+from cbserver.billing.audit import INTERNAL
 from cbserver.billing.catalog import (
     DESTINATION,
     PRODUCT,
@@ -37,7 +39,7 @@ from cbserver.billing.generator import Generator
 from cbserver.billing.stores import ICatalogStore
 from cbserver.billing.validation import ConflictError, NotFound, ValidationError
 
-SECTIONS = ("destination", "tariff", "product", "customer", "account", "generate")
+SECTIONS = ("destination", "tariff", "product", "customer", "account", "application", "generate")
 
 
 @dataclass(frozen=True)
@@ -136,10 +138,12 @@ def _where(where: str, error: ValidationError) -> ValidationError:
 class Provisioner:
     """Applies one provisioning document on a transaction-bound ``ICatalogStore``."""
 
-    def __init__(self, store, clock):
+    def __init__(self, store, clock, actor=None):
         self.store = store  # ICatalogStore
-        self.catalog = Catalog(store, clock)
-        self.accounts = Accounts(store, clock)
+        self.actor = actor or INTERNAL
+        self.catalog = Catalog(store, clock, self.actor)
+        self.accounts = Accounts(store, clock, self.actor)
+        self.applications = Applications(store, clock, self.actor)
         self.changes: list[Change] = []
 
     def _note(self, action: str, kind: str, key: Any, detail: str = "") -> None:
@@ -149,7 +153,7 @@ class Provisioner:
         """Create or update every object of ``doc`` (not the generator runs)."""
         for section, step in (("destination", self._destination), ("tariff", self._tariff),
                               ("product", self._product), ("customer", self._customer),
-                              ("account", self._account)):
+                              ("account", self._account), ("application", self._application)):
             for i, item in enumerate(_items(doc, section)):
                 try:
                     await step(item)
@@ -194,7 +198,7 @@ class Provisioner:
                     raise ValidationError("prefix", f"{row['prefix']!r} is not in the destination register")
             except ValidationError as e:
                 raise _where(f"rate[{j}]", e) from None
-            done = await self.store.transaction(upsert_rate, tariff["id"], row)
+            done = await self.store.transaction(upsert_rate, tariff["id"], row, self.actor)
             if done != "unchanged":
                 when = row["effective_from"].isoformat()
                 self._note(done[:-1], "rate", f"{tariff['name']}/{row['prefix']}@{when}")
@@ -262,19 +266,28 @@ class Provisioner:
             self._note("update", "account", wanted["id"], ", ".join(sorted(changes)))
 
 
+    async def _application(self, item):
+        """A voice application (the fields of a config's ``[[application]]`` table)."""
+        app = to_config(item)
+        done = await self.store.transaction(self.applications.upsert, app)
+        if done != "unchanged":
+            self._note(done, "application", app.name)
+
+
 async def provision(store, clock, doc: Mapping, *, csv_dir: str | Path, dry_run: bool = False,
-                    mailer=None) -> list[Change]:
+                    mailer=None, actor=None) -> list[Change]:
     """Apply ``doc`` (see ``load``): one transaction for the objects, then the generator runs
-    (whose CSVs are mailed through ``mailer``, as ``Generator`` does)."""
+    (whose CSVs are mailed through ``mailer``, as ``Generator`` does). Every change is audited
+    as made by ``actor`` (``audit.provision_actor(path)`` for a file)."""
     runs = _items(doc, "generate")
     found: dict[str, list[Change]] = {}
 
     async def objects(tx):
         bound = _Bound(tx, store)
-        p = Provisioner(bound, clock)
+        p = Provisioner(bound, clock, actor)
         await p.apply(doc)
         pending = []
-        gen = Generator(bound, clock, csv_dir, mailer)
+        gen = Generator(bound, clock, csv_dir, mailer, actor)
         for i, run in enumerate(runs):
             batch = run.get("batch")
             if isinstance(batch, str) and await tx.get_by("batches", "name", batch.strip()):
@@ -293,7 +306,7 @@ async def provision(store, clock, doc: Mapping, *, csv_dir: str | Path, dry_run:
         await store.transaction(objects)
     except _DryRun:
         return found["changes"]
-    generator = Generator(store, clock, csv_dir, mailer)
+    generator = Generator(store, clock, csv_dir, mailer, actor)
     for run in found["pending"]:
         result = await generator.generate(run)
         for change in found["changes"]:

@@ -127,6 +127,15 @@ class ICatalogTransaction(Interface):
     def payments_page(owner, key, limit, offset):
         """``(rows, total)`` of the payments of an ``account`` or ``customer``."""
 
+    def audit(row):
+        """Append ``row`` (``billing.audit.audit_row``) to the audit log in this transaction."""
+
+    def audit_page(filters, limit, offset):
+        """``(rows, total)`` of audit rows matching ``filters`` (``AUDIT_FILTERS``), newest first."""
+
+    def applications(*, lock=False):
+        """Every voice application row, by name (``lock``: the table, against concurrent changes)."""
+
 
 class ICatalogStore(Interface):
     """The catalog's storage: transactions, and the generator's bulk write."""
@@ -136,13 +145,14 @@ class ICatalogStore(Interface):
 
         ``tx`` provides ``ICatalogTransaction``. Fires with ``fn``'s result; a transaction
         PostgreSQL aborted (deadlock, serialization failure) is run again a few times before
-        ``TransactionAborted`` is raised.
+        ``TransactionAborted`` is raised. A transaction that wrote without writing an audit
+        row (``tx.audit``) is rolled back with ``billing.audit.UnauditedChange``.
         """
 
-    def write_accounts(*, batch, batch_id, run, rows, progress=None):
+    def write_accounts(*, batch, batch_id, run, rows, progress=None, audit=None):
         """Blocking (run it in a thread): create ``batch`` (or use ``batch_id``), store
-        ``rows`` (``ACCOUNT_COPY_COLUMNS`` order, batch id filled in here) and the ``run``
-        record in one commit; return the batch id."""
+        ``rows`` (``ACCOUNT_COPY_COLUMNS`` order, batch id filled in here), the ``run``
+        record and the ``audit`` row in one commit; return the batch id."""
 
 
 class IAuthorizationStore(Interface):

@@ -9,6 +9,7 @@ taking callbacks and ends the ones in progress, writing their xDRs.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 
@@ -135,6 +136,13 @@ class CallbackService(service.Service):
             recovery_store, cfg.server.node, db.instance_id)
         self.accepting = False
 
+    def set_applications(self, applications, authorizers: dict) -> None:
+        """Take callbacks for ``applications`` from the next request on (a catalog change);
+        ``authorizers`` maps each name to its ``IAuthorizer``. Callbacks in progress keep the
+        application and authorizer they started with."""
+        self.apps = {app.name: app for app in applications}
+        self.authorizers = dict(authorizers)
+
     # -- life cycle -----------------------------------------------------------------------
 
     def startService(self) -> None:
@@ -174,6 +182,8 @@ class CallbackService(service.Service):
         app = self.apps.get(request.application)
         if app is None:
             raise CallbackRefused("not_found", f"no callback instance {request.application!r}")
+        # Held for the whole request: the catalog may replace the applications meanwhile.
+        authorizer = self.authorizers[app.name]
         account, destination, check_password = self._mode_parameters(app, request)
         # The per-account cap on callbacks in progress is admission's ConcurrencyGauge,
         # (cbserver.callback.admission), which took a slot atomically across nodes before this call.
@@ -183,7 +193,7 @@ class CallbackService(service.Service):
                                check_password=check_password, access_code=app.access_code,
                                internal_ok=request.mode == "hosted")
         try:
-            auth = yield self.authorizers[app.name].authorize(auth_req)
+            auth = yield authorizer.authorize(auth_req)
         except AuthorizationError as e:
             if request.mode == "hosted" and e.reason not in _NUMBER_REASONS:
                 raise self._internal_account_unusable(app, e.reason, e.detail) from None
@@ -192,19 +202,19 @@ class CallbackService(service.Service):
                           app=app.name, mode=request.mode, reason=e.reason)
             raise CallbackRefused(code, message) from None
         if auth.max_seconds <= 0:
-            yield self.authorizers[app.name].release(session_id)
+            yield authorizer.release(session_id)
             if request.mode == "hosted":
                 raise self._internal_account_unusable(app, auth.reason or "no_balance", "")
             code, message = _REFUSALS.get(auth.reason or "no_balance", _REFUSALS["no_balance"])
             raise CallbackRefused(code, message)
-        session = CallbackSession(session_id, request, app, auth, self._context(app))
+        session = CallbackSession(session_id, request, app, auth, self._context(app, authorizer))
         session.account_id = None if request.mode == "hosted" else account
         self.sessions[session_id] = session
         try:
             yield self.status_writer.store(session, new=True)
         except Exception:
             del self.sessions[session_id]
-            yield self.authorizers[app.name].release(session_id)
+            yield authorizer.release(session_id)
             raise
         if self.metrics is not None:
             self.metrics.callback_started(request.mode)
@@ -252,7 +262,8 @@ class CallbackService(service.Service):
         meets it as a refused callback (see ``cbserver.billing.readiness``).
         """
         now = dt.datetime.fromtimestamp(self.clock.seconds(), dt.UTC)
-        findings = yield readiness.check_readiness(PostgresReadinessStore(self.db), self.cfg, now)
+        cfg = dataclasses.replace(self.cfg, application=tuple(self.apps.values()))  # as served now
+        findings = yield readiness.check_readiness(PostgresReadinessStore(self.db), cfg, now)
         for f in findings:
             emit = self.log.error if f.severity == readiness.ERROR else self.log.warn
             emit("readiness {code}: {subject}: {text}", code=f.code, subject=f.subject,
@@ -291,7 +302,7 @@ class CallbackService(service.Service):
             return app.internal_account, request.phone, False
         raise CallbackRefused("invalid_input", f"unknown mode {request.mode!r}", "mode")
 
-    def _context(self, app) -> SessionContext:
+    def _context(self, app, authorizer=None) -> SessionContext:
         """The collaborators of one session."""
         limits = self.cfg.limits
 
@@ -300,7 +311,8 @@ class CallbackService(service.Service):
                              limits.lockout)
 
         return SessionContext(ua=self.sip.ua, media=self.media,
-                              authorizer=self.authorizers[app.name], recorder=self.recorder,
+                              authorizer=authorizer or self.authorizers[app.name],
+                              recorder=self.recorder,
                               clock=self.clock, node=self.cfg.server.node,
                               no_answer_timeout=self.cfg.sip.no_answer_timeout,
                               ivr_factory=ivr, on_change=self._changed, metrics=self.metrics,

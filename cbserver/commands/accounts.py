@@ -169,7 +169,8 @@ def _generate(args) -> int:
 
     async def go(services):
         mailer = Mailer(cfg.notifications, services.reactor) if cfg is not None else None
-        return await Generator(PostgresCatalogStore(services.db), services.reactor, folder, mailer).generate(
+        return await Generator(PostgresCatalogStore(services.db), services.reactor, folder, mailer,
+                               services.actor).generate(
             data, progress=bar)
 
     result = run_service(args, go)
@@ -224,7 +225,7 @@ def _recharge(args) -> int:
         data["currency"] = args.currency
 
     async def go(services):
-        payments = Payments(PostgresCatalogStore(services.db), services.reactor)
+        payments = Payments(PostgresCatalogStore(services.db), services.reactor, services.actor)
         if owner == "account":
             return await payments.recharge_account(key, data, made_by="cli")
         return await payments.recharge_customer(key, data, made_by="cli")
@@ -238,7 +239,7 @@ def _payments(args) -> int:
     owner, key = _owner(args)
 
     async def go(services):
-        payments = Payments(PostgresCatalogStore(services.db), services.reactor)
+        payments = Payments(PostgresCatalogStore(services.db), services.reactor, services.actor)
         if owner == "account":
             return await payments.list_account_payments(key, args.limit, args.offset)
         return await payments.list_customer_payments(key, args.limit, args.offset)

@@ -16,6 +16,8 @@ from typing import Any
 from twisted.internet import defer, task
 
 from cbserver.billing.accounts import Accounts
+from cbserver.billing.applications import Applications
+from cbserver.billing.audit import cli_actor
 from cbserver.billing.catalog import Catalog, RowErrors
 from cbserver.billing.validation import CatalogError, ValidationError, jsonable
 from cbserver.cli import CommandError
@@ -31,8 +33,11 @@ class Services:
     def __init__(self, db, reactor):
         self.db = db
         self.reactor = reactor
-        self.catalog = Catalog(PostgresCatalogStore(db), reactor)
-        self.accounts = Accounts(PostgresCatalogStore(db), reactor)
+        # Every change a command makes is audited as made by the OS user, from the CLI.
+        self.actor = cli_actor()
+        self.catalog = Catalog(PostgresCatalogStore(db), reactor, self.actor)
+        self.accounts = Accounts(PostgresCatalogStore(db), reactor, self.actor)
+        self.applications = Applications(PostgresCatalogStore(db), reactor, self.actor)
 
 
 def describe(error: CatalogError) -> str:
@@ -115,6 +120,7 @@ KINDS = {
     "customer": ("accounts", "customer"),
     "batch": ("accounts", "batch"),
     "account": ("accounts", "account"),
+    "application": ("applications", "application"),
 }
 
 

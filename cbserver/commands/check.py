@@ -8,6 +8,7 @@ Simple-mode number without a rate, an unusable Hosted internal account, ... (see
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from cbserver.billing import readiness
@@ -32,7 +33,10 @@ def run(args) -> int:
     at = parse_time(args.at)
 
     async def go(services):
-        return await readiness.check_readiness(PostgresReadinessStore(services.db), cfg, at)
+        # The voice applications are catalog objects: check those, and the config's own.
+        apps = await services.applications.effective(cfg.application)
+        return await readiness.check_readiness(PostgresReadinessStore(services.db),
+                                               dataclasses.replace(cfg, application=apps), at)
 
     findings = run_service(args, go)
     if args.json:

@@ -6,6 +6,9 @@ matches. ``--dry-run`` prints what would change and writes nothing.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from cbserver.billing.audit import provision_actor
 from cbserver.billing.provision import load, provision
 from cbserver.billing.validation import CatalogError
 from cbserver.cli import CommandError
@@ -39,7 +42,8 @@ def _provision(args) -> int:
     async def go(services):
         mailer = Mailer(cfg.notifications, services.reactor) if cfg is not None else None
         return await provision(PostgresCatalogStore(services.db), services.reactor, doc, csv_dir=folder,
-                               dry_run=args.dry_run, mailer=mailer)
+                               dry_run=args.dry_run, mailer=mailer,
+                               actor=provision_actor(Path(args.file).resolve()))
 
     changes = run_service(args, go)
     prefix = "would " if args.dry_run else ""

@@ -16,6 +16,7 @@ import psycopg2
 from psycopg2 import sql
 
 from cbserver.billing.stores import ACCOUNT_COPY_COLUMNS
+from cbserver.db import audit_store
 from cbserver.db.catalog_store import fetch_all, fetch_one, translate
 
 #: The transaction-scoped advisory lock (class, key) every generator write takes first. Two
@@ -145,11 +146,13 @@ class _Lines(io.RawIOBase):
 
 def write_batch(dsn: str, *, batch: Mapping[str, Any] | None, batch_id: int | None,
                 run: Mapping[str, Any], rows: Sequence[Sequence[Any]],
-                progress: Callable[[int], None] | None = None, every: int = 2000) -> int:
+                progress: Callable[[int], None] | None = None, every: int = 2000,
+                audit: Mapping[str, Any] | None = None) -> int:
     """Blocking: create the batch (or use ``batch_id``), COPY ``rows``, record the run; one commit.
 
     ``rows`` are tuples in ``COPY_COLUMNS`` order with ``batch_id`` None (filled here).
-    Returns the batch id. Integrity errors come back as the catalog's typed errors.
+    Returns the batch id. Integrity errors come back as the catalog's typed errors. ``audit``
+    is the audit log row of the run (its ``after`` gets the batch id), written in the same commit.
     """
     conn = psycopg2.connect(dsn, connect_timeout=10)
     try:
@@ -167,6 +170,9 @@ def write_batch(dsn: str, *, batch: Mapping[str, Any] | None, batch_id: int | No
             cur.execute("INSERT INTO generator_runs (batch_id, quantity, parameters, csv_path) "
                         "VALUES (%s, %s, %s, %s)",
                         [batch_id, run["quantity"], run["parameters"], run.get("csv_path", "")])
+            if audit is not None:
+                audit_store.insert_sync(cur, {**audit, "key": str(batch_id), "after": {
+                    **(audit["after"] or {}), "batch_id": batch_id}})
         return batch_id
     except (psycopg2.IntegrityError, psycopg2.DataError) as e:
         raise translate(e) from None

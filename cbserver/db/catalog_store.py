@@ -41,6 +41,11 @@ TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
                         "avail_after_last_use_days", "first_usage", "last_usage", "password_hash",
                         "web_login", "web_password_hash", "time_zone", "language", "distributor",
                         "ecommerce", "internal", "created_at", "updated_at")),
+    "applications": ("id", ("name", "callback_page_address", "path", "hosts", "second_number",
+                            "access_code", "internal_account", "special_charge_if_legb_fails",
+                            "account_id_translation_rule", "prompts", "language",
+                            "use_account_id_as_ani", "hosted_allowed_clients",
+                            "allowed_destinations", "denied_destinations", "updated_at")),
 }
 
 _JSON_COLUMNS = {"offpeak_periods", "parameters"}
@@ -221,6 +226,14 @@ async def missing_prefixes(cur, prefixes: Sequence[str]) -> list[str]:
                                 "(SELECT 1 FROM destinations d WHERE d.prefix = p) ORDER BY p",
                            [list(prefixes)])
     return [r["p"] for r in rows]
+
+
+async def applications(cur, *, lock: bool = False) -> list[dict]:
+    """Every voice application by name; ``lock`` takes the table against concurrent changes
+    (two creations could otherwise each miss the other's path or host name)."""
+    if lock:
+        await cur.execute("LOCK TABLE applications IN SHARE ROW EXCLUSIVE MODE")
+    return await fetch_all(cur, "SELECT * FROM applications ORDER BY name")
 
 
 # -- transactions and error translation ---------------------------------------------------------

@@ -15,6 +15,7 @@ from twisted.internet import defer
 from txpostgres.txpostgres import RollbackFailed
 from zope.interface import implementer
 
+from cbserver.billing.audit import UnauditedChange
 from cbserver.billing.domain import RatingEntry
 from cbserver.billing.stores import (
     IAuthorizationStore,
@@ -24,16 +25,50 @@ from cbserver.billing.stores import (
     IReportSource,
     IXdrStore,
 )
-from cbserver.db import accounts_store, authz_store, catalog_store, payments_store, tariff_loader, xdr_store
+from cbserver.db import (
+    accounts_store,
+    audit_store,
+    authz_store,
+    catalog_store,
+    payments_store,
+    tariff_loader,
+    xdr_store,
+)
 from cbserver.errors import ConcurrentWrite, DatabaseError, DatabaseUnavailable, TransactionAborted
 
 
 @implementer(ICatalogTransaction)
 class CatalogTransaction:
-    """``ICatalogTransaction`` on one open txpostgres cursor."""
+    """``ICatalogTransaction`` on one open txpostgres cursor.
+
+    It counts the writes made and the audit rows written, so that the store can refuse to
+    commit a change nobody recorded (``UnauditedChange``).
+    """
 
     def __init__(self, cur):
         self.cur = cur
+        self.writes = 0
+        self.audits = 0
+
+    async def _wrote(self, pending, *, always: bool = False):
+        """Await a write; count it when it changed something (a row, a count above 0)."""
+        result = await pending
+        if always or (result is not None and result is not False and result != 0):
+            self.writes += 1
+        return result
+
+    def audit(self, row):
+        """See ``ICatalogTransaction``."""
+        self.audits += 1
+        return audit_store.insert(self.cur, row)
+
+    def audit_page(self, filters, limit, offset):
+        """See ``ICatalogTransaction``."""
+        return audit_store.page(self.cur, filters, limit, offset)
+
+    def applications(self, *, lock=False):
+        """See ``ICatalogTransaction``."""
+        return catalog_store.applications(self.cur, lock=lock)
 
     def nested(self, fn, *args, **kwargs):
         """See ``ICatalogTransaction``."""
@@ -46,7 +81,7 @@ class CatalogTransaction:
 
     def insert(self, table, row):
         """See ``ICatalogTransaction``."""
-        return catalog_store.insert(self.cur, table, row)
+        return self._wrote(catalog_store.insert(self.cur, table, row))
 
     def get(self, table, key, *, lock=False):
         """See ``ICatalogTransaction``."""
@@ -58,11 +93,11 @@ class CatalogTransaction:
 
     def update(self, table, key, changes):
         """See ``ICatalogTransaction``."""
-        return catalog_store.update(self.cur, table, key, changes)
+        return self._wrote(catalog_store.update(self.cur, table, key, changes))
 
     def delete(self, table, key):
         """See ``ICatalogTransaction``."""
-        return catalog_store.delete(self.cur, table, key)
+        return self._wrote(catalog_store.delete(self.cur, table, key))
 
     def page(self, table, filters, order, limit, offset):
         """See ``ICatalogTransaction``."""
@@ -74,7 +109,8 @@ class CatalogTransaction:
 
     def replace_product_services(self, product_id, services):
         """See ``ICatalogTransaction``."""
-        return catalog_store.replace_product_services(self.cur, product_id, services)
+        return self._wrote(catalog_store.replace_product_services(self.cur, product_id, services),
+                           always=True)
 
     def rating_entries(self, product_id):
         """See ``ICatalogTransaction``."""
@@ -82,7 +118,7 @@ class CatalogTransaction:
 
     def replace_rating_entries(self, product_id, entries):
         """See ``ICatalogTransaction``."""
-        return catalog_store.replace_rating_entries(self.cur, product_id, entries)
+        return self._wrote(catalog_store.replace_rating_entries(self.cur, product_id, entries), always=True)
 
     def tariff_in_rating_lists(self, tariff_id):
         """See ``ICatalogTransaction``."""
@@ -118,8 +154,8 @@ class CatalogTransaction:
 
     def set_status(self, status, *, account_id=None, batch_id=None, when=None):
         """See ``ICatalogTransaction``."""
-        return accounts_store.set_status(self.cur, status, account_id=account_id, batch_id=batch_id,
-                                         when=when)
+        return self._wrote(accounts_store.set_status(self.cur, status, account_id=account_id,
+                                                     batch_id=batch_id, when=when))
 
     def batch_counts(self, batch_id):
         """See ``ICatalogTransaction``."""
@@ -143,11 +179,11 @@ class CatalogTransaction:
 
     def move_account(self, account_id, delta, at, *, recharge):
         """See ``ICatalogTransaction``."""
-        return payments_store.move_account(self.cur, account_id, delta, at, recharge=recharge)
+        return self._wrote(payments_store.move_account(self.cur, account_id, delta, at, recharge=recharge))
 
     def move_customer(self, customer_id, delta):
         """See ``ICatalogTransaction``."""
-        return payments_store.move_customer(self.cur, customer_id, delta)
+        return self._wrote(payments_store.move_customer(self.cur, customer_id, delta))
 
     def net_paid(self, owner, key):
         """See ``ICatalogTransaction``."""
@@ -159,7 +195,7 @@ class CatalogTransaction:
 
     def insert_payment(self, row):
         """See ``ICatalogTransaction``."""
-        return payments_store.insert(self.cur, row)
+        return self._wrote(payments_store.insert(self.cur, row))
 
     def payments_page(self, owner, key, limit, offset):
         """See ``ICatalogTransaction``."""
@@ -175,13 +211,25 @@ class PostgresCatalogStore:
 
     def transaction(self, fn, *args, **kwargs):
         """See ``ICatalogStore``."""
-        return catalog_store.transaction(
-            self.db, lambda cur, *a, **kw: fn(CatalogTransaction(cur), *a, **kw), *args, **kwargs)
+        return catalog_store.transaction(self.db, _audited, fn, *args, **kwargs)
 
-    def write_accounts(self, *, batch, batch_id, run, rows, progress=None):
+    def write_accounts(self, *, batch, batch_id, run, rows, progress=None, audit=None):
         """See ``ICatalogStore``."""
+        if audit is None:
+            raise UnauditedChange("the generator's write has no audit row")
         return accounts_store.write_batch(self.db.dsn, batch=batch, batch_id=batch_id, run=run,
-                                          rows=rows, progress=progress)
+                                          rows=rows, progress=progress, audit=audit)
+
+
+async def _audited(cur, fn, *args, **kwargs):
+    """Run ``fn`` on a ``CatalogTransaction``; refuse to commit writes without an audit row."""
+    tx = CatalogTransaction(cur)
+    result = await fn(tx, *args, **kwargs)
+    if tx.writes and not tx.audits:
+        # Raised inside the transaction, so the unrecorded change is rolled back.
+        raise UnauditedChange(f"{getattr(fn, '__qualname__', fn)} changed the catalog without "
+                              "writing an audit row")
+    return result
 
 
 @implementer(IAuthorizationStore)

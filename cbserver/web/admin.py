@@ -14,6 +14,8 @@ and filters as query parameters. The OpenAPI 3 document is served at ``/openapi.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import datetime as dt
 import functools
 import hmac
@@ -26,6 +28,8 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from cbserver.billing import readiness
 from cbserver.billing.accounts import Accounts
+from cbserver.billing.applications import Applications
+from cbserver.billing.audit import Actor, Audited
 from cbserver.billing.catalog import Catalog, RowErrors
 from cbserver.billing.generator import Generator
 from cbserver.billing.payments import Payments
@@ -34,11 +38,14 @@ from cbserver.db.stores import PostgresCatalogStore, PostgresReadinessStore
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
 from cbserver.mail import Mailer
+from cbserver.web import admin_applications, admin_audit
 from cbserver.web.admin_openapi import openapi_document
 from cbserver.web.responses import log_unexpected
 from cbserver.web.untrusted import UntrustedInput, check_text, load_json
 
 MAX_BODY = 1 << 20
+#: Who the audit log says made a change with the configured bearer token.
+API_TOKEN_ACTOR = "api-token"
 MAX_FINISHED_JOBS = 100
 
 
@@ -116,7 +123,7 @@ def api(status: int = 200, body: bool = False):
                 self.authorize(request)
                 _check_request(request, kwargs)
                 args = [self._body(request)] if body else []
-                return _send(request, status, await fn(self, request, *args, **kwargs))
+                return _send(request, status, await fn(self.acting(request), request, *args, **kwargs))
 
             return defer.ensureDeferred(run())
 
@@ -141,6 +148,7 @@ class AdminApp:
         self.payments = Payments(PostgresCatalogStore(db), clock)
         self.generator = Generator(PostgresCatalogStore(db), clock, csv_dir,
                                    Mailer(cfg.notifications, clock) if cfg is not None else None)
+        self.applications = Applications(PostgresCatalogStore(db), clock)
         self.jobs: dict[str, dict] = {}
 
     def resource(self):
@@ -171,6 +179,17 @@ class AdminApp:
                       method=request.method.decode("ascii", "replace"),
                       path=request.path.decode("utf-8", "replace"), status=request.code,
                       client=getattr(request.getClientAddress(), "host", "") or "-")
+
+    def acting(self, request) -> AdminApp:
+        """This app with its services bound to the request's actor, for the audit log: the
+        bearer token's identity (``api-token``), from the API, at the client's address."""
+        bound = copy.copy(self)
+        actor = Actor(API_TOKEN_ACTOR, "api", getattr(request.getClientAddress(), "host", "") or "")
+        for name in ("catalog", "accounts", "payments", "generator", "applications"):
+            service = getattr(self, name, None)
+            if isinstance(service, Audited):
+                setattr(bound, name, service.as_actor(actor))
+        return bound
 
     def authorize(self, request) -> None:
         """Raise ``Unauthorized`` unless the request carries the configured bearer token."""
@@ -473,7 +492,9 @@ class AdminApp:
         if self.cfg is None:
             raise NotFound("readiness", "this admin endpoint serves no callback instances")
         at = dt.datetime.fromtimestamp(self.clock.seconds(), dt.UTC)
-        findings = await readiness.check_readiness(PostgresReadinessStore(self.db), self.cfg, at)
+        cfg = dataclasses.replace(self.cfg, application=await self.applications.effective(
+            self.cfg.application))  # the catalog's voice applications, and the config's
+        findings = await readiness.check_readiness(PostgresReadinessStore(self.db), cfg, at)
         return {"node": self.cfg.server.node, "checked_at": at,
                 "ready": not any(f.severity == readiness.ERROR for f in findings),
                 "findings": [f.to_json() for f in findings]}
@@ -516,3 +537,8 @@ class AdminApp:
         if job_id not in self.jobs:
             raise NotFound("generator job", job_id)
         return self.jobs[job_id]
+
+
+# Routes kept in modules of their own (small files): the audit log, voice applications.
+admin_audit.install(AdminApp, api)
+admin_applications.install(AdminApp, api)

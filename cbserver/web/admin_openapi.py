@@ -13,6 +13,7 @@ from cbserver.billing.accounts import ACCOUNT, BATCH, CUSTOMER
 from cbserver.billing.catalog import DESTINATION, PRODUCT, RATE, RATING_ENTRY, TARIFF
 from cbserver.billing.generator import GENERATOR
 from cbserver.billing.payments import PAYMENT
+from cbserver.web import admin_applications, admin_audit
 
 _DECIMAL = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$",
             "description": "exact decimal, written as a string (a JSON integer is accepted too)"}
@@ -189,7 +190,10 @@ def openapi_document() -> dict:
     paths["/v1/readiness"] = {"get": {
         "summary": "what in the catalog would refuse this node's callbacks (as `cbserver check`)",
         "responses": {"200": _json("Readiness"), "401": _ERROR}}}
+    paths.update(admin_audit.openapi_paths(_ERROR, _page))
+    paths.update(_crud("/v1/applications", "key", "Application", ["name"]))
     schemas = {
+        **admin_audit.openapi_schemas(), **admin_applications.openapi_schemas(),
         "Destination": _schema("Destination", DESTINATION), "Tariff": _schema("Tariff", TARIFF),
         "Rate": _schema("Rate", RATE), "RatingEntry": _schema("RatingEntry", RATING_ENTRY),
         "Product": _schema("Product", PRODUCT), "Customer": _schema("Customer", CUSTOMER),

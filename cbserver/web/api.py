@@ -21,6 +21,7 @@ from cbserver.callback.admission import Admission, RateLimited
 from cbserver.callback.api import MODES, CallbackRefused, CallbackRequest
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
+from cbserver.phone import normalise_phone
 from cbserver.web.untrusted import UntrustedInput, load_json
 
 log = Logger()
@@ -41,8 +42,6 @@ FIELD_LABELS = {
     "token": "Hosted access token",
 }
 MAX_BODY = 16 * 1024
-_NUMBER_JUNK = re.compile(r"[\s\-.()/]")
-_NUMBER = re.compile(r"\+?[0-9]{3,20}")
 _ACCOUNT = re.compile(r"[A-Za-z0-9_.@+\-]{1,64}")
 _CALLBACK_ID = re.compile(r"[A-Za-z0-9_.\-]{1,80}")
 
@@ -60,12 +59,10 @@ def normalise_number(text: str) -> str:
     """The digits of a number (international format, as rates are keyed on them).
 
     A leading ``+`` may be typed and is dropped, as are spaces, dashes, dots, slashes and
-    brackets; 3 to 20 digits must remain.
+    brackets; 3 to 20 digits must remain (``cbserver.phone.normalise_phone``, which the
+    config's ``second_number`` and the voice applications share).
     """
-    cleaned = _NUMBER_JUNK.sub("", text or "")
-    if not _NUMBER.fullmatch(cleaned):
-        raise ValueError("Enter a phone number of 3 to 20 digits, optionally starting with +.")
-    return cleaned.lstrip("+")
+    return normalise_phone(text)
 
 
 def valid_callback_id(text: str) -> bool:

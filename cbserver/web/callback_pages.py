@@ -22,6 +22,7 @@ plain HTML 500 page (logged with a request id, never a traceback).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 from pathlib import Path
@@ -46,6 +47,7 @@ from cbserver.web.limits import (
     token_allowed,
     trusted_networks,
 )
+from cbserver.web.live import LiveSite
 from cbserver.web.responses import html_response, json_response, log_unexpected
 
 HERE = Path(__file__).resolve().parent
@@ -98,13 +100,37 @@ class CallbackWeb:
         self.hosts = HostTable(config.application)
         self.app = Klein()
         self._add_routes()
+        self._site = None
 
     def resource(self):
         """The whole site over this web: the JSON API, these pages, ``/metrics``, the fallback.
 
-        ``cbserver.web.app.site_resource`` mounts them (mount the result as the site's root).
+        ``cbserver.web.app.site_resource`` mounts them (mount the result as the site's root);
+        a ``LiveSite`` in front follows ``set_applications``.
         """
-        return site_resource(self)
+        return LiveSite(self)
+
+    def site(self):
+        """The site of the current applications (built on first use after a change)."""
+        if self._site is None:
+            self._site = site_resource(self)
+        return self._site
+
+    def set_applications(self, applications) -> None:
+        """Serve ``applications`` (``ApplicationConfig``s) from the next request on: their
+        paths and host names route, a removed one's page answers 404 (a catalog change)."""
+        before = (self.config, self.apps, self.hosts, self.app, self._site)
+        try:
+            self.config = dataclasses.replace(self.config, application=tuple(applications))
+            self.apps = {a.name: a for a in self.config.application}
+            self.hosts = HostTable(self.config.application)
+            self.app = Klein()
+            self._add_routes()
+            self._site = None
+            self.site()  # built now, so that a failure leaves the previous site serving
+        except Exception:
+            self.config, self.apps, self.hosts, self.app, self._site = before
+            raise
 
     def host_instance(self, request):
         """The instance whose ``hosts`` name the request's host, or None (route by path)."""

@@ -137,10 +137,10 @@ def test_required_key_missing():
     assert e.path == "database.dsn" and "required" in str(e)
 
 
-def test_no_application_is_an_error():
+def test_no_application_is_allowed_the_catalog_may_hold_them_all():
+    # Issue 15: voice applications are catalog objects; a node's config may list none.
     text = MINIMAL.split("[[application]]")[0]
-    e = _error(text)
-    assert e.path == "application"
+    assert parse_config(text).application == ()
 
 
 def test_bad_endpoint_kind():
@@ -335,3 +335,21 @@ def test_notifications_are_off_by_default_and_each_mistake_names_its_key(tmp_pat
     cfg = parse_config(MINIMAL + table + "smtp = 'relay.example.net'\nstarttls = true\n"
                        "smtp_username = 'u'\nsmtp_password_file = 'smtp.secret'\n", base=tmp_path)
     assert (cfg.notifications.smtp, cfg.notifications.smtp_password) == ("relay.example.net", "s3cret")
+
+
+def test_second_number_is_normalised_as_the_page_does():
+    # Issue 15: the page accepts "+1 800 555-0100", so the config does too, stored as digits.
+    from cbserver.web.api import normalise_number  # noqa: PLC0415
+
+    for typed in ("+1 800 555-0100", "(1) 800.555.0100", "+18005550100", "1/800/5550100"):
+        cfg = parse_config(_with(f"second_number = '{typed}'\n"))
+        assert cfg.application[0].second_number == "18005550100" == normalise_number(typed)
+    for bad in ("12", "+1 800 CALL-NOW", "1" * 21):
+        e = _error(_with(f"second_number = '{bad}'\n"))
+        assert e.path == "application[0].second_number" and "3 to 20 digits" in e.problem
+
+
+def test_path_must_be_url_safe():
+    for bad in ("<x>", "a b", "a/../b", "call?me"):
+        assert _error(_with(f"path = '{bad}'\n")).path == "application[0].path"
+    assert parse_config(_with("path = '/cb/v2.1_x~y'\n")).application[0].url_path == "/cb/v2.1_x~y"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from klein.resource import KleinResource
 
 from cbserver.web.app import HostDispatch
 from cbserver.web.hosts import HostTable, normalise_host
+from cbserver.web.live import LiveSite
 from tests.unit.web.harness import TOKEN, Harness, app_config
 
 A_HOST = "cb.example.net"
@@ -171,10 +173,13 @@ def test_a_hosted_token_form_at_the_root_path_posts_to_a_local_url():
 
 def test_without_hosts_the_site_root_is_the_path_app_alone():
     h = Harness()
-    assert isinstance(h.web.resource(), KleinResource)
+    # The root follows the catalog's applications (LiveSite); the site behind it is built
+    # from the applications of the moment.
+    assert isinstance(h.web.resource(), LiveSite)
+    assert isinstance(h.web.site(), KleinResource)
     h.finish()
     h = two_instances()
-    assert isinstance(h.web.resource(), HostDispatch)
+    assert isinstance(h.web.site(), HostDispatch)
     h.finish()
 
 
@@ -196,3 +201,25 @@ def test_normalise_host():
     assert normalise_host("[2001:DB8::1]:8901") == "[2001:db8::1]"
     assert normalise_host("[broken") == ""
     assert normalise_host("") == ""
+
+
+def test_pages_follow_the_applications_without_restart():
+    # The catalog changes the applications (CallbackWeb.set_applications): the next request
+    # is routed by the new paths and host names; a removed instance's page is 404.
+    h = two_instances()
+    assert h.get("/c").code == 404
+    gamma = app_config("Gamma callback", path="/c", hosts=("gamma.example.net",))
+    h.web.set_applications([*h.web.config.application, gamma])
+    assert title(h.get("/c")).endswith("Gamma callback")
+    assert title(h.get("/", headers=host("gamma.example.net"))).endswith("Gamma callback")
+    r = h.post_json("/api/v1/callbacks", {"mode": "simple", "account": "cb1001",
+                                          "phone": "15550100"}, headers=host("gamma.example.net"))
+    assert r.code == 202 and h.service.requests[-1].application == "Gamma callback"
+    # A changed path moves the page; removing Alpha leaves its path and host name 404.
+    moved = dataclasses.replace(gamma, path="/g")
+    h.web.set_applications([h.web.apps["Beta callback"], moved])
+    assert h.get("/c").code == 404 and title(h.get("/g")).endswith("Gamma callback")
+    assert h.get("/a").code == 404
+    assert h.get("/", headers=host(A_HOST)).code == 404
+    assert title(h.get("/b")).endswith("Beta callback")
+    h.finish()
