@@ -49,6 +49,7 @@ from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
 from cbserver.media.clock import MediaClock
 from cbserver.media.ports import PortPool
+from cbserver.sdnotify import NotifyService
 from cbserver.sip.service import SipService
 from cbserver.sip.ua import UAConfig
 from cbserver.web.admin import AdminApp
@@ -248,6 +249,9 @@ class CallbackServer(service.MultiService):
         self.db = Database(cfg.database.dsn, reactor, size=cfg.database.pool_size,
                            retry_max=cfg.database.retry_max, node=cfg.server.node)
         self.db.setServiceParent(self)
+        # systemd Type=notify: READY=1 once calls are taken, STATUS=, WATCHDOG=1, STOPPING=1.
+        self.notify = NotifyService(reactor, self._status_line)
+        self.notify.setServiceParent(self)
         # Finished legs: group-committed to PostgreSQL, spooled to disk while it is away.
         self.xdr = XdrWriter(PostgresXdrStore(self.db), reactor, Spool(state / "spool" / "xdr.spool"))
         self.xdr.setServiceParent(self)
@@ -342,6 +346,14 @@ class CallbackServer(service.MultiService):
                       "and files)", n=self.descriptors.available, reserve=self.descriptors.reserve)
         super().startService()
 
+    def _status_line(self) -> str:
+        """One line for the service manager's status (``systemctl status``)."""
+        node = self.cfg.server.node
+        if not self.gated.children_started:
+            return f"node {node}: waiting for the database ({self.db.reason})"
+        db = "database ok" if self.db.ready else f"database down: {self.db.reason}"
+        return f"node {node}: {self.callbacks.active} calls, {db}"
+
     def _call_handling_started(self) -> None:
         """The gated services run: tune the collector and say where each page is."""
         # Everything built so far lives as long as the process: move it out of the
@@ -354,6 +366,7 @@ class CallbackServer(service.MultiService):
         self.gc_probe.install()
         self.stall_probe.start()
         self.log.info("cbserver ready: node={node}", node=self.cfg.server.node)
+        self.notify.ready()
         for app in self.cfg.application:
             self.log.info("application {app}: page {path} (users are given {address})",
                           app=app.name, path=app.url_path, address=app.callback_page_address)
@@ -366,6 +379,8 @@ class CallbackServer(service.MultiService):
     def stopService(self):
         """Stop taking callbacks, end calls in progress, flush writes, then close the pool."""
         self.web.draining = True
+        self.notify.stopping(f"node {self.cfg.server.node}: stopping, ending "
+                             f"{self.callbacks.active} calls")
         self.log.info("shutting down: draining calls (grace {grace}s)",
                       grace=self.cfg.server.shutdown_grace)
         # The gate first and alone: calls end (within the grace period) while the pool,
