@@ -38,6 +38,15 @@ ROOT = bc.ROOT
 TRUSTED = 'admin_token = "bench-admin-token-0123456789"'
 
 
+def lift_caps(text: str) -> str:
+    """Raise ``[web] max_connections_per_client`` (50 by default) out of the way: the client
+    keeps up to twice the rate in connections open, and behind haproxy every request comes
+    from 127.0.0.1, so the default cap would reset connections in one set-up and not the
+    other."""
+    return text.replace(TRUSTED, TRUSTED + "\nmax_connections = 20000\n"
+                                           "max_connections_per_client = 10000")
+
+
 class Cluster(bc.CbServer):
     """``bc.CbServer`` with ``nodes`` twistd nodes; with two, haproxy in front on ``web_port``."""
 
@@ -48,6 +57,12 @@ class Cluster(bc.CbServer):
         self.procs: list[subprocess.Popen] = []
         self.haproxy: subprocess.Popen | None = None
         self.args.server = "twistd"
+
+    def write_config(self, web_port: int) -> Path:
+        """bench_callbacks' configuration, with the per-client connection cap lifted."""
+        path = super().write_config(web_port)
+        path.write_text(lift_caps(path.read_text()))
+        return path
 
     def launch_twistd(self) -> None:
         """One node as bench_callbacks runs it, or N nodes and haproxy in front of them."""
@@ -69,7 +84,7 @@ class Cluster(bc.CbServer):
                                 f"{low + i * width}-{low + (i + 1) * width - 1}", False,
                                 self.args.pool_size)
             # The nodes sit behind haproxy on 127.0.0.1: it alone may name the client.
-            text = text.replace('node = "node1"', f'node = "{name}"').replace(
+            text = lift_caps(text).replace('node = "node1"', f'node = "{name}"').replace(
                 TRUSTED, TRUSTED + '\ntrusted_proxies = ["127.0.0.1/32"]')
             (folder / "cbserver.toml").write_text(text)
             argv = [str(bc.VENV_BIN / "twistd"), "-n", "--pidfile=", "-l",
