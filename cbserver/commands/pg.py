@@ -25,6 +25,8 @@ def register(sub) -> None:
             a.add_argument("--standby", action="store_true",
                            help="act on the standby rather than on the cluster")
         if name == "dsn":
+            a.add_argument("--database", default="cbserver",
+                           help="the database named (cbserver; the demo's is cbserver_demo)")
             a.add_argument("--failover", action="store_true",
                            help="the multi-host DSN over the cluster and its standby "
                                 "(target_session_attrs=read-write), see docs/failover.md")
@@ -47,8 +49,8 @@ def _run(args) -> int:
             cluster.stop()
         elif args.pg_action == "status":
             up = cluster.running()
-            role = "standby" if cluster.is_standby() else "primary"
-            print(f"{'running' if up else 'stopped'} ({role}): {cluster.root}")
+            role = " (standby)" if cluster.is_standby() else ""
+            print(f"{'running' if up else 'stopped'}: {cluster.root}{role}")
             return 0 if up else 3
         elif args.pg_action == "standby":
             if not primary.running():
@@ -59,10 +61,10 @@ def _run(args) -> int:
             if not standby.is_standby():
                 raise CommandError(f"{standby.root} is not a standby (cbserver pg standby)")
             standby.promote()
-        elif getattr(args, "failover", False):
-            print(failover_dsn([primary, standby]))
+        elif args.failover:
+            print(failover_dsn([primary, standby], args.database))
         else:
-            print(cluster.dsn())
+            print(cluster.dsn(args.database))
     except ClusterError as e:
         raise CommandError(str(e)) from None
     return 0

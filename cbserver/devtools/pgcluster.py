@@ -267,6 +267,10 @@ class Cluster:
             self._run(bin_ / "createdb", "-h", str(self.socket_dir), "-p", str(self.port),
                       "-U", SUPERUSER, name, as_user=False)
 
+    def ensure_database(self, name: str) -> None:
+        """Create database ``name`` in the running cluster if it does not exist."""
+        self._ensure_database(name, find_pg_bin())
+
     def recreate_database(self, name: str) -> None:
         """Drop database ``name`` (closing its sessions) and create it empty."""
         bin_ = find_pg_bin()

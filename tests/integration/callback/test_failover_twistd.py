@@ -227,7 +227,8 @@ def test_pg_command_makes_promotes_and_names_a_standby(tmp_path):
         assert "target_session_attrs=read-write" in dsn and f"{root}/pg-standby/run" in dsn
         assert "(standby)" in run("status", "--standby").stdout
         assert run("promote").returncode == 0
-        assert "(primary)" in run("status", "--standby").stdout
+        promoted = run("status", "--standby").stdout
+        assert promoted.startswith("running: ") and "(standby)" not in promoted
         conn = psycopg2.connect(dsn.replace("dbname=cbserver", "dbname=postgres"))
         try:  # both are primaries now; the first writable host listed wins
             with conn.cursor() as cur:
