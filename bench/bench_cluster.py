@@ -2,9 +2,11 @@
 
 Built on ``bench/bench_callbacks.py`` (its database, provisioning, sipp carrier, open-loop
 client, rate ramp and counting in PostgreSQL are reused as they are): the same run first ramps
-one ``twistd cbserver`` node reached directly, then two nodes (``node1``, ``node2``, one
-database, one carrier) behind haproxy (Debian ``haproxy``), and prints the figures of each and
-their ratios, with a projection to a 16-core host whose database runs on its own machine.
+one ``twistd cbserver`` node reached directly and two nodes (``node1``, ``node2``, one
+database, one carrier) behind haproxy (Debian ``haproxy``), both started at once and loaded in
+turn at each rate (so that both see the same background load on a shared machine), and prints
+the figures of each and their ratios, with a projection to a 16-core host whose database runs
+on its own machine.
 
     .venv/bin/python bench/bench_cluster.py --duration 10 --rates 10,20,30,40 \\
         --haproxy-config deploy/haproxy/haproxy.cfg
@@ -249,15 +251,46 @@ def report(results: dict[int, tuple], steps: dict[int, list], cores: int,
     return "\n".join(lines)
 
 
+def interleaved(systems: dict[int, Cluster], rates: list[float], duration: float,
+                pause: float, retries: int) -> dict[int, tuple]:
+    """Each rate on every set-up in turn, so that both see the same background load (the
+    machine is shared); per set-up (highest rate with zero failures, the step that failed).
+
+    As ``bench_callbacks.ramp``: a failed step is run again up to ``retries`` times, and a
+    set-up stops at its first rate that fails every attempt.
+    """
+    for nodes, system in systems.items():
+        bc.idle_cpu(f"{nodes} node(s)", system.proc.pid)
+    best: dict[int, bc.Step | None] = dict.fromkeys(systems)
+    failed: dict[int, bc.Step | None] = dict.fromkeys(systems)
+    first = dict.fromkeys(systems, 0)
+    for rate in rates:
+        for nodes in [n for n in systems if failed[n] is None]:
+            for attempt in range(retries + 1):
+                res = systems[nodes].step(rate, duration, first[nodes])
+                first[nodes] += res.attempted
+                ok = not res.failed and res.completed == res.attempted
+                print(res.line(f"{nodes} node(s)") + ("" if ok else
+                      f" [attempt {attempt + 1} failed]"), flush=True)
+                time.sleep(pause)
+                if ok:
+                    break
+            if ok:
+                best[nodes] = res
+            else:
+                failed[nodes] = res
+    return {n: (best[n], failed[n]) for n in systems}
+
+
 def main(argv=None) -> int:
-    """Parse options, ramp one node then two behind haproxy, print the report."""
+    """Parse options, start both set-ups, ramp them in turn, print the report."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rates", default="10,20,30,40,50,60", help="calls/s steps, ascending")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of load per step")
     p.add_argument("--hold-ms", type=int, default=2000, help="how long answered calls last")
     p.add_argument("--drain", type=float, default=15.0, help="extra seconds allowed to finish")
     p.add_argument("--pause", type=float, default=3.0, help="seconds between steps")
-    p.add_argument("--retries", type=int, default=1, help="runs of a failed step before giving up")
+    p.add_argument("--retries", type=int, default=1, help="reruns of a failed step")
     p.add_argument("--accounts", type=int, default=50, help="bench accounts (round-robin)")
     p.add_argument("--rtp-ports", default="12000-19999", help="RTP ports, split between nodes")
     p.add_argument("--pool-size", type=int, default=4, help="[database] pool_size per node")
@@ -286,25 +319,29 @@ def main(argv=None) -> int:
                          text=True).stdout.strip()
     print(f"cbserver {rev}; work folder {work}; {args.duration:g}s per step, hold "
           f"{args.hold_ms} ms; {os.cpu_count()} cores; load average {os.getloadavg()}", flush=True)
+    systems: dict[int, Cluster] = {}
     results: dict[int, tuple] = {}
-    steps: dict[int, list] = {}
     try:
-        for nodes in ([int(args.only)] if args.only else [1, 2]):
+        wanted = [int(args.only)] if args.only else [1, 2]
+        low, high = (int(x) for x in args.rtp_ports.split("-"))
+        width = (high - low + 1) // len(wanted)
+        for k, nodes in enumerate(wanted):
             folder = work / f"{nodes}-node"
             folder.mkdir()
-            system = Cluster(args, folder, nodes)
-            try:
-                system.start()
-                steps[nodes] = system.steps
-                results[nodes] = bc.ramp(f"{nodes} node(s)", system, rates, args.duration,
-                                         args.pause, args.retries)
-            finally:
-                system.stop()
+            # Both set-ups run side by side: each its own database, carrier and RTP ports.
+            own = argparse.Namespace(**vars(args))
+            own.rtp_ports = f"{low + k * width}-{low + (k + 1) * width - 1}"
+            systems[nodes] = Cluster(own, folder, nodes)
+            systems[nodes].start()
+        results = interleaved(systems, rates, args.duration, args.pause, args.retries)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
+        for system in systems.values():
+            system.stop()
         bc.stop_all()
+    steps = {nodes: system.steps for nodes, system in systems.items()}
     print(report(results, steps, args.project_cores, args.db_cores), flush=True)
     print(f"load average at the end: {os.getloadavg()}", flush=True)
     return 0
