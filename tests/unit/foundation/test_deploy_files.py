@@ -81,3 +81,18 @@ def test_systemd_unit_is_notify_restarts_and_is_hardened(tmp_path):
                          capture_output=True, text=True, timeout=60)
     score = re.search(r"Overall exposure level for \S+: ([0-9.]+)", res.stdout + res.stderr)
     assert score and float(score.group(1)) < 3.0, res.stdout[-2000:]
+
+
+@pytest.mark.parametrize("dsn", [
+    "host=db1.example.net,db2.example.net port=5432,5432 dbname=cbserver user=cbserver "
+    "target_session_attrs=read-write",
+    "postgresql://cbserver@db1.example.net:5432,db2.example.net:5432/cbserver"
+    "?target_session_attrs=read-write",
+])
+def test_failover_dsns_are_taken_as_written_in_both_forms(etc, dsn):
+    shared = etc / "cbserver.toml"
+    text = shared.read_text()
+    start = text.index('dsn = "')
+    end = text.index('"', start + len('dsn = "'))
+    shared.write_text(text[:start] + f'dsn = "{dsn}' + text[end:])
+    assert load_config(etc / "nodes" / "1.toml").database.dsn == dsn
