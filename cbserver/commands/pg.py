@@ -18,7 +18,9 @@ def register(sub) -> None:
                        ("standby", "create (first time) and start a streaming standby of the "
                                    "cluster (next to it, '<root>-standby'); print the "
                                    "failover DSN"),
-                       ("promote", "promote the standby to a primary (after a failover)")):
+                       ("promote", "promote the standby to a primary (after a failover)"),
+                       ("drop-standby", "stop and delete the standby; the cluster stops "
+                                        "waiting for it (synchronous replication)")):
         a = s.add_parser(name, help=text)
         a.set_defaults(func=_run, pg_action=name)
         if name in ("stop", "status", "dsn"):
@@ -61,6 +63,10 @@ def _run(args) -> int:
             if not standby.is_standby():
                 raise CommandError(f"{standby.root} is not a standby (cbserver pg standby)")
             standby.promote()
+        elif args.pg_action == "drop-standby":
+            if not standby.initialised():
+                raise CommandError(f"no standby at {standby.root}")
+            standby.remove_standby(primary)
         elif args.failover:
             print(failover_dsn([primary, standby], args.database))
         else:

@@ -226,6 +226,15 @@ class Cluster:
             time.sleep(0.2)
         raise ClusterError(f"the standby did not start streaming; see {self.logfile}")
 
+    def remove_standby(self, primary: Cluster) -> None:
+        """Undo ``start_standby``: the primary stops waiting for a standby (first, so that no
+        commit waits for one that is going), then this cluster is stopped and deleted."""
+        primary.start()
+        primary.sql("ALTER SYSTEM RESET synchronous_standby_names")
+        primary.sql("SELECT pg_reload_conf()")
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
     def promote(self, timeout: float = 60.0) -> None:
         """Promote this standby to a primary and wait until it accepts writes."""
         self._run(find_pg_bin() / "pg_ctl", "promote", "-w", "-t", str(int(timeout)),

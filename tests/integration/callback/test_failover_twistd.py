@@ -236,6 +236,13 @@ def test_pg_command_makes_promotes_and_names_a_standby(tmp_path):
                 assert cur.fetchone()[0].startswith(f"{root}/pg/")
         finally:
             conn.close()
+        # Back to one cluster: the primary no longer waits for a standby, which is gone.
+        assert run("drop-standby").returncode == 0
+        assert not (root / "pg-standby").exists()
+        primary = Cluster(root / "pg")
+        assert primary.sql("SHOW synchronous_standby_names") == ""
+        primary.sql("CREATE DATABASE after_the_standby")  # a commit that does not wait
+        assert run("drop-standby").returncode == 1
     finally:
         run("stop", "--standby")
         run("stop")
