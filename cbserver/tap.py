@@ -327,6 +327,14 @@ class CallbackServer(service.MultiService):
         """The SIP listen address and port."""
         return parse_host_port(self.cfg.sip.listen)
 
+    def _status_line(self) -> str:
+        """One line for the service manager's status (``systemctl status``)."""
+        node = self.cfg.server.node
+        if not self.gated.children_started:
+            return f"node {node}: waiting for the database ({self.db.reason})"
+        db = "database ok" if self.db.ready else f"database down: {self.db.reason}"
+        return f"node {node}: {self.callbacks.active} calls, {db}"
+
     def _ua_config(self) -> UAConfig:
         """The UA's view of the configuration (one place that maps config to RFC timers)."""
         sip = self.cfg.sip
@@ -345,14 +353,6 @@ class CallbackServer(service.MultiService):
         self.log.info("connections may use {n} descriptors ({reserve} kept for RTP, the database "
                       "and files)", n=self.descriptors.available, reserve=self.descriptors.reserve)
         super().startService()
-
-    def _status_line(self) -> str:
-        """One line for the service manager's status (``systemctl status``)."""
-        node = self.cfg.server.node
-        if not self.gated.children_started:
-            return f"node {node}: waiting for the database ({self.db.reason})"
-        db = "database ok" if self.db.ready else f"database down: {self.db.reason}"
-        return f"node {node}: {self.callbacks.active} calls, {db}"
 
     def _call_handling_started(self) -> None:
         """The gated services run: tune the collector and say where each page is."""
