@@ -331,7 +331,8 @@ class CallbackServer(service.MultiService):
         """One line for the service manager's status (``systemctl status``)."""
         node = self.cfg.server.node
         if not self.gated.children_started:
-            return f"node {node}: waiting for the database ({self.db.reason})"
+            why = self.db.reason if self.db.reason not in ("", "not started") else "connecting"
+            return f"node {node}: waiting for the database ({why})"
         db = "database ok" if self.db.ready else f"database down: {self.db.reason}"
         return f"node {node}: {self.callbacks.active} calls, {db}"
 
