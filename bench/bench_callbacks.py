@@ -477,6 +477,10 @@ class CbServer:
         conn.close()
         return [pid for pid in pids if Path(f"/proc/{pid}/stat").exists()]
 
+    def server_cpu(self) -> float:
+        """CPU seconds the server has used so far (a subclass running several sums them)."""
+        return cpu_seconds(self.proc.pid)
+
     def body(self, i: int) -> dict:
         """The JSON of callback number ``i`` (accounts round-robin, distinct numbers)."""
         account = f"cbbench{i % self.args.accounts:05d}"
@@ -522,7 +526,7 @@ class CbServer:
                     res.fail(f"http_{status}:{answer.get('error', {}).get('code', '?')}")
 
         backends = self.backend_pids()
-        cpu0 = cpu_seconds(self.proc.pid)
+        cpu0 = self.server_cpu()
         pg0 = sum(cpu_seconds(pid) for pid in backends)
         machine0 = machine_busy_seconds()
         t0 = time.monotonic() + 0.2
@@ -556,7 +560,7 @@ class CbServer:
                     break
                 time.sleep(0.5)
         res.elapsed = time.monotonic() - t0
-        res.cpu = cpu_seconds(self.proc.pid) - cpu0
+        res.cpu = self.server_cpu() - cpu0
         res.machine_cpu = machine_busy_seconds() - machine0
         try:
             res.db_cpu = sum(cpu_seconds(pid) for pid in backends) - pg0

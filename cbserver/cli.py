@@ -18,13 +18,26 @@ COMMAND_MODULES = ("config", "db", "pg", "demo", "catalog", "accounts", "rates",
                    "quote", "report", "check", "audit", "applications")
 
 
+# `cbserver --help` ends with this: the command runs operator tasks, not the server.
+SERVER_HELP = """\
+The server itself is started by twistd, not by this command:
+  twistd -n --pidfile= cbserver --config /etc/cbserver/cbserver.toml
+(in the foreground; under systemd, one node per core: deploy/systemd/cbserver@.service,
+see docs/deploy.md). `twistd cbserver --help` lists its options.
+
+Commands that use the database take --config FILE or --dsn DSN; with neither they read
+the file named by $CBSERVER_CONFIG, else /etc/cbserver/cbserver.toml."""
+
+
 class CommandError(Exception):
     """A user-facing failure of a sub-command: printed as one line, exit code 1."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every available sub-command registered."""
-    parser = argparse.ArgumentParser(prog="cbserver", description="cbserver operator tool")
+    parser = argparse.ArgumentParser(
+        prog="cbserver", description="cbserver operator tool",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SERVER_HELP)
     parser.add_argument("--version", action="version", version=f"cbserver {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -517,6 +517,11 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("", f"invalid TOML: {e}", source) from None
+    return config_from_data(data, source, base)
+
+
+def config_from_data(data: dict, source: str = "<config>", base: Path | None = None) -> Config:
+    """Build a ``Config`` from parsed TOML ``data`` (see ``parse_config``)."""
     try:
         cfg = build(Config, data)
     except ConfigError as e:
@@ -546,18 +551,12 @@ def _resolve_secrets(cfg: Config, base: Path, source: str) -> Config:
 
 
 def load_config(path: str | Path) -> Config:
-    """Read and validate the config file at ``path``."""
+    """Read and validate the config file at ``path`` and the files it includes
+    (``include``, see cbserver.configfiles: a shared file plus one file per node)."""
+    from cbserver.configfiles import read_config_data
+
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("", f"config file {p} does not exist "
-                              "(start from: cbserver config example > cbserver.toml)") from None
-    except OSError as e:
-        raise ConfigError("", f"cannot read config file {p}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError("", f"config file {p} is not UTF-8 text") from None
-    return parse_config(text, str(p), p.parent)
+    return config_from_data(read_config_data(p), str(p), p.parent)
 
 
 def example_path() -> Path:

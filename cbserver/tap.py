@@ -53,6 +53,7 @@ from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
 from cbserver.media.clock import MediaClock
 from cbserver.media.ports import PortPool
+from cbserver.sdnotify import NotifyService
 from cbserver.sip.service import SipService
 from cbserver.sip.ua import UAConfig
 from cbserver.web.admin import AdminApp
@@ -253,6 +254,9 @@ class CallbackServer(service.MultiService):
         self.db = Database(cfg.database.dsn, reactor, size=cfg.database.pool_size,
                            retry_max=cfg.database.retry_max, node=cfg.server.node)
         self.db.setServiceParent(self)
+        # systemd Type=notify: READY=1 once calls are taken, STATUS=, WATCHDOG=1, STOPPING=1.
+        self.notify = NotifyService(reactor, self._status_line)
+        self.notify.setServiceParent(self)
         # Finished legs: group-committed to PostgreSQL, spooled to disk while it is away.
         self.xdr = XdrWriter(PostgresXdrStore(self.db), reactor, Spool(state / "spool" / "xdr.spool"))
         self.xdr.setServiceParent(self)
@@ -325,6 +329,15 @@ class CallbackServer(service.MultiService):
         """The SIP listen address and port."""
         return parse_host_port(self.cfg.sip.listen)
 
+    def _status_line(self) -> str:
+        """One line for the service manager's status (``systemctl status``)."""
+        node = self.cfg.server.node
+        if not self.gated.children_started:
+            why = self.db.reason if self.db.reason not in ("", "not started") else "connecting"
+            return f"node {node}: waiting for the database ({why})"
+        db = "database ok" if self.db.ready else f"database down: {self.db.reason}"
+        return f"node {node}: {self.callbacks.active} calls, {db}"
+
     def _ua_config(self) -> UAConfig:
         """The UA's view of the configuration (one place that maps config to RFC timers)."""
         sip = self.cfg.sip
@@ -392,6 +405,7 @@ class CallbackServer(service.MultiService):
         self.gc_probe.install()
         self.stall_probe.start()
         self.log.info("cbserver ready: node={node}", node=self.cfg.server.node)
+        self.notify.ready()
         for app in self.cfg.application:
             self.log.info("application {app}: page {path} (users are given {address})",
                           app=app.name, path=app.url_path, address=app.callback_page_address)
@@ -404,6 +418,8 @@ class CallbackServer(service.MultiService):
     def stopService(self):
         """Stop taking callbacks, end calls in progress, flush writes, then close the pool."""
         self.web.draining = True
+        self.notify.stopping(f"node {self.cfg.server.node}: stopping, ending "
+                             f"{self.callbacks.active} calls")
         self.log.info("shutting down: draining calls (grace {grace}s)",
                       grace=self.cfg.server.shutdown_grace)
         # The gate first and alone: calls end (within the grace period) while the pool,

@@ -21,7 +21,8 @@ from cbserver.db.stores import PostgresReadinessStore
 def register(sub) -> None:
     """Add the ``check`` sub-command."""
     p = sub.add_parser("check", help="list what in the catalog would refuse this node's callbacks")
-    p.add_argument("--config", required=True, help="the server's configuration file")
+    p.add_argument("--config", help="the server's configuration file (default: "
+                                    "$CBSERVER_CONFIG, else /etc/cbserver/cbserver.toml)")
     p.add_argument("--at", metavar="ISO-8601", help="check as of this time (default: now)")
     p.add_argument("--json", action="store_true", help="print the findings as one JSON array")
     p.set_defaults(func=run, dsn=None)

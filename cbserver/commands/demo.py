@@ -2,7 +2,9 @@
 
 Starts the checkout's private PostgreSQL, applies the schema, loads ``demo/demo.toml`` (the
 operator's manual example as a provisioning file) and ``demo/carrier-numbers.toml`` (the
-carrier's test numbers), starts ``sipp`` on 127.0.0.1:5070 as the
+carrier's test numbers) into a database of its own (``cbserver_demo``: the cluster's
+``cbserver`` database may hold an operator's own catalog, which re-provisioning would
+overwrite), starts ``sipp`` on 127.0.0.1:5070 as the
 carrier (``scripts/sipp/carrier.xml``: it answers, streams audio and hangs up after 60 s;
 numbers starting 486 are busy, 603 declined, 480 never answered), writes ``var/demo/cbserver.toml`` and runs
 ``twistd -n cbserver`` in the foreground. Ctrl-C stops everything it started.
@@ -31,6 +33,8 @@ from cbserver.devtools.pgcluster import ClusterError, default_cluster
 from cbserver.resources import checkout_dir
 
 CARRIER_PORT = 5070
+# The demo's own database in the local cluster, rebuilt or re-provisioned at will.
+DEMO_DATABASE = "cbserver_demo"
 
 
 def register(sub) -> None:
@@ -158,20 +162,22 @@ def _stop(proc: subprocess.Popen | None, name: str) -> None:
         proc.wait()
 
 
-def _upgrade_demo_database(cluster, name: str = "cbserver") -> None:
-    """Bring the demo's database to the current schema.
+def _upgrade_demo_database(cluster, name: str = DEMO_DATABASE) -> None:
+    """Bring the demo's database to the current schema (creating it the first time).
 
-    The demo owns the local cluster's ``cbserver`` database (``name``) and provisions it on
-    every run.
+    The demo owns the local cluster's ``cbserver_demo`` database (``name``) and provisions
+    it on every run; it never touches the ``cbserver`` database.
     One built by a checkout whose applied migrations have since changed cannot be upgraded
     (``MigrationChanged``), so it is rebuilt from scratch instead: it holds demo data only.
     """
     dsn = cluster.dsn(name)
 
     def report(line):
+        """Indent upgrade progress lines."""
         print(f"  {line}")
 
     try:
+        cluster.ensure_database(name)
         try:
             upgrade(dsn, report=report)
         except MigrationChanged as e:
@@ -194,7 +200,7 @@ def _demo(args) -> int:
         cluster.start()
     except ClusterError as e:
         raise CommandError(str(e)) from None
-    dsn = cluster.dsn()
+    dsn = cluster.dsn(DEMO_DATABASE)
     carrier = server = None
     try:
         _upgrade_demo_database(cluster)

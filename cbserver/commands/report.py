@@ -13,7 +13,7 @@ from cbserver.billing.reports import (
     run_report,
 )
 from cbserver.cli import CommandError
-from cbserver.commands.db import dsn_from_args
+from cbserver.commands.db import add_dsn_arguments, dsn_from_args
 from cbserver.db.stores import CursorReports
 from cbserver.db.sync import sync_cursor
 from cbserver.errors import DatabaseError, DatabaseUnavailable
@@ -28,10 +28,7 @@ def register(sub) -> None:
     p.add_argument("--to", dest="end", metavar="DATE", help="end, exclusive")
     p.add_argument("--account", metavar="ID", help="only this account (required by 'statement')")
     p.add_argument("--csv", action="store_true", help="CSV with a header line instead of a table")
-    # The options of cbserver.commands.db.add_dsn_arguments, optional here so that 'list' needs none.
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--dsn", help="libpq connection string")
-    g.add_argument("--config", help="take the DSN from this configuration file")
+    add_dsn_arguments(p)  # not needed by 'list'
     p.set_defaults(func=run)
 
 
@@ -50,8 +47,6 @@ def run(args) -> int:
             raise ReportError(f"unknown report {args.name!r}; known: {', '.join(available())}")
     except ReportError as e:
         raise CommandError(str(e)) from None
-    if not args.dsn and not args.config:
-        raise CommandError("one of the arguments --dsn --config is required")
     dsn = dsn_from_args(args)
     try:
         with sync_cursor(dsn, timeout=10) as cur:

@@ -5,6 +5,10 @@ through a Unix socket in a private directory, so nothing listens on the network.
 refuses to run as root, so when we are root every PostgreSQL program runs as an unprivileged
 user (``postgres`` if it exists, else ``nobody``). Starting is idempotent and guarded by a
 lock, so the demo and a test run may both ask for the cluster at once.
+
+A cluster may also be made a streaming standby of another (``start_standby``: a base backup
+taken with ``pg_basebackup -R``, synchronous by default) and promoted (``promote``), so that the
+failover set-up of docs/failover.md can be tried, and tested, on one machine.
 """
 
 from __future__ import annotations
@@ -177,6 +181,79 @@ class Cluster:
             if self.running():
                 self._run(find_pg_bin() / "pg_ctl", "stop", "-w", "-m", mode, "-D", str(self.data))
 
+    def is_standby(self) -> bool:
+        """True while this cluster is a standby (its data directory holds standby.signal)."""
+        return (self.data / "standby.signal").exists()
+
+    def start_standby(self, primary: Cluster, synchronous: bool = True,
+                      timeout: float = 60.0) -> None:
+        """Make this cluster a streaming standby of ``primary`` (first time) and start it.
+
+        The base backup carries ``primary``'s settings, so this cluster's own socket folder
+        is appended after them (the last setting wins). With ``synchronous`` the primary then
+        waits, at every commit, for this standby to have flushed the commit to disk
+        (``synchronous_standby_names``); it is set on the primary only after the backup, so
+        the standby, once promoted, does not wait for a standby of its own that does not
+        exist. Returns once the primary reports this standby as streaming.
+        """
+        bin_ = find_pg_bin()
+        with self._lock():
+            self._prepare_dirs()
+            self._check_reachable()
+            if not self.initialised():
+                # -R writes standby.signal and primary_conninfo; -X stream copies the WAL
+                # made while the backup runs; -c fast checkpoints at once instead of waiting.
+                self._run(bin_ / "pg_basebackup", "-D", str(self.data), "-h",
+                          str(primary.socket_dir), "-p", str(primary.port), "-U", SUPERUSER,
+                          "-R", "-X", "stream", "-c", "fast")
+                with open(self.data / "postgresql.conf", "a") as conf:
+                    conf.write(f"\n# cbserver standby\nunix_socket_directories = "
+                               f"'{self.socket_dir}'\n")
+            if not self.running():
+                self._run(bin_ / "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data),
+                          "-l", str(self.logfile), "-o", f"-p {self.port}")
+                self._wait_ready(bin_)
+        if synchronous:
+            primary.sql("ALTER SYSTEM SET synchronous_standby_names = '*'")
+            primary.sql("SELECT pg_reload_conf()")
+        wanted = ("sync",) if synchronous else ("async", "sync")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = primary.sql("SELECT sync_state FROM pg_stat_replication "
+                                 "WHERE state = 'streaming'").split()
+            if any(s in wanted for s in states):
+                return
+            time.sleep(0.2)
+        raise ClusterError(f"the standby did not start streaming; see {self.logfile}")
+
+    def remove_standby(self, primary: Cluster) -> None:
+        """Undo ``start_standby``: the primary stops waiting for a standby (first, so that no
+        commit waits for one that is going), then this cluster is stopped and deleted."""
+        primary.start()
+        primary.sql("ALTER SYSTEM RESET synchronous_standby_names")
+        primary.sql("SELECT pg_reload_conf()")
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def promote(self, timeout: float = 60.0) -> None:
+        """Promote this standby to a primary and wait until it accepts writes."""
+        self._run(find_pg_bin() / "pg_ctl", "promote", "-w", "-t", str(int(timeout)),
+                  "-D", str(self.data))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.sql("SELECT pg_is_in_recovery()") == "f":
+                return
+            time.sleep(0.1)
+        raise ClusterError(f"the promoted standby still reads only; see {self.logfile}")
+
+    def sql(self, statement: str, dbname: str = "postgres") -> str:
+        """Run one statement with psql on this cluster and return its unaligned output."""
+        res = subprocess.run([str(find_pg_bin() / "psql"), "-XtAq", self.dsn(dbname), "-c",
+                              statement], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise ClusterError(f"psql on {self.root} failed: {res.stderr.strip()}")
+        return res.stdout.strip()
+
     def _wait_ready(self, bin_: Path, timeout: float = 30.0) -> None:
         """Wait until the server accepts connections on its socket."""
         deadline = time.monotonic() + timeout
@@ -199,6 +276,10 @@ class Cluster:
             self._run(bin_ / "createdb", "-h", str(self.socket_dir), "-p", str(self.port),
                       "-U", SUPERUSER, name, as_user=False)
 
+    def ensure_database(self, name: str) -> None:
+        """Create database ``name`` in the running cluster if it does not exist."""
+        self._ensure_database(name, find_pg_bin())
+
     def recreate_database(self, name: str) -> None:
         """Drop database ``name`` (closing its sessions) and create it empty."""
         bin_ = find_pg_bin()
@@ -213,6 +294,24 @@ class Cluster:
         if res.returncode != 0:
             raise ClusterError(f"{prog.name} failed ({res.returncode}): "
                                f"{(res.stderr or res.stdout).strip()}")
+
+
+def failover_dsn(clusters: list[Cluster], dbname: str = "cbserver") -> str:
+    """A multi-host libpq DSN over ``clusters`` that connects to whichever accepts writes.
+
+    libpq tries the hosts in order and, with ``target_session_attrs=read-write``, skips a
+    standby (PostgreSQL documentation, 34.1.2 "Parameter Key Words"): after a promotion a
+    client reconnecting with the same DSN lands on the new primary.
+    """
+    hosts = ",".join(str(c.socket_dir) for c in clusters)
+    ports = ",".join(str(c.port) for c in clusters)
+    return (f"host={hosts} port={ports} user={SUPERUSER} dbname={dbname} "
+            "target_session_attrs=read-write")
+
+
+def standby_of(cluster: Cluster) -> Cluster:
+    """The cluster ``cbserver pg standby`` makes next to ``cluster`` (``<root>-standby``)."""
+    return Cluster(cluster.root.with_name(cluster.root.name + "-standby"))
 
 
 def default_cluster() -> Cluster:

@@ -1,7 +1,12 @@
 """`cbserver demo` (what `./cbs demo` runs): the page answers, a callback connects, Ctrl-C
-ends it with both xDRs written and stops what the demo started."""
+ends it with both xDRs written and stops what the demo started; the demo works in a database
+of its own (`cbserver_demo`) and leaves an operator's catalog in `cbserver` as it was.
+
+The demo runs on a private cluster (``CBS_PG_ROOT``), so that the operator's catalog planted
+in its `cbserver` database is the test's own."""
 
 import json
+import os
 import signal
 import stat
 import subprocess
@@ -12,6 +17,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from tests.support.pgprivate import private_cluster
 from tests.support.server import free_port, get_json
 from tests.support.world import rtp_range_start
 
@@ -36,15 +42,47 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
-def test_demo_runs_a_callback_and_stops_cleanly_on_ctrl_c(pg_cluster):
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _rates(dsn: str) -> list:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT prefix, first_price, next_price FROM rates ORDER BY id")
+        rows = cur.fetchall()
+    conn.close()
+    return rows
+
+
+@pytest.fixture
+def own_cluster():
+    """A private cluster whose `cbserver` database holds an operator's own rates."""
+    with private_cluster("cbs_demo_") as cluster:
+        dsn = cluster.dsn()
+        subprocess.run([CBSERVER, "db", "upgrade", "--dsn", dsn], check=True,
+                       capture_output=True, timeout=120)
+        # The operator started from the demo's catalog and set prices of their own, which
+        # provisioning demo/demo.toml again would put back.
+        subprocess.run([CBSERVER, "provision", str(ROOT / "demo" / "demo.toml"), "--dsn", dsn],
+                       check=True, capture_output=True, timeout=120)
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute("UPDATE rates SET first_price = 7.77777, next_price = 7.77777")
+        conn.close()
+        yield cluster
+
+
+def test_demo_runs_a_callback_and_stops_cleanly_on_ctrl_c(own_cluster):
     import socket
 
+    pg_cluster = own_cluster
+    operators = _rates(pg_cluster.dsn())
+    assert operators and all(str(r[1]) == "7.77777" for r in operators)
     port = free_port()
     sip, carrier = (free_port(socket.SOCK_DGRAM) for _ in range(2))
     rtp = rtp_range_start()
     proc = subprocess.Popen([CBSERVER, "demo", "--port", str(port), "--sip-port", str(sip),
                              "--carrier-port", str(carrier), "--rtp-ports", f"{rtp}-{rtp + 99}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "CBS_PG_ROOT": str(pg_cluster.root)})
     try:
         banner = ""
         deadline = time.monotonic() + 90
@@ -76,9 +114,17 @@ def test_demo_runs_a_callback_and_stops_cleanly_on_ctrl_c(pg_cluster):
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "Traceback" not in out
-    with psycopg2.connect(pg_cluster.dsn()) as conn, conn.cursor() as cur:
+    with psycopg2.connect(pg_cluster.dsn("cbserver_demo")) as conn, conn.cursor() as cur:
         cur.execute("SELECT leg, sip_reason FROM xdrs WHERE session_id = %s ORDER BY leg", (cid,))
         rows = cur.fetchall()
     assert [r[0] for r in rows] == ["A", "B"]
+    # The operator's database: same rates, no demo callback in it.
+    assert _rates(pg_cluster.dsn()) == operators
+    with psycopg2.connect(pg_cluster.dsn()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM xdrs")
+        assert cur.fetchone()[0] == 0
+    conn.close()
+    # The demo's own database has the demo's prices, not the operator's.
+    assert all(str(r[1]) != "7.77777" for r in _rates(pg_cluster.dsn("cbserver_demo")))
     ps = subprocess.run(["pgrep", "-f", f"-p {carrier}"], capture_output=True, text=True)
     assert ps.stdout.strip() == "", "the sipp carrier was left running"
