@@ -64,7 +64,7 @@ class Product:
     name: str
     has_voice: bool
     active_accounts: int
-    entries: list[RatingEntry]  # its voice rating entries at this node
+    entries: list[RatingEntry]  # its voice rating entries in force at this node (its own or '*')
 
 
 @dataclass
@@ -172,7 +172,8 @@ def _application(facts: Facts, app, now: dt.datetime) -> list[Finding]:
                 out.append(Finding(ERROR, "internal_account_unrated", subject,
                                    f"internal account {app.internal_account!r}: its product "
                                    f"{internal_product.name!r} has no voice rating entry for node "
-                                   f"{node!r} and access code {code!r} (nor an empty one); "
+                                   f"{node!r} (nor for any node, '*') and access code {code!r} "
+                                   "(nor an empty one); "
                                    "Hosted callbacks will be refused",
                                    {"account": app.internal_account,
                                     "product": internal_product.name}))
@@ -193,7 +194,8 @@ def _application(facts: Facts, app, now: dt.datetime) -> list[Finding]:
         if chosen is None:
             if product.active_accounts:  # (Hosted legA is the error above)
                 out.append(Finding(WARNING, "no_rating_entry", psubject,
-                                   f"no voice rating entry for node {node!r} and access code "
+                                   f"no voice rating entry for node {node!r} (nor for any node, "
+                                   f"'*') and access code "
                                    f"{code!r} (nor an empty one): callbacks of its "
                                    f"{_accounts(product.active_accounts)} are refused",
                                    {"product": product.name, "node": node, "access_code": code}))

@@ -335,3 +335,10 @@ def test_notifications_are_off_by_default_and_each_mistake_names_its_key(tmp_pat
     cfg = parse_config(MINIMAL + table + "smtp = 'relay.example.net'\nstarttls = true\n"
                        "smtp_username = 'u'\nsmtp_password_file = 'smtp.secret'\n", base=tmp_path)
     assert (cfg.notifications.smtp, cfg.notifications.smtp_password) == ("relay.example.net", "s3cret")
+
+
+@pytest.mark.parametrize(("node", "says"), [("*", "any node"), ("", "1-100 characters"),
+                                            (" edge1", "surrounding spaces"), ("x" * 101, "1-100")])
+def test_node_name_is_not_the_any_node_mark_nor_blank(node, says):
+    e = _error('[server]\nnode = "' + node + '"\n' + MINIMAL)
+    assert e.path == "server.node" and says in str(e)
