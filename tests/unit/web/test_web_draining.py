@@ -29,3 +29,14 @@ def test_drained_node_refuses_new_callbacks_and_still_reports_running_ones(h):
     assert h.get(f"/api/v1/callbacks/{cb_id}").code == 200
     h.service.draining = False
     assert h.post_json("/api/v1/callbacks", EXTENDED).code == 202
+
+
+def test_the_status_page_names_the_node_and_escapes_it(h):
+    from cbserver.web import pages
+
+    status = {"id": "x", "status": "connected", "node": "<edge&1>", "charges": None, "cause": None}
+    html = pages.status_page(h.config.application[0], "/web-callback", status, "/api").decode()
+    assert "Server: &lt;edge&amp;1&gt;" in html and "<edge&1>" not in html
+    cb_id = h.post_json("/api/v1/callbacks", EXTENDED).json()["id"]
+    assert h.get(f"/api/v1/callbacks/{cb_id}").json()["node"] == "node1"
+    assert "Server: node1" in h.get(f"/web-callback/status/{cb_id}").body.decode()
