@@ -182,7 +182,7 @@ def _positive(value: float) -> float:
     return value
 
 
-def _node_name(text: str) -> str:
+def check_node_name(text: str) -> str:
     """Validate ``server.node``: 1-100 characters without surrounding spaces, not ``*``
     (a rating-list entry for any node, migration 041)."""
     if text == "*":
@@ -221,7 +221,7 @@ def _log_level(text: str) -> str:
 class ServerConfig:
     """Process-wide settings."""
 
-    node: str = setting("node1", check=_node_name, doc="this node's name (rating list node, xDRs)")
+    node: str = setting("node1", check=check_node_name, doc="this node's name (rating list node, xDRs)")
     state_dir: str = setting("var", doc="folder for the TLS certificate, the xDR spool, CSVs")
     cards_dir: str = setting("", doc="folder for generated accounts' CSV files "
                                      "(default: <state_dir>/cards), owner-only")

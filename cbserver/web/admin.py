@@ -34,6 +34,7 @@ from cbserver.db.stores import PostgresCatalogStore, PostgresReadinessStore
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
 from cbserver.mail import Mailer
+from cbserver.web import admin_nodes
 from cbserver.web.admin_openapi import openapi_document
 from cbserver.web.responses import log_unexpected
 from cbserver.web.untrusted import UntrustedInput, check_text, load_json
@@ -516,3 +517,7 @@ class AdminApp:
         if job_id not in self.jobs:
             raise NotFound("generator job", job_id)
         return self.jobs[job_id]
+
+
+# The nodes of the cluster (list, drain, undrain): their own module, mounted here.
+admin_nodes.install(AdminApp, api)
