@@ -79,3 +79,19 @@ async def test_catalog_lists_the_any_node_entry(catalog, any_node_demo):
     page = await catalog.list_products()
     entries = [e for p in page["items"] for e in p["rating_list"]]
     assert entries and {e["node"] for e in entries} == {"*"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_api_takes_an_entry_for_any_node_and_refuses_a_blank_one(db, tmp_path):
+    from tests.integration.catalog.admin_client import AdminClient
+
+    api = AdminClient(db, tmp_path)
+    await api.ok("POST", "/v1/tariffs", {"name": "Callback", "currency": "USD"})
+    product = await api.ok("POST", "/v1/products", {
+        "name": "P", "currency": "USD",
+        "rating_list": [{"node": "*", "access_code": "WEBCALLBACK", "tariff": "Callback"},
+                        {"node": "edge1", "access_code": "WEBCALLBACK", "tariff": "Callback"}]})
+    assert sorted(e["node"] for e in product["rating_list"]) == ["*", "edge1"]
+    code, body = await api.call("POST", "/v1/products", {
+        "name": "Q", "currency": "USD", "rating_list": [{"node": "  ", "tariff": "Callback"}]})
+    assert code == 400 and "node" in body["error"]["field"]
