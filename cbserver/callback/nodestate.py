@@ -33,12 +33,26 @@ from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger, describe_failure
 
 
+class _CachedTariffsStore(PostgresReadinessStore):
+    """The readiness store, its tariffs from the server's ``TariffCache``: a big catalog is
+    not loaded again every ``catalog_interval`` (the cache reloads a tariff only after the
+    catalog change counter moved), and these are the tariffs authorization uses anyway."""
+
+    def __init__(self, db, tariffs):
+        super().__init__(db)
+        self.tariffs = tariffs
+
+    def load_tariff(self, tariff_id):
+        """See ``IReadinessStore``."""
+        return self.tariffs.get(tariff_id)
+
+
 class NodeMonitor(service.Service):
     """Polls the database for this node's readiness and drain state; see the module docstring.
 
     ``callbacks`` is the ``CallbackService`` (its ``active``, ``running``, ``draining`` and
-    ``end_all``); ``starting`` a callable giving the requests being admitted now; ``limits``
-    the ``[limits]`` config (the node's busy caps).
+    ``end_all``); ``starting`` a callable giving the requests being admitted now; ``tariffs``
+    the server's ``TariffCache`` (None: each catalog check loads the tariffs it needs).
     """
 
     log = Logger()
@@ -51,13 +65,15 @@ class NodeMonitor(service.Service):
         """Seconds after the last answered poll that the database counts as not answering."""
         return 3 * self.interval + 1.0
 
-    def __init__(self, cfg, db, callbacks, clock, metrics=None, starting=lambda: 0):
+    def __init__(self, cfg, db, callbacks, clock, metrics=None, starting=lambda: 0, tariffs=None):
         self.cfg = cfg
         self.node = cfg.server.node
         self.db = db
         self.callbacks = callbacks
         self.clock = clock
         self.starting = starting
+        self.store = (PostgresReadinessStore(db) if tariffs is None
+                      else _CachedTariffsStore(db, tariffs))
         self.last_ok: float | None = None  # clock time of the last poll that answered
         self.db_error = "not checked yet"
         self.schema_problem: str | None = "not checked yet"
@@ -106,8 +122,7 @@ class NodeMonitor(service.Service):
         if not self._catalog_inflight and self.clock.seconds() >= self._catalog_due:
             self._catalog_inflight = True
             now = dt.datetime.fromtimestamp(self.clock.seconds(), dt.UTC)
-            d = defer.maybeDeferred(readiness.node_catalog_state,
-                                    PostgresReadinessStore(self.db), self.cfg, now)
+            d = defer.maybeDeferred(readiness.node_catalog_state, self.store, self.cfg, now)
             d.addCallbacks(self._catalog_checked, self._catalog_failed)
             d.addBoth(self._catalog_done)
 
