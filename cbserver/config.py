@@ -193,6 +193,16 @@ def _positive(value: float) -> float:
     return value
 
 
+def check_node_name(text: str) -> str:
+    """Validate ``server.node``: 1-100 characters without surrounding spaces, not ``*``
+    (a rating-list entry for any node, migration 041)."""
+    if text == "*":
+        raise ValueError("'*' names a rating-list entry for any node; give this node a name")
+    if not 1 <= len(text) <= 100 or text != text.strip():
+        raise ValueError(f"expected 1-100 characters without surrounding spaces, got {text!r}")
+    return text
+
+
 def _latch_mode(text: str) -> str:
     """Validate ``rtp.latch`` (docs/security.md "1. RTP hijack")."""
     if text not in ("strict", "nat"):
@@ -222,7 +232,7 @@ def _log_level(text: str) -> str:
 class ServerConfig:
     """Process-wide settings."""
 
-    node: str = setting("node1", doc="this node's name (rating list node, xDRs)")
+    node: str = setting("node1", check=check_node_name, doc="this node's name (rating list node, xDRs)")
     state_dir: str = setting("var", doc="folder for the TLS certificate, the xDR spool, CSVs")
     cards_dir: str = setting("", doc="folder for generated accounts' CSV files "
                                      "(default: <state_dir>/cards), owner-only")

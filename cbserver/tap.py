@@ -32,6 +32,7 @@ from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import XdrWriter
 from cbserver.callback.app_directory import ApplicationDirectory
 from cbserver.callback.legmedia import MediaEnvironment
+from cbserver.callback.nodestate import NodeMonitor
 from cbserver.callback.recovery import RecoveryService
 from cbserver.callback.service import CallbackService, MediaFactory
 from cbserver.config import Config, ConfigError, cards_dir, load_config, parse_host_port
@@ -302,6 +303,12 @@ class CallbackServer(service.MultiService):
                                                self.metrics, fallback=self.web.resource(),
                                                accepting=lambda: self.callbacks.running,
                                                trusted_proxies=cfg.web.trusted_proxies)
+        # /livez, /readyz and draining (issue 16): polls the database on its own schedule.
+        self.node_monitor = NodeMonitor(cfg, self.db, self.callbacks, reactor, self.metrics,
+                                        starting=lambda: self.callback_web.gateway.starting,
+                                        tariffs=self.tariffs)
+        self.node_monitor.setServiceParent(self)
+        self.web.node_state = self.node_monitor
         # The public endpoint opens at once, so that /healthz can say why calls are not taken.
         self.web_service = EndpointService(cfg.web.endpoint, state, _limited_site(
             "web", self.callback_web.resource(), cfg.web, self.descriptors, reactor), reactor)

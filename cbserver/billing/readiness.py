@@ -64,7 +64,7 @@ class Product:
     name: str
     has_voice: bool
     active_accounts: int
-    entries: list[RatingEntry]  # its voice rating entries at this node
+    entries: list[RatingEntry]  # its voice rating entries in force at this node (its own or '*')
 
 
 @dataclass
@@ -172,7 +172,8 @@ def _application(facts: Facts, app, now: dt.datetime) -> list[Finding]:
                 out.append(Finding(ERROR, "internal_account_unrated", subject,
                                    f"internal account {app.internal_account!r}: its product "
                                    f"{internal_product.name!r} has no voice rating entry for node "
-                                   f"{node!r} and access code {code!r} (nor an empty one); "
+                                   f"{node!r} (nor for any node, '*') and access code {code!r} "
+                                   "(nor an empty one); "
                                    "Hosted callbacks will be refused",
                                    {"account": app.internal_account,
                                     "product": internal_product.name}))
@@ -193,7 +194,8 @@ def _application(facts: Facts, app, now: dt.datetime) -> list[Finding]:
         if chosen is None:
             if product.active_accounts:  # (Hosted legA is the error above)
                 out.append(Finding(WARNING, "no_rating_entry", psubject,
-                                   f"no voice rating entry for node {node!r} and access code "
+                                   f"no voice rating entry for node {node!r} (nor for any node, "
+                                   f"'*') and access code "
                                    f"{code!r} (nor an empty one): callbacks of its "
                                    f"{_accounts(product.active_accounts)} are refused",
                                    {"product": product.name, "node": node, "access_code": code}))
@@ -247,3 +249,40 @@ def check_readiness(store, cfg, now: dt.datetime):
                 if a.hosted_allowed_clients and a.internal_account]
     facts = yield load_facts(store, cfg.server.node, internal)
     return evaluate(facts, cfg.application, now)
+
+
+def _rated_somewhere(facts: Facts, applications: Sequence, now: dt.datetime) -> bool:
+    """Does some instance have a product that someone calls through (active accounts, or its
+    Hosted internal account) with a voice entry here whose tariff has a rate in effect?"""
+    internal = {a.product_id for a in facts.internal.values() if a is not None}
+    for app in applications:
+        for product in facts.products.values():
+            if not product.has_voice or not (product.active_accounts or product.id in internal):
+                continue
+            chosen = choose_entry(product.entries, app.access_code)
+            tariff = facts.tariffs.get(chosen.tariff_id) if chosen is not None else None
+            if isinstance(tariff, LoadedTariff) and _in_effect(tariff, now):
+                return True
+    return False
+
+
+@defer.inlineCallbacks
+def node_catalog_state(store, cfg, now: dt.datetime):
+    """Fire with ``(ok, reason)``: can this node's catalog take callbacks at all (``/readyz``)?
+
+    Not ready when any finding is an error (a configured mode cannot work for anyone), or
+    when no product anybody calls through can be rated at this node (the node name has no
+    rating-list entry, nor ``*``): such a node would refuse every callback, so a balancer
+    must not send it any. Warnings that affect some accounts only leave it ready. ``reason``
+    names the finding codes or the node, never products or accounts (it is public).
+    """
+    internal = [a.internal_account for a in cfg.application
+                if a.hosted_allowed_clients and a.internal_account]
+    facts = yield load_facts(store, cfg.server.node, internal)
+    errors = sorted({f.code for f in evaluate(facts, cfg.application, now) if f.severity == ERROR})
+    if errors:
+        return False, "catalog errors: " + ", ".join(errors) + " (see `cbserver check`)"
+    if not _rated_somewhere(facts, cfg.application, now):
+        return False, (f"no product can be rated at node {facts.node!r}: no rating-list entry for "
+                       "this node nor for any node ('*') with a rate in effect")
+    return True, ""

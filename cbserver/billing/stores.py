@@ -188,7 +188,9 @@ class IReadinessStore(Interface):
         """Fire with the ``AccountInfo`` of ``account_id``, or None."""
 
     def voice_entries(node):
-        """Fire with ``[(product_id, RatingEntry)]``: the voice rating entries at ``node``."""
+        """Fire with ``[(product_id, RatingEntry)]``: the voice rating entries in force at
+        ``node``: per product and access code, the entry naming ``node``, else the one for any
+        node (``*``)."""
 
     def products():
         """Fire with ``[(id, name, has_voice, active_accounts)]`` of every product."""

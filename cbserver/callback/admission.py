@@ -39,6 +39,7 @@ from cbserver.logs import Logger, describe_failure
 
 NOT_READY = "The service is not ready; please try again in a moment."
 BUSY = "The service is busy right now; please try again in a moment."
+DRAINING = "This server is being taken out of service; please try again in a moment."
 
 LIMIT_KINDS = ("client", "phone", "account", "concurrent", "auth_client", "auth_account")
 
@@ -314,6 +315,9 @@ class Admission:
             try:
                 if not self.ready():
                     raise CallbackRefused("not_ready", NOT_READY)
+                if getattr(self.service, "draining", False):
+                    # Drained (cbserver node drain): the balancer sends the retry elsewhere.
+                    raise CallbackRefused("draining", DRAINING)
                 self.check_load()
                 self.starting += 1
                 try:

@@ -31,6 +31,7 @@ REFUSAL_HTTP_STATUS = {
     "rate_limited": 429,
     "not_ready": 503,
     "busy": 503,
+    "draining": 503,
 }
 
 

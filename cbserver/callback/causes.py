@@ -34,6 +34,8 @@ CAUSES = {
     "ivr_locked_out": "too many failed attempts: locked out for a while",
     "authorization_failed": "the balance could not be checked",
     "shutdown": "the server was shutting down",
+    "drain_deadline": "the server was taken out of service and the call reached the deadline "
+                      "given for it",
     "node_lost": "the server running the call stopped; it was ended and billed up to that moment",
 }
 

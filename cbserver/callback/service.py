@@ -135,6 +135,9 @@ class CallbackService(service.Service):
         self.keeper = None if recovery_store is None else RecoveryKeeper(
             recovery_store, cfg.server.node, db.instance_id)
         self.accepting = False
+        # Set by cbserver.callback.nodestate.NodeMonitor while this node is drained: admission
+        # refuses new callbacks ("draining"); those in progress go on.
+        self.draining = False
 
     def set_applications(self, applications, authorizers: dict) -> None:
         """Take callbacks for ``applications`` from the next request on (a catalog change);
@@ -162,6 +165,12 @@ class CallbackService(service.Service):
             yield defer.DeferredList(ends, consumeErrors=True)
         yield defer.DeferredList([self.status_writer.settled(sid)
                                   for sid in self.status_writer.pending()], consumeErrors=True)
+
+    def end_all(self, cause: str, reason: str) -> defer.Deferred:
+        """End every callback in progress now with ``cause`` (a drain's deadline); fire when
+        they have ended (their xDRs handed to the recorder)."""
+        ends = [s.shutdown(cause, reason) for s in list(self.sessions.values())]
+        return defer.DeferredList(ends, consumeErrors=True)
 
     @property
     def active(self) -> int:

@@ -124,9 +124,10 @@ class CallbackSession(SessionView, NamedTimersMixin):
         self.dispatch(Event.START)
         return self.done
 
-    def shutdown(self) -> defer.Deferred:
-        """The server is stopping: end this callback now."""
-        self.dispatch(Event.SHUTDOWN)
+    def shutdown(self, cause: str = "shutdown", reason: str = "server shutting down") -> defer.Deferred:
+        """The server is stopping (or a drain's deadline passed: ``cause`` says which): end
+        this callback now; it is billed up to now like any call the server ends."""
+        self.dispatch(Event.SHUTDOWN, cause, reason)
         return self.done
 
     # ICallListener's events, through LegListener, as events of this leg.
@@ -430,8 +431,8 @@ class CallbackSession(SessionView, NamedTimersMixin):
         self._down(leg, "ended", 200, reason)
         self._finish("local_hangup", None, reason)
 
-    def _on_shut_down(self) -> None:
-        self._finish("shutdown", None, "server shutting down")
+    def _on_shut_down(self, cause: str = "shutdown", reason: str = "server shutting down") -> None:
+        self._finish(cause, None, reason)
 
     def _on_ivr_done(self, result) -> None:
         self._ivr = None

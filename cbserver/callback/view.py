@@ -48,7 +48,10 @@ class SessionView:
         """The status of this callback (the ``ICallbackService.get_status`` shape)."""
         return {
             "id": self.id, "application": self.app.name, "mode": self.request.mode,
-            "status": self.status, "legs": {"A": self.a.as_dict(), "B": self.b.as_dict()},
+            # The node running it ([server] node), for the operator a user reads the page to;
+            # only the name: no host, address or process (docs/web.md "Status").
+            "node": self.ctx.node, "status": self.status,
+            "legs": {"A": self.a.as_dict(), "B": self.b.as_dict()},
             "cause": self.cause, "charges": self.charges,
             "created_at": self._datetime(self.created_at).isoformat(timespec="milliseconds"),
             "updated_at": self._datetime(self.updated_at).isoformat(timespec="milliseconds"),

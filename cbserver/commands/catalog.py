@@ -59,7 +59,8 @@ def run_service(args, fn: Callable[[Services], Awaitable[Any]]) -> Any:
     outcome: dict[str, Any] = {}
 
     async def main(reactor):
-        db = Database(dsn, reactor, size=2, retry_max=2.0)
+        # register=False: a command is not a node (no server_nodes row, no heartbeat).
+        db = Database(dsn, reactor, size=2, retry_max=2.0, register=False)
         db.startService()
         try:
             # Wait for the pool; give up after two failed attempts (a CLI should not hang on

@@ -79,7 +79,8 @@ def _tariff_for_account(cur, args):
     entry = choose_entry(entries, args.access_code)
     if entry is None:
         raise CommandError(f"account {args.account}: its product has no voice rating entry for node "
-                           f"{node!r} and access code {args.access_code!r} (nor an empty one)")
+                           f"{node!r} (nor for any node, '*') and access code "
+                           f"{args.access_code!r} (nor an empty one)")
     return load_tariff_sync(cur, tariff_id=entry.tariff_id)
 
 

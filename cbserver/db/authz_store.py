@@ -41,9 +41,10 @@ ACCOUNT_SQL = (
 # PL/pgSQL function cb_account_for_call (sql/031), whose plan is kept per connection.
 ACCOUNT_AND_ENTRIES_SQL = "SELECT * FROM cb_account_for_call(%s, %s, %s, %s, %s)"
 
+# The entries in force at the node: the one naming it, else the one for any node ('*').
 ENTRIES_SQL = (
-    "SELECT access_code, tariff_id, overdraft_protection FROM rating_entries "
-    "WHERE product_id = %s AND service = 'voice' AND node = %s AND access_code = ANY(%s)")
+    "SELECT access_code, tariff_id, overdraft_protection FROM cb_node_entries(%(node)s) "
+    "WHERE product_id = %(product)s AND service = 'voice' AND access_code = ANY(%(codes)s)")
 
 LOCK_ACCOUNT = "SELECT balance, credit_limit FROM accounts WHERE id = %s FOR UPDATE"
 LOCK_CUSTOMER = "SELECT balance, credit_limit FROM customers WHERE id = %s FOR UPDATE"
@@ -90,8 +91,9 @@ def fetch_account_sync(cursor, account_id: str) -> AccountInfo | None:
 
 
 def fetch_entries_sync(cursor, product_id: int, node: str, codes) -> list[RatingEntry]:
-    """The product's voice rating entries at ``node`` whose access code is in ``codes``."""
-    cursor.execute(ENTRIES_SQL, (product_id, node, list(codes)))
+    """The product's voice rating entries in force at ``node`` (its own, else those for any
+    node) whose access code is in ``codes``."""
+    cursor.execute(ENTRIES_SQL, {"node": node, "product": product_id, "codes": list(codes)})
     return [RatingEntry(*r) for r in cursor.fetchall()]
 
 

@@ -20,8 +20,8 @@ ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, state = EXCLUDED.state,
 """
 # With whether its node is lost: the callback is not final and its process has not been seen
 # for node_expiry seconds (cb_node_alive), so it is not really in the status it says.
-SELECT_STATE = ("SELECT state, status NOT IN ('ended', 'refused') AND NOT cb_node_alive(instance_id, %s) "
-                "FROM callback_sessions WHERE id = %s")
+SELECT_STATE = ("SELECT state, status NOT IN ('ended', 'refused') AND NOT cb_node_alive(instance_id, %s), "
+                "node FROM callback_sessions WHERE id = %s")
 LOCKED = "SELECT count(*) FROM ivr_lockouts WHERE key = ANY(%s) AND locked_until > now()"
 LOCK = """
 INSERT INTO ivr_lockouts (key, locked_until) VALUES (%s, now() + make_interval(secs => %s))
@@ -64,6 +64,8 @@ def fetch(db, callback_id: str, node_expiry: int = 10):
         return None
     state = rows[0][0]
     state = json.loads(state) if isinstance(state, str) else state
+    if "node" not in state:  # stored before the status named its node: the row's column does
+        state = dict(state, node=rows[0][2])
     if rows[0][1]:
         state = dict(state, node_lost=True)
     return state

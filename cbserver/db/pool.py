@@ -113,12 +113,16 @@ class Database(service.Service):
     ping_interval = 5.0
 
     def __init__(self, dsn: str, reactor, size: int = 4, retry_max: float = 30.0,
-                 node: str = "node1", connection_factory=None, required: int | None = None):
+                 node: str = "node1", connection_factory=None, required: int | None = None,
+                 register: bool = True):
         self.dsn = dsn
         self.reactor = reactor
         self.size = size
         self.retry_max = retry_max
         self.node = node
+        # A server registers its process in server_nodes and keeps its heartbeat; a command
+        # (cbserver provision, check, accounts...) is no node and leaves no row (issue 16).
+        self.register = register
         self.instance_id = str(uuid.uuid4())
         self._factory = connection_factory or (lambda: _PooledConnection(reactor, self._lost))
         self._required = required
@@ -149,7 +153,7 @@ class Database(service.Service):
             if call is not None and call.active():
                 call.cancel()
         self._retry_call = self._ping_call = None
-        if self.ready:
+        if self.ready and self.register:
             try:
                 yield self.runOperation(
                     "UPDATE server_nodes SET stopped_at = now() WHERE instance_id = %s",
@@ -190,7 +194,8 @@ class Database(service.Service):
                 raise DatabaseUnavailable(describe_failure(failures[0]))
             self._all, self._idle = conns, list(conns)
             yield self._check_schema(conns[0])
-            yield self._register(conns[0])
+            if self.register:
+                yield self._register(conns[0])
         except (DatabaseUnavailable, SchemaTooOld, *_DEAD) as e:
             for c in conns:
                 self._close_quietly(c)
@@ -203,7 +208,8 @@ class Database(service.Service):
         self.reason = ""
         self._retry_delay = 0.5
         self.log.info("database ready ({n} connections) node={node}", n=self.size, node=self.node)
-        self._ping_call = self.reactor.callLater(self.ping_interval, self._ping)
+        if self.register:
+            self._ping_call = self.reactor.callLater(self.ping_interval, self._ping)
         waiters, self._ready_waiters = self._ready_waiters, []
         for d in waiters:
             d.callback(self)

@@ -271,8 +271,9 @@ _PRODUCTS = (
     "(SELECT count(*) FROM accounts a WHERE a.product_id = p.id AND a.status = 'active' "
     "        AND NOT a.internal) "
     "FROM products p ORDER BY p.name")
-_ENTRIES = ("SELECT product_id, access_code, tariff_id, overdraft_protection FROM rating_entries "
-            "WHERE service = 'voice' AND node = %s")
+# The entries in force at the node: its own, else those for any node ('*'), one per code.
+_ENTRIES = ("SELECT product_id, access_code, tariff_id, overdraft_protection "
+            "FROM cb_node_entries(%s) WHERE service = 'voice'")
 # Peak/off-peak rates in a tariff without an off-peak period: every call is peak, so their
 # off-peak prices never apply (the manual lets the mode be set before the period, so the
 # catalog accepts it; readiness is where the operator hears of it).

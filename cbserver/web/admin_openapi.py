@@ -192,6 +192,24 @@ def openapi_document() -> dict:
         "responses": {"200": _json("Readiness"), "401": _ERROR}}}
     paths.update(admin_audit.openapi_paths(_ERROR, _page))
     paths.update(_crud("/v1/applications", "key", "Application", ["name"]))
+    _node = [{"name": "node", "in": "path", "required": True, "schema": {"type": "string"}}]
+    paths["/v1/nodes"] = {"get": {
+        "summary": "the cluster's nodes: live processes, callbacks in progress, drain state",
+        "responses": {"200": {"description": "{items: [{node, draining, deadline, processes, "
+                                             "instances, active_callbacks}]}"}, "401": _ERROR}}}
+    paths["/v1/nodes/{node}/drain"] = {
+        "parameters": _node,
+        "post": {"summary": "drain a node: no new callbacks, /readyz 503, calls end by the deadline",
+                 "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                     "type": "object", "properties": {"deadline": {
+                         "type": "number", "nullable": True, "minimum": 0, "exclusiveMinimum": True,
+                         "description": "seconds; calls still running then are ended (cause "
+                                        "drain_deadline). null or absent: no deadline"}}}}}},
+                 "responses": {"200": {"description": "{node, draining, deadline, requested_at}"},
+                               "400": _ERROR, "401": _ERROR}},
+        "delete": {"summary": "undrain a node: it takes callbacks again",
+                   "responses": {"200": {"description": "{node, draining: false}"},
+                                 "404": _ERROR, "401": _ERROR}}}
     schemas = {
         **admin_audit.openapi_schemas(), **admin_applications.openapi_schemas(),
         "Destination": _schema("Destination", DESTINATION), "Tariff": _schema("Tariff", TARIFF),

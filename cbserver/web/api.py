@@ -139,7 +139,7 @@ def error_response(failure_or_exc) -> tuple[int, dict, dict[bytes, bytes]]:
             headers[b"retry-after"] = b"30"
         elif exc.code == "not_ready":
             headers[b"retry-after"] = b"5"
-        elif exc.code == "busy":
+        elif exc.code in ("busy", "draining"):
             headers[b"retry-after"] = b"2"
     elif isinstance(exc, DatabaseUnavailable):
         status, code, field = 503, "not_ready", None

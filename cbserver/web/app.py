@@ -42,6 +42,29 @@ class WebApp:
         self.clock = clock
         self.health_sources = dict(health_sources or {})
         self.draining = False
+        # The node's monitor (cbserver.callback.nodestate.NodeMonitor) behind /livez and
+        # /readyz; None until the server sets it (then /readyz says "not started").
+        self.node_state = None
+
+    @app.route("/livez", methods=["GET", "HEAD"])
+    def livez(self, request):
+        """200 while the process answers: no database, no I/O (a balancer's liveness probe)."""
+        body = self.node_state.livez() if self.node_state is not None else {"status": "ok"}
+        return json_response(request, 200, body)
+
+    @app.route("/readyz", methods=["GET", "HEAD"])
+    def readyz(self, request):
+        """200 when this node should be sent callbacks, else 503 with the reason (JSON).
+
+        Answered from the monitor's last poll, never by a query of its own: a balancer (or a
+        stranger) polling it at any rate costs the database nothing more, and a hung database
+        cannot hold these requests (docs/web.md "Liveness and readiness").
+        """
+        if self.node_state is None:
+            return json_response(request, 503, {"status": "unavailable", "reason": "starting",
+                                                "checks": {}})
+        ok, body = self.node_state.readyz()
+        return json_response(request, 200 if ok else 503, body)
 
     @app.route("/healthz", methods=["GET", "HEAD"])
     @defer.inlineCallbacks

@@ -145,6 +145,12 @@ def _reason(status: dict) -> str:
     return reason
 
 
+def _node(status: dict | None) -> str:
+    """The line naming the node that runs the callback, for the operator a user asks."""
+    node = (status or {}).get("node")
+    return f'<p class="node" id="o-node">Server: {escape(str(node))}</p>' if node else ""
+
+
 def status_panel(base: str, status: dict | None, api_url: str) -> str:
     """The progress list; hidden and empty on the form page, where the script fills it."""
     current = status["status"] if status else ""
@@ -171,6 +177,7 @@ def status_panel(base: str, status: dict | None, api_url: str) -> str:
             f'<dl class="outcome" id="outcome"{hidden_outcome}>'
             f'<dt>Reason</dt><dd id="o-reason">{escape(reason or "–")}</dd>'
             f'<dt>Cost</dt><dd id="o-cost">{escape(cost or "–")}</dd></dl>'
+            f'{_node(status)}'
             f'<p><a class="again" href="{escape(base)}">Request another callback</a></p></section>')
 
 

@@ -1,8 +1,9 @@
 -- An account as authorization reads it (cbserver/db/authz_store.py ACCOUNT_SQL's columns),
 -- with what other live sessions hold on its balance (sum and number of sessions: the rows
 -- cb_reserve counts under the lock; a hold counts while not expired and its node is alive,
--- cb_node_alive) and its product's voice rating entries at p_node for the access codes
--- p_codes (a JSON array of [access_code, tariff_id, overdraft_protection]).
+-- cb_node_alive) and its product's voice rating entries in force at p_node (cb_node_entries:
+-- the entry naming the node, else the one for any node '*') for the access codes p_codes (a
+-- JSON array of [access_code, tariff_id, overdraft_protection]).
 -- first_usage and last_usage are "first use or recharge" and "last use or recharge" (sql/033:
 -- least/greatest skip NULLs), which is what authorize.account_refusal and usable_seconds count
 -- from. A function so that its plan is kept per connection: planning this query took twice as
@@ -39,8 +40,8 @@ BEGIN
            held.amount, held.sessions,
            (SELECT coalesce(json_agg(json_build_array(e.access_code, e.tariff_id,
                                                       e.overdraft_protection)), '[]')
-              FROM rating_entries e
-             WHERE e.product_id = a.product_id AND e.service = 'voice' AND e.node = p_node
+              FROM cb_node_entries(p_node) e
+             WHERE e.product_id = a.product_id AND e.service = 'voice'
                AND e.access_code = ANY(p_codes))
       FROM accounts a JOIN customers c ON c.id = a.customer_id
       JOIN products p ON p.id = a.product_id

@@ -72,7 +72,7 @@ class ScriptedCallbackService:
         now = self._now()
         self.statuses[cb_id] = {
             "id": cb_id, "application": request.application, "mode": request.mode,
-            "status": "calling_you",
+            "node": "node1", "status": "calling_you",
             "legs": {"A": {"state": "calling", "sip_status": None, "reason": None},
                      "B": {"state": "idle", "sip_status": None, "reason": None}},
             "cause": None, "charges": None, "created_at": now, "updated_at": now}

@@ -353,3 +353,10 @@ def test_path_must_be_url_safe():
     for bad in ("<x>", "a b", "a/../b", "call?me"):
         assert _error(_with(f"path = '{bad}'\n")).path == "application[0].path"
     assert parse_config(_with("path = '/cb/v2.1_x~y'\n")).application[0].url_path == "/cb/v2.1_x~y"
+
+
+@pytest.mark.parametrize(("node", "says"), [("*", "any node"), ("", "1-100 characters"),
+                                            (" edge1", "surrounding spaces"), ("x" * 101, "1-100")])
+def test_node_name_is_not_the_any_node_mark_nor_blank(node, says):
+    e = _error('[server]\nnode = "' + node + '"\n' + MINIMAL)
+    assert e.path == "server.node" and says in str(e)

@@ -1,0 +1,1 @@
+"""Tests of several cbserver nodes together: readiness, draining, a balancer in front."""
