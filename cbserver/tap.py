@@ -28,6 +28,7 @@ from cbserver.billing.authorize import Authorizer
 from cbserver.billing.destinations import DestinationPolicy
 from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import XdrWriter
+from cbserver.callback.hangups import HangupWatcher
 from cbserver.callback.legmedia import MediaEnvironment
 from cbserver.callback.recovery import RecoveryService
 from cbserver.callback.service import CallbackService, MediaFactory
@@ -39,6 +40,7 @@ from cbserver.connlimit import (
     LimitedFactory,
     raise_descriptor_limit,
 )
+from cbserver.db.calls_store import PostgresCallsStore
 from cbserver.db.migrations import MigrationError, check_schema
 from cbserver.db.pool import Database
 from cbserver.db.recovery_store import PostgresRecoveryStore
@@ -317,6 +319,9 @@ class CallbackServer(service.MultiService):
         self.sip.setServiceParent(self.gated)
         self.callbacks.setServiceParent(self.gated)
         self.recovery.setServiceParent(self.gated)
+        # Operator hang-ups (DELETE /v1/callbacks/{id}) of this process's callbacks.
+        HangupWatcher(PostgresCallsStore(self.db), self.callbacks, reactor, self.db.instance_id,
+                      ready=lambda: self.db.ready).setServiceParent(self.gated)
         self.gated.setServiceParent(self)
 
     def _listen(self) -> tuple[str, int]:

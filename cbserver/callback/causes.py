@@ -34,6 +34,7 @@ CAUSES = {
     "ivr_locked_out": "too many failed attempts: locked out for a while",
     "authorization_failed": "the balance could not be checked",
     "shutdown": "the server was shutting down",
+    "operator_hangup": "the call was ended by the operator",
     "node_lost": "the server running the call stopped; it was ended and billed up to that moment",
 }
 

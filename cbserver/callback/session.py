@@ -95,6 +95,7 @@ class CallbackSession(SessionView, NamedTimersMixin):
         self._ivr = None
         self._pending_cause = None  # decided before an explanation is played
         self._late_reservation = False  # legB's re-authorization answered while writing
+        self._stop_cause = None  # (code, reason) of hang_up; None: a server shutdown
         self.observe = None  # (state, event) -> None: a test's view of the transitions
         self.done = defer.Deferred()
 
@@ -126,6 +127,16 @@ class CallbackSession(SessionView, NamedTimersMixin):
 
     def shutdown(self) -> defer.Deferred:
         """The server is stopping: end this callback now."""
+        self.dispatch(Event.SHUTDOWN)
+        return self.done
+
+    def hang_up(self, code: str, reason: str) -> defer.Deferred:
+        """End this callback now from our side, with cause ``code`` (an operator's hang-up).
+
+        The same event as a shutdown (both legs CANCELled or BYEd, both xDRs written), with
+        another cause; a callback already ending keeps the cause it has.
+        """
+        self._stop_cause = (code, reason)
         self.dispatch(Event.SHUTDOWN)
         return self.done
 
@@ -389,6 +400,7 @@ class CallbackSession(SessionView, NamedTimersMixin):
         """180/183: show ringing; early media SDP configures the leg's RTP."""
         if leg.state == "calling":
             leg.state = "ringing"
+            leg.alerted_at = self.clock.seconds()
             if early_sdp:
                 leg.media.answer(early_sdp)
             self._changed()
@@ -431,7 +443,8 @@ class CallbackSession(SessionView, NamedTimersMixin):
         self._finish("local_hangup", None, reason)
 
     def _on_shut_down(self) -> None:
-        self._finish("shutdown", None, "server shutting down")
+        code, reason = self._stop_cause or ("shutdown", "server shutting down")
+        self._finish(code, None, reason)
 
     def _on_ivr_done(self, result) -> None:
         self._ivr = None

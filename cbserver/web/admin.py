@@ -34,6 +34,7 @@ from cbserver.db.stores import PostgresCatalogStore, PostgresReadinessStore
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
 from cbserver.mail import Mailer
+from cbserver.web import admin_calls
 from cbserver.web.admin_openapi import openapi_document
 from cbserver.web.responses import log_unexpected
 from cbserver.web.untrusted import UntrustedInput, check_text, load_json
@@ -516,3 +517,7 @@ class AdminApp:
         if job_id not in self.jobs:
             raise NotFound("generator job", job_id)
         return self.jobs[job_id]
+
+
+# The calls routes (xDRs, callbacks, nodes, reports) live in their own module.
+admin_calls.mount(AdminApp, api, _send, _check_request, _args)
