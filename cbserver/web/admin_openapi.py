@@ -13,6 +13,7 @@ from cbserver.billing.accounts import ACCOUNT, BATCH, CUSTOMER
 from cbserver.billing.catalog import DESTINATION, PRODUCT, RATE, RATING_ENTRY, TARIFF
 from cbserver.billing.generator import GENERATOR
 from cbserver.billing.payments import PAYMENT
+from cbserver.web.admin_calls_openapi import calls_paths, calls_schemas
 
 _DECIMAL = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$",
             "description": "exact decimal, written as a string (a JSON integer is accepted too)"}
@@ -189,7 +190,9 @@ def openapi_document() -> dict:
     paths["/v1/readiness"] = {"get": {
         "summary": "what in the catalog would refuse this node's callbacks (as `cbserver check`)",
         "responses": {"200": _json("Readiness"), "401": _ERROR}}}
+    paths.update(calls_paths())
     schemas = {
+        **calls_schemas(),
         "Destination": _schema("Destination", DESTINATION), "Tariff": _schema("Tariff", TARIFF),
         "Rate": _schema("Rate", RATE), "RatingEntry": _schema("RatingEntry", RATING_ENTRY),
         "Product": _schema("Product", PRODUCT), "Customer": _schema("Customer", CUSTOMER),
@@ -212,7 +215,7 @@ def openapi_document() -> dict:
         "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
             "code": {"type": "string", "enum": ["invalid", "unauthorized", "not_found", "conflict",
                                                 "unavailable", "method_not_allowed",
-                                                "internal_error"]},
+                                                "internal_error", "busy"]},
             "field": {"type": "string", "nullable": True}, "message": {"type": "string"}}}}},
     }
     return {
