@@ -251,3 +251,73 @@ def _request_hangup(cur, callback_id, requested_by):
         return "ended"
     yield cur.execute(REQUEST_HANGUP, (callback_id, row[1], requested_by))
     return "requested"
+
+
+class SyncCallsStore:
+    """``ICallsStore`` on a blocking psycopg2 cursor (``cbserver.db.sync.sync_cursor``), for
+    the CLI: the same SQL, each answer an already fired Deferred, so the same ``Console``
+    shapes it without a reactor running."""
+
+    def __init__(self, cur):
+        self.cur = cur
+
+    def _rows(self, sql, params):
+        self.cur.execute(sql, params)
+        return defer.succeed(self.cur.fetchall())
+
+    def xdr_page(self, f):
+        """As ``PostgresCallsStore.xdr_page``."""
+        return self._rows(*xdr_query(f))
+
+    def stream_xdrs(self, f, on_batch, batch: int = 2000):
+        """As ``PostgresCallsStore.stream_xdrs``, through a named (server-side) cursor."""
+        sql, params = xdr_query(f, csv=True, paged=False)
+        total = 0
+        with self.cur.connection.cursor(name="xdr_export") as named:
+            named.itersize = batch
+            named.execute(sql, params)
+            while rows := named.fetchmany(batch):
+                total += len(rows)
+                on_batch(rows)
+        return defer.succeed(total)
+
+    def callbacks(self, state, limit, after, account, node, expiry):
+        """As ``PostgresCallsStore.callbacks``."""
+        d = PostgresCallsStore(_SyncPool(self)).callbacks(state, limit, after, account, node, expiry)
+        return d
+
+    def callback(self, callback_id, expiry):
+        """As ``PostgresCallsStore.callback``."""
+        return PostgresCallsStore(_SyncPool(self)).callback(callback_id, expiry)
+
+    def request_hangup(self, callback_id, requested_by):
+        """As ``PostgresCallsStore.request_hangup``."""
+        self.cur.execute(SESSION_FOR_HANGUP, (callback_id,))
+        row = self.cur.fetchone()
+        if row is None:
+            return defer.succeed("unknown")
+        if row[0] in ("ended", "refused"):
+            return defer.succeed("ended")
+        self.cur.execute(REQUEST_HANGUP, (callback_id, row[1], requested_by))
+        return defer.succeed("requested")
+
+    def nodes(self, expiry):
+        """As ``PostgresCallsStore.nodes``."""
+        return self._rows(NODES, {"expiry": expiry})
+
+    def report(self, name, start, end, account):
+        """As ``PostgresCallsStore.report``."""
+        columns, sql = REPORTS[name]
+        return self._rows(sql, {"start": start, "end": end, "account": account}).addCallback(
+            lambda rows: (columns, rows))
+
+
+class _SyncPool:
+    """Just ``runQuery`` of a pool, on a sync store's cursor (the SQL is shared that way)."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def runQuery(self, sql, params=None):
+        """Rows, as an already fired Deferred."""
+        return self.store._rows(sql, params)
