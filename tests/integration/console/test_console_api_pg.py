@@ -180,6 +180,9 @@ async def test_hangup_request_is_stored_once_and_refused_when_unknown_or_ended(a
         cur.execute("SELECT session_id, instance_id::text, handled_at FROM callback_hangups")
         assert cur.fetchall() == [("live001", "11111111-1111-1111-1111-111111111111", None)]
     conn.close()
+    # A callback whose node is not alive: accepted, and said so (crash recovery ends it).
+    code, dead = await get_json(f"{base}/v1/callbacks/live002", method="DELETE")
+    assert code == 202 and dead["node_alive"] is False and dead["hangup_requested_at"]
     code, err = await get_json(f"{base}/v1/callbacks/nosuchcallback", method="DELETE")
     assert code == 404 and err["error"]["code"] == "not_found"
     code, err = await get_json(f"{base}/v1/callbacks/past001", method="DELETE")

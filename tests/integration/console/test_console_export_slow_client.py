@@ -84,6 +84,18 @@ def test_a_slow_reader_holds_the_export_back_and_still_gets_every_row(pg_dsn, tm
             time.sleep(0.1)
         growth_mib = (peak - baseline) / 1024
         slow_bytes = len(got)
+        # Two exports run at once at most (each holds a connection): a second one that is not
+        # read holds its slot, a third is refused with 503 busy, and ends cleanly.
+        second = SmallWindow("127.0.0.1", port)
+        second.request("GET", "/v1/xdrs?format=csv", headers=headers)
+        assert second.getresponse().status == 200
+        third = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        third.request("GET", "/v1/xdrs", headers={**headers, "Accept": "text/csv"})
+        refused = third.getresponse()
+        assert refused.status == 503 and refused.getheader("retry-after") == "10"
+        assert b'"busy"' in refused.read()
+        third.close()
+        second.close()  # a client gone mid-export frees its slot
         while chunk := resp.read1(1 << 20):
             got += chunk
         conn.close()
@@ -91,6 +103,17 @@ def test_a_slow_reader_holds_the_export_back_and_still_gets_every_row(pg_dsn, tm
         assert lines[0].startswith(b"id,session_id,leg,")
         assert lines[-1] == b""
         assert len(lines) - 2 == ROWS  # every row, then the end of the body
+        # The slots are free again once the abandoned export noticed its client left.
+        deadline = time.monotonic() + 30
+        while True:
+            again = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            again.request("GET", "/v1/xdrs?format=csv&from=2026-06-30T12:00:00Z", headers=headers)
+            status = again.getresponse().status
+            again.close()
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert status == 200
         print(f"\nslow client: read {slow_bytes / 1e6:.1f} MB in 8 s of {len(got) / 1e6:.1f} MB; "
               f"server RSS baseline {baseline / 1024:.1f} MiB, growth {growth_mib:.1f} MiB")
         assert slow_bytes < len(got) / 4  # it really was slow: most of the export waited
