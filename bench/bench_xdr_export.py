@@ -199,7 +199,7 @@ def main() -> None:
             proc.terminate()
             proc.wait(20)
 
-        sql, params = xdr_query(parse_xdr_filter({}), csv=True, paged=False)
+        sql, params = xdr_query(parse_xdr_filter({}), csv="columns", paged=False)
         conn = psycopg2.connect(dsn)
         with conn.cursor() as cur:
             text = cur.mogrify(sql, params).decode()

@@ -30,18 +30,40 @@ XDR_COLUMNS = ("id", "session_id", "leg", "account_id", "customer_id", "cli", "c
                "sip_code", "sip_reason", "trigger_mode", "call_id", "cause")
 
 
-def _xdr_select(peak: str) -> str:
-    return (f"SELECT x.id, x.session_id, x.leg, x.account_id, x.customer_id, x.cli, x.cld, "
-            f"x.access_code, x.node, x.tariff_name, x.prefix, {peak}, {_ts('x.connect_time')}, "
-            f"{_ts('x.disconnect_time')}, x.duration, x.charged_seconds, x.amount::text, "
-            f"x.currency::text, x.sip_code, x.sip_reason, x.trigger_mode, x.call_id, "
-            f"s.state -> 'cause' ->> 'code' "
-            f"FROM xdrs x LEFT JOIN callback_sessions s ON s.id = x.session_id")
+# XDR_COLUMNS in order: (SQL expression, whether its text may need CSV quoting).
+_XDR_EXPRS = (("x.id", False), ("x.session_id", True), ("x.leg", False), ("x.account_id", True),
+              ("x.customer_id", True), ("x.cli", True), ("x.cld", True), ("x.access_code", True),
+              ("x.node", True), ("x.tariff_name", True), ("x.prefix", True), ("x.peak", False),
+              (_ts("x.connect_time"), False), (_ts("x.disconnect_time"), False),
+              ("x.duration", False), ("x.charged_seconds", False), ("x.amount::text", False),
+              ("x.currency::text", True), ("x.sip_code", False), ("x.sip_reason", True),
+              ("x.trigger_mode", True), ("x.call_id", True), ("s.state -> 'cause' ->> 'code'", True))
+_XDR_FROM = " FROM xdrs x LEFT JOIN callback_sessions s ON s.id = x.session_id"
 
 
-def xdr_query(f, csv: bool = False, paged: bool = True) -> tuple[str, dict]:
+def _csv_cell(expr: str, quote: bool) -> str:
+    """SQL for one CSV cell (RFC 4180, as Python's csv module writes it): NULL empty; a text
+    holding a quote, comma, CR or LF quoted with its quotes doubled (the regex's \\r and \\n
+    are the regex engine's escapes, not the string's)."""
+    if not quote:
+        return f"coalesce(({expr})::text, '')"
+    return (f"CASE WHEN ({expr}) ~ '[\",\\r\\n]' THEN '\"' || replace({expr}, '\"', '\"\"') || '\"' "
+            f"ELSE coalesce({expr}, '') END")
+
+
+def _xdr_select(csv: str | None) -> str:
+    """The select list: columns (``csv`` None), columns with ``peak`` as text ("columns"), or
+    each row as one CSV line built by PostgreSQL ("lines")."""
+    if csv == "lines":
+        cells = " || ',' || ".join(_csv_cell(e, q) for e, q in _XDR_EXPRS)
+        return f"SELECT {cells} || E'\\r\\n'" + _XDR_FROM
+    exprs = [("x.peak::text" if e == "x.peak" and csv else e) for e, _ in _XDR_EXPRS]
+    return "SELECT " + ", ".join(exprs) + _XDR_FROM
+
+
+def xdr_query(f, csv: str | None = None, paged: bool = True) -> tuple[str, dict]:
     """The SQL and parameters of filter ``f`` (newest first; ``paged``: one page and one row
-    more, to know whether there is a next page). ``csv`` selects ``peak`` as text."""
+    more, to know whether there is a next page). ``csv``: see ``_xdr_select``."""
     where, params = [], {}
     for column, name, value in (("x.account_id", "account", f.account),
                                 ("x.customer_id", "customer", f.customer),
@@ -66,7 +88,7 @@ def xdr_query(f, csv: bool = False, paged: bool = True) -> tuple[str, dict]:
     if paged and f.after is not None:
         where.append("(x.disconnect_time, x.id) < (%(after_t)s, %(after_id)s)")
         params["after_t"], params["after_id"] = f.after
-    sql = _xdr_select("x.peak::text" if csv else "x.peak")
+    sql = _xdr_select(csv)
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY x.disconnect_time DESC, x.id DESC"
@@ -157,9 +179,9 @@ class PostgresCallsStore:
 
     @defer.inlineCallbacks
     def stream_xdrs(self, f, on_batch, batch: int = 2000):
-        """Every row of ``f`` (CSV values), ``batch`` at a time, to ``on_batch(rows)`` (which may
-        return a Deferred: the next FETCH waits for it); fires with the row count."""
-        sql, params = xdr_query(f, csv=True, paged=False)
+        """Every row of ``f`` as a CSV line (1-tuples), ``batch`` at a time, to ``on_batch(rows)``
+        (which may return a Deferred: the next FETCH waits for it); fires with the row count."""
+        sql, params = xdr_query(f, csv="lines", paged=False)
         conn = txpostgres.Connection(reactor=self.db.reactor)
         yield conn.connect(self.db.dsn, connect_timeout=10)
         total = 0
@@ -271,7 +293,7 @@ class SyncCallsStore:
 
     def stream_xdrs(self, f, on_batch, batch: int = 2000):
         """As ``PostgresCallsStore.stream_xdrs``, through a named (server-side) cursor."""
-        sql, params = xdr_query(f, csv=True, paged=False)
+        sql, params = xdr_query(f, csv="lines", paged=False)
         total = 0
         with self.cur.connection.cursor(name="xdr_export") as named:
             named.itersize = batch

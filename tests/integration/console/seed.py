@@ -67,7 +67,8 @@ def seed(dsn: str) -> list[dict]:
                        "connect_time": (end - dt.timedelta(seconds=duration)) if answered else None,
                        "disconnect_time": end, "duration": duration, "charged_seconds": duration,
                        "amount": amount, "currency": "USD", "sip_code": 200 if answered else 486,
-                       "sip_reason": "remote hangup" if answered else "Busy, \"here\"",
+                       "sip_reason": ("remote\r\nhangup" if i % 5 == 0 else "remote hangup")
+                       if answered else "Busy, \"here\"",
                        "trigger_mode": "extended", "call_id": f"{sid}-{leg}@trunk"}
                 cols = list(row)
                 cur.execute(f"INSERT INTO xdrs ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))}) "
