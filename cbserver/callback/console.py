@@ -159,6 +159,7 @@ class Console:
         c = dict(zip(CALLBACK_COLUMNS, row, strict=True))
         state = _json(c.pop("state")) or {}
         recovery, now = c.pop("recovery"), c.pop("now")
+        c.pop("cursor_at")
         live = c["status"] not in ("ended", "refused")
         cause = state.get("cause")
         if cause and "description" not in cause:
@@ -175,9 +176,10 @@ class Console:
         rows = await self.store.callbacks(q["state"], q["limit"], q["after"], q["account"],
                                           q["node"], self.node_expiry)
         page = [self._callback(r) for r in rows[:q["limit"]]]
-        more = len(rows) > q["limit"]
+        last = rows[q["limit"] - 1] if len(rows) > q["limit"] else None
+        at = CALLBACK_COLUMNS.index("cursor_at")
         return {"callbacks": page, "limit": q["limit"],
-                "next": encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None}
+                "next": encode_cursor(last[at], last[0]) if last is not None else None}
 
     async def callback(self, callback_id: str) -> dict:
         """One callback with its xDRs; ``NotFound``."""

@@ -27,7 +27,7 @@ DEFAULT_REPORT_DAYS = 30
 _DIGITS = re.compile(r"^[0-9]{1,20}$")
 _CODE = re.compile(r"^[a-z0-9_]{1,64}$")
 _NAME = re.compile(r"^[A-Za-z0-9._:@+-]{1,64}$")
-_CURSOR = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)~([0-9A-Za-z_-]{1,64})$")
+_CURSOR = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(?:\d{3})?Z)~([0-9A-Za-z_-]{1,64})$")
 
 XDR_PARAMS = ("from", "to", "account", "customer", "prefix", "cause", "node", "leg", "limit",
               "after", "format")
@@ -99,7 +99,7 @@ def parse_limit(text: str | int, default: int = DEFAULT_LIMIT) -> int:
 
 
 def encode_cursor(at: str, row_id) -> str:
-    """The opaque ``after`` token of a row: its time as the API shows it (UTC, ms) and id."""
+    """The opaque ``after`` token of a row: its exact time (UTC, to the ms or the µs) and id."""
     raw = f"{at}~{row_id}".encode("ascii")
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 

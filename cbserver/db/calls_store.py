@@ -101,12 +101,14 @@ def xdr_query(f, csv: str | None = None, paged: bool = True) -> tuple[str, dict]
 _LIVE = "c.status NOT IN ('ended', 'refused')"
 CALLBACK_COLUMNS = ("id", "application", "mode", "account_id", "phone", "destination", "status",
                     "node", "instance_id", "node_alive", "created_at", "updated_at", "age_seconds",
-                    "state", "recovery", "now", "hangup_requested_at")
+                    "state", "recovery", "now", "hangup_requested_at", "cursor_at")
 _CALLBACK_SELECT = (
     f"SELECT c.id, c.application, c.mode, c.account_id, c.phone, c.destination, c.status, c.node, "
     f"c.instance_id::text, cb_node_alive(c.instance_id, %(expiry)s), {_ts('c.created_at')}, "
     f"{_ts('c.updated_at')}, extract(epoch FROM now() - c.created_at)::float8, c.state, r.data, "
-    f"extract(epoch FROM now())::float8, {_ts('h.requested_at')} "
+    f"extract(epoch FROM now())::float8, {_ts('h.requested_at')}, "
+    # The keyset cursor needs created_at exactly (microseconds), not as shown.
+    f"to_char(c.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "
     f"FROM callback_sessions c LEFT JOIN callback_recovery r ON r.session_id = c.id "
     f"LEFT JOIN callback_hangups h ON h.session_id = c.id")
 

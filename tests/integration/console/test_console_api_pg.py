@@ -283,3 +283,28 @@ async def test_strangers_without_the_token_get_nothing(admin):
         assert cur.fetchone()[0] == 0
     conn.close()
     assert ACCOUNTS  # the seed's accounts exist: the 401s above hid real data
+
+
+@pytest_twisted.ensureDeferred
+async def test_callback_paging_misses_none_created_within_one_millisecond(admin):
+    base, _expected, dsn = admin
+    conn = psycopg2.connect(dsn)
+    with conn, conn.cursor() as cur:
+        for i in range(7):  # 7 callbacks 100 µs apart: the page cursor must not round them away
+            cur.execute("INSERT INTO callback_sessions (id, application, mode, phone, status, state, node, "
+                        "instance_id, created_at) VALUES (%s, 'W', 'simple', '1', 'ended', '{}', 'node1', "
+                        "'11111111-1111-1111-1111-111111111111', "
+                        "timestamptz '2027-01-01 00:00:00.5' + make_interval(secs => %s))",
+                        (f"us{i}", i * 0.0001))
+    conn.close()
+    seen, after = [], None
+    while True:
+        code, body = await get_json(f"{base}/v1/callbacks?state=past&limit=2"
+                                    + (f"&after={after}" if after else ""))
+        assert code == 200, body
+        seen += [c["id"] for c in body["callbacks"]]
+        after = body["next"]
+        if not after:
+            break
+    assert seen[:7] == [f"us{i}" for i in reversed(range(7))]
+    assert len(seen) == len(set(seen)) == 47
