@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -84,6 +85,12 @@ class Sampler:
     def stop(self):
         """Stop sampling."""
         self._stop = True
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def timed_get(port: int, path: str, sink=None) -> tuple[float, float, int, int]:
@@ -167,7 +174,7 @@ def main() -> None:
                 "ttfb_ms": round(statistics.median(r[0] for r in runs) * 1000, 1),
                 "total_ms": round(statistics.median(r[1] for r in runs) * 1000, 1)}
 
-            base = sampler.reset()
+            base, cpu = sampler.reset(), cpu_s(proc.pid)
             t, pages, rows, after = time.perf_counter(), 0, 0, None
             while True:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
@@ -182,9 +189,10 @@ def main() -> None:
                     break
             figures["list_all_pages"] = {"pages": pages, "rows": rows,
                                          "total_s": round(time.perf_counter() - t, 2),
+                                         "server_cpu_s": round(cpu_s(proc.pid) - cpu, 2),
                                          "server_peak_growth_mib": round((sampler.peak() - base) / 1024, 1)}
 
-            base = sampler.reset()
+            base, cpu = sampler.reset(), cpu_s(proc.pid)
             out = folder / "api.csv"
             with out.open("wb") as sink:
                 ttfb, total, size, status = timed_get(port, "/v1/xdrs?format=csv", sink)
@@ -192,6 +200,7 @@ def main() -> None:
                 lines = sum(1 for _ in f)
             figures["csv_export"] = {"status": status, "ttfb_ms": round(ttfb * 1000, 1),
                                      "total_s": round(total, 2), "bytes": size, "rows": lines - 1,
+                                     "server_cpu_s": round(cpu_s(proc.pid) - cpu, 2),
                                      "server_peak_growth_mib": round((sampler.peak() - base) / 1024, 1)}
             figures["server_vmhwm_mib"] = round(rss_kib(proc.pid, "VmHWM") / 1024, 1)
             sampler.stop()

@@ -190,6 +190,10 @@ class PostgresCallsStore:
         try:
             # One snapshot for the whole export: rows inserted meanwhile are not half in it.
             yield conn.runOperation("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            # A plan that starts at once (newest rows through the index), not one that sorts
+            # the whole selection before the first row: the client sees bytes at once, and
+            # PostgreSQL needs no work memory (nor temporary files) for a month's sort.
+            yield conn.runOperation("SET LOCAL cursor_tuple_fraction = 0.001")
             yield conn.runOperation("DECLARE xdr_export NO SCROLL CURSOR FOR " + sql, params)
             while True:
                 rows = yield conn.runQuery(f"FETCH FORWARD {int(batch)} FROM xdr_export")
@@ -297,6 +301,7 @@ class SyncCallsStore:
         """As ``PostgresCallsStore.stream_xdrs``, through a named (server-side) cursor."""
         sql, params = xdr_query(f, csv="lines", paged=False)
         total = 0
+        self.cur.execute("SET LOCAL cursor_tuple_fraction = 0.001")  # as the pool's export
         with self.cur.connection.cursor(name="xdr_export") as named:
             named.itersize = batch
             named.execute(sql, params)
