@@ -195,6 +195,10 @@ class PostgresCallsStore:
             # the whole selection before the first row: the client sees bytes at once, and
             # PostgreSQL needs no work memory (nor temporary files) for a month's sort.
             yield conn.runOperation("SET LOCAL cursor_tuple_fraction = 0.001")
+            # No JIT: compiling the line-building expressions costs 0.3-0.5 s before the first
+            # row of a large export (measured on 1,000,000 rows), and gains nothing clear over
+            # the whole of it.
+            yield conn.runOperation("SET LOCAL jit = off")
             yield conn.runOperation("DECLARE xdr_export NO SCROLL CURSOR FOR " + sql, params)
             size = min(FIRST_BATCH, batch)  # a small first batch: the first bytes sooner
             while True:
@@ -305,6 +309,7 @@ class SyncCallsStore:
         sql, params = xdr_query(f, csv="lines", paged=False)
         total = 0
         self.cur.execute("SET LOCAL cursor_tuple_fraction = 0.001")  # as the pool's export
+        self.cur.execute("SET LOCAL jit = off")
         with self.cur.connection.cursor(name="xdr_export") as named:
             named.itersize = batch
             named.execute(sql, params)
