@@ -31,6 +31,7 @@ from cbserver.billing.destinations import DestinationPolicy
 from cbserver.billing.spool import Spool
 from cbserver.billing.xdr import XdrWriter
 from cbserver.callback.app_directory import ApplicationDirectory
+from cbserver.callback.hangups import HangupWatcher
 from cbserver.callback.legmedia import MediaEnvironment
 from cbserver.callback.nodestate import NodeMonitor
 from cbserver.callback.recovery import RecoveryService
@@ -44,6 +45,7 @@ from cbserver.connlimit import (
     raise_descriptor_limit,
 )
 from cbserver.db.applications_store import PostgresApplicationSource
+from cbserver.db.calls_store import PostgresCallsStore
 from cbserver.db.migrations import MigrationError, check_schema
 from cbserver.db.pool import Database
 from cbserver.db.recovery_store import PostgresRecoveryStore
@@ -325,6 +327,9 @@ class CallbackServer(service.MultiService):
         self.sip.setServiceParent(self.gated)
         self.callbacks.setServiceParent(self.gated)
         self.recovery.setServiceParent(self.gated)
+        # Operator hang-ups (DELETE /v1/callbacks/{id}) of this process's callbacks.
+        HangupWatcher(PostgresCallsStore(self.db), self.callbacks, reactor, self.db.instance_id,
+                      ready=lambda: self.db.ready).setServiceParent(self.gated)
         self.gated.setServiceParent(self)
         # Voice applications are catalog objects: seeded from the config once, then followed.
         self.applications = ApplicationDirectory(

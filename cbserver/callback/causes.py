@@ -36,6 +36,7 @@ CAUSES = {
     "shutdown": "the server was shutting down",
     "drain_deadline": "the server was taken out of service and the call reached the deadline "
                       "given for it",
+    "operator_hangup": "the call was ended by the operator",
     "node_lost": "the server running the call stopped; it was ended and billed up to that moment",
 }
 

@@ -24,6 +24,7 @@ class Leg:
     media: object = None
     placed_at: float | None = None
     answered_at: float | None = None
+    alerted_at: float | None = None  # first 18x
     ended_at: float | None = None
     record: LegRecord | None = None
 
@@ -33,10 +34,18 @@ class Leg:
             return 0
         return connected_seconds(self.ended_at - self.answered_at)
 
+    def post_dial_delay(self) -> float | None:
+        """Seconds from the INVITE to the first 18x or the 2xx (ITU-T E.411's post-dial
+        delay, as the console's destinations report shows it); None before either."""
+        first = self.alerted_at or self.answered_at
+        if self.placed_at is None or first is None:
+            return None
+        return round(max(0.0, first - self.placed_at), 3)
+
     def as_dict(self) -> dict:
         """The leg as shown in the status."""
         return {"state": self.state, "sip_status": self.sip_status, "reason": self.reason,
-                "number": self.number}
+                "number": self.number, "post_dial_delay": self.post_dial_delay()}
 
 
 @implementer(ICallListener)

@@ -130,6 +130,15 @@ class CallbackSession(SessionView, NamedTimersMixin):
         self.dispatch(Event.SHUTDOWN, cause, reason)
         return self.done
 
+    def hang_up(self, code: str, reason: str) -> defer.Deferred:
+        """End this callback now from our side, with cause ``code`` (an operator's hang-up).
+
+        The same event as a shutdown (both legs CANCELled or BYEd, both xDRs written), with
+        another cause; a callback already ending keeps the cause it has.
+        """
+        self.dispatch(Event.SHUTDOWN, code, reason)
+        return self.done
+
     # ICallListener's events, through LegListener, as events of this leg.
     def leg_ringing(self, leg: Leg, early_sdp) -> None:
         """180/183."""
@@ -390,6 +399,7 @@ class CallbackSession(SessionView, NamedTimersMixin):
         """180/183: show ringing; early media SDP configures the leg's RTP."""
         if leg.state == "calling":
             leg.state = "ringing"
+            leg.alerted_at = self.clock.seconds()
             if early_sdp:
                 leg.media.answer(early_sdp)
             self._changed()

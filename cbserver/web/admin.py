@@ -38,7 +38,7 @@ from cbserver.db.stores import PostgresCatalogStore, PostgresReadinessStore
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
 from cbserver.mail import Mailer
-from cbserver.web import admin_applications, admin_audit, admin_nodes
+from cbserver.web import admin_applications, admin_audit, admin_calls, admin_nodes
 from cbserver.web.admin_openapi import openapi_document
 from cbserver.web.responses import log_unexpected
 from cbserver.web.untrusted import UntrustedInput, check_text, load_json
@@ -544,3 +544,5 @@ admin_audit.install(AdminApp, api)
 admin_applications.install(AdminApp, api)
 # The nodes of the cluster (list, drain, undrain): their own module, mounted here.
 admin_nodes.install(AdminApp, api)
+# The calls routes (xDRs, callbacks, nodes, reports) live in their own module.
+admin_calls.mount(AdminApp, api, _send, _check_request, _args)

@@ -14,6 +14,7 @@ from cbserver.billing.catalog import DESTINATION, PRODUCT, RATE, RATING_ENTRY, T
 from cbserver.billing.generator import GENERATOR
 from cbserver.billing.payments import PAYMENT
 from cbserver.web import admin_applications, admin_audit
+from cbserver.web.admin_calls_openapi import calls_paths, calls_schemas
 
 _DECIMAL = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$",
             "description": "exact decimal, written as a string (a JSON integer is accepted too)"}
@@ -210,8 +211,10 @@ def openapi_document() -> dict:
         "delete": {"summary": "undrain a node: it takes callbacks again",
                    "responses": {"200": {"description": "{node, draining: false}"},
                                  "404": _ERROR, "401": _ERROR}}}
+    paths.update(calls_paths())
     schemas = {
         **admin_audit.openapi_schemas(), **admin_applications.openapi_schemas(),
+        **calls_schemas(),
         "Destination": _schema("Destination", DESTINATION), "Tariff": _schema("Tariff", TARIFF),
         "Rate": _schema("Rate", RATE), "RatingEntry": _schema("RatingEntry", RATING_ENTRY),
         "Product": _schema("Product", PRODUCT), "Customer": _schema("Customer", CUSTOMER),
@@ -234,7 +237,7 @@ def openapi_document() -> dict:
         "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
             "code": {"type": "string", "enum": ["invalid", "unauthorized", "not_found", "conflict",
                                                 "unavailable", "method_not_allowed",
-                                                "internal_error"]},
+                                                "internal_error", "busy"]},
             "field": {"type": "string", "nullable": True}, "message": {"type": "string"}}}}},
     }
     return {
