@@ -13,6 +13,10 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from twisted.internet import defer, threads
+from twisted.internet.interfaces import IReactorThreads
+
+from cbserver.billing import imports
 from cbserver.billing import validation as v
 from cbserver.billing.formula import FormulaError, parse_formula
 from cbserver.billing.model import OffPeakPeriod, OffPeakWindow, Rate, RateDefinitionError
@@ -341,42 +345,76 @@ class Catalog:
         if not await self.store.transaction(lambda tx: tx.delete("rates", int(rate_id))):
             raise NotFound("rate", rate_id)
 
+    def _in_thread(self, fn, *args) -> defer.Deferred:
+        """Run blocking ``fn`` in the reactor's thread pool (inline when there is none)."""
+        if IReactorThreads.providedBy(self.clock):
+            return threads.deferToThreadPool(self.clock, self.clock.getThreadPool(), fn, *args)
+        return defer.maybeDeferred(fn, *args)
+
     async def import_rates(self, tariff: int | str, rows: Sequence[tuple[int, Mapping]],
                            problems: Sequence[tuple[int, str, str]] = ()) -> dict:
         """Insert or replace many rates in one transaction: all of them or none.
 
         ``rows`` are (line number, fields); ``problems`` are rows the caller could not read.
         Every bad row is reported at once in a ``RowErrors`` naming the line, the field and
-        the reason.
+        the reason. The rows are checked here in slices that leave the reactor free, then
+        written by the store with COPY and one set-based upsert (``billing.imports``); every
+        way of importing rates (CLI, admin API, CSV or JSON) comes through this method.
         """
-        problems = list(problems)
-        cleaned: list[tuple[int, dict]] = []
-        for line, data in rows:
-            try:
-                cleaned.append((line, self._rate_row(data)))
-            except ValidationError as e:
-                problems.append((line, e.field, e.reason))
-        seen: dict[tuple, int] = {}
-        for line, row in cleaned:
-            key = (row["prefix"], row["effective_from"])
-            if key in seen:
-                problems.append((line, "prefix", f"same prefix and effective_from as line {seen[key]}"))
-            seen.setdefault(key, line)
+        cleaned, bad = await imports.check_rows(
+            rows, self._rate_row, lambda r: (r["prefix"], r["effective_from"]), self.clock,
+            duplicate="same prefix and effective_from")
+        problems = list(problems) + bad
+        if isinstance(tariff, str) and tariff.isdigit():
+            tariff = int(tariff)
+        data = await imports.copy_text(cleaned, imports.RATE_STAGE, self.clock)
+        result = await self._in_thread(self.store.import_rates, tariff, data, len(cleaned),
+                                       not problems)
+        if isinstance(result, list):
+            problems += result
+        if problems:
+            raise RowErrors(sorted(problems))
+        return result
 
-        async def run(tx):
-            t = await lookup(tx, "tariffs", tariff, kind="tariff", lock=True)
-            missing = set(await tx.missing_prefixes([r["prefix"] for _, r in cleaned]))
-            for line, row in cleaned:
-                if row["prefix"] in missing:
-                    problems.append((line, "prefix", f"{row['prefix']!r} is not in the destination register"))
-            if problems:
-                raise RowErrors(sorted(problems))
-            counts = {"created": 0, "updated": 0, "unchanged": 0}
-            for _line, row in cleaned:
-                counts[await upsert_rate(tx, t["id"], row)] += 1
-            return counts
+    async def import_rates_csv(self, tariff: int | str, data: bytes) -> dict:
+        """``import_rates`` from the bytes of a rates CSV (see ``imports.RATE_COLUMNS``)."""
+        rows, problems = await self._read_csv(data, imports.RATE_COLUMNS, imports.RATE_REQUIRED,
+                                              "rates")
+        return await self.import_rates(tariff, rows, problems)
 
-        return await self.store.transaction(run)
+    async def _read_csv(self, data: bytes, columns, required, what: str) -> tuple[list, list]:
+        try:
+            rows, problems = await imports.read_rows(data, columns, required, self.clock)
+        except imports.HeaderError as e:
+            raise RowErrors(e.problems) from None
+        if not rows and not problems:
+            raise ValidationError("file", f"the file holds no {what}")
+        return rows, problems
+
+    async def import_destinations(self, rows: Sequence[tuple[int, Mapping]],
+                                  problems: Sequence[tuple[int, str, str]] = (),
+                                  columns: Sequence[str] = imports.DESTINATION_COLUMNS) -> dict:
+        """Add or change many destinations in one transaction: all of them or none.
+
+        ``columns`` are the fields the input gives: a prefix already registered gets those
+        replaced and keeps the others. Bad rows are reported as ``import_rates`` does.
+        """
+        fields = {k: f for k, f in DESTINATION.items() if k in columns}
+        cleaned, bad = await imports.check_rows(
+            rows, lambda d: v.clean(fields, d), lambda r: r["prefix"], self.clock,
+            duplicate="same prefix")
+        problems = list(problems) + bad
+        if problems:
+            raise RowErrors(sorted(problems))
+        given = tuple(c for c in imports.DESTINATION_COLUMNS if c in fields)
+        data = await imports.copy_text(cleaned, given, self.clock)
+        return await self._in_thread(self.store.import_destinations, given, data, len(cleaned))
+
+    async def import_destinations_csv(self, data: bytes) -> dict:
+        """``import_destinations`` from the bytes of a CSV (prefix, country, description)."""
+        rows, problems = await self._read_csv(data, imports.DESTINATION_COLUMNS,
+                                              imports.DESTINATION_REQUIRED, "destinations")
+        return await self.import_destinations(rows, problems, imports.header_of(data))
 
     async def export_rates(self, tariff: int | str) -> tuple[dict, list[dict]]:
         """A tariff and all its rate versions (prefix, then effective_from order)."""

@@ -144,6 +144,16 @@ class ICatalogStore(Interface):
         ``rows`` (``ACCOUNT_COPY_COLUMNS`` order, batch id filled in here) and the ``run``
         record in one commit; return the batch id."""
 
+    def import_rates(tariff, data, count, write=True):
+        """Blocking (run it in a thread): write ``count`` checked rates, given as COPY text
+        (``billing.imports.copy_text`` in ``RATE_STAGE`` order), into the tariff named by id or
+        name, all or nothing in one commit. Returns the counts ``created``/``updated``/
+        ``unchanged``, or the list of (line, field, reason) refused (then nothing is written;
+        nor when ``write`` is false: only the database's checks run)."""
+
+    def import_destinations(columns, data, count):
+        """Blocking: the same for destinations (``columns``: those the file gave)."""
+
 
 class IAuthorizationStore(Interface):
     """Accounts, rating entries and balance reservations, for ``billing.authorize``."""

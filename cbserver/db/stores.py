@@ -24,7 +24,15 @@ from cbserver.billing.stores import (
     IReportSource,
     IXdrStore,
 )
-from cbserver.db import accounts_store, authz_store, catalog_store, payments_store, tariff_loader, xdr_store
+from cbserver.db import (
+    accounts_store,
+    authz_store,
+    catalog_store,
+    import_store,
+    payments_store,
+    tariff_loader,
+    xdr_store,
+)
 from cbserver.errors import ConcurrentWrite, DatabaseError, DatabaseUnavailable, TransactionAborted
 
 
@@ -182,6 +190,14 @@ class PostgresCatalogStore:
         """See ``ICatalogStore``."""
         return accounts_store.write_batch(self.db.dsn, batch=batch, batch_id=batch_id, run=run,
                                           rows=rows, progress=progress)
+
+    def import_rates(self, tariff, data, count, write=True):
+        """See ``ICatalogStore``."""
+        return import_store.import_rates(self.db.dsn, tariff, data, count, write)
+
+    def import_destinations(self, columns, data, count):
+        """See ``ICatalogStore``."""
+        return import_store.import_destinations(self.db.dsn, columns, data, count)
 
 
 @implementer(IAuthorizationStore)

@@ -1,0 +1,226 @@
+"""Bulk imports of rate decks and destination registers: read a CSV, check it, hand it over.
+
+A carrier's deck has 20,000 to 100,000 prefixes. The work is split so that it never holds the
+reactor for long (the admin API runs in the server, beside the media clock and SIP timers):
+
+1. ``read_csv`` walks the file row by row (line numbers are the file's physical lines);
+2. ``check_rows`` runs each row through the same field checks as a single create
+   (``validation.clean`` and ``catalog.check_rate``), so the per-line messages are those of
+   one object, and collects every problem;
+3. the checked rows become ``COPY`` text (``copy_text``) and the store loads them into a
+   temporary staging table, checks what only the database knows (the destination register)
+   set-based, and upserts them with one statement, in one transaction (``ICatalogStore``).
+
+Steps 1 and 2 run in slices of at most ``SLICE`` seconds of CPU, each followed by a return to
+the reactor (``cooperate``); step 3 runs in a thread that mostly waits on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from twisted.internet import task
+
+from cbserver.billing.validation import ValidationError
+
+RATE_COLUMNS = ("prefix", "first_interval", "next_interval", "first_price", "next_price", "rating_mode",
+                "offpeak_first_interval", "offpeak_next_interval", "offpeak_first_price",
+                "offpeak_next_price", "formula", "effective_from")
+RATE_REQUIRED = RATE_COLUMNS[:5]
+DESTINATION_COLUMNS = ("prefix", "country", "description")
+#: The order of a rate's fields in the COPY text handed to the store (after the line number).
+RATE_STAGE = ("prefix", "rating_mode", "first_interval", "next_interval", "first_price",
+              "next_price", "offpeak_first_interval", "offpeak_next_interval",
+              "offpeak_first_price", "offpeak_next_price", "formula", "effective_from")
+DESTINATION_REQUIRED = ("prefix",)
+
+#: Longest stretch of CPU work between two returns to the reactor (seconds).
+SLICE = 0.003
+
+Problem = tuple[int, str, str]
+
+
+class HeaderError(ValueError):
+    """The file cannot be read at all (encoding, header): ``problems`` holds one entry."""
+
+    def __init__(self, problem: Problem):
+        self.problems = [problem]
+        super().__init__(f"line {problem[0]}: {problem[1]}: {problem[2]}")
+
+
+def read_csv(data: bytes, columns: tuple[str, ...], required: tuple[str, ...]) -> Iterator:
+    """Yield ``(line, fields)`` for each row and ``(line, field, reason)`` for each unreadable one.
+
+    Raises ``HeaderError`` at once when the file is not UTF-8 or its header names unknown,
+    missing or repeated columns. Blank rows are skipped; empty cells are left out of ``fields``.
+    """
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise HeaderError((line, "encoding", f"not UTF-8 (byte 0x{data[e.start]:02x} at offset "
+                                             f"{e.start})")) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise HeaderError((1, "header", "the file is empty")) from None
+    except csv.Error as e:
+        raise HeaderError((1, "header", f"malformed CSV: {e}")) from None
+    unknown = [h for h in header if h not in columns]
+    missing = [c for c in required if c not in header]
+    if unknown or missing or len(set(header)) != len(header):
+        why = []
+        if unknown:
+            why.append(f"unknown column(s) {', '.join(unknown)}")
+        if missing:
+            why.append(f"missing column(s) {', '.join(missing)}")
+        if len(set(header)) != len(header):
+            why.append("a column is named twice")
+        raise HeaderError((1, "header", "; ".join(why) + f" (columns: {', '.join(columns)})"))
+    width = len(header)
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            yield (reader.line_num, "csv", f"malformed CSV: {e}")
+            return
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) != width:
+            yield (reader.line_num, "columns", f"{len(cells)} fields, the header has {width}")
+            continue
+        fields = {}
+        for name, cell in zip(header, cells, strict=True):
+            cell = cell.strip()
+            if cell:
+                fields[name] = cell
+        yield (reader.line_num, fields)
+
+
+def header_of(data: bytes) -> list[str]:
+    """The column names of a CSV that ``read_csv`` accepted (its first row)."""
+    first = data.decode("utf-8-sig").split("\n", 1)[0]
+    return [h.strip() for h in next(csv.reader([first]), [])]
+
+
+def parse_csv(data: bytes, columns: tuple[str, ...] = RATE_COLUMNS,
+              required: tuple[str, ...] = RATE_REQUIRED) -> tuple[list, list[Problem]]:
+    """Rows ``(line, fields)`` of a CSV, and the problems found reading it (all at once)."""
+    rows: list = []
+    problems: list[Problem] = []
+    try:
+        for item in read_csv(data, columns, required):
+            (rows if len(item) == 2 else problems).append(item)
+    except HeaderError as e:
+        return [], e.problems
+    return rows, problems
+
+
+def _slices(items: Iterable, work: Callable[[Any], None]) -> Iterator:
+    """Call ``work`` on each item, yielding to the cooperator every ``SLICE`` seconds."""
+    deadline = time.perf_counter() + SLICE
+    for item in items:
+        work(item)
+        if time.perf_counter() >= deadline:
+            yield None
+            deadline = time.perf_counter() + SLICE
+
+
+def cooperate(items: Iterable, work: Callable[[Any], None], clock):
+    """Run ``work`` over ``items`` in slices of ``SLICE`` s, back to the reactor between them.
+
+    Returns a Deferred firing when every item was handled. ``clock`` is the reactor (or a
+    ``task.Clock`` in tests, which must then be advanced).
+    """
+    cooperator = task.Cooperator(terminationPredicateFactory=lambda: _once(),
+                                 scheduler=lambda f: clock.callLater(0, f))
+    return cooperator.coiterate(_slices(items, work)).addCallback(lambda _: None)
+
+
+def _once():
+    """A termination predicate ending each cooperator tick after one step (one slice)."""
+    done = [False]
+
+    def predicate():
+        if done[0]:
+            return True
+        done[0] = True
+        return False
+
+    return predicate
+
+
+async def read_rows(data: bytes, columns: tuple[str, ...], required: tuple[str, ...],
+                    clock) -> tuple[list, list[Problem]]:
+    """``parse_csv`` in slices (``HeaderError`` when the file cannot be read at all)."""
+    rows: list = []
+    problems: list[Problem] = []
+
+    def take(item):
+        (rows if len(item) == 2 else problems).append(item)
+
+    await cooperate(read_csv(data, columns, required), take, clock)
+    return rows, problems
+
+
+async def check_rows(rows: Iterable[tuple[int, Any]], clean_one: Callable[[Any], dict],
+                     key: Callable[[dict], Any], clock, *,
+                     duplicate: str) -> tuple[list[tuple[int, dict]], list[Problem]]:
+    """Check every row with ``clean_one``; report bad rows and rows repeating an earlier ``key``.
+
+    Returns ``(cleaned, problems)``: ``cleaned`` holds ``(line, row)`` of the good rows.
+    """
+    cleaned: list[tuple[int, dict]] = []
+    problems: list[Problem] = []
+    seen: dict[Any, int] = {}
+
+    def one(item):
+        line, data = item
+        try:
+            row = clean_one(data)
+        except ValidationError as e:
+            problems.append((line, e.field, e.reason))
+            return
+        k = key(row)
+        first = seen.setdefault(k, line)
+        if first != line:
+            problems.append((line, "prefix", f"{duplicate} as line {first}"))
+        else:
+            cleaned.append((line, row))
+
+    await cooperate(rows, one, clock)
+    return cleaned, problems
+
+
+def _copy_value(value: Any) -> str:
+    """One field in PostgreSQL's COPY text format (``\\N`` for NULL, backslash escapes)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return (value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+                .replace("\r", "\\r"))
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    return format(value, "f") if not isinstance(value, int) else str(value)
+
+
+async def copy_text(cleaned: list[tuple[int, dict]], columns: tuple[str, ...], clock) -> bytes:
+    """The COPY text of ``cleaned``: one line per row, its line number first, then ``columns``."""
+    out: list[str] = []
+
+    def one(item):
+        line, row = item
+        out.append("\t".join([str(line)] + [_copy_value(row.get(c)) for c in columns]))
+
+    await cooperate(cleaned, one, clock)
+    out.append("")
+    return "\n".join(out).encode("utf-8")

@@ -1,0 +1,132 @@
+"""Bulk imports into the catalog: COPY into a staging table, check and upsert set-based.
+
+Blocking (run in a thread): one connection, one transaction. The rows arrive already checked
+field by field (``cbserver.billing.imports``) as COPY text whose first column is the file's
+line number; what only the database knows (is the prefix in the destination register?) is
+checked here with one query over the whole staging table, and the rows are written with one
+``INSERT … ON CONFLICT DO UPDATE`` statement. If any line is bad nothing is written and the
+problems come back, with their line numbers, for the caller to report together with its own.
+The thread mostly waits on PostgreSQL (libpq releases the GIL), so the reactor keeps running.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import psycopg2
+from psycopg2 import sql
+
+from cbserver.billing.imports import RATE_STAGE
+from cbserver.billing.validation import NotFound
+from cbserver.db.catalog_store import translate
+
+#: Rate columns as staged and written (after the line number), in the COPY text's order.
+RATE_COLUMNS = RATE_STAGE
+_RATE_TYPES = ("text", "text", "integer", "integer", "numeric", "numeric", "integer", "integer",
+               "numeric", "numeric", "text", "timestamptz")
+DESTINATION_COLUMNS = ("prefix", "country", "description")
+
+# Two imports of one tariff wait for each other (the tariff row is locked), and destination
+# imports take an advisory lock of their own, so two files never interleave.
+_DESTINATIONS_LOCK = (0x63620046, 1)
+
+
+def _stage(cur, name: str, columns: Sequence[str], types: Sequence[str], data: bytes) -> None:
+    cur.execute(sql.SQL("CREATE TEMP TABLE {} (line integer NOT NULL, {}) ON COMMIT DROP").format(
+        sql.Identifier(name),
+        sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t))
+                           for c, t in zip(columns, types, strict=True))))
+    cur.copy_expert(sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(name)).as_string(cur),
+                    io.BytesIO(data), size=1 << 18)
+
+
+def _missing_destinations(cur, stage: str) -> list[tuple[int, str, str]]:
+    cur.execute(sql.SQL("SELECT s.line, s.prefix FROM {} s WHERE NOT EXISTS "
+                        "(SELECT 1 FROM destinations d WHERE d.prefix = s.prefix) "
+                        "ORDER BY s.line").format(sql.Identifier(stage)))
+    return [(line, "prefix", f"{prefix!r} is not in the destination register")
+            for line, prefix in cur.fetchall()]
+
+
+def _upsert(cur, table: str, stage: str, key: Sequence[str], columns: Sequence[str],
+            fixed: dict) -> tuple[int, int]:
+    """Insert the staged rows, or replace rows with the same ``key`` that differ; (created, updated)."""
+    names = list(fixed) + list(columns)
+    values = [sql.Placeholder()] * len(fixed) + [sql.Identifier(c) for c in columns]
+    changing = [c for c in columns if c not in key]
+    if changing:
+        action = sql.SQL("DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})").format(
+            sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in changing),
+            sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(table), sql.Identifier(c))
+                               for c in changing),
+            sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in changing))
+    else:
+        action = sql.SQL("DO NOTHING")
+    query = sql.SQL(
+        "WITH written AS (INSERT INTO {table} ({names}) SELECT {values} FROM {stage} "
+        "ON CONFLICT ({key}) {action} RETURNING (xmax = 0) AS created) "
+        "SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created) FROM written"
+    ).format(table=sql.Identifier(table), names=sql.SQL(", ").join(map(sql.Identifier, names)),
+             values=sql.SQL(", ").join(values), stage=sql.Identifier(stage),
+             key=sql.SQL(", ").join(map(sql.Identifier, list(fixed) + list(key))), action=action)
+    cur.execute(query, list(fixed.values()))
+    created, updated = cur.fetchone()
+    return int(created), int(updated)
+
+
+def _run(dsn: str, body):
+    conn = psycopg2.connect(dsn, connect_timeout=10)
+    try:
+        with conn, conn.cursor() as cur:
+            result = body(cur)
+            if isinstance(result, list):  # problems: roll back, write nothing
+                conn.rollback()
+            return result
+    except (psycopg2.IntegrityError, psycopg2.DataError) as e:
+        raise translate(e) from None
+    finally:
+        conn.close()
+
+
+def import_rates(dsn: str, tariff: int | str, data: bytes, count: int, write: bool = True):
+    """Blocking: stage and write ``count`` rates of COPY text ``data`` into ``tariff``.
+
+    Returns ``{"created", "updated", "unchanged"}``, or the list of (line, field, reason) the
+    database refuses (then nothing was written; nor when ``write`` is false, for a file the
+    caller already found bad lines in). ``NotFound`` when there is no such tariff.
+    """
+
+    def body(cur):
+        column = "id" if isinstance(tariff, int) else "name"
+        cur.execute(sql.SQL("SELECT id FROM tariffs WHERE {} = %s FOR UPDATE").format(
+            sql.Identifier(column)), [tariff])
+        row = cur.fetchone()
+        if row is None:
+            raise NotFound("tariff", tariff)
+        _stage(cur, "rate_import", RATE_COLUMNS, _RATE_TYPES, data)
+        problems = _missing_destinations(cur, "rate_import")
+        if problems or not write:
+            return problems
+        created, updated = _upsert(cur, "rates", "rate_import", ("prefix", "effective_from"),
+                                   RATE_COLUMNS, {"tariff_id": row[0]})
+        return {"created": created, "updated": updated, "unchanged": count - created - updated}
+
+    return _run(dsn, body)
+
+
+def import_destinations(dsn: str, columns: Sequence[str], data: bytes, count: int):
+    """Blocking: stage and write ``count`` destinations; ``columns`` are those the file gave.
+
+    A prefix already registered gets the given columns replaced; the others keep their value.
+    Returns ``{"created", "updated", "unchanged"}``.
+    """
+    given = [c for c in DESTINATION_COLUMNS if c == "prefix" or c in columns]
+
+    def body(cur):
+        cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", _DESTINATIONS_LOCK)
+        _stage(cur, "destination_import", given, ["text"] * len(given), data)
+        created, updated = _upsert(cur, "destinations", "destination_import", ("prefix",), given, {})
+        return {"created": created, "updated": updated, "unchanged": count - created - updated}
+
+    return _run(dsn, body)
