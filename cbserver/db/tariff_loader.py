@@ -1,24 +1,39 @@
-"""Tariffs from PostgreSQL into the rating core's values, with a small change-aware cache.
+"""Tariffs from PostgreSQL into the rating core's values, with a per-tariff change-aware cache.
 
 ``tariff_from_rows`` turns a ``tariffs`` row and its ``rates`` rows into a ``TariffRates``
 (pure, so the synchronous CLI and the asynchronous server share it). ``TariffCache`` keeps
 loaded tariffs in memory; at most every ``ttl`` seconds it reads the catalog change counter
-(``catalog_changes``, bumped by a trigger on every write to ``tariffs`` or ``rates``, see
-``sql/012_catalog_changes.sql``) and forgets everything when it moved. A rate change is
-therefore seen by every node within ``ttl`` seconds. Concurrent requests for a tariff that
-is not cached share one load.
+(``catalog_changes``), and when it moved, which tariffs changed since (``tariff_versions``,
+stamped by triggers on every write to ``tariffs`` or ``rates``, see
+``sql/046_tariff_versions.sql``): only those are dropped. A rate change is therefore seen by
+every node within ``ttl`` seconds and reloads that tariff alone.
+
+A load never holds the reactor for long: the rates are fetched a batch at a time from a
+server-side cursor (one query, so one consistent snapshot of the tariff) and turned into the
+rating core's values in slices of at most ``SLICE`` seconds (``cooperative_tariff``), so the
+media clock and SIP timers keep running while a 100,000-rate tariff loads. A request for a
+tariff being (re)loaded waits for that one shared load: once a node knows a tariff changed it
+never prices with the old version, and each price comes from one whole, immutable version.
 """
 
 from __future__ import annotations
 
 import json
+import time
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cbserver.billing.domain import LoadedTariff, TariffNotFound
-from cbserver.billing.model import OffPeakPeriod, OffPeakWindow, Rate, RateDefinitionError, TariffRates
+from cbserver.billing.model import (
+    OffPeakPeriod,
+    OffPeakWindow,
+    Rate,
+    RateDefinitionError,
+    RateIndexBuilder,
+    TariffRates,
+)
 from cbserver.billing.stores import ITariffSource
 
 _TARIFF_COLUMNS = "id, name, currency, offpeak_timezone, offpeak_periods, split_at_boundary"
@@ -80,19 +95,98 @@ def load_tariff(db, tariff_id: int):
     return tariff_from_rows(rows[0], rates)
 
 
+#: Rates fetched per round trip of a cooperative load.
+BATCH = 500
+#: Longest stretch of CPU work between two returns to the reactor (seconds).
+SLICE = 0.003
+
+CHANGED_SINCE = ("SELECT c.counter, v.tariff_id, v.version FROM catalog_changes c "
+                 "LEFT JOIN tariff_versions v ON v.version > %s WHERE c.id = 1")
+
+
+def _rate(row) -> Rate:
+    (rate_id, prefix, mode, f, n, p1, p2, of, on, op1, op2, formula, since) = row
+    return Rate(prefix, f, n, p1, p2, since, mode=mode, offpeak_first_interval=of,
+                offpeak_next_interval=on, offpeak_first_price=op1, offpeak_next_price=op2,
+                formula=formula, rate_id=rate_id)
+
+
+async def _yield(scheduler) -> None:
+    await task.deferLater(scheduler, 0, lambda: None)
+
+
+async def cooperative_tariff(db, tariff_id: int, scheduler, batch: int = BATCH) -> LoadedTariff:
+    """Load a tariff like ``load_tariff``, returning to ``scheduler`` (the reactor) often.
+
+    One transaction: the tariff row, then its rates through a cursor ``batch`` rows at a time;
+    each batch is turned into ``Rate`` values, and the prefix index built, in slices of at most
+    ``SLICE`` seconds. Holds one pooled connection for the load's duration.
+    """
+
+    async def run(cur):
+        await cur.execute(TARIFF_BY_ID, (tariff_id,))
+        rows = cur.fetchall()
+        if not rows:
+            raise TariffNotFound(f"no tariff id {tariff_id}")
+        builder = RateIndexBuilder()
+        await cur.execute(f"DECLARE tariff_rates NO SCROLL CURSOR FOR {RATES_OF_TARIFF}",
+                          (tariff_id,))
+        deadline = time.perf_counter() + SLICE
+        while True:
+            await cur.execute(f"FETCH {int(batch)} FROM tariff_rates")
+            fetched = cur.fetchall()
+            for row in fetched:
+                builder.add(_rate(row))
+                if time.perf_counter() >= deadline:
+                    await _yield(scheduler)
+                    deadline = time.perf_counter() + SLICE
+            if len(fetched) < batch:
+                break
+            await _yield(scheduler)
+            deadline = time.perf_counter() + SLICE
+        await cur.execute("CLOSE tariff_rates")
+        for _ in builder.steps():
+            if time.perf_counter() >= deadline:
+                await _yield(scheduler)
+                deadline = time.perf_counter() + SLICE
+        return _assemble(rows[0], builder)
+
+    return await db.runInteraction(lambda cur: defer.ensureDeferred(run(cur)))
+
+
+def _assemble(tariff_row, builder: RateIndexBuilder) -> LoadedTariff:
+    tariff_id, name, currency, tz, periods, split = tariff_row
+    offpeak = None
+    if tz is not None:
+        if isinstance(periods, str):
+            periods = json.loads(periods)
+        offpeak = OffPeakPeriod(tz, tuple(_window(p) for p in periods or ()))
+    return LoadedTariff(tariff_id, TariffRates.assemble(builder, currency.strip(), offpeak,
+                                                        bool(split), name))
+
+
 @implementer(ITariffSource)
 class TariffCache:
-    """Loaded tariffs kept in memory, dropped when the catalog change counter moves."""
+    """Loaded tariffs kept in memory; a tariff is dropped when a change to it is seen.
 
-    def __init__(self, db, clock, ttl: float = 2.0):
+    ``clock`` measures the ``ttl``; ``scheduler`` (the reactor, by default the global one) is
+    where loads return between slices. ``loaded`` lists the tariff ids loaded, in order.
+    """
+
+    def __init__(self, db, clock, ttl: float = 2.0, scheduler=None):
         self.db = db
         self.clock = clock
         self.ttl = ttl
-        self._tariffs: dict[int, LoadedTariff] = {}
+        if scheduler is None:
+            from twisted.internet import reactor as scheduler  # noqa: PLC0415
+        self.scheduler = scheduler
+        # tariff id -> (tariff, the counter read before its load began)
+        self._tariffs: dict[int, tuple[LoadedTariff, int]] = {}
         self._loading: dict[int, list[defer.Deferred]] = {}
-        self._counter = None
+        self._counter: int | None = None
         self._checked_at: float | None = None
         self.loads = 0
+        self.loaded: list[int] = []
 
     def invalidate(self) -> None:
         """Forget every cached tariff."""
@@ -101,14 +195,22 @@ class TariffCache:
 
     @defer.inlineCallbacks
     def _check_counter(self):
-        """Re-read the change counter if ``ttl`` has passed; clear the cache when it moved."""
+        """Every ``ttl``: drop the cached tariffs changed since they were loaded."""
         now = self.clock.seconds()
         if self._checked_at is not None and now - self._checked_at < self.ttl:
             return
-        rows = yield self.db.runQuery(CHANGE_COUNTER)
-        counter = rows[0][0] if rows else None
-        if counter != self._counter:
-            self._tariffs.clear()
+        if self._counter is None:
+            rows = yield self.db.runQuery(CHANGE_COUNTER)
+            self._counter = rows[0][0] if rows else 0
+            self._checked_at = now
+            return
+        oldest = min((tag for _, tag in self._tariffs.values()), default=self._counter)
+        rows = yield self.db.runQuery(CHANGED_SINCE, (min(oldest, self._counter),))
+        for counter, tariff_id, version in rows:
+            entry = self._tariffs.get(tariff_id)
+            # Dropped only if stamped after its load began (an older stamp is already in it).
+            if entry is not None and version > entry[1]:
+                del self._tariffs[tariff_id]
             self._counter = counter
         self._checked_at = now
 
@@ -116,9 +218,9 @@ class TariffCache:
     def get(self, tariff_id: int):
         """Fire with the ``LoadedTariff`` for ``tariff_id`` (``TariffNotFound`` if absent)."""
         yield self._check_counter()
-        tariff = self._tariffs.get(tariff_id)
-        if tariff is not None:
-            return tariff
+        entry = self._tariffs.get(tariff_id)
+        if entry is not None:
+            return entry[0]
         waiters = self._loading.get(tariff_id)
         if waiters is not None:  # already being loaded: share that load
             d = defer.Deferred()
@@ -126,8 +228,9 @@ class TariffCache:
             tariff = yield d
             return tariff
         self._loading[tariff_id] = waiters = []
+        tag = self._counter if self._counter is not None else 0
         try:
-            tariff = yield load_tariff(self.db, tariff_id)
+            tariff = yield defer.ensureDeferred(cooperative_tariff(self.db, tariff_id, self.scheduler))
         except Exception:  # noqa: BLE001 - handed to every waiter, then re-raised
             failure = Failure()
             del self._loading[tariff_id]
@@ -136,7 +239,8 @@ class TariffCache:
             failure.raiseException()
         del self._loading[tariff_id]
         self.loads += 1
-        self._tariffs[tariff_id] = tariff
+        self.loaded.append(tariff_id)
+        self._tariffs[tariff_id] = (tariff, tag)
         for d in waiters:
             d.callback(tariff)
         return tariff
