@@ -17,48 +17,42 @@ CREATE TABLE tariff_versions (
 
 CREATE INDEX tariff_versions_version ON tariff_versions (version);
 
-CREATE FUNCTION catalog_changes_stamp(ids integer[]) RETURNS void LANGUAGE plpgsql AS $$
+-- One trigger function for both tables; the transition tables it reads are those its trigger
+-- declares (PL/pgSQL plans each query on first use, so the others are never touched).
+CREATE FUNCTION catalog_stamp_tariffs() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
+    ids   integer[];
     stamp bigint;
 BEGIN
-    IF ids IS NULL OR cardinality(ids) = 0 THEN
-        RETURN;  -- the statement touched no row: nothing for the nodes to reload
+    IF TG_TABLE_NAME = 'rates' THEN
+        IF TG_OP = 'INSERT' THEN
+            ids := ARRAY(SELECT DISTINCT tariff_id FROM new_rows);
+        ELSIF TG_OP = 'UPDATE' THEN
+            ids := ARRAY(SELECT tariff_id FROM new_rows UNION SELECT tariff_id FROM old_rows);
+        ELSIF TG_OP = 'DELETE' THEN
+            ids := ARRAY(SELECT DISTINCT tariff_id FROM old_rows);
+        ELSE  -- TRUNCATE: every tariff lost its rates
+            ids := ARRAY(SELECT id FROM tariffs);
+        END IF;
+    ELSE
+        IF TG_OP = 'INSERT' THEN
+            ids := ARRAY(SELECT id FROM new_rows);
+        ELSIF TG_OP = 'UPDATE' THEN
+            ids := ARRAY(SELECT id FROM new_rows UNION SELECT id FROM old_rows);
+        ELSIF TG_OP = 'DELETE' THEN
+            ids := ARRAY(SELECT id FROM old_rows);
+        ELSE
+            ids := ARRAY(SELECT tariff_id FROM tariff_versions);
+        END IF;
+    END IF;
+    IF cardinality(ids) = 0 THEN
+        RETURN NULL;  -- the statement touched no row: nothing for the nodes to reload
     END IF;
     UPDATE catalog_changes SET counter = counter + 1, changed_at = now() WHERE id = 1
         RETURNING counter INTO stamp;
     INSERT INTO tariff_versions (tariff_id, version)
         SELECT DISTINCT t, stamp FROM unnest(ids) AS t
         ON CONFLICT (tariff_id) DO UPDATE SET version = EXCLUDED.version;
-END $$;
-
--- One function for the rate triggers below; the transition tables it reads are those its
--- trigger declares (PL/pgSQL plans each query on first use, so the others are never touched).
-CREATE FUNCTION rates_stamp_tariffs() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        PERFORM catalog_changes_stamp(ARRAY(SELECT DISTINCT tariff_id FROM new_rows));
-    ELSIF TG_OP = 'UPDATE' THEN
-        PERFORM catalog_changes_stamp(ARRAY(SELECT tariff_id FROM new_rows
-                                            UNION SELECT tariff_id FROM old_rows));
-    ELSIF TG_OP = 'DELETE' THEN
-        PERFORM catalog_changes_stamp(ARRAY(SELECT DISTINCT tariff_id FROM old_rows));
-    ELSE  -- TRUNCATE: every tariff lost its rates
-        PERFORM catalog_changes_stamp(ARRAY(SELECT id FROM tariffs));
-    END IF;
-    RETURN NULL;
-END $$;
-
-CREATE FUNCTION tariffs_stamp() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        PERFORM catalog_changes_stamp(ARRAY(SELECT id FROM new_rows));
-    ELSIF TG_OP = 'UPDATE' THEN
-        PERFORM catalog_changes_stamp(ARRAY(SELECT id FROM new_rows UNION SELECT id FROM old_rows));
-    ELSIF TG_OP = 'DELETE' THEN
-        PERFORM catalog_changes_stamp(ARRAY(SELECT id FROM old_rows));
-    ELSE
-        PERFORM catalog_changes_stamp(ARRAY(SELECT tariff_id FROM tariff_versions));
-    END IF;
     RETURN NULL;
 END $$;
 
@@ -66,24 +60,24 @@ DROP TRIGGER rates_changed ON rates;
 DROP TRIGGER tariffs_changed ON tariffs;
 
 CREATE TRIGGER rates_stamp_insert AFTER INSERT ON rates REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION rates_stamp_tariffs();
+    FOR EACH STATEMENT EXECUTE FUNCTION catalog_stamp_tariffs();
 CREATE TRIGGER rates_stamp_update AFTER UPDATE ON rates
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION rates_stamp_tariffs();
+    FOR EACH STATEMENT EXECUTE FUNCTION catalog_stamp_tariffs();
 CREATE TRIGGER rates_stamp_delete AFTER DELETE ON rates REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION rates_stamp_tariffs();
+    FOR EACH STATEMENT EXECUTE FUNCTION catalog_stamp_tariffs();
 CREATE TRIGGER rates_stamp_truncate AFTER TRUNCATE ON rates
-    FOR EACH STATEMENT EXECUTE FUNCTION rates_stamp_tariffs();
+    FOR EACH STATEMENT EXECUTE FUNCTION catalog_stamp_tariffs();
 
 CREATE TRIGGER tariffs_stamp_insert AFTER INSERT ON tariffs REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION tariffs_stamp();
+    FOR EACH STATEMENT EXECUTE FUNCTION catalog_stamp_tariffs();
 CREATE TRIGGER tariffs_stamp_update AFTER UPDATE ON tariffs
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION tariffs_stamp();
+    FOR EACH STATEMENT EXECUTE FUNCTION catalog_stamp_tariffs();
 CREATE TRIGGER tariffs_stamp_delete AFTER DELETE ON tariffs REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION tariffs_stamp();
+    FOR EACH STATEMENT EXECUTE FUNCTION catalog_stamp_tariffs();
 CREATE TRIGGER tariffs_stamp_truncate AFTER TRUNCATE ON tariffs
-    FOR EACH STATEMENT EXECUTE FUNCTION tariffs_stamp();
+    FOR EACH STATEMENT EXECUTE FUNCTION catalog_stamp_tariffs();
 
 -- Every existing tariff starts at the current counter (nothing to reload because of this).
 INSERT INTO tariff_versions (tariff_id, version)
