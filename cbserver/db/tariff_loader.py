@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from cbserver.billing.domain import LoadedTariff, TariffNotFound
 from cbserver.billing.model import (
+    WILDCARD,
     OffPeakPeriod,
     OffPeakWindow,
     Rate,
@@ -34,6 +35,7 @@ from cbserver.billing.model import (
     RateIndexBuilder,
     TariffRates,
 )
+from cbserver.billing.numbers import normalise_number
 from cbserver.billing.stores import ITariffSource
 
 _TARIFF_COLUMNS = "id, name, currency, offpeak_timezone, offpeak_periods, split_at_boundary"
@@ -43,6 +45,8 @@ RATES_OF_TARIFF = (
     "SELECT id, prefix, rating_mode, first_interval, next_interval, first_price, next_price, "
     "offpeak_first_interval, offpeak_next_interval, offpeak_first_price, offpeak_next_price, "
     "formula, effective_from FROM rates WHERE tariff_id = %s ORDER BY prefix, effective_from, id")
+RATES_FOR_PREFIXES = RATES_OF_TARIFF.replace(
+    "WHERE tariff_id = %s", "WHERE tariff_id = %s AND prefix = ANY(%s)")
 CHANGE_COUNTER = "SELECT counter FROM catalog_changes WHERE id = 1"
 
 
@@ -72,8 +76,20 @@ def tariff_from_rows(tariff_row, rate_rows) -> LoadedTariff:
                                                name=name))
 
 
-def load_tariff_sync(cursor, *, tariff_id: int | None = None, name: str | None = None) -> LoadedTariff:
-    """Load a tariff by id or name through a psycopg2 cursor (the CLI's path)."""
+def candidate_prefixes(number: str) -> list[str]:
+    """Every prefix a rate for ``number`` could have: each leading part of its digits, and ``|``."""
+    digits = normalise_number(number)
+    return [digits[:n] for n in range(1, min(len(digits), 20) + 1)] + [WILDCARD]
+
+
+def load_tariff_sync(cursor, *, tariff_id: int | None = None, name: str | None = None,
+                     number: str | None = None) -> LoadedTariff:
+    """Load a tariff by id or name through a psycopg2 cursor (the CLI's path).
+
+    With ``number``, only the rates that could match it are loaded (its prefixes and the
+    wildcard, through the (tariff_id, prefix) index): the same quote for that number, at a
+    cost that does not grow with the size of the tariff.
+    """
     if name is not None:
         cursor.execute(TARIFF_BY_NAME, (name,))
     else:
@@ -81,7 +97,10 @@ def load_tariff_sync(cursor, *, tariff_id: int | None = None, name: str | None =
     row = cursor.fetchone()
     if row is None:
         raise TariffNotFound(f"no tariff {name!r}" if name is not None else f"no tariff id {tariff_id}")
-    cursor.execute(RATES_OF_TARIFF, (row[0],))
+    if number is None:
+        cursor.execute(RATES_OF_TARIFF, (row[0],))
+    else:
+        cursor.execute(RATES_FOR_PREFIXES, (row[0], candidate_prefixes(number)))
     return tariff_from_rows(row, cursor.fetchall())
 
 
