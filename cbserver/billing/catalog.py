@@ -288,9 +288,9 @@ class Catalog:
 
     # -- rates ----------------------------------------------------------------------------
 
-    def _rate_row(self, data: Mapping) -> dict:
+    def _rate_row(self, data: Mapping, when: dt.datetime | None = None) -> dict:
         row = v.clean(RATE, data)
-        row.setdefault("effective_from", now(self.clock))
+        row.setdefault("effective_from", when or now(self.clock))
         check_rate(row)
         return row
 
@@ -361,15 +361,23 @@ class Catalog:
         written by the store with COPY and one set-based upsert (``billing.imports``); every
         way of importing rates (CLI, admin API, CSV or JSON) comes through this method.
         """
-        cleaned, bad = await imports.check_rows(
-            rows, self._rate_row, lambda r: (r["prefix"], r["effective_from"]), self.clock,
-            duplicate="same prefix and effective_from")
+        when = now(self.clock)
+
+        def convert(data):
+            fast = imports.fast_rate(data, when) if isinstance(data, dict) else None
+            if fast is not None:
+                return fast
+            row = self._rate_row(data, when)
+            return ((row["prefix"], row["effective_from"]),
+                    imports.copy_fields(row, imports.RATE_STAGE))
+
+        lines, bad = await imports.check_rows(rows, convert, self.clock,
+                                              duplicate="same prefix and effective_from")
         problems = list(problems) + bad
         if isinstance(tariff, str) and tariff.isdigit():
             tariff = int(tariff)
-        data = await imports.copy_text(cleaned, imports.RATE_STAGE, self.clock)
-        result = await self._in_thread(self.store.import_rates, tariff, data, len(cleaned),
-                                       not problems)
+        result = await self._in_thread(self.store.import_rates, tariff, imports.copy_text(lines),
+                                       len(lines), not problems)
         if isinstance(result, list):
             problems += result
         if problems:
@@ -400,15 +408,18 @@ class Catalog:
         replaced and keeps the others. Bad rows are reported as ``import_rates`` does.
         """
         fields = {k: f for k, f in DESTINATION.items() if k in columns}
-        cleaned, bad = await imports.check_rows(
-            rows, lambda d: v.clean(fields, d), lambda r: r["prefix"], self.clock,
-            duplicate="same prefix")
+        given = tuple(c for c in imports.DESTINATION_COLUMNS if c in fields)
+
+        def convert(data):
+            row = v.clean(fields, data)
+            return row["prefix"], imports.copy_fields(row, given)
+
+        lines, bad = await imports.check_rows(rows, convert, self.clock, duplicate="same prefix")
         problems = list(problems) + bad
         if problems:
             raise RowErrors(sorted(problems))
-        given = tuple(c for c in imports.DESTINATION_COLUMNS if c in fields)
-        data = await imports.copy_text(cleaned, given, self.clock)
-        return await self._in_thread(self.store.import_destinations, given, data, len(cleaned))
+        return await self._in_thread(self.store.import_destinations, given,
+                                     imports.copy_text(lines), len(lines))
 
     async def import_destinations_csv(self, data: bytes) -> dict:
         """``import_destinations`` from the bytes of a CSV (prefix, country, description)."""
