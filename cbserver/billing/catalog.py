@@ -238,9 +238,20 @@ class Catalog:
         return await self.store.transaction(run)
 
     async def delete_destination(self, prefix: str) -> None:
-        """Remove a destination no rate uses (ConflictError otherwise)."""
-        if not await self.store.transaction(lambda tx: tx.delete("destinations", prefix)):
-            raise NotFound("destination", prefix)
+        """Remove a destination no rate uses (ConflictError naming the tariffs otherwise)."""
+
+        async def run(tx):
+            current = await tx.get("destinations", prefix, lock=True)
+            if current is None:
+                raise NotFound("destination", prefix)
+            users = await tx.destination_users(prefix)
+            if users:
+                raise ConflictError(f"destination {prefix!r} is used by " + ", ".join(
+                    f"tariff {u['tariff']!r} ({u['rates']} rate{'s' if u['rates'] != 1 else ''})"
+                    for u in users), "prefix")
+            await tx.delete("destinations", prefix)
+
+        await self.store.transaction(run)
 
     # -- tariffs --------------------------------------------------------------------------
 
@@ -282,6 +293,12 @@ class Catalog:
 
         async def run(tx):
             current = await lookup(tx, "tariffs", key, kind="tariff", lock=True)
+            users = await tx.tariff_users(current["id"])
+            if users:
+                raise ConflictError(f"tariff {current['name']!r} is used by " + ", ".join(
+                    f"product {u['product']!r}'s rating list entry "
+                    f"{u['access_code'] or '(any access code)'}/{u['node']}" for u in users),
+                    "tariff")
             await tx.delete("tariffs", current["id"])
 
         await self.store.transaction(run)

@@ -82,6 +82,12 @@ class ICatalogTransaction(Interface):
     def find_rate(tariff_id, prefix, effective_from):
         """The rate of a tariff with that prefix and start, or None."""
 
+    def tariff_users(tariff_id):
+        """The rating list entries naming a tariff (product, service, node, access_code)."""
+
+    def destination_users(prefix):
+        """The tariffs with rates for a prefix (tariff, rates: how many versions)."""
+
     def missing_prefixes(prefixes):
         """The ``prefixes`` that are not destinations."""
 

@@ -112,6 +112,14 @@ class CatalogTransaction:
         """See ``ICatalogTransaction``."""
         return catalog_store.find_rate(self.cur, tariff_id, prefix, effective_from)
 
+    def tariff_users(self, tariff_id):
+        """See ``ICatalogTransaction``."""
+        return catalog_store.tariff_users(self.cur, tariff_id)
+
+    def destination_users(self, prefix):
+        """See ``ICatalogTransaction``."""
+        return catalog_store.destination_users(self.cur, prefix)
+
     def missing_prefixes(self, prefixes):
         """See ``ICatalogTransaction``."""
         return catalog_store.missing_prefixes(self.cur, prefixes)
