@@ -221,6 +221,13 @@ def worker(dsn: str, streams: int, sink_port: int) -> None:
     from cbserver.db.tariff_loader import TariffCache, load_tariff  # noqa: PLC0415
     from cbserver.media.clock import MediaClock  # noqa: PLC0415
 
+    if not os.environ.get("BENCH_DEFAULT_GC"):
+        from cbserver.tap import GC_THRESHOLDS  # noqa: PLC0415
+
+        gc.freeze()  # the server's collector settings once it is ready (tap.py)
+        gc.set_threshold(*GC_THRESHOLDS)
+    freeze = not os.environ.get("BENCH_NO_FREEZE")
+    out_gc = {"gc_server_settings": not os.environ.get("BENCH_DEFAULT_GC"), "freeze_tariffs": freeze}
     media = MediaClock(reactor)
     lateness: list[float] = []
     gc_pauses: list[float] = []
@@ -234,7 +241,7 @@ def worker(dsn: str, streams: int, sink_port: int) -> None:
 
     gc.callbacks.append(gc_timer)
     sessions, play = open_streams(reactor, media, streams, sink_port, lateness.append)
-    out: dict = {"streams": streams}
+    out: dict = {"streams": streams, **out_gc}
 
     async def window(name: str, work) -> None:
         await task.deferLater(reactor, 0.5, lambda: None)  # settle after the previous step
@@ -261,7 +268,7 @@ def worker(dsn: str, streams: int, sink_port: int) -> None:
         await task.deferLater(reactor, 1.0, lambda: None)
         await window("idle", lambda: task.deferLater(reactor, 3.0, lambda: None))
         await window("old_load", lambda: load_tariff(db, ids["Deck100k"]))
-        cache = TariffCache(db, reactor, ttl=0.5)
+        cache = TariffCache(db, reactor, ttl=0.5, freeze=freeze)
         await window("new_load", lambda: cache.get(ids["Deck100k"]))
         for name in ("Deck100", "Other"):
             await cache.get(ids[name])
@@ -276,7 +283,7 @@ def worker(dsn: str, streams: int, sink_port: int) -> None:
 
         await window("reload_after_change", after_change)
         names = {v: k for k, v in ids.items()}
-        out["reloaded_after_one_rate_change"] = [names[i] for i in cache.loaded[before:]]
+        out["reloaded_after_one_rate_change"] = [names[i] for i in list(cache.loaded)[before:]]
         data = rates_csv(_prefixes(dsn), price="0.1{i}")
         await window("reimport_100k", lambda: catalog.import_rates_csv("Deck100k", data))
         before = len(cache.loaded)
@@ -287,7 +294,7 @@ def worker(dsn: str, streams: int, sink_port: int) -> None:
                 await cache.get(tariff_id)
 
         await window("reload_after_import", after_import)
-        out["reloaded_after_import"] = [names[i] for i in cache.loaded[before:]]
+        out["reloaded_after_import"] = [names[i] for i in list(cache.loaded)[before:]]
         out["ticks_skipped"] = media.ticks_skipped
         media.stop()
         for s in sessions:
@@ -382,7 +389,9 @@ def report(f: dict) -> None:
     print(f"  rates                             {f['old_rates_rows_s']:>12,.0f}   "
           f"{f['rates_rows_s']:>10,.0f}  ({f['rates_s']:.2f} s; again, all unchanged: "
           f"{f['rates_again_rows_s']:,.0f}/s)")
-    print(f"\nmedia clock lateness with {f['streams']} prompt streams (max / p99 ms, duration s, "
+    print(f"\ncollector: server settings {f['gc_server_settings']}, loaded tariffs frozen "
+          f"{f['freeze_tariffs']}")
+    print(f"media clock lateness with {f['streams']} prompt streams (max / p99 ms, duration s, "
           "longest GC pause ms)")
     for name, what in (("idle", "idle (no reload)"), ("old_load", "old loader, 100k tariff"),
                        ("new_load", "new cooperative load, 100k"),

@@ -251,7 +251,7 @@ class CallbackServer(service.MultiService):
         # Finished legs: group-committed to PostgreSQL, spooled to disk while it is away.
         self.xdr = XdrWriter(PostgresXdrStore(self.db), reactor, Spool(state / "spool" / "xdr.spool"))
         self.xdr.setServiceParent(self)
-        self.tariffs = TariffCache(self.db, reactor)
+        self.tariffs = TariffCache(self.db, reactor, freeze=True)  # no cycles: see GC_THRESHOLDS
         self.authorizers = {
             app.name: Authorizer(PostgresAuthorizationStore(self.db),
                                  self.tariffs, reactor, node=cfg.server.node,

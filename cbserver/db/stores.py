@@ -283,8 +283,10 @@ class PostgresReadinessStore:
         return self.db.runQuery(_OFFPEAK_ORPHANS)
 
     def load_tariff(self, tariff_id):
-        """See ``IReadinessStore``."""
-        return tariff_loader.load_tariff(self.db, tariff_id)
+        """See ``IReadinessStore`` (loaded in slices: the check runs inside the server)."""
+        from twisted.internet import reactor  # noqa: PLC0415
+
+        return defer.ensureDeferred(tariff_loader.cooperative_tariff(self.db, tariff_id, reactor))
 
 
 def _xdr_failure(failure):

@@ -25,16 +25,16 @@ async def test_a_rate_change_reloads_its_tariff_only(db, cat_dsn):
     clock.advance(2.0)
     again = await _warm(cache, 1, 2, 3)
     assert again[1] is not first[1] and again[2] is first[2] and again[3] is first[3]
-    assert cache.loaded == [1, 2, 3, 1]
+    assert list(cache.loaded) == [1, 2, 3, 1]
     query(cat_dsn, "INSERT INTO destinations (prefix, country) VALUES ('3399', 'Testland')")
     query(cat_dsn, "UPDATE destinations SET description = 'changed' WHERE prefix = '44'")
     clock.advance(2.0)
     await _warm(cache, 1, 2, 3)
-    assert cache.loaded == [1, 2, 3, 1]  # destinations are not part of a loaded tariff
+    assert list(cache.loaded) == [1, 2, 3, 1]  # destinations are not part of a loaded tariff
     query(cat_dsn, "UPDATE tariffs SET name = 'Nightly' WHERE id = 3")
     clock.advance(2.0)
     third = await _warm(cache, 1, 2, 3)
-    assert cache.loaded == [1, 2, 3, 1, 3] and third[3].name == "Nightly"
+    assert list(cache.loaded) == [1, 2, 3, 1, 3] and third[3].name == "Nightly"
 
 
 @pytest_twisted.ensureDeferred
