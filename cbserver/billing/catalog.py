@@ -428,6 +428,9 @@ class Catalog:
         given = tuple(c for c in imports.DESTINATION_COLUMNS if c in fields)
 
         def convert(data):
+            fast = imports.fast_destination(data, given) if isinstance(data, dict) else None
+            if fast is not None:
+                return fast
             row = v.clean(fields, data)
             return row["prefix"], imports.copy_fields(row, given)
 

@@ -69,3 +69,25 @@ def test_fast_path_agrees_with_the_full_checks(row):
 
 def test_most_plain_rows_take_the_fast_path():
     assert sum(fast_rate(r, WHEN) is not None for r in ROWS[:7]) == 7
+
+
+DESTS = [{"prefix": "55", "country": "Brazil", "description": "São Paulo"}, {"prefix": "|"},
+         {"prefix": "55", "country": ""}, {"prefix": "55", "country": "x" * 101},
+         {"prefix": "55", "description": "a\\tb"}, {"prefix": "5a"}, {"prefix": "55", "country": " UK"},
+         {"prefix": "55", "other": "x"}, {"country": "UK"}, {"prefix": 55}]
+
+
+@pytest.mark.parametrize("row", DESTS)
+def test_destination_fast_path_agrees_with_the_full_checks(row):
+    from cbserver.billing import validation as v
+    from cbserver.billing.catalog import DESTINATION
+    from cbserver.billing.imports import DESTINATION_COLUMNS, copy_fields, fast_destination
+
+    fast = fast_destination(row, DESTINATION_COLUMNS)
+    try:
+        full = v.clean(DESTINATION, row)
+    except ValidationError:
+        assert fast is None
+        return
+    if fast is not None:
+        assert fast == (full["prefix"], copy_fields(full, DESTINATION_COLUMNS))
