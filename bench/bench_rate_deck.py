@@ -240,6 +240,28 @@ def worker(dsn: str, streams: int, sink_port: int) -> None:
             gc_pauses.append(time.perf_counter() - gc_began.pop())
 
     gc.callbacks.append(gc_timer)
+
+    # The longest stretch of CPU the reactor thread spent in one step (timers, or the I/O
+    # callbacks of one poll), in thread CPU time: what the code holds the reactor for, apart
+    # from the time the process waits for a core on a shared machine (runq_wait below).
+    steps: list[float] = [0.0]
+
+    def timed(method):
+        def run(*args):
+            began = time.thread_time()
+            try:
+                return method(*args)
+            finally:
+                steps[0] = max(steps[0], time.thread_time() - began)
+
+        return run
+
+    reactor.runUntilCurrent = timed(reactor.runUntilCurrent)
+    reactor.doIteration = timed(reactor.doIteration)
+
+    def runq() -> float:  # seconds this process's threads waited for a CPU
+        return sum(int((t / "schedstat").read_text().split()[1]) / 1e9
+                   for t in Path("/proc/self/task").iterdir())
     sessions, play = open_streams(reactor, media, streams, sink_port, lateness.append)
     out: dict = {"streams": streams, **out_gc}
 
@@ -247,10 +269,14 @@ def worker(dsn: str, streams: int, sink_port: int) -> None:
         await task.deferLater(reactor, 0.5, lambda: None)  # settle after the previous step
         lateness.clear()
         gc_pauses.clear()
+        steps[0] = 0.0
+        waited = runq()
         began = time.perf_counter()
         result = await work()
         out[f"{name}_s"] = round(time.perf_counter() - began, 3)
         await task.deferLater(reactor, 0.1, lambda: None)  # the ticks right after it count too
+        out[f"{name}_step_cpu_ms"] = round(steps[0] * 1000, 2)
+        out[f"{name}_runq_pct"] = round(100 * (runq() - waited) / (time.perf_counter() - began), 1)
         out[f"{name}_max_late_ms"] = round(max(lateness) * 1000, 2) if lateness else None
         out[f"{name}_p99_late_ms"] = round(pct(lateness, 0.99), 2)
         out[f"{name}_gc_max_ms"] = round(max(gc_pauses, default=0) * 1000, 2)
@@ -391,8 +417,8 @@ def report(f: dict) -> None:
           f"{f['rates_again_rows_s']:,.0f}/s)")
     print(f"\ncollector: server settings {f['gc_server_settings']}, loaded tariffs frozen "
           f"{f['freeze_tariffs']}")
-    print(f"media clock lateness with {f['streams']} prompt streams (max / p99 ms, duration s, "
-          "longest GC pause ms)")
+    print(f"media clock lateness with {f['streams']} prompt streams: max / p99 ms; duration s; "
+          "longest GC pause ms;\n  longest reactor step in CPU ms; % of the time waiting for a core")
     for name, what in (("idle", "idle (no reload)"), ("old_load", "old loader, 100k tariff"),
                        ("new_load", "new cooperative load, 100k"),
                        ("one_rate_change", "one-rate change applied"),
@@ -400,7 +426,8 @@ def report(f: dict) -> None:
                        ("reimport_100k", "100k re-import, in-process"),
                        ("reload_after_import", "reloads after the re-import")):
         print(f"  {what:<32} {f[name + '_max_late_ms']:>8} / {f[name + '_p99_late_ms']:<8} "
-              f"{f[name + '_s']:>7} {f[name + '_gc_max_ms']:>7}")
+              f"{f[name + '_s']:>7} {f[name + '_gc_max_ms']:>7} {f[name + '_step_cpu_ms']:>7} "
+              f"{f[name + '_runq_pct']:>6}")
     print(f"  tariffs reloaded after a one-rate change: {f['reloaded_after_one_rate_change']}")
     print(f"  tariffs reloaded after the re-import:     {f['reloaded_after_import']}")
     print(f"  media clock ticks skipped: {f['ticks_skipped']}")

@@ -379,8 +379,7 @@ def _set_index(tariff: TariffRates, builder: RateIndexBuilder) -> None:
         raise RateDefinitionError("rates", "the index is not finished (run every builder step)")
     object.__setattr__(tariff, "rates", tuple(builder.rates))
     object.__setattr__(tariff, "index", index)
-    lengths = sorted({len(p) for p in index if p != WILDCARD}, reverse=True)
-    object.__setattr__(tariff, "prefix_lengths", tuple(lengths))
+    object.__setattr__(tariff, "prefix_lengths", tuple(sorted(builder.lengths, reverse=True)))
 
 
 class RateIndexBuilder:
@@ -394,6 +393,7 @@ class RateIndexBuilder:
     def __init__(self) -> None:
         self.rates: list[Rate] = []
         self.index: dict[str, RateVersions] = {}
+        self.lengths: set[int] = set()  # of the indexed prefixes, the wildcard left out
         self._grouped: dict[str, list[tuple[dt.datetime, int, Rate]]] = {}
 
     @property
@@ -425,6 +425,8 @@ class RateIndexBuilder:
                 raise RateDefinitionError("rates", f"prefix {prefix!r} added after it was indexed")
             self.index[prefix] = RateVersions(tuple(e[0] for e in entries),
                                               tuple(e[2] for e in entries))
+            if prefix != WILDCARD:
+                self.lengths.add(len(prefix))
             yield
 
 
