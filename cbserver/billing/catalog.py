@@ -9,6 +9,7 @@ names the field. Each write runs in one transaction (``ICatalogStore.transaction
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -403,18 +404,20 @@ class Catalog:
 
     async def import_rates_csv(self, tariff: int | str, data: bytes) -> dict:
         """``import_rates`` from the bytes of a rates CSV (see ``imports.RATE_COLUMNS``)."""
-        rows, problems = await self._read_csv(data, imports.RATE_COLUMNS, imports.RATE_REQUIRED,
-                                              "rates")
+        problems: list = []
+        rows = self._csv_rows(data, imports.RATE_COLUMNS, imports.RATE_REQUIRED, "rates", problems)
         return await self.import_rates(tariff, rows, problems)
 
-    async def _read_csv(self, data: bytes, columns, required, what: str) -> tuple[list, list]:
+    def _csv_rows(self, data: bytes, columns, required, what: str, problems: list):
+        """The rows of a CSV, read as they are checked; header problems at once (RowErrors)."""
         try:
-            rows, problems = await imports.read_rows(data, columns, required, self.clock)
+            items = imports.open_csv(data, columns, required)
         except imports.HeaderError as e:
             raise RowErrors(e.problems) from None
-        if not rows and not problems:
+        first = next(items, None)
+        if first is None:
             raise ValidationError("file", f"the file holds no {what}")
-        return rows, problems
+        return imports.split_rows(itertools.chain([first], items), problems)
 
     async def import_destinations(self, rows: Sequence[tuple[int, Mapping]],
                                   problems: Sequence[tuple[int, str, str]] = (),
@@ -443,8 +446,9 @@ class Catalog:
 
     async def import_destinations_csv(self, data: bytes) -> dict:
         """``import_destinations`` from the bytes of a CSV (prefix, country, description)."""
-        rows, problems = await self._read_csv(data, imports.DESTINATION_COLUMNS,
-                                              imports.DESTINATION_REQUIRED, "destinations")
+        problems: list = []
+        rows = self._csv_rows(data, imports.DESTINATION_COLUMNS, imports.DESTINATION_REQUIRED,
+                              "destinations", problems)
         return await self.import_destinations(rows, problems, imports.header_of(data))
 
     async def export_rates(self, tariff: int | str) -> tuple[dict, list[dict]]:

@@ -57,9 +57,15 @@ class HeaderError(ValueError):
 def read_csv(data: bytes, columns: tuple[str, ...], required: tuple[str, ...]) -> Iterator:
     """Yield ``(line, fields)`` for each row and ``(line, field, reason)`` for each unreadable one.
 
-    Raises ``HeaderError`` at once when the file is not UTF-8 or its header names unknown,
-    missing or repeated columns. Blank rows are skipped; empty cells are left out of ``fields``.
+    Raises ``HeaderError`` (on the first ``next``) when the file is not UTF-8 or its header
+    names unknown, missing or repeated columns. Blank rows are skipped; empty cells are left
+    out of ``fields``.
     """
+    yield from open_csv(data, columns, required)
+
+
+def open_csv(data: bytes, columns: tuple[str, ...], required: tuple[str, ...]) -> Iterator:
+    """``read_csv``, but the header is checked now (``HeaderError``), the rows read lazily."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -84,6 +90,10 @@ def read_csv(data: bytes, columns: tuple[str, ...], required: tuple[str, ...]) -
         if len(set(header)) != len(header):
             why.append("a column is named twice")
         raise HeaderError((1, "header", "; ".join(why) + f" (columns: {', '.join(columns)})"))
+    return _rows(reader, header)
+
+
+def _rows(reader, header: list[str]) -> Iterator:
     width = len(header)
     while True:
         try:
@@ -159,17 +169,17 @@ def _once():
     return predicate
 
 
-async def read_rows(data: bytes, columns: tuple[str, ...], required: tuple[str, ...],
-                    clock) -> tuple[list, list[Problem]]:
-    """``parse_csv`` in slices (``HeaderError`` when the file cannot be read at all)."""
-    rows: list = []
-    problems: list[Problem] = []
+def split_rows(items: Iterator, problems: list[Problem]) -> Iterator:
+    """The ``(line, fields)`` items of ``items``; the problems go to ``problems`` as met.
 
-    def take(item):
-        (rows if len(item) == 2 else problems).append(item)
-
-    await cooperate(read_csv(data, columns, required), take, clock)
-    return rows, problems
+    Lets a deck stream from the file through the checks into COPY text without a list of
+    100,000 row dicts alive at once (each one more object for the collector to walk).
+    """
+    for item in items:
+        if len(item) == 2:
+            yield item
+        else:
+            problems.append(item)
 
 
 async def check_rows(rows: Iterable[tuple[int, Any]], convert: Callable[[Any], tuple[Any, str]],

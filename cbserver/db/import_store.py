@@ -84,14 +84,27 @@ def _upsert(cur, table: str, stage: str, key: Sequence[str], columns: Sequence[s
     return cur.rowcount, updated
 
 
-def _run(dsn: str, body):
+#: After writing this many rows, refresh the table's statistics (PostgreSQL's advice after a
+#: bulk load, 14.4.9): until autovacuum gets to it the planner may believe a tariff small and
+#: scan all its rates where the (tariff_id, prefix, effective_from) index finds a number's few.
+ANALYZE_AFTER = 5000
+
+
+def _run(dsn: str, body, table: str):
     conn = psycopg2.connect(dsn, connect_timeout=10)
     try:
         with conn, conn.cursor() as cur:
             result = body(cur)
             if isinstance(result, list):  # problems: roll back, write nothing
                 conn.rollback()
-            return result
+        if isinstance(result, dict) and result["created"] + result["updated"] >= ANALYZE_AFTER:
+            conn.autocommit = True
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+            except psycopg2.Error:
+                pass  # the rows are committed; autovacuum will analyze the table in its time
+        return result
     except (psycopg2.IntegrityError, psycopg2.DataError) as e:
         raise translate(e) from None
     finally:
@@ -121,7 +134,7 @@ def import_rates(dsn: str, tariff: int | str, data: bytes, count: int, write: bo
                                    RATE_COLUMNS, {"tariff_id": row[0]})
         return {"created": created, "updated": updated, "unchanged": count - created - updated}
 
-    return _run(dsn, body)
+    return _run(dsn, body, "rates")
 
 
 def import_destinations(dsn: str, columns: Sequence[str], data: bytes, count: int):
@@ -138,4 +151,4 @@ def import_destinations(dsn: str, columns: Sequence[str], data: bytes, count: in
         created, updated = _upsert(cur, "destinations", "destination_import", ("prefix",), given, {})
         return {"created": created, "updated": updated, "unchanged": count - created - updated}
 
-    return _run(dsn, body)
+    return _run(dsn, body, "destinations")
