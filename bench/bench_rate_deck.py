@@ -270,12 +270,14 @@ def worker(dsn: str, streams: int, sink_port: int) -> None:
         lateness.clear()
         gc_pauses.clear()
         steps[0] = 0.0
+        skipped = media.ticks_skipped
         waited = runq()
         began = time.perf_counter()
         result = await work()
         out[f"{name}_s"] = round(time.perf_counter() - began, 3)
         await task.deferLater(reactor, 0.1, lambda: None)  # the ticks right after it count too
         out[f"{name}_step_cpu_ms"] = round(steps[0] * 1000, 2)
+        out[f"{name}_skipped"] = media.ticks_skipped - skipped
         out[f"{name}_runq_pct"] = round(100 * (runq() - waited) / (time.perf_counter() - began), 1)
         out[f"{name}_max_late_ms"] = round(max(lateness) * 1000, 2) if lateness else None
         out[f"{name}_p99_late_ms"] = round(pct(lateness, 0.99), 2)
@@ -418,7 +420,8 @@ def report(f: dict) -> None:
     print(f"\ncollector: server settings {f['gc_server_settings']}, loaded tariffs frozen "
           f"{f['freeze_tariffs']}")
     print(f"media clock lateness with {f['streams']} prompt streams: max / p99 ms; duration s; "
-          "longest GC pause ms;\n  longest reactor step in CPU ms; % of the time waiting for a core")
+          "longest GC pause ms;\n  longest reactor step in CPU ms; % of the time waiting for a core; "
+          "media clock ticks skipped")
     for name, what in (("idle", "idle (no reload)"), ("old_load", "old loader, 100k tariff"),
                        ("new_load", "new cooperative load, 100k"),
                        ("one_rate_change", "one-rate change applied"),
@@ -427,7 +430,7 @@ def report(f: dict) -> None:
                        ("reload_after_import", "reloads after the re-import")):
         print(f"  {what:<32} {f[name + '_max_late_ms']:>8} / {f[name + '_p99_late_ms']:<8} "
               f"{f[name + '_s']:>7} {f[name + '_gc_max_ms']:>7} {f[name + '_step_cpu_ms']:>7} "
-              f"{f[name + '_runq_pct']:>6}")
+              f"{f[name + '_runq_pct']:>6} {f[name + '_skipped']:>5}")
     print(f"  tariffs reloaded after a one-rate change: {f['reloaded_after_one_rate_change']}")
     print(f"  tariffs reloaded after the re-import:     {f['reloaded_after_import']}")
     print(f"  media clock ticks skipped: {f['ticks_skipped']}")
