@@ -394,8 +394,10 @@ class Catalog:
         problems = list(problems) + bad
         if isinstance(tariff, str) and tariff.isdigit():
             tariff = int(tariff)
-        result = await self._in_thread(self.store.import_rates, tariff, imports.copy_text(lines),
-                                       len(lines), not problems)
+        data = imports.copy_text(lines)
+        count = len(lines)
+        await imports.release(lines, self.clock)
+        result = await self._in_thread(self.store.import_rates, tariff, data, count, not problems)
         if isinstance(result, list):
             problems += result
         if problems:
@@ -441,8 +443,10 @@ class Catalog:
         problems = list(problems) + bad
         if problems:
             raise RowErrors(sorted(problems))
-        return await self._in_thread(self.store.import_destinations, given,
-                                     imports.copy_text(lines), len(lines))
+        data = imports.copy_text(lines)
+        count = len(lines)
+        await imports.release(lines, self.clock)
+        return await self._in_thread(self.store.import_destinations, given, data, count)
 
     async def import_destinations_csv(self, data: bytes) -> dict:
         """``import_destinations`` from the bytes of a CSV (prefix, country, description)."""

@@ -208,7 +208,20 @@ async def check_rows(rows: Iterable[tuple[int, Any]], convert: Callable[[Any], t
             lines.append(f"{line}\t{text}")
 
     await cooperate(rows, one, clock)
+    await release(seen, clock)
     return lines, problems
+
+
+async def release(container: dict | list, clock) -> None:
+    """Empty ``container`` in slices: freeing 100,000 keys or strings at once is a stall."""
+    if isinstance(container, dict):
+        await cooperate(iter(lambda: container.popitem() if container else None, None),
+                        lambda _item: None, clock)
+    else:
+        def chop(_):
+            del container[-1000:]
+
+        await cooperate(range(-(-len(container) // 1000)), chop, clock)
 
 
 def _copy_value(value: Any) -> str:

@@ -412,7 +412,10 @@ class RateIndexBuilder:
     def steps(self):
         """Index the prefixes added so far, one per step (a generator)."""
         grouped, self._grouped = self._grouped, {}
-        for prefix, entries in grouped.items():
+        while grouped:
+            # Popped, not iterated: each prefix's working list is freed in its own step, not
+            # 100,000 of them at once when the loop ends (a 20 ms stall in a server).
+            prefix, entries = grouped.popitem()
             entries.sort(key=lambda e: (e[0], e[1]))
             for before, after in zip(entries, entries[1:], strict=False):
                 if before[:2] == after[:2]:
