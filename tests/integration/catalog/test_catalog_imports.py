@@ -70,6 +70,10 @@ async def test_destination_import_replaces_only_the_columns_given(catalog):
     d = await catalog.get_destination("44")
     assert (d["country"], d["description"]) == ("UK", "United Kingdom")
     assert (await catalog.get_destination("45"))["country"] == ""
+    # COPY's own special characters arrive as written (a backslash, a tab inside quotes)
+    counts = await catalog.import_destinations_csv(b'prefix,description\n46,"C:\\x\tN"\n')
+    assert counts["created"] == 1
+    assert (await catalog.get_destination("46"))["description"] == "C:\\x\tN"
 
 
 @pytest_twisted.ensureDeferred
