@@ -394,7 +394,7 @@ class Catalog:
         problems = list(problems) + bad
         if isinstance(tariff, str) and tariff.isdigit():
             tariff = int(tariff)
-        data = imports.copy_text(lines)
+        data = await imports.copy_text(lines, self.clock)
         count = len(lines)
         await imports.release(lines, self.clock)
         result = await self._in_thread(self.store.import_rates, tariff, data, count, not problems)
@@ -443,7 +443,7 @@ class Catalog:
         problems = list(problems) + bad
         if problems:
             raise RowErrors(sorted(problems))
-        data = imports.copy_text(lines)
+        data = await imports.copy_text(lines, self.clock)
         count = len(lines)
         await imports.release(lines, self.clock)
         return await self._in_thread(self.store.import_destinations, given, data, count)
