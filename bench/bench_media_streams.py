@@ -52,16 +52,12 @@ def sink(port_file: str, seconds: float) -> None:
     print(json.dumps({"received": count}), flush=True)
 
 
-def worker(streams: int, seconds: float, sink_port: int, phases: int) -> None:
-    """Run ``streams`` players for ``seconds`` and print the figures as JSON."""
-    pin(0)
-    sys.path.insert(0, str(ROOT))
-    from twisted.internet import epollreactor
+def open_streams(reactor, media, streams: int, sink_port: int, record, first_port: int = 30000):
+    """Open ``streams`` timed RTP sessions to the sink; return them and a function playing them.
 
-    epollreactor.install()
-    from twisted.internet import reactor
-
-    from cbserver.media.clock import MediaClock
+    Each packet's send lateness (seconds after the ideal grid point of its media clock tick)
+    goes to ``record``. Also used by bench_rate_deck.py (streams running during a reload).
+    """
     from cbserver.media.player import Player
     from cbserver.media.ports import PortPool
     from cbserver.media.prompts import load_prompt_library
@@ -69,10 +65,7 @@ def worker(streams: int, seconds: float, sink_port: int, phases: int) -> None:
 
     library = load_prompt_library("en")
     names = sorted(library.names())
-    media = MediaClock(reactor, phases=phases)
-    pool = PortPool(30000, 30000 + 2 * streams + 100)
-    lateness: list[float] = []
-    record = lateness.append
+    pool = PortPool(first_port, first_port + 2 * streams + 100)
     wall = time.time
 
     class TimedSession(RtpSession):
@@ -87,11 +80,42 @@ def worker(streams: int, seconds: float, sink_port: int, phases: int) -> None:
         s.configure(("127.0.0.1", sink_port), 0, "PCMU")
         sessions.append(s)
     seq = names * 20  # far longer than the run
+
+    def play():
+        for s in sessions:
+            Player(media, s, library, seq).play()
+
+    return sessions, play
+
+
+def start_sink():
+    """Start the sink process; return (process, its UDP port, the port file to remove)."""
+    port_file = Path(f"/tmp/bench_media_sink_{os.getpid()}")
+    port_file.unlink(missing_ok=True)
+    sk = subprocess.Popen([PY, __file__, "--sink", str(port_file)], stdout=subprocess.PIPE)
+    while not port_file.exists() or not port_file.read_text():
+        time.sleep(0.05)
+    return sk, int(port_file.read_text()), port_file
+
+
+def worker(streams: int, seconds: float, sink_port: int, phases: int) -> None:
+    """Run ``streams`` players for ``seconds`` and print the figures as JSON."""
+    pin(0)
+    sys.path.insert(0, str(ROOT))
+    from twisted.internet import epollreactor
+
+    epollreactor.install()
+    from twisted.internet import reactor
+
+    from cbserver.media.clock import MediaClock
+
+    media = MediaClock(reactor, phases=phases)
+    lateness: list[float] = []
+    sessions, play = open_streams(reactor, media, streams, sink_port, lateness.append)
     warmup = 1.0
 
     def start():
-        for s in sessions:
-            Player(media, s, library, seq).play()
+        play()
         if os.environ.get("BENCH_GC_FREEZE"):
             import gc
 
@@ -157,12 +181,7 @@ def worker(streams: int, seconds: float, sink_port: int, phases: int) -> None:
 
 
 def run_one(streams: int, seconds: float, phases: int) -> dict:
-    port_file = Path(f"/tmp/bench_media_sink_{os.getpid()}")
-    port_file.unlink(missing_ok=True)
-    sk = subprocess.Popen([PY, __file__, "--sink", str(port_file)], stdout=subprocess.PIPE)
-    while not port_file.exists() or not port_file.read_text():
-        time.sleep(0.05)
-    port = int(port_file.read_text())
+    sk, port, port_file = start_sink()
     out = subprocess.run(
         [PY, __file__, "--worker", str(streams), "--seconds", str(seconds), "--sink-port",
          str(port), "--phases", str(phases)], capture_output=True, text=True, check=True,

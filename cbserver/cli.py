@@ -14,8 +14,8 @@ import sys
 from cbserver import __version__
 
 # Modules of cbserver.commands that add sub-commands, in the order `--help` lists them.
-COMMAND_MODULES = ("config", "db", "pg", "demo", "catalog", "accounts", "rates", "provision",
-                   "quote", "report", "calls", "check", "audit", "applications", "node")
+COMMAND_MODULES = ("config", "db", "pg", "demo", "catalog", "accounts", "rates", "destinations",
+                   "provision", "quote", "report", "calls", "check", "audit", "applications", "node")
 
 
 # `cbserver --help` ends with this: the command runs operator tasks, not the server.

@@ -263,7 +263,7 @@ class CallbackServer(service.MultiService):
         # Finished legs: group-committed to PostgreSQL, spooled to disk while it is away.
         self.xdr = XdrWriter(PostgresXdrStore(self.db), reactor, Spool(state / "spool" / "xdr.spool"))
         self.xdr.setServiceParent(self)
-        self.tariffs = TariffCache(self.db, reactor)
+        self.tariffs = TariffCache(self.db, reactor, freeze=True)  # no cycles: see GC_THRESHOLDS
         self.authorizers = {app.name: self._authorizer(app) for app in cfg.application}
         low, high = (int(x) for x in cfg.rtp.ports.split("-"))
         # Issue 14 item 7: listeners share what the descriptor limit leaves once RTP (two

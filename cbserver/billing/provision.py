@@ -76,6 +76,14 @@ class _Bound:
         """The outer store's bulk write (its own connection and commit)."""
         return self.store.write_accounts(**kwargs)
 
+    def import_rates(self, tariff, data, count, write=True):
+        """The outer store's bulk import (its own connection and commit)."""
+        return self.store.import_rates(tariff, data, count, write)
+
+    def import_destinations(self, columns, data, count):
+        """The outer store's bulk import (its own connection and commit)."""
+        return self.store.import_destinations(columns, data, count)
+
 
 def _missing_prefixes(tx, prefixes):
     """The ``prefixes`` that are not destinations (a transaction body)."""

@@ -82,6 +82,12 @@ class ICatalogTransaction(Interface):
     def find_rate(tariff_id, prefix, effective_from):
         """The rate of a tariff with that prefix and start, or None."""
 
+    def tariff_users(tariff_id):
+        """The rating list entries naming a tariff (product, service, node, access_code)."""
+
+    def destination_users(prefix):
+        """The tariffs with rates for a prefix (tariff, rates: how many versions)."""
+
     def missing_prefixes(prefixes):
         """The ``prefixes`` that are not destinations."""
 
@@ -153,6 +159,18 @@ class ICatalogStore(Interface):
         """Blocking (run it in a thread): create ``batch`` (or use ``batch_id``), store
         ``rows`` (``ACCOUNT_COPY_COLUMNS`` order, batch id filled in here), the ``run``
         record and the ``audit`` row in one commit; return the batch id."""
+
+    def import_rates(tariff, data, count, write=True, audit=None):
+        """Blocking (run it in a thread): write ``count`` checked rates, given as COPY text
+        (``billing.imports.copy_text`` in ``RATE_STAGE`` order), into the tariff named by id or
+        name, all or nothing in one commit. Returns the counts ``created``/``updated``/
+        ``unchanged``, or the list of (line, field, reason) refused (then nothing is written;
+        nor when ``write`` is false: only the database's checks run). ``audit(tariff_id,
+        counts)`` is the audit row written in the same commit (required)."""
+
+    def import_destinations(columns, data, count, audit=None):
+        """Blocking: the same for destinations (``columns``: those the file gave;
+        ``audit(counts)``: the audit row)."""
 
 
 class IAuthorizationStore(Interface):

@@ -7,6 +7,7 @@ to run the async service layer under ``twisted.internet.task.react`` with the sa
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -130,14 +131,27 @@ def register(sub) -> None:
     p = sub.add_parser("catalog", help="create, show, list, update, delete catalog objects")
     s = p.add_subparsers(dest="action", metavar="ACTION")
     s.required = True
-    for action in ("create", "show", "list", "update", "delete"):
+    create = s.add_parser("create", help="create a catalog object",
+                          description="`cbserver catalog create KIND --help` lists KIND's fields.")
+    kinds = create.add_subparsers(dest="kind", metavar="KIND")
+    kinds.required = True
+    for kind in sorted(KINDS):
+        k = kinds.add_parser(kind, help=f"create {'an' if kind == 'account' else 'a'} {kind}",
+                             epilog=fields_help(kind),
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        if kind == "rate":
+            k.add_argument("--tariff", help="the tariff to add the rate to (name or id)")
+        g = k.add_mutually_exclusive_group(required=True)
+        g.add_argument("--json", help="the fields as a JSON object")
+        g.add_argument("--file", help="a file holding the fields as a JSON object")
+        add_dsn_arguments(k)
+        k.set_defaults(func=_run, action="create")
+    for action in ("show", "list", "update", "delete"):
         a = s.add_parser(action, help=f"{action} a catalog object")
         a.add_argument("kind", choices=sorted(KINDS))
         if action in ("show", "update", "delete"):
             a.add_argument("key", help="id, name, prefix or account ID")
-        if action == "create":
-            a.add_argument("--tariff", help="(rates) the tariff to add the rate to")
-        if action in ("create", "update"):
+        if action == "update":
             g = a.add_mutually_exclusive_group(required=True)
             g.add_argument("--json", help="the fields as a JSON object")
             g.add_argument("--file", help="a file holding the fields as a JSON object")
@@ -147,6 +161,46 @@ def register(sub) -> None:
             a.add_argument("--offset", default=0)
         add_dsn_arguments(a)
         a.set_defaults(func=_run)
+
+
+def _field_tables() -> dict:
+    from cbserver.billing.accounts import ACCOUNT, BATCH, CUSTOMER  # noqa: PLC0415
+    from cbserver.billing.catalog import DESTINATION, PRODUCT, RATE, RATING_ENTRY, TARIFF  # noqa: PLC0415
+
+    return {"destination": (DESTINATION, None), "tariff": (TARIFF, None), "rate": (RATE, None),
+            "product": (PRODUCT, ("rating_list", RATING_ENTRY)), "customer": (CUSTOMER, None),
+            "batch": (BATCH, None), "account": (ACCOUNT, None)}
+
+
+def _describe_fields(fields, indent: str = "  ") -> list[str]:
+    out = []
+    for name, spec in fields.items():
+        notes = []
+        if spec.required:
+            notes.append("required")
+        elif spec.default is not _missing():
+            default = spec.default() if callable(spec.default) else spec.default
+            notes.append(f"default {json.dumps(jsonable(default))}")
+        if not spec.mutable:
+            notes.append("cannot be changed later")
+        out.append(f"{indent}{name:<28} {'; '.join(notes)}".rstrip())
+    return out
+
+
+def _missing():
+    from cbserver.billing import validation  # noqa: PLC0415
+
+    return validation._MISSING
+
+
+def fields_help(kind: str) -> str:
+    """The fields of a ``kind`` object, one a line, for ``catalog create KIND --help``."""
+    fields, nested = _field_tables()[kind]
+    article = "an" if kind == "account" else "a"
+    lines = [f"fields of {article} {kind} (keys of the JSON object):", *_describe_fields(fields)]
+    if nested is not None:
+        lines += ["", f"each entry of {nested[0]}:", *_describe_fields(nested[1], "    ")]
+    return "\n".join(lines)
 
 
 def _run(args) -> int:

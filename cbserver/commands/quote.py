@@ -81,7 +81,7 @@ def _tariff_for_account(cur, args):
         raise CommandError(f"account {args.account}: its product has no voice rating entry for node "
                            f"{node!r} (nor for any node, '*') and access code "
                            f"{args.access_code!r} (nor an empty one)")
-    return load_tariff_sync(cur, tariff_id=entry.tariff_id)
+    return load_tariff_sync(cur, tariff_id=entry.tariff_id, number=args.number)
 
 
 def run(args) -> int:
@@ -96,7 +96,7 @@ def run(args) -> int:
     try:
         with sync_cursor(dsn, timeout=10) as cur:
             if args.tariff is not None:
-                tariff = load_tariff_sync(cur, name=args.tariff)
+                tariff = load_tariff_sync(cur, name=args.tariff, number=args.number)
             else:
                 tariff = _tariff_for_account(cur, args)
     except DatabaseUnavailable as e:

@@ -9,6 +9,7 @@ transaction and turns PostgreSQL integrity errors into the catalog's typed error
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -220,6 +221,21 @@ async def find_rate(cur, tariff_id: int, prefix: str, effective_from) -> dict | 
                                 "AND effective_from = %s", [tariff_id, prefix, effective_from])
 
 
+async def tariff_users(cur, tariff_id: int) -> list[dict]:
+    """The rating list entries naming a tariff: product name, service, node, access code."""
+    return await fetch_all(cur, "SELECT p.name AS product, e.service, e.node, e.access_code "
+                                "FROM rating_entries e JOIN products p ON p.id = e.product_id "
+                                "WHERE e.tariff_id = %s ORDER BY p.name, e.node, e.access_code",
+                           [tariff_id])
+
+
+async def destination_users(cur, prefix: str) -> list[dict]:
+    """The tariffs with rates for a prefix, and how many rate versions each has for it."""
+    return await fetch_all(cur, "SELECT t.name AS tariff, count(*) AS rates FROM rates r "
+                                "JOIN tariffs t ON t.id = r.tariff_id WHERE r.prefix = %s "
+                                "GROUP BY t.name ORDER BY t.name", [prefix])
+
+
 async def missing_prefixes(cur, prefixes: Sequence[str]) -> list[str]:
     """Those of ``prefixes`` that are not in the destination register."""
     rows = await fetch_all(cur, "SELECT p FROM unnest(%s::text[]) AS p WHERE NOT EXISTS "
@@ -255,14 +271,50 @@ def _field_of(diag, table_hint: str = "") -> str:
     return name or "body"
 
 
+#: What a table's row is called in a refusal.
+KINDS = {"destinations": "destination", "tariffs": "tariff", "rates": "rate", "products": "product",
+         "product_services": "product's service", "rating_entries": "product's rating list entry",
+         "customers": "customer", "batches": "batch", "generator_runs": "generator run",
+         "accounts": "account", "payments": "payment", "xdrs": "call record (xDR)",
+         "reservations": "live call's hold"}
+
+_KEY = re.compile(r'Key \((?P<cols>[^)]*)\)=\((?P<vals>.*)\) (?P<what>is still referenced from table '
+                  r'"(?P<user>\w+)"|is not present in table "(?P<target>\w+)"|already exists)')
+_ON_TABLE = re.compile(r'(?:update or delete on|insert or update on) table "(?P<table>\w+)"')
+
+
+def _kind(table: str | None) -> str:
+    return KINDS.get(table or "", (table or "object").rstrip("s"))
+
+
+def conflict_message(exc: psycopg2.Error) -> str:
+    """A refusal naming the objects, from an integrity error's detail (never PostgreSQL's text).
+
+    ``Key (id)=(1) is still referenced from table "rating_entries"`` on ``tariffs`` becomes
+    "tariff with id 1 is still used by a product's rating list entry". The service layer
+    names objects by name where it checks first (``Catalog.delete_tariff``...); this is what
+    is left for a rule only the database enforces.
+    """
+    diag = exc.diag
+    found = _KEY.search(diag.message_detail or "")
+    on = _ON_TABLE.search(diag.message_primary or "")
+    table = on.group("table") if on else diag.table_name
+    if found is None:
+        return f"{_kind(table)}: refused by a database rule ({diag.constraint_name or 'integrity'})"
+    cols, vals = found.group("cols"), found.group("vals")
+    key = f"{cols} {vals!r}" if "," not in cols else f"({cols}) = ({vals})"
+    if found.group("user"):
+        return f"{_kind(table)} with {key} is still used by a {_kind(found.group('user'))}"
+    if found.group("target"):
+        return f"no {_kind(found.group('target'))} with {key}"
+    return f"a {_kind(diag.table_name)} with {key} already exists"
+
+
 def translate(exc: psycopg2.Error) -> Exception:
     """The catalog error a PostgreSQL integrity error stands for (or ``exc`` itself)."""
     diag = exc.diag
-    detail = (diag.message_detail or diag.message_primary or str(exc)).strip()
-    if isinstance(exc, pgerrors.UniqueViolation):
-        return ConflictError(f"already exists: {detail}", _field_of(diag))
-    if isinstance(exc, pgerrors.ForeignKeyViolation):
-        return ConflictError(f"in use or refers to a missing object: {detail}", _field_of(diag))
+    if isinstance(exc, pgerrors.UniqueViolation | pgerrors.ForeignKeyViolation):
+        return ConflictError(conflict_message(exc), _field_of(diag))
     if isinstance(exc, pgerrors.CheckViolation | pgerrors.NotNullViolation):
         return ValidationError(_field_of(diag), diag.message_primary or str(exc))
     if isinstance(exc, pgerrors.DataError):

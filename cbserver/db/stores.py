@@ -30,6 +30,7 @@ from cbserver.db import (
     audit_store,
     authz_store,
     catalog_store,
+    import_store,
     payments_store,
     tariff_loader,
     xdr_store,
@@ -140,6 +141,14 @@ class CatalogTransaction:
         """See ``ICatalogTransaction``."""
         return catalog_store.find_rate(self.cur, tariff_id, prefix, effective_from)
 
+    def tariff_users(self, tariff_id):
+        """See ``ICatalogTransaction``."""
+        return catalog_store.tariff_users(self.cur, tariff_id)
+
+    def destination_users(self, prefix):
+        """See ``ICatalogTransaction``."""
+        return catalog_store.destination_users(self.cur, prefix)
+
     def missing_prefixes(self, prefixes):
         """See ``ICatalogTransaction``."""
         return catalog_store.missing_prefixes(self.cur, prefixes)
@@ -219,6 +228,18 @@ class PostgresCatalogStore:
             raise UnauditedChange("the generator's write has no audit row")
         return accounts_store.write_batch(self.db.dsn, batch=batch, batch_id=batch_id, run=run,
                                           rows=rows, progress=progress, audit=audit)
+
+    def import_rates(self, tariff, data, count, write=True, audit=None):
+        """See ``ICatalogStore``."""
+        if audit is None:
+            raise UnauditedChange("the rates import has no audit row")
+        return import_store.import_rates(self.db.dsn, tariff, data, count, write, audit)
+
+    def import_destinations(self, columns, data, count, audit=None):
+        """See ``ICatalogStore``."""
+        if audit is None:
+            raise UnauditedChange("the destinations import has no audit row")
+        return import_store.import_destinations(self.db.dsn, columns, data, count, audit)
 
 
 async def _audited(cur, fn, *args, **kwargs):
@@ -308,8 +329,10 @@ class PostgresReadinessStore:
         return self.db.runQuery(_OFFPEAK_ORPHANS)
 
     def load_tariff(self, tariff_id):
-        """See ``IReadinessStore``."""
-        return tariff_loader.load_tariff(self.db, tariff_id)
+        """See ``IReadinessStore`` (loaded in slices: the check runs inside the server)."""
+        from twisted.internet import reactor  # noqa: PLC0415
+
+        return defer.ensureDeferred(tariff_loader.cooperative_tariff(self.db, tariff_id, reactor))
 
 
 def _xdr_failure(failure):

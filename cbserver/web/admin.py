@@ -49,6 +49,21 @@ API_TOKEN_ACTOR = "api-token"
 MAX_FINISHED_JOBS = 100
 
 
+#: Largest CSV body of an import (a 100,000-prefix rate deck is about 5 MB).
+MAX_CSV_BODY = 64 << 20
+
+
+def _csv_body(request) -> bytes | None:
+    """The body of a ``text/csv`` request (None for any other type); 400 when too large."""
+    kind = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    if kind != b"text/csv":
+        return None
+    raw = request.content.read(MAX_CSV_BODY + 1) if request.content is not None else b""
+    if len(raw) > MAX_CSV_BODY:
+        raise ValidationError("body", f"larger than {MAX_CSV_BODY} bytes")
+    return raw
+
+
 class Unauthorized(Exception):
     """No valid bearer token."""
 
@@ -298,12 +313,28 @@ class AdminApp:
         return await self.catalog.create_rate(key, data)
 
     @app.route("/v1/tariffs/<key>/rates/import", methods=["POST"])
-    @api(body=True)
-    async def import_rates(self, request, data, key):
-        """Insert or replace a list of rates, all or none."""
+    @api()
+    async def import_rates(self, request, key):
+        """Insert or replace many rates, all or none: a JSON list or a CSV file (text/csv)."""
+        csv_body = _csv_body(request)
+        if csv_body is not None:
+            return await self.catalog.import_rates_csv(key, csv_body)
+        data = self._body(request)
         if not isinstance(data, dict) or not isinstance(data.get("rates"), list):
             raise ValidationError("rates", "must be a list of rates")
         return await self.catalog.import_rates(key, list(enumerate(data["rates"], start=1)))
+
+    @app.route("/v1/destinations/import", methods=["POST"])
+    @api()
+    async def import_destinations(self, request):
+        """Add or change many destinations, all or none: a JSON list or a CSV file (text/csv)."""
+        csv_body = _csv_body(request)
+        if csv_body is not None:
+            return await self.catalog.import_destinations_csv(csv_body)
+        data = self._body(request)
+        if not isinstance(data, dict) or not isinstance(data.get("destinations"), list):
+            raise ValidationError("destinations", "must be a list of destinations")
+        return await self.catalog.import_destinations(list(enumerate(data["destinations"], start=1)))
 
     @app.route("/v1/rates", methods=["GET"])
     @api()

@@ -20,6 +20,9 @@ _DECIMAL = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$",
             "description": "exact decimal, written as a string (a JSON integer is accepted too)"}
 _DATETIME = {"type": "string", "format": "date-time",
              "description": "ISO 8601 with a time zone offset; naive times are refused"}
+# A CSV file as the body of an import (the columns of ``cbserver rates import`` and
+# ``cbserver destinations import``; problems come back per line as with JSON).
+_CSV = {"text/csv": {"schema": {"type": "string", "description": "a CSV file with a header row"}}}
 _REF = {"oneOf": [{"type": "string"}, {"type": "integer"}], "description": "a name or an id"}
 
 _BOOLEANS = {"split_at_boundary", "overdraft_protection", "ecommerce", "internal", "new_batch",
@@ -153,7 +156,14 @@ def openapi_document() -> dict:
         "post": {"summary": "insert or replace many rates, all or none",
                  "requestBody": {"required": True, "content": {"application/json": {"schema": {
                      "type": "object", "properties": {"rates": {"type": "array", "items": {
-                         "$ref": "#/components/schemas/Rate"}}}}}}},
+                         "$ref": "#/components/schemas/Rate"}}}}}, **_CSV}},
+                 "responses": {"200": {"description": "counts of created, updated, unchanged"},
+                               "400": _ERROR}}}
+    paths["/v1/destinations/import"] = {
+        "post": {"summary": "add or change many destinations, all or none",
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                     "type": "object", "properties": {"destinations": {"type": "array", "items": {
+                         "$ref": "#/components/schemas/Destination"}}}}}, **_CSV}},
                  "responses": {"200": {"description": "counts of created, updated, unchanged"},
                                "400": _ERROR}}}
     for path, what in (("/v1/batches/{key}/activate", "every inactive account of the batch"),

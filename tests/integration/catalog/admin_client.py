@@ -35,9 +35,10 @@ class AdminClient:
         return await d
 
     async def call(self, method: str, path: str, body=None, token: str | None = TOKEN,
-                   raw: bytes | None = None):
-        """One request; ``body`` is sent as JSON; returns (status, JSON body or None)."""
-        headers = {b"content-type": [b"application/json"]}
+                   raw: bytes | None = None, content_type: bytes = b"application/json"):
+        """One request; ``body`` is sent as JSON (or ``raw`` as ``content_type``); returns
+        (status, JSON body or None)."""
+        headers = {b"content-type": [content_type]}
         if token is not None:
             headers[b"authorization"] = [f"Bearer {token}".encode()]
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)

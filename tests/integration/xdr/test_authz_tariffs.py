@@ -81,3 +81,20 @@ async def test_concurrent_requests_share_one_load(db):
     results = await defer.DeferredList([cache.get(999) for _ in range(3)], consumeErrors=True)
     assert [ok for ok, _ in results] == [False] * 3
     assert all(f.check(TariffNotFound) for _, f in results)
+
+
+@pytest.mark.parametrize("number", ["+1 818 555 0100", "4412345", "49301234", "1", "0044123"])
+def test_loading_only_a_numbers_prefixes_quotes_the_same(cat_dsn, number):
+    with psycopg2.connect(cat_dsn) as conn, conn.cursor() as cur:
+        whole = load_tariff_sync(cur, name="Callback")
+        part = load_tariff_sync(cur, name="Callback", number=number)
+    conn.close()
+    assert len(part.rates.rates) < len(whole.rates.rates)
+    try:
+        expected = quote(whole.rates, number, 95, NOON)
+    except Exception as e:  # noqa: BLE001 - the partial load must refuse the same way
+        with pytest.raises(type(e)):
+            quote(part.rates, number, 95, NOON)
+        return
+    got = quote(part.rates, number, 95, NOON)
+    assert (got.amount, got.charge.rate.rate_id) == (expected.amount, expected.charge.rate.rate_id)
