@@ -110,10 +110,11 @@ def test_an_instance_chosen_by_host_sees_only_its_own_callbacks():
     h.finish()
 
 
-def test_an_unknown_host_is_routed_by_path_as_before():
+def test_an_unknown_host_is_routed_by_path_with_the_default_instance_at_the_root():
     h = two_instances()
     for name in ("other.example.com", "example.net", "a.cb.example.net", "127.0.0.1:8901", ""):
-        assert h.get("/", headers=host(name)).code == 404, name
+        root = h.get("/", headers=host(name))  # the first instance, the manual's address
+        assert root.code == 200 and title(root).endswith("Alpha callback"), name
         assert title(h.get("/b", headers=host(name))).endswith("Beta callback"), name
     assert h.get("/status/cb-0001", headers=host("other.example.com")).code == 404
     h.finish()
@@ -130,19 +131,21 @@ def test_shared_routes_answer_under_a_host_name():
 
 
 def test_x_forwarded_host_is_believed_only_from_a_trusted_proxy():
-    fwd = host("lb.internal", x_forwarded_host=A_HOST)
+    # B is not the default instance, so only a believed header can pick it at the root.
+    fwd = host("lb.internal", x_forwarded_host=B_HOST)
     h = two_instances()  # nothing trusted: the Host header alone counts
-    assert h.get("/", headers=fwd).code == 404
+    assert title(h.get("/", headers=fwd)).endswith("Alpha callback")
     h.finish()
     h = two_instances(trusted_proxies=("10.0.0.0/8",))  # the peer 127.0.0.1 is not one
-    assert h.get("/", headers=fwd).code == 404
+    assert title(h.get("/", headers=fwd)).endswith("Alpha callback")
     h.finish()
     h = two_instances(trusted_proxies=("127.0.0.1/32",))
-    assert title(h.get("/", headers=fwd)).endswith("Alpha callback")
+    assert title(h.get("/", headers=fwd)).endswith("Beta callback")
     # The right-most entry is the one the proxy wrote; the client's own entries are ignored.
-    forged = host("lb.internal", x_forwarded_host=f"{B_HOST}, {A_HOST}")
-    assert title(h.get("/", headers=forged)).endswith("Alpha callback")
-    assert h.get("/", headers=host("lb.internal", x_forwarded_host=f"{A_HOST}, x.test")).code == 404
+    forged = host("lb.internal", x_forwarded_host=f"{A_HOST}, {B_HOST}")
+    assert title(h.get("/", headers=forged)).endswith("Beta callback")
+    other = host("lb.internal", x_forwarded_host=f"{B_HOST}, x.test")
+    assert title(h.get("/", headers=other)).endswith("Alpha callback")
     # A trusted proxy that sends no X-Forwarded-Host: its Host header is used.
     assert title(h.get("/", headers=host(B_HOST))).endswith("Beta callback")
     h.finish()
