@@ -27,7 +27,7 @@ setup(
     include_package_data=True,
     package_data={"cbserver": ["data/*.toml", "web/templates/*", "web/static/*",
                                "web/console/templates/*", "web/console/static/*",
-                               "web/console/static/vendor/*/*"]},
+                               "web/console/static/vendor/*", "web/console/static/vendor/*/*"]},
     # sql/, prompts/ and scripts/sipp/ stay top-level folders of the checkout; an install copies them to
     # <prefix>/share/cbserver/, where cbserver.resources finds them.
     data_files=_data_files(),

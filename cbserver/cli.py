@@ -15,7 +15,7 @@ from cbserver import __version__
 
 # Modules of cbserver.commands that add sub-commands, in the order `--help` lists them.
 COMMAND_MODULES = ("config", "db", "pg", "demo", "catalog", "accounts", "rates", "provision",
-                   "quote", "report", "check")
+                   "quote", "report", "check", "operator")
 
 
 class CommandError(Exception):

@@ -30,6 +30,6 @@ def environment(folder: str) -> jinja2.Environment:
     return env
 
 
-def render(folder: Path | str, name: str, **context) -> bytes:
+def render(folder: Path | str, name: str, /, **context) -> bytes:
     """Template ``name`` of ``folder`` rendered with ``context``, as UTF-8 bytes."""
     return environment(str(folder)).get_template(name).render(**context).encode("utf-8")
