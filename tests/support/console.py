@@ -35,17 +35,18 @@ def add_operator(config: Path, name: str, role: str, password: str) -> subproces
 class ConsoleServer:
     """``twistd cbserver`` with an admin endpoint on a free port and two operators."""
 
-    def __init__(self, folder: Path, dsn: str, **settings: str):
+    def __init__(self, folder: Path, dsn: str, tls: bool = True, **settings: str):
         self.admin_port = free_port()
+        scheme = "ssl" if tls else "tcp"  # tcp: cookies without Secure and the __Host- prefix
         # The example's own lines of these settings are replaced (e.g. console_idle_timeout = 900).
         defaults = {"console_idle_timeout": "900", "console_login_attempts": "5",
                     "console_lockout": "900"}
         self.config, self.web_port = write_config(folder, dsn, **{
             'admin_endpoint = "ssl:8902:interface=127.0.0.1"':
-                f'admin_endpoint = "ssl:{self.admin_port}:interface=127.0.0.1"',
+                f'admin_endpoint = "{scheme}:{self.admin_port}:interface=127.0.0.1"',
             **{f"{k} = {defaults[k]}": f"{k} = {v}" for k, v in settings.items()},
         })
-        self.base = f"https://127.0.0.1:{self.admin_port}"
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.admin_port}"
         for name, role, pw in (("alice", "admin", ADMIN_PASSWORD),
                                ("rita", "readonly", READER_PASSWORD)):
             done = add_operator(self.config, name, role, pw)
