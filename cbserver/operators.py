@@ -1,7 +1,7 @@
 """Operators of the web console: passwords, logins limited per operator and per client, sessions.
 
 Passwords are salted scrypt hashes in the ``cbserver.billing.passwords`` format at the
-``OPERATOR`` cost: n=2**15, r=8, p=1 (32 MiB of memory and roughly 0.1 s per try on one core),
+``OPERATOR`` cost: n=2**15, r=8, p=1 (32 MiB of memory per try; docs/admin-ui.md has a timing),
 a 16-byte random salt and a 32-byte key; an operator's password must be strong
 (``check_password(strong=True)``: 12 characters from 3 classes).
 
