@@ -203,11 +203,11 @@ class Screen:
                  if self.extra_fn else {})
         if values is None:
             values = {f.name: shown(row.get(f.name)) for f in self.fields}
-        fields = [f for f in self.fields if not f.create_only]
+        fields = list(self.fields)  # set-once fields are shown read-only
         return console.render(request, session, extra.pop("template", "form.html"), status,
                               active=self.slug, screen=self, row=row, fields=fields,
                               values=values, errors=errors, extra=extra,
-                              title=f"{self.noun.capitalize()} {self.key(row)}")
+                              title=f"{self.noun.capitalize()} {row.get('name') or self.key(row)}")
 
     def update(self, console):
         """The handler that saves the edit form."""

@@ -152,7 +152,7 @@ def _payment_routes(console, accounts: Screen) -> None:
             return console.render(request, session, "account.html",
                                   409 if isinstance(e, ConflictError) else 400,
                                   active="accounts", screen=accounts, row=row,
-                                  fields=[f for f in accounts.fields if not f.create_only],
+                                  fields=list(accounts.fields),
                                   values={f.name: shown(row.get(f.name)) for f in accounts.fields},
                                   errors={}, extra=extra, title=f"Account {row['id']}")
         return console._redirect(request, accounts.link({"id": key}) + "#payments")

@@ -200,9 +200,9 @@ def _tariff_rate_routes(console, tariffs: Screen) -> None:
         values = {f.name: shown(row.get(f.name)) for f in tariffs.fields}
         return console.render(request, session, template, status, active="tariffs",
                               screen=tariffs, row=row,
-                              fields=[f for f in tariffs.fields if not f.create_only],
+                              fields=list(tariffs.fields),
                               values=values, errors={}, extra=page_,
-                              title=f"Tariff {row['id']}")
+                              title=f"Tariff {row['name']}")
 
     async def add_rate(request, session, key):
         """Add a rate from the tariff page's form."""

@@ -62,3 +62,18 @@ def test_a_read_only_operator_is_told_so_and_gets_no_generator_form():
     html = page("generator.html", session=READER_S, fields=[], values={}, errors={},
                 title="Account generator")
     assert "read-only" in html and "generator-form" not in html
+
+
+def test_a_long_list_has_working_pages():
+    from cbserver.web.console.screens import Screen
+
+    screen = Screen("accounts", "Accounts", "account", key=lambda r: r["id"],
+                    columns=[("Account ID", lambda r: r["id"])], fields=[], list_fn=None,
+                    get_fn=None, search="id_prefix")
+    items = [{"id": f"cb{i:04d}"} for i in range(50, 100)]
+    html = page("list.html", screen=screen, page={"items": items, "total": 120, "limit": 50,
+                                                  "offset": 50},
+                q="cb", query={"q": "cb"}, title="Accounts")
+    assert 'href="/ui/accounts?offset=0&amp;q=cb">Previous' in html
+    assert 'href="/ui/accounts?offset=100&amp;q=cb">Next' in html and "51–100 of 120" in html
+    assert 'href="/ui/accounts/cb0050"' in html
