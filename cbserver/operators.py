@@ -56,8 +56,9 @@ class IOperatorStore(Interface):
     def end_session(id_hash):
         """Delete a session (logout)."""
 
-    def prune_sessions(idle_seconds):
-        """Delete sessions idle longer than ``idle_seconds``."""
+    def prune(idle_seconds, period):
+        """Delete sessions idle longer than ``idle_seconds`` and failure counts older than
+        ``period`` (both are over: this only keeps the tables small)."""
 
     def login_failures(keys, period):
         """``{key: failures}`` counted within the last ``period`` seconds."""
@@ -160,6 +161,8 @@ class Operators:
         session = Session(session_hash(session_id), operator["name"], operator["role"],
                           secrets.token_urlsafe(32))
         await self.store.open_session(session.id_hash, session.operator, session.csrf_token, client)
+        # Logins are rare: a good moment to forget sessions and counts that are over anyway.
+        await self.store.prune(self.idle_timeout, self.period)
         return session_id, session
 
     async def session(self, session_id: str | None) -> Session | None:

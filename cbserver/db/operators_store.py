@@ -41,6 +41,8 @@ RETURNING s.operator, o.role, s.csrf_token
 """
 END_SESSION = "DELETE FROM operator_sessions WHERE id_hash = %s"
 PRUNE_SESSIONS = "DELETE FROM operator_sessions WHERE used_at < now() - make_interval(secs => %s)"
+PRUNE_FAILURES = ("DELETE FROM operator_login_failures "
+                  "WHERE since < now() - make_interval(secs => %s)")
 # Failures per key with their period: a count older than the period starts again from 1.
 PEEK_FAILURES = """
 SELECT key, failures FROM operator_login_failures
@@ -94,9 +96,10 @@ class PostgresOperatorStore:
         """See ``IOperatorStore``."""
         return self.db.runOperation(END_SESSION, (id_hash,))
 
-    def prune_sessions(self, idle_seconds):
+    def prune(self, idle_seconds, period):
         """See ``IOperatorStore``."""
-        return self.db.runOperation(PRUNE_SESSIONS, (float(idle_seconds),))
+        d = self.db.runOperation(PRUNE_SESSIONS, (float(idle_seconds),))
+        return d.addCallback(lambda _: self.db.runOperation(PRUNE_FAILURES, (float(period),)))
 
     def login_failures(self, keys, period):
         """See ``IOperatorStore``."""

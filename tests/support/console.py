@@ -37,6 +37,7 @@ class ConsoleServer:
 
     def __init__(self, folder: Path, dsn: str, tls: bool = True, **settings: str):
         self.admin_port = free_port()
+        self.dsn = dsn
         scheme = "ssl" if tls else "tcp"  # tcp: cookies without Secure and the __Host- prefix
         # The example's own lines of these settings are replaced (e.g. console_idle_timeout = 900).
         defaults = {"console_idle_timeout": "900", "console_login_attempts": "5",

@@ -94,13 +94,16 @@ def add_routes(console) -> None:
         defaults={"currency": "USD", "balance_control": "prepaid"})
 
     async def account_extra(console, request, session, row, values):
-        """An account's balance, its payments and the recharge/refund form."""
+        """An account's balance, what calls in progress hold on it, its payments and the
+        recharge/refund form."""
         if row is None:
             return {}
         payments = await pay.list_account_payments(row["id"], 20, 0)
+        holds = await acc.account_holds(row["id"])
         details = [(k, shown(val)) for k, val in sorted(row.items())
                    if not k.endswith("_hash")]
         return {"template": "account.html", "payments": payments, "details": details,
+                "holds": holds,
                 "pay_fields": PAYMENT_FIELDS, "pay_values": {"kind": "payment"},
                 "pay_errors": {}}
 

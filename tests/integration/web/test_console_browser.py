@@ -14,6 +14,7 @@ import csv
 import io
 from decimal import Decimal
 
+import psycopg2
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
@@ -177,6 +178,16 @@ def test_the_setup_guide_in_the_console(server, tmp_path):
         submit(b, "#pay-form")
         assert Decimal(b.text("#balance")) == 15
         assert "console:alice" in b.text("#payments")
+        # A call in progress holds money on the balance: the account's page shows it.
+        with psycopg2.connect(server.dsn) as conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO balance_reservations (session_id, leg, account_id, owner_key,"
+                        " amount, currency, instance_id, expires_at) VALUES ('cb-live-1', 'A',"
+                        " 'cb1818999999', 'account:cb1818999999', 1.25, 'USD', gen_random_uuid(),"
+                        " now() + interval '1 hour')")
+        conn.close()
+        b.open(b.url.split("#")[0])
+        assert b.text("#held") == "Held by calls in progress: 1.25000 USD"
+        assert "cb-live-1" in b.text("#holds")
 
         # The account generator: progress polled in place, then the CSV.
         menu(b, "Account generator")

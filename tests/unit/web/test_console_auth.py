@@ -72,7 +72,15 @@ class MemoryStore:
         self.sessions.pop(id_hash, None)
         return defer.succeed(None)
 
-    def prune_sessions(self, idle_seconds):
+    def prune(self, idle_seconds, period):
+        now = self.clock.seconds()
+        self.pruned = True
+        for k, s in list(self.sessions.items()):
+            if now - s["used"] >= idle_seconds:
+                del self.sessions[k]
+        for k, (_n, since) in list(self.failures.items()):
+            if now - since >= period:
+                del self.failures[k]
         return defer.succeed(None)
 
     def login_failures(self, keys, period):
@@ -181,6 +189,18 @@ async def test_idle_sessions_end_and_use_keeps_them_alive(world):
     assert await ops.session(sid) is not None
     clock.advance(900)
     assert await ops.session(sid) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_login_prunes_sessions_and_counts_that_are_over(world):
+    clock, store, ops = world
+    old_id, _s = await ops.login("rita", PASSWORD, "192.0.2.1")
+    with pytest.raises(LoginFailed):
+        await ops.login("alice", "guess", "192.0.2.2")
+    clock.advance(901)
+    await ops.login("alice", PASSWORD, "192.0.2.3")
+    assert session_hash(old_id) not in store.sessions and len(store.sessions) == 1
+    assert store.failures == {}
 
 
 @pytest_twisted.ensureDeferred
