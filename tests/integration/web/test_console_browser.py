@@ -237,3 +237,35 @@ def test_the_setup_guide_in_the_console(server, tmp_path):
         # The customer's name was shown as text, never as markup.
         b.open(base + "/ui/customers")
         assert "Retail <b>one</b>" in b.text("table") and not b.find_all("table b")
+
+
+def test_the_console_without_javascript(server):
+    """Forms POST and the generator's page reloads itself until the batch is made."""
+    base = server.base
+    with Browser(javascript=False) as b:
+        login(b, base, "alice", ADMIN_PASSWORD)
+        b.open(base + "/ui/destinations/new")
+        fill(b, {"prefix": "5511", "country": "Brazil"})
+        submit(b)
+        assert "Destination 5511" in b.text("h1")
+        for path, fields in (("/ui/tariffs/new", {"name": "T", "currency": "USD"}),
+                             ("/ui/customers/new", {"name": "C", "currency": "USD"})):
+            b.open(base + path)
+            fill(b, fields)
+            submit(b)
+        b.open(base + "/ui/products/new")
+        fill(b, {"name": "P", "currency": "USD", "rl-0-node": "node1",
+                 "rl-0-tariff": "T (USD)", "rl-0-access_code": "WEBCALLBACK"})
+        submit(b)
+        b.open(base + "/ui/generator")
+        fill(b, {"customer": "C", "product": "P", "quantity": "2000", "length": "10",
+                 "prefix": "cb", "batch": "NoJS"}, "#generator-form")
+        submit(b, "#generator-form")
+        first = b.find("#job").get_attribute("data-state")
+        loads = b.js("return performance.timeOrigin;")
+        b.wait_for(lambda: b.find_all("#job-csv"), timeout=180, interval=0.2, what="the batch")
+        # 2000 accounts take longer than the redirect to the job's page: it was running, and
+        # the page reloaded itself (a new document) until the batch was made.
+        assert first == "running"
+        assert b.js("return performance.timeOrigin;") != loads
+        assert "2000 account(s)" in b.text("#job")
