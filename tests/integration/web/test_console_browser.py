@@ -36,10 +36,9 @@ def server(pg_cluster, pg_template, tmp_path):
     dbs = _scratch_database(pg_cluster, "cbs_t_", pg_template)
     srv = None
     try:
-        # Plain HTTP, as the page's browser tests use: this Chromium refuses the handshake of
-        # the self-signed TLS endpoint (ERR_SSL_PROTOCOL_ERROR); HTTPS is what
-        # test_console_strangers_twistd.py covers, cookie flags included.
-        srv = ConsoleServer(tmp_path, next(dbs), tls=False)
+        # Over HTTPS with the self-signed certificate, as an operator opens it (the __Host-
+        # cookie needs it); see test_web_alpn_twistd.py for the handshake browsers need.
+        srv = ConsoleServer(tmp_path, next(dbs))
         yield srv
     finally:
         stop(srv)
