@@ -71,8 +71,10 @@ class Console:
 
     log = Logger()
 
-    def __init__(self, admin, *, secure: bool = True, operators: Operators | None = None):
+    def __init__(self, admin, *, secure: bool = True, operators: Operators | None = None,
+                 make_actor=None):
         self.admin = admin
+        self.make_actor = make_actor or _ui_actor
         self.catalog, self.accounts = admin.catalog, admin.accounts
         self.payments, self.generator = admin.payments, admin.generator
         web = getattr(getattr(admin, "cfg", None), "web", None)
@@ -102,6 +104,17 @@ class Console:
     def actor(session) -> str:
         """The name a change is made by, for the audit log: the logged-in operator's."""
         return session.operator
+
+    def service(self, name: str, request, session):
+        """The admin app's ``name`` service ("catalog", "accounts", "payments", "generator"),
+        bound to the operator for the audit log when the service can be (``as_actor``, from the
+        audit log's branch): every change the console makes goes through here."""
+        svc = getattr(self, name)
+        as_actor = getattr(svc, "as_actor", None)
+        if as_actor is None or session is None:
+            return svc
+        client = getattr(request.getClientAddress(), "host", "") or ""
+        return as_actor(self.make_actor(session.operator, client))
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -284,6 +297,17 @@ class Console:
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-content-type-options", b"nosniff")
         return _static_file(name)
+
+
+def _ui_actor(operator: str, client: str):
+    """The audit log's actor for an operator in the console (source ``ui``).
+
+    Only called for services that have ``as_actor``, i.e. once the audit log
+    (``cbserver.billing.audit``) is part of the build.
+    """
+    from cbserver.billing.audit import Actor  # noqa: PLC0415 - exists with the audit log only
+
+    return Actor(operator, "ui", client)
 
 
 @functools.lru_cache(maxsize=8)

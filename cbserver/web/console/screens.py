@@ -87,11 +87,10 @@ class Screen:
     key: Callable[[dict], str]
     columns: list  # (heading, row -> text)
     fields: list
-    list_fn: Callable
-    get_fn: Callable
-    create_fn: Callable | None = None
-    update_fn: Callable | None = None
-    delete_fn: Callable | None = None
+    service: str  # the console's service that keeps these objects: "catalog" or "accounts"
+    ops: dict  # "list", "get", "create", "update", "delete" -> the service's method name
+    key_arg: Callable = str  # the URL's key as the service's methods take it (an int id...)
+    prepare: Callable = dict  # the form's data as create/update take it
     search: str = ""  # the list filter the search box sets ("" for none)
     search_label: str = "Search"
     # async (console, request, session, row or None, form values or None) -> dict: what the
@@ -108,18 +107,28 @@ class Screen:
         route, page = console.app.route, console.page
         s = self.slug
         route(f"/{s}", methods=["GET"], endpoint=f"{s}_list")(page()(self.list_page(console)))
-        if self.create_fn:
+        if "create" in self.ops:
             route(f"/{s}/new", methods=["GET"], endpoint=f"{s}_new")(
                 page()(self.new_page(console)))
             route(f"/{s}/new", methods=["POST"], endpoint=f"{s}_create")(
                 page()(self.create(console)))
         route(f"/{s}/<key>", methods=["GET"], endpoint=f"{s}_get")(page()(self.edit_page(console)))
-        if self.update_fn:
+        if "update" in self.ops:
             route(f"/{s}/<key>", methods=["POST"], endpoint=f"{s}_update")(
                 page()(self.update(console)))
-        if self.delete_fn:
+        if "delete" in self.ops:
             route(f"/{s}/<key>/delete", methods=["POST"], endpoint=f"{s}_delete")(
                 page()(self.delete(console)))
+
+    async def call(self, console, request, session, op: str, *args):
+        """``op`` of this screen's service, bound to the operator for the audit log
+        (``Console.service``); a key is converted by ``key_arg``, form data by ``prepare``."""
+        svc = console.service(self.service, request, session)
+        if op in ("get", "update", "delete"):
+            args = (self.key_arg(args[0]), *args[1:])
+        if op in ("create", "update"):
+            args = (*args[:-1], self.prepare(args[-1]))
+        return await getattr(svc, self.ops[op])(*args)
 
     def link(self, row) -> str:
         """The URL of an object's page."""
@@ -139,7 +148,7 @@ class Screen:
                 offset = max(0, int(args.get("offset", "0") or 0))
             except ValueError:
                 offset = 0
-            page = await self.list_fn(filters, 50, offset)
+            page = await self.call(console, request, session, "list", filters, 50, offset)
             return console.render(request, session, "list.html", active=self.slug, screen=self,
                                   page=page, q=q, query={"q": q, **filters}, title=self.title)
 
@@ -177,7 +186,8 @@ class Screen:
             """Create, then go to the new object's page (or the form again, with the errors)."""
             values = form_fields(request)
             try:
-                row = await self.create_fn(self._data(values, partial=False))
+                row = await self.call(console, request, session, "create",
+                                      self._data(values, partial=False))
             except (ValidationError, ConflictError) as e:
                 code = 409 if isinstance(e, ConflictError) else 400
                 return await self._form(console, request, session, code, values, field_errors(e))
@@ -192,7 +202,7 @@ class Screen:
 
         async def show_object(request, session, key):
             """The edit form (read-only for a read-only operator), with its extras."""
-            row = await self.get_fn(key)
+            row = await self.call(console, request, session, "get", key)
             return await self.render_row(console, request, session, row, 200, None, {})
 
         return show_object
@@ -215,9 +225,10 @@ class Screen:
         async def update_object(request, session, key):
             """Save the changes, then show the object again (or the errors)."""
             values = form_fields(request)
-            current = await self.get_fn(key)
+            current = await self.call(console, request, session, "get", key)
             try:
-                row = await self.update_fn(key, self._data(values, partial=True))
+                row = await self.call(console, request, session, "update", key,
+                                      self._data(values, partial=True))
             except (ValidationError, ConflictError) as e:
                 code = 409 if isinstance(e, ConflictError) else 400
                 return await self.render_row(console, request, session, current, code, values,
@@ -233,9 +244,9 @@ class Screen:
 
         async def delete_object(request, session, key):
             """Delete, then back to the list (or the object's page with the reason)."""
-            current = await self.get_fn(key)
+            current = await self.call(console, request, session, "get", key)
             try:
-                await self.delete_fn(key)
+                await self.call(console, request, session, "delete", key)
             except (ValidationError, ConflictError) as e:
                 return await self.render_row(console, request, session, current, 409, None,
                                              field_errors(e))

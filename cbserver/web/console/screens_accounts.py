@@ -18,7 +18,7 @@ from cbserver.billing.validation import ConflictError, NotFound, ValidationError
 from cbserver.errors import DatabaseUnavailable
 from cbserver.web.console.forms import Refused, form_fields, url
 from cbserver.web.console.screens import F, Screen, field_errors, form_data, shown
-from cbserver.web.console.screens_catalog import CURRENCIES
+from cbserver.web.console.screens_catalog import CURRENCIES, _ops
 
 MAX_FINISHED_JOBS = 100
 
@@ -83,14 +83,12 @@ def _drop_empty_passwords(data: dict) -> dict:
 
 def add_routes(console) -> None:
     """Register the sales screens on the console."""
-    acc, pay = console.accounts, console.payments
     customers = Screen(
         "customers", "Customers", "customer", key=lambda r: str(r["id"]),
         columns=[("Name", lambda r: r["name"]), ("Currency", lambda r: r["currency"]),
                  ("Balance control", lambda r: r["balance_control"])],
-        fields=CUSTOMER_FIELDS, list_fn=acc.list_customers, get_fn=acc.get_customer,
-        create_fn=acc.create_customer, update_fn=acc.update_customer,
-        delete_fn=acc.delete_customer, search="name", search_label="Name",
+        fields=CUSTOMER_FIELDS, service="accounts", ops=_ops("customer"), search="name",
+        search_label="Name",
         defaults={"currency": "USD", "balance_control": "prepaid"})
 
     async def account_extra(console, request, session, row, values):
@@ -98,8 +96,9 @@ def add_routes(console) -> None:
         recharge/refund form."""
         if row is None:
             return {}
-        payments = await pay.list_account_payments(row["id"], 20, 0)
-        holds = await acc.account_holds(row["id"])
+        payments = await console.service("payments", request, session).list_account_payments(
+            row["id"], 20, 0)
+        holds = await console.service("accounts", request, session).account_holds(row["id"])
         details = [(k, shown(val)) for k, val in sorted(row.items())
                    if not k.endswith("_hash")]
         return {"template": "account.html", "payments": payments, "details": details,
@@ -112,10 +111,9 @@ def add_routes(console) -> None:
         columns=[("Account ID", lambda r: r["id"]), ("Customer", lambda r: r.get("customer", "")),
                  ("Product", lambda r: r.get("product", "")), ("Status", lambda r: r["status"]),
                  ("Balance", lambda r: shown(r.get("balance")))],
-        fields=ACCOUNT_FIELDS, list_fn=acc.list_accounts, get_fn=acc.get_account,
-        create_fn=lambda d: acc.create_account(_drop_empty_passwords(d)),
-        update_fn=lambda k, d: acc.update_account(k, _drop_empty_passwords(d)),
-        delete_fn=acc.delete_account, search="id_prefix", search_label="Account ID starts with",
+        fields=ACCOUNT_FIELDS, service="accounts", ops=_ops("account"),
+        prepare=_drop_empty_passwords, search="id_prefix",
+        search_label="Account ID starts with",
         filters=("customer", "product", "batch", "status"), extra_fn=account_extra,
         defaults={"account_type": "debit", "status": "active", "opening_balance": "0"})
 
@@ -126,8 +124,8 @@ def add_routes(console) -> None:
     batches = Screen(
         "batches", "Batches", "batch", key=lambda r: str(r["id"]),
         columns=[("Name", lambda r: r["name"]), ("Customer", lambda r: str(r["customer_id"]))],
-        fields=BATCH_FIELDS, list_fn=acc.list_batches, get_fn=acc.get_batch,
-        create_fn=acc.create_batch, delete_fn=acc.delete_batch, search="name",
+        fields=BATCH_FIELDS, service="accounts",
+        ops={k: v for k, v in _ops("batch", "batches").items() if k != "update"}, search="name",
         search_label="Name", extra_fn=batch_extra)
 
     for screen in (customers, accounts, batches):
@@ -139,16 +137,15 @@ def add_routes(console) -> None:
 
 def _payment_routes(console, accounts: Screen) -> None:
     """Recharge or refund an account from its page."""
-    pay = console.payments
-
     async def recharge(request, session, key):
         """Record the payment or refund; the account's page again (with the errors)."""
         values = form_fields(request)
         try:
-            await pay.recharge_account(key, form_data(PAYMENT_FIELDS, values, partial=False),
-                                       made_by=f"console:{console.actor(session)}")
+            await console.service("payments", request, session).recharge_account(
+                key, form_data(PAYMENT_FIELDS, values, partial=False),
+                made_by=f"console:{console.actor(session)}")
         except (ValidationError, ConflictError) as e:
-            row = await console.accounts.get_account(key)
+            row = await console.service("accounts", request, session).get_account(key)
             extra = await accounts.extra_fn(console, request, session, row, None)
             extra.update(pay_values=values, pay_errors=field_errors(e))
             extra.pop("template")
@@ -169,7 +166,7 @@ def _batch_routes(console, batches: Screen) -> None:
 
     async def activate(request, session, key):
         """Activate, then the batch's page."""
-        count = await console.accounts.activate_batch(key)
+        count = await console.service("accounts", request, session).activate_batch(key)
         console.log.info("console activate batch {batch} accounts={count} by={actor}",
                          batch=key, count=count, actor=console.actor(session))
         return console._redirect(request, url(f"/batches/{quote(key, safe='')}", activated=count))
@@ -200,11 +197,12 @@ def _generator_routes(console) -> None:
         values = form_fields(request)
         data = form_data(GENERATOR_FIELDS, values, partial=False)
         try:
-            await console.generator.check(data)
+            await console.service("generator", request, session).check(data)
         except (ValidationError, ConflictError, NotFound) as e:
             return form(request, session, 409 if isinstance(e, ConflictError) else 400, values,
                         field_errors(e))
-        job = start_job(console, jobs, data, console.actor(session))
+        job = start_job(console, console.service("generator", request, session), jobs, data,
+                        console.actor(session))
         return console._redirect(request, url(f"/generator/jobs/{job['id']}"))
 
     def get_job(job_id):
@@ -242,7 +240,7 @@ def _generator_routes(console) -> None:
         page()(download))
 
 
-def start_job(console, jobs: dict, data: dict, actor: str) -> dict:
+def start_job(console, generator, jobs: dict, data: dict, actor: str) -> dict:
     """Run the generator in the background as a job of ``jobs`` (its progress kept there)."""
     finished_jobs = [k for k, j in jobs.items() if j["state"] != "running"]
     for old in finished_jobs[:max(0, len(finished_jobs) - MAX_FINISHED_JOBS + 1)]:
@@ -268,6 +266,6 @@ def start_job(console, jobs: dict, data: dict, actor: str) -> dict:
             job.update(state="failed", error={"field": None, "message": "internal error"})
             console.log.failure("generator job {job} failed", failure=f, job=job["id"])
 
-    d = defer.ensureDeferred(console.generator.generate(data, progress=progress))
+    d = defer.ensureDeferred(generator.generate(data, progress=progress))
     d.addCallbacks(finished, failed)
     return job

@@ -108,14 +108,12 @@ def _rate_price(r: dict, first: str, nxt: str) -> str:
 
 def add_routes(console) -> None:
     """Register the catalog screens on the console."""
-    cat = console.catalog
     destinations = Screen(
         "destinations", "Destinations", "destination", key=lambda r: r["prefix"],
         columns=[("Prefix", lambda r: r["prefix"]), ("Country", lambda r: r["country"]),
                  ("Description", lambda r: r["description"])],
-        fields=DESTINATION_FIELDS, list_fn=cat.list_destinations, get_fn=cat.get_destination,
-        create_fn=cat.create_destination, update_fn=cat.update_destination,
-        delete_fn=cat.delete_destination, search="prefix", search_label="Prefix")
+        fields=DESTINATION_FIELDS, service="catalog", ops=_ops("destination"),
+        search="prefix", search_label="Prefix")
 
     async def tariff_extra(console, request, session, row, values):
         """A tariff's rates (a page of them) and the empty rate form."""
@@ -126,6 +124,7 @@ def add_routes(console) -> None:
             offset = max(0, int(args.get("offset", "0") or 0))
         except ValueError:
             offset = 0
+        cat = console.service("catalog", request, session)
         rates = await cat.list_rates({"tariff": row["id"]}, 50, offset)
         return {"template": "tariff.html", "rates": rates, "rate_fields": RATE_FIELDS,
                 "rate_values": {"rating_mode": "flat"}, "rate_errors": {}, "problems": [],
@@ -135,9 +134,8 @@ def add_routes(console) -> None:
         "tariffs", "Tariffs", "tariff", key=lambda r: str(r["id"]),
         columns=[("Name", lambda r: r["name"]), ("Currency", lambda r: r["currency"]),
                  ("Applied to", lambda r: r["applied_to"])],
-        fields=TARIFF_FIELDS, list_fn=cat.list_tariffs, get_fn=cat.get_tariff,
-        create_fn=cat.create_tariff, update_fn=cat.update_tariff, delete_fn=cat.delete_tariff,
-        search="name", search_label="Name", extra_fn=tariff_extra,
+        fields=TARIFF_FIELDS, service="catalog", ops=_ops("tariff"), search="name",
+        search_label="Name", extra_fn=tariff_extra,
         defaults={"currency": "USD", "applied_to": "customer"})
 
     async def rate_extra(console, request, session, row, values):
@@ -151,13 +149,14 @@ def add_routes(console) -> None:
                  ("Peak", lambda r: _rate_price(r, "first", "next")),
                  ("Off-peak", lambda r: _rate_price(r, "offpeak_first", "offpeak_next")),
                  ("Effective from", lambda r: shown(r["effective_from"]))],
-        fields=RATE_FIELDS, list_fn=cat.list_rates, get_fn=lambda k: cat.get_rate(_int(k)),
-        update_fn=lambda k, d: cat.update_rate(_int(k), d),
-        delete_fn=lambda k: cat.delete_rate(_int(k)), search="prefix", search_label="Prefix",
+        fields=RATE_FIELDS, service="catalog",
+        ops={k: v for k, v in _ops("rate").items() if k != "create"}, key_arg=_int,
+        search="prefix", search_label="Prefix",
         filters=("tariff",), extra_fn=rate_extra)
 
     async def product_extra(console, request, session, row, values):
         """The rating-list editor: the product's entries and the tariffs to choose from."""
+        cat = console.service("catalog", request, session)
         tariffs_page = await cat.list_tariffs({}, 500, 0)
         options = [("", "(choose a tariff)")] + [
             (str(t["id"]), f"{t['name']} ({t['currency']})") for t in tariffs_page["items"]]
@@ -170,14 +169,19 @@ def add_routes(console) -> None:
                  ("Rating list", lambda r: ", ".join(
                      f"{e['node']}/{e['access_code'] or '-'}: {e['tariff']}"
                      for e in r.get("rating_list", [])))],
-        fields=PRODUCT_FIELDS, list_fn=cat.list_products, get_fn=cat.get_product,
-        create_fn=cat.create_product, update_fn=cat.update_product,
-        delete_fn=cat.delete_product, search="name", search_label="Name",
+        fields=PRODUCT_FIELDS, service="catalog", ops=_ops("product"), search="name",
+        search_label="Name",
         extra_fn=product_extra, extra_data=rating_list_data, defaults={"currency": "USD"})
 
     for screen in (destinations, tariffs, rates, products):
         screen.register(console)
     _tariff_rate_routes(console, tariffs)
+
+
+def _ops(kind: str, plural: str = "") -> dict[str, str]:
+    """The service's method names for ``kind`` (``list_tariffs``, ``get_tariff``...)."""
+    return {"list": f"list_{plural or kind + 's'}", "get": f"get_{kind}", "create": f"create_{kind}",
+            "update": f"update_{kind}", "delete": f"delete_{kind}"}
 
 
 def _int(key: str) -> int:
@@ -189,11 +193,11 @@ def _int(key: str) -> int:
 
 def _tariff_rate_routes(console, tariffs: Screen) -> None:
     """Adding a rate to a tariff, and its CSV export and import."""
-    cat, route, page = console.catalog, console.app.route, console.page
+    route, page = console.app.route, console.page
 
     async def again(request, session, key, status, **extra):
         """The tariff's page again with the rate form's or the import's problems."""
-        row = await cat.get_tariff(key)
+        row = await console.service("catalog", request, session).get_tariff(key)
         page_ = await tariffs.extra_fn(console, request, session, row, None)
         page_.update(extra)
         template = page_.pop("template")
@@ -208,7 +212,8 @@ def _tariff_rate_routes(console, tariffs: Screen) -> None:
         """Add a rate from the tariff page's form."""
         values = form_fields(request)
         try:
-            await cat.create_rate(key, form_data(RATE_FIELDS, values, partial=False))
+            await console.service("catalog", request, session).create_rate(
+                key, form_data(RATE_FIELDS, values, partial=False))
         except (ValidationError, ConflictError) as e:
             return await again(request, session, key, 409 if isinstance(e, ConflictError) else 400,
                                rate_values=values, rate_errors=field_errors(e))
@@ -218,7 +223,7 @@ def _tariff_rate_routes(console, tariffs: Screen) -> None:
 
     async def export_csv(request, session, key):
         """Every rate version of the tariff as CSV (the columns ``rates import`` reads)."""
-        tariff, rows = await cat.export_rates(key)
+        tariff, rows = await console.service("catalog", request, session).export_rates(key)
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(COLUMNS)
@@ -240,7 +245,8 @@ def _tariff_rate_routes(console, tariffs: Screen) -> None:
         try:
             if problems and problems[0][1] in ("encoding", "header"):
                 raise RowErrors(problems)
-            counts = await cat.import_rates(key, rows, problems)
+            counts = await console.service("catalog", request, session).import_rates(
+                key, rows, problems)
         except RowErrors as e:
             return await again(request, session, key, 400, problems=e.problems)
         except (ValidationError, ConflictError) as e:

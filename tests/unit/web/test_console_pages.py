@@ -68,8 +68,8 @@ def test_a_long_list_has_working_pages():
     from cbserver.web.console.screens import Screen
 
     screen = Screen("accounts", "Accounts", "account", key=lambda r: r["id"],
-                    columns=[("Account ID", lambda r: r["id"])], fields=[], list_fn=None,
-                    get_fn=None, search="id_prefix")
+                    columns=[("Account ID", lambda r: r["id"])], fields=[], service="accounts",
+                    ops={"list": "list_accounts"}, search="id_prefix")
     items = [{"id": f"cb{i:04d}"} for i in range(50, 100)]
     html = page("list.html", screen=screen, page={"items": items, "total": 120, "limit": 50,
                                                   "offset": 50},
@@ -77,3 +77,35 @@ def test_a_long_list_has_working_pages():
     assert 'href="/ui/accounts?offset=0&amp;q=cb">Previous' in html
     assert 'href="/ui/accounts?offset=100&amp;q=cb">Next' in html and "51–100 of 120" in html
     assert 'href="/ui/accounts/cb0050"' in html
+
+
+class _Service:
+    """A service that can be bound to an actor, as the audit log's services can."""
+
+    def __init__(self, actor=None):
+        self.actor = actor
+
+    def as_actor(self, actor):
+        return _Service(actor)
+
+
+class _Plain:
+    """A service from before the audit log: no ``as_actor``."""
+
+
+class _Request:
+    def getClientAddress(self):  # noqa: N802 - Twisted API
+        return type("Addr", (), {"host": "192.0.2.7"})()
+
+
+def test_every_service_call_is_bound_to_the_operator_when_it_can_be():
+    from types import SimpleNamespace
+
+    from cbserver.web.console.app import Console
+
+    admin = SimpleNamespace(catalog=_Service(), accounts=_Plain(), payments=_Service(),
+                            generator=_Service(), cfg=None, jobs={})
+    console = Console(admin, operators=object(), make_actor=lambda who, client: (who, "ui", client))
+    bound = console.service("catalog", _Request(), ADMIN_S)
+    assert bound.actor == ("alice", "ui", "192.0.2.7") and admin.catalog.actor is None
+    assert console.service("accounts", _Request(), ADMIN_S) is admin.accounts  # nothing to bind
