@@ -26,6 +26,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from twisted.internet import threads
 from zope.interface import Interface
 
 from cbserver.billing.passwords import Cost, hash_password, verify_password
@@ -123,8 +124,11 @@ class Operators:
     """Logins, sessions and logouts over an ``IOperatorStore``."""
 
     def __init__(self, store, *, idle_timeout: float = 900.0, attempts: int = 5,
-                 period: float = 900.0):
+                 period: float = 900.0, in_thread=None):
         self.store = store
+        # scrypt takes a noticeable time and 32 MiB: never on the reactor thread, which also
+        # carries the node's calls (SIP and RTP timing).
+        self.in_thread = in_thread or threads.deferToThread
         self.idle_timeout = idle_timeout
         self.attempts = attempts
         self.period = period
@@ -149,8 +153,9 @@ class Operators:
             raise LoginLimited()
         operator = await self.store.get_operator(name) if name else None
         # The same scrypt work for an unknown name as for a real one: no timing oracle.
-        stored = operator["password_hash"] if operator else dummy_operator_hash()
-        good = verify_password(password or "", stored)
+        stored = (operator["password_hash"] if operator
+                  else await self.in_thread(dummy_operator_hash))
+        good = await self.in_thread(verify_password, password or "", stored)
         if not good or operator is None or operator["disabled"]:
             await self.store.count_failure([op_key, client_key], self.period)
             raise LoginFailed()

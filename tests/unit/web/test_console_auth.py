@@ -246,3 +246,19 @@ def test_the_cli_takes_no_password_on_the_command_line():
                            "--dsn", "x"])
     with pytest.raises(SystemExit):
         parser.parse_args(["operator", "add", "bob", "--role", "root", "--dsn", "x"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_scrypt_runs_off_the_reactor_thread(world):
+    _clock, store, _ops = world
+    ran = []
+
+    def in_thread(fn, *args):
+        ran.append(fn.__name__)
+        return defer.succeed(fn(*args))
+
+    ops = Operators(store, in_thread=in_thread)
+    await ops.login("alice", PASSWORD, "192.0.2.1")
+    with pytest.raises(LoginFailed):
+        await ops.login("nobody", PASSWORD, "192.0.2.1")
+    assert ran == ["verify_password", "dummy_operator_hash", "verify_password"]
