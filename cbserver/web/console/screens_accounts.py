@@ -218,7 +218,13 @@ def _generator_routes(console) -> None:
                               active="generator", job=job, title="Generating accounts")
 
     async def download(request, session, job_id):
-        """The CSV the job wrote (only a file inside the generator's CSV folder)."""
+        """The CSV the job wrote (only a file inside the generator's CSV folder).
+
+        It holds the accounts' passwords: administrators only, like the generator itself.
+        """
+        if not session.can_change:
+            raise Refused(403, "The batch's CSV holds the accounts' passwords: it is for "
+                               "administrators.")
         job = get_job(job_id)
         if job["state"] != "done":
             raise Refused(409, "The batch is not finished yet.")

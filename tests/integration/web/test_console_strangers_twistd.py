@@ -148,6 +148,8 @@ def test_read_only_operator_sees_but_is_refused_every_change(server):
                          ("/ui/generator", {"customer": "x", "product": "y", "quantity": "1",
                                             "length": "8"})):
         assert r.post(path, {"csrf": token, **fields}).status == 403, path
+    # The generator's CSV holds passwords: not for her, whatever the job.
+    assert r.get("/ui/generator/jobs/0123456789abcdef/csv").status == 403
     assert "FR" in a.get("/ui/destinations/3312").text
     assert a.get("/ui/destinations/3313").status == 404
     # Logging out ends the session on the server, not only in the browser.

@@ -49,6 +49,8 @@ def test_a_finished_job_offers_the_csv_and_stops_polling():
     html = page("job.html", job=job, title="Generating accounts")
     assert "http-equiv" not in html and "hx-get" not in html
     assert 'href="/ui/generator/jobs/ab12/csv"' in html and "inactive until activated" in html
+    reader = page("job.html", session=READER_S, job=job, title="Generating accounts")
+    assert "/csv" not in reader and "inactive until activated" in reader
 
 
 def test_values_from_the_database_are_escaped():
