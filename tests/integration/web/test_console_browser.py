@@ -150,6 +150,17 @@ def test_the_setup_guide_in_the_console(server, tmp_path):
         assert status == 200 and ctype.startswith("text/csv")
         rows = list(csv.DictReader(io.StringIO(text)))
         assert [(r["prefix"], Decimal(r["first_price"])) for r in rows] == [("1818", Decimal("0.1"))]
+        # The exported file, changed and imported again: a new version of the rate.
+        rows[0]["first_price"], rows[0]["effective_from"] = "0.12", "2030-01-01T00:00:00+00:00"
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        data.write_text(out.getvalue())
+        b.find("#import-form input[type='file']").send_keys(str(data))
+        submit(b, "#import-form")
+        assert "1 rate(s) read: 1 created, 0 updated, 0 unchanged" in b.text("#rates")
+        assert "0.12/60s" in b.text("#rates table") and not b.find_all("#import-problems")
 
         # The product with its WEBCALLBACK rating entry.
         menu(b, "Products")
