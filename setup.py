@@ -25,7 +25,9 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["cbserver", "cbserver.*"]) + ["twisted.plugins"],
     include_package_data=True,
-    package_data={"cbserver": ["data/*.toml", "web/templates/*", "web/static/*"]},
+    package_data={"cbserver": ["data/*.toml", "web/templates/*", "web/static/*",
+                               "web/console/templates/*", "web/console/static/*",
+                               "web/console/static/vendor/*", "web/console/static/vendor/*/*"]},
     # sql/, prompts/ and scripts/sipp/ stay top-level folders of the checkout; an install copies them to
     # <prefix>/share/cbserver/, where cbserver.resources finds them.
     data_files=_data_files(),
@@ -37,6 +39,7 @@ setup(
         "treq>=23.11",
         "psycopg2-binary>=2.9",
         "prometheus-client>=0.17",
+        "Jinja2>=3.1",  # the web pages' templates (autoescaped), cbserver.web.templating
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-twisted>=1.14", "pytest-timeout>=2.2", "hypothesis>=6",

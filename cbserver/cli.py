@@ -15,7 +15,8 @@ from cbserver import __version__
 
 # Modules of cbserver.commands that add sub-commands, in the order `--help` lists them.
 COMMAND_MODULES = ("config", "db", "pg", "demo", "catalog", "accounts", "rates", "destinations",
-                   "provision", "quote", "report", "calls", "check", "audit", "applications", "node")
+                   "provision", "quote", "report", "calls", "check", "audit", "applications", "node",
+                   "operator")
 
 
 # `cbserver --help` ends with this: the command runs operator tasks, not the server.

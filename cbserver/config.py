@@ -329,6 +329,15 @@ class WebConfig:
                                   doc="endpoint of the admin JSON API")
     admin_token: str = setting("", doc="bearer token for the admin API")
     admin_token_file: str = setting("", doc="file holding the admin token instead")
+    console_idle_timeout: float = setting(900.0, check=_positive,
+                                          doc="seconds an operator's console session may stay "
+                                              "unused before it ends (log in again)")
+    console_login_attempts: int = setting(5, check=_positive,
+                                          doc="failed console logins per operator (a client "
+                                              "address: 4 times as many) before logins are "
+                                              "refused for console_lockout seconds")
+    console_lockout: float = setting(900.0, check=_positive,
+                                     doc="seconds over which failed console logins are counted")
     trusted_proxies: tuple[str, ...] = setting(
         (), check=lambda v: tuple(_network(x) for x in v),
         doc="load balancers whose X-Forwarded-For names the client and X-Forwarded-Host "

@@ -26,9 +26,11 @@ from __future__ import annotations
 import resource
 from collections import OrderedDict
 
+from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.server import Request
+from zope.interface import implementer
 
 from cbserver.logs import Logger
 
@@ -222,8 +224,14 @@ class LimitedProtocol(ProtocolWrapper):
         super().connectionLost(reason)
 
 
+@implementer(IProtocolNegotiationFactory)
 class LimitedFactory(WrappingFactory):
     """Wraps a listener's factory with a ``ConnectionLimiter``, a deadline and an idle time.
+
+    Under TLS it answers the client's ALPN offer (RFC 7301) for the wrapped factory: Twisted
+    asks the factory it wraps in TLS, which is this one, and without an answer it selects no
+    protocol, which the TLS library turns into a failed handshake ("internal error" alert) for
+    every client that offers ALPN: every browser.
 
     ``deadline``: seconds a connection has to deliver a request from its opening or its last
     answer (the wrapped protocol's code calls ``request_received``/``answered`` on its
@@ -254,6 +262,11 @@ class LimitedFactory(WrappingFactory):
         proto = self.protocol(self, wrapped, host)
         self.limiter.add(proto)
         return proto
+
+    def acceptableProtocols(self) -> list[bytes]:  # noqa: N802 - Twisted API
+        """The wrapped factory's ALPN protocols (a web ``Site``'s), else HTTP/1.1."""
+        inner = IProtocolNegotiationFactory(self.wrappedFactory, None)
+        return list(inner.acceptableProtocols()) if inner is not None else [b"http/1.1"]
 
     # WrappingFactory keeps its own set of protocols; the limiter is the one count here.
     def registerProtocol(self, p) -> None:  # noqa: N802 - Twisted API

@@ -286,6 +286,12 @@ class Accounts(Audited):
             raise NotFound("account", account_id)
         return account_out(row)
 
+    async def account_holds(self, account_id: str) -> dict:
+        """What calls in progress hold on an account's balance: ``{"items", "held"}``."""
+        await self.get_account(account_id)  # NotFound for an unknown account
+        rows = await self.store.transaction(lambda tx: tx.account_holds(account_id))
+        return {"items": rows, "held": sum((r["amount"] for r in rows), Decimal(0))}
+
     async def list_accounts(self, filters: Mapping = {}, limit=50, offset=0) -> dict:  # noqa: B006
         """A page of accounts; filters: customer, product, batch (names), status, account_type,
         internal, id_prefix."""

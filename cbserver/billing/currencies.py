@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
 #: Active ISO 4217 alphabetic codes (plus XXX-style codes that are not money are left out).
 ISO_4217 = frozenset("""
 AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP
@@ -32,3 +34,26 @@ def minor_units(code: str) -> int:
     if not is_currency(code):
         raise ValueError(f"unknown currency {code!r}")
     return _MINOR_UNITS.get(code, 2)
+
+
+def minor_unit_exceptions() -> dict[str, int]:
+    """Currencies whose minor units are not 2 (``{"JPY": 0, "KWD": 3, ...}``), for the page's script."""
+    return dict(_MINOR_UNITS)
+
+
+def format_amount(value, code: str | None) -> str:
+    """An amount as shown to a person: the currency's usual precision (``0.12000`` USD -> ``0.12``).
+
+    Rounded half up, as a price is read; xDRs and the API keep their 5 places. An unknown or
+    missing currency, or a value that is not a number, is shown as given.
+    """
+    if value is None or value == "":
+        return ""
+    try:
+        digits = minor_units(code) if code else None
+        amount = Decimal(str(value))
+    except (ValueError, InvalidOperation):
+        return str(value)
+    if digits is None or not amount.is_finite():
+        return str(value)
+    return str(amount.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))

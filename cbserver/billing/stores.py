@@ -100,6 +100,10 @@ class ICatalogTransaction(Interface):
     def set_status(status, *, account_id=None, batch_id=None, when=None):
         """Set the status of one account or of a batch's accounts; return how many changed."""
 
+    def account_holds(account_id):
+        """The live holds on an account's balance: ``{"session_id", "leg", "amount", "currency",
+        "created_at", "expires_at"}`` rows, oldest first."""
+
     def batch_counts(batch_id):
         """The number of accounts of a batch per status."""
 

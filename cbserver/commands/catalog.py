@@ -193,8 +193,29 @@ def _missing():
     return validation._MISSING
 
 
+def _application_help() -> str:
+    """The fields of a voice application: the config's ``[[application]]`` keys."""
+    import dataclasses  # noqa: PLC0415
+
+    from cbserver.config import ApplicationConfig  # noqa: PLC0415
+
+    lines = ["fields of an application (keys of the JSON object, as in [[application]]):"]
+    for f in dataclasses.fields(ApplicationConfig):
+        notes = []
+        if f.name in ("name", "callback_page_address"):
+            notes.append("required")
+        elif f.default is not dataclasses.MISSING:
+            notes.append(f"default {json.dumps(jsonable(f.default))}")
+        if f.name == "name":
+            notes.append("cannot be changed later")
+        lines.append(f"  {f.name:<28} {'; '.join(notes)}".rstrip())
+    return "\n".join(lines)
+
+
 def fields_help(kind: str) -> str:
     """The fields of a ``kind`` object, one a line, for ``catalog create KIND --help``."""
+    if kind == "application":
+        return _application_help()
     fields, nested = _field_tables()[kind]
     article = "an" if kind == "account" else "a"
     lines = [f"fields of {article} {kind} (keys of the JSON object):", *_describe_fields(fields)]

@@ -78,6 +78,13 @@ async def set_status(cur, status: str, *, account_id: str | None = None,
     return len(rows)
 
 
+async def account_holds(cur, account_id: str) -> list[dict]:
+    """Money held on the account's balance for its calls in progress (not expired), oldest first."""
+    return await fetch_all(cur, "SELECT session_id, leg, amount, currency, created_at, expires_at "
+                                "FROM balance_reservations WHERE account_id = %s "
+                                "AND expires_at > now() ORDER BY created_at, leg", [account_id])
+
+
 async def batch_counts(cur, batch_id: int) -> dict:
     """How many accounts of a batch are active and inactive."""
     rows = await fetch_all(cur, "SELECT status, count(*) AS n FROM accounts WHERE batch_id = %s "

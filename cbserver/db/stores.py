@@ -166,6 +166,10 @@ class CatalogTransaction:
         return self._wrote(accounts_store.set_status(self.cur, status, account_id=account_id,
                                                      batch_id=batch_id, when=when))
 
+    def account_holds(self, account_id):
+        """See ``ICatalogTransaction``."""
+        return accounts_store.account_holds(self.cur, account_id)
+
     def batch_counts(self, batch_id):
         """See ``ICatalogTransaction``."""
         return accounts_store.batch_counts(self.cur, batch_id)

@@ -230,6 +230,17 @@ class AdminApp:
         args = _args(request)
         return args, args.pop("limit", 50), args.pop("offset", 0)
 
+    @app.route("/ui/", branch=True)
+    def console(self, request):
+        """The operator's console (``cbserver.web.console``): HTML pages behind a login."""
+        if getattr(self, "_console", None) is None:
+            from cbserver.web.console.app import Console  # noqa: PLC0415 - built on first use
+
+            web = getattr(self.cfg, "web", None)
+            self._console = Console(self, secure=not str(getattr(web, "admin_endpoint", "")
+                                                          ).startswith("tcp:")).resource()
+        return self._console
+
     @app.route("/openapi.json", methods=["GET"])
     def openapi(self, request):
         """The OpenAPI 3 description of this API (no token needed)."""

@@ -11,10 +11,12 @@ error. The JSON API is ``cbserver.web.callback_api``; ``cbserver.web.app`` mount
 Routes, for each ``[[application]]`` with path P (``/web-callback`` by default):
 ``GET P`` the form, ``POST P`` start (303 to the status page, or 202 JSON for the page's
 script), ``GET P/status/<id>``, ``POST P/hosted-access`` (remember a Hosted token in a
-cookie); shared: ``GET /static/<file>``; anything else goes to the ``fallback`` resource (the
-health app). An instance with ``hosts`` also has its routes without the P prefix for requests
-whose host name it lists (``host_app``). Handlers get the ``base`` they were reached under
-(P, or "" by host) and write their links relative to it.
+cookie); shared: ``GET /static/<file>``; the default instance (``default_instance``) is
+also served at the root (``GET /``, ``POST /``, ``/status/<id>``, ``/hosted-access``);
+anything else goes to the ``fallback`` resource (the health app). An instance with
+``hosts`` also has its routes without the P prefix for requests whose host name it lists
+(``host_app``). Handlers get the ``base`` they were reached under (P, or "" by host) and
+write their links relative to it.
 
 The app's error boundary (``errors``) answers a failure no handler turned into a page with a
 plain HTML 500 page (logged with a request id, never a traceback).
@@ -132,6 +134,14 @@ class CallbackWeb:
             self.config, self.apps, self.hosts, self.app, self._site = before
             raise
 
+    def default_instance(self):
+        """The instance served at ``/`` of the path-routed site: the one whose path is ``/``,
+        else the first ``[[application]]`` of the configuration (None without any)."""
+        for app_cfg in self.config.application:
+            if not self.base(app_cfg):
+                return app_cfg
+        return self.config.application[0] if self.config.application else None
+
     def host_instance(self, request):
         """The instance whose ``hosts`` name the request's host, or None (route by path)."""
         return self.hosts.lookup(request_host(request, self.trusted_proxies))
@@ -143,6 +153,11 @@ class CallbackWeb:
         self.app.route("/static/<name>", methods=["GET", "HEAD"], endpoint="static")(self.static)
         for i, app_cfg in enumerate(self.config.application):
             self._add_instance_routes(self.app, app_cfg, self.base(app_cfg), f"_{i}")
+        default = self.default_instance()
+        if default is not None and self.base(default):
+            # The manual's address is https://<host>:8901/: the default instance's page is
+            # served at the root too (links relative to "", as for a host name).
+            self._add_instance_routes(self.app, default, "", "_root")
         self.app.route("/", branch=True, endpoint="fallback")(self.other)
         self.app.handle_errors(self.errors)
 

@@ -18,13 +18,45 @@
 
   function byId(id) { return document.getElementById(id); }
 
+  // Amounts shown in the currency's usual precision (2 places, or 0/3 for the currencies the
+  // server lists in data-minor-units); the JSON keeps the rating's 5 places.
+  var MINOR = {};
+  function money(value, currency) {
+    if (value === undefined || value === null || value === "") { return ""; }
+    var n = Number(value);
+    if (!currency || isNaN(n)) { return String(value); }
+    var digits = MINOR.hasOwnProperty(currency) ? MINOR[currency] : 2;
+    var f = Math.pow(10, digits);
+    // Half up, as the server rounds (on the magnitude, so -0.125 gives -0.13).
+    var r = Math.round(Math.abs(n) * f + 1e-9) / f;
+    return (n < 0 && r !== 0 ? "-" : "") + r.toFixed(digits);
+  }
+
   function costText(ch) {
     if (!ch) { return ""; }
-    var text = (String(ch.total) + " " + (ch.currency || "")).trim();
+    var cur = ch.currency || "";
+    var text = (money(ch.total, cur) + " " + cur).trim();
     var legs = [];
-    if (ch.A !== undefined && ch.A !== null) { legs.push("call to you: " + ch.A); }
-    if (ch.B !== undefined && ch.B !== null) { legs.push("call out: " + ch.B); }
+    if (ch.A !== undefined && ch.A !== null) { legs.push("call to you: " + money(ch.A, cur)); }
+    if (ch.B !== undefined && ch.B !== null) { legs.push("call out: " + money(ch.B, cur)); }
     return legs.length ? text + " (" + legs.join(", ") + ")" : text;
+  }
+
+  // The step an ended callback failed at (as pages.failed_step decides on the server).
+  function failedStep(st) {
+    if (st.status !== "ended") { return null; }
+    var legs = st.legs || {};
+    var a = legs.A || {}, b = legs.B || {};
+    if (a.state === "failed") { return "calling_you"; }
+    if (b.state === "failed" || b.state === "calling" || b.state === "ringing") { return "calling_destination"; }
+    return null;
+  }
+
+  function legReason(st, step) {
+    var leg = (st.legs || {})[step === "calling_you" ? "A" : "B"] || {};
+    var why = leg.reason || "";
+    if (leg.sip_status) { why = (why + " (SIP " + leg.sip_status + ")").trim(); }
+    return why || reasonText(st) || "no answer";
   }
 
   function reasonText(st) {
@@ -38,15 +70,29 @@
     panel.hidden = false;
     panel.setAttribute("data-status", st.status);
     panel.setAttribute("data-final", FINAL[st.status] ? "1" : "0");
-    var idx = STEPS.indexOf(st.status);
+    var failed = failedStep(st);
+    var idx = STEPS.indexOf(failed || st.status);
     var items = panel.querySelectorAll(".steps li");
     for (var i = 0; i < items.length; i++) {
-      var state = (i < idx || (i === idx && st.status === "ended")) ? "done" : (i === idx ? "now" : "todo");
+      var state;
+      if (failed) {
+        state = (i < idx || STEPS[i] === "ended") ? "done" : (i === idx ? "failed" : "todo");
+      } else {
+        state = (i < idx || (i === idx && st.status === "ended")) ? "done" : (i === idx ? "now" : "todo");
+      }
       items[i].className = state;
+      var old = items[i].querySelector(".why");
+      if (old) { items[i].removeChild(old); }
+      if (state === "failed") {
+        var why = document.createElement("span");
+        why.className = "why";
+        why.textContent = ": " + legReason(st, STEPS[i]);
+        items[i].appendChild(why);
+      }
       if (state === "now") { items[i].setAttribute("aria-current", "step"); }
       else { items[i].removeAttribute("aria-current"); }
     }
-    var text = TEXT[st.status] || st.status;
+    var text = failed ? "The callback could not be completed." : (TEXT[st.status] || st.status);
     var live = byId("status-text");
     if (live.textContent !== text) { live.textContent = text; }
     var reason = reasonText(st);
@@ -176,6 +222,9 @@
   var form = document.querySelector("form.callback");
   if (form) { form.addEventListener("submit", submit); }
   var panel = byId("status");
+  if (panel) {
+    try { MINOR = JSON.parse(panel.getAttribute("data-minor-units") || "{}"); } catch (e) { MINOR = {}; }
+  }
   if (panel && !panel.hidden && panel.getAttribute("data-final") === "0") {
     poll(panel, panel.getAttribute("data-status-url"));
   }

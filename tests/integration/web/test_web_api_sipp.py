@@ -13,6 +13,7 @@ import pytest
 import pytest_twisted
 import treq
 
+from cbserver.billing.currencies import format_amount
 from tests.support.api import get_json, poll_status, post_callback
 from tests.support.world import DEMO_PASSWORD, World, ensure
 
@@ -48,7 +49,9 @@ async def test_api_callback_goes_through_every_status_and_reports_charges(world)
     # The no-script status page shows the same end.
     page = await (await treq.get(f"{world.base}/web-callback/status/{cb_id}")).text()
     assert 'data-status="ended"' in page and "http-equiv" not in page
-    assert final["charges"]["total"] in page
+    # ...with the amount in the currency's usual precision (the API keeps 5 places).
+    shown = format_amount(final["charges"]["total"], final["charges"]["currency"])
+    assert f"{shown} USD" in page and final["charges"]["total"] not in page
 
 
 @pytest_twisted.ensureDeferred

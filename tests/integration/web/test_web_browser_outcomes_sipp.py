@@ -2,8 +2,9 @@
 
 The page (headless Chromium, driven from a thread so the reactor keeps running) fills each
 mode's form with numbers the carrier refuses, and follows the live status without a reload
-until it reads "ended"; the reason and the cost it shows must be those of the JSON API's
-status, and the cost that of both legs' xDRs and of the balance change. The outcomes:
+until it reads "ended"; the step that failed is marked (not every step ticked), the reason
+and the cost it shows must be those of the JSON API's status (the cost in the currency's
+usual precision), and the cost that of both legs' xDRs and of the balance change. The outcomes:
 extended legB busy (legA charged by the CALLBACK_FAIL tariff), simple legA busy (nothing
 placed after legA, nothing charged), hosted legB busy (the caller identified by ANI keys a
 busy destination as RFC 4733 DTMF).
@@ -15,6 +16,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, threads
 
+from cbserver.billing.currencies import format_amount
 from cbserver.callback.causes import describe
 from tests.integration.web.test_web_browser_sipp import submit
 from tests.integration.web.test_web_outcomes_sipp import (
@@ -66,7 +68,9 @@ def drive_to_end(url: str, mode: str) -> dict:
         submit(b, url, mode, FAILURES[mode][0])
         b.wait_for(lambda: b.find("#status").get_attribute("data-status") == "ended",
                    timeout=60, what="ended")
-        return {"text": b.text("#status-text"), "reason": b.text("#o-reason"),
+        steps = b.js("return Array.from(document.querySelectorAll('.steps li'))"
+                     ".map(function (li) { return li.dataset.step + '=' + li.className; });")
+        return {"text": b.text("#status-text"), "reason": b.text("#o-reason"), "steps": steps,
                 "cost": b.text("#o-cost"), "no_reload": b.js("return window.__noReload;"),
                 "url": b.url}
 
@@ -80,7 +84,9 @@ async def test_browser_shows_the_failure_reason_and_its_cost(failure_world):
     # The browser's own waits are bounded; this bounds Chromium's start and page loads too.
     seen = await threads.deferToThread(drive_to_end, f"{world.base_url}/web-callback",
                                        mode).addTimeout(BROWSER_TIMEOUT, reactor)
-    assert seen["no_reload"] == "yes" and seen["text"] == "The call has ended."
+    assert seen["no_reload"] == "yes" and seen["text"] == "The callback could not be completed."
+    failed_at = "calling_destination" if cause == "legb_busy" else "calling_you"
+    assert f"{failed_at}=failed" in seen["steps"] and "connected=done" not in seen["steps"]
     cb_id = seen["url"].rsplit("/status/", 1)[1]
 
     # The page shows what the API says.
@@ -89,8 +95,9 @@ async def test_browser_shows_the_failure_reason_and_its_cost(failure_world):
     assert status["cause"]["code"] == cause and status["cause"]["sip_status"] == sip
     assert seen["reason"] == f"{describe(cause)} (SIP {sip})"
     ch = status["charges"]
-    assert seen["cost"] == (f"{ch['total']} {ch['currency']} "
-                            f"(call to you: {ch['A']}, call out: {ch['B']})")
+    cur = ch["currency"]
+    assert seen["cost"] == (f"{format_amount(ch['total'], cur)} {cur} (call to you: "
+                            f"{format_amount(ch['A'], cur)}, call out: {format_amount(ch['B'], cur)})")
 
     # ...which is what the xDRs say and what the account paid.
     x = world.xdrs(cb_id)

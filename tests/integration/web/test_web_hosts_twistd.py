@@ -71,7 +71,8 @@ def test_host_header_picks_the_instance_and_metrics_answer_loopback(tmp_path, pg
         # Any other host is routed by path, as without hosts.
         code, text = fetch(base + "/api/v1/callbacks", body={"mode": "extended"})
         assert code == 400 and json.loads(text)["error"]["field"] == "application"
-        assert fetch(base + "/")[0] == 404
+        code, page = fetch(base + "/")  # the manual's address: the default (first) instance
+        assert code == 200 and re.search(r"·\s*Web callback$", title(page))
         code, page = fetch(base + "/web-callback", host=HOST)
         assert code == 200 and re.search(r"·\s*Web callback$", title(page))
         # /metrics: open to loopback (the default allow-list).

@@ -112,10 +112,11 @@ def test_an_instance_chosen_by_host_sees_only_its_own_callbacks():
     h.finish()
 
 
-def test_an_unknown_host_is_routed_by_path_as_before():
+def test_an_unknown_host_is_routed_by_path_with_the_default_instance_at_the_root():
     h = two_instances()
     for name in ("other.example.com", "example.net", "a.cb.example.net", "127.0.0.1:8901", ""):
-        assert h.get("/", headers=host(name)).code == 404, name
+        root = h.get("/", headers=host(name))  # the first instance, the manual's address
+        assert root.code == 200 and title(root).endswith("Alpha callback"), name
         assert title(h.get("/b", headers=host(name))).endswith("Beta callback"), name
     assert h.get("/status/cb-0001", headers=host("other.example.com")).code == 404
     h.finish()
@@ -132,19 +133,21 @@ def test_shared_routes_answer_under_a_host_name():
 
 
 def test_x_forwarded_host_is_believed_only_from_a_trusted_proxy():
-    fwd = host("lb.internal", x_forwarded_host=A_HOST)
+    # B is not the default instance, so only a believed header can pick it at the root.
+    fwd = host("lb.internal", x_forwarded_host=B_HOST)
     h = two_instances()  # nothing trusted: the Host header alone counts
-    assert h.get("/", headers=fwd).code == 404
+    assert title(h.get("/", headers=fwd)).endswith("Alpha callback")
     h.finish()
     h = two_instances(trusted_proxies=("10.0.0.0/8",))  # the peer 127.0.0.1 is not one
-    assert h.get("/", headers=fwd).code == 404
+    assert title(h.get("/", headers=fwd)).endswith("Alpha callback")
     h.finish()
     h = two_instances(trusted_proxies=("127.0.0.1/32",))
-    assert title(h.get("/", headers=fwd)).endswith("Alpha callback")
+    assert title(h.get("/", headers=fwd)).endswith("Beta callback")
     # The right-most entry is the one the proxy wrote; the client's own entries are ignored.
-    forged = host("lb.internal", x_forwarded_host=f"{B_HOST}, {A_HOST}")
-    assert title(h.get("/", headers=forged)).endswith("Alpha callback")
-    assert h.get("/", headers=host("lb.internal", x_forwarded_host=f"{A_HOST}, x.test")).code == 404
+    forged = host("lb.internal", x_forwarded_host=f"{A_HOST}, {B_HOST}")
+    assert title(h.get("/", headers=forged)).endswith("Beta callback")
+    other = host("lb.internal", x_forwarded_host=f"{B_HOST}, x.test")
+    assert title(h.get("/", headers=other)).endswith("Alpha callback")
     # A trusted proxy that sends no X-Forwarded-Host: its Host header is used.
     assert title(h.get("/", headers=host(B_HOST))).endswith("Beta callback")
     h.finish()
@@ -220,6 +223,8 @@ def test_pages_follow_the_applications_without_restart():
     h.web.set_applications([h.web.apps["Beta callback"], moved])
     assert h.get("/c").code == 404 and title(h.get("/g")).endswith("Gamma callback")
     assert h.get("/a").code == 404
-    assert h.get("/", headers=host(A_HOST)).code == 404
+    # Alpha's host name is no longer listed: "/" there is the default instance's page
+    # (the first application, Beta, now), as for any unlisted name.
+    assert title(h.get("/", headers=host(A_HOST))).endswith("Beta callback")
     assert title(h.get("/b")).endswith("Beta callback")
     h.finish()
