@@ -17,5 +17,5 @@ class PostgresApplicationSource:
         return self.db.runQuery(CHANGE_COUNTER).addCallback(lambda rows: rows[0][0] if rows else None)
 
     def load(self):
-        """Fire with every application row, by name."""
+        """Fire with every application row, oldest first."""
         return catalog_store.transaction(self.db, catalog_store.applications)

@@ -245,11 +245,13 @@ async def missing_prefixes(cur, prefixes: Sequence[str]) -> list[str]:
 
 
 async def applications(cur, *, lock: bool = False) -> list[dict]:
-    """Every voice application by name; ``lock`` takes the table against concurrent changes
-    (two creations could otherwise each miss the other's path or host name)."""
+    """Every voice application, oldest first (so the default instance, the first one when
+    none is at ``/``, stays the same as applications are added: the config's first one once
+    seeded); ``lock`` takes the table against concurrent changes (two creations could
+    otherwise each miss the other's path or host name)."""
     if lock:
         await cur.execute("LOCK TABLE applications IN SHARE ROW EXCLUSIVE MODE")
-    return await fetch_all(cur, "SELECT * FROM applications ORDER BY name")
+    return await fetch_all(cur, "SELECT * FROM applications ORDER BY id")
 
 
 # -- transactions and error translation ---------------------------------------------------------

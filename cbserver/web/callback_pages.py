@@ -136,7 +136,7 @@ class CallbackWeb:
 
     def default_instance(self):
         """The instance served at ``/`` of the path-routed site: the one whose path is ``/``,
-        else the first ``[[application]]`` of the configuration (None without any)."""
+        else the first application (the oldest in the catalog; None without any)."""
         for app_cfg in self.config.application:
             if not self.base(app_cfg):
                 return app_cfg
