@@ -245,6 +245,7 @@ def test_reports_with_charts_tables_and_csv(server):
         href = re.search(rf'<a href="([^"]+)" id="csv-{name}">', r.text).group(1)
         got = c.get(href.replace("&amp;", "&"))
         assert got.status == 200 and got.header("Content-Type").startswith("text/csv")
+        assert "from=2026-06-01T00%3A00%3A00%2B00%3A00" in href
         assert got.body == api(server, f"/v1/reports/{name}?format=csv&from=2026-06-01&to=2026-07-01")
     assert "/static/reports.js" in r.text and "<script>" not in r.text
     assert ">lega_busy<" in r.text
