@@ -55,6 +55,27 @@ def filter_query(values: dict) -> str:
     return urlencode({k: values[k] for k in FILTER_KEYS if values.get(k)})
 
 
+def pager_links(base: str, after: str, trail: list[str], next_cursor: str | None) -> dict:
+    """The query strings of the xDR pager: ``next`` (the page after ``next_cursor``),
+    ``previous`` and ``first`` (when not on the first page). ``trail`` holds the ``after`` of
+    each page already passed, oldest first, ``-`` for the first page; only the last
+    ``MAX_TRAIL`` are kept (further back, Previous ends at the first page)."""
+    trail = [t for t in trail if t][-MAX_TRAIL:]
+
+    def query(**paging) -> str:
+        return "?" + "&".join(x for x in (base, urlencode({k: v for k, v in paging.items() if v}))
+                              if x)
+
+    nav = {}
+    if next_cursor:
+        nav["next"] = query(after=next_cursor, trail=".".join([*trail, after or "-"]))
+    if after:
+        back = trail[-1] if trail else "-"
+        nav["previous"] = query(after="" if back == "-" else back, trail=".".join(trail[:-1]))
+        nav["first"] = query()
+    return nav
+
+
 def add_routes(console) -> None:
     """Register the calls screens on the console."""
     route, page = console.app.route, console.page
@@ -66,7 +87,7 @@ def add_routes(console) -> None:
         """The filter form and one page of xDRs."""
         args = query_args(request)
         values = filter_values(args)
-        trail = [t for t in args.get("trail", "").split(".") if t][-MAX_TRAIL:]
+        trail = args.get("trail", "").split(".")
         after = args.get("after", "")
         errors, result = {}, {"xdrs": [], "next": None}
         try:
@@ -75,16 +96,7 @@ def add_routes(console) -> None:
         except ValidationError as e:
             errors = field_errors(e)
         base = filter_query(values)
-        nav = {}
-        if result["next"]:
-            nav["next"] = "?" + "&".join(x for x in (base, urlencode(
-                {"after": result["next"], "trail": ".".join([*trail, after or "-"])})) if x)
-        if after:
-            back = trail[-1] if trail else "-"
-            prev = {"after": "" if back == "-" else back, "trail": ".".join(trail[:-1])}
-            nav["previous"] = "?" + "&".join(x for x in (base, urlencode(
-                {k: v for k, v in prev.items() if v})) if x)
-            nav["first"] = "?" + base
+        nav = pager_links(base, after, trail, result["next"])
         return console.render(request, session, "xdrs.html", 400 if errors else 200,
                               active="xdrs", title="xDRs", fields=XDR_FILTER, values=values,
                               errors=errors, xdrs=result["xdrs"], nav=nav,

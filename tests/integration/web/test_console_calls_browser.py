@@ -8,7 +8,8 @@ the trunk on both legs, the callback ends with ``operator_hangup``; Past callbac
 cause and links the callback's xDRs (the trunk's Call-IDs); the xDR filter finds them, pages
 through the generated ones, and its CSV link carries the filter; the account's page lists
 them; Reports draws its charts (Chart.js ran under the console's CSP) beside the tables;
-Nodes shows the node with its process. A read-only operator sees no Hang up or Drain.
+Nodes shows the node with its process. A read-only operator, without JavaScript, sees no
+Hang up or Drain, refreshes the live list with its link, pages xDRs and reads the reports.
 """
 
 from __future__ import annotations
@@ -153,12 +154,19 @@ def test_a_real_callback_hung_up_from_the_console(tmp_path, pg_dsn):
                       if e["level"] == "SEVERE" and e["source"] != "network"]
             assert not errors, errors
 
-        with Browser() as b:
+        with Browser(javascript=False) as b:  # a read-only operator, without JavaScript
             login(b, base, "rita", READER_PASSWORD)
             go(b, "Nodes", "Nodes")
             assert not b.find_all("#nodes form")
             go(b, "Live callbacks", "Live callbacks")
             assert not b.find_all("form.hangup")
+            b.find("#refresh").click()
+            b.wait_for(lambda: b.find("h1").text == "Live callbacks", what="the refreshed list")
+            go(b, "xDRs", "xDRs")
+            b.find("#xdrs-next").click()
+            b.wait_for(lambda: "after=" in b.url and len(xdr_ids(b)) == 50, what="page 2")
+            go(b, "Reports", "Reports")
+            assert "operator_hangup" in b.text("#table-causes")
     finally:
         node.stop()
         peer.stop()

@@ -231,6 +231,9 @@ def test_nodes_drain_and_undrain(server):
     page = a.get("/ui/nodes")
     assert '<tr data-node="node9">' in page.text and "draining" in page.text
     assert reader.post("/ui/nodes/node9/undrain", {"csrf": page.csrf()}).status == 403
+    assert a.post("/ui/nodes/node9/undrain", {"csrf": "forged"}).status == 403
+    assert a.post("/ui/nodes/node9/undrain", {}).status == 403
+    assert sql(server.dsn, "SELECT count(*) FROM node_drains")[0][0] == 1
     assert a.post("/ui/nodes/node9/undrain", {"csrf": page.csrf()}).status == 303
     assert sql(server.dsn, "SELECT count(*) FROM node_drains")[0][0] == 0
     assert a.post("/ui/nodes/node9/undrain", {"csrf": page.csrf()}).status == 404

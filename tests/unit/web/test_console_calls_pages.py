@@ -8,7 +8,13 @@ from __future__ import annotations
 import pytest
 
 from cbserver.billing.validation import ValidationError
-from cbserver.web.console.screens_calls import XDR_FILTER, filter_query, filter_values
+from cbserver.web.console.screens_calls import (
+    MAX_TRAIL,
+    XDR_FILTER,
+    filter_query,
+    filter_values,
+    pager_links,
+)
 from cbserver.web.console.screens_nodes import CHARTS, REPORT_FIELDS, deadline_field, merge_nodes
 from tests.unit.web.test_console_pages import READER_S, page
 
@@ -126,3 +132,21 @@ def test_reports_draw_from_their_tables():
     assert '<th scope="col" data-column="callbacks">' in html and "&lt;x&gt;" in html
     assert '<script src="/ui/static/reports.js" defer>' in html
     assert '<script src="/ui/static/vendor/chartjs/chart.umd.js" defer>' in html
+
+
+def test_the_pager_goes_forward_and_back_through_the_trail():
+    first = pager_links("leg=A", "", [""], "C1")
+    assert first == {"next": "?leg=A&after=C1&trail=-"}
+    second = pager_links("leg=A", "C1", ["-"], "C2")
+    assert second["next"] == "?leg=A&after=C2&trail=-.C1"
+    assert second["previous"] == "?leg=A" and second["first"] == "?leg=A"
+    third = pager_links("leg=A", "C2", ["-", "C1"], None)
+    assert "next" not in third and third["previous"] == "?leg=A&after=C1&trail=-"
+    assert pager_links("", "C2", ["-", "C1"], None)["first"] == "?"
+
+
+def test_the_trail_is_bounded():
+    trail = [f"C{i}" for i in range(100)]
+    nav = pager_links("", "C100", trail, "C101")
+    kept = nav["next"].split("trail=")[1].split(".")
+    assert len(kept) == MAX_TRAIL + 1 and kept[-1] == "C100" and kept[0] == f"C{100 - MAX_TRAIL}"
