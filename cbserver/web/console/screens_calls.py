@@ -25,6 +25,10 @@ from cbserver.web.console.screens import F, field_errors
 PAGE = 50
 MAX_TRAIL = 20  # pages "Previous" can go back through (then: the first page)
 ACCOUNT_XDRS = 10
+# The live list polls every 2 s; every poll is a use of the session, so an open page would
+# keep it alive for ever: after MAX_POLLS (10 minutes) the polling stops and the idle
+# timeout applies again (the Refresh link starts it anew).
+MAX_POLLS = 300
 XDR_FILTER = (
     F("from", "From", hint="2026-06-01 or 2026-06-01T10:00:00Z (UTC)"),
     F("to", "To (before)", hint="same form; empty: up to now"),
@@ -53,6 +57,11 @@ def filter_values(args: dict) -> dict[str, str]:
 def filter_query(values: dict) -> str:
     """The query string of a filter (the CSV link and paging carry it)."""
     return urlencode({k: values[k] for k in FILTER_KEYS if values.get(k)})
+
+
+def _polls(text: str) -> int:
+    """How many times the live list has polled (0 for anything but a small number)."""
+    return int(text) if text.isdigit() and len(text) < 6 else 0
 
 
 def pager_links(base: str, after: str, trail: list[str], next_cursor: str | None) -> dict:
@@ -120,7 +129,8 @@ def add_routes(console) -> None:
 
     def callbacks_page(state: str):
         async def show(request, session):
-            """Live (polled by htmx, a Refresh link without JavaScript) or past callbacks."""
+            """Live (polled by htmx up to ``MAX_POLLS`` times, a Refresh link without
+            JavaScript) or past callbacks."""
             args = query_args(request)
             errors, result = {}, {"callbacks": [], "next": None}
             try:
@@ -136,7 +146,8 @@ def add_routes(console) -> None:
                 title="Live callbacks" if state == "live" else "Past callbacks", errors=errors,
                 callbacks=result["callbacks"], next=result["next"],
                 account=args.get("account", ""), node=args.get("node", ""),
-                hungup=args.get("hungup", ""))
+                hungup=args.get("hungup", ""), polls=_polls(args.get("polls", "")),
+                max_polls=MAX_POLLS)
 
         return show
 

@@ -188,6 +188,9 @@ def test_live_callbacks_and_their_hang_up(server):
     fragment = a.get("/ui/callbacks/live", headers={"HX-Request": "true"})
     assert fragment.text.lstrip().startswith("<div id=\"callbacks\"")
     assert "<html" not in fragment.text
+    last = a.get("/ui/callbacks/live?polls=300", headers={"HX-Request": "true"})
+    assert "hx-get" not in last.text and 'id="polling-stopped"' in last.text
+    assert a.get("/ui/callbacks/live?polls=junk").status == 200
     done = a.post("/ui/callbacks/live1/hangup", {"csrf": live.csrf()})
     assert done.status == 303 and done.header("Location") == "/ui/callbacks/live?hungup=live1"
     assert sql(server.dsn, "SELECT requested_by FROM callback_hangups WHERE session_id = 'live1'") \

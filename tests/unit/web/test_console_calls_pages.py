@@ -9,6 +9,7 @@ import pytest
 
 from cbserver.billing.validation import ValidationError
 from cbserver.web.console.screens_calls import (
+    MAX_POLLS,
     MAX_TRAIL,
     XDR_FILTER,
     filter_query,
@@ -61,10 +62,10 @@ def test_filter_values_keep_only_the_filter():
     assert filter_query(values) == "to=2026-06-02&account=acc1"
 
 
-def live_page(session=None):
+def live_page(session=None, polls=0):
     return page("callbacks.html", **({"session": session} if session else {}), state="live",
                 title="Live callbacks", errors={}, callbacks=[LIVE], next=None, account="",
-                node="", hungup="")
+                node="", hungup="", polls=polls, max_polls=MAX_POLLS)
 
 
 def test_the_live_list_polls_and_offers_hang_up_to_administrators_only():
@@ -72,7 +73,7 @@ def test_the_live_list_polls_and_offers_hang_up_to_administrators_only():
     assert '<table class="list" id="live-callbacks">' in html
     assert '<tr data-callback-id="cbL1">' in html and "A: answered, B: ringing" in html
     assert 'action="/ui/callbacks/cbL1/hangup"' in html and 'name="csrf" value="tok"' in html
-    assert 'hx-get="/ui/callbacks/live"' in html and 'hx-trigger="every 2s"' in html
+    assert 'hx-get="/ui/callbacks/live?polls=1"' in html and 'hx-trigger="every 2s"' in html
     assert 'id="refresh"' in html and "0.0100 USD" in html
     reader = live_page(READER_S)
     assert '<tr data-callback-id="cbL1">' in reader and "hangup" not in reader
@@ -82,7 +83,7 @@ def test_past_callbacks_show_the_cause_and_link_the_xdrs():
     cb = dict(LIVE, status="ended", cause={"code": "legb_busy", "description": "<busy>"},
               destination="1818", created_at="2026-06-01T10:00:00.000Z")
     html = page("callbacks.html", state="past", title="Past callbacks", errors={}, callbacks=[cb],
-                next="CUR", account="", node="", hungup="")
+                next="CUR", account="", node="", hungup="", polls=0, max_polls=MAX_POLLS)
     assert "<code>legb_busy</code> &lt;busy&gt;" in html and "hx-get" not in html
     assert '<a href="/ui/callbacks/cbL1">its xDRs</a>' in html
     assert 'href="/ui/callbacks/past?after=CUR" rel="next"' in html
@@ -150,3 +151,10 @@ def test_the_trail_is_bounded():
     nav = pager_links("", "C100", trail, "C101")
     kept = nav["next"].split("trail=")[1].split(".")
     assert len(kept) == MAX_TRAIL + 1 and kept[-1] == "C100" and kept[0] == f"C{100 - MAX_TRAIL}"
+
+
+def test_the_live_list_stops_polling_after_a_while():
+    assert 'hx-get="/ui/callbacks/live?polls=300"' in live_page(polls=MAX_POLLS - 1)
+    stopped = live_page(polls=MAX_POLLS)
+    assert "hx-get" not in stopped and 'id="polling-stopped"' in stopped
+    assert '<tr data-callback-id="cbL1">' in stopped
