@@ -203,7 +203,7 @@ def test_past_callbacks_show_their_cause_and_link_their_xdrs(server):
     c = logged_in(server, "rita", READER_PASSWORD)
     past = c.get("/ui/callbacks/past")
     assert past.status == 200 and '<table class="list" id="past-callbacks">' in past.text
-    assert "<code>lega_busy</code>" in past.text
+    assert "<code>lega_busy</code></a>" in past.text
     m = re.search(r'<a href="(/ui/callbacks/gen\d+)">its xDRs</a>', past.text)
     one = c.get(m.group(1))
     assert one.status == 200 and len(rows(one.text)) == 2

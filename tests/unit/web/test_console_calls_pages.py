@@ -84,7 +84,8 @@ def test_past_callbacks_show_the_cause_and_link_the_xdrs():
               destination="1818", created_at="2026-06-01T10:00:00.000Z")
     html = page("callbacks.html", state="past", title="Past callbacks", errors={}, callbacks=[cb],
                 next="CUR", account="", node="", hungup="", polls=0, max_polls=MAX_POLLS)
-    assert "<code>legb_busy</code> &lt;busy&gt;" in html and "hx-get" not in html
+    assert "<code>legb_busy</code></a> &lt;busy&gt;" in html and "hx-get" not in html
+    assert 'href="/ui/xdrs?cause=legb_busy"' in html
     assert '<a href="/ui/callbacks/cbL1">its xDRs</a>' in html
     assert 'href="/ui/callbacks/past?after=CUR" rel="next"' in html
 
