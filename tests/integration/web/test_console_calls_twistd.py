@@ -196,6 +196,10 @@ def test_live_callbacks_and_their_hang_up(server):
     assert sql(server.dsn, "SELECT requested_by FROM callback_hangups WHERE session_id = 'live1'") \
         == [("alice",)]
     assert a.post("/ui/callbacks/nosuch/hangup", {"csrf": live.csrf()}).status == 404
+    assert a.post("/ui/callbacks/%3Cx%3E/hangup", {"csrf": live.csrf()}).status == 404
+    assert a.get("/ui/callbacks/live1/hangup").status == 405
+    bad = a.get("/ui/callbacks/live?account=%3Cb%3E&node=" + "n" * 500)
+    assert bad.status == 400 and "<b>" not in bad.text and 'class="summary"' in bad.text
     assert a.post("/ui/callbacks/gen1/hangup", {"csrf": live.csrf()}).status == 409
 
 
