@@ -98,7 +98,8 @@ def _wants_csv(request, args: dict) -> bool:
 
 
 def _console(self) -> Console:
-    """The app's Console, made on first use (``self`` is the ``AdminApp``)."""
+    """The app's calls ``Console``, made on first use (``self`` is the ``AdminApp``); the
+    operator's web console asks the same one (``calls_console``)."""
     console = getattr(self, "_calls_console", None)
     if console is None:
         console = self._calls_console = Console(PostgresCallsStore(self.db))
@@ -106,10 +107,50 @@ def _console(self) -> Console:
     return console
 
 
+class ExportsBusy(Exception):
+    """``MAX_EXPORTS`` exports are running already."""
+
+
+async def stream_xdrs_csv(app, request, f) -> bytes:
+    """Stream every xDR of filter ``f`` as CSV to ``request`` (see the module docstring), for
+    the admin API and the console alike; ``ExportsBusy`` before the first byte when
+    ``MAX_EXPORTS`` are running (``app``: the ``AdminApp``)."""
+    console = _console(app)
+    if app._calls_exports >= MAX_EXPORTS:
+        raise ExportsBusy()
+    app._calls_exports += 1
+    pacer = _Pacer(request, [
+        (b"cache-control", b"no-store"), (b"content-type", b"text/csv; charset=utf-8"),
+        (b"content-disposition", b'attachment; filename="xdrs.csv"')])
+    request.registerProducer(pacer, True)
+    request.notifyFinish().addErrback(lambda _: pacer.stopProducing())
+    try:
+        await console.export_xdrs(f, pacer.write, EXPORT_BATCH)
+    except (ClientGone, defer.CancelledError):
+        log.info("xDR export stopped: the client went away")
+        return b""
+    except Exception:
+        if not pacer.started:
+            raise  # the caller's error boundary answers it
+        log.failure("xDR export failed after its first bytes; connection aborted")
+        request.channel.transport.abortConnection()
+        return b""
+    finally:
+        app._calls_exports -= 1
+        request.unregisterProducer()
+    return b""
+
+
+calls_console = _console
+
+
 def _callback_id(value: str) -> str:
     if not _CALLBACK_ID.match(value):
         raise ValidationError("id", "is not a callback id")
     return value
+
+
+check_callback_id = _callback_id
 
 
 def mount(app_cls, api, send, check_request, args_of) -> None:
@@ -125,33 +166,13 @@ def mount(app_cls, api, send, check_request, args_of) -> None:
         return text.encode("utf-8")
 
     async def export(self, request, f) -> bytes:
-        console = _console(self)
-        if self._calls_exports >= MAX_EXPORTS:
+        try:
+            return await stream_xdrs_csv(self, request, f)
+        except ExportsBusy:
             request.setHeader(b"retry-after", b"10")
             return send(request, 503, {"error": {
                 "code": "busy", "field": None,
                 "message": f"{MAX_EXPORTS} exports are running; try again soon"}})
-        self._calls_exports += 1
-        pacer = _Pacer(request, [
-            (b"cache-control", b"no-store"), (b"content-type", b"text/csv; charset=utf-8"),
-            (b"content-disposition", b'attachment; filename="xdrs.csv"')])
-        request.registerProducer(pacer, True)
-        request.notifyFinish().addErrback(lambda _: pacer.stopProducing())
-        try:
-            await console.export_xdrs(f, pacer.write, EXPORT_BATCH)
-        except (ClientGone, defer.CancelledError):
-            log.info("xDR export stopped: the client went away")
-            return b""
-        except Exception:
-            if not pacer.started:
-                raise  # the error boundary answers it
-            log.failure("xDR export failed after its first bytes; connection aborted")
-            request.channel.transport.abortConnection()
-            return b""
-        finally:
-            self._calls_exports -= 1
-            request.unregisterProducer()
-        return b""
 
     @app.route("/v1/xdrs", methods=["GET"])
     def calls_list_xdrs(self, request):

@@ -35,7 +35,8 @@ def add_operator(config: Path, name: str, role: str, password: str) -> subproces
 class ConsoleServer:
     """``twistd cbserver`` with an admin endpoint on a free port and two operators."""
 
-    def __init__(self, folder: Path, dsn: str, tls: bool = True, **settings: str):
+    def __init__(self, folder: Path, dsn: str, tls: bool = True, replace: dict | None = None,
+                 **settings: str):
         self.admin_port = free_port()
         self.dsn = dsn
         scheme = "ssl" if tls else "tcp"  # tcp: cookies without Secure and the __Host- prefix
@@ -46,6 +47,7 @@ class ConsoleServer:
             'admin_endpoint = "ssl:8902:interface=127.0.0.1"':
                 f'admin_endpoint = "{scheme}:{self.admin_port}:interface=127.0.0.1"',
             **{f"{k} = {defaults[k]}": f"{k} = {v}" for k, v in settings.items()},
+            **(replace or {}),  # other lines of the example: old text -> new text
         })
         self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.admin_port}"
         for name, role, pw in (("alice", "admin", ADMIN_PASSWORD),

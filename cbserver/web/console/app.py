@@ -9,7 +9,8 @@ an administrator's session: a read-only operator is refused 403 and is never sho
 buttons. Pages are Jinja2 templates (autoescaped) under ``templates/``; they work without
 JavaScript (links and forms that POST), htmx only enhances them.
 
-Screens are added by ``screens_catalog`` and ``screens_accounts`` through ``Console.page``.
+Screens are added by ``screens_catalog``, ``screens_accounts``, ``screens_calls`` and
+``screens_nodes`` through ``Console.page``.
 Each handler gets the ``Session``: ``session.operator`` is the name the audit log will record
 for a change (``Console.actor``).
 """
@@ -30,7 +31,7 @@ from cbserver.db.operators_store import PostgresOperatorStore
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
 from cbserver.operators import ROLE_TITLES, LoginFailed, LoginLimited, Operators
-from cbserver.web.console import screens_accounts, screens_catalog
+from cbserver.web.console import screens_accounts, screens_calls, screens_catalog, screens_nodes
 from cbserver.web.console.forms import PREFIX, Refused, form_fields, url
 from cbserver.web.responses import log_unexpected
 from cbserver.web.templating import render
@@ -50,14 +51,15 @@ MENU = (
                ("accounts", "Accounts", "/accounts"),
                ("generator", "Account generator", "/generator"),
                ("batches", "Batches", "/batches"))),
-    ("Calls", (("xdrs", "xDRs", None), ("live", "Live callbacks", None),
-               ("past", "Past callbacks", None), ("nodes", "Nodes", None))),
-    ("Reports", (("reports", "Reports", None),)),
+    ("Calls", (("xdrs", "xDRs", "/xdrs"), ("live", "Live callbacks", "/callbacks/live"),
+               ("past", "Past callbacks", "/callbacks/past"), ("nodes", "Nodes", "/nodes"))),
+    ("Reports", (("reports", "Reports", "/reports"),)),
     ("Administration", (("audit", "Audit log", None),)),
 )
 STATIC_FILES = {
     "console.css": b"text/css; charset=utf-8",
     "console.js": b"text/javascript; charset=utf-8",
+    "reports.js": b"text/javascript; charset=utf-8",
     "vendor/htmx/htmx.min.js": b"text/javascript; charset=utf-8",
     "vendor/chartjs/chart.umd.js": b"text/javascript; charset=utf-8",
 }
@@ -94,6 +96,8 @@ class Console:
         self._routes()
         screens_catalog.add_routes(self)
         screens_accounts.add_routes(self)
+        screens_calls.add_routes(self)
+        screens_nodes.add_routes(self)
         self.app.handle_errors(self.errors)
 
     def resource(self):

@@ -16,6 +16,7 @@ from twisted.internet import defer
 
 from cbserver.billing.validation import ConflictError, NotFound, ValidationError
 from cbserver.errors import DatabaseUnavailable
+from cbserver.web.console import screens_calls
 from cbserver.web.console.forms import Refused, form_fields, url
 from cbserver.web.console.screens import F, Screen, field_errors, form_data, shown
 from cbserver.web.console.screens_catalog import CURRENCIES, _ops
@@ -102,7 +103,7 @@ def add_routes(console) -> None:
         details = [(k, shown(val)) for k, val in sorted(row.items())
                    if not k.endswith("_hash")]
         return {"template": "account.html", "payments": payments, "details": details,
-                "holds": holds,
+                "holds": holds, "xdrs": await screens_calls.account_xdrs(console, row["id"]),
                 "pay_fields": PAYMENT_FIELDS, "pay_values": {"kind": "payment"},
                 "pay_errors": {}}
 
