@@ -4,7 +4,9 @@ While a callback runs, ``RecoveryKeeper`` stores, each time a leg answers, what 
 process needs to end and bill it (``snapshot``): each answered leg's dialog (RFC 3261 12),
 the trunk target and transport it was reached through, its answer time, and the xDR it would
 get, with the rate selected at its connect time. The write is asynchronous (the call never
-waits for it) and the row is deleted when the callback ends normally.
+waits for it) and the row is deleted when the callback ends normally (a delete that failed, in
+a database outage or because the node was killed right after the end, is done by the next
+sweep of any node once the callback's final status is stored: ``remove_ended``).
 
 ``RecoveryService`` runs on every node: every ``interval`` seconds, and at start-up, it asks
 the store for the callbacks left by a dead process: one whose heartbeat is older than
@@ -56,6 +58,11 @@ class IRecoveryStore(Interface):
     def remove(session_id):
         """Delete the recovery row of a callback that ended normally."""
 
+    def remove_ended():
+        """Delete every row whose callback's final status is stored (a delete that did not
+        reach the database, or a node killed between a callback's end and its delete); fire
+        with their ids. Writes no xDR: a final status means the xDRs are stored or spooled."""
+
     def orphans(node, instance_id, stale_after):
         """Fire with the ids of the callbacks left by dead processes: every row of another
         process of ``node``, and every row whose process was not seen for ``stale_after``
@@ -74,7 +81,8 @@ class IRecoveryStore(Interface):
         heartbeat, epoch seconds; ``state``: the session row's status dict or None), which
         returns ``(records, new_state)``; write the ``LegRecord``s as the xDR writer does
         (balances, holds released), close the session row with ``new_state``, release the
-        session's holds and slots, delete the row; fire with ``data``.
+        session's holds and slots, delete the row; fire with ``data``. A row whose session
+        row is already final is only deleted (``settle`` not called); fire with None.
         """
 
 
@@ -228,7 +236,9 @@ class RecoveryKeeper:
     """Writes and deletes a session's recovery row; the session calls it on answer and end.
 
     Writes of one session are chained, so a delete never overtakes the write it follows;
-    none delays the call, and a failure is logged (the callback then cannot be recovered).
+    none delays the call, and a failure is logged: a save that failed leaves the callback
+    unrecoverable; a delete that failed leaves a stale row, which the next sweep of any node
+    removes once the callback's final status is stored (``IRecoveryStore.remove_ended``).
     """
 
     def __init__(self, store, node: str, instance_id: str):
@@ -331,6 +341,10 @@ class RecoveryService(service.Service):
 
     @defer.inlineCallbacks
     def _sweep(self):
+        stale = yield self.store.remove_ended()
+        if stale:
+            log.info("removed {n} recovery rows of callbacks that had ended: {ids}", n=len(stale),
+                     ids=" ".join(stale))
         ids = yield self.store.orphans(self.node, self.instance_id, self.stale_after)
         recovered = 0
         for sid in ids:

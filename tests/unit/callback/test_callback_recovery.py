@@ -61,6 +61,13 @@ class MemoryRecoveryStore:
         self.rows.pop(session_id, None)
         return defer.succeed(None)
 
+    def remove_ended(self):
+        ended = sorted(s for s in self.rows
+                       if self.states.get(s, {}).get("status") in ("ended", "refused"))
+        for sid in ended:
+            del self.rows[sid]
+        return defer.succeed(ended)
+
     def _orphan(self, sid, node, instance_id) -> bool:
         row_node, row_instance, _ = self.rows[sid]
         return row_instance != instance_id and (row_node == node or row_instance not in self.alive)
@@ -81,6 +88,8 @@ class MemoryRecoveryStore:
         if session_id not in self.rows or not self._orphan(session_id, node, instance_id):
             return defer.succeed(None)
         _, row_instance, data = self.rows.pop(session_id)
+        if self.states.get(session_id, {}).get("status") in ("ended", "refused"):
+            return defer.succeed(None)
         records, state = settle(data, self.last_seen[row_instance], self.states.get(session_id))
         self.xdrs.extend(records)
         self.states[session_id] = state
