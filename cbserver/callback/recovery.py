@@ -10,15 +10,16 @@ sweep of any node once the callback's final status is stored: ``remove_ended``).
 
 ``RecoveryService`` runs on every node: every ``interval`` seconds, and at start-up, it asks
 the store for the callbacks left by a dead process: one whose heartbeat is older than
-``stale_after`` seconds, or an earlier process of this very node name (``server.node``, the
-identity that survives a restart: a node that restarts knows its predecessor is dead). For
-each, in one transaction that locks the row (``FOR UPDATE SKIP LOCKED``: several survivors
-racing recover it once), the store writes both legs' xDRs billed up to the dead process's
-last heartbeat with the reason ``node_lost`` (``lost_records``), applies them to the
-balance, releases the holds and the concurrency slot, closes the session row (status
-``ended``, cause ``node_lost``: ``closed_state``) and deletes the row. Then this node sends
-BYE on every leg that was up (``IUserAgent.end_recovered``). A dead node's callbacks that had
-no leg answered (no row: nothing to end nor bill) are closed the same way, without xDRs.
+``stale_after`` seconds (both are settings, ``[recovery]``), or an earlier process of this
+very node name (``server.node``, the identity that survives a restart: a node that restarts
+knows its predecessor is dead). For each, in one transaction that locks the row (``FOR UPDATE
+SKIP LOCKED``: several survivors racing recover it once), the store writes both legs' xDRs
+billed up to the dead process's last heartbeat with the reason ``node_lost``
+(``lost_records``), applies them to the balance, releases the holds and the concurrency slot,
+closes the session row (status ``ended``, cause ``node_lost``: ``closed_state``) and deletes
+the row. Then this node sends BYE on every leg that was up (``IUserAgent.end_recovered``). A
+dead node's callbacks that had no leg answered (no row: nothing to end nor bill) are closed
+the same way, without xDRs.
 
 The money not billed per call is at most the time between the last heartbeat and the crash:
 one heartbeat interval (the pool's ``ping_interval``, 5 s).
@@ -44,6 +45,7 @@ from cbserver.logs import Logger
 log = Logger()
 
 CAUSE = "node_lost"
+# Defaults of the [recovery] settings (cbserver.config.RecoveryConfig).
 STALE_AFTER = 15  # seconds without a heartbeat (three of the pool's 5 s pings): the node is dead
 INTERVAL = 5.0  # seconds between two looks for dead nodes' callbacks
 SNAPSHOT_VERSION = 1
