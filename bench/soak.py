@@ -380,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             # xDRs are replayed. Each condition is an event seen in the database or on the
             # trunk, polled; the bound only stops a run that would never settle.
             drain_started = time.monotonic()
+            stats["at_drain_start"] = {"open_sessions": query(dsn, OPEN_SESSIONS)[0][0],
+                                       "trunk_open_legs": trunk.open_legs()}
             deadline = drain_started + args.drain
             while time.monotonic() < deadline and not quiescent(dsn, nodes, trunk):
                 time.sleep(1)
