@@ -238,15 +238,20 @@ class RecoveryKeeper:
     """Writes and deletes a session's recovery row; the session calls it on answer and end.
 
     Writes of one session are chained, so a delete never overtakes the write it follows;
-    none delays the call, and a failure is logged: a save that failed leaves the callback
-    unrecoverable; a delete that failed leaves a stale row, which the next sweep of any node
-    removes once the callback's final status is stored (``IRecoveryStore.remove_ended``).
+    none delays the call. A save that fails (PostgreSQL away) is tried again every
+    ``retry_delay`` seconds with a fresh snapshot while the callback goes on (``clock``; none:
+    not retried): a node killed after the database came back must still find its answered
+    legs recoverable. A delete that fails is logged and leaves a stale row, which the next
+    sweep of any node removes once the callback's final status is stored
+    (``IRecoveryStore.remove_ended``).
     """
 
-    def __init__(self, store, node: str, instance_id: str):
+    def __init__(self, store, node: str, instance_id: str, clock=None, retry_delay: float = 2.0):
         self.store = store
         self.node = node
         self.instance_id = instance_id
+        self.clock = clock
+        self.retry_delay = retry_delay
         self._chains: dict[str, defer.Deferred] = {}
         self._saved: set[str] = set()
 
@@ -260,8 +265,29 @@ class RecoveryKeeper:
         if data is None:
             return
         self._saved.add(session.id)
-        self._then(session.id, "storing", lambda: self.store.save(session.id, self.node,
-                                                                  self.instance_id, data))
+        self._then(session.id, "storing", lambda: self._save(session, data))
+
+    def _save(self, session, data) -> defer.Deferred:
+        d = self.store.save(session.id, self.node, self.instance_id, data)
+
+        def again(f):
+            if self.clock is None or session.id not in self._saved:
+                return f  # not retried, or the callback ended meanwhile (its delete follows)
+            log.warn("recovery row not stored callback_id={callback_id}: {err}; trying again in "
+                     "{delay} s", callback_id=session.id, err=f.getErrorMessage(), delay=self.retry_delay)
+            return task.deferLater(self.clock, self.retry_delay, self._fresh, session, data)
+
+        return d.addErrback(again)
+
+    def _fresh(self, session, data) -> defer.Deferred:
+        """Save again, with what the session is now (a leg may have answered meanwhile)."""
+        if session.id not in self._saved:
+            return defer.succeed(None)
+        try:
+            data = snapshot(session) or data
+        except Exception:  # noqa: BLE001 - keep the earlier snapshot
+            log.failure("recovery snapshot callback_id={callback_id}", callback_id=session.id)
+        return self._save(session, data)
 
     def ended(self, session) -> None:
         """The callback ended normally (its xDRs written or refused): drop its row."""

@@ -132,7 +132,7 @@ class CallbackService(service.Service):
         self.status_writer = StatusWriter(db, clock, cfg.server.node)
         # Crash recovery rows (cbserver.callback.recovery), when a store is given.
         self.keeper = None if recovery_store is None else RecoveryKeeper(
-            recovery_store, cfg.server.node, db.instance_id)
+            recovery_store, cfg.server.node, db.instance_id, clock)
         self.accepting = False
 
     # -- life cycle -----------------------------------------------------------------------
