@@ -25,6 +25,8 @@ import argparse
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -294,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds between two faults (uniform)")
     ap.add_argument("--drain", type=float, default=150.0,
                     help="at most this many seconds for the calls to drain after the faults stop")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="keep the nodes' configurations and logs here (default: a temporary "
+                         "folder, removed after a run without violation)")
     ap.add_argument("--summary", type=Path, default=None, help="write the summary as JSON here")
     args = ap.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
@@ -304,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     stats = {"seed": seed, "minutes": args.minutes, "attempted": 0, "accepted": 0, "refused": {},
              "faults": {"kill9": 0, "pg_stop": 0}}
     accounts = [f"cbsoak{i:03d}" for i in range(args.accounts)]
-    with tempfile.TemporaryDirectory(prefix="soak-") as tmp, private_cluster("cbsoak-pg-") as cluster:
+    tmp = args.workdir or Path(tempfile.mkdtemp(prefix="soak-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    with private_cluster("cbsoak-pg-") as cluster:
         work = Path(tmp)
         dsn = cluster.dsn()
         upgrade(dsn, report=lambda _line: None)
@@ -316,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         trunk = LossyTrunk(random.Random(rng.random()))
         trunk.start()
         nodes = [Node(work, "node1", dsn, trunk.port), Node(work, "node2", dsn, trunk.port)]
+        for n in nodes:  # debug: every SIP call's Call-ID is in the log, to explain a violation
+            n.config.write_text(n.config.read_text().replace(
+                "shutdown_grace = 10.0", 'shutdown_grace = 10.0\nlog_level = "debug"'))
         ids: list[str] = []
         try:
             for n in nodes:
@@ -398,6 +408,11 @@ def main(argv: list[str] | None = None) -> int:
         stats["trunk"] = {"outcomes": trunk.outcomes, "answered_legs": len(trunk.answered),
                           "datagrams_dropped": trunk.dropped}
         stats["violations"] = violations
+        if violations:
+            stats["details"] = details(work, violations, trunk)
+            stats["workdir"] = str(work)
+        elif args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
         print(json.dumps(stats, indent=1, default=str), flush=True)
         if args.summary:
             args.summary.write_text(json.dumps(stats, default=str))
@@ -405,6 +420,19 @@ def main(argv: list[str] | None = None) -> int:
               f"{stats['connected']} connected; faults {stats['faults']}; {stats['xdrs']} xDRs; "
               f"money unaccounted {stats['money_unaccounted']}; {len(violations)} violations", flush=True)
         return 1 if violations else 0
+
+
+def details(work: Path, violations: list[str], trunk: LossyTrunk) -> dict:
+    """For each Call-ID a violation names: the nodes' log lines about it and what the trunk saw
+    (to find the cause; the work folder is kept)."""
+    out = {}
+    logs = {p.parent.name: p.read_text(errors="replace").splitlines() for p in work.glob("node*/out.log")}
+    for call_id in sorted(set(re.findall(r"'([0-9a-f]+@[^']+)'", " ".join(violations))))[:5]:
+        seen = [f"{name}: {line[:300]}" for name, lines in logs.items() for line in lines if call_id in line]
+        call = trunk.calls.get(call_id, {})
+        out[call_id] = {"trunk": {k: call.get(k) for k in ("kind", "acked", "ended", "cancelled")},
+                        "logs": seen[:12]}
+    return out
 
 
 def quiescent(dsn: str, nodes, trunk: LossyTrunk) -> bool:
