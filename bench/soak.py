@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             for n in nodes:
                 n.start()
             for n in nodes:
-                n.wait_ready()
+                n.wait_ready(120)  # generous: the machine may be loaded
             end = time.monotonic() + args.minutes * 60
             next_fault = time.monotonic() + rng.uniform(*args.fault_every)
             kinds: list[str] = []
