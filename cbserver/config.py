@@ -443,6 +443,44 @@ class LimitsConfig:
                 raise ConfigError(name, f"expected at least 1, got {getattr(self, name)}")
 
 
+# The pool writes each process's heartbeat every 5 s (cbserver.db.pool.Database.ping_interval).
+HEARTBEAT = 5.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecoveryConfig:
+    """Crash recovery: when a node counts as dead and how often its calls are looked for
+    (``cbserver.callback.recovery``)."""
+
+    stale_after: int = setting(15, doc="seconds without a heartbeat after which a node is dead "
+                                       "and its calls are ended and billed by a live node")
+    interval: float = setting(5.0, check=_positive,
+                              doc="seconds between two looks for dead nodes' calls")
+
+    def validate(self) -> None:
+        """A live node must never be taken for dead: two heartbeats at least."""
+        if self.stale_after < 2 * HEARTBEAT:
+            raise ConfigError("stale_after", f"expected at least {2 * HEARTBEAT:g} seconds (two "
+                                             f"{HEARTBEAT:g} s heartbeats: one late heartbeat must "
+                                             f"not end a live node's calls), got {self.stale_after}")
+        if self.interval > self.stale_after:
+            raise ConfigError("interval", f"expected at most stale_after ({self.stale_after}), "
+                                          f"got {self.interval}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BillingConfig:
+    """How calls are cut when their money runs out (docs/billing.md)."""
+
+    cut_margin: float = setting(2.0, doc="seconds before the end of the last paid second that a "
+                                         "prepaid call is cut (timer lateness, time to end a leg)")
+
+    def validate(self) -> None:
+        """Between 0.5 s (a timer's lateness) and 30 s."""
+        if not 0.5 <= self.cut_margin <= 30:
+            raise ConfigError("cut_margin", f"expected 0.5-30 seconds, got {self.cut_margin}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ApplicationConfig:
     """One WEB callback trigger instance, as the operator's manual defines it."""
@@ -507,6 +545,8 @@ class Config:
     web: WebConfig = setting(WebConfig(), doc="[web]")
     limits: LimitsConfig = setting(LimitsConfig(), doc="[limits]")
     notifications: NotificationsConfig = setting(NotificationsConfig(), doc="[notifications]")
+    recovery: RecoveryConfig = setting(RecoveryConfig(), doc="[recovery]")
+    billing: BillingConfig = setting(BillingConfig(), doc="[billing]")
 
     def validate(self) -> None:
         """Check cross-table rules."""

@@ -295,7 +295,9 @@ class CallbackServer(service.MultiService):
         # Crash recovery: ends and bills the calls of dead nodes (this node's own included,
         # from before a restart); see cbserver.callback.recovery.
         self.recovery = RecoveryService(recovery_store, self.sip, reactor, cfg.server.node,
-                                        self.db.instance_id, ready=lambda: self.db.ready)
+                                        self.db.instance_id, ready=lambda: self.db.ready,
+                                        interval=cfg.recovery.interval,
+                                        stale_after=cfg.recovery.stale_after)
         self.web = WebApp(self.db, reactor, health_sources={
             "xdr_spool": self.xdr.health,
             "calls": lambda: {"active": self.callbacks.active},

@@ -4,19 +4,22 @@ While a callback runs, ``RecoveryKeeper`` stores, each time a leg answers, what 
 process needs to end and bill it (``snapshot``): each answered leg's dialog (RFC 3261 12),
 the trunk target and transport it was reached through, its answer time, and the xDR it would
 get, with the rate selected at its connect time. The write is asynchronous (the call never
-waits for it) and the row is deleted when the callback ends normally.
+waits for it) and the row is deleted when the callback ends normally (a delete that failed, in
+a database outage or because the node was killed right after the end, is done by the next
+sweep of any node once the callback's final status is stored: ``remove_ended``).
 
 ``RecoveryService`` runs on every node: every ``interval`` seconds, and at start-up, it asks
 the store for the callbacks left by a dead process: one whose heartbeat is older than
-``stale_after`` seconds, or an earlier process of this very node name (``server.node``, the
-identity that survives a restart: a node that restarts knows its predecessor is dead). For
-each, in one transaction that locks the row (``FOR UPDATE SKIP LOCKED``: several survivors
-racing recover it once), the store writes both legs' xDRs billed up to the dead process's
-last heartbeat with the reason ``node_lost`` (``lost_records``), applies them to the
-balance, releases the holds and the concurrency slot, closes the session row (status
-``ended``, cause ``node_lost``: ``closed_state``) and deletes the row. Then this node sends
-BYE on every leg that was up (``IUserAgent.end_recovered``). A dead node's callbacks that had
-no leg answered (no row: nothing to end nor bill) are closed the same way, without xDRs.
+``stale_after`` seconds (both are settings, ``[recovery]``), or an earlier process of this
+very node name (``server.node``, the identity that survives a restart: a node that restarts
+knows its predecessor is dead). For each, in one transaction that locks the row (``FOR UPDATE
+SKIP LOCKED``: several survivors racing recover it once), the store writes both legs' xDRs
+billed up to the dead process's last heartbeat with the reason ``node_lost``
+(``lost_records``), applies them to the balance, releases the holds and the concurrency slot,
+closes the session row (status ``ended``, cause ``node_lost``: ``closed_state``) and deletes
+the row. Then this node sends BYE on every leg that was up (``IUserAgent.end_recovered``). A
+dead node's callbacks that had no leg answered (no row: nothing to end nor bill) are closed
+the same way, without xDRs.
 
 The money not billed per call is at most the time between the last heartbeat and the crash:
 one heartbeat interval (the pool's ``ping_interval``, 5 s).
@@ -42,6 +45,7 @@ from cbserver.logs import Logger
 log = Logger()
 
 CAUSE = "node_lost"
+# Defaults of the [recovery] settings (cbserver.config.RecoveryConfig).
 STALE_AFTER = 15  # seconds without a heartbeat (three of the pool's 5 s pings): the node is dead
 INTERVAL = 5.0  # seconds between two looks for dead nodes' callbacks
 SNAPSHOT_VERSION = 1
@@ -55,6 +59,11 @@ class IRecoveryStore(Interface):
 
     def remove(session_id):
         """Delete the recovery row of a callback that ended normally."""
+
+    def remove_ended():
+        """Delete every row whose callback's final status is stored (a delete that did not
+        reach the database, or a node killed between a callback's end and its delete); fire
+        with their ids. Writes no xDR: a final status means the xDRs are stored or spooled."""
 
     def orphans(node, instance_id, stale_after):
         """Fire with the ids of the callbacks left by dead processes: every row of another
@@ -74,7 +83,8 @@ class IRecoveryStore(Interface):
         heartbeat, epoch seconds; ``state``: the session row's status dict or None), which
         returns ``(records, new_state)``; write the ``LegRecord``s as the xDR writer does
         (balances, holds released), close the session row with ``new_state``, release the
-        session's holds and slots, delete the row; fire with ``data``.
+        session's holds and slots, delete the row; fire with ``data``. A row whose session
+        row is already final is only deleted (``settle`` not called); fire with None.
         """
 
 
@@ -228,13 +238,20 @@ class RecoveryKeeper:
     """Writes and deletes a session's recovery row; the session calls it on answer and end.
 
     Writes of one session are chained, so a delete never overtakes the write it follows;
-    none delays the call, and a failure is logged (the callback then cannot be recovered).
+    none delays the call. A save that fails (PostgreSQL away) is tried again every
+    ``retry_delay`` seconds with a fresh snapshot while the callback goes on (``clock``; none:
+    not retried): a node killed after the database came back must still find its answered
+    legs recoverable. A delete that fails is logged and leaves a stale row, which the next
+    sweep of any node removes once the callback's final status is stored
+    (``IRecoveryStore.remove_ended``).
     """
 
-    def __init__(self, store, node: str, instance_id: str):
+    def __init__(self, store, node: str, instance_id: str, clock=None, retry_delay: float = 2.0):
         self.store = store
         self.node = node
         self.instance_id = instance_id
+        self.clock = clock
+        self.retry_delay = retry_delay
         self._chains: dict[str, defer.Deferred] = {}
         self._saved: set[str] = set()
 
@@ -248,8 +265,29 @@ class RecoveryKeeper:
         if data is None:
             return
         self._saved.add(session.id)
-        self._then(session.id, "storing", lambda: self.store.save(session.id, self.node,
-                                                                  self.instance_id, data))
+        self._then(session.id, "storing", lambda: self._save(session, data))
+
+    def _save(self, session, data) -> defer.Deferred:
+        d = self.store.save(session.id, self.node, self.instance_id, data)
+
+        def again(f):
+            if self.clock is None or session.id not in self._saved:
+                return f  # not retried, or the callback ended meanwhile (its delete follows)
+            log.warn("recovery row not stored callback_id={callback_id}: {err}; trying again in "
+                     "{delay} s", callback_id=session.id, err=f.getErrorMessage(), delay=self.retry_delay)
+            return task.deferLater(self.clock, self.retry_delay, self._fresh, session, data)
+
+        return d.addErrback(again)
+
+    def _fresh(self, session, data) -> defer.Deferred:
+        """Save again, with what the session is now (a leg may have answered meanwhile)."""
+        if session.id not in self._saved:
+            return defer.succeed(None)
+        try:
+            data = snapshot(session) or data
+        except Exception:  # noqa: BLE001 - keep the earlier snapshot
+            log.failure("recovery snapshot callback_id={callback_id}", callback_id=session.id)
+        return self._save(session, data)
 
     def ended(self, session) -> None:
         """The callback ended normally (its xDRs written or refused): drop its row."""
@@ -331,6 +369,10 @@ class RecoveryService(service.Service):
 
     @defer.inlineCallbacks
     def _sweep(self):
+        stale = yield self.store.remove_ended()
+        if stale:
+            log.info("removed {n} recovery rows of callbacks that had ended: {ids}", n=len(stale),
+                     ids=" ".join(stale))
         ids = yield self.store.orphans(self.node, self.instance_id, self.stale_after)
         recovered = 0
         for sid in ids:

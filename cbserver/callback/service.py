@@ -133,7 +133,7 @@ class CallbackService(service.Service):
         self.status_writer = StatusWriter(db, clock, cfg.server.node)
         # Crash recovery rows (cbserver.callback.recovery), when a store is given.
         self.keeper = None if recovery_store is None else RecoveryKeeper(
-            recovery_store, cfg.server.node, db.instance_id)
+            recovery_store, cfg.server.node, db.instance_id, clock)
         self.accepting = False
         # Set by cbserver.callback.nodestate.NodeMonitor while this node is drained: admission
         # refuses new callbacks ("draining"); those in progress go on.
@@ -325,7 +325,8 @@ class CallbackService(service.Service):
                               clock=self.clock, node=self.cfg.server.node,
                               no_answer_timeout=self.cfg.sip.no_answer_timeout,
                               ivr_factory=ivr, on_change=self._changed, metrics=self.metrics,
-                              instance_id=self.db.instance_id, keeper=self.keeper)
+                              instance_id=self.db.instance_id, keeper=self.keeper,
+                              cut_margin=self.cfg.billing.cut_margin)
 
     def _changed(self, session: CallbackSession) -> None:
         """Persist a session's new status without blocking the call (batched, newest wins)."""

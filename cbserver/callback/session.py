@@ -42,7 +42,8 @@ MAX_DURATION_CUT = 7 * 86400  # seconds: no call is longer (rating.MAX_DURATION)
 WAIT_PROMPT_PAUSE = 2.0  # seconds of silence between "please wait" repetitions
 EXPLAIN_TIMEOUT = 15  # seconds the explanation of an early end may take
 #: Seconds the maximum-duration cut comes before the end of the last paid second: the
-#: timer's own lateness and the time a leg takes to end once cut must fit in it.
+#: timer's own lateness and the time a leg takes to end once cut must fit in it. The default
+#: of the ``[billing] cut_margin`` setting (``SessionContext.cut_margin``).
 CUT_MARGIN = 2.0
 
 _UP = ("calling", "ringing", "answered")  # leg states with a call still to end

@@ -9,6 +9,14 @@ dead whatever its heartbeat says) or has not been seen for ``stale_after`` secon
 ``xdr_store.write_batch`` (balances changed, the legs' holds released, idempotent on
 (session, leg)), the session row is closed, the session's other holds and its concurrency
 slot are deleted, and the row goes.
+
+A row whose callback's session row is final (``ended``/``refused``) is stale: the callback
+ended normally on its node but the delete did not reach PostgreSQL (it was down), or the node
+died between the end and the delete. A final status is written only once the callback's xDRs
+are in PostgreSQL or in its node's spool (replayed when the node restarts, idempotently), so
+such a row is deleted without writing any xDR or sending any BYE: ``remove_ended`` does it for
+every node on each sweep, and ``settle`` does it for a row it finds final under its lock (no
+double billing, no overbilling up to a later heartbeat).
 """
 
 from __future__ import annotations
@@ -33,7 +41,16 @@ ORPHANS = f"SELECT r.session_id FROM callback_recovery r WHERE {_ORPHAN} ORDER B
 LOCK = (f"SELECT r.data, extract(epoch FROM coalesce(n.last_seen, r.updated_at))::float8 "
         f"FROM callback_recovery r LEFT JOIN server_nodes n ON n.instance_id = r.instance_id "
         f"WHERE r.session_id = %(sid)s AND {_ORPHAN} FOR UPDATE OF r SKIP LOCKED")
-SESSION_STATE = "SELECT state FROM callback_sessions WHERE id = %s FOR UPDATE"
+SESSION_STATE = "SELECT state, status FROM callback_sessions WHERE id = %s FOR UPDATE"
+FINAL = ("ended", "refused")
+# Rows of callbacks whose final status is stored (see the module docstring); locked rows (a
+# survivor settling one) are left to it.
+REMOVE_ENDED = """
+DELETE FROM callback_recovery r WHERE r.session_id IN (
+    SELECT r2.session_id FROM callback_recovery r2 JOIN callback_sessions s ON s.id = r2.session_id
+     WHERE s.status IN ('ended', 'refused') FOR UPDATE OF r2 SKIP LOCKED)
+RETURNING r.session_id
+"""
 CLOSE_SESSION = ("UPDATE callback_sessions SET status = 'ended', state = %s::jsonb, updated_at = now() "
                  "WHERE id = %s AND status NOT IN ('ended', 'refused')")
 RELEASE_HOLDS = "DELETE FROM balance_reservations WHERE session_id = %s"
@@ -81,6 +98,11 @@ class PostgresRecoveryStore:
         """Delete the callback's row."""
         return self.db.runOperation(REMOVE, (session_id,))
 
+    def remove_ended(self):
+        """Delete the rows of callbacks whose final status is stored; fire with their ids."""
+        d = self.db.runQuery(REMOVE_ENDED)
+        return d.addCallback(lambda rows: sorted(r[0] for r in rows))
+
     def orphans(self, node, instance_id, stale_after):
         """Ids of the callbacks of dead processes, oldest first."""
         d = self.db.runQuery(ORPHANS, {"me": instance_id, "node": node, "stale": int(stale_after)})
@@ -108,6 +130,10 @@ def _settle(cur, params, settle):
     sid = params["sid"]
     yield cur.execute(SESSION_STATE, (sid,))
     found = cur.fetchone()
+    if found is not None and found[1] in FINAL:
+        # Ended normally; only the delete was lost: its xDRs are its node's (see above).
+        yield cur.execute(REMOVE, (sid,))
+        return None
     records, state = settle(data, last_seen, _json(found[0]) if found else None)
     yield xdr_store.write_batch(cur, records)
     yield cur.execute(CLOSE_SESSION, (json.dumps(state), sid))

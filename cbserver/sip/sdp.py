@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "SdpError", "Connection", "Media", "SessionDescription", "MediaChoice", "parse_sdp",
     "make_offer", "make_answer", "negotiate", "STATIC_CODECS", "DIRECTIONS", "answer_direction",
-    "answer_reoffer", "peer_receives",
+    "answer_reoffer", "peer_receives", "streams_removed",
 ]  # fmt: skip
 
 
@@ -254,6 +254,15 @@ def _audio_stream(sd: SessionDescription, codecs):
     raise SdpError("no acceptable audio stream")
 
 
+def streams_removed(sdp: SessionDescription | bytes) -> bool:
+    """Whether an SDP has no stream left: every ``m=`` line has port 0 (RFC 3264 5.1, 8.2: a
+    stream offered with port 0 is removed or rejected; its answer must say port 0 too).
+
+    Raises :class:`SdpError` for a body that does not parse."""
+    sd = sdp if isinstance(sdp, SessionDescription) else parse_sdp(sdp)
+    return all(m.port == 0 for m in sd.media)
+
+
 def negotiate(sdp: bytes, codecs=("PCMU", "PCMA")) -> MediaChoice:
     """The audio stream to use from the far end's SDP (offer or answer); SdpError if none."""
     sd = parse_sdp(sdp)
@@ -312,7 +321,12 @@ def make_answer(offer: bytes, address: str, port: int, codecs=("PCMU", "PCMA"),
     The chosen codec is the first of the offer's formats that we speak (6.1: the offerer's
     preference wins). ``direction`` overrides the one derived from the offer's."""
     sd = parse_sdp(offer)
-    index, m, codec, pt, event = _audio_stream(sd, codecs)
+    if streams_removed(sd):
+        # RFC 3264 6 and 8.2: a stream offered with port 0 is answered with port 0; when that
+        # is every stream (the offerer removed our audio), the answer rejects them all.
+        index, m, codec, pt, event = -1, None, None, None, None
+    else:
+        index, m, codec, pt, event = _audio_stream(sd, codecs)
     out_media = []
     for i, om in enumerate(sd.media):
         if i != index:
@@ -402,8 +416,11 @@ def answer_reoffer(offer: bytes, capabilities: bytes, previous: bytes,
             codecs.append(name.upper())
     user, sid, version = _origin_fields(parse_sdp(previous))
     offered = parse_sdp(offer)
-    _, m, _, _, _ = _audio_stream(offered, codecs)
-    direction = answer_direction(m.direction(offered.direction()), local_direction)
+    if streams_removed(offered):
+        direction = "inactive"  # unused: every stream is answered rejected (RFC 3264 8.2)
+    else:
+        _, m, _, _, _ = _audio_stream(offered, codecs)
+        direction = answer_direction(m.direction(offered.direction()), local_direction)
     address = conn.address.split("/")[0]
 
     def build(ver: int) -> bytes:

@@ -289,6 +289,11 @@ async def test_database_stopped_while_connected_loses_nothing_and_charges_once(w
                    lambda: cb_id not in w.server.callbacks.sessions
                    and query(w, "SELECT status FROM callback_sessions WHERE id = %s",
                              (cb_id,)) == [("ended",)])
+    # The crash-recovery row, whose delete failed while PostgreSQL was away, goes too (the
+    # recovery sweep removes rows of ended callbacks): it must not stay for ever.
+    await wait_for("the recovery row to be removed",
+                   lambda: query(w, "SELECT count(*) FROM callback_recovery WHERE session_id = %s",
+                                 (cb_id,)) == [(0,)], timeout=30)
     code, body = await get_json(w, f"/api/v1/callbacks/{cb_id}")
     assert code == 200 and body["status"] == "ended"
     assert body["cause"]["code"] == "lega_hung_up"

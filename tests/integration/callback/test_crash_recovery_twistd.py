@@ -81,7 +81,7 @@ class Node:
         self.proc = None
 
     def start(self) -> None:
-        out = self.log.open("w")
+        out = self.log.open("a")  # a restarted node's output follows its predecessor's
         self.proc = subprocess.Popen([TWISTD, "-n", "--pidfile=", "cbserver", "--config", str(self.config)],
                                      stdout=out, stderr=subprocess.STDOUT,
                                      env=dict(os.environ, PYTHONUNBUFFERED="1"))

@@ -147,3 +147,33 @@ async def test_a_restarted_node_recognises_its_earlier_process_at_once(pools, pg
     assert await store.orphans("node1", restarted, 15) == ["s2"]
     await store.remove("s2")
     assert await store.orphans("node1", restarted, 15) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_row_of_an_ended_callback_is_removed_and_never_billed(pools, pg_dsn):
+    """The delete of a recovery row did not reach PostgreSQL (down when the callback ended),
+    or the node was killed between the end and the delete: once the final status is stored,
+    the row is stale. ``remove_ended`` drops it; a restarted node settling it writes no xDR
+    (its own xDRs are stored or in its spool: billing it again would bill twice or, up to a
+    later heartbeat, too much)."""
+    dead, two, _ = pools
+    store = PostgresRecoveryStore(two)
+    legs = {"session_id": "e1", "legs": [{"leg": "A"}, {"leg": "B"}]}
+    await callbacks_store.upsert(dead, [session_row(dead, "e1", "ended"), session_row(dead, "e2", "ended"),
+                                        session_row(dead, "e3", "connected")])
+    for sid in ("e1", "e2", "e3"):
+        await store.save(sid, "node1", dead.instance_id, dict(legs, session_id=sid))
+
+    def settle(data, last_seen, state):
+        raise AssertionError(f"{data['session_id']} billed again")
+
+    # The node was killed after e1 ended: its next process finds e1 final and only deletes it.
+    restarted = str(uuid.uuid4())
+    assert await store.settle("e1", "node1", restarted, 15, settle) is None
+    assert sql(pg_dsn, "SELECT session_id FROM callback_recovery ORDER BY 1") == [("e2",), ("e3",)]
+    # Any node's sweep removes the rows of ended callbacks, never one of a callback in progress.
+    assert await store.remove_ended() == ["e2"]
+    assert await store.remove_ended() == []
+    assert sql(pg_dsn, "SELECT session_id FROM callback_recovery") == [("e3",)]
+    assert sql(pg_dsn, "SELECT count(*) FROM xdrs")[0][0] == 0
+    assert sql(pg_dsn, "SELECT status FROM callback_sessions WHERE id = 'e3'") == [("connected",)]

@@ -17,7 +17,7 @@ from zope.interface import implementer
 from cbserver.callback.legmedia import LegMedia, MediaEnvironment
 from cbserver.media.clock import MediaClock
 from cbserver.media.ports import PortPool
-from cbserver.sip.sdp import negotiate
+from cbserver.sip.sdp import negotiate, streams_removed
 from cbserver.sip.ua import ICallListener
 from tests.integration.sip_sipp.sipp_harness import SIPP, SippTrunk, make_service, with_timeout
 from tests.unit.media.fakes import FakePrompts
@@ -121,3 +121,54 @@ async def test_hold_reinvite_gets_recvonly_and_no_rtp_until_resumed(tmp_path):
     assert len(before) > 20, (len(before), held - answered)
     assert during == [], f"{len(during)} RTP packets sent while on hold"
     assert len(after) > 20, (len(after), ended - resumed)
+
+
+class StreamListener(MediaListener):
+    """MediaListener that records a removed stream (every port 0) as "removed"."""
+
+    def call_offer(self, call, remote_sdp):
+        removed = streams_removed(remote_sdp)
+        self.events.append(("offer", reactor.seconds(),
+                            "removed" if removed else negotiate(remote_sdp).direction))
+        self.media.answer(remote_sdp)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stream_removed_with_port_0_is_answered_port_0_and_gets_no_rtp(tmp_path):
+    """RFC 3264 8.2 on a real socket: sipp re-INVITEs with ``m=audio 0``; our 200 answers the
+    stream with port 0 (not a 488) and our RTP stops; a later offer with a port brings it back."""
+    counter = RtpCounter()
+    rtp_socket = reactor.listenUDP(0, counter, interface="127.0.0.1")
+    env = MediaEnvironment(clock=reactor, reactor=reactor, pool=PortPool(43000, 43999),
+                           media_clock=MediaClock(reactor), bind_address="127.0.0.1",
+                           public_address="127.0.0.1",
+                           libraries={"app": FakePrompts({"p": 500})})  # 10 s of audio; fmt: skip
+    media = LegMedia(env, "app", "remove-test")
+    offer = media.open()
+    trunk = SippTrunk("remove_stream", tmp_path, keys={"rtp_port": rtp_socket.getHost().port})
+    trunk.start()
+    await trunk.ready()
+    service = make_service(trunk.port)
+    service.startService()
+    listener = StreamListener(media)
+    try:
+        service.ua.place_call("15550001", caller_id="cb1818", display_name=None, sdp_offer=offer,
+                              no_answer_timeout=10, listener=listener)  # fmt: skip
+        events = await with_timeout(listener.done, 30)
+        rc = await trunk.wait()
+    finally:
+        trunk.kill()
+        await service.stopService()
+        await media.close()
+        await rtp_socket.stopListening()
+    assert [(e[0], e[2]) for e in events] == [
+        ("answered", "sendrecv"), ("offer", "removed"), ("offer", "sendrecv"), ("ended", "remote hangup"),
+    ], events
+    assert rc == 0, f"sipp exit {rc}: {trunk.errors()}"
+    logged = trunk.logged()
+    assert "removal answered m=audio 0 RTP/AVP" in logged and "resume answered m=audio " in logged, logged
+    answered, removed, resumed, ended = (e[1] for e in events)
+    arrivals = counter.arrivals
+    assert len([t for t in arrivals if answered <= t < removed]) > 20
+    assert [t for t in arrivals if removed + SLACK <= t < resumed] == [], "RTP sent to a removed stream"
+    assert len([t for t in arrivals if resumed <= t < ended]) > 20

@@ -9,6 +9,7 @@ timer lateness, against the project's rating and an independent Fraction referen
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 
 from hypothesis import HealthCheck, assume, event, given, settings
@@ -110,7 +111,12 @@ def _reference(m: MoneyCall, rec) -> Decimal:
     return reference_amount(rec.duration, t.f, t.n, t.p1, t.p2)[0]
 
 
-@settings(max_examples=600, deadline=None, derandomize=True, database=None,
+#: Examples of the property; ``CBS_BALANCE_EXAMPLES=20000`` runs more (the first 600 are the same:
+#: the search is derandomized, so a failure is reproducible).
+EXAMPLES = int(os.environ.get("CBS_BALANCE_EXAMPLES", "600"))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
 @given(acct=accounts(), a=TIERS, b=TIERS, fail=st.none() | TIERS,
        auth_delay=st.floats(0, 3), ring_a=st.floats(0, 30), ring_b=st.floats(0, 60),
@@ -161,8 +167,9 @@ def balance_property(acct, a, b, fail, auth_delay, ring_a, ring_b, legb, talk, h
 
 
 def test_no_call_takes_a_balance_past_what_its_account_allows():
-    """The property over 600 examples; prints the largest balance error seen (zero)."""
+    """The property over 600 examples (``CBS_BALANCE_EXAMPLES``); prints the largest balance
+    error seen (zero)."""
     LARGEST_ERROR[0] = Decimal(0)
     balance_property()
-    print(f"largest balance error over the examples: {LARGEST_ERROR[0]}")
+    print(f"largest balance error over {EXAMPLES} examples: {LARGEST_ERROR[0]}")
     assert LARGEST_ERROR[0] == 0

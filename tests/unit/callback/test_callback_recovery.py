@@ -61,6 +61,13 @@ class MemoryRecoveryStore:
         self.rows.pop(session_id, None)
         return defer.succeed(None)
 
+    def remove_ended(self):
+        ended = sorted(s for s in self.rows
+                       if self.states.get(s, {}).get("status") in ("ended", "refused"))
+        for sid in ended:
+            del self.rows[sid]
+        return defer.succeed(ended)
+
     def _orphan(self, sid, node, instance_id) -> bool:
         row_node, row_instance, _ = self.rows[sid]
         return row_instance != instance_id and (row_node == node or row_instance not in self.alive)
@@ -81,6 +88,8 @@ class MemoryRecoveryStore:
         if session_id not in self.rows or not self._orphan(session_id, node, instance_id):
             return defer.succeed(None)
         _, row_instance, data = self.rows.pop(session_id)
+        if self.states.get(session_id, {}).get("status") in ("ended", "refused"):
+            return defer.succeed(None)
         records, state = settle(data, self.last_seen[row_instance], self.states.get(session_id))
         self.xdrs.extend(records)
         self.states[session_id] = state
@@ -113,13 +122,14 @@ class RecoveringUA(FakeUA):
 class Node:
     """One session on a node with crash-recovery rows (``store``) or without (``None``)."""
 
-    def __init__(self, clock, store=None, request=None):
+    def __init__(self, clock, store=None, request=None, retry: bool = False):
         self.clock = clock
         self.ua = RecoveringUA()
         self.recorder = FakeRecorder()
         self.authorizer = FakeAuthorizer(clock)
         self.request = request or Request()
-        keeper = RecoveryKeeper(store, "node1", OLD) if store is not None else None
+        keeper = (RecoveryKeeper(store, "node1", OLD, clock if retry else None)
+                  if store is not None else None)
         ctx = SessionContext(ua=self.ua, media=FakeMedia(clock), authorizer=self.authorizer,
                              recorder=self.recorder, clock=clock, node="node1", no_answer_timeout=60,
                              instance_id=OLD, keeper=keeper)
@@ -198,6 +208,57 @@ def test_a_failing_store_never_disturbs_the_call():
     clock.advance(10)
     node.a.bye()
     assert node.session.status == "ended" and len(node.recorder.records) == 2
+
+
+def test_a_save_that_failed_is_tried_again_with_the_newest_snapshot_until_stored():
+    """PostgreSQL away when the legs answer: the row is saved once it is back, with both
+    legs, so a node killed afterwards still has its calls ended and billed."""
+    clock, store = clock_at(), MemoryRecoveryStore()
+    real_save, away = store.save, [True]
+    tries = []
+
+    def save(*args):
+        tries.append(clock.seconds())
+        return defer.fail(RuntimeError("db away")) if away[0] else real_save(*args)
+
+    store.save = save
+    node = Node(clock, store, retry=True)
+    clock.advance(2)
+    node.a.answer()
+    clock.advance(1)
+    node.b.answer()
+    for _ in range(5):
+        clock.advance(1)
+    assert store.rows == {} and len(tries) >= 3, tries
+    away[0] = False
+    clock.advance(2)
+    assert [leg["leg"] for leg in store.rows["s1"][2]["legs"]] == ["A", "B"]
+    settled = len(tries)
+    for _ in range(20):
+        clock.advance(1)
+    assert len(tries) == settled  # stored: no more tries
+    node.b.bye()
+    assert store.rows == {}
+
+
+def test_retries_stop_when_the_callback_ends_and_its_delete_follows():
+    clock, store = clock_at(), MemoryRecoveryStore()
+    tries, removed = [], []
+    store.save = lambda *a: tries.append(1) or defer.fail(RuntimeError("db away"))
+    store.remove = lambda sid: removed.append(sid) or defer.succeed(None)
+    node = Node(clock, store, retry=True)
+    clock.advance(2)
+    node.a.answer()
+    clock.advance(1)
+    node.b.answer()
+    clock.advance(3)
+    node.b.bye()
+    assert node.session.status == "ended"
+    for _ in range(10):
+        clock.advance(1)
+    n = len(tries)
+    clock.advance(30)
+    assert len(tries) == n and removed == ["s1"]
 
 
 def survivor(clock, store, node="node2", instance=SURVIVOR, ua=None):

@@ -360,3 +360,25 @@ def test_path_must_be_url_safe():
 def test_node_name_is_not_the_any_node_mark_nor_blank(node, says):
     e = _error('[server]\nnode = "' + node + '"\n' + MINIMAL)
     assert e.path == "server.node" and says in str(e)
+
+
+def test_recovery_and_billing_settings_default_and_override():
+    cfg = parse_config(MINIMAL)
+    assert (cfg.recovery.stale_after, cfg.recovery.interval, cfg.billing.cut_margin) == (15, 5.0, 2.0)
+    cfg = parse_config(_with("\n[recovery]\nstale_after = 30\ninterval = 2.5\n[billing]\ncut_margin = 3.5\n"))
+    assert (cfg.recovery.stale_after, cfg.recovery.interval, cfg.billing.cut_margin) == (30, 2.5, 3.5)
+
+
+@pytest.mark.parametrize("extra, key, words", [
+    ("[recovery]\nstale_after = 5", "recovery.stale_after", "at least 10"),
+    ("[recovery]\nstale_after = 12.5", "recovery.stale_after", "integer"),
+    ("[recovery]\ninterval = 0", "recovery.interval", "positive"),
+    ("[recovery]\nstale_after = 20\ninterval = 30", "recovery.interval", "at most stale_after"),
+    ("[billing]\ncut_margin = -1", "billing.cut_margin", "0.5-30"),
+    ("[billing]\ncut_margin = 0.1", "billing.cut_margin", "0.5-30"),
+    ("[billing]\ncut_margin = 90", "billing.cut_margin", "0.5-30"),
+    ("[billing]\ncut_margni = 1", "billing.cut_margni", "cut_margin"),
+])
+def test_bad_recovery_and_billing_settings_are_named(extra, key, words):
+    e = _error(_with("\n" + extra + "\n"))
+    assert e.path == key and words in str(e), str(e)

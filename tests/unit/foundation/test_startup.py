@@ -186,3 +186,19 @@ def test_the_demo_writes_secrets_owner_only(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == "password = 'x'\n"
     write_private(tmp_path / "new.toml", "y")
     assert stat.S_IMODE((tmp_path / "new.toml").stat().st_mode) == 0o600
+
+
+def test_recovery_and_cut_margin_settings_reach_the_services(tmp_path):
+    path = config_file(tmp_path)
+    text = path.read_text()
+    for old, new in {"stale_after = 15": "stale_after = 40", "interval = 5.0": "interval = 7.5",
+                     "cut_margin = 2.0": "cut_margin = 3.25"}.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    path.write_text(text)
+    options = tap.Options()
+    options.parseOptions(["--config", str(path), "--no-preflight"])
+    server = tap.CallbackServer(options.config, MemoryReactorClock())
+    assert (server.recovery.stale_after, server.recovery.interval) == (40, 7.5)
+    app = options.config.application[0]
+    assert server.callbacks._context(app).cut_margin == 3.25

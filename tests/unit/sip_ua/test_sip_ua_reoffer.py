@@ -174,6 +174,25 @@ def test_unacceptable_reoffer_gets_488_and_changes_nothing():
     finish(ua, clock)
 
 
+def test_a_stream_offered_at_port_0_is_answered_at_port_0_not_488():
+    """RFC 3264 8.2: the far end removes the audio stream (port 0); the answer rejects it
+    (port 0, same m= line) and the call goes on; a later offer brings the stream back."""
+    ua, clock, call, listener, far = answered_call()
+    removed = FAR.replace(b"m=audio 6000 ", b"m=audio 0 ") + b"m=video 0 RTP/AVP 31\r\n"
+    answer = reinvite(far, call, removed)
+    assert [(m.media, m.port) for m in answer.media] == [("audio", 0), ("video", 0)]
+    assert call.state == "confirmed" and call.local_sdp == answer.serialize()
+    back = reinvite(far, call, offer("sendrecv"))
+    assert back.media[0].port == 30000 and back.media[0].direction() == "sendrecv"
+    assert int(back.origin.split()[2]) == int(answer.origin.split()[2]) + 1  # RFC 3264 8
+    finish(ua, clock)
+
+
+def test_an_offer_with_no_stream_at_all_is_answered_with_none():
+    answer = parse_sdp(answer_reoffer(b"v=0\r\no=x 1 1 IN IP4 203.0.113.9\r\ns=-\r\nt=0 0\r\n", OURS, OURS))
+    assert answer.media == []
+
+
 def test_offerless_reinvite_gets_our_current_sdp_unchanged():
     ua, clock, call, listener, far = answered_call()
     held = reinvite(far, call, offer("sendonly"))
