@@ -76,6 +76,14 @@ def provision_actor(path) -> Actor:
 #: The actor of services nobody bound one to (tests, internal maintenance).
 INTERNAL = Actor("cbserver", "internal")
 
+#: Who a change through the admin API is made by: the bearer token's identity.
+API_TOKEN_ACTOR = "api-token"
+
+
+def api_actor(request) -> Actor:
+    """The actor of an admin API request: the token's identity, at the client's address."""
+    return Actor(API_TOKEN_ACTOR, "api", getattr(request.getClientAddress(), "host", "") or "")
+
 
 def redact(value: Any) -> Any:
     """``value`` made JSON-ready, with secret fields replaced by whether they were set."""

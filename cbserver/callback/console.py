@@ -26,6 +26,7 @@ from decimal import Decimal
 from twisted.internet import defer
 from zope.interface import Interface, classImplements
 
+from cbserver.billing.audit import INTERNAL
 from cbserver.billing.validation import ConflictError, NotFound
 from cbserver.callback.causes import describe
 from cbserver.callback.consolefilters import encode_cursor
@@ -57,8 +58,9 @@ class ICallsStore(Interface):
     def callback(callback_id, expiry):
         """(callback row, its xDR rows) or None."""
 
-    def request_hangup(callback_id, requested_by):
-        """Store a hang-up request: fire with "unknown", "ended" or "requested"."""
+    def request_hangup(callback_id, requested_by, actor):
+        """Store a hang-up request and its audit row (``actor``): fire with "unknown",
+        "ended" or "requested"."""
 
     def pending_hangups(instance_id):
         """Ids of this process's callbacks an operator asked to hang up."""
@@ -189,10 +191,11 @@ class Console:
         row, xdrs = found
         return dict(self._callback(row), xdrs=[dict(zip(XDR_COLUMNS, x, strict=True)) for x in xdrs])
 
-    async def hangup(self, callback_id: str, requested_by: str) -> dict:
+    async def hangup(self, callback_id: str, requested_by: str, actor=None) -> dict:
         """Ask the node running a live callback to end it (idempotent); ``NotFound``
-        (unknown), ``ConflictError`` (ended already). Fires with the callback as it is now."""
-        outcome = await self.store.request_hangup(callback_id, requested_by)
+        (unknown), ``ConflictError`` (ended already). Fires with the callback as it is now.
+        The request is in the audit log as made by ``actor`` (``billing.audit.Actor``)."""
+        outcome = await self.store.request_hangup(callback_id, requested_by, actor or INTERNAL)
         if outcome == "unknown":
             raise NotFound("callback", callback_id)
         if outcome == "ended":

@@ -16,6 +16,7 @@ import sys
 
 from twisted.internet import defer
 
+from cbserver.billing.audit import cli_actor
 from cbserver.billing.reports import format_table
 from cbserver.billing.validation import CatalogError, ValidationError, jsonable
 from cbserver.callback.console import REPORT_NAMES, Console
@@ -134,7 +135,7 @@ def run_callbacks(args) -> int:
         elif args.action == "show":
             print(json.dumps(jsonable(await console.callback(args.id)), indent=2, sort_keys=True))
         elif args.action == "hangup":
-            cb = await console.hangup(args.id, f"cli {getpass.getuser()}")
+            cb = await console.hangup(args.id, f"cli {getpass.getuser()}", cli_actor())
             print(f"hang-up requested for callback {cb['id']} on node {cb['node']}"
                   + ("" if cb["node_alive"] else " (that node is not alive: crash recovery will end it)"))
         else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 
+from cbserver.billing.audit import cli_actor
 from cbserver.cli import CommandError
 from cbserver.commands.db import add_dsn_arguments, dsn_from_args
 from cbserver.config import check_node_name
@@ -94,7 +95,7 @@ def _drain(args) -> int:
     name = _name(args.name)
     if args.deadline is not None and not 0 < args.deadline <= 7 * 86400:
         raise CommandError("--deadline: expected seconds, more than 0 and at most a week")
-    row = _run(args, lambda cur: nodes_store.drain_sync(cur, name, args.deadline))
+    row = _run(args, lambda cur: nodes_store.drain_sync(cur, name, args.deadline, cli_actor()))
     print(f"node {name}: draining" + (f", calls end by {row['deadline']}" if row["deadline"] else ""))
     if not args.wait:
         return 0
@@ -114,7 +115,7 @@ def _drain(args) -> int:
 def _undrain(args) -> int:
     """Undrain a node (exit 1 if it was not drained)."""
     name = _name(args.name)
-    if not _run(args, lambda cur: nodes_store.undrain_sync(cur, name)):
+    if not _run(args, lambda cur: nodes_store.undrain_sync(cur, name, cli_actor())):
         raise CommandError(f"node {name} is not drained")
     print(f"node {name}: taking callbacks again")
     return 0

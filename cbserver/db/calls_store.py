@@ -162,8 +162,13 @@ SELECT coalesce(s.state -> 'cause' ->> 'code', 'unknown'), x.currency::text,
 
 SESSION_FOR_HANGUP = ("SELECT status, instance_id::text FROM callback_sessions WHERE id = %s "
                       "FOR UPDATE")
-REQUEST_HANGUP = ("INSERT INTO callback_hangups (session_id, instance_id, requested_by) "
-                  "VALUES (%s, %s, %s) ON CONFLICT (session_id) DO NOTHING")
+# The request and its audit row (sql/044) in one statement; a repeated request (the row is
+# there already) changes nothing and writes no audit row.
+REQUEST_HANGUP = ("WITH r AS (INSERT INTO callback_hangups (session_id, instance_id, requested_by) "
+                  "VALUES (%s, %s, %s) ON CONFLICT (session_id) DO NOTHING RETURNING session_id) "
+                  "INSERT INTO audit_log (who, source, client, kind, key, action, before, after) "
+                  "SELECT %s, %s, %s, 'callback', r.session_id, 'hangup', NULL, "
+                  "jsonb_build_object('requested_by', %s::text) FROM r")
 PENDING_HANGUPS = ("SELECT session_id FROM callback_hangups WHERE instance_id = %s "
                    "AND handled_at IS NULL ORDER BY requested_at")
 HANGUP_HANDLED = "UPDATE callback_hangups SET handled_at = now() WHERE session_id = ANY(%s)"
@@ -244,10 +249,11 @@ class PostgresCallsStore:
                                       {**params, "sid": callback_id})
         return rows[0], sorted(xdrs, key=lambda r: r[2])
 
-    def request_hangup(self, callback_id: str, requested_by: str):
-        """Record a hang-up request for a callback in progress: fire with ``"unknown"``,
-        ``"ended"`` (final already), or ``"requested"`` (stored now, or before)."""
-        return self.db.runInteraction(_request_hangup, callback_id, requested_by)
+    def request_hangup(self, callback_id: str, requested_by: str, actor):
+        """Record a hang-up request for a callback in progress, audited as made by ``actor``
+        (``billing.audit.Actor``): fire with ``"unknown"``, ``"ended"`` (final already), or
+        ``"requested"`` (stored now, or before)."""
+        return self.db.runInteraction(_request_hangup, callback_id, requested_by, actor)
 
     def pending_hangups(self, instance_id: str):
         """Ids of the callbacks of process ``instance_id`` an operator asked to hang up."""
@@ -276,15 +282,21 @@ class _SessionFilter:
     limit = 2
 
 
+def _hangup_params(callback_id, instance_id, requested_by, actor) -> tuple:
+    """The parameters of ``REQUEST_HANGUP``: the request, then its audit row's actor."""
+    return (callback_id, instance_id, requested_by, actor.who, actor.source, actor.client or "",
+            requested_by)
+
+
 @defer.inlineCallbacks
-def _request_hangup(cur, callback_id, requested_by):
+def _request_hangup(cur, callback_id, requested_by, actor):
     yield cur.execute(SESSION_FOR_HANGUP, (callback_id,))
     row = cur.fetchone()
     if row is None:
         return "unknown"
     if row[0] in ("ended", "refused"):
         return "ended"
-    yield cur.execute(REQUEST_HANGUP, (callback_id, row[1], requested_by))
+    yield cur.execute(REQUEST_HANGUP, _hangup_params(callback_id, row[1], requested_by, actor))
     return "requested"
 
 
@@ -327,7 +339,7 @@ class SyncCallsStore:
         """As ``PostgresCallsStore.callback``."""
         return PostgresCallsStore(_SyncPool(self)).callback(callback_id, expiry)
 
-    def request_hangup(self, callback_id, requested_by):
+    def request_hangup(self, callback_id, requested_by, actor):
         """As ``PostgresCallsStore.request_hangup``."""
         self.cur.execute(SESSION_FOR_HANGUP, (callback_id,))
         row = self.cur.fetchone()
@@ -335,7 +347,7 @@ class SyncCallsStore:
             return defer.succeed("unknown")
         if row[0] in ("ended", "refused"):
             return defer.succeed("ended")
-        self.cur.execute(REQUEST_HANGUP, (callback_id, row[1], requested_by))
+        self.cur.execute(REQUEST_HANGUP, _hangup_params(callback_id, row[1], requested_by, actor))
         return defer.succeed("requested")
 
     def nodes(self, expiry):

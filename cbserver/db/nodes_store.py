@@ -21,13 +21,26 @@ POLL = (
     "       d.node IS NOT NULL, extract(epoch FROM d.deadline - now()) "
     "FROM (SELECT 1) AS one LEFT JOIN node_drains d ON d.node = %s")
 
+# A drain or undrain and its audit row (sql/044) in one statement: both or neither.
+_AUDIT = ("a AS (INSERT INTO audit_log (who, source, client, kind, key, action, before, after) "
+          "SELECT %(who)s, %(source)s, %(client)s, 'node', d.node, %(action)s, NULL, "
+          "jsonb_build_object('deadline', d.deadline) FROM d) ")
 DRAIN = (
-    "INSERT INTO node_drains (node, deadline) VALUES (%(node)s, CASE WHEN %(secs)s::float8 IS NULL "
+    "WITH d AS (INSERT INTO node_drains (node, deadline) VALUES (%(node)s, "
+    "CASE WHEN %(secs)s::float8 IS NULL "
     "THEN NULL ELSE now() + make_interval(secs => %(secs)s::float8) END) "
     "ON CONFLICT (node) DO UPDATE SET deadline = EXCLUDED.deadline, requested_at = now() "
-    "RETURNING node, deadline, requested_at")
+    "RETURNING node, deadline, requested_at), " + _AUDIT +
+    "SELECT node, deadline, requested_at FROM d")
 
-UNDRAIN = "DELETE FROM node_drains WHERE node = %s RETURNING node"
+UNDRAIN = ("WITH d AS (DELETE FROM node_drains WHERE node = %(node)s RETURNING node, deadline), "
+           + _AUDIT + "SELECT node FROM d")
+
+
+def _params(node: str, actor, action: str, **more) -> dict:
+    """The statement's parameters: the node, then the audit row's actor and action."""
+    return {"node": node, "who": actor.who, "source": actor.source,
+            "client": actor.client or "", "action": action, **more}
 
 # Every node name known: those with a live process (seen within %(expiry)s seconds) and those
 # drained; per name its live processes and the callbacks they run.
@@ -89,16 +102,17 @@ def _drained(row) -> dict:
 
 
 @defer.inlineCallbacks
-def drain(db, node: str, deadline_seconds: float | None):
-    """Mark ``node`` draining (again: a new deadline); fire with the row as a dict."""
-    rows = yield db.runQuery(DRAIN, {"node": node, "secs": deadline_seconds})
+def drain(db, node: str, deadline_seconds: float | None, actor):
+    """Mark ``node`` draining (again: a new deadline), audited as made by ``actor``
+    (``billing.audit.Actor``); fire with the row as a dict."""
+    rows = yield db.runQuery(DRAIN, _params(node, actor, "drain", secs=deadline_seconds))
     return _drained(rows[0])
 
 
 @defer.inlineCallbacks
-def undrain(db, node: str):
-    """End the drain of ``node``; fire with whether it was drained."""
-    rows = yield db.runQuery(UNDRAIN, (node,))
+def undrain(db, node: str, actor):
+    """End the drain of ``node`` (audited); fire with whether it was drained."""
+    rows = yield db.runQuery(UNDRAIN, _params(node, actor, "undrain"))
     return bool(rows)
 
 
@@ -109,15 +123,15 @@ def list_nodes(db, expiry: int = 30):
     return [_node_row(r) for r in rows]
 
 
-def drain_sync(cur, node: str, deadline_seconds: float | None) -> dict:
+def drain_sync(cur, node: str, deadline_seconds: float | None, actor) -> dict:
     """``drain`` through a psycopg2 cursor (the CLI)."""
-    cur.execute(DRAIN, {"node": node, "secs": deadline_seconds})
+    cur.execute(DRAIN, _params(node, actor, "drain", secs=deadline_seconds))
     return _drained(cur.fetchone())
 
 
-def undrain_sync(cur, node: str) -> bool:
+def undrain_sync(cur, node: str, actor) -> bool:
     """``undrain`` through a psycopg2 cursor."""
-    cur.execute(UNDRAIN, (node,))
+    cur.execute(UNDRAIN, _params(node, actor, "undrain"))
     return cur.fetchone() is not None
 
 

@@ -29,7 +29,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from cbserver.billing import readiness
 from cbserver.billing.accounts import Accounts
 from cbserver.billing.applications import Applications
-from cbserver.billing.audit import Actor, Audited
+from cbserver.billing.audit import Audited, api_actor
 from cbserver.billing.catalog import Catalog, RowErrors
 from cbserver.billing.generator import Generator
 from cbserver.billing.payments import Payments
@@ -45,7 +45,6 @@ from cbserver.web.untrusted import UntrustedInput, check_text, load_json
 
 MAX_BODY = 1 << 20
 #: Who the audit log says made a change with the configured bearer token.
-API_TOKEN_ACTOR = "api-token"
 MAX_FINISHED_JOBS = 100
 
 
@@ -199,7 +198,7 @@ class AdminApp:
         """This app with its services bound to the request's actor, for the audit log: the
         bearer token's identity (``api-token``), from the API, at the client's address."""
         bound = copy.copy(self)
-        actor = Actor(API_TOKEN_ACTOR, "api", getattr(request.getClientAddress(), "host", "") or "")
+        actor = api_actor(request)
         for name in ("catalog", "accounts", "payments", "generator", "applications"):
             service = getattr(self, name, None)
             if isinstance(service, Audited):

@@ -27,6 +27,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
+from cbserver.billing.audit import api_actor
 from cbserver.billing.validation import ValidationError
 from cbserver.callback.console import Console
 from cbserver.callback.consolefilters import (
@@ -206,7 +207,8 @@ def mount(app_cls, api, send, check_request, args_of) -> None:
     async def calls_hangup_callback(self, request, cb_id):
         """Ask the node running the callback to hang it up (cause ``operator_hangup``)."""
         client = getattr(request.getClientAddress(), "host", "") or "-"
-        return await _console(self).hangup(_callback_id(cb_id), f"admin-api {client}")
+        return await _console(self).hangup(_callback_id(cb_id), f"admin-api {client}",
+                                           api_actor(request))
 
     # /v1/nodes (admin_nodes) lists node names with their drain state; this lists the
     # processes behind them, dead ones included (the last of each name), for the console.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from cbserver.billing.audit import api_actor
 from cbserver.billing.validation import NotFound, ValidationError
 from cbserver.config import check_node_name
 from cbserver.db import nodes_store
@@ -55,13 +56,14 @@ def install(app_cls, api) -> None:
         unknown = set(data) - {"deadline"}
         if unknown:
             raise ValidationError(sorted(unknown)[0], "unknown field")
-        return await nodes_store.drain(self.db, name, deadline_seconds(data.get("deadline")))
+        return await nodes_store.drain(self.db, name, deadline_seconds(data.get("deadline")),
+                                       api_actor(request))
 
     @app.route("/v1/nodes/<node>/drain", methods=["DELETE"])
     @api()
     async def undrain_node(self, request, node):
         """Undrain a node: it takes callbacks again (404 if it was not drained)."""
         name = node_name(node)
-        if not await nodes_store.undrain(self.db, name):
+        if not await nodes_store.undrain(self.db, name, api_actor(request)):
             raise NotFound("drained node", name)
         return {"node": name, "draining": False}

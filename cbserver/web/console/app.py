@@ -109,6 +109,11 @@ class Console:
         """The name a change is made by, for the audit log: the logged-in operator's."""
         return session.operator
 
+    def audit_actor(self, request, session):
+        """The audit log's actor of a change this operator makes from ``request``."""
+        client = getattr(request.getClientAddress(), "host", "") or ""
+        return self.make_actor(session.operator, client)
+
     def service(self, name: str, request, session):
         """The admin app's ``name`` service ("catalog", "accounts", "payments", "generator"),
         bound to the operator for the audit log when the service can be (``as_actor``, from the

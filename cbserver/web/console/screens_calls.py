@@ -163,7 +163,8 @@ def add_routes(console) -> None:
     async def hangup(request, session, cb_id):
         """Ask the node running the callback to hang it up, as this operator."""
         try:
-            await calls().hangup(admin_calls.check_callback_id(cb_id), console.actor(session))
+            await calls().hangup(admin_calls.check_callback_id(cb_id), console.actor(session),
+                                 console.audit_actor(request, session))
         except ValidationError:
             raise NotFound("callback", cb_id) from None
         except ConflictError:

@@ -91,7 +91,7 @@ def add_routes(console) -> None:
             deadline = deadline_field(values.get("deadline", ""))
         except ValidationError as e:
             return await nodes_page(request, session, 400, field_errors(e), values, node)
-        await nodes_store.drain(admin.db, name, deadline)
+        await nodes_store.drain(admin.db, name, deadline, console.audit_actor(request, session))
         console.log.info("console drain node {node} deadline={deadline} by={actor}", node=name,
                          deadline=deadline, actor=console.actor(session))
         return console._redirect(request, url("/nodes"))
@@ -102,7 +102,7 @@ def add_routes(console) -> None:
             name = admin_nodes.node_name(node)
         except ValidationError:
             raise NotFound("node", node) from None
-        if not await nodes_store.undrain(admin.db, name):
+        if not await nodes_store.undrain(admin.db, name, console.audit_actor(request, session)):
             raise NotFound("drained node", name)
         console.log.info("console undrain node {node} by={actor}", node=name,
                          actor=console.actor(session))

@@ -13,9 +13,13 @@ import pytest_twisted
 import treq
 from twisted.internet import reactor, task
 
+from cbserver.billing.audit import Actor
 from cbserver.callback.api import CallbackRequest
 from cbserver.db import nodes_store
 from tests.support.world import DEMO_PASSWORD, World, ensure
+
+# The audit log's actor of the drains these tests make directly on the store.
+TESTER = Actor("pytest", "cli")
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +69,7 @@ async def test_the_deadline_ends_and_bills_the_calls_left(world):
         account="cb1818000001", password=DEMO_PASSWORD, destination="18185550123",
         client_address="127.0.0.1"))
     await world.wait_status(cid, "connected")
-    await nodes_store.drain(world.server.db, "node1", 3.0)
+    await nodes_store.drain(world.server.db, "node1", 3.0, TESTER)
 
     async def draining():
         code, body = await _get(world, "/readyz")
@@ -84,7 +88,7 @@ async def test_the_deadline_ends_and_bills_the_calls_left(world):
     metrics = (await (await treq.get(world.base_url + "/metrics", timeout=10)).content()).decode()
     assert "cbserver_node_draining 1.0" in metrics
 
-    await nodes_store.undrain(world.server.db, "node1")
+    await nodes_store.undrain(world.server.db, "node1", TESTER)
     await _until("ready again", ready, 10)
     code, _retry, body = await _post(world, BODY)
     assert code == 202, body

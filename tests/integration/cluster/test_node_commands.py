@@ -126,6 +126,12 @@ async def test_admin_api_drains_lists_and_undrains(db_for_admin, tmp_path):
     code, _ = await api.call("POST", "/v1/nodes/edge4/drain", {}, token=None)
     assert code == 401
     assert query(dsn, "SELECT node FROM node_drains") == [("edge1",)]
+    # Each change is in the audit log, as made by the API's token (issue 15): the two drains
+    # and the one undrain that changed something; refused requests wrote nothing.
+    assert query(dsn, "SELECT who, source, key, action FROM audit_log WHERE kind = 'node' "
+                      "ORDER BY id") == [("api-token", "api", "edge1", "drain"),
+                                         ("api-token", "api", "edge2", "drain"),
+                                         ("api-token", "api", "edge2", "undrain")]
 
 
 @pytest_twisted.async_yield_fixture

@@ -19,6 +19,7 @@ import treq
 from twisted.internet import defer, reactor, task
 from twisted.web.server import Site
 
+from cbserver.billing.audit import Actor
 from cbserver.callback.nodestate import NodeMonitor
 from cbserver.config import parse_config
 from cbserver.db import nodes_store
@@ -28,6 +29,9 @@ from cbserver.web.app import WebApp
 from cbserver.web.metrics import Metrics
 from tests.support.pgprivate import private_cluster
 from tests.support.world import config_text, provision_manual_example
+
+# The audit log's actor of the drains these tests make directly on the store.
+TESTER = Actor("pytest", "cli")
 
 pytestmark = pytest.mark.integration
 
@@ -193,7 +197,7 @@ async def test_a_node_without_a_rating_entry_is_not_ready_until_one_applies(prov
 @pytest_twisted.ensureDeferred
 async def test_drain_is_noticed_within_a_poll_and_undrain_reverses_it(node1, provisioned):
     await _wait("ready", lambda: _ready(node1))
-    await nodes_store.drain(node1.db, "node1", None)
+    await nodes_store.drain(node1.db, "node1", None, TESTER)
 
     async def draining():
         code, body = await node1.readyz()
@@ -202,8 +206,8 @@ async def test_drain_is_noticed_within_a_poll_and_undrain_reverses_it(node1, pro
     assert body["reason"] == "draining" and node1.calls.draining
     assert b"cbserver_node_draining 1.0" in node1.metrics.render()
     # Another node's drain is not ours.
-    assert await nodes_store.undrain(node1.db, "node2") is False
-    assert await nodes_store.undrain(node1.db, "node1") is True
+    assert await nodes_store.undrain(node1.db, "node2", TESTER) is False
+    assert await nodes_store.undrain(node1.db, "node1", TESTER) is True
     await _wait("ready again", lambda: _ready(node1), 5)
     assert not node1.calls.draining and node1.calls.ended == []
 
@@ -212,7 +216,7 @@ async def test_drain_is_noticed_within_a_poll_and_undrain_reverses_it(node1, pro
 async def test_a_drain_deadline_ends_the_calls_left(node1):
     await _wait("ready", lambda: _ready(node1))
     node1.calls.active = 2
-    await nodes_store.drain(node1.db, "node1", 1.0)
+    await nodes_store.drain(node1.db, "node1", 1.0, TESTER)
     await _wait("calls ended at the deadline", lambda: defer.succeed(node1.calls.ended), 10)
     assert node1.calls.ended == ["drain_deadline"]
 

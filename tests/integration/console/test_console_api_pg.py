@@ -182,6 +182,9 @@ async def test_hangup_request_is_stored_once_and_refused_when_unknown_or_ended(a
     with conn, conn.cursor() as cur:
         cur.execute("SELECT session_id, instance_id::text, handled_at FROM callback_hangups")
         assert cur.fetchall() == [("live001", "11111111-1111-1111-1111-111111111111", None)]
+        # The request is in the audit log once (the repeated one changed nothing).
+        cur.execute("SELECT who, source, key, action FROM audit_log WHERE kind = 'callback'")
+        assert cur.fetchall() == [("api-token", "api", "live001", "hangup")]
     conn.close()
     # A callback whose node is not alive: accepted, and said so (crash recovery ends it).
     code, dead = await get_json(f"{base}/v1/callbacks/live002", method="DELETE")
