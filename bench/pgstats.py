@@ -32,20 +32,25 @@ def enable(base_dsn: str, cbserver_bin: str, cwd: Path) -> None:
     """Load ``pg_stat_statements`` in the checkout's cluster (restart it once if needed)."""
     import psycopg2
 
-    conn = psycopg2.connect(base_dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SHOW shared_preload_libraries")
-        loaded = "pg_stat_statements" in cur.fetchone()[0]
-        if not loaded:
-            cur.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
-            cur.execute("ALTER SYSTEM SET pg_stat_statements.track_planning = on")
-            cur.execute("ALTER SYSTEM SET pg_stat_statements.track = 'all'")
-            cur.execute("ALTER SYSTEM SET track_wal_io_timing = off")
-    conn.close()
-    if not loaded:
+    def settings(statements: list[str]) -> bool:
+        """Run ``statements``; whether the library was loaded beforehand."""
+        conn = psycopg2.connect(base_dsn)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SHOW shared_preload_libraries")
+            loaded = "pg_stat_statements" in cur.fetchone()[0]
+            for statement in statements if loaded else statements[:1]:
+                cur.execute(statement)
+        conn.close()
+        return loaded
+
+    # The module's own settings exist only once it is loaded (ALTER SYSTEM refuses them before).
+    if not settings(["ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'"]):
         subprocess.run([cbserver_bin, "pg", "stop"], check=True, cwd=cwd, capture_output=True)
         subprocess.run([cbserver_bin, "pg", "start"], check=True, cwd=cwd, capture_output=True)
+    settings(["ALTER SYSTEM SET pg_stat_statements.track_planning = on",
+              "ALTER SYSTEM SET pg_stat_statements.track = 'all'",
+              "SELECT pg_reload_conf()"])
 
 
 def create_extension(dsn: str) -> None:
@@ -156,6 +161,13 @@ class PgStep:
     wal_bytes: int
     commits: int
     statements: list[Statement] = field(default_factory=list)
+
+    def summary(self, callbacks: int) -> str:
+        """One phrase per callback: cluster CPU, statements, commits, WAL."""
+        n = callbacks
+        calls = sum(s.calls for s in self.statements if s.toplevel)
+        return (f"PostgreSQL cluster {1000 * self.cpu / n:.1f} ms CPU/call, {calls / n:.1f} "
+                f"statements, {self.commits / n:.1f} commits, {self.wal_bytes / n:.0f} B WAL")
 
     def report(self, callbacks: int, top: int = 14) -> str:
         """A markdown table per callback: the cluster, then the costliest statements."""
