@@ -165,10 +165,9 @@ class RateLimiter:
         quota = self._quota_keys(request)
         start, size, now = self._window()
         fails = self._failure_keys(request)
-        counted, failures = yield defer.gatherResults(
-            [self._count([("client", request.client_address or "unknown"), *quota], start, size, now),
-             self.store.peek_hits(fails, start, start - size)], consumeErrors=True).addErrback(
-                 lambda f: f.value.subFailure.raiseException())
+        # One round trip: the hits counted and the failure counters read in one statement.
+        counted, failures = yield self._count(
+            [("client", request.client_address or "unknown"), *quota], start, size, now, fails)
         caps = {"auth_client": self.limits.failures_per_client,
                 "auth_account": self.limits.failures_per_account}
         for kind, _key in fails:
@@ -200,13 +199,22 @@ class RateLimiter:
         size = max(1, int(self.limits.window))
         return int(now) - int(now) % size, size, now
 
-    def _count(self, keys, start: int, size: int, now: float):
-        """Add a hit to each counter; a Deferred ``[(kind, hits, previous)]`` in key order."""
+    def _count(self, keys, start: int, size: int, now: float, peek=None):
+        """Add a hit to each counter; a Deferred ``[(kind, hits, previous)]`` in key order.
+
+        With ``peek`` (keys to read without counting), ``(that list, {kind: (hits, previous)})``.
+        """
         self._checks += 1
         if self._checks % self.prune_every == 1:
             self._prune(start - size)
-        d = self.store.count_hits(keys, start, start - size)
-        return d.addCallback(lambda counts: [(kind, *counts.get(kind, (0, 0))) for kind, _ in keys])
+
+        def ordered(counts):
+            return [(kind, *counts.get(kind, (0, 0))) for kind, _ in keys]
+
+        if peek is not None:
+            d = self.store.count_and_peek(keys, peek, start, start - size)
+            return d.addCallback(lambda both: (ordered(both[0]), both[1]))
+        return self.store.count_hits(keys, start, start - size).addCallback(ordered)
 
     def _raise_over(self, counted, elapsed: float, size: int) -> None:
         """Fail with ``RateLimited`` for the first counter over its cap."""
