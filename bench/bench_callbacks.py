@@ -306,6 +306,8 @@ def cb_config(dsn: str, state: Path, sip_port: int, carrier_port: int, web_port:
     keep their shipped defaults (``--overload``); the abuse limits stay raised either way.
     """
     caps = "node_max_active = 100000\nnode_max_starting = 100000\n" if node_caps else ""
+    if node_caps and start_delay_target is None:
+        start_delay_target = 0.0    # the ramp: the start-delay gate must not refuse either
     if start_delay_target is not None:
         caps += f"start_delay_target = {start_delay_target}\n"
     endpoint = f"ssl:{web_port}:interface=127.0.0.1" if ssl else f"tcp:{web_port}:interface=127.0.0.1"
