@@ -33,22 +33,13 @@ _TYPES = ("text", "text", "text", "text", "text", "text", "text", "text",
           "timestamptz", "integer", "integer", "numeric", "text", "integer",
           "text", "text", "text", "uuid", "numeric")
 
-# One round trip for the three reads a batch starts with: the legs already stored (an index
-# scan on the unique key's first column), the accounts locked in id order, then the customers
-# of subordinate accounts locked in id order (one order for every writer: no deadlock). Rows are tagged:
-# ('x', session, leg), ('a', id, customer, type, control, balance), ('c', id, balance).
-# A leg another writer commits while this statement waits for a lock is not seen here; the
-# INSERT then fails on the unique key and the batch is retried, as with separate statements.
-READ_AND_LOCK = (
-    "WITH acc AS (SELECT id, customer_id, account_type, balance_control, balance FROM accounts "
-    "             WHERE id = ANY(%(accounts)s) ORDER BY id FOR UPDATE), "
-    "cus AS (SELECT id, balance FROM customers WHERE id IN "
-    "        (SELECT customer_id FROM acc WHERE balance_control = 'subordinate') "
-    "        ORDER BY id FOR UPDATE) "
-    "SELECT 'x', session_id, leg, NULL::bigint, NULL, NULL, NULL::numeric FROM xdrs "
-    " WHERE session_id = ANY(%(sessions)s::text[]) "
-    "UNION ALL SELECT 'a', id, NULL, customer_id, account_type, balance_control, balance FROM acc "
-    "UNION ALL SELECT 'c', id::text, NULL, NULL, NULL, NULL, balance FROM cus")
+# One round trip for the three reads a batch starts with: the legs already stored, the accounts
+# locked in id order, then the customers of subordinate accounts locked in id order (one order
+# for every writer: no deadlock). A PL/pgSQL function (sql/functions/70) so that its plan is
+# kept per connection. Rows are tagged: ('x', session, leg), ('a', id, customer, type, control,
+# balance), ('c', id, balance). A leg another writer commits while this statement waits for a
+# lock is not seen here; the INSERT then fails on the unique key and the batch is retried.
+READ_AND_LOCK = "SELECT * FROM cb_xdr_read_and_lock(%(sessions)s::text[], %(accounts)s::text[])"
 # The rows travel as one JSON document (a bound parameter; json.dumps escapes), an array of
 # arrays in COLUMNS order: far cheaper for Python and PostgreSQL than 26 arrays of literals.
 # A plain INSERT (the legs already stored were skipped under the same snapshot): twice as fast
