@@ -60,9 +60,14 @@ _UPDATE_CUSTOMERS = ("UPDATE customers c SET balance = c.balance + v.delta "
                      "RETURNING 1")
 RELEASE = ("DELETE FROM balance_reservations r USING unnest(%s::text[], %s::char(1)[]) AS k(s, l) "
            "WHERE r.session_id = k.s AND r.leg = k.l")
-# Insert, balances and release in one statement, so the row locks are held for one round trip.
-APPLY = (f"WITH ins AS ({_INSERT}), acc AS ({_UPDATE_ACCOUNTS}), cus AS ({_UPDATE_CUSTOMERS}), "
-         f"rel AS ({RELEASE} RETURNING 1) SELECT session_id, leg FROM ins")
+# Insert, balances and release in one statement, so the row locks are held for one round trip:
+# cb_xdr_apply (sql/functions/75), whose plan PostgreSQL keeps per connection. It is the
+# statement below (APPLY_STATEMENT, kept to check the function against: same columns, same
+# casts, see tests/integration/xdr/test_xdr_writer.py).
+APPLY_STATEMENT = (f"WITH ins AS ({_INSERT}), acc AS ({_UPDATE_ACCOUNTS}), cus AS ({_UPDATE_CUSTOMERS}), "
+                   f"rel AS ({RELEASE} RETURNING 1) SELECT session_id, leg FROM ins")
+APPLY = ("SELECT * FROM cb_xdr_apply(%s::jsonb, %s::text[], %s::numeric[], %s::timestamptz[], "
+         "%s::integer[], %s::numeric[], %s::text[], %s::char(1)[])")
 
 
 def _plan(records, accounts: dict, customers: dict):
