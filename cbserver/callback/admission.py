@@ -298,6 +298,9 @@ class Admission:
         clock = clock if clock is not None else getattr(service, "clock", None)
         target = limits.start_delay_target if limits is not None and clock is not None else 0.0
         self.gate = StartDelayGate(clock, target, limits.start_delay_interval if target else 1.0)
+        if target:
+            # Running callbacks report legB's re-authorization time to the same gate.
+            service.on_legb_delay = self.gate.observe
 
     def check_load(self) -> None:
         """Refuse with ``busy`` when this node is at one of its own caps.

@@ -57,8 +57,16 @@ class StartDelayGate:
     def finished(self, token: float) -> None:
         """The request started at ``token`` has its answer: account for its delay."""
         self.in_flight -= 1
+        self.observe(self.clock.seconds() - token)
+
+    def observe(self, delay: float) -> None:
+        """Account for one more delay measured just now: a request's start, or legB's
+        re-authorization of a running callback (the same database queue, on the path where
+        lateness fails an accepted callback: legA hangs up while legB is not yet dialled)."""
+        if not self.target:
+            return
         now = self.clock.seconds()
-        if now - token <= self.target:
+        if delay <= self.target:
             # One request within target: no standing queue (CoDel's minimum over the interval).
             self.above_since = None
             self.shedding = False

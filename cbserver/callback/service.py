@@ -325,7 +325,8 @@ class CallbackService(service.Service):
                               clock=self.clock, node=self.cfg.server.node,
                               no_answer_timeout=self.cfg.sip.no_answer_timeout,
                               ivr_factory=ivr, on_change=self._changed, metrics=self.metrics,
-                              instance_id=self.db.instance_id, keeper=self.keeper)
+                              instance_id=self.db.instance_id, keeper=self.keeper,
+                              on_legb_delay=getattr(self, "on_legb_delay", None))
 
     def _changed(self, session: CallbackSession) -> None:
         """Persist a session's new status without blocking the call (batched, newest wins)."""

@@ -128,3 +128,27 @@ def test_admission_refuses_busy_while_starts_stand_in_a_queue_and_recovers():
     assert len(service.pending) == 4
     service.pending[3].callback(None)  # answered at once: within target
     assert outcomes == ["cb1", "cb2", "busy", "cb3", "cb4"] and not admission.gate.shedding
+
+
+def test_late_legb_authorizations_of_running_callbacks_shut_it_too():
+    clock = task.Clock()
+    gate = StartDelayGate(clock, target=0.4, interval=1.0)
+    token = gate.started()  # one new request in flight
+    gate.observe(0.9)  # a running callback's legB waited 0.9 s for its authorization
+    clock.advance(1.0)
+    gate.observe(0.7)  # and another, a whole interval later: the database queue stands
+    assert not gate.admit()
+    gate.observe(0.1)  # one legB authorized in time: no standing queue
+    assert gate.admit()
+    gate.finished(token)
+
+
+def test_admission_wires_the_services_legb_delays_to_its_gate():
+    clock = task.Clock()
+    service = SlowService(clock)
+    admission = Admission(service, PassLimiter(), None, lambda: True,
+                          LimitsConfig(start_delay_target=0.4, start_delay_interval=1.0))
+    assert service.on_legb_delay == admission.gate.observe
+    off = SlowService(clock)
+    Admission(off, PassLimiter(), None, lambda: True, LimitsConfig(start_delay_target=0.0))
+    assert not hasattr(off, "on_legb_delay")
