@@ -37,6 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pgstats
+
 from cbserver.db.stores import PostgresCatalogStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,6 +144,11 @@ class Step:
     length_p99: float = 0.0
     elapsed: float = 0.0
     note: str = ""
+    pg: pgstats.PgStep | None = None  # PostgreSQL's work over the step (cbserver only)
+    accepted: int = 0  # answered 202
+    refused: dict[str, int] = field(default_factory=dict)  # --overload: 503/429 by code
+    refusal_latencies: list[float] = field(default_factory=list)
+    no_retry_after: int = 0  # refusals without a Retry-After header
 
     @property
     def failed(self) -> int:
@@ -168,6 +175,8 @@ class Step:
             text += f"call length p50 {self.length_p50:.2f}s p99 {self.length_p99:.2f}s"
         else:
             text += f"mean call length {self.length_p50:.2f}s"
+        if self.pg is not None and self.completed:
+            text += f", {self.pg.summary(self.completed)}"
         if self.latency_p99:
             text += f", POST p50 {1000 * self.latency_p50:.0f}ms p99 {1000 * self.latency_p99:.0f}ms"
         return text + (f" ({self.note})" if self.note else "")
@@ -289,8 +298,18 @@ def serve_main(config_path: str, web_port: int, log_path: str, profile: str | No
 
 
 def cb_config(dsn: str, state: Path, sip_port: int, carrier_port: int, web_port: int,
-              admin_port: int, rtp: str, ssl: bool, pool_size: int) -> str:
-    """The server's configuration: one instance, plain TCP web (or ssl), limits out of the way."""
+              admin_port: int, rtp: str, ssl: bool, pool_size: int, node_caps: bool = True,
+              start_delay_target: float | None = None) -> str:
+    """The server's configuration: one instance, plain TCP web (or ssl), limits out of the way.
+
+    Without ``node_caps`` the node's own busy caps (``node_max_active``, ``node_max_starting``)
+    keep their shipped defaults (``--overload``); the abuse limits stay raised either way.
+    """
+    caps = "node_max_active = 100000\nnode_max_starting = 100000\n" if node_caps else ""
+    if node_caps and start_delay_target is None:
+        start_delay_target = 0.0    # the ramp: the start-delay gate must not refuse either
+    if start_delay_target is not None:
+        caps += f"start_delay_target = {start_delay_target}\n"
     endpoint = f"ssl:{web_port}:interface=127.0.0.1" if ssl else f"tcp:{web_port}:interface=127.0.0.1"
     return f"""
 [server]
@@ -315,14 +334,14 @@ inactivity_timeout = 30.0
 endpoint = "{endpoint}"
 admin_endpoint = "tcp:{admin_port}:interface=127.0.0.1"
 admin_token = "bench-admin-token-0123456789"
+# One client address stands in for many callers: up to 512 keep-alive connections.
+max_connections_per_client = 1000
 [limits]
 per_client = 100000000
 per_phone = 100000000
 per_account = 100000000
 concurrent_per_account = 100000
-node_max_active = 100000
-node_max_starting = 100000
-[[application]]
+{caps}[[application]]
 name = "Web callback"
 callback_page_address = "http://127.0.0.1:{web_port}/web-callback"
 second_number = "18005550100"
@@ -350,10 +369,12 @@ class CbServer:
         from cbserver.devtools.democarrier import Carrier
 
         base = pg_dsn()
+        pgstats.enable(with_dbname(base, "postgres"), str(VENV_BIN / "cbserver"), ROOT)
         create_database(base, self.dbname)
         self.dsn = with_dbname(base, self.dbname)
         subprocess.run([str(VENV_BIN / "cbserver"), "db", "upgrade", "--dsn", self.dsn],
                        check=True, cwd=ROOT, capture_output=True)
+        pgstats.create_extension(self.dsn)
         subprocess.run([sys.executable, __file__, "--provision", self.dsn,
                         "--accounts", str(self.args.accounts)], check=True, cwd=ROOT)
         self.carrier = Carrier(self.work, free_port(), hold_ms=self.args.hold_ms,
@@ -385,7 +406,9 @@ class CbServer:
         cfg = self.work / "cbserver.toml"
         cfg.write_text(cb_config(self.dsn, self.work / "state", free_port(), self.carrier.port,
                                  web_port, free_port(socket.SOCK_STREAM), self.args.rtp_ports,
-                                 self.ssl, self.args.pool_size))
+                                 self.ssl, self.args.pool_size,
+                                 node_caps=not self.args.overload,
+                                 start_delay_target=self.args.start_delay_target))
         return cfg
 
     def launch_twistd(self) -> None:
@@ -447,9 +470,12 @@ class CbServer:
             resp = conn.getresponse()
             raw = resp.read()
             try:
-                return resp.status, json.loads(raw or b"{}")
+                answer = json.loads(raw or b"{}")
             except ValueError:
-                return resp.status, {"raw": raw[:200].decode("latin-1")}
+                answer = {"raw": raw[:200].decode("latin-1")}
+            if isinstance(answer, dict):
+                answer["_retry_after"] = resp.getheader("Retry-After")
+            return resp.status, answer
         finally:
             if own:
                 conn.close()
@@ -518,14 +544,22 @@ class CbServer:
                 with lock:
                     res.fail(f"http:{type(e).__name__}")
                 return
+            took = time.monotonic() - t
+            code = answer.get("error", {}).get("code", "?")
             with lock:
-                latencies.append(time.monotonic() - t)
+                latencies.append(took)
                 if status == 202 and "id" in answer:
                     ids.append(answer["id"])
+                elif self.args.overload and status in (429, 503):
+                    key = f"{status}:{code}"
+                    res.refused[key] = res.refused.get(key, 0) + 1
+                    res.refusal_latencies.append(took)
+                    res.no_retry_after += not answer.get("_retry_after")
                 else:
                     res.fail(f"http_{status}:{answer.get('error', {}).get('code', '?')}")
 
         backends = self.backend_pids()
+        snap = pgstats.Snapshot.take(self.dsn)
         cpu0 = self.server_cpu()
         pg0 = sum(cpu_seconds(pid) for pid in backends)
         machine0 = machine_busy_seconds()
@@ -544,8 +578,10 @@ class CbServer:
         deadline = time.monotonic() + nominal + self.args.drain
         rows: list = []
         legs: dict[str, int] = {}
-        with psycopg2.connect(self.dsn) as conn, conn.cursor() as cur:
+        polls = 0
+        with psycopg2.connect(pgstats.quiet_dsn(self.dsn)) as conn, conn.cursor() as cur:
             while True:
+                polls += 1
                 cur.execute("SELECT id, status, state->'cause'->>'code', "
                             "extract(epoch FROM updated_at - created_at) "
                             "FROM callback_sessions WHERE id = ANY(%s)", (ids,))
@@ -562,6 +598,7 @@ class CbServer:
         res.elapsed = time.monotonic() - t0
         res.cpu = self.server_cpu() - cpu0
         res.machine_cpu = machine_busy_seconds() - machine0
+        res.pg = snap.delta(self.dsn, polls)
         try:
             res.db_cpu = sum(cpu_seconds(pid) for pid in backends) - pg0
         except OSError:     # a pool connection was replaced during the step
@@ -578,6 +615,7 @@ class CbServer:
             else:
                 res.fail(f"not_ended:{status}")
         res.fail("session_missing", len(ids) - len(rows))
+        res.accepted = len(ids)
         xdrs = sum(legs.values())
         res.latency_p50, res.latency_p99 = quantile(latencies, 0.5), quantile(latencies, 0.99)
         res.length_p50, res.length_p99 = quantile(lengths, 0.5), quantile(lengths, 0.99)
@@ -712,6 +750,43 @@ def ramp(name: str, system, rates: list[float], duration: float, pause: float,
     return best, None
 
 
+def overload(server, sustained: float, duration: float) -> bool:
+    """Issue 17 item 4: offer twice ``sustained`` for ``duration`` s; print figures; True if met.
+
+    Met when every callback answered 202 completed (carrier's hang-up, two xDRs), every other
+    answer was 503 ``busy`` or 429 with a ``Retry-After`` within 50 ms at p99, and completed
+    callbacks per second stayed at least 90 % of ``sustained``.
+    """
+    idle_cpu("cbserver", server.proc.pid)
+    res = server.step(2 * sustained, duration, 0)
+    print(res.line("cbserver overload"), flush=True)
+    others = {k: v for k, v in res.failures.items() if k.startswith("http")}
+    accepted_failed = res.failed - sum(others.values())
+    p50, p99 = quantile(res.refusal_latencies, 0.5), quantile(res.refusal_latencies, 0.99)
+    rate = res.completed / duration
+    checks = {
+        "every 202 completed": accepted_failed == 0 and res.completed == res.accepted,
+        "every other answer 503 busy / 429 with Retry-After": not others and not res.no_retry_after
+        and all(k in ("503:busy",) or k.startswith("429:") for k in res.refused),
+        "refusals within 50 ms at p99": p99 <= 0.050,
+        "completed/s >= 90 % of the sustained rate": rate >= 0.9 * sustained,
+    }
+    print(f"\noverload: offered {res.attempted} at {2 * sustained:g}/s for {duration:g} s "
+          f"(sustained rate given: {sustained:g}/s)\n"
+          f"  answered 202: {res.accepted}; completed {res.completed}; failed after 202: "
+          f"{accepted_failed} {dict((k, v) for k, v in res.failures.items() if k not in others)}\n"
+          f"  refused: {sum(res.refused.values())} {res.refused}, without Retry-After "
+          f"{res.no_retry_after}; refusal latency p50 {1000 * p50:.1f} ms p99 {1000 * p99:.1f} ms\n"
+          f"  other answers: {others or 'none'}\n"
+          f"  completed per second: {rate:.1f} ({100 * rate / sustained:.0f} % of {sustained:g})",
+          flush=True)
+    for what, ok in checks.items():
+        print(f"  [{'met' if ok else 'NOT MET'}] {what}", flush=True)
+    if res.pg is not None and res.completed:
+        print(f"\n{res.pg.report(res.completed)}", flush=True)
+    return all(checks.values())
+
+
 def table(cb: tuple | None, sp: tuple | None, args) -> str:
     """The summary table (markdown), then the ratios."""
 
@@ -759,6 +834,18 @@ def table(cb: tuple | None, sp: tuple | None, args) -> str:
         if cb[0].cpu and sp[0].cpu:
             ratio = (cb[0].completed / cb[0].cpu) / (sp[0].completed / sp[0].cpu)
             lines.append(f"ratio cbserver / sippy, calls per CPU second: {ratio:.2f}")
+    # PostgreSQL's figures at the sustained rate, or at the failed step when none was sustained.
+    shown = best or (cb[1] if cb else None)
+    sp_best = sp[0] if sp else None
+    if shown is not None and shown.pg is not None and shown.completed and sp_best \
+            and sp_best.completed and sp_best.cpu:
+        pg_ms = 1000 * shown.pg.cpu / shown.completed
+        sp_ms = 1000 * sp_best.cpu / sp_best.completed
+        lines.append(f"ratio PostgreSQL CPU per callback (cbserver at {shown.rate:g}/s) / sippy CPU "
+                     f"per call (at {sp_best.rate:g}/s): {pg_ms:.2f} / {sp_ms:.2f} ms = "
+                     f"{pg_ms / sp_ms:.2f} (target <= 0.3)")
+    if shown is not None and shown.pg is not None:
+        lines.append(f"\ncbserver at {shown.rate:g}/s, {shown.pg.report(shown.completed)}")
     return "\n".join(lines)
 
 
@@ -783,6 +870,12 @@ def main(argv=None) -> int:
                    help="[database] pool_size of cbserver (4 is the shipped default)")
     p.add_argument("--ssl", action="store_true", help="web endpoint over TLS (default plain TCP)")
     p.add_argument("--profile", action="store_true", help="run twistd under cProfile")
+    p.add_argument("--overload", type=float, metavar="SUSTAINED",
+                   help="issue 17 item 4: with the node's caps at their shipped defaults, offer "
+                        "twice SUSTAINED callbacks/s for --duration s (30 in the issue) and check "
+                        "that what is not refused completes (cbserver only)")
+    p.add_argument("--start-delay-target", type=float,
+                   help="[limits] start_delay_target of cbserver (default: the shipped one; 0: off)")
     p.add_argument("--only", choices=("cbserver", "sippy"), help="run one side only")
     p.add_argument("--sippy-venv", default="/tmp/sippy-venv", help="virtualenv with sippy")
     p.add_argument("--keep-db", action="store_true", help="keep the scratch database")
@@ -818,6 +911,16 @@ def main(argv=None) -> int:
           f"{CLIENT_CORE}; {args.duration:g}s per step, hold {args.hold_ms} ms; load average "
           f"{os.getloadavg()[0]:.1f}", flush=True)
     cb_res = sp_res = None
+    if args.overload:
+        server = CbServer(args, work)
+        try:
+            server.start()
+            return 0 if overload(server, args.overload, args.duration) else 1
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            server.stop()
+            stop_all()
     try:
         if args.only in (None, "cbserver"):
             server = CbServer(args, work)

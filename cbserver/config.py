@@ -433,6 +433,15 @@ class LimitsConfig:
     node_max_starting: int = setting(100, doc="callback requests this node checks at once "
                                               "(limits, authorization); more are refused 503 "
                                               "busy before any database work")
+    start_delay_target: float = setting(
+        0.4, check=lambda v: v if v >= 0 else _positive(v),
+        doc="seconds a callback request may take to start (limits, authorization) before this "
+            "node counts itself past its capacity: when even the fastest start of a whole "
+            "start_delay_interval took longer, new requests are refused 503 busy until one "
+            "starts in time (0: off)")
+    start_delay_interval: float = setting(1.0, check=_positive,
+                                          doc="seconds the start delay must stay over "
+                                              "start_delay_target before requests are refused")
 
     def validate(self) -> None:
         """Every cap must allow at least one call."""

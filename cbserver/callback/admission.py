@@ -5,7 +5,9 @@ One place for the rules that refuse a valid request before any call is placed (i
 * the node's readiness (``not_ready``) and its own busy caps (``busy``): at most
   ``[limits] node_max_active`` callbacks in progress and ``node_max_starting`` requests
   between validation and the callback service's answer, refused at once, before any
-  database work;
+  database work; and, below those caps, while requests take too long to start (a standing
+  queue in front of the database: ``loadgate.StartDelayGate``, ``[limits] start_delay_target``),
+  so the node's capacity is measured on the machine it runs on, not tuned by hand;
 * ``RateLimiter``: requests per client address, per called-back number and per account over a
   sliding window of ``[limits] window`` seconds (estimated from two fixed windows, so no
   burst at a window boundary doubles a limit), counted in the shared ``ILimitStore``
@@ -34,6 +36,7 @@ from twisted.internet import defer
 from zope.interface import Interface, implementer
 
 from cbserver.callback.api import CallbackRefused
+from cbserver.callback.loadgate import StartDelayGate
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger, describe_failure
 
@@ -162,10 +165,9 @@ class RateLimiter:
         quota = self._quota_keys(request)
         start, size, now = self._window()
         fails = self._failure_keys(request)
-        counted, failures = yield defer.gatherResults(
-            [self._count([("client", request.client_address or "unknown"), *quota], start, size, now),
-             self.store.peek_hits(fails, start, start - size)], consumeErrors=True).addErrback(
-                 lambda f: f.value.subFailure.raiseException())
+        # One round trip: the hits counted and the failure counters read in one statement.
+        counted, failures = yield self._count(
+            [("client", request.client_address or "unknown"), *quota], start, size, now, fails)
         caps = {"auth_client": self.limits.failures_per_client,
                 "auth_account": self.limits.failures_per_account}
         for kind, _key in fails:
@@ -197,13 +199,22 @@ class RateLimiter:
         size = max(1, int(self.limits.window))
         return int(now) - int(now) % size, size, now
 
-    def _count(self, keys, start: int, size: int, now: float):
-        """Add a hit to each counter; a Deferred ``[(kind, hits, previous)]`` in key order."""
+    def _count(self, keys, start: int, size: int, now: float, peek=None):
+        """Add a hit to each counter; a Deferred ``[(kind, hits, previous)]`` in key order.
+
+        With ``peek`` (keys to read without counting), ``(that list, {kind: (hits, previous)})``.
+        """
         self._checks += 1
         if self._checks % self.prune_every == 1:
             self._prune(start - size)
-        d = self.store.count_hits(keys, start, start - size)
-        return d.addCallback(lambda counts: [(kind, *counts.get(kind, (0, 0))) for kind, _ in keys])
+
+        def ordered(counts):
+            return [(kind, *counts.get(kind, (0, 0))) for kind, _ in keys]
+
+        if peek is not None:
+            d = self.store.count_and_peek(keys, peek, start, start - size)
+            return d.addCallback(lambda both: (ordered(both[0]), both[1]))
+        return self.store.count_hits(keys, start, start - size).addCallback(ordered)
 
     def _raise_over(self, counted, elapsed: float, size: int) -> None:
         """Fail with ``RateLimited`` for the first counter over its cap."""
@@ -270,18 +281,26 @@ class Admission:
     """Decides, in one place, whether this node starts a callback now, and starts it.
 
     ``ready()`` tells whether the node takes callbacks at all; ``limits`` (``LimitsConfig``,
-    None: no node caps) gives the node's busy caps and the limiter's and gauge's settings.
+    None: no node caps) gives the node's busy caps and the limiter's and gauge's settings;
+    ``clock`` (an ``IReactorTime``; the service's own clock when None) times the starts for
+    the start-delay gate.
     """
 
     log = Logger()
 
-    def __init__(self, service, limiter, gauge, ready, limits=None):
+    def __init__(self, service, limiter, gauge, ready, limits=None, clock=None):
         self.service = service
         self.limiter = limiter  # IRateLimiter
         self.gauge = gauge  # IConcurrencyGauge
         self.ready = ready
         self.limits = limits
         self.starting = 0  # requests between validation and the service's answer
+        clock = clock if clock is not None else getattr(service, "clock", None)
+        target = limits.start_delay_target if limits is not None and clock is not None else 0.0
+        self.gate = StartDelayGate(clock, target, limits.start_delay_interval if target else 1.0)
+        if target:
+            # Running callbacks report legB's re-authorization time to the same gate.
+            service.on_legb_delay = self.gate.observe
 
     def check_load(self) -> None:
         """Refuse with ``busy`` when this node is at one of its own caps.
@@ -292,6 +311,8 @@ class Admission:
         """
         if self.limits is not None and (self.service.active >= self.limits.node_max_active
                                         or self.starting >= self.limits.node_max_starting):
+            raise CallbackRefused("busy", BUSY)
+        if not self.gate.admit():
             raise CallbackRefused("busy", BUSY)
 
     @defer.inlineCallbacks
@@ -320,6 +341,7 @@ class Admission:
                     raise CallbackRefused("draining", DRAINING)
                 self.check_load()
                 self.starting += 1
+                token = self.gate.started()
                 try:
                     window = yield self.limiter.check(request)
                     request = dataclasses.replace(request, callback_id=self.service.new_callback_id())
@@ -333,6 +355,7 @@ class Admission:
                         raise
                 finally:
                     self.starting -= 1
+                    self.gate.finished(token)
             except DatabaseUnavailable as e:
                 self.log.warn("database unavailable while starting a callback: {err} "
                               "callback_id={callback_id}", err=describe_failure(e),

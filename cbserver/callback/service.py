@@ -326,7 +326,8 @@ class CallbackService(service.Service):
                               no_answer_timeout=self.cfg.sip.no_answer_timeout,
                               ivr_factory=ivr, on_change=self._changed, metrics=self.metrics,
                               instance_id=self.db.instance_id, keeper=self.keeper,
-                              cut_margin=self.cfg.billing.cut_margin)
+                              cut_margin=self.cfg.billing.cut_margin,
+                              on_legb_delay=getattr(self, "on_legb_delay", None))
 
     def _changed(self, session: CallbackSession) -> None:
         """Persist a session's new status without blocking the call (batched, newest wins)."""

@@ -67,6 +67,9 @@ class SessionContext:
     instance_id: str | None = None  # this process's server_nodes.instance_id, for the xDRs
     cut_margin: float = CUT_MARGIN  # seconds (see CUT_MARGIN)
     keeper: object = None  # RecoveryKeeper: the crash-recovery row, on answer and on end
+    # (seconds) -> None: how long legB's re-authorization took (the node's admission gate
+    # watches it: legA waits that long in silence before legB is even dialled).
+    on_legb_delay: object = None
 
 
 class CallbackSession(SessionView, NamedTimersMixin):
@@ -242,10 +245,21 @@ class CallbackSession(SessionView, NamedTimersMixin):
         req = AuthRequest(session_id=self.id, account_id=self.account_id, cli=self.request.phone,
                           cld=destination, access_code=self.app.access_code,
                           leg_a_elapsed=elapsed, leg_a_connect=self._datetime(self.a.answered_at))
+        started = self.clock.seconds()
         d = defer.maybeDeferred(self.ctx.authorizer.authorize, req)
+        if self.ctx.on_legb_delay is not None:
+            d.addBoth(self._legb_delay, started)
         d.addCallbacks(lambda auth: self.dispatch(Event.AUTH_OK, auth), self._auth_failed)
         d.addErrback(lambda f: log.failure("re-authorization callback_id={callback_id}", f,
                                            callback_id=self.id))
+
+    def _legb_delay(self, result, started: float):
+        """Report how long legB's re-authorization took; pass its result on."""
+        try:
+            self.ctx.on_legb_delay(self.clock.seconds() - started)
+        except Exception:  # noqa: BLE001 - an observer must never break the call
+            log.failure("legB delay observer callback_id={callback_id}", callback_id=self.id)
+        return result
 
     def _auth_failed(self, f) -> None:
         if f.check(AuthorizationError):

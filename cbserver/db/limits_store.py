@@ -21,6 +21,9 @@ from zope.interface import Interface, implementer
 # Count the hit in the current window and read the previous window beside it: one call of
 # cb_count_hits (sql/032), whose plan PostgreSQL keeps per connection.
 COUNT_HITS = "SELECT kind, hits, previous FROM cb_count_hits(%(kinds)s, %(keys)s, %(start)s, %(previous)s)"
+# Both in one round trip (sql/functions/65): count the request's hits, read its failure counters.
+COUNT_PEEK_HITS = ("SELECT kind, counted, hits, previous FROM cb_count_peek_hits(%(kinds)s, "
+                   "%(keys)s, %(peek_kinds)s, %(peek_keys)s, %(start)s, %(previous)s)")
 # Read counters without counting: failed authentications are counted only once they failed.
 PEEK_HITS = """
 SELECT r.kind, r.window_start, r.hits FROM rate_limit_counters r
@@ -61,6 +64,27 @@ def count_hits(db, keys: list[tuple[str, str]], window_start: int,
     d = db.runQuery(COUNT_HITS, params)
     d.addCallback(lambda rows: {kind: (int(hits), int(prev)) for kind, hits, prev in rows})
     return d
+
+
+def count_and_peek(db, keys: list[tuple[str, str]], peek_keys: list[tuple[str, str]],
+                   window_start: int, previous_start: int) -> defer.Deferred:
+    """``count_hits(keys)`` and ``peek_hits(peek_keys)`` in one statement (one transaction).
+
+    Fires with ``(counted, peeked)``, each ``{kind: (hits now, hits in the previous window)}``;
+    every peeked kind is present ((0, 0) when it has no counter).
+    """
+    params = {"start": window_start, "previous": previous_start,
+              "kinds": [k for k, _ in keys], "keys": [v for _, v in keys],
+              "peek_kinds": [k for k, _ in peek_keys], "peek_keys": [v for _, v in peek_keys]}
+
+    def split(rows):
+        counted = {}
+        peeked = {kind: (0, 0) for kind, _ in peek_keys}
+        for kind, was_counted, hits, prev in rows:
+            (counted if was_counted else peeked)[kind] = (int(hits), int(prev))
+        return counted, peeked
+
+    return db.runQuery(COUNT_PEEK_HITS, params).addCallback(split)
 
 
 def peek_hits(db, keys: list[tuple[str, str]], window_start: int,
@@ -161,6 +185,10 @@ class ILimitStore(Interface):
     def peek_hits(keys, window_start, previous_start):
         """Like ``count_hits`` but counting nothing (absent counters are ``(0, 0)``)."""
 
+    def count_and_peek(keys, peek_keys, window_start, previous_start):
+        """``count_hits(keys)`` and ``peek_hits(peek_keys)`` at once: a Deferred
+        ``(counted, peeked)`` (one round trip and one transaction in PostgreSQL)."""
+
     def refund_hits(keys, window_start):
         """Take back one hit of each ``(kind, key)`` counter of the window."""
 
@@ -207,6 +235,10 @@ class PostgresLimitStore:
     def peek_hits(self, keys, window_start, previous_start):
         """See ``ILimitStore``."""
         return peek_hits(self.db, keys, window_start, previous_start)
+
+    def count_and_peek(self, keys, peek_keys, window_start, previous_start):
+        """See ``ILimitStore``."""
+        return count_and_peek(self.db, keys, peek_keys, window_start, previous_start)
 
     def refund_hits(self, keys, window_start):
         """See ``ILimitStore``."""

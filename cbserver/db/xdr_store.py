@@ -33,22 +33,13 @@ _TYPES = ("text", "text", "text", "text", "text", "text", "text", "text",
           "timestamptz", "integer", "integer", "numeric", "text", "integer",
           "text", "text", "text", "uuid", "numeric")
 
-# One round trip for the three reads a batch starts with: the legs already stored (an index
-# scan on the unique key's first column), the accounts locked in id order, then the customers
-# of subordinate accounts locked in id order (one order for every writer: no deadlock). Rows are tagged:
-# ('x', session, leg), ('a', id, customer, type, control, balance), ('c', id, balance).
-# A leg another writer commits while this statement waits for a lock is not seen here; the
-# INSERT then fails on the unique key and the batch is retried, as with separate statements.
-READ_AND_LOCK = (
-    "WITH acc AS (SELECT id, customer_id, account_type, balance_control, balance FROM accounts "
-    "             WHERE id = ANY(%(accounts)s) ORDER BY id FOR UPDATE), "
-    "cus AS (SELECT id, balance FROM customers WHERE id IN "
-    "        (SELECT customer_id FROM acc WHERE balance_control = 'subordinate') "
-    "        ORDER BY id FOR UPDATE) "
-    "SELECT 'x', session_id, leg, NULL::bigint, NULL, NULL, NULL::numeric FROM xdrs "
-    " WHERE session_id = ANY(%(sessions)s::text[]) "
-    "UNION ALL SELECT 'a', id, NULL, customer_id, account_type, balance_control, balance FROM acc "
-    "UNION ALL SELECT 'c', id::text, NULL, NULL, NULL, NULL, balance FROM cus")
+# One round trip for the three reads a batch starts with: the legs already stored, the accounts
+# locked in id order, then the customers of subordinate accounts locked in id order (one order
+# for every writer: no deadlock). A PL/pgSQL function (sql/functions/70) so that its plan is
+# kept per connection. Rows are tagged: ('x', session, leg), ('a', id, customer, type, control,
+# balance), ('c', id, balance). A leg another writer commits while this statement waits for a
+# lock is not seen here; the INSERT then fails on the unique key and the batch is retried.
+READ_AND_LOCK = "SELECT * FROM cb_xdr_read_and_lock(%(sessions)s::text[], %(accounts)s::text[])"
 # The rows travel as one JSON document (a bound parameter; json.dumps escapes), an array of
 # arrays in COLUMNS order: far cheaper for Python and PostgreSQL than 26 arrays of literals.
 # A plain INSERT (the legs already stored were skipped under the same snapshot): twice as fast
@@ -69,9 +60,14 @@ _UPDATE_CUSTOMERS = ("UPDATE customers c SET balance = c.balance + v.delta "
                      "RETURNING 1")
 RELEASE = ("DELETE FROM balance_reservations r USING unnest(%s::text[], %s::char(1)[]) AS k(s, l) "
            "WHERE r.session_id = k.s AND r.leg = k.l")
-# Insert, balances and release in one statement, so the row locks are held for one round trip.
-APPLY = (f"WITH ins AS ({_INSERT}), acc AS ({_UPDATE_ACCOUNTS}), cus AS ({_UPDATE_CUSTOMERS}), "
-         f"rel AS ({RELEASE} RETURNING 1) SELECT session_id, leg FROM ins")
+# Insert, balances and release in one statement, so the row locks are held for one round trip:
+# cb_xdr_apply (sql/functions/75), whose plan PostgreSQL keeps per connection. It is the
+# statement below (APPLY_STATEMENT, kept to check the function against: same columns, same
+# casts, see tests/integration/xdr/test_xdr_writer.py).
+APPLY_STATEMENT = (f"WITH ins AS ({_INSERT}), acc AS ({_UPDATE_ACCOUNTS}), cus AS ({_UPDATE_CUSTOMERS}), "
+                   f"rel AS ({RELEASE} RETURNING 1) SELECT session_id, leg FROM ins")
+APPLY = ("SELECT * FROM cb_xdr_apply(%s::jsonb, %s::text[], %s::numeric[], %s::timestamptz[], "
+         "%s::integer[], %s::numeric[], %s::text[], %s::char(1)[])")
 
 
 def _plan(records, accounts: dict, customers: dict):

@@ -92,6 +92,25 @@ async def test_counts_per_kind_are_returned_atomically(pools, pg_dsn):
 
 
 @pytest_twisted.ensureDeferred
+async def test_count_and_peek_is_both_in_one_statement_and_agrees_with_each(pools):
+    a, b = pools
+    sa, sb = PostgresLimitStore(a), PostgresLimitStore(b)
+    fails = [("auth_client", "192.0.2.1"), ("auth_account", "cb1001 192.0.2.1")]
+    await sa.count_hits([("auth_client", "192.0.2.1")], 0, -600)
+    await sb.count_hits([("auth_client", "192.0.2.1")], 600, 0)
+    await sb.count_hits([("auth_client", "192.0.2.1")], 600, 0)
+    keys = [("client", "192.0.2.1"), ("phone", "15550100")]
+    got = await defer.gatherResults([(sa if i % 2 else sb).count_and_peek(keys, fails, 600, 0)
+                                     for i in range(10)])
+    # Counted like count_hits, across both nodes, each count seen once.
+    assert sorted(c["client"][0] for c, _ in got) == list(range(1, 11))
+    assert all(c["client"] == c["phone"] for c, _ in got)
+    # Peeked like peek_hits: nothing counted, an absent counter is (0, 0).
+    assert all(p == {"auth_client": (2, 1), "auth_account": (0, 0)} for _, p in got)
+    assert await sa.peek_hits(fails, 600, 0) == {"auth_client": (2, 1), "auth_account": (0, 0)}
+
+
+@pytest_twisted.ensureDeferred
 async def test_two_nodes_never_take_more_slots_than_the_cap(pools):
     a, b = pools
     ga, gb = two_gauges(pools, cap=2)

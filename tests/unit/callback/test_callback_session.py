@@ -295,3 +295,32 @@ def test_no_free_media_port_ends_the_callback_with_its_own_cause():
     CallbackSession("s9", req, app(), auth, ctx).start().addCallback(final.append)
     assert final[0]["cause"]["code"] == "media_unavailable"
     assert ua.calls == [] and len(recorder.records) == 2
+
+
+def test_legb_reauthorization_time_is_reported_and_a_broken_observer_changes_nothing():
+    from twisted.internet import defer
+
+    h = Harness()
+    delays = []
+    h.session.ctx.on_legb_delay = delays.append
+    real = h.authorizer.authorize
+    pending = []
+
+    def slow(req):  # legB's authorization waits, like a busy database
+        pending.append((defer.Deferred(), req))
+        return pending[-1][0]
+
+    h.authorizer.authorize = slow
+    h.clock.advance(3)
+    h.a.answer()
+    assert h.session.status == "answered" and len(h.ua.calls) == 1  # legB not dialled yet
+    h.clock.advance(0.75)
+    d, req = pending[0]
+    d.callback(real(req).result)
+    assert delays == [0.75] and h.session.status == "calling_destination"
+
+    g = Harness()
+    g.session.ctx.on_legb_delay = lambda delay: 1 / 0  # an observer that fails
+    g.clock.advance(3)
+    g.a.answer()
+    assert g.session.status == "calling_destination"  # the call went on regardless

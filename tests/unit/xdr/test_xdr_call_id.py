@@ -66,8 +66,20 @@ def test_the_store_sends_call_id_and_instance_in_their_columns():
     assert named["call_id"] == "c1@host" and named["instance_id"] == INSTANCE
     assert named["node"] == "node7" and named["balance_after"] == "1.5"
     cols = xdr_store.COLUMNS
-    assert f"(e->>{cols.index('call_id')})::text" in xdr_store.APPLY
-    assert f"(e->>{cols.index('instance_id')})::uuid" in xdr_store.APPLY
+    assert f"(e->>{cols.index('call_id')})::text" in xdr_store.APPLY_STATEMENT
+    assert f"(e->>{cols.index('instance_id')})::uuid" in xdr_store.APPLY_STATEMENT
+
+
+def test_the_apply_function_inserts_the_columns_the_store_sends_in_their_order():
+    """sql/functions/75_cb_xdr_apply.sql spells the INSERT the store's COLUMNS/_TYPES build."""
+    import re
+    from pathlib import Path
+
+    text = (Path(xdr_store.__file__).parents[2] / "sql" / "functions" / "75_cb_xdr_apply.sql").read_text()
+    text = " ".join(re.sub(r"--[^\n]*", "", text).split())
+    expected = " ".join(xdr_store._INSERT.replace("%s::jsonb", "p_rows").split())
+    expected = expected.replace(" RETURNING session_id, leg", "")
+    assert expected in text
 
 
 # -- the session builds them -----------------------------------------------------------------
