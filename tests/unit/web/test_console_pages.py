@@ -30,7 +30,9 @@ def test_the_menu_follows_the_manual_and_shows_what_is_coming():
     assert labels == ["Voice applications", "Destinations", "Tariffs", "Products", "Customers",
                       "Accounts", "Account generator", "Batches", "xDRs", "Live callbacks",
                       "Past callbacks", "Nodes", "Reports", "Audit log"]
-    assert html.count('aria-disabled="true"') == 7  # coming: applications, calls, reports, audit
+    # Voice applications and the Audit log are built; at most the calls and reports are to come.
+    assert 'href="/ui/applications"' in html and 'href="/ui/audit"' in html
+    assert html.count('aria-disabled="true"') <= 5
 
 
 def test_a_running_job_polls_with_htmx_and_refreshes_without_javascript():
