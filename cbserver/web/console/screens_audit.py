@@ -21,7 +21,8 @@ from cbserver.web.console.screens import F, field_errors
 
 SOURCES = (("", "(any)"), ("ui", "ui (console)"), ("api", "api"), ("cli", "cli"),
            ("internal", "internal"))
-ACTIONS = ("create", "update", "delete", "activate", "payment", "refund", "generate", "import")
+ACTIONS = ("create", "update", "delete", "activate", "payment", "refund", "generate",
+           "import", "import_rates")
 FILTER_FIELDS = [
     F("since", "From", hint="a time, e.g. 2027-01-31 08:00 (UTC unless a zone is given)"),
     F("until", "Until (exclusive)"),
