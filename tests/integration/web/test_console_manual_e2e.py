@@ -91,7 +91,7 @@ def node(pg_cluster, pg_template, tmp_path):
         next(dbs, None)
 
 
-def wait_console(b: Browser, base: str, proc) -> None:
+def wait_console(base: str, proc) -> None:
     """Wait until the server answers its console (it is started in the background)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -168,7 +168,7 @@ def test_the_manual_from_start_to_end_then_a_callback(node):
     base = node.base
     with Browser() as b:
         b.driver.set_script_timeout(30)
-        wait_console(b, base, node.proc)
+        wait_console(base, node.proc)
         login(b, base, "alice", ADMIN_PASSWORD)
         assert [e.text for e in b.find_all("nav.menu li")][0] == "Voice applications"
 
