@@ -14,6 +14,12 @@ operator is refused every change.
 The live-callbacks and xDR screens come from another branch (i15-ui-calls). Until they are
 merged, ``/ui/callbacks/live`` answers 404 and the test skips *only* its last part (after
 checking everything else, the xDRs' amounts in PostgreSQL included), saying so.
+
+Known, not understood yet (see the i15-ui-apps report): a while after the callback the admin
+endpoint stops answering some requests of this test (Chromium's page loads time out; on main
+merged with this branch, a read-only operator's POST to /ui/destinations/1818 got no answer in
+30 s), with pool_size 12 and request_timeout 600 alike. The last steps therefore read the
+console with the HTTP client.
 """
 
 from __future__ import annotations
