@@ -47,12 +47,22 @@ def write_config(folder: Path, dsn: str, **overrides: str) -> tuple[Path, int]:
     return path, port
 
 
-def start(config: Path, *extra: str, twistd_options: tuple[str, ...] = ()) -> subprocess.Popen:
-    """Start ``twistd -n cbserver --config FILE`` with output captured."""
+def start(config: Path, *extra: str, twistd_options: tuple[str, ...] = (),
+          log: Path | None = None) -> subprocess.Popen:
+    """Start ``twistd -n cbserver --config FILE`` with output captured.
+
+    The output goes to a pipe the caller reads at the end, or to the file ``log``: a test that
+    makes the server log more than a pipe holds (64 KiB) must pass ``log``, or the server
+    blocks writing its log and stops answering."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([TWISTD, *twistd_options, "-n", "--pidfile=", "cbserver", "--config",
-                             str(config), *extra], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=env, text=True)
+    out = subprocess.PIPE if log is None else open(log, "w")  # noqa: SIM115 - owned by the child
+    try:
+        return subprocess.Popen([TWISTD, *twistd_options, "-n", "--pidfile=", "cbserver",
+                                 "--config", str(config), *extra], stdout=out,
+                                stderr=subprocess.STDOUT, env=env, text=True)
+    finally:
+        if log is not None:
+            out.close()  # the child has its own descriptor
 
 
 def get_json(url: str, timeout: float = 5.0) -> tuple[int, dict]:

@@ -31,7 +31,14 @@ from cbserver.db.operators_store import PostgresOperatorStore
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
 from cbserver.operators import ROLE_TITLES, LoginFailed, LoginLimited, Operators
-from cbserver.web.console import screens_accounts, screens_calls, screens_catalog, screens_nodes
+from cbserver.web.console import (
+    screens_accounts,
+    screens_apps,
+    screens_audit,
+    screens_calls,
+    screens_catalog,
+    screens_nodes,
+)
 from cbserver.web.console.forms import PREFIX, Refused, form_fields, url
 from cbserver.web.responses import log_unexpected
 from cbserver.web.templating import render
@@ -43,7 +50,7 @@ MAX_FORM = 4 << 20  # the largest form body read (a rates CSV included)
 
 # The menu in the operator's manual's order; None: a screen still to come (shown disabled).
 MENU = (
-    ("Infrastructure", (("applications", "Voice applications", None),)),
+    ("Infrastructure", (("applications", "Voice applications", "/applications"),)),
     ("Service catalog", (("destinations", "Destinations", "/destinations"),
                          ("tariffs", "Tariffs", "/tariffs"),
                          ("products", "Products", "/products"))),
@@ -54,7 +61,7 @@ MENU = (
     ("Calls", (("xdrs", "xDRs", "/xdrs"), ("live", "Live callbacks", "/callbacks/live"),
                ("past", "Past callbacks", "/callbacks/past"), ("nodes", "Nodes", "/nodes"))),
     ("Reports", (("reports", "Reports", "/reports"),)),
-    ("Administration", (("audit", "Audit log", None),)),
+    ("Administration", (("audit", "Audit log", "/audit"),)),
 )
 STATIC_FILES = {
     "console.css": b"text/css; charset=utf-8",
@@ -79,6 +86,7 @@ class Console:
         self.make_actor = make_actor or _ui_actor
         self.catalog, self.accounts = admin.catalog, admin.accounts
         self.payments, self.generator = admin.payments, admin.generator
+        self.applications = getattr(admin, "applications", None)
         web = getattr(getattr(admin, "cfg", None), "web", None)
         self.operators = operators or Operators(
             PostgresOperatorStore(admin.db),
@@ -98,6 +106,8 @@ class Console:
         screens_accounts.add_routes(self)
         screens_calls.add_routes(self)
         screens_nodes.add_routes(self)
+        screens_apps.add_routes(self)
+        screens_audit.add_routes(self)
         self.app.handle_errors(self.errors)
 
     def resource(self):
@@ -115,7 +125,8 @@ class Console:
         return self.make_actor(session.operator, client)
 
     def service(self, name: str, request, session):
-        """The admin app's ``name`` service ("catalog", "accounts", "payments", "generator"),
+        """The admin app's ``name`` service ("catalog", "accounts", "payments", "generator",
+        "applications"),
         bound to the operator for the audit log when the service can be (``as_actor``, from the
         audit log's branch): every change the console makes goes through here."""
         svc = getattr(self, name)
@@ -215,6 +226,8 @@ class Console:
             return self.message(request, None, exc.status, "Refused", exc.message)
         if isinstance(exc, NotFound):
             return self.message(request, None, 404, "Not found", str(exc))
+        if isinstance(exc, ValidationError):  # a bad key in the URL (/ui/rates/abc)
+            return self.message(request, None, 400, "Bad request", str(exc))
         if isinstance(exc, DatabaseUnavailable):
             return self.message(request, None, 503, "Database unavailable",
                                 "The database does not answer; try again in a moment.")

@@ -50,6 +50,21 @@ def test_screenshots_of_each_screen(pg_cluster, pg_template, tmp_path):
         srv = ConsoleServer(tmp_path, next(dbs), tls=False)
         c = Client(srv.base)
         assert c.login("alice", ADMIN_PASSWORD).status == 303
+        post(c, "/ui/applications/new", {
+            "name": "Web callback BR", "callback_page_address": "https://cb.example.net:8901/br",
+            "path": "/br",
+            "second_number": "+1 800 555-0100", "access_code": "WEBCALLBACK",
+            "internal_account": "cb-internal", "special_charge_if_legb_fails": "true",
+            "account_id_translation_rule": "s/^/cb/", "language": "en",
+            "hosted_allowed_clients": "127.0.0.0/8", "denied_destinations": "1900\n1976"})
+        # (Application 1 is the example config's, added to the catalog at start-up.)
+        post(c, "/ui/applications/2", {
+            "callback_page_address": "https://cb.example.net:8901/br", "path": "/br",
+            "second_number": "18005550199",
+            "access_code": "WEBCALLBACK", "internal_account": "cb-internal",
+            "special_charge_if_legb_fails": "true", "account_id_translation_rule": "s/^/cb/",
+            "language": "en", "hosted_allowed_clients": "127.0.0.0/8",
+            "denied_destinations": "1900\n1976\n870"})
         for prefix, country in (("1818", "USA"), ("5511", "Brazil"), ("44", "United Kingdom")):
             post(c, "/ui/destinations/new", {"prefix": prefix, "country": country})
         post(c, "/ui/tariffs/new", {"name": "Tariff A", "currency": "USD",
@@ -81,7 +96,10 @@ def test_screenshots_of_each_screen(pg_cluster, pg_template, tmp_path):
             submit(b, "#generator-form")
             b.wait_for(lambda: b.find_all("#job-csv"), timeout=120, what="the batch")
             shots["generator-done"] = None
-            for name, path in (("destinations", "/ui/destinations"), ("tariff", "/ui/tariffs/1"),
+            for name, path in (("applications", "/ui/applications"),
+                               ("application", "/ui/applications/2"),
+                               ("audit", "/ui/audit?kind=application"),
+                               ("destinations", "/ui/destinations"), ("tariff", "/ui/tariffs/1"),
                                ("product", "/ui/products/1"), ("customers", "/ui/customers"),
                                ("accounts", "/ui/accounts"), ("account", "/ui/accounts/cb-internal"),
                                ("generator", "/ui/generator"), ("batch", "/ui/batches/1")):
