@@ -229,7 +229,13 @@ def test_haproxy_spreads_skips_the_unrated_node_and_drains_without_refusing(clus
     # node1 and node2 come up; node3 never does: its name has no rating entry.
     wait_for("node1 and node2 UP", lambda: (lambda s: s.get("node1") == "UP"
                                             and s.get("node2") == "UP")(cluster.stats(sock)), 120)
-    code, body = cluster.curl(f"http://{NODES['node3']}:8901/readyz")
+    # node3's first poll of the database may not have answered yet on a loaded machine (its
+    # reason is "database" until then): wait for its verdict on the catalog.
+    def node3_judged():
+        code, body = cluster.curl(f"http://{NODES['node3']}:8901/readyz")
+        return (code, body) if body.get("reason") != "database" else None
+
+    code, body = wait_for("node3's readiness past its first database poll", node3_judged, 60)
     assert code == 503 and body["reason"] == "catalog", body
     assert cluster.curl(f"http://{NODES['node3']}:8901/livez")[0] == 200
     assert cluster.stats(sock)["node3"].startswith("DOWN")
