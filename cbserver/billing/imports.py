@@ -54,6 +54,16 @@ class HeaderError(ValueError):
         super().__init__(f"line {problem[0]}: {problem[1]}: {problem[2]}")
 
 
+def export_cell(value) -> str:
+    """A rate's field as a cell of an exported rates CSV (``cbserver rates export`` and the
+    console's export write the same text): dates in ISO form, decimals without exponent."""
+    if value is None:
+        return ""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return format(value, "f") if not isinstance(value, int | str) else str(value)
+
+
 def read_csv(data: bytes, columns: tuple[str, ...], required: tuple[str, ...]) -> Iterator:
     """Yield ``(line, fields)`` for each row and ``(line, field, reason)`` for each unreadable one.
 

@@ -13,7 +13,7 @@ import csv
 import sys
 from pathlib import Path
 
-from cbserver.billing.imports import RATE_COLUMNS, RATE_REQUIRED, parse_csv
+from cbserver.billing.imports import RATE_COLUMNS, RATE_REQUIRED, export_cell, parse_csv
 from cbserver.cli import CommandError
 from cbserver.commands.catalog import run_service
 from cbserver.commands.db import add_dsn_arguments
@@ -66,14 +66,6 @@ def _import(args) -> int:
     return 0
 
 
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return format(value, "f") if not isinstance(value, int | str) else str(value)
-
-
 def _export(args) -> int:
     """Write every rate version of the tariff."""
 
@@ -86,7 +78,7 @@ def _export(args) -> int:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(COLUMNS)
         for r in rates:
-            writer.writerow([_cell(r[c]) for c in COLUMNS])
+            writer.writerow([export_cell(r[c]) for c in COLUMNS])
     finally:
         if out is not sys.stdout:
             out.close()

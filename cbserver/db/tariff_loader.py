@@ -60,14 +60,20 @@ def _window(item) -> OffPeakWindow:
     raise RateDefinitionError("offpeak_periods", f"expected text such as 'mon-fri 18:00-23:59', got {item!r}")
 
 
+def _offpeak(tz, periods) -> OffPeakPeriod | None:
+    """A tariff row's off-peak definition (None without a time zone); ``periods`` is the
+    JSON column, as text or already decoded."""
+    if tz is None:
+        return None
+    if isinstance(periods, str):
+        periods = json.loads(periods)
+    return OffPeakPeriod(tz, tuple(_window(p) for p in periods or ()))
+
+
 def tariff_from_rows(tariff_row, rate_rows) -> LoadedTariff:
     """Build a ``LoadedTariff`` from a ``TARIFF_BY_*`` row and ``RATES_OF_TARIFF`` rows."""
     tariff_id, name, currency, tz, periods, split = tariff_row
-    offpeak = None
-    if tz is not None:
-        if isinstance(periods, str):
-            periods = json.loads(periods)
-        offpeak = OffPeakPeriod(tz, tuple(_window(p) for p in periods or ()))
+    offpeak = _offpeak(tz, periods)
     rates = []
     for row in rate_rows:
         (rate_id, prefix, mode, f, n, p1, p2, of, on, op1, op2, formula, since) = row
@@ -198,11 +204,7 @@ async def cooperative_tariff(db, tariff_id: int, scheduler, batch: int = BATCH,
 
 def _assemble(tariff_row, builder: RateIndexBuilder) -> LoadedTariff:
     tariff_id, name, currency, tz, periods, split = tariff_row
-    offpeak = None
-    if tz is not None:
-        if isinstance(periods, str):
-            periods = json.loads(periods)
-        offpeak = OffPeakPeriod(tz, tuple(_window(p) for p in periods or ()))
+    offpeak = _offpeak(tz, periods)
     return LoadedTariff(tariff_id, TariffRates.assemble(builder, currency.strip(), offpeak,
                                                         bool(split), name))
 

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from cbserver.billing.catalog import RowErrors
 from cbserver.billing.currencies import ISO_4217
+from cbserver.billing.imports import export_cell
 from cbserver.billing.validation import ConflictError, ValidationError
 from cbserver.commands.rates import COLUMNS, parse_csv
 from cbserver.web.console.forms import form_fields, form_file, url
@@ -228,7 +229,7 @@ def _tariff_rate_routes(console, tariffs: Screen) -> None:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(COLUMNS)
         for r in rows:
-            writer.writerow([_cell(r[c]) for c in COLUMNS])
+            writer.writerow([export_cell(r[c]) for c in COLUMNS])
         request.setHeader(b"content-type", b"text/csv; charset=utf-8")
         name = "".join(c if c.isalnum() or c in "-_" else "_" for c in tariff["name"])
         request.setHeader(b"content-disposition",
@@ -261,12 +262,3 @@ def _tariff_rate_routes(console, tariffs: Screen) -> None:
         page()(export_csv))
     route("/tariffs/<key>/import", methods=["POST"], endpoint="tariff_import")(
         page()(import_csv))
-
-
-def _cell(value) -> str:
-    """A CSV cell of an exported rate (the same text ``cbserver rates export`` writes)."""
-    if value is None:
-        return ""
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return format(value, "f") if not isinstance(value, int | str) else str(value)
