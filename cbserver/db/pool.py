@@ -59,6 +59,11 @@ class IDatabase(Interface):
 _DEAD = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
+def _queues() -> tuple[collections.deque, ...]:
+    """One empty waiter queue per class of work, in the order the pool serves them."""
+    return tuple(collections.deque() for _ in priority.CLASSES)
+
+
 
 # SQLSTATEs that end the session itself: class 08 (connection exception), and the server
 # shutting down or not yet accepting connections (57P01 admin_shutdown, 57P02
@@ -129,10 +134,9 @@ class Database(service.Service):
         self._required = required
         self._idle: list = []
         self._all: list = []
-        # One queue per class of work (cbserver.db.priority): a freed connection goes to the
-        # oldest RUNNING waiter first, to an ADMISSION waiter only when none is left.
-        self._waiters: tuple[collections.deque, collections.deque] = (collections.deque(),
-                                                                      collections.deque())
+        # One queue per class of work (cbserver.db.priority), in the order they are served:
+        # a freed connection goes to the oldest waiter of the first class that has one.
+        self._waiters: tuple[collections.deque, ...] = _queues()
         # Mean seconds a connection is held per use (exponentially weighted; None until the
         # first use), and how many admission checkouts were served: the queue-time estimate.
         self.hold_avg: float | None = None
@@ -290,7 +294,7 @@ class Database(service.Service):
         for c in self._all:
             self._close_quietly(c)
         self._all, self._idle = [], []
-        waiters, self._waiters = self._waiters, (collections.deque(), collections.deque())
+        waiters, self._waiters = self._waiters, _queues()
         for queue in waiters:
             for d, _since in queue:
                 d.errback(DatabaseUnavailable(reason))
@@ -337,8 +341,10 @@ class Database(service.Service):
         self._idle.append(conn)
 
     def queued(self) -> tuple[int, int]:
-        """Statements waiting for a connection: (running callbacks', admissions')."""
-        return len(self._waiters[0]), len(self._waiters[1])
+        """Statements waiting for a connection: (running callbacks' — urgent or not —,
+        admissions')."""
+        admissions = len(self._waiters[priority.ADMISSION])
+        return sum(len(q) for q in self._waiters) - admissions, admissions
 
     def admission_wait(self) -> float:
         """Seconds an admission statement issued now would wait for a connection (estimate).
@@ -349,11 +355,12 @@ class Database(service.Service):
         connection is held per use, spread over the pool's connections. 0 while a
         connection is idle and nobody waits.
         """
-        running, admissions = self._waiters
-        if not running and not admissions and (self._idle or not self.ready):
+        admissions = self._waiters[priority.ADMISSION]
+        queued = sum(len(q) for q in self._waiters)
+        if not queued and (self._idle or not self.ready):
             return 0.0
         waited = self.reactor.seconds() - admissions[0][1] if admissions else 0.0
-        ahead = (len(running) + len(admissions) + 1) * (self.hold_avg or 0.0) / max(1, self.size)
+        ahead = (queued + 1) * (self.hold_avg or 0.0) / max(1, self.size)
         return max(waited, ahead)
 
     def _held(self, since: float) -> None:

@@ -159,3 +159,21 @@ def test_dropped_pool_fails_waiters_of_both_queues():
     db.runQuery("r").addErrback(failures.append)
     db._drop_connections("gone")
     assert len(failures) == 2 and db.queued() == (0, 0)
+
+
+def test_legb_reauthorization_overtakes_other_running_work():
+    """URGENT (a caller listening to silence) before RUNNING (rows, xDRs) before ADMISSION."""
+    db, clock, pending = make(size=1)
+    order = []
+
+    def note(rows):
+        order.append(rows[0][0])
+
+    db.runQuery("busy").addCallback(note)
+    admission_query(db, "admission").addCallback(note)
+    db.runQuery("xDR").addCallback(note)
+    priority.urgent(db.runQuery, "legB authorization").addCallback(note)
+    assert db.queued() == (2, 1) and priority.current() == priority.RUNNING
+    while pending:
+        finish_first(pending, clock)
+    assert order == ["busy", "legB authorization", "xDR", "admission"]
