@@ -438,7 +438,8 @@ class LimitsConfig:
         doc="seconds a callback request may take to start (limits, authorization) before this "
             "node counts itself past its capacity: when even the fastest start of a whole "
             "start_delay_interval took longer, new requests are refused 503 busy until one "
-            "starts in time (0: off)")
+            "starts in time; also at once while a new start is predicted to queue for "
+            "database connections longer than this (0: off)")
     start_delay_interval: float = setting(1.0, check=_positive,
                                           doc="seconds the start delay must stay over "
                                               "start_delay_target before requests are refused")

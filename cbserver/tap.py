@@ -310,7 +310,8 @@ class CallbackServer(service.MultiService):
         # /livez, /readyz and draining (issue 16): polls the database on its own schedule.
         self.node_monitor = NodeMonitor(cfg, self.db, self.callbacks, reactor, self.metrics,
                                         starting=lambda: self.callback_web.gateway.starting,
-                                        tariffs=self.tariffs)
+                                        tariffs=self.tariffs,
+                                        load=lambda: self.callback_web.gateway.admission.load_state())
         self.node_monitor.setServiceParent(self)
         self.web.node_state = self.node_monitor
         # The public endpoint opens at once, so that /healthz can say why calls are not taken.

@@ -37,6 +37,7 @@ from zope.interface import Interface, implementer
 
 from cbserver.callback.api import CallbackRefused
 from cbserver.callback.loadgate import StartDelayGate
+from cbserver.db import priority
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger, describe_failure
 
@@ -298,9 +299,31 @@ class Admission:
         clock = clock if clock is not None else getattr(service, "clock", None)
         target = limits.start_delay_target if limits is not None and clock is not None else 0.0
         self.gate = StartDelayGate(clock, target, limits.start_delay_interval if target else 1.0)
+        self.starts = 0  # starts that finished (the statements-per-start denominator)
+        db = getattr(service, "db", None)
+        if target and hasattr(db, "admission_wait"):
+            self._db = db
+            self.gate.queue_delay = self.queue_delay
         if target:
             # Running callbacks report legB's re-authorization time to the same gate.
             service.on_legb_delay = self.gate.observe
+
+    def queue_delay(self) -> float:
+        """Seconds a start admitted now would spend queued for database connections: the
+        pool's current admission queue time per statement times the statements a start has
+        taken on average (both measured; at least one)."""
+        per_start = self._db.admission_checkouts / self.starts if self.starts else 1.0
+        return self._db.admission_wait() * max(1.0, per_start)
+
+    def load_state(self) -> dict:
+        """The node's admission load for ``/readyz``: the gate, requests starting now, and
+        the pool's queues (running callbacks' statements, admissions')."""
+        state = {"starting": self.starting, "gate": self.gate.state()}
+        db = getattr(self.service, "db", None)
+        if hasattr(db, "queued"):
+            running, admissions = db.queued()
+            state["db_queue"] = {"running": running, "admission": admissions}
+        return state
 
     def check_load(self) -> None:
         """Refuse with ``busy`` when this node is at one of its own caps.
@@ -342,6 +365,9 @@ class Admission:
                 self.check_load()
                 self.starting += 1
                 token = self.gate.started()
+                # This generator's database work (and what it calls) queues behind running
+                # callbacks' when connections are scarce (cbserver.db.priority).
+                mark = priority.admission()
                 try:
                     window = yield self.limiter.check(request)
                     request = dataclasses.replace(request, callback_id=self.service.new_callback_id())
@@ -354,7 +380,9 @@ class Admission:
                             yield self._failed(request, window)
                         raise
                 finally:
+                    priority.restore(mark)
                     self.starting -= 1
+                    self.starts += 1
                     self.gate.finished(token)
             except DatabaseUnavailable as e:
                 self.log.warn("database unavailable while starting a callback: {err} "

@@ -14,6 +14,14 @@ While the queue stands, new requests are refused at once (503 ``busy`` with Retr
 before any database work, so the requests already admitted — and the running callbacks'
 legs — get the database's time; once nothing admitted is in flight the gate opens again,
 so it cannot stay shut on stale figures. ``target`` 0 turns the gate off.
+
+The start delay is known only once a start has finished, and CoDel waits a whole interval
+before it acts: meanwhile a node past its capacity keeps admitting requests that then starve
+in the pool's queue, where running callbacks' statements go first (``cbserver.db.priority``).
+So the gate also asks the pool, at every request, how long a new start would queue now
+(``queue_delay``: the pool's admission queue time times the statements a start takes, both
+measured at run time) and refuses at once while that alone exceeds ``target``. No setting of
+its own: the cap is derived from the measured queue and the same target.
 """
 
 from __future__ import annotations
@@ -27,14 +35,20 @@ class StartDelayGate:
     (or failed).
     """
 
-    def __init__(self, clock, target: float = 0.4, interval: float = 1.0):
+    def __init__(self, clock, target: float = 0.4, interval: float = 1.0, queue_delay=None):
         self.clock = clock
+        # A callable: seconds a start admitted now would queue for database connections
+        # (None: not known; only the CoDel rule applies).
+        self.queue_delay = queue_delay
         self.target = target
         self.interval = interval
         self.in_flight = 0
         self.above_since: float | None = None  # first over-target finish since the last fast one
         self.shedding = False
         self.refused = 0  # requests refused by the gate since start-up (for logs and tests)
+        self.refused_queue = 0  # of which because of the pool's queue
+        self.shut_since: float | None = None  # when the gate last began refusing
+        self.last_reason: str | None = None  # why the last refusal ("start_delay" / "queue")
 
     def admit(self) -> bool:
         """Whether a new request may start now (False: refuse it ``busy``)."""
@@ -45,9 +59,34 @@ class StartDelayGate:
             self.shedding = False
             self.above_since = None
         if self.shedding:
-            self.refused += 1
-            return False
+            return self._refuse("start_delay")
+        if self.queue_delay is not None and self.queue_delay() > self.target:
+            self.refused_queue += 1
+            return self._refuse("queue")
+        self.shut_since = None
         return True
+
+    def _refuse(self, reason: str) -> bool:
+        self.refused += 1
+        self.last_reason = reason
+        if self.shut_since is None:
+            self.shut_since = self.clock.seconds()
+        return False
+
+    def state(self) -> dict:
+        """The gate as ``/readyz`` reports it (for a balancer; see ``nodestate``)."""
+        if not self.target:
+            return {"enabled": False}
+        queued = self.queue_delay() if self.queue_delay is not None else None
+        shut = self.shedding or (queued is not None and queued > self.target)
+        return {"enabled": True, "open": not shut,
+                "reason": (("start_delay" if self.shedding else "queue") if shut else None),
+                "shut_for": (round(self.clock.seconds() - self.shut_since, 3)
+                             if shut and self.shut_since is not None else 0.0),
+                "target": self.target,
+                "queue_delay": None if queued is None else round(queued, 4),
+                "in_flight": self.in_flight, "refused": self.refused,
+                "refused_queue": self.refused_queue}
 
     def started(self) -> float:
         """A request was admitted; its token (the time it started)."""
@@ -70,6 +109,7 @@ class StartDelayGate:
             # One request within target: no standing queue (CoDel's minimum over the interval).
             self.above_since = None
             self.shedding = False
+            self.shut_since = None
         elif self.above_since is None:
             self.above_since = now
         elif now - self.above_since >= self.interval:

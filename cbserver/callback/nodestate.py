@@ -52,7 +52,17 @@ class NodeMonitor(service.Service):
 
     ``callbacks`` is the ``CallbackService`` (its ``active``, ``running``, ``draining`` and
     ``end_all``); ``starting`` a callable giving the requests being admitted now; ``tariffs``
-    the server's ``TariffCache`` (None: each catalog check loads the tariffs it needs).
+    the server's ``TariffCache`` (None: each catalog check loads the tariffs it needs);
+    ``load`` a callable giving admission's load state (``Admission.load_state``: the
+    start-delay gate and the pool's queues), reported in ``/readyz``'s body as ``admission``.
+
+    A shut gate is reported, not counted as unready: it opens and shuts within a second or
+    two as starts speed up and slow down, while a balancer acts on several probes in a row
+    seconds apart, so failing ``/readyz`` on it would take the node out of rotation after the
+    overload has passed and put it back once the next one has begun (flapping, which moves
+    the whole load to the other nodes in bursts). Each refused request already gets 503
+    ``busy`` with Retry-After at once; a balancer that wants to weigh nodes by it reads
+    ``admission.gate`` (``open``, ``reason``, ``shut_for``).
     """
 
     log = Logger()
@@ -65,13 +75,15 @@ class NodeMonitor(service.Service):
         """Seconds after the last answered poll that the database counts as not answering."""
         return 3 * self.interval + 1.0
 
-    def __init__(self, cfg, db, callbacks, clock, metrics=None, starting=lambda: 0, tariffs=None):
+    def __init__(self, cfg, db, callbacks, clock, metrics=None, starting=lambda: 0, tariffs=None,
+                 load=None):
         self.cfg = cfg
         self.node = cfg.server.node
         self.db = db
         self.callbacks = callbacks
         self.clock = clock
         self.starting = starting
+        self.load = load
         self.store = (PostgresReadinessStore(db) if tariffs is None
                       else _CachedTariffsStore(db, tariffs))
         self.last_ok: float | None = None  # clock time of the last poll that answered
@@ -240,4 +252,6 @@ class NodeMonitor(service.Service):
         body = {"status": "ready" if not failed else "unavailable", "node": self.node,
                 "reason": failed[0] if failed else None, "checks": checks,
                 "active_callbacks": active}
+        if self.load is not None:
+            body["admission"] = self.load()
         return not failed, body

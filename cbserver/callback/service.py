@@ -26,7 +26,7 @@ from cbserver.callback.legmedia import IMediaFactory, LegMedia, join
 from cbserver.callback.recovery import RecoveryKeeper
 from cbserver.callback.session import CallbackSession, SessionContext
 from cbserver.callback.statuswriter import StatusWriter
-from cbserver.db import authz_store, callbacks_store
+from cbserver.db import authz_store, callbacks_store, priority
 from cbserver.db.stores import PostgresReadinessStore
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger, describe_failure
@@ -230,7 +230,9 @@ class CallbackService(service.Service):
         # The web layer logs the request (with the client); this is the same event.
         self.log.debug("callback started session={sid} application={app} mode={mode}",
                       sid=session_id, app=app.name, mode=request.mode)
-        session.start().addBoth(self._session_done, session)
+        # The callback is accepted: its own database work goes before new requests' for its
+        # whole life, although it is started from inside their admission (priority.running).
+        priority.running(session.start).addBoth(self._session_done, session)
         return session_id
 
     def get_status(self, callback_id: str):

@@ -30,6 +30,7 @@ from cbserver.callback.legs import Leg, LegListener
 from cbserver.callback.records import store_xdrs
 from cbserver.callback.states import IGNORE, IMPOSSIBLE, TABLE, Event, State
 from cbserver.callback.view import SessionView
+from cbserver.db import priority
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger, describe_failure
 from cbserver.namedtimers import NamedTimersMixin
@@ -246,7 +247,9 @@ class CallbackSession(SessionView, NamedTimersMixin):
                           cld=destination, access_code=self.app.access_code,
                           leg_a_elapsed=elapsed, leg_a_connect=self._datetime(self.a.answered_at))
         started = self.clock.seconds()
-        d = defer.maybeDeferred(self.ctx.authorizer.authorize, req)
+        # LegA's caller hears silence until legB is dialled: its statements go first in the
+        # pool, before other running callbacks' rows and xDRs (cbserver.db.priority).
+        d = defer.maybeDeferred(priority.urgent, self.ctx.authorizer.authorize, req)
         if self.ctx.on_legb_delay is not None:
             d.addBoth(self._legb_delay, started)
         d.addCallbacks(lambda auth: self.dispatch(Event.AUTH_OK, auth), self._auth_failed)

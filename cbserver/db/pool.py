@@ -22,6 +22,7 @@ from txpostgres import txpostgres
 from zope.interface import Attribute, Interface, implementer
 
 from cbserver import __version__
+from cbserver.db import priority
 from cbserver.db.migrations import (
     FUNCTION_CHECKSUMS,
     SchemaTooOld,
@@ -56,6 +57,11 @@ class IDatabase(Interface):
 
 
 _DEAD = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+def _queues() -> tuple[collections.deque, ...]:
+    """One empty waiter queue per class of work, in the order the pool serves them."""
+    return tuple(collections.deque() for _ in priority.CLASSES)
 
 
 
@@ -128,7 +134,13 @@ class Database(service.Service):
         self._required = required
         self._idle: list = []
         self._all: list = []
-        self._waiters: collections.deque = collections.deque()
+        # One queue per class of work (cbserver.db.priority), in the order they are served:
+        # a freed connection goes to the oldest waiter of the first class that has one.
+        self._waiters: tuple[collections.deque, ...] = _queues()
+        # Mean seconds a connection is held per use (exponentially weighted; None until the
+        # first use), and how many admission checkouts were served: the queue-time estimate.
+        self.hold_avg: float | None = None
+        self.admission_checkouts = 0
         self._ready_waiters: list[defer.Deferred] = []
         self._retry_delay = 0.5
         self._retry_call = None
@@ -282,9 +294,10 @@ class Database(service.Service):
         for c in self._all:
             self._close_quietly(c)
         self._all, self._idle = [], []
-        waiters, self._waiters = self._waiters, collections.deque()
-        for d in waiters:
-            d.errback(DatabaseUnavailable(reason))
+        waiters, self._waiters = self._waiters, _queues()
+        for queue in waiters:
+            for d, _since in queue:
+                d.errback(DatabaseUnavailable(reason))
 
     def _lost(self, failure) -> None:
         """A query failed because the server went away: reconnect."""
@@ -301,31 +314,69 @@ class Database(service.Service):
     # -- running work -------------------------------------------------------------------
 
     def _checkout(self) -> defer.Deferred:
-        """Get an idle connection, waiting for one if all are busy."""
+        """Get an idle connection, waiting for one if all are busy.
+
+        A waiter queues by the class of the work issuing it (``priority.current()``): running
+        callbacks' statements are never stuck behind a queue of new requests' admissions.
+        """
         if not self.ready:
             return defer.fail(DatabaseUnavailable(self.reason or "database not ready"))
-        if self._idle:
+        klass = priority.current()
+        if klass == priority.ADMISSION:
+            self.admission_checkouts += 1
+        if self._idle and not any(self._waiters):
             return defer.succeed(self._idle.pop())
         d = defer.Deferred()
-        self._waiters.append(d)
+        self._waiters[klass].append((d, self.reactor.seconds()))
         return d
 
     def _checkin(self, conn) -> None:
-        """Return a connection to the pool or hand it to the next waiter."""
+        """Return a connection to the pool or hand it to the next waiter, running work first."""
         if conn not in self._all:
             return
-        if self._waiters:
-            self._waiters.popleft().callback(conn)
-        else:
-            self._idle.append(conn)
+        for queue in self._waiters:
+            if queue:
+                queue.popleft()[0].callback(conn)
+                return
+        self._idle.append(conn)
+
+    def queued(self) -> tuple[int, int]:
+        """Statements waiting for a connection: (running callbacks' — urgent or not —,
+        admissions')."""
+        admissions = len(self._waiters[priority.ADMISSION])
+        return sum(len(q) for q in self._waiters) - admissions, admissions
+
+    def admission_wait(self) -> float:
+        """Seconds an admission statement issued now would wait for a connection (estimate).
+
+        The longer of: how long the oldest admission waiter has already waited (a measure,
+        which grows while running work keeps every connection), and the work queued ahead of
+        a newcomer — every waiter of both queues plus itself — at the measured mean time a
+        connection is held per use, spread over the pool's connections. 0 while a
+        connection is idle and nobody waits.
+        """
+        admissions = self._waiters[priority.ADMISSION]
+        queued = sum(len(q) for q in self._waiters)
+        if not queued and (self._idle or not self.ready):
+            return 0.0
+        waited = self.reactor.seconds() - admissions[0][1] if admissions else 0.0
+        ahead = (queued + 1) * (self.hold_avg or 0.0) / max(1, self.size)
+        return max(waited, ahead)
+
+    def _held(self, since: float) -> None:
+        """Account for one use of a connection that began at ``since``."""
+        held = self.reactor.seconds() - since
+        self.hold_avg = held if self.hold_avg is None else self.hold_avg + (held - self.hold_avg) / 16
 
     def _with_connection(self, call: str, *args, **kwargs) -> defer.Deferred:
         """Run ``conn.<call>(*args)`` on a pooled connection."""
 
         def run(conn):
+            since = self.reactor.seconds()
             d = getattr(conn, call)(*args, **kwargs)
 
             def done(result):
+                self._held(since)
                 self._checkin(conn)
                 return result
 
@@ -336,6 +387,7 @@ class Database(service.Service):
                     lost = DatabaseUnavailable(describe_failure(f))
                     lost.__cause__ = f.value
                     return Failure(lost)
+                self._held(since)
                 self._checkin(conn)
                 return f
 

@@ -62,7 +62,12 @@ async def test_the_deadline_ends_and_bills_the_calls_left(world):
     async def ready():
         code, body = await _get(world, "/readyz")
         return body if code == 200 else None
-    assert (await _until("ready", ready))["node"] == "node1"
+    body = await _until("ready", ready)
+    assert body["node"] == "node1"
+    # The server tree reports its admission load (issue 17 item 4): gate open, nothing queued.
+    load = body["admission"]
+    assert load["gate"]["enabled"] and load["gate"]["open"] and load["gate"]["reason"] is None
+    assert load["db_queue"] == {"running": 0, "admission": 0} and load["starting"] == 0
     before = world.balance("cb1818000001")
     cid = await world.server.callbacks.request_callback(CallbackRequest(
         application="Web callback", mode="extended", phone="5511987654321",

@@ -324,3 +324,22 @@ def test_legb_reauthorization_time_is_reported_and_a_broken_observer_changes_not
     g.clock.advance(3)
     g.a.answer()
     assert g.session.status == "calling_destination"  # the call went on regardless
+
+
+def test_legb_reauthorization_runs_as_urgent_database_work():
+    """Its statements go first in the pool (cbserver.db.priority), ahead of rows and xDRs."""
+    from cbserver.db import priority
+
+    h = Harness()
+    seen = []
+    real = h.authorizer.authorize
+
+    def noting(req):
+        seen.append(priority.current())
+        return real(req)
+
+    h.authorizer.authorize = noting
+    h.clock.advance(3)
+    h.a.answer()
+    assert seen == [priority.URGENT] and h.session.status == "calling_destination"
+    assert priority.current() == priority.RUNNING  # the mark stayed in its own context

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet import defer, task
 
 from cbserver.callback.admission import Admission
-from cbserver.callback.api import CallbackRefused
+from cbserver.callback.api import CallbackRefused, CallbackRequest
 from cbserver.callback.loadgate import StartDelayGate
 from cbserver.config import LimitsConfig
 
@@ -100,7 +100,7 @@ class PassLimiter:
 
 
 def test_admission_refuses_busy_while_starts_stand_in_a_queue_and_recovers():
-    from cbserver.callback.api import CallbackRequest
+
 
     clock = task.Clock()
     service = SlowService(clock)
@@ -152,3 +152,76 @@ def test_admission_wires_the_services_legb_delays_to_its_gate():
     off = SlowService(clock)
     Admission(off, PassLimiter(), None, lambda: True, LimitsConfig(start_delay_target=0.0))
     assert not hasattr(off, "on_legb_delay")
+
+
+def test_the_pools_queue_shuts_the_gate_at_once_and_its_end_opens_it():
+    clock = task.Clock()
+    queued = {"delay": 0.0}
+    gate = StartDelayGate(clock, target=0.4, interval=1.0, queue_delay=lambda: queued["delay"])
+    assert gate.admit() and gate.state()["open"]
+    queued["delay"] = 0.41  # a new start would queue longer than the target: no interval waited
+    clock.advance(3.0)
+    assert not gate.admit() and gate.refused == gate.refused_queue == 1
+    clock.advance(0.5)
+    state = gate.state()
+    assert (state["open"], state["reason"], state["shut_for"]) == (False, "queue", 0.5)
+    queued["delay"] = 0.1
+    assert gate.admit() and gate.state()["open"] and gate.state()["reason"] is None
+    assert StartDelayGate(clock, target=0.0, queue_delay=lambda: 9.0).admit()  # off is off
+
+
+class QueueDb:
+    """The pool's queue figures, set by the test."""
+
+    def __init__(self):
+        self.wait = 0.0
+        self.admission_checkouts = 0
+
+    def admission_wait(self):
+        return self.wait
+
+    def queued(self):
+        return (1, 7)
+
+
+def test_admission_predicts_a_starts_queue_time_from_the_pools_measures():
+    clock = task.Clock()
+    service = SlowService(clock)
+    service.db = QueueDb()
+    admission = Admission(service, PassLimiter(), None, lambda: True,
+                          LimitsConfig(start_delay_target=0.4, start_delay_interval=1.0))
+    assert admission.gate.queue_delay == admission.queue_delay
+    service.db.wait = 0.3
+    assert admission.queue_delay() == 0.3  # nothing measured yet: one statement per start
+    admission.starts, service.db.admission_checkouts = 10, 30  # three statements per start
+    assert abs(admission.queue_delay() - 0.9) < 1e-9
+    req = CallbackRequest(
+        application="Web callback", mode="simple", phone="15550100")
+    refused = []
+    admission.start(req).addErrback(lambda f: refused.append(f.trap(CallbackRefused) and f.value.code))
+    assert refused == ["busy"] and service.pending == []  # refused before any work
+    state = admission.load_state()
+    assert state["gate"]["reason"] == "queue" and state["db_queue"] == {"running": 1, "admission": 7}
+    service.db.wait = 0.1  # 0.3 s predicted: in time
+    admission.start(req).addCallback(refused.append)
+    assert len(service.pending) == 1
+    service.pending[0].callback(None)
+    assert refused == ["busy", "cb1"] and admission.starts == 11
+
+
+def test_readyz_reports_a_shut_gate_without_failing():
+    from cbserver.callback.nodestate import NodeMonitor
+    from cbserver.config import example_path, parse_config
+
+    clock = task.Clock()
+    db = type("Db", (), {"ready": True, "reason": ""})()
+    calls = type("Calls", (), {"active": 0, "running": True, "draining": False})()
+    gate = StartDelayGate(clock, target=0.4, queue_delay=lambda: 2.0)
+    assert not gate.admit()
+    monitor = NodeMonitor(parse_config(example_path().read_text()), db, calls, clock,
+                          load=lambda: {"starting": 3, "gate": gate.state()})
+    monitor.last_ok, monitor.schema_problem, monitor.catalog_ok = clock.seconds(), None, True
+    ready, body = monitor.readyz()
+    assert ready and body["status"] == "ready"
+    assert body["admission"]["gate"]["open"] is False and body["admission"]["gate"]["reason"] == "queue"
+    assert body["admission"]["starting"] == 3
