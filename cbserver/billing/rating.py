@@ -342,12 +342,16 @@ def paid_seconds(cap: Decimal, legs, limit: float, fixed: Decimal = _ZERO) -> fl
     def cost(x: float) -> Decimal:
         return sum((amount(i, p, connected_seconds(e + x)) for i, (p, e) in enumerate(legs)), _ZERO)
 
-    if cost(0) > budget:
+    at_zero = cost(0)
+    if at_zero > budget:
         return None
     limit = max(0.0, min(float(limit), float(MAX_DURATION) - max((e for _, e in legs), default=0)))
-    if cost(limit) <= budget:
+    at_limit = cost(limit)
+    if at_limit <= budget:
         return limit
-    best = 0.0
+    # Where the charges, were they linear, would reach the budget: only where the first leg's
+    # search starts (any start gives the same answer), close to it for per-second prices.
+    best = limit * float((budget - at_zero) / (at_limit - at_zero))
     for index, (_, elapsed) in enumerate(legs):
         # x = k - elapsed: the end of this leg's k-th second, for k in (elapsed, elapsed + limit].
         low = math.floor(elapsed)  # its x <= 0: fits (cost(0) fits, cost is monotone)
@@ -357,11 +361,12 @@ def paid_seconds(cap: Decimal, legs, limit: float, fixed: Decimal = _ZERO) -> fl
             x = k - elapsed
             return x <= limit and cost(x) <= budget
 
-        if index:
-            # The previous leg's answer is within a second of this one's: gallop out from it
-            # to bracket the last k that fits, then bisect. The bracket holds the same single
-            # boundary (fits is monotone), so the answer is the plain bisection's.
-            low, high = _bracket(fits, low, high, math.ceil(best + elapsed))
+        # Gallop out from the estimate (for the second leg the first leg's answer, within a
+        # second of its own) to bracket the last k that fits, then bisect. The bracket holds
+        # the same single boundary (fits is monotone): the answer is the plain bisection's.
+        low, high = _bracket(fits, low, high, math.ceil(best + elapsed))
+        if not index:
+            best = 0.0
         while high - low > 1:
             middle = (low + high) // 2
             if fits(middle):
