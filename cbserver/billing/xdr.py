@@ -172,15 +172,17 @@ def leg_pricer(auth, leg: str, connect_time: dt.datetime | None, legb_failed: bo
 def leg_record(auth, leg: str, *, trigger_mode: str, node: str, disconnect_time: dt.datetime,
                connect_time: dt.datetime | None = None, duration: int = 0, sip_code: int | None = None,
                sip_reason: str = "", legb_failed: bool = False, call_id: str | None = None,
-               instance_id: str | None = None) -> LegRecord:
+               instance_id: str | None = None, priced: tuple | None = None) -> LegRecord:
     """Price one finished leg of an authorized call and return its ``LegRecord``.
 
     legA is priced by the ``CALLBACK_FAIL`` tariff when ``legb_failed`` and the authorization
     carries one (the instance's ``special_charge_if_legb_fails``). The rate is selected at the
     leg's real connect time; a leg that never connected costs nothing. ``call_id`` (the leg's
     SIP Call-ID) and ``instance_id`` (the process that ran it) are recorded as given.
+    ``priced``: ``leg_pricer(auth, leg, connect_time, legb_failed)`` when the caller has it
+    already (the crash-recovery snapshot stores the pricer too), so the rate is selected once.
     """
-    tariff, pricer, failed_a = leg_pricer(auth, leg, connect_time, legb_failed)
+    tariff, pricer, failed_a = priced or leg_pricer(auth, leg, connect_time, legb_failed)
     charge = pricer.charge(duration if connect_time is not None else 0)
     return LegRecord(
         session_id=auth.request.session_id, leg=leg, account_id=auth.account.id,
