@@ -10,6 +10,7 @@ from twisted.logger import LogLevel, capturedLogs
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from cbserver import logs
 from cbserver.sip.auth import DigestClient
 from cbserver.sip.call import Call
 from cbserver.sip.call_dialog import IDialogOwner
@@ -150,13 +151,18 @@ def test_a_failed_call_is_logged_at_info_an_answered_and_ended_one_at_debug():
     assert [(e["state"], e["log_level"]) for e in outcome] == [("failed", LogLevel.info)]
     clock, transport = Clock(), FakeTransport()
     ua = UserAgent(transport, clock, config())
-    with capturedLogs() as events:
-        call = ua.place_call("1", caller_id="a", display_name=None, sdp_offer=SDP_OFFER,
-                             no_answer_timeout=30, listener=Listener(), log_context="cb-2")  # fmt: skip
-        far = FarEnd(ua, transport)
-        far.respond(far.last("INVITE"), 200, SDP_ANSWER)
-        call.hangup()
-        far.respond(far.last("BYE"), 200)
+    level = logs.level()
+    logs.set_level("debug")  # process-wide: another test may have left it at info
+    try:
+        with capturedLogs() as events:
+            call = ua.place_call("1", caller_id="a", display_name=None, sdp_offer=SDP_OFFER,
+                                 no_answer_timeout=30, listener=Listener(), log_context="cb-2")  # fmt: skip
+            far = FarEnd(ua, transport)
+            far.respond(far.last("INVITE"), 200, SDP_ANSWER)
+            call.hangup()
+            far.respond(far.last("BYE"), 200)
+    finally:
+        logs.set_level(level)
     mine = [e for e in events if e.get("call_id") == call.call_id]
     assert [(e["log_format"].split()[1], e["log_level"]) for e in mine] == [
         ("placed", LogLevel.info), ("{state}", LogLevel.debug)]
