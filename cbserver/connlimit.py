@@ -285,6 +285,13 @@ class DeadlineRequest(Request):
         hook = getattr(getattr(self.channel, "transport", None), "request_received", None)
         if hook is not None:
             hook()
+        # Twisted reads every POST's Content-Type through the email package (a tenth of a
+        # millisecond, 2 % of the server's CPU per callback) only to find form bodies; the
+        # callback API takes JSON. A Content-Type without "form" in it cannot name a form
+        # (urlencoded or multipart), so that parse is skipped for it; forms parse as before.
+        ctype = self.requestHeaders.getRawHeaders(b"content-type")
+        if ctype and b"form" not in ctype[0].lower():
+            self._parsePOSTFormSubmission = False
         return super().requestReceived(command, path, version)
 
     def finish(self):

@@ -135,12 +135,18 @@ def charge(rate: Rate, duration: int, peak: bool = True) -> LegCharge:
     duration = check_duration(duration)
     if duration == 0:
         return LegCharge(rate, 0, peak, 0, _ZERO_AMOUNT)
+    charged, amount = _charged_and_amount(rate, duration, peak)
+    return LegCharge(rate, duration, peak, charged, amount)
+
+
+def _charged_and_amount(rate: Rate, duration: int, peak: bool) -> tuple[int, Decimal]:
+    """``charge``'s charged seconds and rounded amount for a checked ``duration`` > 0."""
     tier = rate.peak_tier if peak else rate.offpeak_tier
     charged = charged_seconds(duration, tier.first_interval, tier.next_interval)
     amount = exact_amount(tier, charged)
     if rate.parsed_formula is not None:
         amount = _apply_formula(rate, tier, duration, charged, amount, peak)
-    return LegCharge(rate, duration, peak, charged, round_amount(amount))
+    return charged, round_amount(amount)
 
 
 def charge_split(rate: Rate, runs: list[tuple[int, int, bool]]) -> LegCharge:
@@ -237,8 +243,15 @@ class LegPricer:
         return charge(self.rate, duration, self.peak)
 
     def amount(self, duration: int) -> Decimal:
-        """The rounded amount for ``duration`` seconds of this leg."""
-        return self.charge(duration).amount
+        """The rounded amount for ``duration`` seconds of this leg: ``charge(duration).amount``
+        without building the ``LegCharge`` (the session's cut prices dozens of durations)."""
+        tariff = self.tariff
+        if tariff.split_at_boundary and tariff.offpeak is not None and self.rate.is_split_able:
+            return self.charge(duration).amount
+        duration = check_duration(duration)
+        if duration == 0:
+            return _ZERO_AMOUNT
+        return _charged_and_amount(self.rate, duration, self.peak)[1]
 
 
 def price_leg(tariff: TariffRates, number: str, connect_time: dt.datetime) -> LegPricer:
@@ -317,26 +330,72 @@ def paid_seconds(cap: Decimal, legs, limit: float, fixed: Decimal = _ZERO) -> fl
     (charges never decrease with duration, as ``max_duration`` assumes).
     """
     budget = cap - fixed
+    amounts: dict[tuple[int, int], Decimal] = {}  # (leg, seconds) -> amount: the searches meet
+
+    def amount(index: int, pricer, seconds: int) -> Decimal:
+        key = (index, seconds)
+        value = amounts.get(key)
+        if value is None:
+            value = amounts[key] = pricer.amount(seconds)
+        return value
 
     def cost(x: float) -> Decimal:
-        return sum((p.amount(connected_seconds(e + x)) for p, e in legs), _ZERO)
+        return sum((amount(i, p, connected_seconds(e + x)) for i, (p, e) in enumerate(legs)), _ZERO)
 
-    if cost(0) > budget:
+    at_zero = cost(0)
+    if at_zero > budget:
         return None
     limit = max(0.0, min(float(limit), float(MAX_DURATION) - max((e for _, e in legs), default=0)))
-    if cost(limit) <= budget:
+    at_limit = cost(limit)
+    if at_limit <= budget:
         return limit
-    best = 0.0
-    for _, elapsed in legs:
+    # Where the charges, were they linear, would reach the budget: only where the first leg's
+    # search starts (any start gives the same answer), close to it for per-second prices.
+    best = limit * float((budget - at_zero) / (at_limit - at_zero))
+    for index, (_, elapsed) in enumerate(legs):
         # x = k - elapsed: the end of this leg's k-th second, for k in (elapsed, elapsed + limit].
         low = math.floor(elapsed)  # its x <= 0: fits (cost(0) fits, cost is monotone)
         high = connected_seconds(elapsed + limit) + 1  # its x > limit: does not fit
+
+        def fits(k: int, elapsed=elapsed) -> bool:
+            x = k - elapsed
+            return x <= limit and cost(x) <= budget
+
+        # Gallop out from the estimate (for the second leg the first leg's answer, within a
+        # second of its own) to bracket the last k that fits, then bisect. The bracket holds
+        # the same single boundary (fits is monotone): the answer is the plain bisection's.
+        low, high = _bracket(fits, low, high, math.ceil(best + elapsed))
+        if not index:
+            best = 0.0
         while high - low > 1:
             middle = (low + high) // 2
-            x = middle - elapsed
-            if x <= limit and cost(x) <= budget:
+            if fits(middle):
                 low = middle
             else:
                 high = middle
         best = max(best, low - elapsed)
     return min(best, limit)
+
+
+def _bracket(fits, low: int, high: int, guess: int) -> tuple[int, int]:
+    """A narrower ``(low, high)`` with ``fits(low)`` and not ``fits(high)``, found by steps
+    of 1, 2, 4... from ``guess``; ``fits`` is true up to some k in ``[low, high)``, false after."""
+    guess = min(max(guess, low + 1), high - 1)
+    if guess <= low:
+        return low, high
+    step = 1
+    if fits(guess):
+        low = guess
+        while low + step < high:
+            if not fits(low + step):
+                return low, low + step
+            low += step
+            step *= 2
+        return low, high
+    high = guess
+    while high - step > low:
+        if fits(high - step):
+            return high - step, high
+        high -= step
+        step *= 2
+    return low, high

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import os
 import uuid
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from decimal import Decimal
 
 from twisted.application import service
@@ -122,7 +122,10 @@ class LegRecord:
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (times ISO 8601, money as text): the spool's line format."""
-        out = asdict(self)
+        # Every field holds an immutable scalar (text, number, Decimal, datetime, None), so
+        # a shallow copy is what ``dataclasses.asdict``'s deep copy gives, at a fraction of
+        # its cost (two records per callback, plus the crash-recovery snapshot's).
+        out = {name: getattr(self, name) for name in _FIELD_NAMES}
         for name in ("disconnect_time", "connect_time"):
             if out[name] is not None:
                 out[name] = out[name].isoformat(timespec="milliseconds")
@@ -139,6 +142,9 @@ class LegRecord:
                 values[name] = dt.datetime.fromisoformat(values[name])
         values["amount"] = Decimal(values["amount"])
         return cls(**values)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(LegRecord))
 
 
 def leg_pricer(auth, leg: str, connect_time: dt.datetime | None, legb_failed: bool = False):
@@ -166,15 +172,17 @@ def leg_pricer(auth, leg: str, connect_time: dt.datetime | None, legb_failed: bo
 def leg_record(auth, leg: str, *, trigger_mode: str, node: str, disconnect_time: dt.datetime,
                connect_time: dt.datetime | None = None, duration: int = 0, sip_code: int | None = None,
                sip_reason: str = "", legb_failed: bool = False, call_id: str | None = None,
-               instance_id: str | None = None) -> LegRecord:
+               instance_id: str | None = None, priced: tuple | None = None) -> LegRecord:
     """Price one finished leg of an authorized call and return its ``LegRecord``.
 
     legA is priced by the ``CALLBACK_FAIL`` tariff when ``legb_failed`` and the authorization
     carries one (the instance's ``special_charge_if_legb_fails``). The rate is selected at the
     leg's real connect time; a leg that never connected costs nothing. ``call_id`` (the leg's
     SIP Call-ID) and ``instance_id`` (the process that ran it) are recorded as given.
+    ``priced``: ``leg_pricer(auth, leg, connect_time, legb_failed)`` when the caller has it
+    already (the crash-recovery snapshot stores the pricer too), so the rate is selected once.
     """
-    tariff, pricer, failed_a = leg_pricer(auth, leg, connect_time, legb_failed)
+    tariff, pricer, failed_a = priced or leg_pricer(auth, leg, connect_time, legb_failed)
     charge = pricer.charge(duration if connect_time is not None else 0)
     return LegRecord(
         session_id=auth.request.session_id, leg=leg, account_id=auth.account.id,

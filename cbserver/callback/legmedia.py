@@ -19,7 +19,7 @@ from cbserver.media.listen import DtmfInput, prompt_and_collect
 from cbserver.media.player import Player, PlayResult
 from cbserver.media.relay import Relay
 from cbserver.media.session import RtpSession
-from cbserver.sip.sdp import MediaChoice, SdpError, make_offer, negotiate, streams_removed
+from cbserver.sip.sdp import MediaChoice, SdpError, make_offer, negotiate, parse_sdp, streams_removed
 
 log = Logger()
 
@@ -111,12 +111,13 @@ class LegMedia:
         if not remote_sdp:
             return
         try:
-            if streams_removed(remote_sdp):
+            remote = parse_sdp(remote_sdp)  # once, for both questions below
+            if streams_removed(remote):
                 # RFC 3264 8.2: the far end removed the audio stream (port 0; answered with
                 # port 0): send it nothing until an offer brings a stream back.
                 self.session.set_remote_direction("inactive")
                 return
-            choice = negotiate(remote_sdp)
+            choice = negotiate(remote)
         except SdpError as e:
             log.warn("unusable SDP answer callback_id={callback_id} call_id={call_id}: {err}",
                      callback_id=self.callback_id, call_id=self.call_id, err=e)

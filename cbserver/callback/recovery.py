@@ -36,9 +36,9 @@ from twisted.application import service
 from twisted.internet import defer, task
 from zope.interface import Interface, classImplements
 
-from cbserver.billing.model import NoRateError, OffPeakPeriod, OffPeakWindow, Rate, TariffRates
-from cbserver.billing.rating import LegPricer, price_leg
-from cbserver.billing.xdr import LegRecord, leg_record
+from cbserver.billing.model import OffPeakPeriod, OffPeakWindow, Rate, TariffRates
+from cbserver.billing.rating import LegPricer
+from cbserver.billing.xdr import LegRecord, leg_pricer, leg_record
 from cbserver.db.recovery_store import PostgresRecoveryStore
 from cbserver.logs import Logger
 
@@ -105,6 +105,7 @@ def _plain(value):
 
 
 _DECIMALS = ("first_price", "next_price", "offpeak_first_price", "offpeak_next_price")
+_RATE_FIELDS = tuple(f.name for f in fields(Rate) if f.init)  # what Rate(**values) takes back
 
 
 def pricer_to_dict(pricer: LegPricer) -> dict:
@@ -115,7 +116,7 @@ def pricer_to_dict(pricer: LegPricer) -> dict:
         offpeak = {"timezone": tariff.offpeak.timezone, "windows": [w.text for w in tariff.offpeak.windows]}
     return {"currency": tariff.currency, "name": tariff.name, "split": tariff.split_at_boundary,
             "offpeak": offpeak, "connect_time": pricer.connect_time.isoformat(), "peak": pricer.peak,
-            "rate": {f.name: _plain(getattr(pricer.rate, f.name)) for f in fields(Rate) if f.init}}
+            "rate": {name: _plain(getattr(pricer.rate, name)) for name in _RATE_FIELDS}}
 
 
 def pricer_from_dict(data: dict) -> LegPricer:
@@ -138,16 +139,6 @@ def _utc(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
-def _pricer(auth, leg: str, connect: dt.datetime) -> LegPricer:
-    """The rate ``leg_record`` would select for the leg at its connect time."""
-    pricer = auth.leg_a if leg == "A" else auth.leg_b
-    number = auth.request.cli if leg == "A" else auth.request.cld
-    try:
-        return price_leg(auth.tariff.rates, number, connect)
-    except NoRateError:
-        return pricer
-
-
 def snapshot(session) -> dict | None:
     """What a live node needs to end and bill ``session``'s answered legs; None if none is.
 
@@ -162,12 +153,15 @@ def snapshot(session) -> dict | None:
         if leg.answered_at is None or state is None:
             continue
         connect = _utc(leg.answered_at)
+        # The rate leg_record selects for the leg at its connect time, selected once for both
+        # the template and the stored pricer.
+        priced = leg_pricer(auth, leg.name, connect)
         template = leg_record(auth, leg.name, trigger_mode=session.request.mode, node=session.ctx.node,
                               disconnect_time=connect, connect_time=connect, duration=0,
                               sip_reason=CAUSE, call_id=leg.call.call_id,
-                              instance_id=session.ctx.instance_id)
+                              instance_id=session.ctx.instance_id, priced=priced)
         legs.append(dict(state, leg=leg.name, answered_at=leg.answered_at, record=template.to_dict(),
-                         pricer=pricer_to_dict(_pricer(auth, leg.name, connect))))
+                         pricer=pricer_to_dict(priced[1])))
     if not legs:
         return None
     return {"version": SNAPSHOT_VERSION, "session_id": session.id, "account_id": auth.account.id,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import LogLevel
 from zope.interface import implementer
 
 from cbserver.logs import Logger
@@ -182,8 +183,12 @@ class Call(NamedTimersMixin):
             self._invite_txn = None
         if self._cancel_txn is not None and self._cancel_txn.state == "terminated":
             self._cancel_txn = None
-        # One line per call (the hot path avoids more): outcome, where it went, why.
-        log.info(
+        # One line per call (the hot path avoids more): outcome, where it went, why. A call
+        # that failed (busy, no answer, no route...) says so at info; one that was answered
+        # and then hung up is the success path, said at debug: its callback's "callback
+        # ended" line gives the cause, and "call placed" joins its Call-ID to the callback.
+        log.emit(
+            LogLevel.info if state is not S.ENDED else LogLevel.debug,
             "call {state} call_id={call_id} callback_id={callback_id} uri={uri} via={dest} "
             "cseq={cseq} detail={detail}",
             state=str(state),

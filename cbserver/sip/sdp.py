@@ -263,9 +263,10 @@ def streams_removed(sdp: SessionDescription | bytes) -> bool:
     return all(m.port == 0 for m in sd.media)
 
 
-def negotiate(sdp: bytes, codecs=("PCMU", "PCMA")) -> MediaChoice:
-    """The audio stream to use from the far end's SDP (offer or answer); SdpError if none."""
-    sd = parse_sdp(sdp)
+def negotiate(sdp: SessionDescription | bytes, codecs=("PCMU", "PCMA")) -> MediaChoice:
+    """The audio stream to use from the far end's SDP (offer or answer, raw or already
+    parsed by ``parse_sdp``); SdpError if none."""
+    sd = sdp if isinstance(sdp, SessionDescription) else parse_sdp(sdp)
     _, m, codec, pt, event = _audio_stream(sd, codecs)
     conn = m.connection or sd.connection
     if conn is None:

@@ -81,34 +81,45 @@ class Metrics:
                                "Longest reactor stall seen since start", registry=r)
         self._gc_max: dict[int, float] = {}
         self._stall_max = 0.0
+        self._children: dict[tuple, object] = {}
+
+    def _child(self, metric, *values):
+        """``metric.labels(*values)``, looked up once per label set: ``labels`` validates and
+        locks on every call, and the callback path counts several times per callback. The
+        label sets are the metric's own few values (modes, outcomes, status codes)."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     # -- called by the web layer ---------------------------------------------------------
 
     def callback_requested(self, mode: str) -> None:
         """The service accepted a callback request (the web answered 202 / 303)."""
-        self.requests.labels(mode=mode).inc()
+        self._child(self.requests, mode).inc()
 
     def request_refused(self, mode: str, code: str, limit_kind: str | None = None) -> None:
         """A request was refused with ``code``; ``limit_kind`` for abuse-protection refusals."""
-        self.refusals.labels(mode=mode or "unknown", code=code).inc()
+        self._child(self.refusals, mode or "unknown", code).inc()
         if limit_kind:
-            self.rate_limited.labels(kind=limit_kind).inc()
+            self._child(self.rate_limited, limit_kind).inc()
 
     # -- called by the callback session --------------------------------------------------
 
     def callback_started(self, mode: str) -> None:
         """A callback session began (counts it and raises the active gauge)."""
-        self.started.labels(mode=mode).inc()
+        self._child(self.started, mode).inc()
         self.active.inc()
 
     def callback_ended(self, mode: str, outcome: str) -> None:
         """A started callback ended with ``outcome`` (e.g. ``connected``, ``busy_a``)."""
-        self.ended.labels(mode=mode, outcome=outcome).inc()
+        self._child(self.ended, mode, outcome).inc()
         self.active.dec()
 
     def leg_final(self, leg: str, status: int) -> None:
         """A leg (``"A"`` or ``"B"``) got its final SIP status code."""
-        self.legs.labels(leg=leg, status=str(int(status))).inc()
+        self._child(self.legs, leg, str(int(status))).inc()
 
     def post_dial_delay(self, seconds: float) -> None:
         """Observe one leg's post-dial delay."""

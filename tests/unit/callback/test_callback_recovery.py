@@ -444,3 +444,25 @@ def test_hosted_identification_moves_the_stored_lega_to_the_identified_account()
     data = store.rows["s1"][2]
     assert data["account_id"] == "cb-internal"
     assert data["legs"][0]["record"]["account_id"] == "cb-internal"
+
+
+def test_the_snapshot_selects_each_legs_rate_once_and_stores_what_leg_record_gives(monkeypatch):
+    from cbserver.billing import xdr
+    from cbserver.callback.recovery import snapshot
+
+    clock = clock_at()
+    node = connected(clock, MemoryRecoveryStore())
+    s = node.session
+    selected = []
+    real = xdr.price_leg
+    monkeypatch.setattr(xdr, "price_leg", lambda *a: selected.append(a) or real(*a))
+    data = snapshot(s)
+    assert len(selected) == 2  # one rate selection per answered leg
+    monkeypatch.setattr(xdr, "price_leg", real)
+    for stored, leg in zip(data["legs"], (s.a, s.b), strict=True):
+        connect = dt.datetime.fromtimestamp(leg.answered_at, dt.UTC)
+        reference = xdr.leg_record(s.auth, leg.name, trigger_mode=s.request.mode, node="node1",
+                                   disconnect_time=connect, connect_time=connect, duration=0,
+                                   sip_reason="node_lost", call_id=leg.call.call_id, instance_id=OLD)
+        assert stored["record"] == reference.to_dict()
+        assert stored["pricer"] == pricer_to_dict(xdr.leg_pricer(s.auth, leg.name, connect)[1])

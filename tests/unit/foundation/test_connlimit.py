@@ -9,6 +9,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from cbserver import connlimit
 from cbserver.connlimit import ConnectionLimiter, DescriptorBudget, LimitedFactory
@@ -121,3 +123,45 @@ def test_raise_descriptor_limit_goes_to_the_hard_limit(monkeypatch):
 
     monkeypatch.setattr(resource, "setrlimit", refuse)
     assert connlimit.raise_descriptor_limit() == (1024, 1024)
+
+
+class _Recorder(Resource):
+    """Records each POST's parsed form arguments and its body."""
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+        self.parsed = None  # did Twisted look for a form body (its own flag)
+
+    def render_POST(self, request):  # noqa: N802 - Twisted API
+        self.seen.append((request.args, request.content.read()))
+        self.parsed = request._parsePOSTFormSubmission
+        return b"ok"
+
+
+def _post(content_type: bytes, body: bytes):
+    resource = _Recorder()
+    site = Site(resource, requestFactory=connlimit.DeadlineRequest)
+    proto = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    proto.dataReceived(b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Type: " + content_type
+                       + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    assert transport.value().startswith(b"HTTP/1.1 200")
+    return resource.seen, resource.parsed
+
+
+def test_a_json_post_skips_the_form_parse_and_keeps_its_body():
+    body = b'{"phone": "15551234", "a": "1&b=2"}'
+    assert _post(b"application/json", body) == ([({}, body)], False)
+    assert _post(b"text/plain; charset=utf-8", b"a=1") == ([({}, b"a=1")], False)
+
+
+def test_form_posts_are_parsed_as_before_whatever_their_case():
+    for ctype in (b"application/x-www-form-urlencoded", b"Application/X-WWW-Form-Urlencoded; charset=utf-8"):
+        assert _post(ctype, b"a=1&b=2") == ([({b"a": [b"1"], b"b": [b"2"]}, b"a=1&b=2")], True)
+    multipart = (b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--XyZ--\r\n")
+    [(args, _)], _ = _post(b"multipart/form-data; boundary=XyZ", multipart)
+    assert args == {b"a": [b"1"]}

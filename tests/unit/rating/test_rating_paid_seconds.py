@@ -8,7 +8,8 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cbserver.billing.rating import connected_seconds, paid_seconds, price_leg
+from cbserver.billing.model import OffPeakPeriod, OffPeakWindow
+from cbserver.billing.rating import _bracket, connected_seconds, paid_seconds, price_leg
 from tests.unit.rating.helpers import make_rate, make_tariff, reference_amount
 
 AT = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
@@ -54,3 +55,39 @@ def test_paid_seconds_is_the_last_moment_the_reference_charges_fit(tiers, elapse
     assert 0 <= x <= limit and cost(x) <= cap
     if x < limit:  # a millisecond more and some leg starts a second that is not paid for
         assert cost(x + 0.001) > cap
+
+
+def test_the_bracket_keeps_the_one_boundary_whatever_the_guess():
+    # fits is true up to `last` and false after; every guess, every boundary, from the same
+    # (low, high) the bisection starts with.
+    low0, high0 = 3, 40
+    for last in range(low0, high0):
+        for guess in range(low0 - 5, high0 + 5):
+            asked = []
+
+            def fits(k, last=last, asked=asked):
+                asked.append(k)
+                return k <= last
+
+            low, high = _bracket(fits, low0, high0, guess)
+            assert low0 <= low <= last < high <= high0
+            assert all(low0 < k < high0 for k in asked)  # never outside the bisection's range
+            if abs(guess - last) <= 1 and low0 < guess < high0 - 1:
+                assert high - low <= 2 and len(asked) <= 3  # a good guess: a few looks
+
+
+def test_a_leg_pricer_amount_is_its_charge_amount_for_split_formula_and_plain_rates():
+    plain = make_tariff(make_rate("1", 60, 6, "0.10", "0.05"))
+    formula = make_tariff(make_rate("1", 30, 6, "0.10", "0.05", formula="amount + 0.10"))
+    split = make_tariff(make_rate("1", 60, 60, "0.60", "0.60", mode="peak_offpeak",
+                                  offpeak_first_interval=60, offpeak_next_interval=30,
+                                  offpeak_first_price=Decimal("0.30"),
+                                  offpeak_next_price=Decimal("0.30")),
+                        offpeak=OffPeakPeriod("Etc/UTC", (OffPeakWindow.parse("mon-sun 20:00-23:59"),)),
+                        split_at_boundary=True)
+    near_boundary = dt.datetime(2024, 1, 1, 19, 58, 50, tzinfo=dt.UTC)
+    for tariff in (plain, formula, split):
+        pricer = price_leg(tariff, "1818", near_boundary)
+        for seconds in (0, 1, 29, 30, 31, 59, 60, 61, 69, 70, 71, 130, 3601):
+            assert pricer.amount(seconds) == pricer.charge(seconds).amount, (tariff, seconds)
+    assert price_leg(split, "1818", near_boundary).charge(130).parts  # the split path was taken

@@ -67,6 +67,12 @@ def test_negotiate_takes_the_offerers_first_supported_codec():
     assert choice.ptime == 30
 
 
+def test_negotiate_of_a_parsed_description_is_that_of_its_bytes():
+    # The leg's media parses an answer once and asks both streams_removed and negotiate.
+    assert negotiate(parse_sdp(OFFER)) == negotiate(OFFER)
+    assert negotiate(parse_sdp(OFFER), codecs=("PCMU",)) == negotiate(OFFER, codecs=("PCMU",))
+
+
 def test_negotiate_honours_our_codec_list():
     assert negotiate(OFFER, codecs=("PCMU",)).codec == "PCMU"
 

@@ -6,10 +6,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs
+from twisted.logger import LogLevel, capturedLogs
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from cbserver import logs
 from cbserver.sip.auth import DigestClient
 from cbserver.sip.call import Call
 from cbserver.sip.call_dialog import IDialogOwner
@@ -140,6 +141,32 @@ def test_without_a_log_context_the_call_logs_one_line():
     call, events = _place_with_log_context(None)
     assert [e["log_format"].split()[1] for e in events] == ["{state}"]
     assert events[0]["callback_id"] is None
+
+
+def test_a_failed_call_is_logged_at_info_an_answered_and_ended_one_at_debug():
+    """The success path writes fewer lines: an answered call that ends normally is told at
+    debug (its callback's own end line has the cause); a failure stays at info."""
+    _, failed = _place_with_log_context("cb-1")
+    outcome = [e for e in failed if e["log_format"].startswith("call {state}")]
+    assert [(e["state"], e["log_level"]) for e in outcome] == [("failed", LogLevel.info)]
+    clock, transport = Clock(), FakeTransport()
+    ua = UserAgent(transport, clock, config())
+    level = logs.level()
+    logs.set_level("debug")  # process-wide: another test may have left it at info
+    try:
+        with capturedLogs() as events:
+            call = ua.place_call("1", caller_id="a", display_name=None, sdp_offer=SDP_OFFER,
+                                 no_answer_timeout=30, listener=Listener(), log_context="cb-2")  # fmt: skip
+            far = FarEnd(ua, transport)
+            far.respond(far.last("INVITE"), 200, SDP_ANSWER)
+            call.hangup()
+            far.respond(far.last("BYE"), 200)
+    finally:
+        logs.set_level(level)
+    mine = [e for e in events if e.get("call_id") == call.call_id]
+    assert [(e["log_format"].split()[1], e["log_level"]) for e in mine] == [
+        ("placed", LogLevel.info), ("{state}", LogLevel.debug)]
+    assert mine[1]["state"] == "ended" and mine[1]["callback_id"] == "cb-2"
 
 
 def _sip_imports():

@@ -51,6 +51,23 @@ def test_session_hooks_show_up_in_the_exposition():
     assert s[("cbserver_xdr_spool_depth", ())] == 5
 
 
+def test_labelled_counters_looked_up_once_still_count_each_label_set_apart():
+    m = Metrics()
+    for outcome in ("connected", "busy_a", "connected"):
+        m.callback_started("simple")
+        m.callback_ended("simple", outcome)
+    m.request_refused(None, "busy")
+    m.request_refused("", "busy")
+    m.request_refused("simple", "busy")
+    s = samples(m.render().decode())
+    assert s[("cbserver_callbacks_total", (("mode", "simple"), ("outcome", "connected")))] == 2
+    assert s[("cbserver_callbacks_total", (("mode", "simple"), ("outcome", "busy_a")))] == 1
+    assert s[("cbserver_callbacks_started_total", (("mode", "simple"),))] == 3
+    assert s[("cbserver_active_callbacks", ())] == 0
+    assert s[("cbserver_callback_refusals_total", (("code", "busy"), ("mode", "unknown")))] == 2
+    assert s[("cbserver_callback_refusals_total", (("code", "busy"), ("mode", "simple")))] == 1
+
+
 def test_registry_is_private_so_two_instances_do_not_clash():
     a, b = Metrics(), Metrics()
     a.callback_started("simple")
