@@ -35,6 +35,9 @@ DECLARE
     refused boolean := false;
     c record;
     s record;
+    ph integer;
+    pp integer;
+    o boolean;
 BEGIN
     FOR c IN
         SELECT h.kind, h.hits, h.previous,
@@ -45,23 +48,19 @@ BEGIN
         refused := refused OR c.over;
         RETURN QUERY SELECT c.kind, true, c.hits, c.previous, c.over, NULL::boolean, NULL::integer;
     END LOOP;
-    FOR c IN
-        SELECT u.k AS kind,
-               coalesce(max(r.hits) FILTER (WHERE r.window_start = p_start), 0)::integer AS hits,
+    -- The failure counters as cb_count_peek_hits reads them (its plan: the counters' primary
+    -- key); a kind without a row is (0, 0).
+    FOR i IN 1 .. coalesce(array_length(p_peek_kinds, 1), 0) LOOP
+        SELECT coalesce(max(r.hits) FILTER (WHERE r.window_start = p_start), 0)::integer,
                coalesce(max(r.hits) FILTER (WHERE r.window_start = p_previous), 0)::integer
-                   AS previous,
-               u.cap
-          FROM unnest(p_peek_kinds, p_peek_keys, p_peek_caps) AS u(k, v, cap)
-          LEFT JOIN rate_limit_counters r
-            ON r.kind = u.k AND r.key = u.v AND r.window_start IN (p_start, p_previous)
-         GROUP BY u.k, u.cap
-    LOOP
+          INTO ph, pp
+          FROM rate_limit_counters r
+         WHERE r.kind = p_peek_kinds[i] AND r.key = p_peek_keys[i]
+           AND r.window_start IN (p_start, p_previous);
         -- One failure more than the cap would pass: refused before any password is checked.
-        refused := refused OR
-            (c.previous::double precision * weight + c.hits::double precision + 1.0 > c.cap);
-        RETURN QUERY SELECT c.kind, false, c.hits, c.previous,
-            c.previous::double precision * weight + c.hits::double precision + 1.0 > c.cap,
-            NULL::boolean, NULL::integer;
+        o := pp::double precision * weight + ph::double precision + 1.0 > p_peek_caps[i];
+        refused := refused OR o;
+        RETURN QUERY SELECT p_peek_kinds[i], false, ph, pp, o, NULL::boolean, NULL::integer;
     END LOOP;
     IF p_account IS NULL OR refused THEN
         RETURN QUERY SELECT NULL::text, NULL::boolean, NULL::integer, NULL::integer,
