@@ -5,6 +5,7 @@ takes no slot, and two nodes racing never take more slots than the cap."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace as dataclasses_replace
 
 import psycopg2
 import pytest
@@ -142,3 +143,35 @@ async def test_two_nodes_admitting_at_once_never_take_more_slots_than_the_cap(po
                for e in refused)
     assert slot_rows(pg_dsn, "cbrace") == 3
     assert await nodes[1][1].in_use("cbrace") == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_failed_sign_ins_both_refuse_alike_and_take_nothing(pools, pg_dsn):
+    limits = LimitsConfig(per_client=1000, per_phone=1000, per_account=1000, window=WINDOW,
+                          failures_per_client=2, concurrent_per_account=1000)
+    store = PostgresLimitStore(pools[0])
+    clock = Clock()
+    clock.advance(1_800_000_000 + 100.25)
+    limiter, gauge = RateLimiter(store, limits, clock), ConcurrencyGauge(store, limits)
+
+    async def fail_twice(address):
+        for _ in range(2):
+            request = CallbackRequest(application="A", mode="simple", phone="15550104",
+                                      account="cbfail", client_address=address)
+            window = await limiter.check(request)
+            await limiter.failed(request, window)
+
+    old = CallbackRequest(application="A", mode="simple", phone="15550105", account="cbfailold",
+                          client_address="192.0.2.60")
+    new = dataclasses_replace(old, account="cbfailnew", client_address="192.0.2.61")
+    await fail_twice("192.0.2.60")
+    await fail_twice("192.0.2.61")
+    before = await answers([lambda: limiter.check(old)])
+    after = await answers([lambda: limiter.check_and_claim(new, gauge.claim("cbfailnew"))])
+    assert before == after and before[0][0] == "auth_client" and before[0][1] >= 1
+    assert slot_rows(pg_dsn, "cbfailnew") == 0
+    # The refused request's phone and account hits were given back, as check does.
+    peeked = await store.peek_hits([("phone", "15550105"), ("account", "cbfailnew")],
+                                   1_800_000_000 - 1_800_000_000 % WINDOW,
+                                   1_800_000_000 - 1_800_000_000 % WINDOW - WINDOW)
+    assert peeked == {"phone": (0, 0), "account": (0, 0)}
