@@ -21,7 +21,10 @@ One place for the rules that refuse a valid request before any call is placed (i
   counts while the callback is in progress (``callback_sessions``), so nobody has to release
   it. ``release(callback_id)`` frees it at once (optional, idempotent).
 
-``Admission.start`` applies them in that order and starts the callback. The web layer keeps
+``Admission.start`` applies them in that order and starts the callback. For a request that
+names an account, the limits and the slot are one statement and one transaction
+(``RateLimiter.check_and_claim``, ``cb_admit``): the database refuses with the limiter's own
+arithmetic, so a refused request never takes a slot. The web layer keeps
 only HTTP concerns: parsing, the client's address, the Hosted allow-list, and turning a
 refusal into a status code and a ``Retry-After``.
 """
