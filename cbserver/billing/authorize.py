@@ -17,7 +17,7 @@ budget buys no second returns ``max_seconds == 0`` with ``reason`` ``no_balance`
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from twisted.internet import defer, threads
@@ -85,6 +85,19 @@ class AuthRequest:
     # Only the Hosted callback of the instance naming the internal account sets this: every
     # other request naming an internal account is refused as if the account did not exist.
     internal_ok: bool = False
+    # The ``AuthBasis`` of this session's previous authorization (legB's re-authorization):
+    # what it read, to decide on first and store in one round trip if nothing moved.
+    basis: object = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class AuthBasis:
+    """What an authorization was decided on: the account as read (with its fingerprint),
+    its rating entries and the balance the stored decision was made for."""
+
+    account: AccountInfo
+    entries: list
+    balance: Balance
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,7 @@ class Authorization:
     reserved_b: Decimal = Decimal(0)
     fail_tariff: LoadedTariff | None = None
     fail_leg_a: LegPricer | None = field(default=None)
+    basis: AuthBasis | None = field(default=None, compare=False, repr=False)
 
     @property
     def currency(self) -> str:
@@ -301,6 +315,13 @@ class Authorizer:
             except DestinationRefused as e:
                 raise AuthorizationError(e.reason, str(e)) from None
         codes = [request.access_code, "", CALLBACK_FAIL]
+        basis = request.basis
+        if (isinstance(basis, AuthBasis) and not request.check_password
+                and basis.account.id == request.account_id
+                and getattr(self.store, "reserve_again", None) is not None):
+            auth = yield self._again(request, now, codes, basis)
+            if auth is not None:
+                return auth
         account, entries, balance = yield self.store.fetch_account_and_entries(
             request.account_id, self.node, codes, request.session_id, self.reservation_expiry)
         account = self._usable(account, request)
@@ -309,6 +330,46 @@ class Authorizer:
         # The password first: without it, an account's status is nobody's business, and a
         # refusal for status would answer faster than a wrong password.
         yield self._check_password(request, account)
+        decide = yield self._plan(request, now, account, entries)
+        seen = []
+        auth = yield self.store.reserve(session_id=request.session_id, account=account,
+                                        instance_id=self.instance_id, decide=_seeing(decide, seen),
+                                        expiry=self.reservation_expiry, balance=balance)
+        self.log.debug("authorized session_id={session_id} account={account} max_seconds={seconds} "
+                      "reason={reason}", session_id=request.session_id, account=account.id,
+                      seconds=auth.max_seconds, reason=auth.reason)
+        return replace(auth, basis=AuthBasis(account, entries, seen[-1] if seen else balance))
+
+    @defer.inlineCallbacks
+    def _again(self, request: AuthRequest, now: dt.datetime, codes, basis: AuthBasis):
+        """Re-authorize on what the session's previous authorization read, in one round trip
+        (``IAuthorizationStore.reserve_again``); fire with the ``Authorization``, or None when
+        the store stored nothing (the account or its balance moved) or the old figures would
+        refuse: the caller then reads everything afresh and decides as before."""
+        account = self._usable(basis.account, request)
+        if account is None:
+            return None
+        try:
+            decide = yield self._plan(request, now, account, basis.entries)
+        except AuthorizationError:
+            return None  # the fresh read decides, and says why
+        seen = []
+        auth = yield self.store.reserve_again(
+            session_id=request.session_id, account=account, node=self.node, codes=codes,
+            instance_id=self.instance_id, decide=_seeing(decide, seen),
+            expiry=self.reservation_expiry, balance=basis.balance)
+        if auth is None:
+            return None
+        self.log.debug("authorized again session_id={session_id} account={account} "
+                       "max_seconds={seconds} reason={reason}", session_id=request.session_id,
+                       account=account.id, seconds=auth.max_seconds, reason=auth.reason)
+        return replace(auth, basis=AuthBasis(account, basis.entries, seen[-1]))
+
+    @defer.inlineCallbacks
+    def _plan(self, request: AuthRequest, now: dt.datetime, account: AccountInfo, entries):
+        """Check the account and its entry, load and price; fire with ``decide(Balance)`` ->
+        ``(Authorization, ReservationDecision or None)``, or fail with the refusal."""
+        elapsed = request.leg_a_elapsed
         refusal = account_refusal(account, now)
         if refusal is not None:
             raise refusal
@@ -381,10 +442,14 @@ class Authorizer:
             return auth, ReservationDecision(amount_a, amount_b, tariff.rates.currency,
                                              self._lifetime(seconds), min_free)
 
-        auth = yield self.store.reserve(session_id=request.session_id, account=account,
-                                        instance_id=self.instance_id, decide=decide,
-                                        expiry=self.reservation_expiry, balance=balance)
-        self.log.debug("authorized session_id={session_id} account={account} max_seconds={seconds} "
-                      "reason={reason}", session_id=request.session_id, account=account.id,
-                      seconds=auth.max_seconds, reason=auth.reason)
-        return auth
+        return decide
+
+
+def _seeing(decide, seen: list):
+    """``decide``, noting each ``Balance`` it is called with in ``seen``."""
+
+    def noted(balance: Balance):
+        seen.append(balance)
+        return decide(balance)
+
+    return noted

@@ -8,7 +8,7 @@ under ``db/`` build these from rows (DESIGN.md rule 9).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from cbserver.billing.model import TariffRates
@@ -45,6 +45,9 @@ class AccountInfo:
     customer_credit_limit: Decimal | None
     customer_currency: str
     product_currency: str
+    # What the store read it with says the account is unchanged since (the database's
+    # cb_account_fingerprint; None: not known). legB's re-authorization hands it back.
+    fingerprint: str | None = field(default=None, compare=False)
 
     @property
     def subordinate(self) -> bool:

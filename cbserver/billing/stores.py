@@ -192,6 +192,13 @@ class IAuthorizationStore(Interface):
         """Lock the balance, call ``decide(Balance)``, store its ``ReservationDecision``;
         fire with the decision's result."""
 
+    def reserve_again(*, session_id, account, node, codes, instance_id, decide, expiry, balance):
+        """Store ``decide(balance)``'s decision for a session authorized before, in one round
+        trip, only if the ``account`` (as ``fetch_account_and_entries`` read it, for ``node``
+        and ``codes``) is unchanged and the locked balance passes ``reserve``'s rules; fire
+        with the result, or with None when nothing was stored (optional: a store without it
+        is always asked afresh)."""
+
     def release(session_id):
         """Drop every reservation of ``session_id``."""
 

@@ -21,7 +21,10 @@ One place for the rules that refuse a valid request before any call is placed (i
   counts while the callback is in progress (``callback_sessions``), so nobody has to release
   it. ``release(callback_id)`` frees it at once (optional, idempotent).
 
-``Admission.start`` applies them in that order and starts the callback. The web layer keeps
+``Admission.start`` applies them in that order and starts the callback. For a request that
+names an account, the limits and the slot are one statement and one transaction
+(``RateLimiter.check_and_claim``, ``cb_admit``): the database refuses with the limiter's own
+arithmetic, so a refused request never takes a slot. The web layer keeps
 only HTTP concerns: parsing, the client's address, the Hosted allow-list, and turning a
 refusal into a status code and a ``Retry-After``.
 """
@@ -46,6 +49,20 @@ BUSY = "The service is busy right now; please try again in a moment."
 DRAINING = "This server is being taken out of service; please try again in a moment."
 
 LIMIT_KINDS = ("client", "phone", "account", "concurrent", "auth_client", "auth_account")
+#: Retry-After (seconds) of a refusal for the account's concurrency cap.
+CONCURRENT_RETRY = 30
+
+
+@dataclasses.dataclass(frozen=True)
+class SlotClaim:
+    """A concurrency slot to take for ``account`` (``ConcurrencyGauge.claim``), bound at once
+    to ``callback_id``; at most ``cap`` live, an unbound one live ``start_timeout`` seconds."""
+
+    slot_id: str
+    account: str
+    cap: int
+    start_timeout: int
+    callback_id: str | None = None
 
 
 class RateLimited(CallbackRefused):
@@ -81,6 +98,11 @@ class IRateLimiter(Interface):
     def check_client(client_address):
         """Count another kind of attempt (a Hosted token) against the client's limit."""
 
+    def check_and_claim(request, claim):
+        """``check``, and take the ``SlotClaim``'s slot in the same transaction unless a limit
+        refuses: a Deferred ``(window, slot id)``, or ``RateLimited`` (``concurrent`` when
+        the account has no free slot)."""
+
 
 class IConcurrencyGauge(Interface):
     """Callbacks in progress per account, shared by every node."""
@@ -89,6 +111,9 @@ class IConcurrencyGauge(Interface):
         """Take a slot for a callback of ``account``; a Deferred slot id, or ``RateLimited``.
 
         With ``callback_id`` (the id the callback will have) the slot is bound at once."""
+
+    def claim(account, callback_id=None):
+        """The ``SlotClaim`` that ``acquire`` would take (for ``IRateLimiter.check_and_claim``)."""
 
     def bind(slot_id, callback_id):
         """Attach a taken slot to the callback the service started."""
@@ -163,23 +188,60 @@ class RateLimiter:
         """Count the request against its three limits and refuse it while its client (or the
         client with this account) has failed authentication too often; fire with the window
         the hits were counted in (for ``failed``), or fail with ``RateLimited``."""
-        quota = self._quota_keys(request)
+        quota, fails = self._quota_keys(request), self._failure_keys(request)
         start, size, now = self._window()
-        fails = self._failure_keys(request)
         # One round trip: the hits counted and the failure counters read in one statement.
         counted, failures = yield self._count(
             [("client", request.client_address or "unknown"), *quota], start, size, now, fails)
-        caps = {"auth_client": self.limits.failures_per_client,
+        yield self._refuse(quota, fails, start, counted, failures, now - start, size)
+        return start
+
+    @defer.inlineCallbacks
+    def check_and_claim(self, request, claim):
+        """See ``IRateLimiter``: the limits and the account's slot in one round trip.
+
+        The store decides the refusal with the same arithmetic (``sliding_count``), so a
+        refused request takes no slot; the counts it returns say which limit refused and
+        the Retry-After, exactly as ``check`` would."""
+        quota, fails = self._quota_keys(request), self._failure_keys(request)
+        start, size, now = self._window()
+        keys = [("client", request.client_address or "unknown"), *quota]
+        self._maybe_prune(start, size)
+        counts, failures, refused, taken = yield self.store.admit(
+            keys, fails, start, start - size, now - start, self._caps(), claim)
+        counted = [(kind, *counts.get(kind, (0, 0))) for kind, _ in keys]
+        try:
+            yield self._refuse(quota, fails, start, counted, failures, now - start, size)
+            if refused:  # cannot happen with equal arithmetic; refused is refused all the same
+                raise RateLimited("client", 1)
+        except RateLimited:
+            if taken:
+                yield self.store.release_slot(claim.slot_id)
+            raise
+        if not taken:
+            raise RateLimited("concurrent", CONCURRENT_RETRY)
+        return start, claim.slot_id
+
+    def _caps(self) -> dict[str, int]:
+        """Each counter kind's cap."""
+        return {"client": self.limits.per_client, "phone": self.limits.per_phone,
+                "account": self.limits.per_account,
+                "auth_client": self.limits.failures_per_client,
                 "auth_account": self.limits.failures_per_account}
+
+    @defer.inlineCallbacks
+    def _refuse(self, quota, fails, start, counted, failures, elapsed, size):
+        """Fail with ``RateLimited`` for the first limit the counts are over: a failure
+        counter first (the request's quota hits are given back), then a counted one."""
+        caps = self._caps()
         for kind, _key in fails:
             hits, previous = failures.get(kind, (0, 0))
             # One more failure than the cap would pass: the next try is refused before any
             # password is checked.
-            if sliding_count(hits, previous, now - start, size) + 1 > caps[kind]:
+            if sliding_count(hits, previous, elapsed, size) + 1 > caps[kind]:
                 yield self.store.refund_hits(quota, start)
-                raise RateLimited(kind, retry_after(hits, previous, caps[kind], now - start, size))
-        self._raise_over(counted, now - start, size)
-        return start
+                raise RateLimited(kind, retry_after(hits, previous, caps[kind], elapsed, size))
+        self._raise_over(counted, elapsed, size)
 
     @defer.inlineCallbacks
     def failed(self, request, window):
@@ -205,9 +267,7 @@ class RateLimiter:
 
         With ``peek`` (keys to read without counting), ``(that list, {kind: (hits, previous)})``.
         """
-        self._checks += 1
-        if self._checks % self.prune_every == 1:
-            self._prune(start - size)
+        self._maybe_prune(start, size)
 
         def ordered(counts):
             return [(kind, *counts.get(kind, (0, 0))) for kind, _ in keys]
@@ -216,6 +276,12 @@ class RateLimiter:
             d = self.store.count_and_peek(keys, peek, start, start - size)
             return d.addCallback(lambda both: (ordered(both[0]), both[1]))
         return self.store.count_hits(keys, start, start - size).addCallback(ordered)
+
+    def _maybe_prune(self, start: int, size: int) -> None:
+        """Every ``prune_every`` checks, forget the windows before the previous one."""
+        self._checks += 1
+        if self._checks % self.prune_every == 1:
+            self._prune(start - size)
 
     def _raise_over(self, counted, elapsed: float, size: int) -> None:
         """Fail with ``RateLimited`` for the first counter over its cap."""
@@ -254,8 +320,13 @@ class ConcurrencyGauge:
                                                     self.limits.concurrent_per_account,
                                                     self.start_timeout, callback_id=callback_id)
         if not taken:
-            raise RateLimited("concurrent", 30)
+            raise RateLimited("concurrent", CONCURRENT_RETRY)
         return slot_id
+
+    def claim(self, account, callback_id=None):
+        """See ``IConcurrencyGauge``."""
+        return SlotClaim(str(uuid.uuid4()), account, self.limits.concurrent_per_account,
+                         self.start_timeout, callback_id)
 
     def bind(self, slot_id, callback_id):
         """See ``IConcurrencyGauge``."""
@@ -369,10 +440,22 @@ class Admission:
                 # callbacks' when connections are scarce (cbserver.db.priority).
                 mark = priority.admission()
                 try:
-                    window = yield self.limiter.check(request)
-                    request = dataclasses.replace(request, callback_id=self.service.new_callback_id())
-                    if request.account:
-                        slot = yield self.gauge.acquire(request.account, request.callback_id)
+                    callback_id = self.service.new_callback_id()
+                    if request.account and hasattr(self.limiter, "check_and_claim"):
+                        # The limits and the account's slot in one round trip (cb_admit).
+                        claim = self.gauge.claim(request.account, callback_id)
+                        try:
+                            window, slot = yield self.limiter.check_and_claim(request, claim)
+                        except RateLimited as e:
+                            if e.kind == "concurrent":  # refused after the id was drawn, as before
+                                request = dataclasses.replace(request, callback_id=callback_id)
+                            raise
+                        request = dataclasses.replace(request, callback_id=callback_id)
+                    else:
+                        window = yield self.limiter.check(request)
+                        request = dataclasses.replace(request, callback_id=callback_id)
+                        if request.account:
+                            slot = yield self.gauge.acquire(request.account, callback_id)
                     try:
                         cb_id = yield self.service.request_callback(request)
                     except CallbackRefused as e:

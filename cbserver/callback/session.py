@@ -245,7 +245,9 @@ class CallbackSession(SessionView, NamedTimersMixin):
         elapsed = connected_seconds(self.clock.seconds() - self.a.answered_at)
         req = AuthRequest(session_id=self.id, account_id=self.account_id, cli=self.request.phone,
                           cld=destination, access_code=self.app.access_code,
-                          leg_a_elapsed=elapsed, leg_a_connect=self._datetime(self.a.answered_at))
+                          leg_a_elapsed=elapsed, leg_a_connect=self._datetime(self.a.answered_at),
+                          # What legA's authorization read: one round trip if nothing moved.
+                          basis=getattr(self.auth, "basis", None))
         started = self.clock.seconds()
         # LegA's caller hears silence until legB is dialled: its statements go first in the
         # pool, before other running callbacks' rows and xDRs (cbserver.db.priority).

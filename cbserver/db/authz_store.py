@@ -117,8 +117,8 @@ def fetch_account_and_entries(db, account_id: str, node: str, codes, session_id:
                                                        list(codes)))
     if not rows:
         return None, [], None
-    *fields, reserved, open_calls, entries = rows[0]
-    account = _account(fields)
+    *fields, reserved, open_calls, entries, fingerprint = rows[0]
+    account = _account([*fields, fingerprint])
     owner = ((account.customer_balance, account.customer_credit_limit) if account.subordinate
              else (account.balance, account.credit_limit))
     return account, [RatingEntry(*e) for e in entries], Balance(*owner, reserved, int(open_calls))
@@ -178,6 +178,43 @@ def reserve(db, *, session_id: str, account: AccountInfo, instance_id: str, deci
     result = yield _reserve_locked(db, session_id=session_id, account=account,
                                    instance_id=instance_id, decide=decide, expiry=expiry)
     return result
+
+
+RESERVE_AGAIN_FN = ("SELECT done FROM cb_reserve_again(%(session)s, %(account)s, %(node)s, "
+                    "%(codes)s::text[], %(fingerprint)s, %(customer)s, %(subordinate)s, %(key)s, "
+                    "%(expiry)s, %(balance)s, %(credit)s, %(reserved)s, %(open)s, %(min_free)s, "
+                    "%(spend)s, %(legs)s::text[], %(amounts)s::numeric[], %(currency)s, "
+                    "%(instance)s, %(lifetime)s)")
+
+
+@defer.inlineCallbacks
+def reserve_again(db, *, session_id: str, account: AccountInfo, node: str, codes,
+                  instance_id: str, decide, balance: Balance, expiry: int = RESERVATION_EXPIRY):
+    """Store ``decide(balance)``'s decision in one round trip if nothing it rests on moved.
+
+    ``account`` (with its ``fingerprint``) and ``balance`` are what an earlier
+    ``fetch_account_and_entries`` read for the same session; ``cb_reserve_again``
+    (sql/functions/55) stores the decision only while the account, its customer, product
+    and rating entries at ``node`` for ``codes`` fingerprint the same, and under the
+    balance's row lock by ``cb_reserve``'s rules. Fires with the decision's result, or with
+    None when nothing was stored (the caller reads everything again).
+    """
+    if account.fingerprint is None:
+        return None
+    result, decision = decide(balance)
+    legs = _legs(decision)
+    rows = yield db.runQuery(RESERVE_AGAIN_FN, {
+        "session": session_id, "account": account.id, "node": node, "codes": list(codes),
+        "fingerprint": account.fingerprint, "customer": account.customer_id,
+        "subordinate": account.subordinate, "key": account.owner_key, "expiry": expiry,
+        "balance": balance.balance, "credit": balance.credit_limit,
+        "reserved": balance.reserved_by_others, "open": balance.open_calls,
+        "min_free": decision.min_free if decision is not None else None,
+        "spend": account.spend_rule,
+        "legs": [leg for leg, _ in legs], "amounts": [amount for _, amount in legs],
+        "currency": decision.currency if decision is not None else "XXX",
+        "instance": instance_id, "lifetime": decision.lifetime if decision is not None else 0})
+    return result if rows and rows[0][0] else None
 
 
 def _reserve_locked(db, *, session_id: str, account: AccountInfo, instance_id: str, decide,

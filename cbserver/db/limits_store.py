@@ -126,6 +126,48 @@ def shared_secret(db, name: str, candidate: bytes):
 
 TAKE_SLOT_FN = "SELECT taken, in_use FROM cb_take_slot(%s, %s, %s, %s, %s, %s)"
 
+# A request's rate-limit check and its account's slot in one round trip (sql/functions/68).
+ADMIT_FN = ("SELECT kind, counted, hits, previous, over, taken, in_use FROM cb_admit("
+            "%(kinds)s::text[], %(keys)s::text[], %(caps)s::float8[], %(peek_kinds)s::text[], "
+            "%(peek_keys)s::text[], %(peek_caps)s::float8[], %(start)s, %(previous)s, "
+            "%(elapsed)s::float8, %(size)s, %(slot)s, %(account)s, %(slot_cap)s, "
+            "%(start_timeout)s, %(node_expiry)s, %(callback)s)")
+
+
+def admit(db, keys, peek_keys, window_start: int, previous_start: int, elapsed: float,
+          caps: dict, claim=None, node_expiry: int = 60) -> defer.Deferred:
+    """``count_and_peek`` and, unless a cap refuses the request, ``take_slot`` for ``claim``,
+    in one statement and one transaction (``cb_admit``).
+
+    ``caps`` gives each counted and peeked kind's cap; ``claim`` (a ``SlotClaim``, or None)
+    the slot to take. Fires with ``(counted, peeked, refused, taken)``: the first two as
+    ``count_and_peek``'s, ``refused`` whether a cap refused (the database's arithmetic is
+    ``sliding_count``'s), ``taken`` whether the slot was taken (None: not tried).
+    """
+    size = window_start - previous_start
+    params = {"start": window_start, "previous": previous_start, "elapsed": float(elapsed),
+              "size": size, "kinds": [k for k, _ in keys], "keys": [v for _, v in keys],
+              "caps": [float(caps[k]) for k, _ in keys],
+              "peek_kinds": [k for k, _ in peek_keys], "peek_keys": [v for _, v in peek_keys],
+              "peek_caps": [float(caps[k]) for k, _ in peek_keys],
+              "slot": claim.slot_id if claim else None, "account": claim.account if claim else None,
+              "slot_cap": claim.cap if claim else 0,
+              "start_timeout": int(claim.start_timeout) if claim else 0,
+              "node_expiry": node_expiry, "callback": claim.callback_id if claim else None}
+
+    def split(rows):
+        counted, peeked = {}, {kind: (0, 0) for kind, _ in peek_keys}
+        refused, taken = False, None
+        for kind, was_counted, hits, prev, over, took, _in_use in rows:
+            if kind is None:
+                taken = took
+            else:
+                (counted if was_counted else peeked)[kind] = (int(hits), int(prev))
+                refused = refused or bool(over)
+        return counted, peeked, refused, taken
+
+    return db.runQuery(ADMIT_FN, params).addCallback(split)
+
 
 def take_slot(db, slot_id: str, account: str, cap: int, start_timeout: int,
               node_expiry: int = 60, callback_id: str | None = None) -> defer.Deferred:
@@ -195,6 +237,12 @@ class ILimitStore(Interface):
     def prune_counters(before):
         """Forget windows that started before ``before``."""
 
+    def admit(keys, peek_keys, window_start, previous_start, elapsed, caps, claim=None):
+        """``count_and_peek``, then ``take_slot(claim)`` only if no cap in ``caps`` refuses
+        (``sliding_count`` at ``elapsed`` seconds into the window): a Deferred
+        ``(counted, peeked, refused, taken)``, ``taken`` None when no slot was tried. One
+        round trip and one transaction in PostgreSQL."""
+
     def take_slot(slot_id, account, cap, start_timeout, callback_id=None):
         """A Deferred ``(taken, in_use)``; takes a slot only while fewer than ``cap`` are live.
 
@@ -247,6 +295,10 @@ class PostgresLimitStore:
     def prune_counters(self, before):
         """See ``ILimitStore``."""
         return prune_counters(self.db, before)
+
+    def admit(self, keys, peek_keys, window_start, previous_start, elapsed, caps, claim=None):
+        """See ``ILimitStore``."""
+        return admit(self.db, keys, peek_keys, window_start, previous_start, elapsed, caps, claim)
 
     def take_slot(self, slot_id, account, cap, start_timeout, callback_id=None):
         """See ``ILimitStore``."""

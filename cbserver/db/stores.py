@@ -283,6 +283,13 @@ class PostgresAuthorizationStore:
                                    instance_id=instance_id, decide=decide, expiry=expiry,
                                    balance=balance)
 
+    def reserve_again(self, *, session_id, account, node, codes, instance_id, decide, expiry,
+                      balance):
+        """See ``IAuthorizationStore``."""
+        return authz_store.reserve_again(self.db, session_id=session_id, account=account,
+                                         node=node, codes=codes, instance_id=instance_id,
+                                         decide=decide, expiry=expiry, balance=balance)
+
     def release(self, session_id):
         """See ``IAuthorizationStore``."""
         return authz_store.release(self.db, session_id)

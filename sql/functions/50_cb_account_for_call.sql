@@ -7,7 +7,9 @@
 -- first_usage and last_usage are "first use or recharge" and "last use or recharge" (sql/033:
 -- least/greatest skip NULLs), which is what authorize.account_refusal and usable_seconds count
 -- from. A function so that its plan is kept per connection: planning this query took twice as
--- long as running it, and it runs twice per callback.
+-- long as running it, and it runs twice per callback. The last column is the account's
+-- cb_account_fingerprint, which legB's re-authorization hands to cb_reserve_again.
+DROP FUNCTION IF EXISTS cb_account_for_call(text, text, integer, text, text[]);
 CREATE OR REPLACE FUNCTION cb_account_for_call(p_account text, p_session text, p_expiry integer,
                                                p_node text, p_codes text[])
 RETURNS TABLE (id text, customer_id integer, product_id integer, account_type text,
@@ -17,7 +19,8 @@ RETURNS TABLE (id text, customer_id integer, product_id integer, account_type te
                first_usage timestamptz, last_usage timestamptz, password_hash text,
                internal boolean, voice boolean, customer_balance_control text,
                customer_balance numeric, customer_credit_limit numeric, customer_currency text,
-               product_currency text, reserved numeric, open_calls bigint, entries json)
+               product_currency text, reserved numeric, open_calls bigint, entries json,
+               fingerprint text)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     k text;
@@ -34,17 +37,15 @@ BEGIN
            a.avail_after_first_use_days, a.avail_after_last_use_days,
            least(a.first_usage, a.first_recharge), greatest(a.last_usage, a.last_recharge),
            a.password_hash, a.internal,
-           EXISTS (SELECT 1 FROM product_services s WHERE s.product_id = a.product_id
-                      AND s.service = 'voice'),
-           c.balance_control, c.balance, c.credit_limit, c.currency::text, p.currency::text,
-           held.amount, held.sessions,
-           (SELECT coalesce(json_agg(json_build_array(e.access_code, e.tariff_id,
-                                                      e.overdraft_protection)), '[]')
-              FROM cb_node_entries(p_node) e
-             WHERE e.product_id = a.product_id AND e.service = 'voice'
-               AND e.access_code = ANY(p_codes))
+           v.voice, c.balance_control, c.balance, c.credit_limit, c.currency::text,
+           p.currency::text, held.amount, held.sessions, en.entries,
+           cb_account_fingerprint(a, c, p, v.voice, en.entries)
       FROM accounts a JOIN customers c ON c.id = a.customer_id
       JOIN products p ON p.id = a.product_id
+     CROSS JOIN LATERAL (
+           SELECT EXISTS (SELECT 1 FROM product_services s WHERE s.product_id = a.product_id
+                             AND s.service = 'voice') AS voice) AS v
+     CROSS JOIN LATERAL (SELECT cb_voice_entries(a.product_id, p_node, p_codes) AS entries) AS en
      CROSS JOIN LATERAL (
            SELECT coalesce(sum(r.amount), 0) AS amount, count(DISTINCT r.session_id) AS sessions
              FROM balance_reservations r

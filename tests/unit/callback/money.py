@@ -85,6 +85,7 @@ class MemoryStore:
         if fail_entry:
             self.entries.append(RatingEntry("CALLBACK_FAIL", 2, acct.overdraft_protection))
         self.held: dict[str, tuple[Decimal, Decimal]] = {}
+        self.again = 0  # legB holds stored by reserve_again (one round trip)
 
     def balance(self) -> Balance:
         a = self.acct
@@ -101,6 +102,23 @@ class MemoryStore:
             auth, decision = decide(self.balance())
             if decision is not None:
                 self.held[session_id] = (decision.amount_a, decision.amount_b)
+            return auth
+        if not self.delay:
+            return defer.maybeDeferred(run)
+        return task.deferLater(self.clock, self.delay, run)
+
+    def reserve_again(self, *, session_id, account, node, codes, instance_id, decide, expiry,
+                      balance):
+        # As cb_reserve_again: the decision made on the earlier figures stands only while
+        # they are still the balance's (then it is the one a fresh read would make).
+        def run():
+            if balance != self.balance() or account != self.acct.info():
+                return None
+            auth, decision = decide(balance)
+            self.held.pop(session_id, None)
+            if decision is not None:
+                self.held[session_id] = (decision.amount_a, decision.amount_b)
+            self.again += 1
             return auth
         if not self.delay:
             return defer.maybeDeferred(run)

@@ -35,6 +35,8 @@ def _issue_call(ring_b: float):
     m.ua.calls[0].answer()
     m.clock.advance(1.2)  # legB's re-authorization answers
     assert m.session.auth.max_seconds == 48  # the server's figure in the issue
+    # Decided on what legA's authorization read, stored in one round trip (reserve_again).
+    assert m.store.again == 1
     m.clock.advance(ring_b)
     m.ua.calls[1].answer()
     m.run([0.03], lambda _: None)

@@ -41,6 +41,24 @@ class MemoryLimitStore:
         return d.addCallback(lambda counted: self.peek_hits(peek_keys, window_start, previous_start)
                              .addCallback(lambda peeked: (counted, peeked)))
 
+    def admit(self, keys, peek_keys, window_start, previous_start, elapsed, caps, claim=None):
+        # The limiter's own arithmetic decides here; the PostgreSQL store is tested against it.
+        from cbserver.callback.admission import sliding_count
+
+        size = window_start - previous_start
+
+        def decide(both):
+            counted, peeked = both
+            refused = any(sliding_count(*counted[k], elapsed, size) > caps[k] for k, _ in keys) or any(
+                sliding_count(*peeked[k], elapsed, size) + 1 > caps[k] for k, _ in peek_keys)
+            if refused or claim is None:
+                return defer.succeed((counted, peeked, refused, None))
+            d = self.take_slot(claim.slot_id, claim.account, claim.cap, claim.start_timeout,
+                               claim.callback_id)
+            return d.addCallback(lambda r: (counted, peeked, False, r[0]))
+
+        return self.count_and_peek(keys, peek_keys, window_start, previous_start).addCallback(decide)
+
     def refund_hits(self, keys, window_start):
         for kind, key in keys:
             k = (kind, key, window_start)
