@@ -10,9 +10,11 @@ collection, and a middle one (every 10 young) over 85,000 objects for 80-140 ms
 (docs/bench-callbacks.md, "Steady state"). The cost of a collection follows the time since the
 last one, not the threshold.
 
-So the reactor runs them: a young collection every ``interval`` (100 ms: a tenth of the
-survivors, a few ms each), a middle one every ``middle_every`` of those, each between two
-reactor steps rather than inside whatever allocation crossed the threshold. The automatic
+So the reactor runs them: a young collection every ``interval`` (100 ms: a few ms each), a
+middle one every ``middle_every`` ticks (500 ms: it visits what survived the young ones since,
+and its pause follows that interval), each between two reactor steps rather than inside
+whatever allocation crossed the threshold. Each object that outlives a tick is visited once
+young and once middle-aged, then leaves for the old generation. The automatic
 collector stays on with ``BACKSTOP`` thresholds for a burst between two ticks (a young count
 this one never reaches while the reactor turns). A full collection visits every object of the
 calls in progress (100-240 ms of CPU) and the code leaves no cycle behind
@@ -26,7 +28,7 @@ import gc
 
 # Automatic thresholds while the pacer runs: young 50,000 net allocations between two ticks
 # (a burst: a tariff loaded, a flood), the middle generation every 20 young collections (the
-# pacer's own keep its count under 10), a full collection only after 1,000 middle ones.
+# pacer's own keep its count under 5), a full collection only after 1,000 middle ones.
 BACKSTOP = (50000, 20, 1000)
 
 
@@ -37,7 +39,7 @@ class CollectorPacer:
     ``stop`` cancels the tick and restores the thresholds found at ``start``.
     """
 
-    def __init__(self, clock, interval: float = 0.1, middle_every: int = 10,
+    def __init__(self, clock, interval: float = 0.1, middle_every: int = 5,
                  full_every: float = 1800.0, collect=gc.collect):
         self.clock = clock
         self.interval = interval
