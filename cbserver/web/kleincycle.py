@@ -51,6 +51,14 @@ class _Chained(Deferred):
             forget_self_references(errback)
         return result
 
+    def forget_at_end(self, _finished) -> None:
+        """The request finished: forget the loops once the rest of the chain has run.
+
+        Returns None, not this Deferred, so the request's ``notifyFinish`` chain does not
+        wait on (and take the result of) Klein's chain.
+        """
+        self.addBoth(self.forget)
+
 
 class CycleFreeKlein(Klein):
     """``Klein`` whose endpoints' results go through ``_Chained`` (see the module docstring)."""
@@ -62,5 +70,5 @@ class CycleFreeKlein(Klein):
         result.chainDeferred(out)
         # When the request finishes, the rest of Klein's chain is still to run (the callback
         # that finished it is on it): forget the loops after that, at the chain's end.
-        request.notifyFinish().addBoth(lambda _: out.addBoth(out.forget))
+        request.notifyFinish().addBoth(out.forget_at_end)
         return out
