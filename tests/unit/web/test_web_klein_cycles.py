@@ -16,8 +16,11 @@ import pytest
 from klein import Klein
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.web.server import Request
+from twisted.python.failure import Failure
+from twisted.web.server import Request, Site
+from twisted.web.test.requesthelper import DummyChannel
 
 from cbserver.web.kleincycle import CycleFreeKlein, forget_self_references
 
@@ -127,3 +130,29 @@ def test_forget_self_references_empties_only_the_loop():
     forget_self_references(recursive)
     cells = {c.cell_contents is kept for c in recursive.__closure__}
     assert cells == {True, False} and recursive(0) is kept
+
+
+def disconnect_while_pending(klein_class) -> list:
+    """A client goes away while the endpoint's Deferred waits; what its canceller saw."""
+    app = klein_class()
+    cancelled: list = []
+
+    @app.route("/later")
+    def later(request):
+        return Deferred(lambda _: cancelled.append("cancelled"))
+
+    channel = DummyChannel()
+    channel.site = Site(app.resource())
+    request = Request(channel)
+    request.site = channel.site
+    request.gotLength(0)
+    request.requestReceived(b"GET", b"/later", b"HTTP/1.1")
+    request.connectionLost(Failure(ConnectionDone()))
+    return cancelled
+
+
+def test_client_gone_cancels_the_endpoint_and_leaves_no_cycle(saving_collector):
+    assert disconnect_while_pending(CycleFreeKlein) == ["cancelled"]
+    assert requests_in_cycles() == 0
+    assert disconnect_while_pending(Klein) == ["cancelled"]
+    assert requests_in_cycles() == 1
