@@ -53,6 +53,7 @@ from cbserver.db.stores import PostgresAuthorizationStore, PostgresCatalogStore,
 from cbserver.db.sync import connect_sync
 from cbserver.db.tariff_loader import TariffCache
 from cbserver.errors import DatabaseUnavailable
+from cbserver.gcpacer import CollectorPacer
 from cbserver.logs import Logger
 from cbserver.media.clock import MediaClock
 from cbserver.media.ports import PortPool
@@ -62,6 +63,7 @@ from cbserver.sip.ua import UAConfig
 from cbserver.web.admin import AdminApp
 from cbserver.web.app import WebApp
 from cbserver.web.callback_pages import build_callback_web
+from cbserver.web.contenttype import cache_content_type_parse
 from cbserver.web.hosts import page_address_mismatch
 from cbserver.web.metrics import GcPauseProbe, Metrics, StallProbe
 from cbserver.web.tls import EndpointService
@@ -226,15 +228,10 @@ class DatabaseGated(service.MultiService):
         return super().stopService()
 
 
-# gc.set_threshold once the process is ready: young collections every 10,000 net allocations,
-# the middle generation every 10 of those, a full collection every 100 middle ones (and, as
-# CPython does, only when the old generation grew by a quarter since the last one). Each
-# collection visits the objects of the calls in progress that it holds: (50000, 50, 100) let
-# the young generation reach hundreds of thousands of objects (up to 210 ms of CPU per
-# collection), (2000, 10, 10) kept each short but spent 13 % of the server's CPU collecting
-# and ran a full collection (130-240 ms of CPU) every 30-40 s at 60 callbacks/s; figures in
-# docs/bench-callbacks.md. The code leaves no cycles behind, so rare full collections find
-# little.
+# gc.set_threshold for tools that tune the collector without the reactor's pacer
+# (bench/bench_sip_calls.py, bench/bench_rate_deck.py). The server itself paces collections
+# from the reactor (cbserver/gcpacer.py: why a threshold alone left young collections of
+# 20-95 ms at a steady rate); figures in docs/bench-callbacks.md, "Steady state".
 GC_THRESHOLDS = (10000, 10, 100)
 
 
@@ -288,6 +285,7 @@ class CallbackServer(service.MultiService):
         self.metrics = Metrics(spool_depth=lambda: float(self.xdr.spool.depth))
         recovery_store = PostgresRecoveryStore(self.db)
         self.gc_probe = GcPauseProbe(self.metrics)
+        self.gc_pacer = CollectorPacer(reactor)
         self.stall_probe = StallProbe(self.metrics, reactor)
         self.callbacks = CallbackService(cfg, self.db, self.authorizers, self.xdr, self.sip,
                                          MediaFactory(self.media_env), reactor, self.metrics,
@@ -414,9 +412,10 @@ class CallbackServer(service.MultiService):
         # collector's view (with default settings and no freeze a third of the SIP stack's
         # CPU went to the collector, bench/bench_sip_calls.py --gc-tune). A callback leaves no
         # cycle behind (test_callback_no_garbage), so a collection visits the work in
-        # progress; GC_THRESHOLDS says how often.
+        # progress; the pacer runs short collections between reactor steps (gcpacer.py).
         gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
+        cache_content_type_parse()
+        self.gc_pacer.start()
         self.gc_probe.install()
         self.stall_probe.start()
         self.log.info("cbserver ready: node={node}", node=self.cfg.server.node)
@@ -446,6 +445,7 @@ class CallbackServer(service.MultiService):
         except defer.TimeoutError:
             self.log.warn("calls did not end within the grace period")
         self.stall_probe.stop()
+        self.gc_pacer.stop()
         self.gc_probe.uninstall()
         yield super().stopService()
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from klein import Klein
 from twisted.internet import defer
 from twisted.web.resource import Resource
 
@@ -24,6 +23,7 @@ from cbserver.db.pool import IDatabase
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
 from cbserver.web.callback_api import CallbackApi
+from cbserver.web.kleincycle import CycleFreeKlein as Klein
 from cbserver.web.limits import in_networks
 from cbserver.web.responses import json_response
 

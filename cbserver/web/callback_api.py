@@ -19,11 +19,11 @@ import functools
 from pathlib import Path
 from urllib.parse import quote
 
-from klein import Klein
 from twisted.internet import defer
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from cbserver.web.api import InvalidInput, error_response, parse_json_body
+from cbserver.web.kleincycle import CycleFreeKlein as Klein
 from cbserver.web.responses import json_response
 
 HERE = Path(__file__).resolve().parent

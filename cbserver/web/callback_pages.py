@@ -30,7 +30,6 @@ import ipaddress
 from pathlib import Path
 from urllib.parse import parse_qsl, quote
 
-from klein import Klein
 from twisted.internet import defer
 from twisted.web.pages import notFound
 from werkzeug.exceptions import HTTPException
@@ -42,6 +41,7 @@ from cbserver.web.api import CallbackGateway, InvalidInput, error_response
 from cbserver.web.app import site_resource
 from cbserver.web.csrf import CsrfGuard, SharedSecretService
 from cbserver.web.hosts import HostTable, request_host
+from cbserver.web.kleincycle import CycleFreeKlein as Klein
 from cbserver.web.limits import (
     address_allowed,
     client_address,
