@@ -726,11 +726,15 @@ def idle_cpu(name: str, pid: int, seconds: float = 5.0) -> None:
 
 
 def ramp(name: str, system, rates: list[float], duration: float, pause: float,
-         retries: int) -> tuple[Step | None, Step | None]:
+         retries: int, max_post_p99: float = 0.0) -> tuple[Step | None, Step | None]:
     """Step the rate up; (highest step with zero failures, the first step that failed).
 
     A failed step is run again up to ``retries`` times (the machine is shared and noisy); every
-    attempt is printed, and the rate counts only if an attempt had no failure at all.
+    attempt is printed, and the rate counts only if an attempt had no failure at all. With
+    ``max_post_p99`` (seconds; 0: off) a step whose POST p99 is longer also fails: requests
+    queued behind a server that is not keeping up still complete within a short step and its
+    drain window, but the queue grows for as long as the rate lasts (a longer step, or a
+    steady run, fails them), so such a rate is not sustained.
     """
     idle_cpu(name, system.proc.pid)
     best = None
@@ -740,6 +744,10 @@ def ramp(name: str, system, rates: list[float], duration: float, pause: float,
             res = system.step(rate, duration, first)
             first += res.attempted
             ok = not res.failed and res.completed == res.attempted
+            if ok and max_post_p99 and res.latency_p99 > max_post_p99:
+                ok = False
+                res.note = (f"POST p99 {1000 * res.latency_p99:.0f} ms > "
+                            f"{1000 * max_post_p99:.0f} ms: requests queue, not sustained")
             print(res.line(name) + ("" if ok else f" [attempt {attempt + 1} failed]"), flush=True)
             time.sleep(pause)
             if ok:
@@ -808,6 +816,8 @@ def table(cb: tuple | None, sp: tuple | None, args) -> str:
     def above(s):
         if s is None:
             return "none (top of the ramp reached)"
+        if not s.failed and s.note:
+            return f"at {s.rate:g}/s: {s.note}"
         return f"{s.failed} of {s.attempted} at {s.rate:g}/s: {s.failures}"
 
     lines = ["", "| system | sustained calls/s, zero failures | CPU ms per call (server core) "
@@ -861,6 +871,8 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=20.0, help="seconds of load per step")
     p.add_argument("--hold-ms", type=int, default=2000, help="how long answered calls last")
     p.add_argument("--drain", type=float, default=15.0, help="extra seconds allowed to finish")
+    p.add_argument("--max-post-p99", type=float, default=1.0, metavar="SECONDS",
+                   help="a cbserver step whose POST p99 is longer is not sustained (0: off)")
     p.add_argument("--pause", type=float, default=3.0, help="seconds between steps")
     p.add_argument("--retries", type=int, default=1,
                    help="run a failed step again this many times before calling the rate failed")
@@ -930,7 +942,8 @@ def main(argv=None) -> int:
             server = CbServer(args, work)
             try:
                 server.start()
-                cb_res = ramp("cbserver", server, rates, args.duration, args.pause, args.retries)
+                cb_res = ramp("cbserver", server, rates, args.duration, args.pause, args.retries,
+                              args.max_post_p99)
             finally:
                 server.stop()
         if args.only in (None, "sippy"):

@@ -84,11 +84,12 @@ class Recorder:
         return 0
 
 
-def test_schedule_young_middle_full_and_stop_restores_thresholds():
+def test_schedule_young_middle_and_stop_restores_thresholds():
     clock = Clock()
     saved = gc.get_threshold()
     collect = Recorder()
-    pacer = CollectorPacer(clock, interval=0.1, middle_every=10, full_every=60.0, collect=collect)
+    pacer = CollectorPacer(clock, interval=0.1, middle_every=10, collect=collect,
+                           old_size=lambda: 0)
     pacer.start()
     pacer.start()                       # idempotent: still one tick chain
     try:
@@ -98,11 +99,61 @@ def test_schedule_young_middle_full_and_stop_restores_thresholds():
         assert collect.generations == [0] * 9 + [1]
         for _ in range(590):
             clock.advance(0.1)
-        assert collect.generations.count(2) == 1 and collect.generations[-1] == 2
-        assert collect.generations.count(1) == 59
+        assert 2 not in collect.generations     # nothing in the old generation: no full one
+        assert collect.generations.count(1) == 60
     finally:
         pacer.stop()
     assert gc.get_threshold() == saved
     assert not clock.getDelayedCalls()
     clock.advance(10)
     assert len(collect.generations) == 600
+
+
+def test_full_collection_only_when_the_old_generation_grew_past_floor_and_reference():
+    """Steady old generation: no full collection; growth by a quarter past the floor: one,
+    and the size after it is the new reference; checks only every check_every seconds."""
+    clock = Clock()
+    collect = Recorder()
+    sizes = {"now": 100_000}
+
+    def old_size():
+        return sizes["now"]
+
+    def collect_and_free(generation):
+        collect(generation)
+        if generation == 2:
+            sizes["now"] = sizes["after"]
+        return 0
+
+    pacer = CollectorPacer(clock, interval=0.1, middle_every=5, check_every=30.0,
+                           full_floor=250_000, collect=collect_and_free, old_size=old_size)
+    pacer.start()
+    try:
+        def run(seconds):
+            for _ in range(int(round(seconds / 0.1))):
+                clock.advance(0.1)
+
+        run(120)                                 # under the floor: never
+        assert collect.generations.count(2) == 0
+        sizes["now"], sizes["after"] = 400_000, 300_000
+        due = pacer.next_check
+        while clock.seconds() < due - 0.15:
+            clock.advance(0.1)
+        assert collect.generations.count(2) == 0  # not before the next check (every 30 s)
+        run(0.3)
+        assert collect.generations.count(2) == 1 and pacer.reference == 300_000
+        run(300)                                 # steady at 300,000 = the reference: no more
+        assert collect.generations.count(2) == 1
+        sizes["now"], sizes["after"] = 370_000, 300_000   # +23 %: under a quarter
+        run(60)
+        assert collect.generations.count(2) == 1
+        sizes["now"] = 380_000                   # +27 %: collected
+        run(31)
+        assert collect.generations.count(2) == 2 and pacer.full_collections == 2
+    finally:
+        pacer.stop()
+
+
+def test_the_default_count_is_the_old_generation():
+    pacer = CollectorPacer(Clock())
+    assert pacer.old_size() == len(gc.get_objects(2))
