@@ -160,17 +160,8 @@ def reserve(db, *, session_id: str, account: AccountInfo, instance_id: str, deci
     """
     for _attempt in range(OPTIMISTIC_ATTEMPTS if balance is not None else 0):
         result, decision = decide(balance)
-        legs = _legs(decision)
-        rows = yield db.runQuery(RESERVE_FN, {
-            "session": session_id, "account": account.id, "customer": account.customer_id,
-            "subordinate": account.subordinate, "key": account.owner_key, "expiry": expiry,
-            "balance": balance.balance, "credit": balance.credit_limit,
-            "reserved": balance.reserved_by_others, "open": balance.open_calls,
-            "min_free": decision.min_free if decision is not None else None,
-            "spend": account.spend_rule,
-            "legs": [leg for leg, _ in legs], "amounts": [amount for _, amount in legs],
-            "currency": decision.currency if decision is not None else "XXX",
-            "instance": instance_id, "lifetime": decision.lifetime if decision is not None else 0})
+        rows = yield db.runQuery(RESERVE_FN, _reserve_params(
+            session_id, account, balance, decision, instance_id, expiry))
         done, bal, credit, reserved, open_calls = rows[0]
         if done:
             return result
@@ -178,6 +169,22 @@ def reserve(db, *, session_id: str, account: AccountInfo, instance_id: str, deci
     result = yield _reserve_locked(db, session_id=session_id, account=account,
                                    instance_id=instance_id, decide=decide, expiry=expiry)
     return result
+
+
+def _reserve_params(session_id: str, account: AccountInfo, balance: Balance, decision,
+                    instance_id: str, expiry: int) -> dict:
+    """cb_reserve's named parameters (cb_reserve_again adds node, codes and fingerprint)."""
+    legs = _legs(decision)
+    return {
+        "session": session_id, "account": account.id, "customer": account.customer_id,
+        "subordinate": account.subordinate, "key": account.owner_key, "expiry": expiry,
+        "balance": balance.balance, "credit": balance.credit_limit,
+        "reserved": balance.reserved_by_others, "open": balance.open_calls,
+        "min_free": decision.min_free if decision is not None else None,
+        "spend": account.spend_rule,
+        "legs": [leg for leg, _ in legs], "amounts": [amount for _, amount in legs],
+        "currency": decision.currency if decision is not None else "XXX",
+        "instance": instance_id, "lifetime": decision.lifetime if decision is not None else 0}
 
 
 RESERVE_AGAIN_FN = ("SELECT done FROM cb_reserve_again(%(session)s, %(account)s, %(node)s, "
@@ -202,18 +209,9 @@ def reserve_again(db, *, session_id: str, account: AccountInfo, node: str, codes
     if account.fingerprint is None:
         return None
     result, decision = decide(balance)
-    legs = _legs(decision)
-    rows = yield db.runQuery(RESERVE_AGAIN_FN, {
-        "session": session_id, "account": account.id, "node": node, "codes": list(codes),
-        "fingerprint": account.fingerprint, "customer": account.customer_id,
-        "subordinate": account.subordinate, "key": account.owner_key, "expiry": expiry,
-        "balance": balance.balance, "credit": balance.credit_limit,
-        "reserved": balance.reserved_by_others, "open": balance.open_calls,
-        "min_free": decision.min_free if decision is not None else None,
-        "spend": account.spend_rule,
-        "legs": [leg for leg, _ in legs], "amounts": [amount for _, amount in legs],
-        "currency": decision.currency if decision is not None else "XXX",
-        "instance": instance_id, "lifetime": decision.lifetime if decision is not None else 0})
+    params = _reserve_params(session_id, account, balance, decision, instance_id, expiry)
+    params.update(node=node, codes=list(codes), fingerprint=account.fingerprint)
+    rows = yield db.runQuery(RESERVE_AGAIN_FN, params)
     return result if rows and rows[0][0] else None
 
 

@@ -24,6 +24,7 @@ from cbserver.callback.session import CallbackSession, SessionContext
 from cbserver.media.ports import PortPool
 from cbserver.media.session import RtpSession
 from cbserver.sip.ua import UserAgent
+from tests.support.collector import saving_collector as collector_held
 from tests.unit.callback.fakes import FakeAuthorizer, FakeMedia, FakeRecorder, Request, app
 from tests.unit.media.fakes import FakeReactor
 from tests.unit.sip_ua.fakes import FakeTransport
@@ -34,25 +35,9 @@ CALLBACKS = 5
 
 @pytest.fixture
 def collector():
-    """The collector paused, emptied, and saving everything it finds; restored after.
-
-    Every object alive before the test is held until it ends, so what earlier tests leave
-    behind (and release while this one runs) is never counted against it.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    gc.collect()
-    gc.garbage.clear()
-    held = gc.get_objects()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
+    """The collector paused, emptied and saving what it finds (tests.support.collector)."""
+    with collector_held():
         yield
-    finally:
-        del held
-        gc.set_debug(0)
-        gc.garbage.clear()
-        if was_enabled:
-            gc.enable()
 
 
 def project_garbage() -> Counter:

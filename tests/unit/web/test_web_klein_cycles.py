@@ -23,6 +23,7 @@ from twisted.web.server import Request, Site
 from twisted.web.test.requesthelper import DummyChannel
 
 from cbserver.web.kleincycle import CycleFreeKlein, forget_self_references
+from tests.support.collector import saving_collector as collector_held
 
 REQUESTS = 5
 
@@ -63,21 +64,9 @@ def build(klein_class, clock: Clock):
 
 @pytest.fixture
 def saving_collector():
-    """The collector paused, emptied and saving what it finds; restored after."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    gc.collect()
-    gc.garbage.clear()
-    held = gc.get_objects()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
+    """The collector paused, emptied and saving what it finds (tests.support.collector)."""
+    with collector_held():
         yield
-    finally:
-        del held
-        gc.set_debug(0)
-        gc.garbage.clear()
-        if was_enabled:
-            gc.enable()
 
 
 def run_requests(klein_class) -> list[int]:
