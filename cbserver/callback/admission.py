@@ -285,8 +285,7 @@ class RateLimiter:
 
     def _raise_over(self, counted, elapsed: float, size: int) -> None:
         """Fail with ``RateLimited`` for the first counter over its cap."""
-        caps = {"client": self.limits.per_client, "phone": self.limits.per_phone,
-                "account": self.limits.per_account}
+        caps = self._caps()
         for kind, hits, previous in counted:
             if sliding_count(hits, previous, elapsed, size) > caps[kind]:
                 raise RateLimited(kind, retry_after(hits, previous, caps[kind], elapsed, size))
