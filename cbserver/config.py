@@ -352,7 +352,8 @@ class WebConfig:
                                                   "web endpoint")
     request_timeout: float = setting(15.0, check=_positive,
                                      doc="seconds a connection has to send a whole request "
-                                         "(headers and body) from its opening or its last answer")
+                                         "(headers and body) from its opening or its last answer; "
+                                         "an idle keep-alive connection is closed then")
 
     def validate(self) -> None:
         """Check cross-field rules."""

@@ -15,8 +15,14 @@ failed for everyone (issue 14 item 7). Four things keep the server answering:
   The total is also bounded by what the process can spare: ``DescriptorBudget`` keeps a
   reserve of descriptors for RTP sockets, database connections and files.
 * ``LimitedFactory``'s ``deadline``: a connection must deliver what it owes (for HTTP, a whole
-  request, headers and body) within that many seconds of opening or of its previous answer;
-  otherwise it is aborted. Dripping bytes does not extend it (a slow-loris client).
+  request, headers and body) within that many seconds of opening or of its previous answer.
+  Dripping bytes does not extend it (a slow-loris client): a connection that started a request
+  and did not finish it in time is aborted (RST). One that sent no byte of a next request
+  is an idle keep-alive connection, and is closed gracefully instead (FIN, TLS close_notify),
+  and every byte arriving after that decision is dropped unread, so a request racing the
+  close is provably never acted on and the client may send it again on a new connection
+  (RFC 9112 9.3.1 and 9.6). Answers carry ``Keep-Alive: timeout=N`` so that clients stop
+  reusing a connection before the server closes it.
 * ``idle_timeout``: a connection that sends nothing for that long is closed (SIP over TCP;
   any byte, a CRLF keep-alive of RFC 5626 4.4.1 too, counts).
 """
@@ -35,6 +41,10 @@ from zope.interface import implementer
 from cbserver.logs import Logger
 
 log = Logger()
+
+#: Seconds a gracefully closed connection may take to flush what it still has to send (a
+#: client that stopped reading); then it is aborted, so a descriptor is never held forever.
+CLOSE_GRACE = 5.0
 
 #: Descriptors kept free besides RTP and the database pool: listening sockets, the log, the
 #: xDR spool, templates and prompts being read, TLS files, a DNS lookup.
@@ -162,6 +172,8 @@ class LimitedProtocol(ProtocolWrapper):
         self.host = host
         self._deadline = None
         self._idle = None
+        self._owing = False   # a byte of the request the deadline waits for has arrived
+        self._closing = None  # the abort that follows a graceful close, once decided
 
     def makeConnection(self, transport) -> None:  # noqa: N802 - Twisted API
         """Start the clocks, then let the wrapped protocol see the connection."""
@@ -170,7 +182,13 @@ class LimitedProtocol(ProtocolWrapper):
         super().makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
-        """Bytes arrived: only the idle clock restarts (the deadline does not)."""
+        """Bytes arrived: only the idle clock restarts (the deadline does not). After a graceful
+        close was decided they are dropped: the wrapped protocol never sees a request that
+        raced the close, so its client can safely send it again."""
+        if self._closing is not None:
+            return
+        if data:
+            self._owing = True
         self._touch()
         super().dataReceived(data)
 
@@ -183,7 +201,12 @@ class LimitedProtocol(ProtocolWrapper):
     def answered(self) -> None:
         """An answer went out: the next request is owed within the deadline again."""
         if self.connected:
+            self._owing = False
             self._start_deadline()
+
+    def keep_alive_timeout(self) -> float:
+        """Seconds an idle keep-alive connection stays open after an answer (0: no limit)."""
+        return self.factory.deadline or 0.0
 
     def _start_deadline(self) -> None:
         seconds = self.factory.deadline
@@ -202,12 +225,38 @@ class LimitedProtocol(ProtocolWrapper):
             self._idle = self.factory.clock.callLater(seconds, self._expired, "idle")
 
     def _expired(self, which: str) -> None:
+        if which == "deadline" and not self._owing:
+            # Nothing of a next request arrived: an idle keep-alive connection (or one that
+            # never spoke), not a slow-loris. Close it the polite way.
+            which = "keep-alive"
+            self.factory.expired[which] = self.factory.expired.get(which, 0) + 1
+            self.close_gracefully()
+            return
         self.factory.expired[which] = self.factory.expired.get(which, 0) + 1
         self.abort()
+
+    def close_gracefully(self) -> None:
+        """Close after what is queued is sent (FIN); abort if that takes over ``CLOSE_GRACE``."""
+        if self._closing is not None:
+            return
+        self._stop_clocks()
+        self._closing = self.factory.clock.callLater(CLOSE_GRACE, self.abort)
+        if self.transport is None:
+            return
+        # An HTTP channel registers itself as its transport's producer for good, and TLS
+        # holds a close back until the producer goes (as HTTPChannel.loseConnection does, but
+        # the site's protocol is a proxy without it): unregister it first. Idle, nothing
+        # more is produced.
+        try:
+            self.transport.unregisterProducer()
+        except RuntimeError:  # none registered; only some transports (test doubles) complain
+            pass
+        self.transport.loseConnection()
 
     def abort(self) -> None:
         """Close now (a deadline passed, or evicted for a new client)."""
         self._stop_clocks()
+        self._stop_closing()
         if self.transport is not None:
             self.transport.abortConnection()
 
@@ -217,9 +266,14 @@ class LimitedProtocol(ProtocolWrapper):
                 call.cancel()
         self._deadline = self._idle = None
 
+    def _stop_closing(self) -> None:
+        if self._closing is not None and self._closing.active():
+            self._closing.cancel()
+
     def connectionLost(self, reason) -> None:  # noqa: N802 - Twisted API
         """Stop the clocks and give the slot back."""
         self._stop_clocks()
+        self._stop_closing()
         self.factory.limiter.remove(self)
         super().connectionLost(reason)
 
@@ -282,9 +336,17 @@ class DeadlineRequest(Request):
 
     def requestReceived(self, command, path, version):  # noqa: N802 - Twisted API
         """Headers and body are in: stop the connection's deadline, then handle it."""
-        hook = getattr(getattr(self.channel, "transport", None), "request_received", None)
+        transport = getattr(self.channel, "transport", None)
+        hook = getattr(transport, "request_received", None)
         if hook is not None:
             hook()
+        # How long the connection may then sit idle before the server closes it, for clients
+        # that reuse connections (the Keep-Alive header, RFC 2068 19.7.1.1, as browsers and
+        # HTTP libraries read it): one that knows stops reusing it in time.
+        keep_alive = getattr(transport, "keep_alive_timeout", None)
+        seconds = int(keep_alive()) if keep_alive is not None else 0
+        if seconds > 0:
+            self.responseHeaders.setRawHeaders(b"keep-alive", [b"timeout=%d" % seconds])
         # Twisted reads every POST's Content-Type through the email package (a tenth of a
         # millisecond, 2 % of the server's CPU per callback) only to find form bodies; the
         # callback API takes JSON. A Content-Type without "form" in it cannot name a form

@@ -92,10 +92,38 @@ def test_the_deadline_is_not_extended_by_dripping_and_restarts_after_an_answer()
     clock.advance(60)  # handling a request takes what it takes
     assert not t.disconnected
     proto.answered()
+    proto.dataReceived(b"GET / HT")  # the next request started, and stalls
     clock.advance(9)
     assert not t.disconnected
     clock.advance(2)
+    assert t.disconnected and f.expired == {"deadline": 2}
+
+
+def test_an_idle_keep_alive_connection_is_closed_gracefully_and_drops_a_racing_request():
+    f, clock = factory(deadline=10.0)
+    proto, t = connect(f, "127.0.0.2")
+    proto.dataReceived(b"one")
+    proto.request_received()
+    proto.answered()
+    assert proto.keep_alive_timeout() == 10.0
+    t.clear()
+    clock.advance(10.5)  # nothing of a next request arrived: FIN, not RST
+    assert t.disconnecting and not t.disconnected and f.expired == {"keep-alive": 1}
+    proto.dataReceived(b"POST /api/v1/callbacks")  # raced the close: never reaches the app
+    assert t.value() == b""
+    clock.advance(connlimit.CLOSE_GRACE + 0.1)  # the client never read: aborted in the end
     assert t.disconnected
+    lose(proto)
+    assert clock.getDelayedCalls() == [] and f.limiter.total == 0
+
+
+def test_a_connection_that_never_speaks_is_closed_gracefully_and_closed_means_no_abort():
+    f, clock = factory(deadline=10.0)
+    proto, t = connect(f, "127.0.0.2")
+    clock.advance(10.5)
+    assert t.disconnecting and not t.disconnected
+    lose(proto)  # the close completed: the fallback abort is cancelled
+    assert clock.getDelayedCalls() == [] and not t.disconnected
 
 
 def test_idle_timeout_restarts_on_every_byte():
