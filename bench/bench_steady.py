@@ -40,6 +40,8 @@ from bench_callbacks import (  # noqa: E402 - run as a script beside it
     EXPECTED_CAUSES,
     ROOT,
     CbServer,
+    cpu_seconds,
+    machine_busy_seconds,
     pin,
     quantile,
     stop_all,
@@ -82,6 +84,9 @@ class Sample:
     stall_bucket: str           # the interval's worst stall, as a histogram bucket
     stall_max: float            # longest stall since start
     cpu: float                  # share of its core the server used in the interval
+    machine: float = 0.0        # share of the whole machine (every core) busy in the interval
+    pg_cpu: float = 0.0         # share of a core PostgreSQL (every process of it) used
+    vacuumed: tuple[str, ...] = ()  # tables autovacuum or autoanalyze finished in the interval
 
 
 @dataclass
@@ -97,6 +102,37 @@ class Minute:
         self.failures[why] = self.failures.get(why, 0) + 1
 
 
+def postmaster_pid(server: CbServer) -> int:
+    """The PostgreSQL postmaster behind the server's database (a backend's parent)."""
+    backend = server.backend_pids()[0]
+    return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def pg_cluster_cpu(postmaster: int) -> float:
+    """CPU seconds of the whole PostgreSQL cluster so far: the postmaster, its live children
+    (backends, autovacuum, checkpointer, WAL writer) and the children that already exited."""
+    fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+    total = sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    for pid in children:
+        try:
+            total += cpu_seconds(int(pid))
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # exited meanwhile: its time is in the postmaster's children's time next read
+    return total
+
+
+def vacuum_counts(dsn: str) -> dict[str, int]:
+    """Autovacuum plus autoanalyze runs finished so far, per table of the server's database."""
+    import psycopg2
+
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT relname, autovacuum_count + autoanalyze_count FROM pg_stat_user_tables")
+        counts = dict(cur.fetchall())
+    conn.close()
+    return counts
+
+
 class Sampler:
     """Reads RSS and ``/metrics`` of the server every ``interval`` seconds (a thread)."""
 
@@ -107,7 +143,10 @@ class Sampler:
         self.stopping = threading.Event()
         self.t0 = time.monotonic()
         self.last = self.read()
-        self.last_cpu = (time.monotonic(), self.cpu())
+        self.postmaster = postmaster_pid(server)
+        self.last_cpu = (time.monotonic(), self.cpu(), machine_busy_seconds(),
+                         pg_cluster_cpu(self.postmaster))
+        self.last_vacuums = vacuum_counts(server.dsn)
 
     def cpu(self) -> float:
         """The server's CPU seconds so far."""
@@ -128,9 +167,13 @@ class Sampler:
         """One sample: the interval since the previous one."""
         now = self.read()
         prev, self.last = self.last, now
-        t, cpu = time.monotonic(), self.cpu()
-        t_prev, cpu_prev = self.last_cpu
-        self.last_cpu = (t, cpu)
+        t, cpu, busy, pg = (time.monotonic(), self.cpu(), machine_busy_seconds(),
+                            pg_cluster_cpu(self.postmaster))
+        t_prev, cpu_prev, busy_prev, pg_prev = self.last_cpu
+        self.last_cpu = (t, cpu, busy, pg)
+        vacuums = vacuum_counts(self.server.dsn)
+        vacuumed = tuple(sorted(k for k, v in vacuums.items() if v > self.last_vacuums.get(k, 0)))
+        self.last_vacuums = vacuums
 
         def diff(name, labels=""):
             return now.get((name, labels), 0.0) - prev.get((name, labels), 0.0)
@@ -153,7 +196,9 @@ class Sampler:
                         gen2_max=now.get(("cbserver_gc_pause_max_seconds", gen2), 0.0),
                         stalls_over=int(over), stall_bucket=worst,
                         stall_max=now.get(("cbserver_reactor_stall_max_seconds", ""), 0.0),
-                        cpu=(cpu - cpu_prev) / max(1e-9, t - t_prev))
+                        cpu=(cpu - cpu_prev) / max(1e-9, t - t_prev),
+                        machine=(busy - busy_prev) / max(1e-9, t - t_prev) / (os.cpu_count() or 1),
+                        pg_cpu=(pg - pg_prev) / max(1e-9, t - t_prev), vacuumed=vacuumed)
         self.samples.append(sample)
         return sample
 
@@ -162,10 +207,12 @@ class Sampler:
         while not self.stopping.wait(self.interval):
             try:
                 s = self.take()
-            except OSError as e:
-                print(f"sample failed: {e}", flush=True)
+            except Exception as e:  # noqa: BLE001 - a failed sample is reported, the run goes on
+                print(f"sample failed: {type(e).__name__}: {e}", flush=True)
                 continue
             print(f"t={s.t:6.0f}s RSS {s.rss:7.1f} MB, server {100 * s.cpu:3.0f}% of its core, "
+                  f"PostgreSQL {100 * s.pg_cpu:3.0f}%, machine {100 * s.machine:3.0f}% busy"
+                  f"{', autovacuum ' + ' '.join(s.vacuumed) if s.vacuumed else ''}, "
                   f"gen-2 collections {s.gen2} ({1000 * s.gen2_seconds:.0f} ms), worst stall "
                   f"{s.stall_bucket}, stalls > {1000 * STALL_LIMIT:g} ms: {s.stalls_over}",
                   flush=True)
@@ -294,12 +341,15 @@ def collections_line(metrics: dict[tuple[str, str], float]) -> str:
 def report(samples: list[Sample], minutes: list[Minute]) -> str:
     """A markdown table, one row per minute."""
     rows = ["| minute | sent | POST p50 ms | POST p99 ms | failures | RSS MB (end) | server CPU "
-            "| gen-2 collections (ms) | worst stall |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "| PostgreSQL CPU | machine busy | autovacuum | gen-2 collections (ms) | worst stall |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for i, m in enumerate(minutes):
         inside = [s for s in samples if i * 60 < s.t <= (i + 1) * 60 + 1]
         rss = f"{inside[-1].rss:.0f}" if inside else "-"
         cpu = f"{100 * sum(s.cpu for s in inside) / len(inside):.0f} %" if inside else "-"
+        pg = f"{100 * sum(s.pg_cpu for s in inside) / len(inside):.0f} %" if inside else "-"
+        busy = f"{100 * sum(s.machine for s in inside) / len(inside):.0f} %" if inside else "-"
+        vac = " ".join(sorted({t for s in inside for t in s.vacuumed})) or "-"
         g2 = f"{sum(s.gen2 for s in inside)} ({1000 * sum(s.gen2_seconds for s in inside):.0f})"
         order = (["-"] + [f"<= {b:g} ms" for b in (1, 2.5, 5, 10, 20, 50, 100, 250, 500, 1000, 2500)]
                  + ["> 2.5 s"])
@@ -307,7 +357,8 @@ def report(samples: list[Sample], minutes: list[Minute]) -> str:
         fails = sum(m.failures.values())
         rows.append(f"| {i + 1} | {m.sent} | {1000 * quantile(m.latencies, 0.5):.0f} "
                     f"| {1000 * quantile(m.latencies, 0.99):.0f} | {fails or 0}"
-                    f"{' ' + str(m.failures) if fails else ''} | {rss} | {cpu} | {g2} | {worst} |")
+                    f"{' ' + str(m.failures) if fails else ''} | {rss} | {cpu} | {pg} | {busy} "
+                    f"| {vac} | {g2} | {worst} |")
     return "\n".join(rows)
 
 
