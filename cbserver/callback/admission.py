@@ -440,7 +440,7 @@ class Admission:
                 mark = priority.admission()
                 try:
                     callback_id = self.service.new_callback_id()
-                    if request.account and hasattr(self.limiter, "check_and_claim"):
+                    if request.account:
                         # The limits and the account's slot in one round trip (cb_admit).
                         claim = self.gauge.claim(request.account, callback_id)
                         try:
@@ -450,11 +450,9 @@ class Admission:
                                 request = dataclasses.replace(request, callback_id=callback_id)
                             raise
                         request = dataclasses.replace(request, callback_id=callback_id)
-                    else:
+                    else:  # no account (Hosted: the IVR finds it later), so no slot
                         window = yield self.limiter.check(request)
                         request = dataclasses.replace(request, callback_id=callback_id)
-                        if request.account:
-                            slot = yield self.gauge.acquire(request.account, callback_id)
                     try:
                         cb_id = yield self.service.request_callback(request)
                     except CallbackRefused as e:
