@@ -214,6 +214,12 @@ def parse_generic_params(text: str) -> dict[str, str | None]:
 
 def _param_end(text: str, pos: int) -> int:
     """Index of the next ';' at or after pos that is outside a quoted string."""
+    # Fast path (nearly every parameter: branch, tag, rport, lr): no quote before the next
+    # ';', so that ';' is outside any quoted string, as the scan below would find.
+    semi = text.find(";", pos)
+    stop = len(text) if semi < 0 else semi
+    if text.find('"', pos, stop) < 0:
+        return stop
     quoted, n = False, len(text)
     while pos < n:
         ch = text[pos]
