@@ -363,6 +363,29 @@ def parse_via(text: str) -> Via:
     )
 
 
+# Vias parsed for readers, by their text (see parse_via_shared); the oldest go first.
+_SHARED_VIAS: dict[str, Via] = {}
+_SHARED_VIAS_MAX = 256
+
+
+def parse_via_shared(text: str) -> Via:
+    """``parse_via(text)`` for code that only reads the result: one ``Via`` per text, shared.
+
+    A message's top Via is read several times on its way in: validation, transaction matching
+    (RFC 3261 17.1.3, 17.2.3), response routing (18.2.2); and a response repeats the Via of
+    the request we sent. The same text gives the same ``Via``, so it is parsed once. The
+    object is shared by every caller: never modify it (``stamp_via`` parses its own copy).
+    A text that does not parse raises each time and is not remembered.
+    """
+    via = _SHARED_VIAS.get(text)
+    if via is None:
+        via = parse_via(text)
+        if len(_SHARED_VIAS) >= _SHARED_VIAS_MAX:
+            del _SHARED_VIAS[next(iter(_SHARED_VIAS))]
+        _SHARED_VIAS[text] = via
+    return via
+
+
 def parse_cseq(text: str) -> tuple[int, str]:
     """Parse a CSeq value into (number, method); RFC 3261 8.1.1.5 caps it below 2**31."""
     parts = text.split()
