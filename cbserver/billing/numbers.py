@@ -20,6 +20,8 @@ def normalise_number(number: str) -> str:
     """
     if not isinstance(number, str):
         raise InvalidNumberError(f"number: must be text, got {type(number).__name__}")
+    if number.isascii() and number.isdigit() and len(number) <= MAX_DIGITS:
+        return number  # already digits only (nearly always): what the steps below return
     digits = number.translate(_SEPARATORS)
     if not digits:
         raise InvalidNumberError(f"number: {number!r} has no digits")

@@ -139,13 +139,36 @@ def charge(rate: Rate, duration: int, peak: bool = True) -> LegCharge:
     return LegCharge(rate, duration, peak, charged, amount)
 
 
+# Rounded amounts of the standard rule, (id(tier), charged seconds) -> (tier, amount): a pure
+# function of the tier's four numbers and the charged seconds, asked again and again (the
+# session's cut searches dozens of durations per callback, authorization and xDRs price the
+# same legs, and callbacks to one destination share its tier). The entry holds its tier, so
+# the id cannot be reused while it is cached; the oldest entry goes first past the bound.
+_AMOUNTS: dict[tuple[int, int], tuple[Tier, Decimal]] = {}
+_AMOUNTS_MAX = 4096
+
+
+def _standard_amount(tier: Tier, charged: int) -> Decimal:
+    """``round_amount(exact_amount(tier, charged))``, remembered in ``_AMOUNTS``."""
+    key = (id(tier), charged)
+    hit = _AMOUNTS.get(key)
+    if hit is not None and hit[0] is tier:
+        return hit[1]
+    amount = round_amount(exact_amount(tier, charged))
+    if len(_AMOUNTS) >= _AMOUNTS_MAX:
+        del _AMOUNTS[next(iter(_AMOUNTS))]
+    _AMOUNTS[key] = (tier, amount)
+    return amount
+
+
 def _charged_and_amount(rate: Rate, duration: int, peak: bool) -> tuple[int, Decimal]:
     """``charge``'s charged seconds and rounded amount for a checked ``duration`` > 0."""
     tier = rate.peak_tier if peak else rate.offpeak_tier
     charged = charged_seconds(duration, tier.first_interval, tier.next_interval)
+    if rate.parsed_formula is None:
+        return charged, _standard_amount(tier, charged)
     amount = exact_amount(tier, charged)
-    if rate.parsed_formula is not None:
-        amount = _apply_formula(rate, tier, duration, charged, amount, peak)
+    amount = _apply_formula(rate, tier, duration, charged, amount, peak)
     return charged, round_amount(amount)
 
 
@@ -340,7 +363,10 @@ def paid_seconds(cap: Decimal, legs, limit: float, fixed: Decimal = _ZERO) -> fl
         return value
 
     def cost(x: float) -> Decimal:
-        return sum((amount(i, p, connected_seconds(e + x)) for i, (p, e) in enumerate(legs)), _ZERO)
+        total = _ZERO  # a loop, not sum() over a generator: called dozens of times per search
+        for i, (p, e) in enumerate(legs):
+            total += amount(i, p, connected_seconds(e + x))
+        return total
 
     at_zero = cost(0)
     if at_zero > budget:

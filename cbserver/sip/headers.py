@@ -214,6 +214,12 @@ def parse_generic_params(text: str) -> dict[str, str | None]:
 
 def _param_end(text: str, pos: int) -> int:
     """Index of the next ';' at or after pos that is outside a quoted string."""
+    # Fast path (nearly every parameter: branch, tag, rport, lr): no quote before the next
+    # ';', so that ';' is outside any quoted string, as the scan below would find.
+    semi = text.find(";", pos)
+    stop = len(text) if semi < 0 else semi
+    if text.find('"', pos, stop) < 0:
+        return stop
     quoted, n = False, len(text)
     while pos < n:
         ch = text[pos]
@@ -355,6 +361,29 @@ def parse_via(text: str) -> Via:
         params=params,
         protocol=f"{name.upper()}/{version}",
     )
+
+
+# Vias parsed for readers, by their text (see parse_via_shared); the oldest go first.
+_SHARED_VIAS: dict[str, Via] = {}
+_SHARED_VIAS_MAX = 256
+
+
+def parse_via_shared(text: str) -> Via:
+    """``parse_via(text)`` for code that only reads the result: one ``Via`` per text, shared.
+
+    A message's top Via is read several times on its way in: validation, transaction matching
+    (RFC 3261 17.1.3, 17.2.3), response routing (18.2.2); and a response repeats the Via of
+    the request we sent. The same text gives the same ``Via``, so it is parsed once. The
+    object is shared by every caller: never modify it (``stamp_via`` parses its own copy).
+    A text that does not parse raises each time and is not remembered.
+    """
+    via = _SHARED_VIAS.get(text)
+    if via is None:
+        via = parse_via(text)
+        if len(_SHARED_VIAS) >= _SHARED_VIAS_MAX:
+            del _SHARED_VIAS[next(iter(_SHARED_VIAS))]
+        _SHARED_VIAS[text] = via
+    return via
 
 
 def parse_cseq(text: str) -> tuple[int, str]:

@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface, implementer
 
 from cbserver.logs import Logger, RateLimitedLog
+from cbserver.sip.headers import parse_via_shared
 from cbserver.sip.message import (
     BRANCH_COOKIE,
     Request,
@@ -21,7 +22,6 @@ from cbserver.sip.message import (
     make_response,
     parse_cseq,
     parse_name_addr,
-    parse_via,
 )
 from cbserver.sip.timers import SipTimers
 from cbserver.sip.transport import IMessageSink, ISipTransport, TransportError
@@ -55,7 +55,7 @@ class ITransactionUser(Interface):
 
 def client_key(message: Request | Response) -> tuple[str, str]:
     """RFC 3261 17.1.3: the top Via branch and the CSeq method."""
-    via = parse_via(message.headers.get("Via") or "")
+    via = parse_via_shared(message.headers.get("Via") or "")
     _, method = parse_cseq(message.headers.get("CSeq") or "")
     return via.branch or "", method
 
@@ -69,7 +69,7 @@ def server_key(request: Request, method: str | None = None) -> tuple:
     method = method or request.method
     if method == "ACK":
         method = "INVITE"
-    via = parse_via(request.headers.get("Via") or "")
+    via = parse_via_shared(request.headers.get("Via") or "")
     branch = via.branch or ""
     if branch.startswith(BRANCH_COOKIE):
         # RFC 3261 17.2.3 matches on branch, sent-by and method. Call-ID and CSeq number are

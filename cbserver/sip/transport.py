@@ -25,6 +25,7 @@ from twisted.internet.protocol import DatagramProtocol
 from zope.interface import Attribute, Interface, implementer
 
 from cbserver.logs import Logger, RateLimitedLog
+from cbserver.sip.headers import parse_via_shared
 from cbserver.sip.message import (
     MAX_MESSAGE_SIZE,
     Request,
@@ -134,7 +135,7 @@ def response_destination(response: Response, default_port: int = 5060) -> tuple[
     if top_text is None:
         raise TransportError("response without Via")
     try:
-        top = parse_via(top_text)
+        top = parse_via_shared(top_text)
     except SipParseError as exc:
         raise TransportError(f"unroutable Via: {exc.reason}") from exc
     # maddr is ignored (module docstring): received and rport, which the transport wrote from

@@ -15,7 +15,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import Attribute, Interface, implementer
 
 from cbserver.logs import Logger
-from cbserver.sip.message import Headers, Request, Response, parse_via
+from cbserver.sip.headers import parse_via_shared
+from cbserver.sip.message import Headers, Request, Response
 from cbserver.sip.timers import SipTimers
 from cbserver.sip.transport import ISipTransport, TransportError
 from cbserver.sip.txn_base import TransactionBase
@@ -302,7 +303,7 @@ def branch_of(message: Request | Response) -> str:
     top = message.headers.get("Via")
     if top is None:
         return ""
-    return parse_via(top).branch or ""
+    return parse_via_shared(top).branch or ""
 
 
 def build_ack_for_non_2xx(invite: Request, response: Response) -> Request:

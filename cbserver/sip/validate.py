@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from cbserver.sip.headers import TOKEN_RE, parse_cseq, parse_name_addr, parse_via
+from cbserver.sip.headers import TOKEN_RE, parse_cseq, parse_name_addr, parse_via_shared
 from cbserver.sip.message import (
     MAX_MESSAGE_SIZE,
     Request,
@@ -91,7 +91,7 @@ def _routable(request: Request) -> bool:
     if not vias:
         return False
     try:
-        parse_via(vias[0])
+        parse_via_shared(vias[0])
     except SipParseError:
         return False
     return True
@@ -134,7 +134,7 @@ def check_response(response: Response) -> Verdict:
     if len(headers.get_all("Via")) != 1:
         return Verdict(DROP, response, None, "response without exactly one Via")
     try:
-        parse_via(headers.get("Via"))
+        parse_via_shared(headers.get("Via"))
         for name in ("From", "To", "Call-ID", "CSeq"):
             if headers.count(name) != 1:
                 raise SipParseError(f"{name} missing or repeated")
@@ -179,7 +179,7 @@ def _check_syntax(request: Request) -> Uri:
         if counts.get(name.lower(), 0) > 1:
             raise SipParseError(f"more than one {name}")
     for via in h.get_all("Via"):
-        parse_via(via)
+        parse_via_shared(via)
     _, method = parse_cseq(h.get("CSeq"))
     if method != request.method:  # RFC 3261 8.1.1.5: CSeq method matches the request's
         raise SipParseError("CSeq method differs from the request method")
