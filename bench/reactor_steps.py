@@ -5,7 +5,8 @@ the turn ends; its answer is written in a later turn. So a refusal's latency is 
 length of the turns around it. This probe times every turn from the moment ``epoll_wait``
 returns to the moment the reactor calls it again (the timers and ``runUntilCurrent`` included),
 with how many events the turn handled, how much of it was garbage collection and how much the
-timed calls (``runUntilCurrent``). Every 5 s and at exit it writes a summary to ``path``.
+timed calls (``runUntilCurrent``), and names the timed calls that ran over 2 ms. Every 5 s
+and at exit it writes a summary to ``path``.
 
 Used through ``bench/stepprobe/sitecustomize.py``: run the benchmark with
 ``PYTHONPATH=bench/stepprobe CBS_REACTOR_STEPS=/tmp/steps.txt``; the server inherits both.
@@ -33,6 +34,7 @@ class StepProbe:
         self.timed = 0.0
         self._gc_start = 0.0
         self.last_write = time.monotonic()
+        self.slow_calls: dict[str, list[float]] = {}  # timed call's name -> [count, total, max]
 
     def on_gc(self, phase, info) -> None:
         """``gc.callbacks`` hook: add each collection to the turn it ran in."""
@@ -81,6 +83,9 @@ class StepProbe:
         worst = sorted(steps, reverse=True)[:15]
         lines.append("  longest (ms busy / events / gc ms / timed ms): " + ", ".join(
             f"{1000 * b:.1f}/{e}/{1000 * g:.1f}/{1000 * t:.1f}" for b, e, g, t in worst))
+        slow = sorted(self.slow_calls.items(), key=lambda kv: -kv[1][1])[:12]
+        lines.append("  timed calls over 2 ms (name: count, total s, max ms): " + "; ".join(
+            f"{name}: {int(c)}, {t:.2f}, {1000 * m:.1f}" for name, (c, t, m) in slow))
         with open(self.path, "w") as out:
             out.write("\n".join(lines) + "\n")
 
@@ -126,5 +131,25 @@ def install(path: str) -> StepProbe:
             probe.timed += time.perf_counter() - t
 
     base.ReactorBase.runUntilCurrent = timed_run
+    call_later = base.ReactorBase.callLater
+
+    def timed_call_later(self, delay, f, *args, **kwargs):
+        name = getattr(f, "__qualname__", None) or type(f).__name__
+
+        def timed(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return f(*a, **kw)
+            finally:
+                took = time.perf_counter() - t
+                if took > 0.002:
+                    entry = probe.slow_calls.setdefault(name, [0, 0.0, 0.0])
+                    entry[0] += 1
+                    entry[1] += took
+                    entry[2] = max(entry[2], took)
+
+        return call_later(self, delay, timed, *args, **kwargs)
+
+    base.ReactorBase.callLater = timed_call_later
     atexit.register(probe.write)
     return probe
