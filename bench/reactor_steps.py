@@ -35,6 +35,8 @@ class StepProbe:
         self._gc_start = 0.0
         self.last_write = time.monotonic()
         self.slow_calls: dict[str, list[float]] = {}  # timed call's name -> [count, total, max]
+        self.in_long: dict[str, list[float]] = {}  # in turns over 20 ms: handler -> [count, total]
+        self.turn_events: list[tuple[str, float]] = []  # this turn's handlers and their times
 
     def on_gc(self, phase, info) -> None:
         """``gc.callbacks`` hook: add each collection to the turn it ran in."""
@@ -50,6 +52,13 @@ class StepProbe:
         if self.returned:
             busy = time.perf_counter() - self.returned
             self.steps.append((busy, self.events, self.gc_in_step, self.timed))
+            if busy > 0.020:
+                for name, took in self.turn_events + [("(timed calls)", self.timed),
+                                                      ("(of which gc)", self.gc_in_step)]:
+                    entry = self.in_long.setdefault(name, [0, 0.0])
+                    entry[0] += 1
+                    entry[1] += took
+        self.turn_events = []
         now = time.monotonic()
         if now - self.last_write > 5:
             self.last_write = now
@@ -86,6 +95,9 @@ class StepProbe:
         slow = sorted(self.slow_calls.items(), key=lambda kv: -kv[1][1])[:12]
         lines.append("  timed calls over 2 ms (name: count, total s, max ms): " + "; ".join(
             f"{name}: {int(c)}, {t:.2f}, {1000 * m:.1f}" for name, (c, t, m) in slow))
+        held = sorted(self.in_long.items(), key=lambda kv: -kv[1][1])[:12]
+        lines.append("  what the turns over 20 ms held (handler: count, total s): " + "; ".join(
+            f"{name}: {int(c)}, {t:.2f}" for name, (c, t) in held))
         with open(self.path, "w") as out:
             out.write("\n".join(lines) + "\n")
 
@@ -151,5 +163,20 @@ def install(path: str) -> StepProbe:
         return call_later(self, delay, timed, *args, **kwargs)
 
     base.ReactorBase.callLater = timed_call_later
+    handle = epollreactor.EPollReactor._doReadOrWrite
+
+    def timed_handle(self, selectable, fd, event):
+        t = time.perf_counter()
+        try:
+            return handle(self, selectable, fd, event)
+        finally:
+            proto = getattr(selectable, "protocol", None)
+            while hasattr(proto, "wrappedProtocol"):
+                proto = proto.wrappedProtocol
+            name = type(proto if proto is not None else selectable).__name__
+            probe.turn_events.append((f"{name}/{'r' if event & 1 else 'w'}",
+                                      time.perf_counter() - t))
+
+    epollreactor.EPollReactor._doReadOrWrite = timed_handle
     atexit.register(probe.write)
     return probe
