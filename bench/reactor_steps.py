@@ -33,6 +33,7 @@ class StepProbe:
         self.gc_in_step = 0.0
         self.timed = 0.0
         self._gc_start = 0.0
+        self.by_generation: dict[int, list[float]] = {}  # generation -> [count, total, max]
         self.last_write = time.monotonic()
         self.slow_calls: dict[str, list[float]] = {}  # timed call's name -> [count, total, max]
         self.in_long: dict[str, list[float]] = {}  # in turns over 20 ms: handler -> [count, total]
@@ -45,7 +46,12 @@ class StepProbe:
         if phase == "start":
             self._gc_start = time.perf_counter()
         else:
-            self.gc_in_step += time.perf_counter() - self._gc_start
+            took = time.perf_counter() - self._gc_start
+            self.gc_in_step += took
+            entry = self.by_generation.setdefault(info["generation"], [0, 0.0, 0.0])
+            entry[0] += 1
+            entry[1] += took
+            entry[2] = max(entry[2], took)
 
     def before_poll(self) -> None:
         """The reactor calls epoll again: the busy part of the turn ends."""
@@ -95,6 +101,9 @@ class StepProbe:
         slow = sorted(self.slow_calls.items(), key=lambda kv: -kv[1][1])[:12]
         lines.append("  timed calls over 2 ms (name: count, total s, max ms): " + "; ".join(
             f"{name}: {int(c)}, {t:.2f}, {1000 * m:.1f}" for name, (c, t, m) in slow))
+        lines.append("  collections (generation: count, mean ms, max ms): " + "; ".join(
+            f"{g}: {int(c)}, {1000 * t / c:.1f}, {1000 * m:.1f}"
+            for g, (c, t, m) in sorted(self.by_generation.items())))
         held = sorted(self.in_long.items(), key=lambda kv: -kv[1][1])[:12]
         lines.append("  what the turns over 20 ms held (handler: count, total s): " + "; ".join(
             f"{name}: {int(c)}, {t:.2f}" for name, (c, t) in held))
