@@ -24,7 +24,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from cbserver.callback.api import CallbackRefused
 from cbserver.web.api import error_response
-from cbserver.web.flush import flush_now
+from cbserver.web.flush import flush_now, tcp_transport
 from cbserver.web.live import LiveSite
 from cbserver.web.responses import json_response
 
@@ -91,6 +91,7 @@ class BusyFront(LiveSite):
         data = json_response(request, status, body)
         request.setHeader(b"content-length", str(len(data)).encode("ascii"))
         request.write(data)
+        tcp = tcp_transport(request)  # finishing lets go of the channel
         request.finish()
-        flush_now(request)
+        flush_now(tcp)
         return NOT_DONE_YET

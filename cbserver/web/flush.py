@@ -32,8 +32,9 @@ def tcp_transport(request):
     return None
 
 
-def flush_now(request) -> None:
-    """Write what ``request``'s connection has buffered now, as the reactor's next turn would.
+def flush_now(tcp) -> None:
+    """Write what the connection ``tcp`` (``tcp_transport``'s answer; None: nothing to do)
+    has buffered now, as the reactor's next turn would.
 
     Only while the connection is open both ways: a connection being closed is left to the
     reactor, whose write handler closes it once its buffer is sent (called from here, the
@@ -41,7 +42,6 @@ def flush_now(request) -> None:
     socket registered for writing, so the reactor meets the same error and closes the
     connection as it always did.
     """
-    tcp = tcp_transport(request)
     if tcp is None or not tcp.connected or tcp.disconnecting or tcp._writeDisconnecting:
         return
     if not tcp._tempDataLen and len(tcp.dataBuffer) <= tcp.offset:
@@ -54,6 +54,7 @@ class FlushingRequest(DeadlineRequest):
 
     def finish(self):
         """Finish as ``DeadlineRequest`` does, then send the answer now (``flush_now``)."""
+        tcp = tcp_transport(self)  # finishing lets go of the channel
         result = super().finish()
-        flush_now(self)
+        flush_now(tcp)
         return result
