@@ -29,6 +29,7 @@ class StepProbe:
         self.path = path
         self.steps: list[tuple[float, int, float, float]] = []  # (busy, events, gc, timed)
         self.returned = 0.0
+        self.cpu_at_return = 0.0
         self.events = 0
         self.gc_in_step = 0.0
         self.timed = 0.0
@@ -59,8 +60,13 @@ class StepProbe:
             busy = time.perf_counter() - self.returned
             self.steps.append((busy, self.events, self.gc_in_step, self.timed))
             if busy > 0.020:
+                # CPU the reactor thread used in the turn: the rest of a long turn is time
+                # the process waited for a core (the machine is shared).
+                cpu = time.thread_time() - self.cpu_at_return
                 for name, took in self.turn_events + [("(timed calls)", self.timed),
-                                                      ("(of which gc)", self.gc_in_step)]:
+                                                      ("(of which gc)", self.gc_in_step),
+                                                      ("(all, on CPU)", cpu),
+                                                      ("(all, wall)", busy)]:
                     entry = self.in_long.setdefault(name, [0, 0.0])
                     entry[0] += 1
                     entry[1] += took
@@ -73,6 +79,7 @@ class StepProbe:
     def after_poll(self, events: int) -> None:
         """``epoll_wait`` returned ``events`` ready descriptors: a busy turn starts."""
         self.returned = time.perf_counter()
+        self.cpu_at_return = time.thread_time()
         self.events = events
         self.gc_in_step = 0.0
         self.timed = 0.0
