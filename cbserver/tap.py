@@ -39,7 +39,6 @@ from cbserver.callback.service import CallbackService, MediaFactory
 from cbserver.config import Config, ConfigError, cards_dir, load_config, parse_host_port
 from cbserver.connlimit import (
     ConnectionLimiter,
-    DeadlineRequest,
     DescriptorBudget,
     LimitedFactory,
     raise_descriptor_limit,
@@ -64,6 +63,7 @@ from cbserver.web.admin import AdminApp
 from cbserver.web.app import WebApp
 from cbserver.web.callback_pages import build_callback_web
 from cbserver.web.contenttype import cache_content_type_parse
+from cbserver.web.flush import FlushingRequest
 from cbserver.web.hosts import page_address_mismatch
 from cbserver.web.metrics import GcPauseProbe, Metrics, StallProbe
 from cbserver.web.tls import EndpointService
@@ -452,8 +452,9 @@ class CallbackServer(service.MultiService):
 
 def _site(resource) -> Site:
     """A ``Site`` over ``resource`` that never shows a traceback to a client; its requests
-    report to their connection's deadline (``DeadlineRequest``)."""
-    site = Site(resource, requestFactory=DeadlineRequest)
+    report to their connection's deadline and send their answer when finished
+    (``FlushingRequest``)."""
+    site = Site(resource, requestFactory=FlushingRequest)
     site.displayTracebacks = False
     return site
 

@@ -39,6 +39,7 @@ from cbserver.logs import Logger
 from cbserver.web import pages
 from cbserver.web.api import CallbackGateway, InvalidInput, error_response
 from cbserver.web.app import site_resource
+from cbserver.web.busyfront import BusyFront
 from cbserver.web.csrf import CsrfGuard, SharedSecretService
 from cbserver.web.hosts import HostTable, request_host
 from cbserver.web.kleincycle import CycleFreeKlein as Klein
@@ -49,7 +50,6 @@ from cbserver.web.limits import (
     token_allowed,
     trusted_networks,
 )
-from cbserver.web.live import LiveSite
 from cbserver.web.responses import html_response, json_response, log_unexpected
 
 HERE = Path(__file__).resolve().parent
@@ -108,9 +108,10 @@ class CallbackWeb:
         """The whole site over this web: the JSON API, these pages, ``/metrics``, the fallback.
 
         ``cbserver.web.app.site_resource`` mounts them (mount the result as the site's root);
-        a ``LiveSite`` in front follows ``set_applications``.
+        a ``LiveSite`` in front follows ``set_applications`` (a ``BusyFront``: it also
+        refuses callback POSTs ``busy`` before any routing while the node is at its caps).
         """
-        return LiveSite(self)
+        return BusyFront(self)
 
     def site(self):
         """The site of the current applications (built on first use after a change)."""
