@@ -11,8 +11,9 @@ collection, and a middle one (every 10 young) over 85,000 objects for 80-140 ms
 last one, not the threshold.
 
 So the reactor runs them: a young collection every ``interval`` (100 ms: a few ms each), a
-middle one every ``middle_every`` ticks (500 ms: it visits what survived the young ones since,
-and its pause follows that interval), each between two reactor steps rather than inside
+middle one every ``middle_every`` ticks (200 ms: it visits what survived the young ones since,
+and its pause follows that interval; every 500 ms its worst pauses under overload were
+30-45 ms, every 200 ms 14-17 ms for the same total, docs/bench-callbacks.md "Session 8"), each between two reactor steps rather than inside
 whatever allocation crossed the threshold. Each object that outlives a tick is visited once
 young and once middle-aged, then leaves for the old generation. The automatic
 collector stays on with ``BACKSTOP`` thresholds for a burst between two ticks (a young count
@@ -35,7 +36,7 @@ import gc
 
 # Automatic thresholds while the pacer runs: young 50,000 net allocations between two ticks
 # (a burst: a tariff loaded, a flood), the middle generation every 20 young collections (the
-# pacer's own keep its count under 5), and never a full one: each paced middle collection
+# pacer's own keep its count under 2), and never a full one: each paced middle collection
 # adds one to the old generation's count and only a full collection resets it, so with any
 # finite threshold the first burst after that many middle ones would become an unplanned full
 # collection. The pacer's own check decides those.
@@ -49,7 +50,7 @@ class CollectorPacer:
     ``stop`` cancels the tick and restores the thresholds found at ``start``.
     """
 
-    def __init__(self, clock, interval: float = 0.1, middle_every: int = 5,
+    def __init__(self, clock, interval: float = 0.1, middle_every: int = 2,
                  check_every: float = 30.0, full_floor: int = 250_000, growth: float = 0.25,
                  collect=gc.collect, old_size=None):
         self.clock = clock
