@@ -11,9 +11,10 @@ collection, and a middle one (every 10 young) over 85,000 objects for 80-140 ms
 last one, not the threshold.
 
 So the reactor runs them: a young collection every ``interval`` (100 ms: a few ms each), a
-middle one every ``middle_every`` ticks (200 ms: it visits what survived the young ones since,
-and its pause follows that interval; every 500 ms its worst pauses under overload were
-30-45 ms, every 200 ms 14-17 ms for the same total, docs/bench-callbacks.md "Session 8"), each between two reactor steps rather than inside
+middle one every ``middle_every`` ticks (200 ms: it visits what survived the young ones
+since, and its pause follows that interval; every 500 ms its worst pauses under overload
+were 30-45 ms, every 200 ms 14-17 ms for the same total: docs/bench-callbacks.md, "Session
+8"), each between two reactor steps rather than inside
 whatever allocation crossed the threshold. Each object that outlives a tick is visited once
 young and once middle-aged, then leaves for the old generation. The automatic
 collector stays on with ``BACKSTOP`` thresholds for a burst between two ticks (a young count

@@ -38,9 +38,9 @@ import uuid
 from twisted.internet import defer
 from zope.interface import Interface, implementer
 
+from cbserver import priority
 from cbserver.callback.api import CallbackRefused
 from cbserver.callback.loadgate import StartDelayGate
-from cbserver.db import priority
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger, describe_failure
 
@@ -436,7 +436,7 @@ class Admission:
                 self.starting += 1
                 token = self.gate.started()
                 # This generator's database work (and what it calls) queues behind running
-                # callbacks' when connections are scarce (cbserver.db.priority).
+                # callbacks' when connections are scarce (cbserver.priority).
                 mark = priority.admission()
                 try:
                     callback_id = self.service.new_callback_id()

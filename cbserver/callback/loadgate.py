@@ -17,7 +17,7 @@ so it cannot stay shut on stale figures. ``target`` 0 turns the gate off.
 
 The start delay is known only once a start has finished, and CoDel waits a whole interval
 before it acts: meanwhile a node past its capacity keeps admitting requests that then starve
-in the pool's queue, where running callbacks' statements go first (``cbserver.db.priority``).
+in the pool's queue, where running callbacks' statements go first (``cbserver.priority``).
 So the gate also asks the pool, at every request, how long a new start would queue now
 (``queue_delay``: the pool's admission queue time times the statements a start takes, both
 measured at run time) and refuses at once while that alone exceeds ``target``. No setting of

@@ -17,6 +17,7 @@ from twisted.application import service
 from twisted.internet import defer
 from zope.interface import implementer
 
+from cbserver import priority
 from cbserver.billing import readiness
 from cbserver.billing.authorize import AuthorizationError, AuthRequest
 from cbserver.callback.api import CallbackRefused, ICallbackService
@@ -26,7 +27,7 @@ from cbserver.callback.legmedia import IMediaFactory, LegMedia, join
 from cbserver.callback.recovery import RecoveryKeeper
 from cbserver.callback.session import CallbackSession, SessionContext
 from cbserver.callback.statuswriter import StatusWriter
-from cbserver.db import authz_store, callbacks_store, priority
+from cbserver.db import authz_store, callbacks_store
 from cbserver.db.stores import PostgresReadinessStore
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger, describe_failure

@@ -21,6 +21,7 @@ from decimal import Decimal
 
 from twisted.internet import defer
 
+from cbserver import priority
 from cbserver.billing.authorize import AuthorizationError, AuthRequest
 from cbserver.billing.rating import connected_seconds, paid_seconds
 from cbserver.billing.xdr import XdrRejected, leg_pricer
@@ -30,7 +31,6 @@ from cbserver.callback.legs import Leg, LegListener
 from cbserver.callback.records import store_xdrs
 from cbserver.callback.states import IGNORE, IMPOSSIBLE, TABLE, Event, State
 from cbserver.callback.view import SessionView
-from cbserver.db import priority
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger, describe_failure
 from cbserver.namedtimers import NamedTimersMixin
@@ -250,7 +250,7 @@ class CallbackSession(SessionView, NamedTimersMixin):
                           basis=getattr(self.auth, "basis", None))
         started = self.clock.seconds()
         # LegA's caller hears silence until legB is dialled: its statements go first in the
-        # pool, before other running callbacks' rows and xDRs (cbserver.db.priority).
+        # pool, before other running callbacks' rows and xDRs (cbserver.priority).
         d = defer.maybeDeferred(priority.urgent, self.ctx.authorizer.authorize, req)
         if self.ctx.on_legb_delay is not None:
             d.addBoth(self._legb_delay, started)

@@ -21,8 +21,7 @@ from twisted.python.failure import Failure
 from txpostgres import txpostgres
 from zope.interface import Attribute, Interface, implementer
 
-from cbserver import __version__
-from cbserver.db import priority
+from cbserver import __version__, priority
 from cbserver.db.migrations import (
     FUNCTION_CHECKSUMS,
     SchemaTooOld,
@@ -134,7 +133,7 @@ class Database(service.Service):
         self._required = required
         self._idle: list = []
         self._all: list = []
-        # One queue per class of work (cbserver.db.priority), in the order they are served:
+        # One queue per class of work (cbserver.priority), in the order they are served:
         # a freed connection goes to the oldest waiter of the first class that has one.
         self._waiters: tuple[collections.deque, ...] = _queues()
         # Mean seconds a connection is held per use (exponentially weighted; None until the

@@ -16,10 +16,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
+from cbserver import priority
 from cbserver.callback.admission import Admission, RateLimiter
 from cbserver.callback.api import CallbackRefused, CallbackRequest
 from cbserver.config import LimitsConfig
-from cbserver.db import priority
 from cbserver.db.limits_store import PostgresLimitStore
 from cbserver.db.pool import Database, _PooledConnection
 

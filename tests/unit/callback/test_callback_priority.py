@@ -11,11 +11,11 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
+from cbserver import priority
 from cbserver.callback import service as service_module
 from cbserver.callback.api import CallbackRequest
 from cbserver.callback.service import CallbackService
 from cbserver.config import example_path, parse_config
-from cbserver.db import priority
 from cbserver.db.pool import IDatabase
 from tests.unit.callback.fakes import FakeAuthorizer, FakeUA
 

@@ -327,8 +327,8 @@ def test_legb_reauthorization_time_is_reported_and_a_broken_observer_changes_not
 
 
 def test_legb_reauthorization_runs_as_urgent_database_work():
-    """Its statements go first in the pool (cbserver.db.priority), ahead of rows and xDRs."""
-    from cbserver.db import priority
+    """Its statements go first in the pool (cbserver.priority), ahead of rows and xDRs."""
+    from cbserver import priority
 
     h = Harness()
     seen = []

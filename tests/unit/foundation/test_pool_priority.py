@@ -4,7 +4,7 @@ item 4), and estimates how long a new admission statement would wait (the gate's
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from cbserver.db import priority
+from cbserver import priority
 from cbserver.db.pool import Database
 
 
