@@ -77,3 +77,16 @@ def test_the_indexes_read_the_generated_columns(pg_dsn):
         assert "WHERE (NOT final)" in defs["callback_sessions_live"]
     finally:
         conn.close()
+
+
+def test_the_rewritten_tables_leave_room_for_new_versions(pg_dsn):
+    # A HOT update needs room on the row's own page (047, 048).
+    conn = psycopg2.connect(pg_dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT relname, reloptions FROM pg_class WHERE relname IN "
+                        "('callback_sessions', 'callback_recovery') ORDER BY relname")
+            assert cur.fetchall() == [("callback_recovery", ["fillfactor=60"]),
+                                      ("callback_sessions", ["fillfactor=90"])]
+    finally:
+        conn.close()
