@@ -1,7 +1,8 @@
-"""``cb_admit``'s statement commits without waiting for the WAL flush (issue 17 item 1,
-session 8), on the real PostgreSQL: the setting lasts only that statement's transaction (the
-connection's next statement, and every other store's, commit synchronously as before), and
-what the admission wrote is committed and seen by another node at once."""
+"""``cb_admit``'s statement, and the delete of an ended callback's recovery row, commit
+without waiting for the WAL flush (issue 17 item 1, session 8), on the real PostgreSQL: the
+setting lasts only that statement's transaction (the connection's next statement, and every
+other store's, commit synchronously as before), and what they wrote is committed and seen by
+another node at once."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from twisted.internet import reactor
 from cbserver.callback.admission import SlotClaim
 from cbserver.db.limits_store import ASYNC_COMMIT, PostgresLimitStore
 from cbserver.db.pool import Database
+from cbserver.db.recovery_store import PostgresRecoveryStore
 
 pytestmark = pytest.mark.integration
 
@@ -49,5 +51,27 @@ async def test_the_asynchronous_commit_stays_inside_the_admission_statement(pg_d
             assert cur.fetchall() == [(1,)]
             cur.execute("SELECT account_id FROM callback_slots WHERE slot_id = %s", (slot,))
             assert cur.fetchall() == [("cbasync1",)]
+    finally:
+        conn.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_ended_callbacks_delete_is_seen_at_once_and_the_setting_does_not_stay(pg_dsn):
+    db = Database(pg_dsn, reactor, size=1, node="node-a")
+    db.startService()
+    try:
+        await db.when_ready()
+        store = PostgresRecoveryStore(db)
+        await store.save("cbasync2", "node-a", db.instance_id, {"session_id": "cbasync2",
+                                                                 "legs": []})
+        await store.remove("cbasync2")
+        assert await db.runQuery("SHOW synchronous_commit") == [("on",)]
+    finally:
+        await db.stopService()
+    conn = psycopg2.connect(pg_dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM callback_recovery WHERE session_id = 'cbasync2'")
+            assert cur.fetchall() == [(0,)]
     finally:
         conn.close()
