@@ -83,8 +83,9 @@ def xdr_query(f, csv: str | None = None, paged: bool = True) -> tuple[str, dict]
         where.append("x.cld LIKE %(prefix)s")
         params["prefix"] = f.prefix + "%"
     if f.cause is not None:
-        where.append("s.state -> 'cause' ->> 'code' = %(cause)s "
-                     "AND s.status IN ('ended', 'refused')")
+        # cause_code and final (sql/047) are the index's columns: state -> 'cause' ->> 'code'
+        # of a row whose status is ended or refused.
+        where.append("s.cause_code = %(cause)s AND s.final")
         params["cause"] = f.cause
     if paged and f.after is not None:
         where.append("(x.disconnect_time, x.id) < (%(after_t)s, %(after_id)s)")
@@ -99,7 +100,8 @@ def xdr_query(f, csv: str | None = None, paged: bool = True) -> tuple[str, dict]
     return sql, params
 
 
-_LIVE = "c.status NOT IN ('ended', 'refused')"
+# Not ended nor refused (sql/047's generated column, which the live list's index uses).
+_LIVE = "NOT c.final"
 CALLBACK_COLUMNS = ("id", "application", "mode", "account_id", "phone", "destination", "status",
                     "node", "instance_id", "node_alive", "created_at", "updated_at", "age_seconds",
                     "state", "recovery", "now", "hangup_requested_at", "cursor_at")

@@ -126,8 +126,20 @@ def shared_secret(db, name: str, candidate: bytes):
 
 TAKE_SLOT_FN = "SELECT taken, in_use FROM cb_take_slot(%s, %s, %s, %s, %s, %s)"
 
+# The admission's transaction commits without waiting for the WAL flush (issue 17 item 1,
+# docs/bench-callbacks.md "Session 8"), so the hot counter row (one per client address) is
+# not locked through an fsync. What it writes (counter hits, a slot row) may be lost only if
+# PostgreSQL itself crashes within a fraction of a second after the commit (wal_writer_delay),
+# and every later synchronous commit (the callback's own rows, its money) flushes it first,
+# WAL being written in order. Losing it is harmless: a counter one hit short for the rest of
+# its window, a slot whose callback then fails (its database went away) or that frees itself
+# by cb_slot_live's rule. Other nodes see it at commit as before. Never for money, xDRs,
+# status or crash-recovery rows. SET LOCAL lasts the statement's own implicit transaction
+# (one Query message on an autocommit connection).
+ASYNC_COMMIT = "SET LOCAL synchronous_commit = off; "
+
 # A request's rate-limit check and its account's slot in one round trip (sql/functions/68).
-ADMIT_FN = ("SELECT kind, counted, hits, previous, over, taken, in_use FROM cb_admit("
+ADMIT_FN = (ASYNC_COMMIT + "SELECT kind, counted, hits, previous, over, taken, in_use FROM cb_admit("
             "%(kinds)s::text[], %(keys)s::text[], %(caps)s::float8[], %(peek_kinds)s::text[], "
             "%(peek_keys)s::text[], %(peek_caps)s::float8[], %(start)s, %(previous)s, "
             "%(elapsed)s::float8, %(size)s, %(slot)s, %(account)s, %(slot_cap)s, "

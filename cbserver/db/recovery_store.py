@@ -26,6 +26,7 @@ import json
 from twisted.internet import defer
 
 from cbserver.db import xdr_store
+from cbserver.db.limits_store import ASYNC_COMMIT
 
 SAVE = """
 INSERT INTO callback_recovery (session_id, node, instance_id, data) VALUES (%s, %s, %s, %s::jsonb)
@@ -33,6 +34,13 @@ ON CONFLICT (session_id) DO UPDATE SET data = EXCLUDED.data, node = EXCLUDED.nod
        instance_id = EXCLUDED.instance_id, updated_at = now()
 """
 REMOVE = "DELETE FROM callback_recovery WHERE session_id = %s"
+# The delete when a callback ended normally, on its own, without waiting for the WAL flush
+# (as limits_store.ASYNC_COMMIT; issue 17 item 1, session 8): it follows the callback's xDRs,
+# committed synchronously before it, and losing it (PostgreSQL crashing within a fraction of
+# a second) leaves the row the sweep already handles when the delete did not reach
+# PostgreSQL: removed unbilled once the session row is final (remove_ended), else settled
+# with xDR writes that are idempotent on (session, leg). Never inside settle's transaction.
+REMOVE_ENDED_CALLBACK = ASYNC_COMMIT + REMOVE
 _ORPHAN = ("r.instance_id <> %(me)s::uuid AND (r.node = %(node)s "
            "OR NOT cb_node_alive(r.instance_id, %(stale)s))")
 ORPHANS = f"SELECT r.session_id FROM callback_recovery r WHERE {_ORPHAN} ORDER BY r.updated_at"
@@ -96,7 +104,7 @@ class PostgresRecoveryStore:
 
     def remove(self, session_id):
         """Delete the callback's row."""
-        return self.db.runOperation(REMOVE, (session_id,))
+        return self.db.runOperation(REMOVE_ENDED_CALLBACK, (session_id,))
 
     def remove_ended(self):
         """Delete the rows of callbacks whose final status is stored; fire with their ids."""
