@@ -87,6 +87,7 @@ class Sample:
     machine: float = 0.0        # share of the whole machine (every core) busy in the interval
     pg_cpu: float = 0.0         # share of a core PostgreSQL (every process of it) used
     vacuumed: tuple[str, ...] = ()  # tables autovacuum or autoanalyze finished in the interval
+    checkpoints: int = 0        # checkpoints PostgreSQL finished in the interval (timed or asked)
 
 
 @dataclass
@@ -122,6 +123,17 @@ def pg_cluster_cpu(postmaster: int) -> float:
     return total
 
 
+def checkpoints_done(dsn: str) -> int:
+    """Checkpoints the cluster has finished so far, timed and requested (pg_stat_bgwriter)."""
+    import psycopg2
+
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
+        count = cur.fetchone()[0]
+    conn.close()
+    return count
+
+
 def vacuum_counts(dsn: str) -> dict[str, int]:
     """Autovacuum plus autoanalyze runs finished so far, per table of the server's database."""
     import psycopg2
@@ -147,6 +159,7 @@ class Sampler:
         self.last_cpu = (time.monotonic(), self.cpu(), machine_busy_seconds(),
                          pg_cluster_cpu(self.postmaster))
         self.last_vacuums = vacuum_counts(server.dsn)
+        self.last_checkpoints = checkpoints_done(server.dsn)
 
     def cpu(self) -> float:
         """The server's CPU seconds so far."""
@@ -174,6 +187,8 @@ class Sampler:
         vacuums = vacuum_counts(self.server.dsn)
         vacuumed = tuple(sorted(k for k, v in vacuums.items() if v > self.last_vacuums.get(k, 0)))
         self.last_vacuums = vacuums
+        checkpoints = checkpoints_done(self.server.dsn)
+        done, self.last_checkpoints = checkpoints - self.last_checkpoints, checkpoints
 
         def diff(name, labels=""):
             return now.get((name, labels), 0.0) - prev.get((name, labels), 0.0)
@@ -198,7 +213,8 @@ class Sampler:
                         stall_max=now.get(("cbserver_reactor_stall_max_seconds", ""), 0.0),
                         cpu=(cpu - cpu_prev) / max(1e-9, t - t_prev),
                         machine=(busy - busy_prev) / max(1e-9, t - t_prev) / (os.cpu_count() or 1),
-                        pg_cpu=(pg - pg_prev) / max(1e-9, t - t_prev), vacuumed=vacuumed)
+                        pg_cpu=(pg - pg_prev) / max(1e-9, t - t_prev), vacuumed=vacuumed,
+                        checkpoints=done)
         self.samples.append(sample)
         return sample
 
@@ -212,7 +228,8 @@ class Sampler:
                 continue
             print(f"t={s.t:6.0f}s RSS {s.rss:7.1f} MB, server {100 * s.cpu:3.0f}% of its core, "
                   f"PostgreSQL {100 * s.pg_cpu:3.0f}%, machine {100 * s.machine:3.0f}% busy"
-                  f"{', autovacuum ' + ' '.join(s.vacuumed) if s.vacuumed else ''}, "
+                  f"{', autovacuum ' + ' '.join(s.vacuumed) if s.vacuumed else ''}"
+                  f"{', checkpoint' if s.checkpoints else ''}, "
                   f"gen-2 collections {s.gen2} ({1000 * s.gen2_seconds:.0f} ms), worst stall "
                   f"{s.stall_bucket}, stalls > {1000 * STALL_LIMIT:g} ms: {s.stalls_over}",
                   flush=True)
@@ -341,8 +358,9 @@ def collections_line(metrics: dict[tuple[str, str], float]) -> str:
 def report(samples: list[Sample], minutes: list[Minute]) -> str:
     """A markdown table, one row per minute."""
     rows = ["| minute | sent | POST p50 ms | POST p99 ms | failures | RSS MB (end) | server CPU "
-            "| PostgreSQL CPU | machine busy | autovacuum | gen-2 collections (ms) | worst stall |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "| PostgreSQL CPU | machine busy | checkpoints | autovacuum | gen-2 collections (ms) "
+            "| worst stall |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for i, m in enumerate(minutes):
         inside = [s for s in samples if i * 60 < s.t <= (i + 1) * 60 + 1]
         rss = f"{inside[-1].rss:.0f}" if inside else "-"
@@ -350,6 +368,7 @@ def report(samples: list[Sample], minutes: list[Minute]) -> str:
         pg = f"{100 * sum(s.pg_cpu for s in inside) / len(inside):.0f} %" if inside else "-"
         busy = f"{100 * sum(s.machine for s in inside) / len(inside):.0f} %" if inside else "-"
         vac = " ".join(sorted({t for s in inside for t in s.vacuumed})) or "-"
+        ckpt = sum(s.checkpoints for s in inside)
         g2 = f"{sum(s.gen2 for s in inside)} ({1000 * sum(s.gen2_seconds for s in inside):.0f})"
         order = (["-"] + [f"<= {b:g} ms" for b in (1, 2.5, 5, 10, 20, 50, 100, 250, 500, 1000, 2500)]
                  + ["> 2.5 s"])
@@ -358,7 +377,7 @@ def report(samples: list[Sample], minutes: list[Minute]) -> str:
         rows.append(f"| {i + 1} | {m.sent} | {1000 * quantile(m.latencies, 0.5):.0f} "
                     f"| {1000 * quantile(m.latencies, 0.99):.0f} | {fails or 0}"
                     f"{' ' + str(m.failures) if fails else ''} | {rss} | {cpu} | {pg} | {busy} "
-                    f"| {vac} | {g2} | {worst} |")
+                    f"| {ckpt} | {vac} | {g2} | {worst} |")
     return "\n".join(rows)
 
 
