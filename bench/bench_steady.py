@@ -123,26 +123,18 @@ def pg_cluster_cpu(postmaster: int) -> float:
     return total
 
 
-def checkpoints_done(dsn: str) -> int:
-    """Checkpoints the cluster has finished so far, timed and requested (pg_stat_bgwriter)."""
-    import psycopg2
-
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
-        count = cur.fetchone()[0]
-    conn.close()
-    return count
-
-
-def vacuum_counts(dsn: str) -> dict[str, int]:
-    """Autovacuum plus autoanalyze runs finished so far, per table of the server's database."""
+def pg_counters(dsn: str) -> tuple[dict[str, int], int]:
+    """In one connection: autovacuum plus autoanalyze runs finished so far per table of the
+    server's database, and the checkpoints the cluster finished (timed or requested)."""
     import psycopg2
 
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT relname, autovacuum_count + autoanalyze_count FROM pg_stat_user_tables")
-        counts = dict(cur.fetchall())
+        vacuums = dict(cur.fetchall())
+        cur.execute("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
+        checkpoints = cur.fetchone()[0]
     conn.close()
-    return counts
+    return vacuums, checkpoints
 
 
 class Sampler:
@@ -158,8 +150,7 @@ class Sampler:
         self.postmaster = postmaster_pid(server)
         self.last_cpu = (time.monotonic(), self.cpu(), machine_busy_seconds(),
                          pg_cluster_cpu(self.postmaster))
-        self.last_vacuums = vacuum_counts(server.dsn)
-        self.last_checkpoints = checkpoints_done(server.dsn)
+        self.last_vacuums, self.last_checkpoints = pg_counters(server.dsn)
 
     def cpu(self) -> float:
         """The server's CPU seconds so far."""
@@ -184,10 +175,9 @@ class Sampler:
                             pg_cluster_cpu(self.postmaster))
         t_prev, cpu_prev, busy_prev, pg_prev = self.last_cpu
         self.last_cpu = (t, cpu, busy, pg)
-        vacuums = vacuum_counts(self.server.dsn)
+        vacuums, checkpoints = pg_counters(self.server.dsn)
         vacuumed = tuple(sorted(k for k, v in vacuums.items() if v > self.last_vacuums.get(k, 0)))
         self.last_vacuums = vacuums
-        checkpoints = checkpoints_done(self.server.dsn)
         done, self.last_checkpoints = checkpoints - self.last_checkpoints, checkpoints
 
         def diff(name, labels=""):
