@@ -849,8 +849,8 @@ def table(cb: tuple | None, sp: tuple | None, args) -> str:
         # When sippy never failed, its sustained rate is only a floor (the ramp's top): the
         # ratio is then an upper bound, and says so.
         bound = "" if sp[1] is not None else (
-            f"; sippy reached the top of the ramp ({sp[0].rate:g}/s), so this is at most the "
-            "ratio: add higher rates to find sippy's limit")
+            f"; sippy reached the top of the ramp ({sp[0].rate:g}/s), so the true ratio is at most "
+            "this: add higher rates to find sippy's limit")
         lines.append(f"\nratio cbserver / sippy, sustained rate: {cb[0].rate / sp[0].rate:.2f} "
                      f"(target >= 1.5{bound})")
         if cb[0].cpu and sp[0].cpu and cb[0].completed and sp[0].completed:
