@@ -456,6 +456,10 @@ class LimitsConfig:
 
 # The pool writes each process's heartbeat every 5 s (cbserver.db.pool.Database.ping_interval).
 HEARTBEAT = 5.0
+# Seconds without a heartbeat after which a process counts as dead: the default of
+# [recovery] stale_after, the one staleness rule of the cluster (crash recovery, the node
+# lists of the admin API, the CLI and the console; docs/deploy.md "Which processes are alive").
+NODE_STALE_AFTER = 15
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -463,8 +467,9 @@ class RecoveryConfig:
     """Crash recovery: when a node counts as dead and how often its calls are looked for
     (``cbserver.callback.recovery``)."""
 
-    stale_after: int = setting(15, doc="seconds without a heartbeat after which a node is dead "
-                                       "and its calls are ended and billed by a live node")
+    stale_after: int = setting(NODE_STALE_AFTER,
+                               doc="seconds without a heartbeat after which a node is dead "
+                                   "and its calls are ended and billed by a live node")
     interval: float = setting(5.0, check=_positive,
                               doc="seconds between two looks for dead nodes' calls")
 
