@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import uuid
 
-import psycopg2
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task, threads
@@ -25,8 +24,8 @@ from twisted.internet import reactor, task, threads
 from cbserver.callback.admission import SlotClaim
 from cbserver.db.limits_store import PostgresLimitStore
 from cbserver.db.migrations import upgrade
-from cbserver.db.pool import Database
 from cbserver.errors import DatabaseUnavailable
+from tests.support.pgconn import pg_connection, running_pool
 from tests.support.pgprivate import private_cluster
 
 pytestmark = pytest.mark.integration
@@ -49,13 +48,9 @@ def crash_cluster():
 
 
 def _rows(dsn, sql, params=()):
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn, conn.cursor() as cur:  # a synchronous commit (the default)
-            cur.execute(sql, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
+    with pg_connection(dsn) as conn, conn, conn.cursor() as cur:  # synchronous commit
+        cur.execute(sql, params)
+        return cur.fetchall() if cur.description else []
 
 
 def _hits(dsn, key: str) -> int:
@@ -95,62 +90,56 @@ async def _admit_when_back(db, store, key, slot, account, timeout: float = 60.0)
 @pytest_twisted.ensureDeferred
 async def test_an_admission_then_a_synchronous_commit_survives_a_crash(crash_cluster):
     dsn = crash_cluster.dsn()
-    db = Database(dsn, reactor, size=1, node="crash-a", retry_max=1.0)
-    db.startService()
     tag = uuid.uuid4().hex[:8]
     key, slot, account, callback = f"198.51.100.{tag}", str(uuid.uuid4()), f"cbc{tag}", tag
-    try:
-        await db.when_ready()
-        assert await _admit(PostgresLimitStore(db), key, slot, account) == (
-            {"client": (1, 0)}, {}, False, True)
-        # What the callback path commits next, synchronously, on another connection.
-        _rows(dsn, "INSERT INTO callback_sessions (id, application, mode, phone, status, state, "
-                   "node, instance_id) VALUES (%s, 'Web callback', 'extended', '1555', "
-                   "'connected', '{}', 'crash-a', %s)", (callback, db.instance_id))
-        await _crash_and_restart(crash_cluster)
-        assert _hits(dsn, key) == 1
-        assert _slot(dsn, slot)
-        assert _rows(dsn, "SELECT count(*) FROM callback_sessions WHERE id = %s",
-                     (callback,)) == [(1,)]
-    finally:
-        await threads.deferToThread(crash_cluster.start)  # never leave it down for the next
-        await db.stopService()
+    async with running_pool(dsn, "crash-a", retry_max=1.0) as db:
+        try:
+            assert await _admit(PostgresLimitStore(db), key, slot, account) == (
+                {"client": (1, 0)}, {}, False, True)
+            # What the callback path commits next, synchronously, on another connection.
+            _rows(dsn, "INSERT INTO callback_sessions (id, application, mode, phone, status, "
+                       "state, node, instance_id) VALUES (%s, 'Web callback', 'extended', "
+                       "'1555', 'connected', '{}', 'crash-a', %s)", (callback, db.instance_id))
+            await _crash_and_restart(crash_cluster)
+            assert _hits(dsn, key) == 1
+            assert _slot(dsn, slot)
+            assert _rows(dsn, "SELECT count(*) FROM callback_sessions WHERE id = %s",
+                         (callback,)) == [(1,)]
+        finally:
+            await threads.deferToThread(crash_cluster.start)  # never leave it down for the next
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_crash_keeps_each_admission_whole_and_the_node_admits_again(crash_cluster):
     dsn = crash_cluster.dsn()
-    db = Database(dsn, reactor, size=2, node="crash-b", retry_max=1.0)
-    db.startService()
     tag = uuid.uuid4().hex[:8]
     account = f"cbd{tag}"
     burst = [(f"203.0.113.{tag}.{i}", str(uuid.uuid4())) for i in range(BURST)]
-    try:
-        await db.when_ready()
-        store = PostgresLimitStore(db)
-        for key, slot in burst:  # asynchronous commits only, nothing flushes them on purpose
-            (_, _, refused, taken) = await _admit(store, key, slot, account)
-            assert (refused, taken) == (False, True)
-        await _crash_and_restart(crash_cluster)
-        kept = 0
-        for key, slot in burst:
-            hit, has_slot = _hits(dsn, key), _slot(dsn, slot)
-            # One transaction: the hit and the slot are both there or both gone.
-            assert (hit, has_slot) in ((1, True), (0, False)), (key, hit, has_slot)
-            kept += has_slot
-        # The pool finds its connections dead at their next use and reconnects by itself
-        # (retry_max 1 s); until then an admission fails whole (DatabaseUnavailable).
-        key, slot = f"203.0.113.{tag}.new", str(uuid.uuid4())
-        counted, _, refused, taken = await _admit_when_back(db, store, key, slot, account)
-        assert (counted, refused, taken) == ({"client": (1, 0)}, False, True)
-        # The new slot is counted with exactly the burst's survivors, nothing half-written.
-        assert _rows(dsn, "SELECT count(*) FROM callback_slots WHERE account_id = %s",
-                     (account,)) == [(kept + 1,)]
-        # A repeated request from a surviving key counts on from the recovered counter.
-        if kept:
-            key0, _slot0 = next((k, s) for k, s in burst if _slot(dsn, s))
-            counted, _, _, _ = await _admit(store, key0, str(uuid.uuid4()), account)
-            assert counted == {"client": (2, 0)}
-    finally:
-        await threads.deferToThread(crash_cluster.start)
-        await db.stopService()
+    async with running_pool(dsn, "crash-b", size=2, retry_max=1.0) as db:
+        try:
+            store = PostgresLimitStore(db)
+            for key, slot in burst:  # asynchronous commits only, nothing flushes them on purpose
+                (_, _, refused, taken) = await _admit(store, key, slot, account)
+                assert (refused, taken) == (False, True)
+            await _crash_and_restart(crash_cluster)
+            kept = 0
+            for key, slot in burst:
+                hit, has_slot = _hits(dsn, key), _slot(dsn, slot)
+                # One transaction: the hit and the slot are both there or both gone.
+                assert (hit, has_slot) in ((1, True), (0, False)), (key, hit, has_slot)
+                kept += has_slot
+            # The pool finds its connections dead at their next use and reconnects by itself
+            # (retry_max 1 s); until then an admission fails whole (DatabaseUnavailable).
+            key, slot = f"203.0.113.{tag}.new", str(uuid.uuid4())
+            counted, _, refused, taken = await _admit_when_back(db, store, key, slot, account)
+            assert (counted, refused, taken) == ({"client": (1, 0)}, False, True)
+            # The new slot is counted with exactly the burst's survivors, nothing half-written.
+            assert _rows(dsn, "SELECT count(*) FROM callback_slots WHERE account_id = %s",
+                         (account,)) == [(kept + 1,)]
+            # A repeated request from a surviving key counts on from the recovered counter.
+            if kept:
+                key0, _slot0 = next((k, s) for k, s in burst if _slot(dsn, s))
+                counted, _, _, _ = await _admit(store, key0, str(uuid.uuid4()), account)
+                assert counted == {"client": (2, 0)}
+        finally:
+            await threads.deferToThread(crash_cluster.start)
