@@ -21,7 +21,7 @@ from cbserver.translation import TranslationRuleError, compile_rule
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>\d+)$")
 _ENDPOINT_KINDS = ("tcp", "tcp6", "ssl", "unix", "systemd", "le", "lets")
-# The same characters and length a product's rating entry accepts (billing/catalog.py), so
+# The same characters and length a product's rating entry accepts (billing/catalogrules.py), so
 # every code an entry can carry can be selected by an instance.
 _ACCESS_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # one DNS label (RFC 1123)
