@@ -457,7 +457,7 @@ class LimitsConfig:
 # The pool writes each process's heartbeat every 5 s (cbserver.db.pool.Database.ping_interval).
 HEARTBEAT = 5.0
 # Seconds without a heartbeat after which a process counts as dead: the default of
-# [recovery] stale_after, the one staleness rule of the cluster (crash recovery, the node
+# [recovery] stale_after, the cluster's rule of whether a node runs (crash recovery, the node
 # lists of the admin API, the CLI and the console; docs/deploy.md "Which processes are alive").
 NODE_STALE_AFTER = 15
 
