@@ -21,7 +21,7 @@ from cbserver.translation import TranslationRuleError, compile_rule
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>\d+)$")
 _ENDPOINT_KINDS = ("tcp", "tcp6", "ssl", "unix", "systemd", "le", "lets")
-# The same characters and length a product's rating entry accepts (billing/catalog.py), so
+# The same characters and length a product's rating entry accepts (billing/catalogrules.py), so
 # every code an entry can carry can be selected by an instance.
 _ACCESS_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # one DNS label (RFC 1123)
@@ -456,6 +456,10 @@ class LimitsConfig:
 
 # The pool writes each process's heartbeat every 5 s (cbserver.db.pool.Database.ping_interval).
 HEARTBEAT = 5.0
+# Seconds without a heartbeat after which a process counts as dead: the default of
+# [recovery] stale_after, the cluster's rule of whether a node runs (crash recovery, the node
+# lists of the admin API, the CLI and the console; docs/deploy.md "Which processes are alive").
+NODE_STALE_AFTER = 15
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -463,8 +467,9 @@ class RecoveryConfig:
     """Crash recovery: when a node counts as dead and how often its calls are looked for
     (``cbserver.callback.recovery``)."""
 
-    stale_after: int = setting(15, doc="seconds without a heartbeat after which a node is dead "
-                                       "and its calls are ended and billed by a live node")
+    stale_after: int = setting(NODE_STALE_AFTER,
+                               doc="seconds without a heartbeat after which a node is dead "
+                                   "and its calls are ended and billed by a live node")
     interval: float = setting(5.0, check=_positive,
                               doc="seconds between two looks for dead nodes' calls")
 

@@ -347,13 +347,8 @@ class DeadlineRequest(Request):
         seconds = int(keep_alive()) if keep_alive is not None else 0
         if seconds > 0:
             self.responseHeaders.setRawHeaders(b"keep-alive", [b"timeout=%d" % seconds])
-        # Twisted reads every POST's Content-Type through the email package (a tenth of a
-        # millisecond, 2 % of the server's CPU per callback) only to find form bodies; the
-        # callback API takes JSON. A Content-Type without "form" in it cannot name a form
-        # (urlencoded or multipart), so that parse is skipped for it; forms parse as before.
-        ctype = self.requestHeaders.getRawHeaders(b"content-type")
-        if ctype and b"form" not in ctype[0].lower():
-            self._parsePOSTFormSubmission = False
+        # The Content-Type's form check is cheap for every request class: see
+        # cbserver.web.contenttype (installed at start-up).
         return super().requestReceived(command, path, version)
 
     def finish(self):

@@ -62,7 +62,7 @@ from cbserver.sip.ua import UAConfig
 from cbserver.web.admin import AdminApp
 from cbserver.web.app import WebApp
 from cbserver.web.callback_pages import build_callback_web
-from cbserver.web.contenttype import cache_content_type_parse
+from cbserver.web.contenttype import install_media_type_parse
 from cbserver.web.flush import FlushingRequest
 from cbserver.web.hosts import page_address_mismatch
 from cbserver.web.metrics import GcPauseProbe, Metrics, StallProbe
@@ -368,6 +368,7 @@ class CallbackServer(service.MultiService):
         self.descriptors.set_limit(limit)
         self.log.info("connections may use {n} descriptors ({reserve} kept for RTP, the database "
                       "and files)", n=self.descriptors.available, reserve=self.descriptors.reserve)
+        install_media_type_parse()  # before the web endpoint listens (hostile Content-Types)
         super().startService()
 
     def _authorizer(self, app) -> Authorizer:
@@ -414,7 +415,6 @@ class CallbackServer(service.MultiService):
         # cycle behind (test_callback_no_garbage), so a collection visits the work in
         # progress; the pacer runs short collections between reactor steps (gcpacer.py).
         gc.freeze()
-        cache_content_type_parse()
         self.gc_pacer.start()
         self.gc_probe.install()
         self.stall_probe.start()

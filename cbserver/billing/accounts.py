@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IReactorThreads
 from cbserver.billing import passwords
 from cbserver.billing import validation as v
 from cbserver.billing.audit import Audited
-from cbserver.billing.catalog import delete_unused, lookup, now, resolve
+from cbserver.billing.catalogrules import delete_unused, lookup, now, resolve
 from cbserver.billing.stores import ACCOUNT_FILTERS
 from cbserver.billing.validation import Field, NotFound, ValidationError
 

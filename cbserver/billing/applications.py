@@ -25,7 +25,7 @@ from typing import Any
 
 from cbserver.billing import validation as v
 from cbserver.billing.audit import Audited
-from cbserver.billing.catalog import now
+from cbserver.billing.catalogrules import now
 from cbserver.billing.validation import ConflictError, NotFound, ValidationError
 from cbserver.config import ApplicationConfig
 from cbserver.configschema import ConfigError, build

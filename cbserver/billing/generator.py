@@ -28,7 +28,7 @@ from cbserver.billing import passwords
 from cbserver.billing import validation as v
 from cbserver.billing.accounts import ACCOUNT, Accounts, check_account
 from cbserver.billing.audit import Audited, audit_row
-from cbserver.billing.catalog import now, resolve
+from cbserver.billing.catalogrules import now, resolve
 from cbserver.billing.stores import ACCOUNT_COPY_COLUMNS
 from cbserver.billing.validation import ConflictError, Field, ValidationError
 from cbserver.config import EMAIL_PATTERN

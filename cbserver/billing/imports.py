@@ -5,7 +5,7 @@ reactor for long (the admin API runs in the server, beside the media clock and S
 
 1. ``read_csv`` walks the file row by row (line numbers are the file's physical lines);
 2. ``check_rows`` runs each row through the same field checks as a single create
-   (``validation.clean`` and ``catalog.check_rate``), so the per-line messages are those of
+   (``validation.clean`` and ``catalogrules.check_rate``), so the per-line messages are those of
    one object, and collects every problem;
 3. the checked rows become ``COPY`` text (``copy_text``) and the store loads them into a
    temporary staging table, checks what only the database knows (the destination register)

@@ -37,7 +37,7 @@ from typing import Any
 
 from cbserver.billing import validation as v
 from cbserver.billing.audit import Audited
-from cbserver.billing.catalog import lookup, now
+from cbserver.billing.catalogrules import lookup, now
 from cbserver.billing.currencies import minor_units
 from cbserver.billing.domain import RESERVATION_EXPIRY
 from cbserver.billing.validation import ConflictError, Field, NotFound, ValidationError

@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer
 
 from cbserver.billing.applications import from_row
+from cbserver.callback.periodic import Periodic
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
 
@@ -37,8 +38,7 @@ class ApplicationDirectory(service.Service):
         self.seed = seed
         self.listeners: list[Callable[[tuple], None]] = []
         self._counter = object()  # matches no counter: the first refresh loads
-        self._loop: task.LoopingCall | None = None
-        self._refreshing: defer.Deferred | None = None
+        self._poller: Periodic | None = None
 
     def startService(self) -> None:
         """Seed the catalog from the config once, then poll the change counter."""
@@ -54,18 +54,17 @@ class ApplicationDirectory(service.Service):
             self.log.info("application {app}: added to the catalog from the config", app=name)
 
     def _start_loop(self) -> None:
-        if not self.running:
-            return
-        self._loop = task.LoopingCall(self.refresh)
-        self._loop.clock = self.clock
-        self._loop.start(self.interval, now=True)
+        if self.running:
+            self._poller = Periodic("applications refresh", self.refresh, self.clock,
+                                    self.interval)
+            self._poller.startService()
 
     def stopService(self):
         """Stop polling."""
         super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        return self._refreshing
+        if self._poller is not None:
+            self._poller.stopService()
+            self._poller = None
 
     @defer.inlineCallbacks
     def refresh(self):

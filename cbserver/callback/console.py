@@ -30,7 +30,8 @@ from cbserver.billing.audit import INTERNAL
 from cbserver.billing.validation import ConflictError, NotFound
 from cbserver.callback.causes import describe
 from cbserver.callback.consolefilters import encode_cursor
-from cbserver.callback.recovery import STALE_AFTER, pricer_from_dict
+from cbserver.callback.recovery import pricer_from_dict
+from cbserver.config import NODE_STALE_AFTER
 from cbserver.db.calls_store import CALLBACK_COLUMNS, NODE_COLUMNS, REPORTS, XDR_COLUMNS, PostgresCallsStore
 from cbserver.logs import Logger
 
@@ -38,8 +39,9 @@ log = Logger()
 
 CAUSE = "operator_hangup"
 REPORT_NAMES = tuple(REPORTS)
-#: Seconds without a heartbeat after which a node counts as lost (the crash-recovery rule).
-NODE_EXPIRY = STALE_AFTER
+#: Seconds without a heartbeat after which a node counts as lost (the crash-recovery rule;
+#: the server passes its ``[recovery] stale_after``).
+NODE_EXPIRY = NODE_STALE_AFTER
 
 
 class ICallsStore(Interface):

@@ -14,9 +14,10 @@ only while calls run, is cheaper than a connection kept for listening.
 from __future__ import annotations
 
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer
 
 from cbserver.callback.console import CAUSE
+from cbserver.callback.periodic import Periodic
 from cbserver.logs import Logger, describe_failure
 
 log = Logger()
@@ -37,22 +38,21 @@ class HangupWatcher(service.Service):
         self.instance_id = instance_id
         self.interval = interval
         self.ready = ready
-        self._loop = None
         self._polling = False
+        self._poller: Periodic | None = None
 
     def startService(self) -> None:
         """Start polling."""
         super().startService()
-        self._loop = task.LoopingCall(self.poll)
-        self._loop.clock = self.clock
-        self._loop.start(self.interval, now=False).addErrback(
-            lambda f: log.failure("hang-up loop", f))
+        self._poller = Periodic("hang-ups", self.poll, self.clock, self.interval, now=False)
+        self._poller.startService()
 
     def stopService(self):
         """Stop polling."""
         super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        if self._poller is not None:
+            self._poller.stopService()
+            self._poller = None
 
     def poll(self) -> defer.Deferred:
         """One look: fires with the ids of the callbacks hung up (never fails)."""

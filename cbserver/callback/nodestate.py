@@ -24,9 +24,10 @@ import datetime as dt
 
 from prometheus_client import Gauge
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer
 
 from cbserver.billing import readiness
+from cbserver.callback.periodic import Periodic
 from cbserver.db import nodes_store
 from cbserver.db.stores import PostgresReadinessStore
 from cbserver.errors import DatabaseUnavailable
@@ -98,7 +99,7 @@ class NodeMonitor(service.Service):
         self._catalog_inflight = False
         self._catalog_due = 0.0
         self._deadline_call = None
-        self._loop = None
+        self._poller: Periodic | None = None
         if metrics is not None:
             Gauge("cbserver_node_draining", "1 while this node is drained (takes no new callback)",
                   registry=metrics.registry).set_function(lambda: 1.0 if self.draining else 0.0)
@@ -110,15 +111,16 @@ class NodeMonitor(service.Service):
     def startService(self) -> None:
         """Poll at once, then every ``interval`` seconds."""
         super().startService()
-        self._loop = task.LoopingCall(self.tick)
-        self._loop.clock = self.clock
-        self._loop.start(self.interval, now=True)
+        # Built here: tests set ``interval`` between construction and start.
+        self._poller = Periodic("node monitor", self.tick, self.clock, self.interval)
+        self._poller.startService()
 
     def stopService(self):
         """Stop polling (a query in flight is left to finish on its own)."""
         super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        if self._poller is not None:
+            self._poller.stopService()
+            self._poller = None
         self._cancel_deadline()
 
     # -- polling ----------------------------------------------------------------------------

@@ -15,8 +15,8 @@ import time
 
 from cbserver.billing.audit import cli_actor
 from cbserver.cli import CommandError
-from cbserver.commands.db import add_dsn_arguments, dsn_from_args
-from cbserver.config import check_node_name
+from cbserver.commands.db import add_dsn_arguments, config_from_args, dsn_from_args
+from cbserver.config import NODE_STALE_AFTER, check_node_name
 from cbserver.db import nodes_store
 from cbserver.db.sync import sync_cursor
 from cbserver.errors import DatabaseError, DatabaseUnavailable
@@ -71,9 +71,16 @@ def _run(args, fn):
                            "(is the schema current? `cbserver db upgrade`)") from None
 
 
+def _expiry(args) -> int:
+    """The staleness rule of the lists: the configuration's ``[recovery] stale_after`` (its
+    default with ``--dsn`` and no ``--config``), as crash recovery and the admin API apply it."""
+    cfg = config_from_args(args)
+    return NODE_STALE_AFTER if cfg is None else cfg.recovery.stale_after
+
+
 def _list(args) -> int:
     """Print the nodes: name, drain state, live processes, callbacks in progress."""
-    nodes = _run(args, nodes_store.list_nodes_sync)
+    nodes = _run(args, lambda cur: nodes_store.list_nodes_sync(cur, _expiry(args)))
     for n in nodes:
         if args.json:
             print(json.dumps(n, sort_keys=True))
@@ -86,7 +93,7 @@ def _list(args) -> int:
 
 
 def _active(args, name: str) -> int:
-    nodes = _run(args, nodes_store.list_nodes_sync)
+    nodes = _run(args, lambda cur: nodes_store.list_nodes_sync(cur, _expiry(args)))
     return next((n["active_callbacks"] for n in nodes if n["node"] == name), 0)
 
 

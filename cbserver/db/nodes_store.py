@@ -42,8 +42,10 @@ def _params(node: str, actor, action: str, **more) -> dict:
     return {"node": node, "who": actor.who, "source": actor.source,
             "client": actor.client or "", "action": action, **more}
 
-# Every node name known: those with a live process (seen within %(expiry)s seconds) and those
-# drained; per name its live processes and the callbacks they run.
+# Every node name known: those with a live process and those drained; per name its live
+# processes and the callbacks they run. "Live" is cb_node_alive with %(expiry)s, the cluster's
+# one staleness rule ([recovery] stale_after), as in calls_store.NODES: a process the lists show
+# as gone is one whose callbacks crash recovery ends.
 LIST = (
     "WITH live AS (SELECT n.node, n.instance_id, n.hostname, n.pid, n.version, n.last_seen "
     "              FROM server_nodes n WHERE cb_node_alive(n.instance_id, %(expiry)s)), "
@@ -117,8 +119,9 @@ def undrain(db, node: str, actor):
 
 
 @defer.inlineCallbacks
-def list_nodes(db, expiry: int = 30):
-    """Fire with every known node name's state (see ``LIST``)."""
+def list_nodes(db, expiry: int):
+    """Fire with every known node name's state (see ``LIST``); ``expiry``: the seconds
+    without a heartbeat after which a process is gone, ``[recovery] stale_after``."""
     rows = yield db.runQuery(LIST, {"expiry": expiry})
     return [_node_row(r) for r in rows]
 
@@ -135,7 +138,7 @@ def undrain_sync(cur, node: str, actor) -> bool:
     return cur.fetchone() is not None
 
 
-def list_nodes_sync(cur, expiry: int = 30) -> list[dict]:
+def list_nodes_sync(cur, expiry: int) -> list[dict]:
     """``list_nodes`` through a psycopg2 cursor."""
     cur.execute(LIST, {"expiry": expiry})
     return [_node_row(r) for r in cur.fetchall()]

@@ -37,6 +37,7 @@ from cbserver.callback.consolefilters import (
 )
 from cbserver.db.calls_store import PostgresCallsStore
 from cbserver.logs import Logger
+from cbserver.web.admin_nodes import node_expiry
 
 log = Logger()
 
@@ -103,7 +104,8 @@ def _console(self) -> Console:
     operator's web console asks the same one (``calls_console``)."""
     console = getattr(self, "_calls_console", None)
     if console is None:
-        console = self._calls_console = Console(PostgresCallsStore(self.db))
+        console = self._calls_console = Console(PostgresCallsStore(self.db),
+                                                node_expiry(getattr(self, "cfg", None)))
         self._calls_exports = 0
     return console
 

@@ -13,10 +13,16 @@ from decimal import Decimal
 
 from cbserver.billing.audit import api_actor
 from cbserver.billing.validation import NotFound, ValidationError
-from cbserver.config import check_node_name
+from cbserver.config import NODE_STALE_AFTER, check_node_name
 from cbserver.db import nodes_store
 
 MAX_DEADLINE = 7 * 86400  # a week: longer is a typo (a drain without deadline waits for ever)
+
+
+def node_expiry(cfg) -> int:
+    """Seconds without a heartbeat after which a process is gone: ``[recovery] stale_after``
+    of the server's config ``cfg`` (None: its default), the rule crash recovery applies."""
+    return NODE_STALE_AFTER if cfg is None else cfg.recovery.stale_after
 
 
 def node_name(text: str) -> str:
@@ -46,7 +52,7 @@ def install(app_cls, api) -> None:
     @api()
     async def list_nodes(self, request):
         """Every node name with a live process or a drain: its processes, callbacks, drain."""
-        return {"items": await nodes_store.list_nodes(self.db)}
+        return {"items": await nodes_store.list_nodes(self.db, node_expiry(self.cfg))}
 
     @app.route("/v1/nodes/<node>/drain", methods=["POST"])
     @api(body=True)

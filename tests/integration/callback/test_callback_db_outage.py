@@ -384,4 +384,11 @@ async def test_database_stopped_while_lega_rings_ends_with_authorization_failed(
                if m["dir"] == "received" and m["first"].startswith("INVITE ")}
     assert invites == {session.a.call.call_id}
     assert bye_of(messages, session.a.call.call_id) == "cbserver"
+
+    # The stop was a crash (immediate) within a second of the admission's asynchronous
+    # commit (cb_admit, docs/billing.md "PostgreSQL crashing right after an admission"):
+    # the pool reconnected by itself and the next callback is admitted and connects.
+    code, again, _ = await post_callback(w, EXTENDED)
+    assert code == 202, again
+    await wait_api_status(w, again["id"], "connected")
     assert w.failures.unexpected() == []

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import uuid
 
-import psycopg2
 import pytest
 
 from cbserver.db.callbacks_store import UPSERT
+from tests.support.pgconn import pg_connection
 
 pytestmark = pytest.mark.integration
 
@@ -25,9 +25,8 @@ def _upsert(cur, rows: list[tuple]) -> None:
 
 
 def test_live_status_updates_are_hot_and_the_final_one_sets_the_index_columns(pg_dsn):
-    conn = psycopg2.connect(pg_dsn)
     instance = str(uuid.uuid4())
-    try:
+    with pg_connection(pg_dsn) as conn:
         with conn, conn.cursor() as cur:
             _upsert(cur, [_row("cbhot1", "calling_you", {"status": "calling_you"}, instance),
                           _row("cbhot2", "calling_you", {"status": "calling_you"}, instance)])
@@ -56,13 +55,10 @@ def test_live_status_updates_are_hot_and_the_final_one_sets_the_index_columns(pg
             _upsert(cur, [_row("cbhot1", "connected", {"status": "connected"}, instance)])
             cur.execute("SELECT status, final FROM callback_sessions WHERE id = 'cbhot1'")
             assert cur.fetchone() == ("ended", True)
-    finally:
-        conn.close()
 
 
 def test_the_indexes_read_the_generated_columns(pg_dsn):
-    conn = psycopg2.connect(pg_dsn)
-    try:
+    with pg_connection(pg_dsn) as conn:
         with conn.cursor() as cur:
             cur.execute("SELECT indexname, indexdef FROM pg_indexes "
                         "WHERE tablename = 'callback_sessions' AND indexdef LIKE '%%WHERE%%' "
@@ -75,18 +71,13 @@ def test_the_indexes_read_the_generated_columns(pg_dsn):
             assert "status" not in definition and "state" not in definition, name
         assert "(cause_code) WHERE final" in defs["callback_sessions_cause"]
         assert "WHERE (NOT final)" in defs["callback_sessions_live"]
-    finally:
-        conn.close()
 
 
 def test_the_rewritten_tables_leave_room_for_new_versions(pg_dsn):
     # A HOT update needs room on the row's own page (047, 048).
-    conn = psycopg2.connect(pg_dsn)
-    try:
+    with pg_connection(pg_dsn) as conn:
         with conn.cursor() as cur:
             cur.execute("SELECT relname, reloptions FROM pg_class WHERE relname IN "
                         "('callback_sessions', 'callback_recovery') ORDER BY relname")
             assert cur.fetchall() == [("callback_recovery", ["fillfactor=60"]),
                                       ("callback_sessions", ["fillfactor=90"])]
-    finally:
-        conn.close()

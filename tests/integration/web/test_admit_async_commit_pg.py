@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import uuid
 
-import psycopg2
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
 
 from cbserver.callback.admission import SlotClaim
 from cbserver.db.limits_store import ASYNC_COMMIT, PostgresLimitStore
-from cbserver.db.pool import Database
 from cbserver.db.recovery_store import PostgresRecoveryStore
+from tests.support.pgconn import pg_connection, running_pool
 
 pytestmark = pytest.mark.integration
 
@@ -26,10 +24,7 @@ WINDOW = 600
 @pytest_twisted.ensureDeferred
 async def test_the_asynchronous_commit_stays_inside_the_admission_statement(pg_dsn):
     # One connection, so the statement after the admission runs where the admission ran.
-    db = Database(pg_dsn, reactor, size=1, node="node-a")
-    db.startService()
-    try:
-        await db.when_ready()
+    async with running_pool(pg_dsn) as db:
         rows = await db.runQuery(ASYNC_COMMIT + "SELECT current_setting('synchronous_commit')")
         assert rows == [("off",)]
         store = PostgresLimitStore(db)
@@ -40,38 +35,25 @@ async def test_the_asynchronous_commit_stays_inside_the_admission_statement(pg_d
             [("client", "198.51.100.7")], [], start, start - WINDOW, 1.0, {"client": 5}, claim)
         assert (counted, peeked, refused, taken) == ({"client": (1, 0)}, {}, False, True)
         assert await db.runQuery("SHOW synchronous_commit") == [("on",)]
-    finally:
-        await db.stopService()
     # Committed: another connection (another node) sees the hit and the slot.
-    conn = psycopg2.connect(pg_dsn)
-    try:
+    with pg_connection(pg_dsn) as conn:
         with conn.cursor() as cur:
             cur.execute("SELECT hits FROM rate_limit_counters WHERE kind = 'client' "
                         "AND key = '198.51.100.7' AND window_start = %s", (start,))
             assert cur.fetchall() == [(1,)]
             cur.execute("SELECT account_id FROM callback_slots WHERE slot_id = %s", (slot,))
             assert cur.fetchall() == [("cbasync1",)]
-    finally:
-        conn.close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_the_ended_callbacks_delete_is_seen_at_once_and_the_setting_does_not_stay(pg_dsn):
-    db = Database(pg_dsn, reactor, size=1, node="node-a")
-    db.startService()
-    try:
-        await db.when_ready()
+    async with running_pool(pg_dsn) as db:
         store = PostgresRecoveryStore(db)
         await store.save("cbasync2", "node-a", db.instance_id, {"session_id": "cbasync2",
                                                                  "legs": []})
         await store.remove("cbasync2")
         assert await db.runQuery("SHOW synchronous_commit") == [("on",)]
-    finally:
-        await db.stopService()
-    conn = psycopg2.connect(pg_dsn)
-    try:
+    with pg_connection(pg_dsn) as conn:
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM callback_recovery WHERE session_id = 'cbasync2'")
             assert cur.fetchall() == [(0,)]
-    finally:
-        conn.close()

@@ -10,9 +10,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 
 from cbserver.web.flush import FlushingRequest
+from tests.support.loopback import site_and_client
 
 pytestmark = pytest.mark.integration
 
@@ -43,17 +44,10 @@ class Peek(Resource):
 async def answer_seen_in_the_same_turn(request_factory, connection: bytes = b"") -> bytes:
     """What the client holds right after the server finished its answer (same reactor turn)."""
     resource = Peek()
-    port = reactor.listenTCP(0, Site(resource, requestFactory=request_factory),
-                             interface="127.0.0.1")
-    client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=10)
-    resource.client = client
-    try:
+    async with site_and_client(resource, request_factory) as client:
+        resource.client = client
         client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + connection + b"\r\n")
-        got = await resource.seen
-        return got
-    finally:
-        client.close()
-        await port.stopListening()
+        return await resource.seen
 
 
 @pytest_twisted.ensureDeferred
@@ -67,11 +61,8 @@ async def test_a_finished_answer_is_sent_at_once_not_on_the_next_turn():
 @pytest_twisted.ensureDeferred
 async def test_an_answer_that_closes_the_connection_is_closed_by_the_reactor():
     resource = Peek()
-    port = reactor.listenTCP(0, Site(resource, requestFactory=FlushingRequest),
-                             interface="127.0.0.1")
-    client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=10)
-    resource.client = client
-    try:
+    async with site_and_client(resource, FlushingRequest) as client:
+        resource.client = client
         client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         data = await resource.seen
         for _ in range(100):  # the reactor sends what is left and closes: end of file
@@ -86,6 +77,3 @@ async def test_an_answer_that_closes_the_connection_is_closed_by_the_reactor():
         else:
             raise AssertionError("the server never closed the connection")
         assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"ok")
-    finally:
-        client.close()
-        await port.stopListening()

@@ -9,7 +9,7 @@ import pytest
 
 from cbserver.billing import passwords
 from cbserver.billing import validation as v
-from cbserver.billing.catalog import RATE, TARIFF, _check_tariff, check_rate
+from cbserver.billing.catalogrules import RATE, TARIFF, check_rate, check_tariff
 from cbserver.billing.validation import ConflictError, ValidationError
 
 UTC = dt.UTC
@@ -120,7 +120,7 @@ def test_good_formula_is_accepted():
 
 def test_offpeak_period_needs_zone_and_windows():
     with pytest.raises(ValidationError) as e:
-        _check_tariff(v.clean(TARIFF, {"name": "T", "currency": "USD",
+        check_tariff(v.clean(TARIFF, {"name": "T", "currency": "USD",
                                        "offpeak_timezone": "America/Sao_Paulo"}))
     assert e.value.field == "offpeak_periods"
 
