@@ -134,7 +134,7 @@ class CallbackService(service.Service):
         self.status_writer = StatusWriter(db, clock, cfg.server.node)
         # Crash recovery rows (cbserver.callback.recovery), when a store is given.
         self.keeper = None if recovery_store is None else RecoveryKeeper(
-            recovery_store, cfg.server.node, db.instance_id, clock)
+            recovery_store, cfg.server.node, db.instance_id, clock, writer=self.status_writer)
         self.accepting = False
         # Set by cbserver.callback.nodestate.NodeMonitor while this node is drained: admission
         # refuses new callbacks ("draining"); those in progress go on.

@@ -9,6 +9,14 @@ node answers from memory), and the database sees a few statements a second inste
 several per callback. Each batch holds the newest status of each session, and batches are
 written one after the other, so no row is ever overwritten by an older status.
 
+The crash-recovery rows (``cbserver.callback.recovery``) ride the same batches when a
+``RecoveryKeeper`` is given this writer: ``save_recovery`` queues a callback's newest
+snapshot (a leg answered) and ``drop_recovery`` has its row deleted by the batch that stores
+its final status, in the same statement (``callbacks_store.upsert_with_recovery``): no
+statement nor commit of their own. A snapshot waits at most ``linger`` for its batch, like a
+status; one whose batch failed is retried with the batch (never given up while the callback
+runs), and the delete is retried with the final status it rides with.
+
 A new callback's first row does not linger: ``store(..., new=True)`` has it written at the
 end of the reactor turn (with whatever else is queued) and returns a Deferred that fires
 once it is committed (the web layer answers only then, so any node can report the callback
@@ -56,6 +64,24 @@ class StatusWriter:
         self._call = None
         self._waiters: dict[str, list[defer.Deferred]] = {}
         self._awaiting_db = False  # a retry waits for the pool's when_ready()
+        self._recovery: dict[str, dict] = {}  # session id -> newest recovery snapshot to save
+        self._drop: set[str] = set()  # recovery rows to delete with the final status
+
+    def save_recovery(self, session, data: dict) -> None:
+        """Queue the crash-recovery snapshot ``data`` of ``session`` (a leg answered); it is
+        saved with the next batch, which also carries the session's current status."""
+        self._recovery[session.id] = data
+        self._drop.discard(session.id)
+        self._dirty.setdefault(session.id, (session, 0))
+        self._kick(self.linger)
+
+    def drop_recovery(self, session) -> None:
+        """The callback ended (its final status queued): delete its recovery row in the batch
+        that stores the final status (a snapshot not saved yet is never saved)."""
+        self._recovery.pop(session.id, None)
+        self._drop.add(session.id)
+        self._dirty.setdefault(session.id, (session, 0))
+        self._kick(self.linger)
 
     def store(self, session, new: bool = False) -> defer.Deferred | None:
         """Queue the session's current status; with ``new``, a Deferred for its first row."""
@@ -110,6 +136,9 @@ class StatusWriter:
         # Each session's status as it is now: an immutable snapshot per row.
         snaps = {sid: session.snapshot() for sid, (session, _) in batch.items()}
         rows = [self._row(snap) for snap in snaps.values()]
+        saves = {sid: self._recovery.pop(sid) for sid in batch if sid in self._recovery}
+        drops = [sid for sid in batch if sid in self._drop and snaps[sid].status in FINAL_STATUSES]
+        self._drop.difference_update(drops)
         retry = [False]
 
         def stored(_):
@@ -121,12 +150,20 @@ class StatusWriter:
             for waiters in confirms.values():
                 for w in waiters:
                     w.errback(f)
+            # The recovery writes go again with the next batch, unless overtaken meanwhile (a
+            # newer snapshot queued, or the callback ended: its delete is queued instead).
+            for sid, data in saves.items():
+                if sid not in self._drop:
+                    self._recovery.setdefault(sid, data)
+            self._drop.update(drops)
             again = 0
             for sid, (session, attempts) in batch.items():
                 if sid in confirms or sid in self._dirty:
                     continue  # refused instead, or a newer status is queued already
-                # A final status is never given up (see the module docstring).
-                if snaps[sid].status in FINAL_STATUSES or attempts + 1 < self.max_attempts:
+                # A final status is never given up (see the module docstring), nor a recovery
+                # row while its callback runs.
+                if (snaps[sid].status in FINAL_STATUSES or sid in self._recovery
+                        or attempts + 1 < self.max_attempts):
                     self._dirty[sid] = (session, attempts + 1)
                     again += 1
             retry[0] = bool(again)
@@ -144,7 +181,9 @@ class StatusWriter:
                 return
             self._kick(self.retry_delay if retry[0] else 0 if self._confirm else self.linger)
 
-        callbacks_store.upsert(self.db, rows).addCallbacks(stored, failed).addBoth(done)
+        saved = [(sid, self.node, self.db.instance_id, json.dumps(data)) for sid, data in saves.items()]
+        callbacks_store.upsert_with_recovery(self.db, rows, saved, drops).addCallbacks(
+            stored, failed).addBoth(done)
 
     def _await_db(self) -> None:
         """Retry once the pool is ready again (one wait at a time; new rows queue meanwhile)."""

@@ -18,6 +18,23 @@ ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, state = EXCLUDED.state,
        account_id = EXCLUDED.account_id, destination = EXCLUDED.destination, updated_at = now()
     WHERE callback_sessions.status NOT IN ('ended', 'refused')
 """
+# The same upsert with the crash-recovery rows of this batch (cbserver.callback.recovery,
+# migration 039) in the same statement, hence the same commit: the rows of callbacks whose leg
+# answered since the last batch inserted or replaced (node, instance, snapshot), and those of
+# callbacks whose final status this batch stores deleted (a final status means their xDRs are
+# stored or spooled: recovery_store.REMOVE_ENDED deletes the same rows). Data-modifying CTEs
+# always run to completion; the two id sets are disjoint (the writer sees to it). Issue 17
+# item 1: one statement and one commit per batch instead of one each per answered leg and
+# per ended callback.
+UPSERT_WITH_RECOVERY = f"""
+WITH st AS ({UPSERT.strip()}),
+saved AS (
+    INSERT INTO callback_recovery (session_id, node, instance_id, data)
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::uuid[], %s::jsonb[])
+    ON CONFLICT (session_id) DO UPDATE SET data = EXCLUDED.data, node = EXCLUDED.node,
+           instance_id = EXCLUDED.instance_id, updated_at = now())
+DELETE FROM callback_recovery WHERE session_id = ANY(%s::text[])
+"""
 # With whether its node is lost: the callback is not final and its process has not been seen
 # for node_expiry seconds (cb_node_alive), so it is not really in the status it says.
 SELECT_STATE = ("SELECT state, status NOT IN ('ended', 'refused') AND NOT cb_node_alive(instance_id, %s), "
@@ -49,6 +66,20 @@ def upsert(db, rows: list[tuple]):
     """
     columns = [list(c) for c in zip(*rows, strict=True)]
     return db.runOperation(UPSERT, columns)
+
+
+def upsert_with_recovery(db, rows: list[tuple], saves: list[tuple], drops: list[str]):
+    """``upsert`` plus crash-recovery rows, in one statement (one commit).
+
+    ``saves``: ``(session_id, node, instance_id, data JSON)`` rows to insert or replace;
+    ``drops``: the ids whose recovery row goes (their final status is in ``rows``). No id in
+    both. Without saves nor drops this is ``upsert``.
+    """
+    if not saves and not drops:
+        return upsert(db, rows)
+    columns = [list(c) for c in zip(*rows, strict=True)]
+    saved = [list(c) for c in zip(*saves, strict=True)] if saves else [[], [], [], []]
+    return db.runOperation(UPSERT_WITH_RECOVERY, [*columns, *saved, list(drops)])
 
 
 @defer.inlineCallbacks

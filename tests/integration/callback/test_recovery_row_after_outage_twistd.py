@@ -4,7 +4,8 @@ is back: the leg must still be ended and billed by crash recovery.
 Found by the soak (``bench/soak.py``): the recovery row written when legB answers failed (the
 database was away), the failure was only logged, and when the node was killed later the row
 still held legA alone: legB was never sent a BYE by cbserver and its xDR had no Call-ID. Now
-the save is tried again until it is stored (``RecoveryKeeper``).
+the save is tried again until it is stored (the status writer's batches carry it, since
+session 9: ``StatusWriter.save_recovery``).
 
 One real ``twistd cbserver`` node on a private PostgreSQL cluster the test stops and starts,
 and a Python SIP trunk that holds its answer to legB until the test lets it go (after
@@ -96,7 +97,7 @@ def test_a_leg_answered_while_the_database_is_down_is_recovered_after_a_kill(tmp
             leg_b = peer.held[0].split("Call-ID:", 1)[1].split("\r\n", 1)[0].strip()
             wait_for("legB's ACK", lambda: any(r.call_id == leg_b for r in peer.of("ACK")), 30)
             wait_for("the failed save to be logged",
-                     lambda: "recovery row not stored" in node.log.read_text(), 30)
+                     lambda: "callback status rows not stored" in node.log.read_text(), 30)
             cluster.start()
             # The save is tried again: the row holds both legs once the database is back.
             wait_for("both legs' recovery row", lambda: query(

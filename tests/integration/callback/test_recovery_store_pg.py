@@ -177,3 +177,39 @@ async def test_a_row_of_an_ended_callback_is_removed_and_never_billed(pools, pg_
     assert sql(pg_dsn, "SELECT session_id FROM callback_recovery") == [("e3",)]
     assert sql(pg_dsn, "SELECT count(*) FROM xdrs")[0][0] == 0
     assert sql(pg_dsn, "SELECT status FROM callback_sessions WHERE id = 'e3'") == [("connected",)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_recovery_rows_saved_and_deleted_in_the_status_statement(pools, pg_dsn):
+    """``upsert_with_recovery`` (the status writer's batch): the rows of callbacks whose leg
+    answered are inserted or replaced, and the row of a callback whose final status the batch
+    stores goes, in one statement: one commit, both or neither."""
+    node, two, _ = pools
+    me = node.instance_id
+
+    def rec(sid, legs):
+        return (sid, "node1", me, json.dumps({"session_id": sid, "legs": legs}))
+
+    await callbacks_store.upsert_with_recovery(
+        node, [session_row(node, "r1"), session_row(node, "r2")], [rec("r1", ["A"]), rec("r2", ["A"])], [])
+    await callbacks_store.upsert_with_recovery(
+        node, [session_row(node, "r1"), session_row(node, "r2", "ended")], [rec("r1", ["A", "B"])], ["r2"])
+    assert sql(pg_dsn, "SELECT session_id, data->'legs', node, instance_id::text FROM callback_recovery") == [
+        ("r1", ["A", "B"], "node1", me)]
+    assert sql(pg_dsn, "SELECT id, status FROM callback_sessions ORDER BY id") == [
+        ("r1", "connected"), ("r2", "ended")]
+    # Both or neither: a batch PostgreSQL refuses (a second r1 in the status rows) changes no row.
+    with pytest.raises(psycopg2.Error):
+        await callbacks_store.upsert_with_recovery(
+            node, [session_row(node, "r1", "ended"), session_row(node, "r1", "ended")], [], ["r1"])
+    assert sql(pg_dsn, "SELECT session_id FROM callback_recovery") == [("r1",)]
+    assert sql(pg_dsn, "SELECT status FROM callback_sessions WHERE id = 'r1'") == [("connected",)]
+    # Without recovery rows it is the plain upsert.
+    await callbacks_store.upsert_with_recovery(node, [session_row(node, "r3")], [], [])
+    assert sql(pg_dsn, "SELECT count(*) FROM callback_sessions")[0][0] == 3
+    # Recovered by a survivor (final), then the node's late snapshot: the sweep drops it unbilled.
+    await callbacks_store.upsert_with_recovery(
+        node, [session_row(node, "r1", "ended")], [], ["r1"])
+    await callbacks_store.upsert_with_recovery(node, [session_row(node, "r1")], [rec("r1", ["A"])], [])
+    assert sql(pg_dsn, "SELECT status FROM callback_sessions WHERE id = 'r1'") == [("ended",)]
+    assert await PostgresRecoveryStore(two).remove_ended() == ["r1"]

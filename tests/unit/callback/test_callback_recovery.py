@@ -466,3 +466,46 @@ def test_the_snapshot_selects_each_legs_rate_once_and_stores_what_leg_record_giv
                                    sip_reason="node_lost", call_id=leg.call.call_id, instance_id=OLD)
         assert stored["record"] == reference.to_dict()
         assert stored["pricer"] == pricer_to_dict(xdr.leg_pricer(s.auth, leg.name, connect)[1])
+
+
+class BatchDb:
+    """What the status writer needs of the pool; each batch's recovery part is recorded."""
+
+    instance_id = OLD
+    ready = True
+
+    def __init__(self):
+        self.batches = []
+
+    def runOperation(self, sql, params):
+        saves, drops = {}, []
+        if len(params) > 10:  # upsert_with_recovery
+            saves = dict(zip(params[10], (json.loads(d) for d in params[13]), strict=True))
+            drops = list(params[14])
+        self.batches.append((dict(zip(params[0], params[6], strict=True)), saves, drops))
+        return defer.succeed(None)
+
+
+def test_with_a_status_writer_the_rows_ride_its_batches_and_go_with_the_final_status():
+    from cbserver.callback.statuswriter import StatusWriter
+
+    clock, store = clock_at(), MemoryRecoveryStore()
+    store.save = store.remove = lambda *a: pytest.fail("a statement of its own")
+    node = Node(clock, store)
+    db = BatchDb()
+    node.session.ctx.keeper.writer = StatusWriter(db, clock, "node1", linger=0.2)
+    clock.advance(2)
+    node.a.answer()
+    assert db.batches == []
+    clock.advance(0.2)  # at most the linger
+    (statuses, saves, drops), = db.batches
+    assert [leg["leg"] for leg in saves["s1"]["legs"]] == ["A"] and drops == []
+    clock.advance(4)
+    node.b.answer()
+    clock.advance(0.2)
+    assert [leg["leg"] for leg in db.batches[-1][1]["s1"]["legs"]] == ["A", "B"]
+    clock.advance(30)
+    node.b.bye()
+    clock.advance(0.2)
+    assert db.batches[-1] == ({"s1": "ended"}, {}, ["s1"])
+    assert node.session.ctx.keeper.pending().called

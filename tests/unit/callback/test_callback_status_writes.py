@@ -19,6 +19,7 @@ class SlowDb:
         self.params = []
         self.ready = True
         self.ready_waiters = []
+        self.recovery = []  # per batch: ({session: (node, instance, data)}, [ids deleted])
 
     def when_ready(self):
         d = defer.Deferred()
@@ -31,6 +32,14 @@ class SlowDb:
         ids, states = params[0], params[7]
         d = defer.Deferred()
         self.batches.append(({i: json.loads(s)["status"] for i, s in zip(ids, states, strict=True)}, d))
+        # The crash-recovery rows riding the batch (upsert_with_recovery): saved, then deleted.
+        if len(params) > 10:
+            assert "INSERT INTO callback_recovery" in sql and "DELETE FROM callback_recovery" in sql
+            saves = {sid: (node, inst, json.loads(data))
+                     for sid, node, inst, data in zip(*params[10:14], strict=True)}
+            self.recovery.append((saves, params[14]))
+        else:
+            self.recovery.append(({}, []))
         return d
 
 
@@ -188,3 +197,97 @@ def test_a_row_is_the_sessions_immutable_snapshot():
     ids, apps, modes, accounts, phones, destinations, statuses = db.params[0][:7]
     assert (ids, apps, modes, accounts, phones, destinations, statuses) == (
         ["s1"], ["A"], ["simple"], ["cb1"], ["15550100"], ["1818"], ["calling_you"])
+
+
+# -- the crash-recovery rows ride the batches (issue 17 item 1) -------------------------------
+
+def test_recovery_snapshots_ride_the_status_batch_newest_only_in_one_statement():
+    w, db, clock = writer()
+    s, t = Session("s1"), Session("s2")
+    w.store(t)
+    w.save_recovery(s, {"legs": ["A"]})
+    clock.advance(0.1)
+    w.save_recovery(s, {"legs": ["A", "B"]})  # legB answered within the linger time
+    assert db.batches == []  # no statement of its own
+    clock.advance(0.1)
+    assert len(db.batches) == 1
+    assert db.batches[0][0] == {"s1": "calling_you", "s2": "calling_you"}  # with its status
+    assert db.recovery[0] == ({"s1": ("node1", SlowDb.instance_id, {"legs": ["A", "B"]})}, [])
+    db.batches[0][1].callback(None)
+    clock.advance(1.0)
+    assert len(db.batches) == 1 and w.pending() == []  # saved once
+
+
+def test_the_recovery_row_goes_in_the_statement_that_stores_the_final_status():
+    w, db, clock = writer()
+    s = Session("s1")
+    w.save_recovery(s, {"legs": ["A"]})
+    clock.advance(0.2)
+    db.batches[0][1].callback(None)
+    s.status = "ended"
+    w.store(s)
+    w.drop_recovery(s)
+    clock.advance(0.2)
+    assert db.batches[1][0] == {"s1": "ended"}
+    assert db.recovery[1] == ({}, ["s1"])
+
+
+def test_a_snapshot_not_yet_saved_when_the_callback_ends_is_never_saved():
+    w, db, clock = writer()
+    s = Session("s1")
+    w.save_recovery(s, {"legs": ["A"]})
+    s.status = "ended"
+    w.store(s)
+    w.drop_recovery(s)
+    clock.advance(0.2)
+    assert len(db.batches) == 1 and db.recovery[0] == ({}, ["s1"])
+
+
+def test_a_delete_waits_for_the_final_status():
+    """drop_recovery before the final status is queued: the row stays until it is."""
+    w, db, clock = writer()
+    s = Session("s1")
+    w.drop_recovery(s)
+    clock.advance(0.2)
+    assert db.recovery[0] == ({}, [])  # calling_you: not final, no delete
+    db.batches[0][1].callback(None)
+    s.status = "ended"
+    w.store(s)
+    clock.advance(0.2)
+    assert db.recovery[1] == ({}, ["s1"])
+
+
+def test_a_failed_recovery_save_is_retried_past_max_attempts_while_the_callback_runs():
+    w, db, clock = writer()
+    s = Session("s1")
+    w.save_recovery(s, {"legs": ["A"]})
+    clock.advance(0.2)
+    for i in range(6):  # twice max_attempts
+        db.batches[i][1].errback(RuntimeError("database away"))
+        if i == 2:
+            w.save_recovery(s, {"legs": ["A", "B"]})  # newer than the one that failed
+        clock.advance(1.0)
+        assert len(db.batches) == i + 2
+        assert db.recovery[i + 1][0]["s1"][2] == {"legs": ["A"] if i < 2 else ["A", "B"]}
+    db.batches[6][1].callback(None)
+    clock.advance(5.0)
+    assert len(db.batches) == 7 and w.pending() == []
+
+
+def test_a_failed_delete_is_retried_with_its_final_status_and_no_stale_save_follows():
+    w, db, clock = writer()
+    s = Session("s1")
+    w.save_recovery(s, {"legs": ["A"]})
+    clock.advance(0.2)
+    db.batches[0][1].errback(RuntimeError("database away"))  # the save failed
+    s.status = "ended"
+    w.store(s)
+    w.drop_recovery(s)  # ended before the retry: the failed save is not retried
+    clock.advance(1.0)
+    assert db.batches[1][0] == {"s1": "ended"} and db.recovery[1] == ({}, ["s1"])
+    db.batches[1][1].errback(RuntimeError("database away"))
+    clock.advance(1.0)
+    assert db.batches[2][0] == {"s1": "ended"} and db.recovery[2] == ({}, ["s1"])
+    db.batches[2][1].callback(None)
+    clock.advance(5.0)
+    assert len(db.batches) == 3 and w.pending() == []
