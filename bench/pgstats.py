@@ -71,6 +71,9 @@ def track_functions(base_dsn: str) -> None:
     conn.close()
 
 
+TABLES = ("SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del FROM pg_stat_user_tables "
+          "WHERE schemaname = 'public'")
+
 FUNCTIONS = ("SELECT funcname, calls, total_time, self_time FROM pg_stat_user_functions "
              "WHERE schemaname = 'public'")
 
@@ -121,6 +124,7 @@ class Snapshot:
     cpu: dict[int, float]
     postmaster: int
     functions: dict[str, tuple[int, float, float]] = field(default_factory=dict)
+    tables: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @classmethod
     def take(cls, dsn: str) -> Snapshot:
@@ -140,9 +144,11 @@ class Snapshot:
             checkpointer = cur.fetchone()[0]
             cur.execute(FUNCTIONS)
             functions = {r[0]: (r[1], r[2], r[3]) for r in cur.fetchall()}
+            cur.execute(TABLES)
+            tables = {r[0]: tuple(r[1:]) for r in cur.fetchall()}
         conn.close()
         postmaster = int(Path(f"/proc/{checkpointer}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        return cls(wal, commits, cluster_cpu(postmaster), postmaster, functions)
+        return cls(wal, commits, cluster_cpu(postmaster), postmaster, functions, tables)
 
     def delta(self, dsn: str, extra_commits: int = 0) -> PgStep:
         """The step's figures since this snapshot (``extra_commits``: the bench's own)."""
@@ -165,9 +171,16 @@ class Snapshot:
                 c0, t0, s0 = self.functions.get(name, (0, 0.0, 0.0))
                 if calls > c0:
                     functions.append(Function(name, calls - c0, total - t0, own - s0))
+            cur.execute(TABLES)
+            tables = {}
+            for name, *counts in cur.fetchall():
+                before = self.tables.get(name, (0, 0, 0, 0))
+                change = tuple(c - b for c, b in zip(counts, before, strict=True))
+                if any(change):
+                    tables[name] = change
         conn.close()
         return PgStep(cpu=cpu, wal_bytes=wal, commits=commits, statements=rows,
-                      functions=functions)
+                      functions=functions, tables=tables)
 
 
 @dataclass
@@ -204,6 +217,8 @@ class PgStep:
     commits: int
     statements: list[Statement] = field(default_factory=list)
     functions: list[Function] = field(default_factory=list)
+    # Rows written per table: (inserted, updated, of which HOT, deleted), pg_stat_user_tables.
+    tables: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def summary(self, callbacks: int) -> str:
         """One phrase per callback: cluster CPU, statements, commits, WAL."""
@@ -244,4 +259,10 @@ class PgStep:
             for f in sorted(self.functions, key=lambda f: -f.total_ms):
                 lines.append(f"| `{f.name}` | {f.calls / n:.2f} | {f.total_ms / n:.3f} "
                              f"| {f.self_ms / n:.3f} | {f.total_ms / f.calls:.3f} |")
+        if self.tables:
+            lines += ["", "| table | inserted/cb | updated/cb | of which HOT | deleted/cb |",
+                      "| --- | --- | --- | --- | --- |"]
+            for name, (ins, upd, hot, dele) in sorted(self.tables.items()):
+                lines.append(f"| `{name}` | {ins / n:.2f} | {upd / n:.2f} | {hot / n:.2f} "
+                             f"| {dele / n:.2f} |")
         return "\n".join(lines)
