@@ -371,6 +371,7 @@ class CbServer:
 
         base = pg_dsn()
         pgstats.enable(with_dbname(base, "postgres"), str(VENV_BIN / "cbserver"), ROOT)
+        pgstats.track_functions(with_dbname(base, "postgres"))
         create_database(base, self.dbname)
         self.dsn = with_dbname(base, self.dbname)
         subprocess.run([str(VENV_BIN / "cbserver"), "db", "upgrade", "--dsn", self.dsn],

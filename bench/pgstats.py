@@ -53,6 +53,31 @@ def enable(base_dsn: str, cbserver_bin: str, cwd: Path) -> None:
               "SELECT pg_reload_conf()"])
 
 
+def track_functions(base_dsn: str) -> None:
+    """Time every PL/pgSQL function call (``track_functions = 'pl'``) in the cluster.
+
+    ``pg_stat_user_functions`` then gives each function of ``sql/functions/`` its calls, total
+    time (with the functions it calls) and self time; ``Snapshot`` reports their difference.
+    """
+    import psycopg2
+
+    conn = psycopg2.connect(base_dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SHOW track_functions")
+        if cur.fetchone()[0] != "pl":
+            cur.execute("ALTER SYSTEM SET track_functions = 'pl'")
+            cur.execute("SELECT pg_reload_conf()")
+    conn.close()
+
+
+TABLES = ("SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del FROM pg_stat_user_tables "
+          "WHERE schemaname = 'public'")
+
+FUNCTIONS = ("SELECT funcname, calls, total_time, self_time FROM pg_stat_user_functions "
+             "WHERE schemaname = 'public'")
+
+
 def create_extension(dsn: str) -> None:
     """``CREATE EXTENSION pg_stat_statements`` in the scratch database."""
     import psycopg2
@@ -98,6 +123,8 @@ class Snapshot:
     commits: int
     cpu: dict[int, float]
     postmaster: int
+    functions: dict[str, tuple[int, float, float]] = field(default_factory=dict)
+    tables: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @classmethod
     def take(cls, dsn: str) -> Snapshot:
@@ -115,9 +142,13 @@ class Snapshot:
             commits = int(cur.fetchone()[0])
             cur.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")
             checkpointer = cur.fetchone()[0]
+            cur.execute(FUNCTIONS)
+            functions = {r[0]: (r[1], r[2], r[3]) for r in cur.fetchall()}
+            cur.execute(TABLES)
+            tables = {r[0]: tuple(r[1:]) for r in cur.fetchall()}
         conn.close()
         postmaster = int(Path(f"/proc/{checkpointer}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        return cls(wal, commits, cluster_cpu(postmaster), postmaster)
+        return cls(wal, commits, cluster_cpu(postmaster), postmaster, functions, tables)
 
     def delta(self, dsn: str, extra_commits: int = 0) -> PgStep:
         """The step's figures since this snapshot (``extra_commits``: the bench's own)."""
@@ -134,8 +165,32 @@ class Snapshot:
             commits = int(cur.fetchone()[0]) - self.commits - extra_commits
             cur.execute(STATEMENTS)
             rows = [Statement(*r) for r in cur.fetchall()]
+            cur.execute(FUNCTIONS)
+            functions = []
+            for name, calls, total, own in cur.fetchall():
+                c0, t0, s0 = self.functions.get(name, (0, 0.0, 0.0))
+                if calls > c0:
+                    functions.append(Function(name, calls - c0, total - t0, own - s0))
+            cur.execute(TABLES)
+            tables = {}
+            for name, *counts in cur.fetchall():
+                before = self.tables.get(name, (0, 0, 0, 0))
+                change = tuple(c - b for c, b in zip(counts, before, strict=True))
+                if any(change):
+                    tables[name] = change
         conn.close()
-        return PgStep(cpu=cpu, wal_bytes=wal, commits=commits, statements=rows)
+        return PgStep(cpu=cpu, wal_bytes=wal, commits=commits, statements=rows,
+                      functions=functions, tables=tables)
+
+
+@dataclass
+class Function:
+    """One ``pg_stat_user_functions`` row's change over a step (times in ms)."""
+
+    name: str
+    calls: int
+    total_ms: float
+    self_ms: float
 
 
 @dataclass
@@ -161,6 +216,9 @@ class PgStep:
     wal_bytes: int
     commits: int
     statements: list[Statement] = field(default_factory=list)
+    functions: list[Function] = field(default_factory=list)
+    # Rows written per table: (inserted, updated, of which HOT, deleted), pg_stat_user_tables.
+    tables: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def summary(self, callbacks: int) -> str:
         """One phrase per callback: cluster CPU, statements, commits, WAL."""
@@ -195,4 +253,16 @@ class PgStep:
                          f"| {s.exec_ms / n:.3f} | {s.exec_ms / max(1, s.calls):.3f} "
                          f"| {s.plan_ms / n:.3f} | {s.rows / n:.2f} | {s.dirtied / n:.2f} "
                          f"| {s.wal_bytes / n:.0f} |")
+        if self.functions:
+            lines += ["", "| function | calls/cb | total ms/cb | self ms/cb | mean total ms |",
+                      "| --- | --- | --- | --- | --- |"]
+            for f in sorted(self.functions, key=lambda f: -f.total_ms):
+                lines.append(f"| `{f.name}` | {f.calls / n:.2f} | {f.total_ms / n:.3f} "
+                             f"| {f.self_ms / n:.3f} | {f.total_ms / f.calls:.3f} |")
+        if self.tables:
+            lines += ["", "| table | inserted/cb | updated/cb | of which HOT | deleted/cb |",
+                      "| --- | --- | --- | --- | --- |"]
+            for name, (ins, upd, hot, dele) in sorted(self.tables.items()):
+                lines.append(f"| `{name}` | {ins / n:.2f} | {upd / n:.2f} | {hot / n:.2f} "
+                             f"| {dele / n:.2f} |")
         return "\n".join(lines)

@@ -10,7 +10,9 @@ CREATE OR REPLACE FUNCTION cb_take_slot(p_slot uuid, p_account text, p_cap integ
                                         p_start_timeout integer, p_node_expiry integer,
                                         p_callback text)
 RETURNS TABLE (taken boolean, in_use integer)
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE
+-- See "Plain index scans" in docs/sql-functions.md.
+SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 DECLARE
     s record;
     n integer := 0;

@@ -9,6 +9,9 @@
 -- from. A function so that its plan is kept per connection: planning this query took twice as
 -- long as running it, and it runs twice per callback. The last column is the account's
 -- cb_account_fingerprint, which legB's re-authorization hands to cb_reserve_again.
+-- The processes holding on the balance are judged once each (cb_node_alive, in a first
+-- statement over the holds), not once per hold row: a node or two against every call's rows
+-- (session 9, docs/bench-callbacks.md); the sum counts the same rows.
 DROP FUNCTION IF EXISTS cb_account_for_call(text, text, integer, text, text[]);
 CREATE OR REPLACE FUNCTION cb_account_for_call(p_account text, p_session text, p_expiry integer,
                                                p_node text, p_codes text[])
@@ -21,9 +24,12 @@ RETURNS TABLE (id text, customer_id integer, product_id integer, account_type te
                customer_balance numeric, customer_credit_limit numeric, customer_currency text,
                product_currency text, reserved numeric, open_calls bigint, entries json,
                fingerprint text)
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE
+-- See "Plain index scans" in docs/sql-functions.md.
+SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 DECLARE
     k text;
+    live uuid[];
 BEGIN
     SELECT CASE WHEN a.balance_control = 'subordinate' THEN 'customer:' || a.customer_id
                 ELSE 'account:' || a.id END
@@ -31,6 +37,10 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
+    -- MATERIALIZED: else the planner may push the test below the DISTINCT, once per row.
+    WITH d AS MATERIALIZED (SELECT DISTINCT r.instance_id AS id FROM balance_reservations r
+                             WHERE r.owner_key = k)
+    SELECT coalesce(array_agg(d.id), '{}') INTO live FROM d WHERE cb_node_alive(d.id, p_expiry);
     RETURN QUERY
     SELECT a.id, a.customer_id, a.product_id, a.account_type, a.balance_control, a.balance,
            a.credit_limit, a.status, a.activation_date, a.expiration_date,
@@ -50,6 +60,6 @@ BEGIN
            SELECT coalesce(sum(r.amount), 0) AS amount, count(DISTINCT r.session_id) AS sessions
              FROM balance_reservations r
             WHERE r.owner_key = k AND r.session_id <> p_session AND r.expires_at > now()
-              AND cb_node_alive(r.instance_id, p_expiry)) AS held
+              AND r.instance_id = ANY (live)) AS held
      WHERE a.id = p_account;
 END $$;

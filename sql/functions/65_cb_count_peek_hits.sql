@@ -10,7 +10,9 @@ CREATE OR REPLACE FUNCTION cb_count_peek_hits(p_kinds text[], p_keys text[],
                                               p_peek_kinds text[], p_peek_keys text[],
                                               p_start bigint, p_previous bigint)
 RETURNS TABLE (kind text, counted boolean, hits integer, previous integer)
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE
+-- See "Plain index scans" in docs/sql-functions.md.
+SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY SELECT c.kind, true, c.hits, c.previous

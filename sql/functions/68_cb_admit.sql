@@ -27,7 +27,9 @@ CREATE OR REPLACE FUNCTION cb_admit(p_kinds text[], p_keys text[], p_caps double
                                     p_callback text)
 RETURNS TABLE (kind text, counted boolean, hits integer, previous integer, over boolean,
                taken boolean, in_use integer)
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE
+-- See "Plain index scans" in docs/sql-functions.md.
+SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 #variable_conflict use_column
 DECLARE
     weight double precision := greatest(0.0::double precision,
