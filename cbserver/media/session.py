@@ -42,6 +42,7 @@ from cbserver.media import rtcp, rtp
 from cbserver.media.mux import MuxPort, OneReadPort, shared_mux
 from cbserver.media.ports import PortPool
 from cbserver.media.rewrite import StreamRewriter
+from cbserver.media.rtcptimer import shared_timer
 
 _FAST_HEADER = struct.Struct("!BHII")  # octets 1-11 of a plain RTP header (RFC 3550 5.1)
 SAMPLE_RATE = 8000  # G.711 and telephone-event clock rate (RFC 3551 4.5.14, RFC 4733 2.1)
@@ -112,7 +113,8 @@ class RtpSession(DatagramProtocol):
         self.local_port: int | None = None
         self._rtp_port = self._rtcp_port = None
         self._rtcp_proto = _RtcpProtocol(self)
-        self._rtcp_call = None
+        # Reports are sent by the clock's one RTCP timer (cbserver/media/rtcptimer.py).
+        self._rtcp_timer = shared_timer(clock)
         # negotiated by SDP (configure)
         self.payload_type = 0
         self.codec = "PCMU"
@@ -244,9 +246,7 @@ class RtpSession(DatagramProtocol):
         if self.closed:
             return defer.succeed(None)
         self.closed = True
-        if self._rtcp_call is not None and self._rtcp_call.active():
-            self._rtcp_call.cancel()
-        self._rtcp_call = None
+        self._rtcp_timer.remove(self)
         if self._rtcp_port is not None and self.remote_rtcp is not None:
             self._send_rtcp(rtcp.pack_bye(self.ssrc), with_report=True)  # RFC 3550 6.3.7
         waits = []
@@ -489,10 +489,10 @@ class RtpSession(DatagramProtocol):
     def _schedule_rtcp(self) -> None:
         # RFC 3550 6.3.1: randomise the interval to 0.5-1.5 times the nominal value.
         delay = self.rtcp_interval * (0.5 + self._rng.random())
-        self._rtcp_call = self._clock.callLater(delay, self._rtcp_tick)
+        self._rtcp_timer.schedule(self, delay)
 
-    def _rtcp_tick(self) -> None:
-        self._rtcp_call = None
+    def rtcp_due(self) -> None:
+        """The RTCP timer says our next report is due: send it and schedule the one after."""
         if self.closed:
             return
         if self.remote_rtcp is not None:

@@ -1,9 +1,10 @@
 """An open RTP leg holds few objects for the garbage collector, and its mux still reads.
 
 Each object a call keeps alive is visited by the paced collections (cbserver/gcpacer.py;
-issue 17 item 2). Opening a leg on the epoll reactor binds two sockets with their mux ports and
-table entries and arms the RTCP timer. The mux keeps (socket, protocol) per socket, not two bound methods, and
-the session keeps its socket, not a bound ``sendto``. Real loopback sockets.
+issue 17 item 2). Opening a leg on the epoll reactor binds two sockets with their mux ports
+and table entries, and gives the clock's RTCP timer a due time (cbserver/media/rtcptimer.py).
+The mux keeps (socket, protocol) per socket, not two bound methods, and the session keeps its
+socket, not a bound ``sendto``. Real loopback sockets.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ pytestmark = [
 ]
 
 
-def test_opening_a_leg_costs_at_most_eleven_tracked_objects():
+def test_opening_a_leg_costs_at_most_seven_tracked_objects():
     pool = PortPool(41000, 41999)
     warm = RtpSession(reactor, reactor, pool)  # the shared mux exists before counting
     warm.open()
@@ -41,9 +42,10 @@ def test_opening_a_leg_costs_at_most_eleven_tracked_objects():
         gc.enable()
         for s in [warm, *sessions]:
             s.close()
-    # Two sockets, two mux ports, two mux entries, the RTCP timer (DelayedCall and its three
-    # bound methods): 10. Keeping recvfrom, datagramReceived and sendto bound made it 15.
-    assert per_leg <= 11
+    # Two sockets, two mux ports, two mux entries: 6. Keeping recvfrom, datagramReceived and
+    # sendto bound made it 15 with a DelayedCall (and its three bound methods) per leg for
+    # RTCP, 10 without them; the clock's one RTCP timer now has only a due time per leg.
+    assert per_leg <= 7
 
 
 def _pump(m, done) -> None:
