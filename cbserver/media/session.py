@@ -249,13 +249,23 @@ class RtpSession(DatagramProtocol):
         self._rtcp_timer.remove(self)
         if self._rtcp_port is not None and self.remote_rtcp is not None:
             self._send_rtcp(rtcp.pack_bye(self.ssrc), with_report=True)  # RFC 3550 6.3.7
+        # The mux's ports stop at once (no Deferred); only a Twisted port's stopping is
+        # waited for: five Deferreds per leg closed were 0.8 % of the server's CPU (issue 17).
         waits = []
         for port in (self._rtp_port, self._rtcp_port):
             if port is not None:
-                waits.append(defer.maybeDeferred(port.stopListening))
+                try:
+                    stopped = port.stopListening()
+                except Exception:  # noqa: BLE001 - reported through the returned Deferred
+                    waits.append(defer.fail())
+                else:
+                    if isinstance(stopped, defer.Deferred):
+                        waits.append(stopped)
         if self.local_port is not None:
             self._pool.release(self.local_port)
         self._rtp_port = self._rtcp_port = None
+        if not waits:
+            return defer.succeed(None)
         return defer.gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
 
     # --- sending ----------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Sessions on a fake UDP reactor and clock: one DelayedCall however many sessions, each report
 inside RFC 3550 6.3.1's randomised interval (0.5-1.5 times the nominal) plus the timer's
 granularity, nothing left scheduled once the last session closes, and one session's failure
-or closing inside the tick stopping no other.
+or closing inside the tick stopping no other. Closing a leg (which leaves the timer) fires at
+once when its ports stop at once, and still fails when a port fails to stop.
 """
 
 from __future__ import annotations
@@ -106,3 +107,22 @@ def test_a_rescheduled_session_keeps_one_due_time():
     for _ in range(20):
         clock.advance(0.25)
     assert calls == [3.0]
+
+
+def test_closing_returns_at_once_and_a_port_that_fails_to_stop_fails_the_close():
+    from twisted.internet import defer
+
+    reactor, sessions = open_sessions(2)
+    done = []
+    sessions[0].close().addCallback(done.append)
+    assert done == [None]  # the fake ports stop at once: nothing to wait for
+
+    def broken():
+        raise OSError("stop failed")
+
+    reactor.ports[sessions[1].local_port].stopListening = broken
+    failed = []
+    sessions[1].close().addErrback(failed.append)
+    assert len(failed) == 1 and failed[0].check(defer.FirstError)
+    assert failed[0].value.subFailure.check(OSError)
+    assert reactor.getDelayedCalls() == []
