@@ -26,12 +26,15 @@ class NamedTimersMixin:
     def _start_timer(self, name: str, delay: float, fn: Callable, *args) -> None:
         """(Re)arm the timer ``name`` to run ``fn(*args)`` once after ``delay`` seconds."""
         self._cancel_timer(name)
+        # A bound method and an argument tuple, not a closure: a closure is a function and a
+        # cell per variable, objects the garbage collector visits for the timer's whole life
+        # (five per timer, against two; issue 17, docs/bench-callbacks.md "Session 9").
+        self._timers[name] = self.clock.callLater(delay, self._fire_timer, name, fn, args)
 
-        def fire() -> None:
-            self._timers.pop(name, None)
-            fn(*args)
-
-        self._timers[name] = self.clock.callLater(delay, fire)
+    def _fire_timer(self, name: str, fn: Callable, args: tuple) -> None:
+        """A timer ran out: forget it, then run its function."""
+        self._timers.pop(name, None)
+        fn(*args)
 
     def _cancel_timer(self, name: str) -> None:
         """Disarm the timer ``name`` if it is armed."""
