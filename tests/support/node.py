@@ -19,7 +19,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,9 +28,9 @@ from pathlib import Path
 
 import psycopg2
 
+from tests.support.server import start as start_twistd
 from tests.support.world import config_text, free_tcp_port, free_udp_port, rtp_range_start
 
-TWISTD = str(Path(sys.executable).parent / "twistd")
 LOG_TAIL = 3000  # characters of a node's log shown with a failure
 
 
@@ -113,10 +112,7 @@ class Node:
 
     def start(self) -> subprocess.Popen:
         """Start the node (again, after a stop or a kill: its output is appended)."""
-        with self.log.open("a") as out:  # the child has its own descriptor
-            self.proc = subprocess.Popen(
-                [*self.prefix, TWISTD, "-n", "--pidfile=", "cbserver", "--config", str(self.config)],
-                stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        self.proc = start_twistd(self.config, log=self.log, append=True, prefix=self.prefix)
         return self.proc
 
     def url(self, path: str) -> str:
