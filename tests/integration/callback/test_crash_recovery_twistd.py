@@ -22,12 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.node import Node, http, query, running, wait_for
+from tests.support.node import Node, demo_catalog, http, query, running, wait_for
 from tests.support.sippeer import SipPeer
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[3]
 N = 4
 # One debit account per callback: a callback holds its account's whole balance (its maximum
 # duration priced), so a second one on the same account would be refused for balance.
@@ -37,14 +36,7 @@ PASSWORD = "recover-pass-1"
 
 def catalog(tmp: Path) -> Path:
     """The demo's catalog plus the test's accounts."""
-    text = (ROOT / "demo" / "demo.toml").read_text()
-    for account in ACCOUNTS:
-        text += (f'\n[[account]]\nid = "{account}"\ncustomer = "Retail Callback"\n'
-                 f'product = "Callback Services"\naccount_type = "debit"\nopening_balance = "20"\n'
-                 f'status = "active"\npassword = "{PASSWORD}"\n')
-    path = tmp / "catalog.toml"
-    path.write_text(text)
-    return path
+    return demo_catalog(tmp, ACCOUNTS, PASSWORD)
 
 
 @pytest.mark.parametrize("who", ["survivor", "restarted"])

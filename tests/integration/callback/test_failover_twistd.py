@@ -30,7 +30,7 @@ from cbserver.db.migrations import upgrade
 from cbserver.db.pool import Database
 from cbserver.devtools.pgcluster import Cluster, failover_dsn
 from tests.support.carrier import Carrier
-from tests.support.node import Node, http, query, running, wait_for
+from tests.support.node import Node, demo_catalog, http, query, running, wait_for
 from tests.support.world import free_udp_port
 
 pytestmark = pytest.mark.integration
@@ -70,14 +70,7 @@ def pair():
 
 def catalog(tmp: Path) -> Path:
     """The demo's catalog plus one debit account per callback (a callback holds its balance)."""
-    text = (ROOT / "demo" / "demo.toml").read_text()
-    for account in BEFORE + ACROSS + AFTER:
-        text += (f'\n[[account]]\nid = "{account}"\ncustomer = "Retail Callback"\n'
-                 f'product = "Callback Services"\naccount_type = "debit"\nopening_balance = "20"\n'
-                 f'status = "active"\npassword = "{PASSWORD}"\n')
-    path = tmp / "catalog.toml"
-    path.write_text(text)
-    return path
+    return demo_catalog(tmp, BEFORE + ACROSS + AFTER, PASSWORD)
 
 
 def start_callbacks(node: Node, accounts: list[str]) -> list[str]:

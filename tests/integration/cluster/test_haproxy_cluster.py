@@ -29,7 +29,7 @@ import pytest
 
 from cbserver.devtools.democarrier import SIPP_DIR, scenario
 from tests.integration.sip_torture.netns import Namespace, NetnsUnavailable
-from tests.support.node import Node, query
+from tests.support.node import Node, demo_catalog, query
 from tests.support.node import wait_for as node_wait_for
 
 pytestmark = pytest.mark.integration
@@ -48,19 +48,15 @@ ACCOUNTS = [f"cbcluster{i:03d}" for i in range(16)]
 
 def catalog(tmp: Path) -> Path:
     """The demo catalog with entries for node1 and node2 (not node3) and the test's accounts."""
-    text = (ROOT / "demo" / "demo.toml").read_text()
     entries = ('  [[product.rating_list]]\n  service = "voice"\n  node = "node1"\n'
                '  access_code = "WEBCALLBACK"\n')
-    assert entries in text
-    text = text.replace(entries, entries.replace("node1", "node2") + "  tariff = \"Callback\"\n"
-                        "  overdraft_protection = false\n\n" + entries, 1)
-    for account in ACCOUNTS:
-        text += (f'\n[[account]]\nid = "{account}"\ncustomer = "Retail Callback"\n'
-                 f'product = "Callback Services"\naccount_type = "debit"\nopening_balance = "20"\n'
-                 f'status = "active"\npassword = "{PASSWORD}"\n')
-    path = tmp / "catalog.toml"
-    path.write_text(text)
-    return path
+
+    def node2_too(text: str) -> str:
+        assert entries in text
+        return text.replace(entries, entries.replace("node1", "node2") + "  tariff = \"Callback\"\n"
+                            "  overdraft_protection = false\n\n" + entries, 1)
+
+    return demo_catalog(tmp, ACCOUNTS, PASSWORD, node2_too)
 
 
 def haproxy_config(tmp: Path, pem: Path, sock: Path) -> Path:
