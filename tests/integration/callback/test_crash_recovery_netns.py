@@ -35,7 +35,14 @@ from pathlib import Path
 import pytest
 
 from cbserver.callback.recovery import pricer_from_dict
-from tests.integration.callback.test_crash_recovery_twistd import ACCOUNTS, PASSWORD, N, catalog, query
+from tests.integration.callback.test_crash_recovery_twistd import (
+    ACCOUNTS,
+    PASSWORD,
+    N,
+    catalog,
+    node_lost_xdrs,
+    query,
+)
 from tests.integration.sip_torture.netns import Namespace, NetnsUnavailable
 from tests.support.node import Node, running, wait_for
 
@@ -165,21 +172,10 @@ def test_kill_9_in_a_namespace_byes_on_the_wire_xdrs_balances_sessions(tmp_path,
                 assert any(m["call_id"] == call_id and m["dir"] == "sent"
                            and m["first"].startswith("SIP/2.0 200") and m["cseq"].endswith("BYE")
                            for m in messages), f"BYE of {call_id} not answered 200"
-            rows = query(pg_dsn, "SELECT session_id, leg, duration, amount, connect_time, disconnect_time, "
-                                 "sip_reason, node, call_id, account_id FROM xdrs ORDER BY session_id, leg")
-            assert sorted({r[0] for r in rows}) == sorted(ids) and len(rows) == 2 * N
-            assert {r[8] for r in rows} == invites
-            instance = query(pg_dsn, "SELECT DISTINCT instance_id FROM xdrs")
-            assert len(instance) == 1
-            last_seen = query(pg_dsn, "SELECT extract(epoch FROM last_seen)::float8 FROM server_nodes "
-                                      "WHERE instance_id = %s", instance[0])[0][0]
+            rows, last_seen = node_lost_xdrs(pg_dsn, ids, invites)
             seconds_not_billed = killed_db - last_seen
             money_not_billed = []
-            for sid, leg, duration, amount, connect, disconnect, reason, node, _, _ in rows:
-                assert reason == "node_lost" and node == "node1"
-                assert abs(disconnect.timestamp() - last_seen) < 0.002, leg
-                assert 0 <= duration - (last_seen - connect.timestamp()) < 1.001, leg
-                assert amount > 0
+            for sid, leg, _, amount, *_ in rows:
                 # What the leg would have cost billed up to the kill, by its stored rate.
                 data = next(x for x in stored[sid]["legs"] if x["leg"] == leg)
                 upto_kill = math.ceil(killed_db - data["answered_at"] - 1e-6)

@@ -39,6 +39,30 @@ def catalog(tmp: Path) -> Path:
     return demo_catalog(tmp, ACCOUNTS, PASSWORD)
 
 
+def node_lost_xdrs(dsn: str, ids: list[str], invites: set[str]) -> tuple[list[tuple], float]:
+    """The xDRs after node1's crash, checked: two per callback ``ids``, one per leg of
+    ``invites``, all of the one killed process, reason ``node_lost``, ended at its last
+    heartbeat and billed from the answer up to it. Returns the rows (session_id, leg,
+    duration, amount, connect_time, disconnect_time, sip_reason, node, call_id, account_id)
+    and that heartbeat's time (epoch seconds)."""
+    rows = query(dsn, "SELECT session_id, leg, duration, amount, connect_time, disconnect_time, "
+                      "sip_reason, node, call_id, account_id FROM xdrs ORDER BY session_id, leg")
+    assert sorted({r[0] for r in rows}) == sorted(ids) and len(rows) == 2 * len(ids)
+    assert {r[8] for r in rows} == invites
+    # (`cbserver provision` registered a node1 process too, long stopped.)
+    instance = query(dsn, "SELECT DISTINCT instance_id FROM xdrs")
+    assert len(instance) == 1
+    last_seen = query(dsn, "SELECT extract(epoch FROM last_seen)::float8 FROM server_nodes "
+                           "WHERE instance_id = %s", instance[0])[0][0]
+    for _sid, leg, duration, amount, connect, disconnect, reason, node, _, _ in rows:
+        assert reason == "node_lost" and node == "node1"
+        assert abs(disconnect.timestamp() - last_seen) < 0.002, leg
+        # Rounded up from the answer (connect_time is truncated to the millisecond).
+        assert 0 <= duration - (last_seen - connect.timestamp()) < 1.001, leg
+        assert amount > 0
+    return rows, last_seen
+
+
 @pytest.mark.parametrize("who", ["survivor", "restarted"])
 def test_kill_9_of_a_node_with_calls_up_ends_bills_and_closes_everything(tmp_path, pg_dsn, who):
     """``who`` recovers: another node, or the killed node itself started again alone (it
@@ -115,22 +139,8 @@ def test_kill_9_of_a_node_with_calls_up_ends_bills_and_closes_everything(tmp_pat
 
             # Every BYE came from the survivor (the dead node's port is closed).
             assert {r.source for r in peer.of("BYE")} != set()
-            rows = query(pg_dsn, "SELECT session_id, leg, duration, amount, connect_time, disconnect_time, "
-                                 "sip_reason, node, call_id, account_id FROM xdrs ORDER BY session_id, leg")
-            assert sorted({r[0] for r in rows}) == sorted(ids) and len(rows) == 2 * N
-            assert {r[8] for r in rows} == invites
-            # (`cbserver provision` registered a node1 process too, long stopped.)
-            instance = query(pg_dsn, "SELECT DISTINCT instance_id FROM xdrs")
-            assert len(instance) == 1
-            last_seen = query(pg_dsn, "SELECT extract(epoch FROM last_seen)::float8 FROM server_nodes "
-                                      "WHERE instance_id = %s", instance[0])[0][0]
+            rows, last_seen = node_lost_xdrs(pg_dsn, ids, invites)
             not_billed = killed_db - last_seen
-            for _sid, leg, duration, amount, connect, disconnect, reason, node, _, _ in rows:
-                assert reason == "node_lost" and node == "node1"
-                assert abs(disconnect.timestamp() - last_seen) < 0.002, leg
-                # Rounded up from the answer (connect_time is truncated to the millisecond).
-                assert 0 <= duration - (last_seen - connect.timestamp()) < 1.001, leg
-                assert amount > 0
             after = dict(query(pg_dsn, balances, (ACCOUNTS,)))
             for account in ACCOUNTS:  # debit accounts: down by exactly their xDRs
                 billed = sum((r[3] for r in rows if r[9] == account), Decimal(0))
