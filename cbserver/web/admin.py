@@ -20,7 +20,6 @@ import datetime as dt
 import functools
 import hmac
 import json
-import secrets
 
 from klein import Klein
 from twisted.internet import defer
@@ -38,30 +37,21 @@ from cbserver.db.stores import PostgresCatalogStore, PostgresReadinessStore
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
 from cbserver.mail import Mailer
-from cbserver.web import admin_applications, admin_audit, admin_calls, admin_nodes
+from cbserver.web import (
+    admin_accounts,
+    admin_applications,
+    admin_audit,
+    admin_calls,
+    admin_nodes,
+    admin_rating,
+)
+from cbserver.web.admin_accounts import MAX_FINISHED_JOBS  # noqa: F401 - re-exported
 from cbserver.web.admin_openapi import openapi_document
+from cbserver.web.admin_rating import MAX_CSV_BODY, _csv_body  # noqa: F401 - re-exported
 from cbserver.web.responses import log_unexpected
 from cbserver.web.untrusted import UntrustedInput, check_text, load_json
 
 MAX_BODY = 1 << 20
-#: Who the audit log says made a change with the configured bearer token.
-MAX_FINISHED_JOBS = 100
-
-
-#: Largest CSV body of an import (a 100,000-prefix rate deck is about 5 MB).
-MAX_CSV_BODY = 64 << 20
-
-
-def _csv_body(request) -> bytes | None:
-    """The body of a ``text/csv`` request (None for any other type); 400 when too large."""
-    kind = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
-    if kind != b"text/csv":
-        return None
-    raw = request.content.read(MAX_CSV_BODY + 1) if request.content is not None else b""
-    if len(raw) > MAX_CSV_BODY:
-        raise ValidationError("body", f"larger than {MAX_CSV_BODY} bytes")
-    return raw
-
 
 class Unauthorized(Exception):
     """No valid bearer token."""
@@ -245,131 +235,6 @@ class AdminApp:
         """The OpenAPI 3 description of this API (no token needed)."""
         return _send(request, 200, openapi_document())
 
-    # -- destinations -----------------------------------------------------------------------
-
-    @app.route("/v1/destinations", methods=["GET"])
-    @api()
-    async def list_destinations(self, request):
-        """List destinations (filters: prefix, country)."""
-        return await self.catalog.list_destinations(*self._page(request))
-
-    @app.route("/v1/destinations", methods=["POST"])
-    @api(201, body=True)
-    async def create_destination(self, request, data):
-        """Add a destination to the register."""
-        return await self.catalog.create_destination(data)
-
-    @app.route("/v1/destinations/<prefix>", methods=["GET"])
-    @api()
-    async def get_destination(self, request, prefix):
-        """One destination."""
-        return await self.catalog.get_destination(prefix)
-
-    @app.route("/v1/destinations/<prefix>", methods=["PATCH"])
-    @api(body=True)
-    async def update_destination(self, request, data, prefix):
-        """Change a destination's country or description."""
-        return await self.catalog.update_destination(prefix, data)
-
-    @app.route("/v1/destinations/<prefix>", methods=["DELETE"])
-    @api(204)
-    async def delete_destination(self, request, prefix):
-        """Delete a destination no rate uses."""
-        await self.catalog.delete_destination(prefix)
-
-    # -- tariffs and rates ------------------------------------------------------------------
-
-    @app.route("/v1/tariffs", methods=["GET"])
-    @api()
-    async def list_tariffs(self, request):
-        """List tariffs (filters: name, currency)."""
-        return await self.catalog.list_tariffs(*self._page(request))
-
-    @app.route("/v1/tariffs", methods=["POST"])
-    @api(201, body=True)
-    async def create_tariff(self, request, data):
-        """Create a tariff."""
-        return await self.catalog.create_tariff(data)
-
-    @app.route("/v1/tariffs/<key>", methods=["GET"])
-    @api()
-    async def get_tariff(self, request, key):
-        """One tariff by id or name."""
-        return await self.catalog.get_tariff(key)
-
-    @app.route("/v1/tariffs/<key>", methods=["PATCH"])
-    @api(body=True)
-    async def update_tariff(self, request, data, key):
-        """Change a tariff (never its currency: 409)."""
-        return await self.catalog.update_tariff(key, data)
-
-    @app.route("/v1/tariffs/<key>", methods=["DELETE"])
-    @api(204)
-    async def delete_tariff(self, request, key):
-        """Delete a tariff (and its rates) no rating list uses."""
-        await self.catalog.delete_tariff(key)
-
-    @app.route("/v1/tariffs/<key>/rates", methods=["GET"])
-    @api()
-    async def list_tariff_rates(self, request, key):
-        """List a tariff's rates (filter: prefix)."""
-        filters, limit, offset = self._page(request)
-        return await self.catalog.list_rates({**filters, "tariff": key}, limit, offset)
-
-    @app.route("/v1/tariffs/<key>/rates", methods=["POST"])
-    @api(201, body=True)
-    async def create_rate(self, request, data, key):
-        """Add a rate to a tariff."""
-        return await self.catalog.create_rate(key, data)
-
-    @app.route("/v1/tariffs/<key>/rates/import", methods=["POST"])
-    @api()
-    async def import_rates(self, request, key):
-        """Insert or replace many rates, all or none: a JSON list or a CSV file (text/csv)."""
-        csv_body = _csv_body(request)
-        if csv_body is not None:
-            return await self.catalog.import_rates_csv(key, csv_body)
-        data = self._body(request)
-        if not isinstance(data, dict) or not isinstance(data.get("rates"), list):
-            raise ValidationError("rates", "must be a list of rates")
-        return await self.catalog.import_rates(key, list(enumerate(data["rates"], start=1)))
-
-    @app.route("/v1/destinations/import", methods=["POST"])
-    @api()
-    async def import_destinations(self, request):
-        """Add or change many destinations, all or none: a JSON list or a CSV file (text/csv)."""
-        csv_body = _csv_body(request)
-        if csv_body is not None:
-            return await self.catalog.import_destinations_csv(csv_body)
-        data = self._body(request)
-        if not isinstance(data, dict) or not isinstance(data.get("destinations"), list):
-            raise ValidationError("destinations", "must be a list of destinations")
-        return await self.catalog.import_destinations(list(enumerate(data["destinations"], start=1)))
-
-    @app.route("/v1/rates", methods=["GET"])
-    @api()
-    async def list_rates(self, request):
-        """List rates (filters: tariff, prefix)."""
-        return await self.catalog.list_rates(*self._page(request))
-
-    @app.route("/v1/rates/<int:rate_id>", methods=["GET"])
-    @api()
-    async def get_rate(self, request, rate_id):
-        """One rate."""
-        return await self.catalog.get_rate(int(rate_id))
-
-    @app.route("/v1/rates/<int:rate_id>", methods=["PATCH"])
-    @api(body=True)
-    async def update_rate(self, request, data, rate_id):
-        """Change a rate."""
-        return await self.catalog.update_rate(int(rate_id), data)
-
-    @app.route("/v1/rates/<int:rate_id>", methods=["DELETE"])
-    @api(204)
-    async def delete_rate(self, request, rate_id):
-        """Delete a rate version."""
-        await self.catalog.delete_rate(int(rate_id))
-
     # -- products, customers ----------------------------------------------------------------
 
     @app.route("/v1/products", methods=["GET"])
@@ -445,87 +310,6 @@ class AdminApp:
         """Record a payment (or refund) of a customer; the row carries the new balance."""
         return await self.payments.recharge_customer(key, data, made_by="admin-api")
 
-    # -- batches, accounts, the generator ---------------------------------------------------
-
-    @app.route("/v1/batches", methods=["GET"])
-    @api()
-    async def list_batches(self, request):
-        """List batches (filters: name, customer_id)."""
-        return await self.accounts.list_batches(*self._page(request))
-
-    @app.route("/v1/batches", methods=["POST"])
-    @api(201, body=True)
-    async def create_batch(self, request, data):
-        """Create an empty batch."""
-        return await self.accounts.create_batch(data)
-
-    @app.route("/v1/batches/<key>", methods=["GET"])
-    @api()
-    async def get_batch(self, request, key):
-        """One batch with its account counts and generator runs."""
-        return await self.accounts.get_batch(key)
-
-    @app.route("/v1/batches/<key>", methods=["DELETE"])
-    @api(204)
-    async def delete_batch(self, request, key):
-        """Delete an empty batch."""
-        await self.accounts.delete_batch(key)
-
-    @app.route("/v1/batches/<key>/activate", methods=["POST"])
-    @api()
-    async def activate_batch(self, request, key):
-        """Activate every inactive account of the batch."""
-        return {"activated": await self.accounts.activate_batch(key)}
-
-    @app.route("/v1/accounts", methods=["GET"])
-    @api()
-    async def list_accounts(self, request):
-        """List accounts (filters: customer, product, batch, status, account_type, internal, id_prefix)."""
-        return await self.accounts.list_accounts(*self._page(request))
-
-    @app.route("/v1/accounts", methods=["POST"])
-    @api(201, body=True)
-    async def create_account(self, request, data):
-        """Create an account with a given ID."""
-        return await self.accounts.create_account(data)
-
-    @app.route("/v1/accounts/<account_id>", methods=["GET"])
-    @api()
-    async def get_account(self, request, account_id):
-        """One account (never its password hashes)."""
-        return await self.accounts.get_account(account_id)
-
-    @app.route("/v1/accounts/<account_id>", methods=["PATCH"])
-    @api(body=True)
-    async def update_account(self, request, data, account_id):
-        """Change an account."""
-        return await self.accounts.update_account(account_id, data)
-
-    @app.route("/v1/accounts/<account_id>", methods=["DELETE"])
-    @api(204)
-    async def delete_account(self, request, account_id):
-        """Delete an account nothing refers to."""
-        await self.accounts.delete_account(account_id)
-
-    @app.route("/v1/accounts/<account_id>/activate", methods=["POST"])
-    @api()
-    async def activate_account(self, request, account_id):
-        """Activate one account."""
-        return {"activated": await self.accounts.activate_account(account_id)}
-
-    @app.route("/v1/accounts/<account_id>/payments", methods=["GET"])
-    @api()
-    async def list_account_payments(self, request, account_id):
-        """List an account's payments (recharges) and refunds, newest first."""
-        _filters, limit, offset = self._page(request)
-        return await self.payments.list_account_payments(account_id, limit, offset)
-
-    @app.route("/v1/accounts/<account_id>/payments", methods=["POST"])
-    @api(201, body=True)
-    async def recharge_account(self, request, data, account_id):
-        """Recharge (or refund) an individual account; the row carries the new balance."""
-        return await self.payments.recharge_account(account_id, data, made_by="admin-api")
-
     @app.route("/v1/readiness", methods=["GET"])
     @api()
     async def get_readiness(self, request):
@@ -540,49 +324,13 @@ class AdminApp:
                 "ready": not any(f.severity == readiness.ERROR for f in findings),
                 "findings": [f.to_json() for f in findings]}
 
-    @app.route("/v1/generator/jobs", methods=["POST"])
-    @api(202, body=True)
-    async def start_generator(self, request, data):
-        """Check a generator request (400/409 at once) and run it as a background job."""
-        await self.generator.check(data)
-        finished_jobs = [k for k, j in self.jobs.items() if j["state"] != "running"]
-        for old in finished_jobs[:max(0, len(finished_jobs) - MAX_FINISHED_JOBS + 1)]:
-            del self.jobs[old]  # keep the memory of finished jobs bounded (oldest first)
-        job_id = secrets.token_hex(8)
-        job = {"id": job_id, "state": "running", "stage": "checking", "done": 0, "total": 0}
-        self.jobs[job_id] = job
 
-        def progress(stage, done, total):
-            job.update(stage=stage, done=done, total=total)
-
-        def finished(result):
-            job.update(state="done", result=result)
-
-        def failed(f):
-            err = f.value
-            if isinstance(err, ValidationError | ConflictError | NotFound | DatabaseUnavailable):
-                job.update(state="failed", error={"field": getattr(err, "field", None), "message": str(err)})
-            else:
-                job.update(state="failed", error={"field": None, "message": "internal error"})
-                self.log.failure("generator job {job} failed", failure=f, job=job_id)
-
-        d = defer.ensureDeferred(self.generator.generate(data, progress=progress))
-        d.addCallbacks(finished, failed)
-        request.setHeader(b"location", f"/v1/generator/jobs/{job_id}".encode())
-        return job
-
-    @app.route("/v1/generator/jobs/<job_id>", methods=["GET"])
-    @api()
-    async def get_generator_job(self, request, job_id):
-        """A generator job: state (running/done/failed), progress, result (CSV path) or error."""
-        if job_id not in self.jobs:
-            raise NotFound("generator job", job_id)
-        return self.jobs[job_id]
-
-
-# Routes kept in modules of their own (small files): the audit log, voice applications.
+# Routes kept in modules of their own (small files): the audit log, voice applications,
+# destinations, tariffs and rates, batches, accounts and the generator's jobs.
 admin_audit.install(AdminApp, api)
 admin_applications.install(AdminApp, api)
+admin_rating.install(AdminApp, api)
+admin_accounts.install(AdminApp, api)
 # The nodes of the cluster (list, drain, undrain): their own module, mounted here.
 admin_nodes.install(AdminApp, api)
 # The calls routes (xDRs, callbacks, nodes, reports) live in their own module.

@@ -48,18 +48,23 @@ def write_config(folder: Path, dsn: str, **overrides: str) -> tuple[Path, int]:
 
 
 def start(config: Path, *extra: str, twistd_options: tuple[str, ...] = (),
-          log: Path | None = None) -> subprocess.Popen:
+          log: Path | None = None, append: bool = False, prefix: tuple[str, ...] | list[str] = (),
+          preexec_fn=None) -> subprocess.Popen:
     """Start ``twistd -n cbserver --config FILE`` with output captured.
 
-    The output goes to a pipe the caller reads at the end, or to the file ``log``: a test that
+    The output goes to a pipe the caller reads at the end, or to the file ``log`` (added to
+    its end with ``append``: a restarted node's output follows its predecessor's): a test that
     makes the server log more than a pipe holds (64 KiB) must pass ``log``, or the server
-    blocks writing its log and stops answering."""
+    blocks writing its log and stops answering. ``prefix`` runs it through another command
+    (``ip netns exec NAME``, which execs twistd: the pid is twistd's own); ``preexec_fn`` is
+    run in the child before twistd starts (e.g. to lower a resource limit)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    out = subprocess.PIPE if log is None else open(log, "w")  # noqa: SIM115 - owned by the child
+    out = subprocess.PIPE if log is None else open(log, "a" if append else "w")  # noqa: SIM115
     try:
-        return subprocess.Popen([TWISTD, *twistd_options, "-n", "--pidfile=", "cbserver",
+        return subprocess.Popen([*prefix, TWISTD, *twistd_options, "-n", "--pidfile=", "cbserver",
                                  "--config", str(config), *extra], stdout=out,
-                                stderr=subprocess.STDOUT, env=env, text=True)
+                                stderr=subprocess.STDOUT, env=env, text=True,
+                                preexec_fn=preexec_fn)
     finally:
         if log is not None:
             out.close()  # the child has its own descriptor

@@ -28,6 +28,7 @@ from twisted.logger import globalLogPublisher
 from cbserver.db.migrations import upgrade
 from cbserver.devtools.pgcluster import Cluster
 from tests.support.api import get_json, post_callback
+from tests.support.node import query as node_query
 from tests.support.pgprivate import private_cluster
 from tests.support.quote import quote
 from tests.support.world import DEMO_PASSWORD, World, ensure
@@ -179,13 +180,7 @@ def start_db(w):
 
 def query(w, sql: str, params=()):
     """One query on the test's database (plain psycopg2, outside the server)."""
-    conn = psycopg2.connect(w.dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
-    finally:
-        conn.close()
+    return node_query(w.dsn, sql, params)
 
 
 _BLOCK = re.compile(r"^-{20,} .*$", re.MULTILINE)

@@ -35,10 +35,16 @@ from pathlib import Path
 import pytest
 
 from cbserver.callback.recovery import pricer_from_dict
-from tests.integration.callback.test_crash_recovery_twistd import ACCOUNTS, PASSWORD, N, catalog, query
+from tests.integration.callback.test_crash_recovery_twistd import (
+    ACCOUNTS,
+    PASSWORD,
+    N,
+    catalog,
+    node_lost_xdrs,
+    query,
+)
 from tests.integration.sip_torture.netns import Namespace, NetnsUnavailable
-from tests.support.server import TWISTD
-from tests.support.world import config_text, rtp_range_start
+from tests.support.node import Node, running, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,65 +56,11 @@ TRUNK_ADDR, TRUNK_PORT = "192.0.2.20", 5070
 WEB_PORT, SIP_PORT = 8080, 5060
 
 
-class NsNode:
-    """One ``twistd -n cbserver`` in the namespace, on its own address; output in a file."""
-
-    def __init__(self, ns: Namespace, tmp: Path, name: str, dsn: str):
-        self.ns = ns
-        self.name = name
-        self.addr = NODE_ADDR[name]
-        folder = tmp / name
-        folder.mkdir()
-        text = config_text(dsn, folder / "state", SIP_PORT, TRUNK_PORT, WEB_PORT, rtp_range_start())
-        # Every address is this node's own in the namespace; the trunk is sipp's. sipp sends
-        # no RTP: no media inactivity end while the test runs.
-        text = (text.replace("127.0.0.1", self.addr)
-                .replace(f'address = "{self.addr}:{TRUNK_PORT}"', f'address = "{TRUNK_ADDR}:{TRUNK_PORT}"')
-                .replace('node = "node1"', f'node = "{name}"')
-                .replace("inactivity_timeout = 20.0", "inactivity_timeout = 600.0"))
-        assert f'address = "{TRUNK_ADDR}:{TRUNK_PORT}"' in text
-        self.config = folder / "cbserver.toml"
-        self.config.write_text(text)
-        self.log = folder / "out.log"
-        self.proc = None
-
-    def start(self) -> None:
-        # ``ip netns exec`` execs the program: the Popen's pid is twistd's own (kill -9 hits it).
-        out = self.log.open("a")
-        self.proc = subprocess.Popen([*self.ns.prefix(), TWISTD, "-n", "--pidfile=", "cbserver",
-                                      "--config", str(self.config)], stdout=out, stderr=subprocess.STDOUT,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
-
-    def http(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        """An HTTP request to this node, made by curl inside the namespace."""
-        cmd = [*self.ns.prefix(), "curl", "-s", "-m", "10", "-X", method, "-w", "\n%{http_code}",
-               f"http://{self.addr}:{WEB_PORT}{path}"]
-        if body is not None:
-            cmd += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-        text, _, code = done.stdout.rpartition("\n")
-        try:
-            return int(code or 0), json.loads(text or "{}")
-        except ValueError:
-            return int(code or 0), {"raw": text}
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            if self.http("GET", "/healthz")[0] == 200:
-                return
-            time.sleep(0.3)
-        raise AssertionError(f"{self.name} never ready: {self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def ns_node(ns: Namespace, tmp: Path, name: str, dsn: str) -> Node:
+    """One ``twistd -n cbserver`` in the namespace: every address of its configuration is its
+    own there, the trunk is sipp's."""
+    return Node(tmp, name, dsn, (TRUNK_ADDR, TRUNK_PORT), web_port=WEB_PORT, sip_port=SIP_PORT,
+                address=NODE_ADDR[name], prefix=ns.prefix())
 
 
 _BLOCK = re.compile(r"^-{20,}.*$", re.MULTILINE)
@@ -132,16 +84,6 @@ def wire(trace: Path) -> list[dict]:
                     "call_id": headers.get("call-id", ""), "cseq": headers.get("cseq", ""),
                     "via": via.group(1) if via else None})
     return out
-
-
-def wait_for(what: str, check, timeout: float, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -170,110 +112,99 @@ def test_kill_9_in_a_namespace_byes_on_the_wire_xdrs_balances_sessions(tmp_path,
                              "-trace_msg", "-message_file", str(trace), "-trace_err", "-error_file",
                              str(tmp_path / "sipp-errors.log")],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=sipp_log)
-    doomed = NsNode(ns, tmp_path, "node1", pg_dsn)
-    survivor = NsNode(ns, tmp_path, "node2", pg_dsn) if who == "survivor" else doomed
+    doomed = ns_node(ns, tmp_path, "node1", pg_dsn)
+    survivor = ns_node(ns, tmp_path, "node2", pg_dsn) if who == "survivor" else doomed
     try:
-        doomed.start()
-        if who == "survivor":
-            survivor.start()
-        doomed.wait_ready()
-        survivor.wait_ready()
-        assert sipp.poll() is None, (tmp_path / "sipp.log").read_text()
-        ids = []
-        for i in range(N):
-            code, body = doomed.http("POST", "/api/v1/callbacks", {
-                "application": "Web callback", "mode": "extended", "account": ACCOUNTS[i],
-                "password": PASSWORD, "phone": f"55119876543{i:02d}", "destination": "18185550123"})
-            assert code == 202, body
-            ids.append(body["id"])
-        for cid in ids:
-            wait_for(f"{cid} connected", lambda cid=cid: doomed.http(
-                "GET", f"/api/v1/callbacks/{cid}")[1].get("status") == "connected", 60, every=0.3)
-        invites = {m["call_id"] for m in wire(trace) if m["dir"] == "received"
-                   and m["first"].startswith("INVITE ")}
-        assert len(invites) == 2 * N
-        wait_for("both legs' recovery rows", lambda: query(
-            pg_dsn, "SELECT count(*) FROM callback_recovery WHERE jsonb_array_length(data->'legs') = 2"
-        )[0][0] == N, 30)
-        stored = {r[0]: r[1] for r in query(pg_dsn, "SELECT session_id, data FROM callback_recovery")}
-        wait_for("a heartbeat after the answers", lambda: query(
-            pg_dsn, "SELECT n.last_seen > max(s.updated_at) + interval '2 seconds' FROM server_nodes n, "
-                    "callback_sessions s WHERE n.node = 'node1' AND n.stopped_at IS NULL "
-                    "GROUP BY n.last_seen")[0][0], 30)
-        time.sleep(2.0)  # the kill comes anywhere in the next heartbeat interval
-        assert not [m for m in wire(trace) if m["first"].startswith("BYE ")]  # nobody hung up yet
-        os.kill(doomed.proc.pid, signal.SIGKILL)
-        killed = time.monotonic()
-        killed_db = query(pg_dsn, "SELECT extract(epoch FROM now())::float8")[0][0]
-        doomed.proc.wait()
-        if who == "restarted":
-            doomed.start()  # same name and addresses: a new process (instance)
-
-        def byes():
-            got = {m["call_id"] for m in wire(trace)
-                   if m["dir"] == "received" and m["first"].startswith("BYE ")}
-            return invites <= got
-
-        wait_for("a BYE on every leg, on the wire", byes, 60)
-        last_bye = time.monotonic() - killed
-        wait_for("every xDR", lambda: query(
-            pg_dsn, "SELECT count(*) FROM xdrs WHERE sip_reason = 'node_lost'")[0][0] == 2 * N, 60)
-        all_xdrs = time.monotonic() - killed
-
-        messages = wire(trace)
-        recoverer = NODE_ADDR[survivor.name]
-        for call_id in invites:
-            bye = [m for m in messages if m["call_id"] == call_id and m["first"].startswith("BYE ")]
-            assert bye and all(m["dir"] == "received" for m in bye), call_id  # cbserver hung up
-            assert bye[0]["via"] == recoverer, (call_id, bye[0])
-            assert any(m["call_id"] == call_id and m["dir"] == "sent" and m["first"].startswith("SIP/2.0 200")
-                       and m["cseq"].endswith("BYE") for m in messages), f"BYE of {call_id} not answered 200"
-        rows = query(pg_dsn, "SELECT session_id, leg, duration, amount, connect_time, disconnect_time, "
-                             "sip_reason, node, call_id, account_id FROM xdrs ORDER BY session_id, leg")
-        assert sorted({r[0] for r in rows}) == sorted(ids) and len(rows) == 2 * N
-        assert {r[8] for r in rows} == invites
-        instance = query(pg_dsn, "SELECT DISTINCT instance_id FROM xdrs")
-        assert len(instance) == 1
-        last_seen = query(pg_dsn, "SELECT extract(epoch FROM last_seen)::float8 FROM server_nodes "
-                                  "WHERE instance_id = %s", instance[0])[0][0]
-        seconds_not_billed = killed_db - last_seen
-        money_not_billed = []
-        for sid, leg, duration, amount, connect, disconnect, reason, node, _, _ in rows:
-            assert reason == "node_lost" and node == "node1"
-            assert abs(disconnect.timestamp() - last_seen) < 0.002, leg
-            assert 0 <= duration - (last_seen - connect.timestamp()) < 1.001, leg
-            assert amount > 0
-            # What the leg would have cost billed up to the kill, by its stored rate.
-            data = next(x for x in stored[sid]["legs"] if x["leg"] == leg)
-            upto_kill = math.ceil(killed_db - data["answered_at"] - 1e-6)
-            money_not_billed.append((sid, pricer_from_dict(data["pricer"]).charge(upto_kill).amount - amount))
-        after = dict(query(pg_dsn, balances, (ACCOUNTS,)))
-        for account in ACCOUNTS:
-            billed = sum((r[3] for r in rows if r[9] == account), Decimal(0))
-            assert billed > 0 and before[account] - after[account] == billed, account
-        assert query(pg_dsn, "SELECT status, state->'cause'->>'code' FROM callback_sessions "
-                             "WHERE id = ANY(%s)", (ids,)) == [("ended", "node_lost")] * N
-        for table, column in (("balance_reservations", "session_id"), ("callback_slots", "callback_id"),
-                              ("callback_recovery", "session_id")):
-            assert query(pg_dsn, f"SELECT count(*) FROM {table} WHERE {column} = ANY(%s)", (ids,))[0][0] == 0
-        per_call: dict[str, Decimal] = {}
-        for sid, money in money_not_billed:
-            per_call[sid] = per_call.get(sid, Decimal(0)) + money
-        figures = {"recovered_by": who, "callbacks": N, "legs": 2 * N,
-                   "seconds_to_last_bye_on_the_wire": round(last_bye, 2),
-                   "seconds_to_all_xdrs": round(all_xdrs, 2),
-                   "seconds_not_billed_per_call": round(seconds_not_billed, 2),
-                   "money_not_billed_per_call_usd": sorted(str(v) for v in per_call.values())}
-        print("crash recovery (netns, sipp) figures:", json.dumps(figures))
-        (tmp_path / f"crash-recovery-netns-{who}.json").write_text(json.dumps(figures))
-        assert last_bye < 30 and all_xdrs < 30, figures
-        assert 0 <= seconds_not_billed <= 5.5, figures  # one heartbeat interval, plus scheduling
-        assert all(v >= 0 for v in per_call.values()), figures
-    finally:
-        if doomed.proc is not None and doomed.proc.poll() is None and who == "survivor":
-            doomed.proc.kill()
+        with running(doomed, survivor):
+            doomed.start()
+            if who == "survivor":
+                survivor.start()
+            doomed.wait_ready(90)
+            survivor.wait_ready(90)
+            assert sipp.poll() is None, (tmp_path / "sipp.log").read_text()
+            ids = []
+            for i in range(N):
+                code, body = doomed.http("POST", "/api/v1/callbacks", {
+                    "application": "Web callback", "mode": "extended", "account": ACCOUNTS[i],
+                    "password": PASSWORD, "phone": f"55119876543{i:02d}", "destination": "18185550123"})
+                assert code == 202, body
+                ids.append(body["id"])
+            for cid in ids:
+                wait_for(f"{cid} connected", lambda cid=cid: doomed.http(
+                    "GET", f"/api/v1/callbacks/{cid}")[1].get("status") == "connected", 60, every=0.3)
+            invites = {m["call_id"] for m in wire(trace) if m["dir"] == "received"
+                       and m["first"].startswith("INVITE ")}
+            assert len(invites) == 2 * N
+            wait_for("both legs' recovery rows", lambda: query(
+                pg_dsn, "SELECT count(*) FROM callback_recovery WHERE jsonb_array_length(data->'legs') = 2"
+            )[0][0] == N, 30)
+            stored = {r[0]: r[1] for r in query(pg_dsn, "SELECT session_id, data FROM callback_recovery")}
+            wait_for("a heartbeat after the answers", lambda: query(
+                pg_dsn, "SELECT n.last_seen > max(s.updated_at) + interval '2 seconds' FROM server_nodes n, "
+                        "callback_sessions s WHERE n.node = 'node1' AND n.stopped_at IS NULL "
+                        "GROUP BY n.last_seen")[0][0], 30)
+            time.sleep(2.0)  # the kill comes anywhere in the next heartbeat interval
+            assert not [m for m in wire(trace) if m["first"].startswith("BYE ")]  # nobody hung up yet
+            os.kill(doomed.proc.pid, signal.SIGKILL)
+            killed = time.monotonic()
+            killed_db = query(pg_dsn, "SELECT extract(epoch FROM now())::float8")[0][0]
             doomed.proc.wait()
-        survivor.stop()
+            if who == "restarted":
+                doomed.start()  # same name and addresses: a new process (instance)
+
+            def byes():
+                got = {m["call_id"] for m in wire(trace)
+                       if m["dir"] == "received" and m["first"].startswith("BYE ")}
+                return invites <= got
+
+            wait_for("a BYE on every leg, on the wire", byes, 60)
+            last_bye = time.monotonic() - killed
+            wait_for("every xDR", lambda: query(
+                pg_dsn, "SELECT count(*) FROM xdrs WHERE sip_reason = 'node_lost'")[0][0] == 2 * N, 60)
+            all_xdrs = time.monotonic() - killed
+
+            messages = wire(trace)
+            recoverer = NODE_ADDR[survivor.name]
+            for call_id in invites:
+                bye = [m for m in messages if m["call_id"] == call_id and m["first"].startswith("BYE ")]
+                assert bye and all(m["dir"] == "received" for m in bye), call_id  # cbserver hung up
+                assert bye[0]["via"] == recoverer, (call_id, bye[0])
+                assert any(m["call_id"] == call_id and m["dir"] == "sent"
+                           and m["first"].startswith("SIP/2.0 200") and m["cseq"].endswith("BYE")
+                           for m in messages), f"BYE of {call_id} not answered 200"
+            rows, last_seen = node_lost_xdrs(pg_dsn, ids, invites)
+            seconds_not_billed = killed_db - last_seen
+            money_not_billed = []
+            for sid, leg, _, amount, *_ in rows:
+                # What the leg would have cost billed up to the kill, by its stored rate.
+                data = next(x for x in stored[sid]["legs"] if x["leg"] == leg)
+                upto_kill = math.ceil(killed_db - data["answered_at"] - 1e-6)
+                money_not_billed.append(
+                    (sid, pricer_from_dict(data["pricer"]).charge(upto_kill).amount - amount))
+            after = dict(query(pg_dsn, balances, (ACCOUNTS,)))
+            for account in ACCOUNTS:
+                billed = sum((r[3] for r in rows if r[9] == account), Decimal(0))
+                assert billed > 0 and before[account] - after[account] == billed, account
+            assert query(pg_dsn, "SELECT status, state->'cause'->>'code' FROM callback_sessions "
+                                 "WHERE id = ANY(%s)", (ids,)) == [("ended", "node_lost")] * N
+            for table, column in (("balance_reservations", "session_id"),
+                                  ("callback_slots", "callback_id"), ("callback_recovery", "session_id")):
+                assert query(pg_dsn, f"SELECT count(*) FROM {table} WHERE {column} = ANY(%s)",
+                             (ids,))[0][0] == 0
+            per_call: dict[str, Decimal] = {}
+            for sid, money in money_not_billed:
+                per_call[sid] = per_call.get(sid, Decimal(0)) + money
+            figures = {"recovered_by": who, "callbacks": N, "legs": 2 * N,
+                       "seconds_to_last_bye_on_the_wire": round(last_bye, 2),
+                       "seconds_to_all_xdrs": round(all_xdrs, 2),
+                       "seconds_not_billed_per_call": round(seconds_not_billed, 2),
+                       "money_not_billed_per_call_usd": sorted(str(v) for v in per_call.values())}
+            print("crash recovery (netns, sipp) figures:", json.dumps(figures))
+            (tmp_path / f"crash-recovery-netns-{who}.json").write_text(json.dumps(figures))
+            assert last_bye < 30 and all_xdrs < 30, figures
+            assert 0 <= seconds_not_billed <= 5.5, figures  # one heartbeat interval, plus scheduling
+            assert all(v >= 0 for v in per_call.values()), figures
+    finally:
         if sipp.poll() is None:
             sipp.terminate()
             try:

@@ -17,21 +17,16 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from decimal import Decimal
 from pathlib import Path
 
-import psycopg2
 import pytest
 
-from tests.support.server import TWISTD
+from tests.support.node import Node, demo_catalog, http, query, running, wait_for
 from tests.support.sippeer import SipPeer
-from tests.support.world import config_text, free_tcp_port, free_udp_port, rtp_range_start
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[3]
 N = 4
 # One debit account per callback: a callback holds its account's whole balance (its maximum
 # duration priced), so a second one on the same account would be refused for balance.
@@ -41,95 +36,31 @@ PASSWORD = "recover-pass-1"
 
 def catalog(tmp: Path) -> Path:
     """The demo's catalog plus the test's accounts."""
-    text = (ROOT / "demo" / "demo.toml").read_text()
-    for account in ACCOUNTS:
-        text += (f'\n[[account]]\nid = "{account}"\ncustomer = "Retail Callback"\n'
-                 f'product = "Callback Services"\naccount_type = "debit"\nopening_balance = "20"\n'
-                 f'status = "active"\npassword = "{PASSWORD}"\n')
-    path = tmp / "catalog.toml"
-    path.write_text(text)
-    return path
+    return demo_catalog(tmp, ACCOUNTS, PASSWORD)
 
 
-def http(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
-
-
-class Node:
-    """One ``twistd -n cbserver`` subprocess, its output in a file."""
-
-    def __init__(self, tmp: Path, name: str, dsn: str, trunk_port: int):
-        self.name = name
-        self.web = free_tcp_port()
-        folder = tmp / name
-        folder.mkdir()
-        text = config_text(dsn, folder / "state", free_udp_port(), trunk_port, self.web,
-                           rtp_range_start())
-        # The trunk never sends RTP: no media inactivity end while the test runs.
-        text = text.replace('node = "node1"', f'node = "{name}"').replace(
-            "inactivity_timeout = 20.0", "inactivity_timeout = 600.0")
-        self.config = folder / "cbserver.toml"
-        self.config.write_text(text)
-        self.log = folder / "out.log"
-        self.proc = None
-
-    def start(self) -> None:
-        out = self.log.open("a")  # a restarted node's output follows its predecessor's
-        self.proc = subprocess.Popen([TWISTD, "-n", "--pidfile=", "cbserver", "--config", str(self.config)],
-                                     stdout=out, stderr=subprocess.STDOUT,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.web}{path}"
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                code, body = http("GET", self.url("/healthz"))
-                if code == 200:
-                    return
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"{self.name} never ready: {self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def query(dsn: str, sql: str, params=()):
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
-    finally:
-        conn.close()
-
-
-def wait_for(what: str, check, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def node_lost_xdrs(dsn: str, ids: list[str], invites: set[str]) -> tuple[list[tuple], float]:
+    """The xDRs after node1's crash, checked: two per callback ``ids``, one per leg of
+    ``invites``, all of the one killed process, reason ``node_lost``, ended at its last
+    heartbeat and billed from the answer up to it. Returns the rows (session_id, leg,
+    duration, amount, connect_time, disconnect_time, sip_reason, node, call_id, account_id)
+    and that heartbeat's time (epoch seconds)."""
+    rows = query(dsn, "SELECT session_id, leg, duration, amount, connect_time, disconnect_time, "
+                      "sip_reason, node, call_id, account_id FROM xdrs ORDER BY session_id, leg")
+    assert sorted({r[0] for r in rows}) == sorted(ids) and len(rows) == 2 * len(ids)
+    assert {r[8] for r in rows} == invites
+    # (`cbserver provision` registered a node1 process too, long stopped.)
+    instance = query(dsn, "SELECT DISTINCT instance_id FROM xdrs")
+    assert len(instance) == 1
+    last_seen = query(dsn, "SELECT extract(epoch FROM last_seen)::float8 FROM server_nodes "
+                           "WHERE instance_id = %s", instance[0])[0][0]
+    for _sid, leg, duration, amount, connect, disconnect, reason, node, _, _ in rows:
+        assert reason == "node_lost" and node == "node1"
+        assert abs(disconnect.timestamp() - last_seen) < 0.002, leg
+        # Rounded up from the answer (connect_time is truncated to the millisecond).
+        assert 0 <= duration - (last_seen - connect.timestamp()) < 1.001, leg
+        assert amount > 0
+    return rows, last_seen
 
 
 @pytest.mark.parametrize("who", ["survivor", "restarted"])
@@ -146,108 +77,92 @@ def test_kill_9_of_a_node_with_calls_up_ends_bills_and_closes_everything(tmp_pat
     doomed = Node(tmp_path, "node1", pg_dsn, peer.port)
     survivor = Node(tmp_path, "node2", pg_dsn, peer.port) if who == "survivor" else doomed
     try:
-        doomed.start()
-        doomed.wait_ready()
-        if who == "survivor":
-            survivor.start()
-            survivor.wait_ready()
-        ids = []
-        for i in range(N):
-            code, body = http("POST", doomed.url("/api/v1/callbacks"), {
-                "application": "Web callback", "mode": "extended", "account": ACCOUNTS[i],
-                "password": PASSWORD, "phone": f"55119876543{i:02d}", "destination": "18185550123"})
-            assert code == 202, body
-            ids.append(body["id"])
-        for cid in ids:
-            wait_for(f"{cid} connected",
-                     lambda cid=cid: http("GET", doomed.url(f"/api/v1/callbacks/{cid}"))[1]["status"]
-                     == "connected", 30)
-        invites = {r.call_id for r in peer.of("INVITE")}
-        assert len(invites) == 2 * N
-        # Both legs' recovery rows are written (asynchronously) once legB answered.
-        wait_for("recovery rows", lambda: query(
-            pg_dsn, "SELECT count(*) FROM callback_recovery WHERE jsonb_array_length(data->'legs') = 2"
-        )[0][0] == N, 10)
-        # Some billable time: the doomed node's heartbeat goes past every answer.
-        wait_for("a heartbeat after the answers", lambda: query(
-            pg_dsn, "SELECT n.last_seen > max(s.updated_at) + interval '2 seconds' FROM server_nodes n, "
-                    "callback_sessions s WHERE n.node = 'node1' AND n.stopped_at IS NULL "
-                    "GROUP BY n.last_seen")[0][0], 20)
-        time.sleep(2.0)  # and the kill comes anywhere in the next heartbeat interval
-        os.kill(doomed.proc.pid, signal.SIGKILL)
-        killed = time.monotonic()
-        killed_db = query(pg_dsn, "SELECT extract(epoch FROM now())::float8")[0][0]
-        doomed.proc.wait()
-        if who == "restarted":
-            doomed.start()  # same name, same configuration: a new process (instance)
+        with running(doomed, survivor):
+            doomed.start()
+            doomed.wait_ready()
+            if who == "survivor":
+                survivor.start()
+                survivor.wait_ready()
+            ids = []
+            for i in range(N):
+                code, body = http("POST", doomed.url("/api/v1/callbacks"), {
+                    "application": "Web callback", "mode": "extended", "account": ACCOUNTS[i],
+                    "password": PASSWORD, "phone": f"55119876543{i:02d}", "destination": "18185550123"})
+                assert code == 202, body
+                ids.append(body["id"])
+            for cid in ids:
+                wait_for(f"{cid} connected",
+                         lambda cid=cid: http("GET", doomed.url(f"/api/v1/callbacks/{cid}"))[1]["status"]
+                         == "connected", 30)
+            invites = {r.call_id for r in peer.of("INVITE")}
+            assert len(invites) == 2 * N
+            # Both legs' recovery rows are written (asynchronously) once legB answered.
+            wait_for("recovery rows", lambda: query(
+                pg_dsn, "SELECT count(*) FROM callback_recovery WHERE jsonb_array_length(data->'legs') = 2"
+            )[0][0] == N, 10)
+            # Some billable time: the doomed node's heartbeat goes past every answer.
+            wait_for("a heartbeat after the answers", lambda: query(
+                pg_dsn, "SELECT n.last_seen > max(s.updated_at) + interval '2 seconds' FROM server_nodes n, "
+                        "callback_sessions s WHERE n.node = 'node1' AND n.stopped_at IS NULL "
+                        "GROUP BY n.last_seen")[0][0], 20)
+            time.sleep(2.0)  # and the kill comes anywhere in the next heartbeat interval
+            os.kill(doomed.proc.pid, signal.SIGKILL)
+            killed = time.monotonic()
+            killed_db = query(pg_dsn, "SELECT extract(epoch FROM now())::float8")[0][0]
+            doomed.proc.wait()
+            if who == "restarted":
+                doomed.start()  # same name, same configuration: a new process (instance)
 
-        # Until recovered, any node reports the callback with its node lost.
-        def lost_or_recovered():
-            body = http("GET", survivor.url(f"/api/v1/callbacks/{ids[0]}"))[1]
-            if body.get("node_lost"):
-                return "node_lost", body["status"]
-            return ("recovered", body["status"]) if body["status"] == "ended" else None
+            # Until recovered, any node reports the callback with its node lost.
+            def lost_or_recovered():
+                body = http("GET", survivor.url(f"/api/v1/callbacks/{ids[0]}"))[1]
+                if body.get("node_lost"):
+                    return "node_lost", body["status"]
+                return ("recovered", body["status"]) if body["status"] == "ended" else None
 
-        if who == "survivor":
-            seen_lost = wait_for("node_lost on GET", lost_or_recovered, 40)
-            assert seen_lost == ("node_lost", "connected")  # said so, status kept
-        else:
-            seen_lost = ("not asked", None)  # the restarted node recovers at once
+            if who == "survivor":
+                seen_lost = wait_for("node_lost on GET", lost_or_recovered, 40)
+                assert seen_lost == ("node_lost", "connected")  # said so, status kept
+            else:
+                seen_lost = ("not asked", None)  # the restarted node recovers at once
 
-        def byes():
-            got = {r.call_id: r.at for r in peer.of("BYE")}
-            return got if invites <= set(got) else None
+            def byes():
+                got = {r.call_id: r.at for r in peer.of("BYE")}
+                return got if invites <= set(got) else None
 
-        bye_times = wait_for("a BYE on every leg", byes, 40)
-        xdrs_done = wait_for("every xDR", lambda: query(
-            pg_dsn, "SELECT count(*) FROM xdrs WHERE sip_reason = 'node_lost'")[0][0] == 2 * N, 40)
-        assert xdrs_done
-        all_xdrs_at = time.monotonic()
-        last_bye = max(bye_times[c] for c in invites) - killed
+            bye_times = wait_for("a BYE on every leg", byes, 40)
+            xdrs_done = wait_for("every xDR", lambda: query(
+                pg_dsn, "SELECT count(*) FROM xdrs WHERE sip_reason = 'node_lost'")[0][0] == 2 * N, 40)
+            assert xdrs_done
+            all_xdrs_at = time.monotonic()
+            last_bye = max(bye_times[c] for c in invites) - killed
 
-        # Every BYE came from the survivor (the dead node's port is closed).
-        assert {r.source for r in peer.of("BYE")} != set()
-        rows = query(pg_dsn, "SELECT session_id, leg, duration, amount, connect_time, disconnect_time, "
-                             "sip_reason, node, call_id, account_id FROM xdrs ORDER BY session_id, leg")
-        assert sorted({r[0] for r in rows}) == sorted(ids) and len(rows) == 2 * N
-        assert {r[8] for r in rows} == invites
-        # (`cbserver provision` registered a node1 process too, long stopped.)
-        instance = query(pg_dsn, "SELECT DISTINCT instance_id FROM xdrs")
-        assert len(instance) == 1
-        last_seen = query(pg_dsn, "SELECT extract(epoch FROM last_seen)::float8 FROM server_nodes "
-                                  "WHERE instance_id = %s", instance[0])[0][0]
-        not_billed = killed_db - last_seen
-        for _sid, leg, duration, amount, connect, disconnect, reason, node, _, _ in rows:
-            assert reason == "node_lost" and node == "node1"
-            assert abs(disconnect.timestamp() - last_seen) < 0.002, leg
-            # Rounded up from the answer (connect_time is truncated to the millisecond).
-            assert 0 <= duration - (last_seen - connect.timestamp()) < 1.001, leg
-            assert amount > 0
-        after = dict(query(pg_dsn, balances, (ACCOUNTS,)))
-        for account in ACCOUNTS:  # debit accounts: down by exactly their xDRs
-            billed = sum((r[3] for r in rows if r[9] == account), Decimal(0))
-            assert billed > 0 and before[account] - after[account] == billed, account
-        sessions = query(pg_dsn, "SELECT status, state->'cause'->>'code' FROM callback_sessions "
-                                 "WHERE id = ANY(%s)", (ids,))
-        assert sessions == [("ended", "node_lost")] * N
-        assert query(pg_dsn, "SELECT count(*) FROM balance_reservations")[0][0] == 0
-        assert query(pg_dsn, "SELECT count(*) FROM callback_slots WHERE callback_id = ANY(%s)",
-                     (ids,))[0][0] == 0
-        assert query(pg_dsn, "SELECT count(*) FROM callback_recovery")[0][0] == 0
-        code, status = http("GET", survivor.url(f"/api/v1/callbacks/{ids[0]}"))
-        assert status["status"] == "ended" and status["cause"]["code"] == "node_lost"
-        assert "node_lost" not in status
-        figures = {"recovered_by": who, "callbacks": N, "legs": 2 * N,
-                   "seconds_to_last_bye": round(last_bye, 2),
-                   "seconds_to_all_xdrs": round(all_xdrs_at - killed, 2),
-                   "seconds_not_billed_per_call": round(not_billed, 2),
-                   "get_said_node_lost_before_recovery": seen_lost[0] == "node_lost"}
-        print("crash recovery figures:", json.dumps(figures))
-        (tmp_path / f"crash-recovery-figures-{who}.json").write_text(json.dumps(figures))
-        assert figures["seconds_to_last_bye"] < 30 and figures["seconds_to_all_xdrs"] < 30
-        assert 0 <= not_billed <= 5.5  # at most one heartbeat interval (5 s), plus scheduling
+            # Every BYE came from the survivor (the dead node's port is closed).
+            assert {r.source for r in peer.of("BYE")} != set()
+            rows, last_seen = node_lost_xdrs(pg_dsn, ids, invites)
+            not_billed = killed_db - last_seen
+            after = dict(query(pg_dsn, balances, (ACCOUNTS,)))
+            for account in ACCOUNTS:  # debit accounts: down by exactly their xDRs
+                billed = sum((r[3] for r in rows if r[9] == account), Decimal(0))
+                assert billed > 0 and before[account] - after[account] == billed, account
+            sessions = query(pg_dsn, "SELECT status, state->'cause'->>'code' FROM callback_sessions "
+                                     "WHERE id = ANY(%s)", (ids,))
+            assert sessions == [("ended", "node_lost")] * N
+            assert query(pg_dsn, "SELECT count(*) FROM balance_reservations")[0][0] == 0
+            assert query(pg_dsn, "SELECT count(*) FROM callback_slots WHERE callback_id = ANY(%s)",
+                         (ids,))[0][0] == 0
+            assert query(pg_dsn, "SELECT count(*) FROM callback_recovery")[0][0] == 0
+            code, status = http("GET", survivor.url(f"/api/v1/callbacks/{ids[0]}"))
+            assert status["status"] == "ended" and status["cause"]["code"] == "node_lost"
+            assert "node_lost" not in status
+            figures = {"recovered_by": who, "callbacks": N, "legs": 2 * N,
+                       "seconds_to_last_bye": round(last_bye, 2),
+                       "seconds_to_all_xdrs": round(all_xdrs_at - killed, 2),
+                       "seconds_not_billed_per_call": round(not_billed, 2),
+                       "get_said_node_lost_before_recovery": seen_lost[0] == "node_lost"}
+            print("crash recovery figures:", json.dumps(figures))
+            (tmp_path / f"crash-recovery-figures-{who}.json").write_text(json.dumps(figures))
+            assert figures["seconds_to_last_bye"] < 30 and figures["seconds_to_all_xdrs"] < 30
+            assert 0 <= not_billed <= 5.5  # at most one heartbeat interval (5 s), plus scheduling
     finally:
-        if who == "survivor" and doomed.proc is not None and doomed.proc.poll() is None:
-            doomed.proc.kill()
-        survivor.stop()
         peer.stop()

@@ -29,8 +29,8 @@ from twisted.internet import reactor
 from cbserver.db.migrations import upgrade
 from cbserver.db.pool import Database
 from cbserver.devtools.pgcluster import Cluster, failover_dsn
-from tests.integration.callback.test_crash_recovery_twistd import Node, http, query, wait_for
 from tests.support.carrier import Carrier
+from tests.support.node import Node, demo_catalog, http, query, running, wait_for
 from tests.support.world import free_udp_port
 
 pytestmark = pytest.mark.integration
@@ -70,14 +70,7 @@ def pair():
 
 def catalog(tmp: Path) -> Path:
     """The demo's catalog plus one debit account per callback (a callback holds its balance)."""
-    text = (ROOT / "demo" / "demo.toml").read_text()
-    for account in BEFORE + ACROSS + AFTER:
-        text += (f'\n[[account]]\nid = "{account}"\ncustomer = "Retail Callback"\n'
-                 f'product = "Callback Services"\naccount_type = "debit"\nopening_balance = "20"\n'
-                 f'status = "active"\npassword = "{PASSWORD}"\n')
-    path = tmp / "catalog.toml"
-    path.write_text(text)
-    return path
+    return demo_catalog(tmp, BEFORE + ACROSS + AFTER, PASSWORD)
 
 
 def start_callbacks(node: Node, accounts: list[str]) -> list[str]:
@@ -148,59 +141,58 @@ def test_primary_lost_and_standby_promoted_loses_no_xdr_and_writes_none_twice(pa
     carrier = Carrier(tmp_path, free_udp_port(), hold_ms=HOLD_MS).start()
     node = Node(tmp_path, "node1", both, carrier.port)
     # Reconnect within a second of the new primary accepting writes (default back-off: 30 s).
-    node.config.write_text(node.config.read_text().replace(
-        "[database]\n", "[database]\nretry_max = 1.0\n"))
+    node.edit_config(("[database]\n", "[database]\nretry_max = 1.0\n"))
     try:
-        node.start()
-        node.wait_ready()
-        before = start_callbacks(node, BEFORE)
-        for cid in before:
-            wait_for(f"{cid} ended", lambda cid=cid: status(node, cid) == "ended", 60)
-        wait_for("the first xDRs on the primary", lambda: len(
-            query(primary.dsn(DB), XDRS, (before,))) == 2 * len(before), 30)
-        # What the primary acknowledged before it goes; no query of the standby needed.
-        written = query(primary.dsn(DB), XDRS, (before,))
+        with running(node):
+            node.start()
+            node.wait_ready()
+            before = start_callbacks(node, BEFORE)
+            for cid in before:
+                wait_for(f"{cid} ended", lambda cid=cid: status(node, cid) == "ended", 60)
+            wait_for("the first xDRs on the primary", lambda: len(
+                query(primary.dsn(DB), XDRS, (before,))) == 2 * len(before), 30)
+            # What the primary acknowledged before it goes; no query of the standby needed.
+            written = query(primary.dsn(DB), XDRS, (before,))
 
-        across = start_callbacks(node, ACROSS)
-        for cid in across:
-            wait_for(f"{cid} connected", lambda cid=cid: status(node, cid) == "connected", 30)
-        primary.stop("immediate")
-        # The carrier hangs up while no primary exists: the calls end, their xDRs wait in
-        # the node's spool (the standby, still read-only, is skipped by the DSN).
-        for cid in across:
-            wait_for(f"{cid} ended", lambda cid=cid: status(node, cid) == "ended", 90)
-        wait_for("the spooled xDRs", lambda: http("GET", node.url("/healthz"))[1].get(
-            "xdr_spool", {}).get("depth") == 2 * len(across), 30)
-        assert http("GET", node.url("/healthz"))[0] == 503
-        standby.promote()
-        # The node found the new primary on its own and takes callbacks again.
-        wait_for("ready again", lambda: http("GET", node.url("/healthz"))[0] == 200, 60)
-        after = start_callbacks(node, AFTER)
-        wait_for("the last callback connected", lambda: status(node, after[0]) in (
-            "connected", "ended"), 30)
+            across = start_callbacks(node, ACROSS)
+            for cid in across:
+                wait_for(f"{cid} connected", lambda cid=cid: status(node, cid) == "connected", 30)
+            primary.stop("immediate")
+            # The carrier hangs up while no primary exists: the calls end, their xDRs wait in
+            # the node's spool (the standby, still read-only, is skipped by the DSN).
+            for cid in across:
+                wait_for(f"{cid} ended", lambda cid=cid: status(node, cid) == "ended", 90)
+            wait_for("the spooled xDRs", lambda: http("GET", node.url("/healthz"))[1].get(
+                "xdr_spool", {}).get("depth") == 2 * len(across), 30)
+            assert http("GET", node.url("/healthz"))[0] == 503
+            standby.promote()
+            # The node found the new primary on its own and takes callbacks again.
+            wait_for("ready again", lambda: http("GET", node.url("/healthz"))[0] == 200, 60)
+            after = start_callbacks(node, AFTER)
+            wait_for("the last callback connected", lambda: status(node, after[0]) in (
+                "connected", "ended"), 30)
 
-        new = standby.dsn(DB)
-        everything = before + across
-        wait_for("every xDR on the new primary", lambda: len(
-            query(new, XDRS, (everything,))) == 2 * len(everything), 60)
-        rows = query(new, XDRS, (everything,))
-        # The xDRs written before the switch are there, unchanged.
-        assert [r for r in rows if r[0] in before] == written
-        # None twice: one row per leg (the table's key would refuse a second one, and the
-        # balances below would show a second debit).
-        assert len({(r[0], r[1]) for r in rows}) == len(rows) == 2 * len(everything)
-        assert all(r[3] > 0 for r in rows)
-        balances = dict(query(new, "SELECT id, balance FROM accounts"))
-        for account in BEFORE + ACROSS:
-            billed = sum((r[3] for r in rows if r[4] == account), Decimal(0))
-            assert opening[account] - balances[account] == billed, account
-        sessions = query(new, "SELECT id, status FROM callback_sessions WHERE id = ANY(%s)",
-                         (everything,))
-        assert sorted(sessions) == sorted((cid, "ended") for cid in everything)
-        assert query(new, "SELECT count(*) FROM balance_reservations WHERE session_id = ANY(%s)",
-                     (everything,)) == [(0,)]
+            new = standby.dsn(DB)
+            everything = before + across
+            wait_for("every xDR on the new primary", lambda: len(
+                query(new, XDRS, (everything,))) == 2 * len(everything), 60)
+            rows = query(new, XDRS, (everything,))
+            # The xDRs written before the switch are there, unchanged.
+            assert [r for r in rows if r[0] in before] == written
+            # None twice: one row per leg (the table's key would refuse a second one, and the
+            # balances below would show a second debit).
+            assert len({(r[0], r[1]) for r in rows}) == len(rows) == 2 * len(everything)
+            assert all(r[3] > 0 for r in rows)
+            balances = dict(query(new, "SELECT id, balance FROM accounts"))
+            for account in BEFORE + ACROSS:
+                billed = sum((r[3] for r in rows if r[4] == account), Decimal(0))
+                assert opening[account] - balances[account] == billed, account
+            sessions = query(new, "SELECT id, status FROM callback_sessions WHERE id = ANY(%s)",
+                             (everything,))
+            assert sorted(sessions) == sorted((cid, "ended") for cid in everything)
+            assert query(new, "SELECT count(*) FROM balance_reservations WHERE session_id = ANY(%s)",
+                         (everything,)) == [(0,)]
     finally:
-        node.stop()
         carrier.stop()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import psycopg2
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
@@ -19,6 +18,7 @@ import cbserver.devtools.democarrier as democarrier
 from cbserver.callback.api import CallbackRequest
 from cbserver.tap import CallbackServer
 from tests.support.carrier import Carrier
+from tests.support.node import query
 from tests.support.world import World, ensure
 
 pytestmark = pytest.mark.integration
@@ -49,17 +49,6 @@ def hosted(phone: str) -> CallbackRequest:
                            client_address="127.0.0.1")
 
 
-def db_rows(dsn: str, sql: str, args=()) -> list[tuple]:
-    """Rows of ``sql`` over a plain psycopg2 connection."""
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchall()
-    finally:
-        conn.close()
-
-
 def swap_carrier(world: World, folder, digits: str) -> None:
     """Replace the world's sipp by one on the same ports whose phone keys ``digits``."""
     old = world.carrier
@@ -86,7 +75,7 @@ async def test_wrong_pins_over_two_calls_lock_the_account_and_the_right_pin_is_r
     # Call 1: two wrong PINs (one fewer than ivr_attempts), then the phone hangs up.
     first = await cbs.request_callback(hosted("559900000011"))
     end1 = await w.wait_end(first, timeout=40)
-    failures_after_first = db_rows(w.dsn, "SELECT failures FROM ivr_failures WHERE key = %s",
+    failures_after_first = query(w.dsn, "SELECT failures FROM ivr_failures WHERE key = %s",
                                    (f"account:{ACCOUNT}",))
     # Call 2, another number: its first wrong PIN is the account's third failure.
     second = await cbs.request_callback(hosted("559900000022"))
@@ -100,7 +89,7 @@ async def test_wrong_pins_over_two_calls_lock_the_account_and_the_right_pin_is_r
     # 18185550123 and was charged to the account.
     assert causes == ["lega_hung_up", "ivr_locked_out", "ivr_locked_out"], (causes, end3["legs"])
     assert failures_after_first == [(2,)]
-    locked = db_rows(w.dsn, "SELECT key FROM ivr_lockouts WHERE locked_until > now() ORDER BY key")
+    locked = query(w.dsn, "SELECT key FROM ivr_lockouts WHERE locked_until > now() ORDER BY key")
     # The account is locked; none of the numbers is (none failed ivr_attempts times).
     assert locked == [(f"account:{ACCOUNT}",)]
     assert not (end3["legs"].get("B") or {}).get("number"), end3

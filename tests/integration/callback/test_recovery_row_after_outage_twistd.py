@@ -14,8 +14,6 @@ stopping PostgreSQL).
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -24,15 +22,8 @@ from pathlib import Path
 import pytest
 
 from cbserver.db.migrations import upgrade
-from tests.integration.callback.test_crash_recovery_twistd import (
-    ACCOUNTS,
-    PASSWORD,
-    Node,
-    catalog,
-    http,
-    query,
-    wait_for,
-)
+from tests.integration.callback.test_crash_recovery_twistd import ACCOUNTS, PASSWORD, catalog
+from tests.support.node import Node, http, query, running, wait_for
 from tests.support.pgprivate import private_cluster
 from tests.support.sippeer import SipPeer
 
@@ -78,47 +69,46 @@ def test_a_leg_answered_while_the_database_is_down_is_recovered_after_a_kill(tmp
         peer.start()
         node = Node(tmp_path, "node1", dsn, peer.port)
         # Reconnect within a second of PostgreSQL coming back (the default backs off to 30 s).
-        text = node.config.read_text()
-        node.config.write_text(text.replace("[database]\n", "[database]\nretry_max = 1.0\n"))
+        node.edit_config(("[database]\n", "[database]\nretry_max = 1.0\n"))
         try:
-            node.start()
-            node.wait_ready(120)
-            code, body = http("POST", node.url("/api/v1/callbacks"), {
-                "application": "Web callback", "mode": "extended", "account": ACCOUNTS[0],
-                "password": PASSWORD, "phone": "5511987654300", "destination": "18185550123"})
-            assert code == 202, body
-            cid = body["id"]
-            wait_for("legB's INVITE", lambda: hasattr(peer, "held"), 60)
-            wait_for("legA's recovery row", lambda: query(
-                dsn, "SELECT count(*) FROM callback_recovery WHERE jsonb_array_length(data->'legs') = 1"
-            )[0][0] == 1, 30)
-            cluster.stop("fast")
-            peer.release()  # legB answers while PostgreSQL is down
-            leg_b = peer.held[0].split("Call-ID:", 1)[1].split("\r\n", 1)[0].strip()
-            wait_for("legB's ACK", lambda: any(r.call_id == leg_b for r in peer.of("ACK")), 30)
-            wait_for("the failed save to be logged",
-                     lambda: "callback status rows not stored" in node.log.read_text(), 30)
-            cluster.start()
-            # The save is tried again: the row holds both legs once the database is back.
-            wait_for("both legs' recovery row", lambda: query(
-                dsn, "SELECT count(*) FROM callback_recovery WHERE jsonb_array_length(data->'legs') = 2"
-            )[0][0] == 1, 60)
-            os.kill(node.proc.pid, signal.SIGKILL)
-            node.proc.wait()
-            node.start()  # the same node name recovers its predecessor's calls at once
-            invites = {r.call_id for r in peer.of("INVITE")}
-            assert len(invites) == 2 and leg_b in invites
-            wait_for("a BYE on both legs", lambda: invites <= {r.call_id for r in peer.of("BYE")}, 60)
-            wait_for("both xDRs", lambda: query(
-                dsn, "SELECT count(*) FROM xdrs WHERE session_id = %s", (cid,))[0][0] == 2, 60)
-            rows = query(dsn, "SELECT leg, call_id, sip_reason, duration FROM xdrs WHERE session_id = %s "
-                              "ORDER BY leg", (cid,))
-            assert {r[1] for r in rows} == invites, rows
-            assert all(r[2] == "node_lost" and r[3] > 0 for r in rows), rows
-            assert query(dsn, "SELECT status, state->'cause'->>'code' FROM callback_sessions WHERE id = %s",
-                         (cid,)) == [("ended", "node_lost")]
-            assert query(dsn, "SELECT count(*) FROM callback_recovery")[0][0] == 0
+            with running(node):
+                node.start()
+                node.wait_ready(120)
+                code, body = http("POST", node.url("/api/v1/callbacks"), {
+                    "application": "Web callback", "mode": "extended", "account": ACCOUNTS[0],
+                    "password": PASSWORD, "phone": "5511987654300", "destination": "18185550123"})
+                assert code == 202, body
+                cid = body["id"]
+                wait_for("legB's INVITE", lambda: hasattr(peer, "held"), 60)
+                wait_for("legA's recovery row", lambda: query(
+                    dsn, "SELECT count(*) FROM callback_recovery WHERE jsonb_array_length(data->'legs') = 1"
+                )[0][0] == 1, 30)
+                cluster.stop("fast")
+                peer.release()  # legB answers while PostgreSQL is down
+                leg_b = peer.held[0].split("Call-ID:", 1)[1].split("\r\n", 1)[0].strip()
+                wait_for("legB's ACK", lambda: any(r.call_id == leg_b for r in peer.of("ACK")), 30)
+                wait_for("the failed save to be logged",
+                         lambda: "callback status rows not stored" in node.log.read_text(), 30)
+                cluster.start()
+                # The save is tried again: the row holds both legs once the database is back.
+                wait_for("both legs' recovery row", lambda: query(
+                    dsn, "SELECT count(*) FROM callback_recovery WHERE jsonb_array_length(data->'legs') = 2"
+                )[0][0] == 1, 60)
+                node.kill9()
+                node.start()  # the same node name recovers its predecessor's calls at once
+                invites = {r.call_id for r in peer.of("INVITE")}
+                assert len(invites) == 2 and leg_b in invites
+                wait_for("a BYE on both legs", lambda: invites <= {r.call_id for r in peer.of("BYE")}, 60)
+                wait_for("both xDRs", lambda: query(
+                    dsn, "SELECT count(*) FROM xdrs WHERE session_id = %s", (cid,))[0][0] == 2, 60)
+                rows = query(dsn, "SELECT leg, call_id, sip_reason, duration FROM xdrs WHERE session_id = %s "
+                                  "ORDER BY leg", (cid,))
+                assert {r[1] for r in rows} == invites, rows
+                assert all(r[2] == "node_lost" and r[3] > 0 for r in rows), rows
+                assert query(dsn, "SELECT status, state->'cause'->>'code' FROM callback_sessions "
+                             "WHERE id = %s",
+                             (cid,)) == [("ended", "node_lost")]
+                assert query(dsn, "SELECT count(*) FROM callback_recovery")[0][0] == 0
         finally:
             cluster.start()
-            node.stop()
             peer.stop()

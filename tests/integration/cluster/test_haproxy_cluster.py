@@ -25,13 +25,12 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from cbserver.devtools.democarrier import SIPP_DIR, scenario
 from tests.integration.sip_torture.netns import Namespace, NetnsUnavailable
-from tests.support.server import TWISTD
-from tests.support.world import config_text
+from tests.support.node import Node, demo_catalog, query
+from tests.support.node import wait_for as node_wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,19 +48,15 @@ ACCOUNTS = [f"cbcluster{i:03d}" for i in range(16)]
 
 def catalog(tmp: Path) -> Path:
     """The demo catalog with entries for node1 and node2 (not node3) and the test's accounts."""
-    text = (ROOT / "demo" / "demo.toml").read_text()
     entries = ('  [[product.rating_list]]\n  service = "voice"\n  node = "node1"\n'
                '  access_code = "WEBCALLBACK"\n')
-    assert entries in text
-    text = text.replace(entries, entries.replace("node1", "node2") + "  tariff = \"Callback\"\n"
-                        "  overdraft_protection = false\n\n" + entries, 1)
-    for account in ACCOUNTS:
-        text += (f'\n[[account]]\nid = "{account}"\ncustomer = "Retail Callback"\n'
-                 f'product = "Callback Services"\naccount_type = "debit"\nopening_balance = "20"\n'
-                 f'status = "active"\npassword = "{PASSWORD}"\n')
-    path = tmp / "catalog.toml"
-    path.write_text(text)
-    return path
+
+    def node2_too(text: str) -> str:
+        assert entries in text
+        return text.replace(entries, entries.replace("node1", "node2") + "  tariff = \"Callback\"\n"
+                            "  overdraft_protection = false\n\n" + entries, 1)
+
+    return demo_catalog(tmp, ACCOUNTS, PASSWORD, node2_too)
 
 
 def haproxy_config(tmp: Path, pem: Path, sock: Path) -> Path:
@@ -105,6 +100,7 @@ class Cluster:
     def __init__(self, ns: Namespace, tmp: Path, dsn: str):
         self.ns, self.tmp, self.dsn = ns, tmp, dsn
         self.procs: dict[str, subprocess.Popen] = {}
+        self.nodes: dict[str, Node] = {}
 
     def spawn(self, name: str, argv: list[str], cwd=None) -> subprocess.Popen:
         out = (self.tmp / f"{name}.log").open("w")
@@ -114,24 +110,21 @@ class Cluster:
         return proc
 
     def log(self, name: str) -> str:
+        """What process ``name`` (a node, sipp or haproxy) wrote so far."""
+        if name in self.nodes:
+            return self.nodes[name].log_text()
         return (self.tmp / f"{name}.log").read_text(errors="replace")
 
     def start_node(self, name: str, index: int) -> None:
-        folder = self.tmp / name
-        folder.mkdir()
-        text = config_text(self.dsn, folder / "state", 5061 + index, CARRIER_PORT, 8901,
-                           20000 + 200 * index)
-        swaps = [('node = "node1"', f'node = "{name}"'),
-                 ('endpoint = "tcp:8901:interface=127.0.0.1"',
-                  f'endpoint = "tcp:8901:interface={NODES[name]}"'),
-                 ("[web]\n", f'[web]\ntrusted_proxies = ["{SOURCE}/32"]\n'),
-                 ("inactivity_timeout = 20.0", "inactivity_timeout = 600.0")]
-        for old, new in swaps:
-            assert old in text, old
-            text = text.replace(old, new, 1)
-        (folder / "cbserver.toml").write_text(text)
-        self.spawn(name, [TWISTD, "-n", "--pidfile=", "cbserver", "--config",
-                          str(folder / "cbserver.toml")])
+        """Start node ``name`` in the namespace; its web port is 8901 on its own address."""
+        node = Node(self.tmp, name, self.dsn, CARRIER_PORT, web_port=8901, sip_port=5061 + index,
+                    rtp_start=20000 + 200 * index, prefix=self.ns.prefix(), edits=[
+                        ('endpoint = "tcp:8901:interface=127.0.0.1"',
+                         f'endpoint = "tcp:8901:interface={NODES[name]}"'),
+                        ("[web]\n", f'[web]\ntrusted_proxies = ["{SOURCE}/32"]\n')])
+        node.address = NODES[name]  # its web endpoint (only) listens there: the edit above
+        self.nodes[name] = node
+        self.procs[name] = node.start()
 
     def curl(self, url: str, body: dict | None = None, headers=()) -> tuple[int, dict]:
         argv = [*self.ns.prefix(), "curl", "-sk", "--interface", CLIENT, "-m", "30",
@@ -175,23 +168,8 @@ class Cluster:
 
 
 def wait_for(what: str, check, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def query(dsn: str, sql: str, params=()):
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
-    finally:
-        conn.close()
+    """``check()``'s first true result, asked every 0.2 s (each asks curl or haproxy)."""
+    return node_wait_for(what, check, timeout, every=0.2)
 
 
 @pytest.fixture

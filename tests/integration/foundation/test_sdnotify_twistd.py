@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from tests.integration.callback.test_crash_recovery_twistd import Node, http
+from tests.support.node import Node, http, running
 
 pytestmark = pytest.mark.integration
 
@@ -52,24 +52,24 @@ def test_ready_only_once_listening_then_watchdog_then_stopping(tmp_path, pg_dsn,
     monkeypatch.setenv("WATCHDOG_USEC", "1000000")
     node = Node(tmp_path, "notify1", pg_dsn, 5060)
     try:
-        node.start()
-        listener.collect(has("READY"), 60)
-        # Once READY=1 is sent, the web port answers and the node takes callbacks.
-        code, body = http("GET", node.url("/healthz"))
-        assert code == 200, body
-        ready = listener.keys("READY")[0]
-        assert ready == {"READY": "1", "STATUS": "node notify1: 0 calls, database ok"}
-        first = listener.keys("STATUS")[0]["STATUS"]
-        assert first.startswith("node notify1: waiting for the database")
-        listener.collect(lambda r: len(listener.keys("WATCHDOG")) >= 3, 10)
-        times = [t for t, r in listener.reports if "WATCHDOG" in r]
-        assert all(b - a > 0.2 for a, b in zip(times[1:], times[2:], strict=False))  # paced, not a flood
-        node.proc.send_signal(signal.SIGTERM)
-        listener.collect(has("STOPPING"), 20)
-        assert listener.keys("STOPPING")[0]["STATUS"].startswith("node notify1: stopping")
-        assert node.proc.wait(30) == 0
+        with running(node):
+            node.start()
+            listener.collect(has("READY"), 60)
+            # Once READY=1 is sent, the web port answers and the node takes callbacks.
+            code, body = http("GET", node.url("/healthz"))
+            assert code == 200, body
+            ready = listener.keys("READY")[0]
+            assert ready == {"READY": "1", "STATUS": "node notify1: 0 calls, database ok"}
+            first = listener.keys("STATUS")[0]["STATUS"]
+            assert first.startswith("node notify1: waiting for the database")
+            listener.collect(lambda r: len(listener.keys("WATCHDOG")) >= 3, 10)
+            times = [t for t, r in listener.reports if "WATCHDOG" in r]
+            assert all(b - a > 0.2 for a, b in zip(times[1:], times[2:], strict=False))  # paced, not a flood
+            node.proc.send_signal(signal.SIGTERM)
+            listener.collect(has("STOPPING"), 20)
+            assert listener.keys("STOPPING")[0]["STATUS"].startswith("node notify1: stopping")
+            assert node.proc.wait(30) == 0
     finally:
-        node.stop()
         listener.sock.close()
 
 
@@ -81,19 +81,19 @@ def test_no_ready_while_the_database_is_unreachable(tmp_path, monkeypatch):
     node = Node(tmp_path, "notify2", f"host={tmp_path}/nothing dbname=cbserver user=cbserver",
                 5060)
     try:
-        node.start()
-        listener.collect(has("STATUS"), 60)
-        assert listener.keys("STATUS")[0]["STATUS"].startswith(
-            "node notify2: waiting for the database (")
-        # The reason is PostgreSQL's (STATUS= is refreshed every 5 s while it changes).
-        listener.collect(lambda r: any("No such file" in s["STATUS"]
-                                       for s in listener.keys("STATUS")), 30)
-        time.sleep(5)  # the pool retries meanwhile; readiness must not be claimed
-        listener.collect(lambda r: True, 1)
-        assert listener.keys("READY") == [] and listener.keys("WATCHDOG") == []
-        node.proc.send_signal(signal.SIGTERM)
-        listener.collect(has("STOPPING"), 20)
-        assert node.proc.wait(30) == 0
+        with running(node):
+            node.start()
+            listener.collect(has("STATUS"), 60)
+            assert listener.keys("STATUS")[0]["STATUS"].startswith(
+                "node notify2: waiting for the database (")
+            # The reason is PostgreSQL's (STATUS= is refreshed every 5 s while it changes).
+            listener.collect(lambda r: any("No such file" in s["STATUS"]
+                                           for s in listener.keys("STATUS")), 30)
+            time.sleep(5)  # the pool retries meanwhile; readiness must not be claimed
+            listener.collect(lambda r: True, 1)
+            assert listener.keys("READY") == [] and listener.keys("WATCHDOG") == []
+            node.proc.send_signal(signal.SIGTERM)
+            listener.collect(has("STOPPING"), 20)
+            assert node.proc.wait(30) == 0
     finally:
-        node.stop()
         listener.sock.close()

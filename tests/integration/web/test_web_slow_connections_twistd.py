@@ -20,14 +20,13 @@ import select
 import signal
 import socket
 import ssl
-import subprocess
 import time
 
 import pytest
 
 from cbserver.billing.provision import provision_file_sync
 from cbserver.resources import checkout_dir
-from tests.support.server import TWISTD, free_port, get_json, terminate, wait_health, write_config
+from tests.support.server import free_port, get_json, start, terminate, wait_health, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -145,9 +144,7 @@ def test_5000_hostile_connections_leave_healthz_and_callbacks_answering(tmp_path
     def low_limit():  # the limit the attack met: 1,024 descriptors
         resource.setrlimit(resource.RLIMIT_NOFILE, (1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
-    proc = subprocess.Popen([TWISTD, "-n", "--pidfile=", "cbserver", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=low_limit)
+    proc = start(config, preexec_fn=low_limit)
     hostile: list = []
     try:
         wait_health(port, 200, proc)
