@@ -58,6 +58,20 @@ class GatedPeer(SipPeer):
         super()._handle(text, source)
 
 
+def call_until_legb_rings(node: Node, peer: GatedPeer, dsn: str) -> str:
+    """Request an extended callback on ``node``; return its id once legA answered (its recovery
+    row stored) and legB's INVITE is held by ``peer``."""
+    code, body = http("POST", node.url("/api/v1/callbacks"), {
+        "application": "Web callback", "mode": "extended", "account": ACCOUNTS[0],
+        "password": PASSWORD, "phone": "5511987654300", "destination": "18185550123"})
+    assert code == 202, body
+    wait_for("legB's INVITE", lambda: hasattr(peer, "held"), 60)
+    wait_for("legA's recovery row", lambda: query(
+        dsn, "SELECT count(*) FROM callback_recovery WHERE jsonb_array_length(data->'legs') = 1"
+    )[0][0] == 1, 30)
+    return body["id"]
+
+
 def test_a_leg_answered_while_the_database_is_down_is_recovered_after_a_kill(tmp_path):
     with private_cluster("cbs_rec_outage_") as cluster:
         dsn = cluster.dsn()
@@ -74,15 +88,7 @@ def test_a_leg_answered_while_the_database_is_down_is_recovered_after_a_kill(tmp
             with running(node):
                 node.start()
                 node.wait_ready(120)
-                code, body = http("POST", node.url("/api/v1/callbacks"), {
-                    "application": "Web callback", "mode": "extended", "account": ACCOUNTS[0],
-                    "password": PASSWORD, "phone": "5511987654300", "destination": "18185550123"})
-                assert code == 202, body
-                cid = body["id"]
-                wait_for("legB's INVITE", lambda: hasattr(peer, "held"), 60)
-                wait_for("legA's recovery row", lambda: query(
-                    dsn, "SELECT count(*) FROM callback_recovery WHERE jsonb_array_length(data->'legs') = 1"
-                )[0][0] == 1, 30)
+                cid = call_until_legb_rings(node, peer, dsn)
                 cluster.stop("fast")
                 peer.release()  # legB answers while PostgreSQL is down
                 leg_b = peer.held[0].split("Call-ID:", 1)[1].split("\r\n", 1)[0].strip()

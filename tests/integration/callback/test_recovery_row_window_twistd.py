@@ -16,8 +16,6 @@ at once) and a Python SIP trunk that answers legB only when the test lets it.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from decimal import Decimal
@@ -25,16 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.callback.test_crash_recovery_twistd import (
-    ACCOUNTS,
-    PASSWORD,
-    Node,
-    catalog,
-    http,
-    query,
-    wait_for,
+from tests.integration.callback.test_crash_recovery_twistd import ACCOUNTS, catalog
+from tests.integration.callback.test_recovery_row_after_outage_twistd import (
+    GatedPeer,
+    call_until_legb_rings,
 )
-from tests.integration.callback.test_recovery_row_after_outage_twistd import GatedPeer
+from tests.support.node import Node, query, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,15 +45,7 @@ def test_a_kill_right_after_legb_answers_loses_at_most_legb_and_stays_consistent
     try:
         node.start()
         node.wait_ready(120)
-        code, body = http("POST", node.url("/api/v1/callbacks"), {
-            "application": "Web callback", "mode": "extended", "account": ACCOUNTS[0],
-            "password": PASSWORD, "phone": "5511987654300", "destination": "18185550123"})
-        assert code == 202, body
-        cid = body["id"]
-        wait_for("legB's INVITE", lambda: hasattr(peer, "held"), 60)
-        wait_for("legA's recovery row", lambda: query(
-            pg_dsn, "SELECT count(*) FROM callback_recovery WHERE jsonb_array_length(data->'legs') = 1"
-        )[0][0] == 1, 30)
+        cid = call_until_legb_rings(node, peer, pg_dsn)
         # Some billable time for legA: a heartbeat after its answer.
         wait_for("a heartbeat after legA's answer", lambda: query(
             pg_dsn, "SELECT n.last_seen > r.updated_at + interval '1 second' FROM server_nodes n, "
@@ -67,8 +53,7 @@ def test_a_kill_right_after_legb_answers_loses_at_most_legb_and_stays_consistent
         leg_b = peer.held[0].split("Call-ID:", 1)[1].split("\r\n", 1)[0].strip()
         peer.release()
         wait_for("legB's ACK", lambda: any(r.call_id == leg_b for r in peer.of("ACK")), 30)
-        os.kill(node.proc.pid, signal.SIGKILL)  # within the batching window, or just after
-        node.proc.wait()
+        node.kill9()  # within the batching window, or just after
         legs_in_row = query(pg_dsn, "SELECT jsonb_array_length(data->'legs') FROM callback_recovery")
         node.start()  # the same node name recovers its predecessor's calls at once
         invites = [r.call_id for r in peer.of("INVITE")]
