@@ -11,13 +11,16 @@
 -- plan made on near-empty tables must not scan accounts, customers or balance_reservations
 -- sequentially for the connection's life (their dead row versions grow with every callback).
 -- Each update and the release join a short array to a primary key: plain index scans.
+-- plan_cache_mode = force_generic_plan: otherwise the generic plan, estimated for arrays of
+-- unknown length, looks dearer than a custom one and the statement is planned at every call.
 CREATE OR REPLACE FUNCTION cb_xdr_apply(p_rows jsonb, p_accounts text[], p_account_deltas numeric[],
                                         p_used timestamptz[], p_customers integer[],
                                         p_customer_deltas numeric[], p_sessions text[],
                                         p_legs char(1)[])
 RETURNS TABLE (session_id text, leg text)
 LANGUAGE plpgsql VOLATILE
-SET enable_seqscan = off SET enable_bitmapscan = off AS $$
+SET enable_seqscan = off SET enable_bitmapscan = off
+SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
     RETURN QUERY
     WITH ins AS (
