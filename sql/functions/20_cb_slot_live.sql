@@ -6,7 +6,9 @@
 -- not final and whose node is alive (cb_node_alive); or bound to a callback whose row is not
 -- written yet, and young. The session is looked up by primary key: a join here would be
 -- planned once per connection, maybe while the tables are empty, and that plan could then
--- scan callback_sessions whole.
+-- scan callback_sessions whole. cb_take_slot (30) states this rule again in its loop, to ask
+-- cb_node_alive once per process rather than once per slot (session 9); a change here must be
+-- made there too (tests/integration/xdr/test_take_slot_liveness_pg.py compares the two).
 --
 -- One clock, the database's now(): a slot's taken_at is written with it (cb_take_slot),
 -- p_unbound_since is derived from it (now() minus the start timeout), and a node's liveness

@@ -6,12 +6,21 @@
 -- leg stored meanwhile by another writer raises unique_violation and the batch is retried),
 -- apply to each account and customer balance exactly its delta, update first/last usage, and
 -- release the legs' holds. Returns the (session, leg) keys inserted.
+--
+-- Plans (session 9, "Plain index scans" in docs/sql-functions.md): kept per connection, so a
+-- plan made on near-empty tables must not scan accounts, customers or balance_reservations
+-- sequentially for the connection's life (their dead row versions grow with every callback).
+-- Each update and the release join a short array to a primary key: plain index scans.
+-- plan_cache_mode = force_generic_plan: otherwise the generic plan, estimated for arrays of
+-- unknown length, looks dearer than a custom one and the statement is planned at every call.
 CREATE OR REPLACE FUNCTION cb_xdr_apply(p_rows jsonb, p_accounts text[], p_account_deltas numeric[],
                                         p_used timestamptz[], p_customers integer[],
                                         p_customer_deltas numeric[], p_sessions text[],
                                         p_legs char(1)[])
 RETURNS TABLE (session_id text, leg text)
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE
+SET enable_seqscan = off SET enable_bitmapscan = off
+SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
     RETURN QUERY
     WITH ins AS (
