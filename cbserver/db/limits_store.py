@@ -37,7 +37,8 @@ UPDATE rate_limit_counters r SET hits = r.hits - 1
  WHERE r.kind = u.k AND r.key = u.v AND r.window_start = %(start)s AND r.hits > 0
 """
 PRUNE_COUNTERS = "DELETE FROM rate_limit_counters WHERE window_start < %s"
-# The live-slot rule is cb_slot_live (sql/032), the one statement of it; cb_take_slot uses it too.
+# The live-slot rule is cb_slot_live (sql/functions/20), counted here through cb_count_slots;
+# cb_take_slot states the same rule in its loop, asking liveness once per process (session 9).
 COUNT_LIVE_SLOTS = "SELECT cb_count_slots(%(account)s, %(start_timeout)s, %(node_expiry)s)"
 BIND_SLOT = "UPDATE callback_slots SET callback_id = %s WHERE slot_id = %s"
 RELEASE_SLOT = "DELETE FROM callback_slots WHERE slot_id = %s"
