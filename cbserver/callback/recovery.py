@@ -43,15 +43,17 @@ from zope.interface import Interface, classImplements
 from cbserver.billing.model import OffPeakPeriod, OffPeakWindow, Rate, TariffRates
 from cbserver.billing.rating import LegPricer
 from cbserver.billing.xdr import LegRecord, leg_pricer, leg_record
+from cbserver.config import RecoveryConfig
 from cbserver.db.recovery_store import PostgresRecoveryStore
 from cbserver.logs import Logger
 
 log = Logger()
 
 CAUSE = "node_lost"
-# Defaults of the [recovery] settings (cbserver.config.RecoveryConfig).
-STALE_AFTER = 15  # seconds without a heartbeat (three of the pool's 5 s pings): the node is dead
-INTERVAL = 5.0  # seconds between two looks for dead nodes' callbacks
+# The [recovery] settings' defaults (cbserver.config.RecoveryConfig). Its stale_after is the
+# cluster's one rule of whether a process runs, the node lists' too (config.NODE_STALE_AFTER),
+# so no number of it is written here.
+DEFAULTS = RecoveryConfig()
 SNAPSHOT_VERSION = 1
 
 
@@ -335,8 +337,9 @@ class RecoveryService(service.Service):
 
     name = "recovery"
 
-    def __init__(self, store, sip, clock, node: str, instance_id: str, interval: float = INTERVAL,
-                 stale_after: int = STALE_AFTER, ready=lambda: True):
+    def __init__(self, store, sip, clock, node: str, instance_id: str,
+                 interval: float = DEFAULTS.interval, stale_after: int = DEFAULTS.stale_after,
+                 ready=lambda: True):
         self.store = store
         self.sip = sip
         self.clock = clock

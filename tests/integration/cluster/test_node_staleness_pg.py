@@ -1,7 +1,9 @@
 """The cluster's one staleness rule on the real PostgreSQL: the node list (``nodes_store.LIST``:
 ``cbserver node list``, ``GET /v1/nodes``) and the process list (``calls_store.NODES``:
 ``GET /v1/nodes/processes``, the console) call a process gone after the same
-``[recovery] stale_after`` seconds without a heartbeat, the rule crash recovery applies."""
+``[recovery] stale_after`` seconds without a heartbeat, the rule crash recovery applies: a
+survivor's sweep ends the callbacks of exactly the processes the lists call gone, with the
+defaults and with a configured value."""
 
 from __future__ import annotations
 
@@ -9,14 +11,22 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
 
+from cbserver.callback.console import Console
+from cbserver.callback.recovery import RecoveryService
 from cbserver.config import NODE_STALE_AFTER, example_path, load_config
-from cbserver.db import nodes_store
-from cbserver.db.calls_store import NODE_COLUMNS, NODES
+from cbserver.db import callbacks_store, nodes_store
+from cbserver.db.calls_store import NODE_COLUMNS, NODES, PostgresCallsStore
+from cbserver.db.pool import Database
+from cbserver.db.recovery_store import PostgresRecoveryStore
 from cbserver.db.sync import sync_cursor
 from cbserver.web.admin_nodes import node_expiry
+from tests.integration.callback.test_recovery_store_pg import session_row
 from tests.integration.xdr.helpers import query
 
 pytestmark = pytest.mark.integration
@@ -58,12 +68,67 @@ def test_both_lists_apply_the_same_rule_at_the_configured_stale_after(pg_dsn):
     assert listed.get(gone) == 1 and c in alive
 
 
-def test_the_configured_stale_after_reaches_the_admin_api_and_the_cli(pg_dsn, tmp_path):
-    text = (example_path().read_text().replace("stale_after = 15", "stale_after = 40")
+def _config_file(pg_dsn, tmp_path, stale_after: int):
+    """The example configuration on this PostgreSQL with ``[recovery] stale_after``."""
+    text = (example_path().read_text().replace("stale_after = 15", f"stale_after = {stale_after}")
             .replace('dsn = "host=127.0.0.1 port=5432 dbname=cbserver user=cbserver"',
                      f'dsn = "{pg_dsn}"'))
     cfg_file = tmp_path / "cbserver.toml"
     cfg_file.write_text(text)
+    return cfg_file
+
+
+@pytest_twisted.ensureDeferred
+async def test_recovery_ends_the_calls_of_exactly_the_processes_the_lists_call_gone(pg_dsn, tmp_path):
+    configured = load_config(_config_file(pg_dsn, tmp_path, NODE_STALE_AFTER + 25))
+    tag = uuid.uuid4().hex[:8]
+    survivor = Database(pg_dsn, reactor, size=2, node=f"survivor-{tag}")
+    survivor.startService()
+    await survivor.when_ready()
+    try:
+        # Processes whose last heartbeat was 5 s, default+5 s and default+35 s ago, each with
+        # a callback running that no leg answered yet (closed by the sweep when it is dead).
+        ages = {"young": 5, "between": NODE_STALE_AFTER + 5, "old": NODE_STALE_AFTER + 35}
+        dead = {}
+        for what, age in ages.items():
+            proc = SimpleNamespace(node=f"{what}-{tag}", instance_id=_process(pg_dsn, f"{what}-{tag}", age))
+            await callbacks_store.upsert(survivor, [session_row(proc, f"cb-{what}-{tag}")])
+            dead[what] = proc
+
+        async def judged(recovery, expiry):
+            """(callbacks the sweep ended, processes the node list and the process list call
+            gone), by process."""
+            await recovery.sweep()
+            ended = {w for w, p in dead.items()
+                     if query(pg_dsn, "SELECT status FROM callback_sessions WHERE id = %s",
+                              (f"cb-{w}-{tag}",))[0][0] == "ended"}
+            listed, alive = _both(pg_dsn, expiry)
+            return (ended, {w for w, p in dead.items() if p.node not in listed},
+                    {w for w, p in dead.items() if p.instance_id not in alive})
+
+        def service(**rule):
+            return RecoveryService(PostgresRecoveryStore(survivor), SimpleNamespace(ua=object()),
+                                   reactor, survivor.node, survivor.instance_id, **rule)
+
+        # A configured stale_after, as the server passes it to both: only "old" is dead.
+        ended, unlisted, not_alive = await judged(
+            service(stale_after=configured.recovery.stale_after), node_expiry(configured))
+        assert ended == unlisted == not_alive == {"old"}
+        # The defaults (a server without the setting, the admin API and the console without a
+        # configuration): "between" is dead too, for recovery and for the lists alike.
+        ended, unlisted, not_alive = await judged(service(), node_expiry(None))
+        assert ended == unlisted == not_alive == {"between", "old"}
+        console = await Console(PostgresCallsStore(survivor)).nodes()
+        seen = {n["instance_id"]: n["alive"] for n in console["nodes"]}
+        assert seen.get(dead["young"].instance_id) is True
+        assert seen.get(dead["between"].instance_id) is False  # its node's latest, not alive
+    finally:
+        query(pg_dsn, "DELETE FROM callback_sessions WHERE id LIKE %s", (f"cb-%-{tag}",))
+        await defer.maybeDeferred(survivor.stopService)
+
+
+def test_the_configured_stale_after_reaches_the_admin_api_and_the_cli(pg_dsn, tmp_path):
+    cfg_file = _config_file(pg_dsn, tmp_path, 40)
     assert node_expiry(load_config(cfg_file)) == 40  # what GET /v1/nodes passes
     assert node_expiry(None) == NODE_STALE_AFTER
     tag = uuid.uuid4().hex[:8]
