@@ -3,7 +3,7 @@
 txpostgres, left to itself, unregisters a connection's socket from epoll when a statement is
 sent, registers its cursor instead, and swaps back when the result is in: four ``epoll_ctl``
 calls per statement. The pool's connection keeps the socket and hands read events to the
-cursor that waits (cbserver/db/pool.py ``_CursorReactor``). These tests count the epoll
+cursor that waits (cbserver/db/connection.py ``_CursorReactor``). These tests count the epoll
 calls around real statements and check the cases the swap used to handle: a statement too
 large for the socket buffer (a write wait), NOTIFY, a failed statement, and a server that
 drops the connection while it is idle or while a statement runs.
