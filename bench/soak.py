@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: the tests' support modules are imported
     sys.path.insert(0, str(ROOT))
 
+from cbserver.devtools.democatalog import demo_catalog  # noqa: E402
 from tests.integration.callback.test_crash_recovery_twistd import (  # noqa: E402
     Node,
     http,
@@ -248,43 +249,10 @@ class LossyTrunk(SipPeer):
 NODES = ("node1", "node2")
 
 
-def with_rating_for(text: str, nodes) -> str:
-    """``text`` (a catalog) with every ``[[product.rating_list]]`` entry of one of ``nodes``
-    copied for each of the others that the catalog does not name at all.
-
-    A product's rating list is per node name (the manual's "Node"); the demo's has entries
-    for ``node1`` only, and a callback on a node with no entry is refused ``forbidden``
-    ("callback is not available for this account"). The soak's nodes all get the same ones.
-    """
-    marker = "[[product.rating_list]]"
-    out = []
-    for chunk in text.split(marker):
-        if not out:
-            out.append(chunk)
-            continue
-        body, sep, rest = chunk.partition("\n\n")
-        out.append(marker + body + sep)
-        named = [ln.split("=", 1)[1].strip().strip('"') for ln in body.splitlines()
-                 if ln.strip().startswith("node ")]
-        if named and named[0] in nodes:
-            for node in nodes:
-                if node != named[0] and f'node = "{node}"' not in text:
-                    out.append(marker + body.replace(f'node = "{named[0]}"', f'node = "{node}"') + "\n\n")
-        out[-1] += rest
-    return "".join(out)
-
-
 def catalog(work: Path, accounts: list[str], balance: str, nodes=NODES) -> Path:
     """The demo's catalog, its rating lists for every soak node, plus the soak's prepaid
     accounts, each with a small balance."""
-    text = with_rating_for((ROOT / "demo" / "demo.toml").read_text(), nodes)
-    for account in accounts:
-        text += (f'\n[[account]]\nid = "{account}"\ncustomer = "Retail Callback"\n'
-                 f'product = "Callback Services"\naccount_type = "debit"\nopening_balance = "{balance}"\n'
-                 f'status = "active"\npassword = "{PASSWORD}"\n')
-    path = work / "catalog.toml"
-    path.write_text(text)
-    return path
+    return demo_catalog(work, accounts, PASSWORD, balance=balance, nodes=nodes)
 
 
 def main(argv: list[str] | None = None) -> int:

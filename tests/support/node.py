@@ -28,10 +28,10 @@ from pathlib import Path
 
 import psycopg2
 
+from cbserver.devtools.democatalog import demo_catalog  # noqa: F401 - the node tests' catalog
 from tests.support.server import start as start_twistd
 from tests.support.world import config_text, free_tcp_port, free_udp_port, rtp_range_start
 
-ROOT = Path(__file__).resolve().parents[2]
 LOG_TAIL = 3000  # characters of a node's log shown with a failure
 
 
@@ -186,20 +186,3 @@ def running(*nodes: Node) -> Iterator[None]:
     finally:
         for node in unique:
             node.stop()
-
-
-def demo_catalog(tmp: Path, accounts: list[str], password: str, edit=None) -> Path:
-    """``demo/demo.toml`` (changed by ``edit(text)`` if given) plus one debit account per name
-    in ``accounts`` with 20 of balance, written to ``tmp/catalog.toml`` for ``cbserver
-    provision``. One account per callback: a callback holds its account's whole balance (its
-    maximum duration priced), so a second one on the same account would be refused."""
-    text = (ROOT / "demo" / "demo.toml").read_text()
-    if edit is not None:
-        text = edit(text)
-    for account in accounts:
-        text += (f'\n[[account]]\nid = "{account}"\ncustomer = "Retail Callback"\n'
-                 f'product = "Callback Services"\naccount_type = "debit"\nopening_balance = "20"\n'
-                 f'status = "active"\npassword = "{password}"\n')
-    path = tmp / "catalog.toml"
-    path.write_text(text)
-    return path
