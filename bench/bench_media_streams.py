@@ -69,6 +69,8 @@ def open_streams(reactor, media, streams: int, sink_port: int, record, first_por
     wall = time.time
 
     class TimedSession(RtpSession):
+        """An RTP session that passes each packet's send lateness after its clock tick to ``record``."""
+
         def _write(self, data):
             super()._write(data)
             record(wall() - media.tick_due)

@@ -87,6 +87,8 @@ class FormulaDivisionByZero(FormulaEvaluationError):
 
 @dataclass(frozen=True, slots=True)
 class _Token:
+    """One lexeme of a formula and the column it starts at (for the error message)."""
+
     kind: str  # "num", "name", "op", "end"
     text: str
     column: int
