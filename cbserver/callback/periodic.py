@@ -31,7 +31,7 @@ class Periodic(service.Service):
     """Call ``fn`` every ``interval`` seconds while running; see the module docstring.
 
     ``now``: the first call at start (True) or one ``interval`` later (False). ``calls``
-    counts the calls made, ``failures`` those that failed (both for tests and metrics).
+    counts the calls made, ``failures`` those that failed (the tests read both).
     """
 
     log = Logger()

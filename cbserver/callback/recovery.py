@@ -243,7 +243,10 @@ class RecoveryKeeper:
     not retried): a node killed after the database came back must still find its answered
     legs recoverable. A delete that fails is logged and leaves a stale row, which the next
     sweep of any node removes once the callback's final status is stored
-    (``IRecoveryStore.remove_ended``).
+    (``IRecoveryStore.remove_ended``). That is the path through ``store``; with a ``writer``
+    (a ``StatusWriter``, as the server gives it) the rows ride its batches instead: a save is
+    retried with them while the callback runs, and the delete goes in the statement that
+    stores the final status, retried with it (``cbserver.callback.statuswriter``).
     """
 
     def __init__(self, store, node: str, instance_id: str, clock=None, retry_delay: float = 2.0,
