@@ -2,8 +2,9 @@
 injected at random; at the end the money and the state are checked.
 
 The world: a private PostgreSQL cluster (``tests/support/pgprivate.py``: the soak stops and
-starts it), two nodes (``Node`` of the crash-recovery test) on it, both node names with the
-demo product's rating-list entries, and a lossy SIP trunk on a real UDP socket
+starts it), two nodes (``Node`` of ``tests/support/node.py``, as in the crash-recovery test)
+on it, both node names with the demo product's rating-list entries
+(``cbserver.devtools.democatalog``), and a lossy SIP trunk on a real UDP socket
 (``LossyTrunk`` below, built on ``tests/support/sippeer.py``) that drops 10 % of datagrams both
 ways and answers each leg at once, late (2-6 s), never (the node cancels at its 8 s no-answer
 timeout) or busy, and hangs up answered legs after 2-20 s. Every ``--fault-every`` seconds
@@ -44,11 +45,7 @@ if str(ROOT) not in sys.path:  # run as a script: the tests' support modules are
     sys.path.insert(0, str(ROOT))
 
 from cbserver.devtools.democatalog import demo_catalog  # noqa: E402
-from tests.integration.callback.test_crash_recovery_twistd import (  # noqa: E402
-    Node,
-    http,
-    query,
-)
+from tests.support.node import Node, http, query  # noqa: E402
 from tests.support.pgprivate import private_cluster  # noqa: E402
 from tests.support.sippeer import Received, SipPeer, _headers  # noqa: E402
 
