@@ -3,8 +3,9 @@
 ``Periodic`` calls a function every ``interval`` seconds between ``startService`` and
 ``stopService``, on the clock it is given (the reactor, or ``task.Clock`` in the tests). It
 serves the node's pollers (``ApplicationDirectory``: the catalog change counter;
-``NodeMonitor``: schema, drain and catalog readiness; ``HangupWatcher``: operator hang-ups) so
-that each of them states only *what* it asks, and the three agree on *how*:
+``NodeMonitor``: schema, drain and catalog readiness; ``HangupWatcher``: operator hang-ups;
+``RecoveryService``: dead nodes' callbacks) so that each of them states only *what* it asks,
+and the four agree on *how*:
 
 - one call at a time: when the function returns a Deferred (a query), the next call waits for
   it; ticks missed meanwhile are skipped, not queued, so a stalled database never piles up

@@ -43,6 +43,7 @@ from zope.interface import Interface, classImplements
 from cbserver.billing.model import OffPeakPeriod, OffPeakWindow, Rate, TariffRates
 from cbserver.billing.rating import LegPricer
 from cbserver.billing.xdr import LegRecord, leg_pricer, leg_record
+from cbserver.callback.periodic import Periodic
 from cbserver.config import RecoveryConfig
 from cbserver.db.recovery_store import PostgresRecoveryStore
 from cbserver.logs import Logger
@@ -351,23 +352,22 @@ class RecoveryService(service.Service):
         self.interval = interval
         self.stale_after = stale_after
         self.ready = ready
-        self._loop = None
+        self._poller: Periodic | None = None
         self._sweeping = False
         self.byes: list[defer.Deferred] = []  # the BYEs sent, each firing with its status
 
     def startService(self) -> None:
         """Sweep now (this node's own leftovers from before a restart) and then periodically."""
         super().startService()
-        self._loop = task.LoopingCall(self.sweep)
-        self._loop.clock = self.clock
-        self._loop.start(self.interval, now=True).addErrback(
-            lambda f: log.failure("crash recovery loop", f))
+        self._poller = Periodic("crash recovery", self.sweep, self.clock, self.interval)
+        self._poller.startService()
 
     def stopService(self):
-        """Stop looking."""
+        """Stop looking (a sweep in flight finishes on its own)."""
         super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        if self._poller is not None:
+            self._poller.stopService()
+            self._poller = None
 
     def sweep(self) -> defer.Deferred:
         """Recover every callback a dead process left; fires with how many were recovered."""

@@ -384,7 +384,9 @@ def test_no_sweep_before_the_ua_runs_nor_while_the_database_is_away():
     clock.advance(5)
     assert store.rows == {} and len(sip.ua.byes) == 2
     svc.stopService()
-    assert not svc._loop.running
+    sweeps = len(store.closed_unanswered)  # one entry per sweep
+    clock.advance(30)
+    assert len(store.closed_unanswered) == sweeps  # no look after the stop
 
 
 def test_closed_state_keeps_the_page_fields_and_says_node_lost():
