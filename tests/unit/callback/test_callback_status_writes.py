@@ -291,3 +291,51 @@ def test_a_failed_delete_is_retried_with_its_final_status_and_no_stale_save_foll
     db.batches[2][1].callback(None)
     clock.advance(5.0)
     assert len(db.batches) == 3 and w.pending() == []
+
+
+def test_under_load_a_sessions_row_is_written_once_per_linger_each_change_within_it():
+    # New callbacks flush a batch every 20 ms (their first rows do not linger); one running
+    # session changes every 48 ms for 0.5 s. Its row goes at most once per linger (0.2 s),
+    # each change stored no later than linger after it was made, the newest state last.
+    w, db, clock = writer()
+    s = Session("running")
+    w.store(s, new=True)
+    clock.advance(0)
+    db.batches[-1][1].callback(None)
+    changed_at, written = {}, []
+    for step in range(1, 201):  # 4 ms steps: 0.8 s
+        if step % 5 == 0:
+            w.store(Session(f"new{step}"), new=True)
+        if step % 12 == 0 and step <= 125:
+            s.status = f"status{step}"
+            changed_at[s.status] = clock.seconds()
+            w.store(s)
+        clock.advance(0.004)
+        for rows, d in db.batches:  # each batch sent during this step commits at its end
+            if not d.called:
+                if "running" in rows:
+                    written.append((clock.seconds(), rows["running"]))
+                d.callback(None)
+    times = [t for t, _ in written]
+    assert all(b - a >= 0.2 - 1e-9 for a, b in zip(times, times[1:], strict=False))
+    assert 2 <= len(written) < len(changed_at)  # merged: fewer row versions than changes
+    assert written[-1][1] == s.status  # the newest state is the last one stored
+    for status, at in changed_at.items():  # each change stored (or overtaken) within linger
+        assert any(0 <= t - at <= 0.2 + 0.004 + 1e-9 for t, _ in written), status
+    assert w.pending() == []
+
+
+def test_a_row_written_just_now_is_not_rewritten_by_the_next_new_rows_batch():
+    w, db, clock = writer()
+    s = Session("s1")
+    w.store(s, new=True)
+    clock.advance(0)
+    db.batches[0][1].callback(None)
+    s.status = "ringing"
+    w.store(s)
+    w.store(Session("n2"), new=True)
+    clock.advance(0)
+    assert db.batches[1][0] == {"n2": "calling_you"}  # s1 was written 0 s ago: it waits
+    db.batches[1][1].callback(None)
+    clock.advance(0.2)
+    assert db.batches[2][0] == {"s1": "ringing"}
