@@ -7,12 +7,7 @@ next changes for the following one. A status change waits up to ``linger`` secon
 others to share its batch: other nodes see a callback's progress that much later (this
 node answers from memory), and the database sees a few statements a second instead of
 several per callback. Each batch holds the newest status of each session, and batches are
-written one after the other, so no row is ever overwritten by an older status. A session's
-row is written at most once per ``linger`` (its first row excepted): under load new
-callbacks' first rows flush a batch every few milliseconds, and a change of another session
-then waits for the batch after its row's last write plus ``linger`` (still at most ``linger``
-after the change) instead of going with the next one, so its later changes share one row
-version (issue 17 item 1: 6.2 updates per callback, each a new row version and its WAL).
+written one after the other, so no row is ever overwritten by an older status.
 
 The crash-recovery rows (``cbserver.callback.recovery``) ride the same batches when a
 ``RecoveryKeeper`` is given this writer: ``save_recovery`` queues a callback's newest
@@ -71,9 +66,6 @@ class StatusWriter:
         self._awaiting_db = False  # a retry waits for the pool's when_ready()
         self._recovery: dict[str, dict] = {}  # session id -> newest recovery snapshot to save
         self._drop: set[str] = set()  # recovery rows to delete with the final status
-        # Session id -> when its row may be written again: one write per ``linger`` a session
-        # (see _flush). Dropped with the final status, the last write of a callback.
-        self._next_ok: dict[str, float] = {}
 
     def save_recovery(self, session, data: dict) -> None:
         """Queue the crash-recovery snapshot ``data`` of ``session`` (a leg answered); it is
@@ -138,32 +130,12 @@ class StatusWriter:
 
     def _flush(self) -> None:
         self._call = None
-        # A session's row goes at most once per ``linger`` (its first row excepted): new
-        # callbacks' rows are flushed at once, and under load that is every few milliseconds,
-        # which used to write every other session's change as it came, one row version (and
-        # its WAL) each. Now a row written less than ``linger`` ago waits, its changes merged;
-        # no change waits longer than ``linger`` for its batch, as before (docstring).
-        now = self.clock.seconds()
-        batch, wait = {}, {}
-        for sid, entry in self._dirty.items():
-            if sid in self._confirm or self._next_ok.get(sid, now) <= now + 1e-9:
-                batch[sid] = entry
-            else:
-                wait[sid] = entry
-        self._dirty = wait
-        if not batch:
-            self._kick(max(0.0, min(self._next_ok[sid] for sid in wait) - now))
-            return
+        batch, self._dirty = self._dirty, {}
         confirms = {sid: self._confirm.pop(sid) for sid in batch if sid in self._confirm}
         self._inflight = frozenset(batch)
         # Each session's status as it is now: an immutable snapshot per row.
         snaps = {sid: session.snapshot() for sid, (session, _) in batch.items()}
         rows = [self._row(snap) for snap in snaps.values()]
-        for sid, snap in snaps.items():
-            if snap.status in FINAL_STATUSES:
-                self._next_ok.pop(sid, None)  # the last write: nothing to space out after it
-            else:
-                self._next_ok[sid] = now + self.linger
         saves = {sid: self._recovery.pop(sid) for sid in batch if sid in self._recovery}
         drops = [sid for sid in batch if sid in self._drop and snaps[sid].status in FINAL_STATUSES]
         self._drop.difference_update(drops)
@@ -185,8 +157,6 @@ class StatusWriter:
                     self._recovery.setdefault(sid, data)
             self._drop.update(drops)
             again = 0
-            for sid in confirms:
-                self._next_ok.pop(sid, None)  # refused: never written again
             for sid, (session, attempts) in batch.items():
                 if sid in confirms or sid in self._dirty:
                     continue  # refused instead, or a newer status is queued already
@@ -196,8 +166,6 @@ class StatusWriter:
                         or attempts + 1 < self.max_attempts):
                     self._dirty[sid] = (session, attempts + 1)
                     again += 1
-                else:
-                    self._next_ok.pop(sid, None)  # given up
             retry[0] = bool(again)
             self.log.warn("{n} callback status rows not stored ({again} to retry): {err}",
                           n=len(rows), again=again, err=f.getErrorMessage())
