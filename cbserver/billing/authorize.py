@@ -16,6 +16,7 @@ budget buys no second returns ``max_seconds == 0`` with ``reason`` ``no_balance`
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -47,6 +48,8 @@ from cbserver.billing.rating import LegPricer, max_duration, price_leg
 from cbserver.logs import Logger
 
 DEFAULT_ACCESS_CODE = "WEBCALLBACK"
+#: Accounts whose last read an ``Authorizer`` keeps for their next legA (``_guess``).
+READ_MEMORY = 4096
 CALLBACK_FAIL = "CALLBACK_FAIL"
 
 REASONS = ("unknown_account", "inactive", "expired", "bad_password", "no_voice_service",
@@ -227,6 +230,8 @@ class Authorizer:
         self.hold_margin = hold_margin
         self.internal_account = internal_account  # the one this instance's Hosted IVR may charge
         self.destinations = destinations or DestinationPolicy()  # no lists: E.164's length only
+        # (account id, access codes) -> the last fresh read of it (an AuthBasis), oldest first.
+        self._reads: dict[tuple, AuthBasis] = {}
         passwords.dummy_hash()  # made now (once per process), so no refusal pays for making it
         self.run_in_thread = run_in_thread or (
             lambda f, *a: threads.deferToThreadPool(clock, clock.getThreadPool(), f, *a))
@@ -322,8 +327,19 @@ class Authorizer:
             auth = yield self._again(request, now, codes, basis)
             if auth is not None:
                 return auth
-        account, entries, balance = yield self.store.fetch_account_and_entries(
-            request.account_id, self.node, codes, request.session_id, self.reservation_expiry)
+        done = None
+        guess = self._guess(request, codes)
+        if guess is not None:
+            # legA in one round trip: decided on this node's last read of the account, stored
+            # by PostgreSQL only if that read still holds; else its fresh read decides below.
+            account, entries, balance, done = yield self._at_once(request, now, codes, guess)
+        else:
+            account, entries, balance = yield self.store.fetch_account_and_entries(
+                request.account_id, self.node, codes, request.session_id,
+                self.reservation_expiry)
+        self._remember(request, codes, account, entries, balance)
+        if done is not None:
+            return done
         account = self._usable(account, request)
         if account is None:
             yield self._unknown(request)
@@ -339,6 +355,61 @@ class Authorizer:
                       "reason={reason}", session_id=request.session_id, account=account.id,
                       seconds=auth.max_seconds, reason=auth.reason)
         return replace(auth, basis=AuthBasis(account, entries, seen[-1] if seen else balance))
+
+    def _guess(self, request: AuthRequest, codes) -> AuthBasis | None:
+        """This node's last read of the account for these codes, if legA may be decided on it
+        in one round trip: no password to check (the fresh read checks it first, as before),
+        not a re-authorization (its own basis was just tried: ``_again``), a store that can
+        (``fetch_and_reserve``), a fingerprint to compare."""
+        if (request.check_password or request.basis is not None
+                or getattr(self.store, "fetch_and_reserve", None) is None):
+            return None
+        basis = self._reads.get((request.account_id, tuple(codes)))
+        if basis is None or basis.account.fingerprint is None:
+            return None
+        return basis
+
+    def _remember(self, request: AuthRequest, codes, account, entries, balance) -> None:
+        """Keep the account's fresh read for its next legA (bounded: the oldest goes)."""
+        key = (request.account_id, tuple(codes))
+        self._reads.pop(key, None)
+        if account is None or account.fingerprint is None:
+            return
+        if len(self._reads) >= READ_MEMORY:
+            del self._reads[next(iter(self._reads))]
+        self._reads[key] = AuthBasis(account, entries, balance)
+
+    @defer.inlineCallbacks
+    def _at_once(self, request: AuthRequest, now: dt.datetime, codes, guess: AuthBasis):
+        """legA on ``guess``: fire with ``(account, entries, balance, Authorization or None)``,
+        the first three the fresh read (``IAuthorizationStore.fetch_and_reserve``), the last
+        the authorization when the decision made on ``guess`` was stored, None when nothing
+        was (the caller decides on the fresh read, as after ``fetch_account_and_entries``)."""
+        decide = None
+        account = self._usable(guess.account, request)
+        if account is not None:
+            try:
+                decide = yield self._plan(request, now, account, guess.entries)
+            except AuthorizationError:
+                decide = None  # the fresh read decides, and says why
+        seen = []
+        if decide is None:
+            # Nothing to store: the same round trip reads only (the fingerprint is not sent).
+            guess = AuthBasis(dataclasses.replace(guess.account, fingerprint=None),
+                              guess.entries, guess.balance)
+            decide = _nothing
+        fresh, entries, balance, auth = yield self.store.fetch_and_reserve(
+            session_id=request.session_id, account_id=request.account_id, node=self.node,
+            codes=codes, instance_id=self.instance_id, guess=guess.account,
+            decide=_seeing(decide, seen), balance=guess.balance,
+            expiry=self.reservation_expiry)
+        if auth is not None:
+            self.log.debug("authorized at once session_id={session_id} account={account} "
+                           "max_seconds={seconds} reason={reason}",
+                           session_id=request.session_id, account=account.id,
+                           seconds=auth.max_seconds, reason=auth.reason)
+            auth = replace(auth, basis=AuthBasis(account, guess.entries, seen[-1]))
+        return fresh, entries, balance, auth
 
     @defer.inlineCallbacks
     def _again(self, request: AuthRequest, now: dt.datetime, codes, basis: AuthBasis):
@@ -443,6 +514,11 @@ class Authorizer:
                                              self._lifetime(seconds), min_free)
 
         return decide
+
+
+def _nothing(_balance: Balance):
+    """A decision that stores nothing (``fetch_and_reserve`` only reads)."""
+    return None, None
 
 
 def _seeing(decide, seen: list):

@@ -199,6 +199,14 @@ class IAuthorizationStore(Interface):
         with the result, or with None when nothing was stored (optional: a store without it
         is always asked afresh)."""
 
+    def fetch_and_reserve(*, session_id, account_id, node, codes, instance_id, guess, decide,
+                          balance, expiry):
+        """``fetch_account_and_entries`` and, in the same round trip, ``decide(balance)``'s
+        decision stored by ``reserve``'s rules only if the account still fingerprints as
+        ``guess`` (an earlier read for the same ``node`` and ``codes``); fire with
+        ``(account, entries, balance, result)``, ``result`` None when nothing was stored
+        (optional: a store without it is read, then reserved, in two round trips)."""
+
     def release(session_id):
         """Drop every reservation of ``session_id``."""
 

@@ -117,11 +117,7 @@ def fetch_account_and_entries(db, account_id: str, node: str, codes, session_id:
                                                        list(codes)))
     if not rows:
         return None, [], None
-    *fields, reserved, open_calls, entries, fingerprint = rows[0]
-    account = _account([*fields, fingerprint])
-    owner = ((account.customer_balance, account.customer_credit_limit) if account.subordinate
-             else (account.balance, account.credit_limit))
-    return account, [RatingEntry(*e) for e in entries], Balance(*owner, reserved, int(open_calls))
+    return _fetched(rows[0])
 
 
 RESERVE_FN = ("SELECT done, balance, credit_limit, reserved, open_calls FROM cb_reserve("
@@ -213,6 +209,46 @@ def reserve_again(db, *, session_id: str, account: AccountInfo, node: str, codes
     params.update(node=node, codes=list(codes), fingerprint=account.fingerprint)
     rows = yield db.runQuery(RESERVE_AGAIN_FN, params)
     return result if rows and rows[0][0] else None
+
+
+AUTHORIZE_LEG_FN = ("SELECT * FROM cb_authorize_leg(%(account)s, %(session)s, %(expiry)s, "
+                    "%(node)s, %(codes)s::text[], %(fingerprint)s, %(customer)s, %(subordinate)s, "
+                    "%(key)s, %(balance)s, %(credit)s, %(reserved)s, %(open)s, %(min_free)s, "
+                    "%(spend)s, %(legs)s::text[], %(amounts)s::numeric[], %(currency)s, "
+                    "%(instance)s, %(lifetime)s)")
+
+
+def _fetched(row):
+    """``(AccountInfo, [RatingEntry], Balance)`` from a ``cb_account_for_call`` row."""
+    *fields, reserved, open_calls, entries, fingerprint = row
+    account = _account([*fields, fingerprint])
+    owner = ((account.customer_balance, account.customer_credit_limit) if account.subordinate
+             else (account.balance, account.credit_limit))
+    return account, [RatingEntry(*e) for e in entries], Balance(*owner, reserved, int(open_calls))
+
+
+@defer.inlineCallbacks
+def fetch_and_reserve(db, *, session_id: str, account_id: str, node: str, codes,
+                      instance_id: str, guess: AccountInfo, decide, balance: Balance,
+                      expiry: int = RESERVATION_EXPIRY):
+    """``fetch_account_and_entries`` and, in the same round trip, ``decide(balance)``'s
+    decision stored as ``reserve`` would store it, if the account still fingerprints as
+    ``guess`` (an earlier read of it, for the same ``node`` and ``codes``) did.
+
+    ``cb_authorize_leg`` (sql/functions/58). Fires with ``(account, entries, balance,
+    result)``: the fresh read as ``fetch_account_and_entries`` gives it, and ``result`` the
+    decision's result when it was stored, else None (nothing stored: the caller decides on
+    the fresh read and calls ``reserve``, as after ``fetch_account_and_entries``).
+    """
+    result, decision = decide(balance)
+    params = _reserve_params(session_id, guess, balance, decision, instance_id, expiry)
+    params.update(node=node, codes=list(codes), fingerprint=guess.fingerprint)
+    rows = yield db.runQuery(AUTHORIZE_LEG_FN, params)
+    if not rows:
+        return None, [], None, None
+    *read, done = rows[0]
+    account, entries, fresh = _fetched(read)
+    return account, entries, fresh, result if done else None
 
 
 def _reserve_locked(db, *, session_id: str, account: AccountInfo, instance_id: str, decide,

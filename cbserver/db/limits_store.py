@@ -140,7 +140,9 @@ TAKE_SLOT_FN = "SELECT taken, in_use FROM cb_take_slot(%s, %s, %s, %s, %s, %s)"
 ASYNC_COMMIT = "SET LOCAL synchronous_commit = off; "
 
 # A request's rate-limit check and its account's slot in one round trip (sql/functions/68).
-ADMIT_FN = (ASYNC_COMMIT + "SELECT kind, counted, hits, previous, over, taken, in_use FROM cb_admit("
+# cb_admit sets ASYNC_COMMIT's setting itself, for its transaction (session 10: the SET LOCAL
+# statement sent before the call was one statement more per callback).
+ADMIT_FN = ("SELECT kind, counted, hits, previous, over, taken, in_use FROM cb_admit("
             "%(kinds)s::text[], %(keys)s::text[], %(caps)s::float8[], %(peek_kinds)s::text[], "
             "%(peek_keys)s::text[], %(peek_caps)s::float8[], %(start)s, %(previous)s, "
             "%(elapsed)s::float8, %(size)s, %(slot)s, %(account)s, %(slot_cap)s, "

@@ -290,6 +290,14 @@ class PostgresAuthorizationStore:
                                          node=node, codes=codes, instance_id=instance_id,
                                          decide=decide, expiry=expiry, balance=balance)
 
+    def fetch_and_reserve(self, *, session_id, account_id, node, codes, instance_id, guess,
+                          decide, balance, expiry):
+        """See ``IAuthorizationStore``."""
+        return authz_store.fetch_and_reserve(self.db, session_id=session_id,
+                                             account_id=account_id, node=node, codes=codes,
+                                             instance_id=instance_id, guess=guess,
+                                             decide=decide, balance=balance, expiry=expiry)
+
     def release(self, session_id):
         """See ``IAuthorizationStore``."""
         return authz_store.release(self.db, session_id)

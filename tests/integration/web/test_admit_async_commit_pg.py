@@ -57,3 +57,28 @@ async def test_the_ended_callbacks_delete_is_seen_at_once_and_the_setting_does_n
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM callback_recovery WHERE session_id = 'cbasync2'")
             assert cur.fetchall() == [(0,)]
+
+
+def test_cb_admit_sets_the_asynchronous_commit_for_its_own_transaction_only(pg_dsn):
+    # No SET statement is sent with the call any more (one statement less per callback);
+    # the function's own setting lasts until its transaction commits, then is gone.
+    from cbserver.db.limits_store import ADMIT_FN
+
+    assert "SET" not in ADMIT_FN.split("FROM")[0]
+    start = 1_800_000_000 - 1_800_000_000 % WINDOW
+    params = {"kinds": ["client"], "keys": ["198.51.100.9"], "caps": [5.0], "peek_kinds": [],
+              "peek_keys": [], "peek_caps": [], "start": start, "previous": start - WINDOW,
+              "elapsed": 1.0, "size": WINDOW, "slot": str(uuid.uuid4()), "account": "cbasync3",
+              "slot_cap": 2, "start_timeout": 60, "node_expiry": 60, "callback": None}
+    with pg_connection(pg_dsn) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SHOW synchronous_commit")
+            assert cur.fetchall() == [("on",)]
+            cur.execute(ADMIT_FN, params)  # inside psycopg2's transaction
+            assert any(row[5] for row in cur.fetchall())  # the slot was taken
+            cur.execute("SHOW synchronous_commit")
+            assert cur.fetchall() == [("off",)]  # still this transaction: off until COMMIT
+        conn.commit()
+        with conn.cursor() as cur:
+            cur.execute("SHOW synchronous_commit")
+            assert cur.fetchall() == [("on",)]

@@ -57,8 +57,11 @@ def leg_b(first, session="s1", elapsed=30):
 
 
 async def fresh_answer(authorizer, request):
-    """What a fresh read decides for ``request`` (its basis dropped)."""
-    return await authorizer.authorize(dataclasses.replace(request, basis=None))
+    """What a fresh read decides for ``request`` (its basis dropped, and by an authorizer
+    with no earlier read of the account to decide on: two round trips)."""
+    fresh = Authorizer(authorizer.store, authorizer.tariffs, reactor, node="node1",
+                       special_charge=True)
+    return await fresh.authorize(dataclasses.replace(request, basis=None))
 
 
 @pytest_twisted.ensureDeferred
