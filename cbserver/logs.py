@@ -57,7 +57,9 @@ def _escape_char(match: re.Match) -> str:
 def escape(value):
     """``value`` with its control characters escaped if it is a ``str``; any other value
     unchanged (``bytes`` are formatted with ``repr``, which escapes them already)."""
-    if isinstance(value, str) and _CONTROL.search(value):
+    if isinstance(value, str) and not (value.isascii() and value.isprintable()) \
+            and _CONTROL.search(value):
+        # (printable ASCII, the usual value, has no control character: no regex search)
         return _CONTROL.sub(_escape_char, value)
     return value
 

@@ -89,3 +89,11 @@ def test_a_level_that_is_not_a_level_is_reported_as_twisted_reports_it(captured,
     log.emit(level, "never written")
     assert len(events) == 1 and events[0]["log_level"] == LogLevel.critical
     assert events[0]["log_format"].startswith("Got invalid log level")
+
+
+def test_escape_agrees_with_the_control_class_on_every_character():
+    for code in range(0x3000):
+        char = chr(code)
+        for text in (char, f"a{char}b"):
+            expected = logs._CONTROL.sub(logs._escape_char, text)
+            assert logs.escape(text) == expected, hex(code)
