@@ -137,9 +137,10 @@ class _PostRender:
     def start(self):
         """Run the endpoint; the answer is written when it is ready."""
         request = self.request
-        request.notifyFinish().addBoth(self._finish)
+        # One finish notification for what Klein registers as two (its flag, then the
+        # cancel on a lost connection): the same order, one Deferred less.
+        request.notifyFinish().addCallbacks(self._finish, self._lost)
         self.d = d = maybeDeferred(self.api.post, request, self.app_cfg)
-        request.notifyFinish().addErrback(self._cancel)
         d.addErrback(self._failed)
         d.addCallback(self._write)
         d.addErrback(legacy_log.err, _why="Unhandled Error writing response")
@@ -148,9 +149,11 @@ class _PostRender:
     def _finish(self, _result) -> None:
         self.finished = True
 
-    def _cancel(self, _reason) -> None:
+    def _lost(self, _reason) -> None:
         """The connection went away before the answer: cancel the endpoint (Klein does)."""
-        self.d.cancel()
+        self.finished = True
+        if self.d is not None:  # (not yet: lost while the endpoint ran, Klein cancels nothing)
+            self.d.cancel()
 
     def _failed(self, failure):
         """The endpoint failed: its error boundary answers (every ``Exception``)."""
