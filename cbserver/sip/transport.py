@@ -19,8 +19,12 @@ Errors caused by network input are logged rate-limited (``cbserver.logs.RateLimi
 from __future__ import annotations
 
 import ipaddress
+import socket
+from errno import ECONNREFUSED, EMSGSIZE
 from functools import lru_cache
 
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.error import MessageLengthError
 from twisted.internet.protocol import DatagramProtocol
 from zope.interface import Attribute, Interface, implementer
 
@@ -90,6 +94,17 @@ def is_ip_literal(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+@lru_cache(maxsize=4096)
+def udp_family(host: str):
+    """The address family Twisted's UDP ``Port.write`` would send to ``host`` with, or None
+    for anything else it refuses or treats apart (a host name, ``<broadcast>``)."""
+    if isIPAddress(host):
+        return socket.AF_INET
+    if isIPv6Address(host):
+        return socket.AF_INET6
+    return None
 
 
 def stamp_via(request: Request, source: tuple[str, int], *, source_port: bool = False) -> None:
@@ -250,9 +265,29 @@ class SipUdpProtocol(DatagramProtocol):
     def _write(self, data: bytes, destination: tuple[str, int]) -> None:
         if len(data) > self.max_size:
             raise TransportError(f"message of {len(data)} bytes is too large for UDP")
-        if self.transport is None:
+        port = self.transport
+        if port is None:
             raise TransportError("transport not listening")
         try:
-            self.transport.write(data, destination)
+            sock = getattr(port, "socket", None)
+            if sock is not None and udp_family(destination[0]) == port.addressFamily:
+                self._sendto(sock, data, destination)
+            else:
+                port.write(data, destination)  # Twisted checks (and refuses) the address
         except OSError as exc:
             raise TransportError(str(exc)) from exc
+
+    @staticmethod
+    def _sendto(sock, data: bytes, destination: tuple[str, int]) -> None:
+        """What Twisted's UDP ``Port.write`` does for an address of the socket's family,
+        without its per-datagram address checks (done once per address by ``udp_family``):
+        a datagram too long raises ``MessageLengthError``, ICMP's port unreachable from an
+        earlier datagram is ignored, any other error raises. (EINTR is retried by Python,
+        PEP 475.)"""
+        try:
+            sock.sendto(data, destination)
+        except OSError as exc:
+            if exc.errno == EMSGSIZE:
+                raise MessageLengthError("message too long") from None
+            if exc.errno != ECONNREFUSED:
+                raise

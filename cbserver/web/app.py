@@ -22,9 +22,10 @@ from twisted.web.resource import Resource
 from cbserver.db.pool import IDatabase
 from cbserver.errors import DatabaseUnavailable
 from cbserver.logs import Logger
-from cbserver.web.callback_api import CallbackApi
+from cbserver.web.callback_api import CALLBACKS_POST, CallbackApi
 from cbserver.web.kleincycle import CycleFreeKlein as Klein
 from cbserver.web.limits import in_networks
+from cbserver.web.postfront import CallbackPostFront, post_paths
 from cbserver.web.responses import json_response
 
 log = Logger()
@@ -152,19 +153,27 @@ def metrics_page(web, request) -> bytes:
     return web.metrics.render()
 
 
-def _path_root(web, api: CallbackApi) -> Klein:
-    """The path-routed root: ``/metrics``, the API at ``/api`` and ``P/api``, then the pages."""
+def _path_root(web, api: CallbackApi) -> tuple[Klein, dict, dict]:
+    """The path-routed root: ``/metrics``, the API at ``/api`` and ``P/api``, then the pages.
+
+    Also returns the API mounts (endpoint name -> instance, None for the shared one) and the
+    callback POST path of each (path -> instance), for ``CallbackPostFront``.
+    """
     root = Klein()
     root.route("/metrics", methods=["GET"], endpoint="metrics")(
         lambda request: metrics_page(web, request))
     _mount(root, "/api", api.resource(), "api")
+    mounts: dict = {"api": None}
+    posts: dict = {"/api" + CALLBACKS_POST: None}
     for i, app_cfg in enumerate(web.config.application):
         base = web.base(app_cfg)
         if base:  # an instance at the root is served by the shared mount, as before
             _mount(root, f"{base}/api", api.resource(app_cfg, base), f"api_{i}")
+            mounts[f"api_{i}"] = app_cfg
+            posts[f"{base}/api" + CALLBACKS_POST] = app_cfg
     pages = web.app.resource()
     root.route("/", branch=True, endpoint="pages")(lambda request: pages)
-    return root
+    return root, mounts, posts
 
 
 def _host_root(web, api: CallbackApi, app_cfg, by_path) -> Klein:
@@ -179,13 +188,23 @@ def _host_root(web, api: CallbackApi, app_cfg, by_path) -> Klein:
 def site_resource(web):
     """The public endpoint's root resource over ``web`` (a ``CallbackWeb``).
 
-    Without ``hosts`` on any instance this is the path-routed Klein app alone; otherwise a
+    Without ``hosts`` on any instance the site is the path-routed Klein app alone; otherwise a
     ``HostDispatch`` in front of it picks an instance's own root by the request's host name.
+    A ``CallbackPostFront`` in front of either answers the callback POST without werkzeug's
+    routing (``cbserver.web.postfront``), exactly as the site would.
     """
     api = CallbackApi(web)
-    by_path = _path_root(web, api).resource()
+    path_root, mounts, posts = _path_root(web, api)
+    by_path = path_root.resource()
+    fast_posts = post_paths(path_root, mounts, posts)
     if not web.hosts:
-        return by_path
-    by_host = {app_cfg: _host_root(web, api, app_cfg, by_path).resource()
-               for app_cfg in web.config.application if app_cfg.hosts}
-    return HostDispatch(web, by_host, by_path)
+        return CallbackPostFront(web, api, by_path, fast_posts, {}, b"")
+    host_path = "/api" + CALLBACKS_POST
+    by_host, host_posts = {}, {}
+    for app_cfg in web.config.application:
+        if app_cfg.hosts:
+            root = _host_root(web, api, app_cfg, by_path)
+            by_host[app_cfg] = root.resource()
+            host_posts[app_cfg] = bool(post_paths(root, {"api": app_cfg}, {host_path: app_cfg}))
+    site = HostDispatch(web, by_host, by_path)
+    return CallbackPostFront(web, api, site, fast_posts, host_posts, host_path.encode())

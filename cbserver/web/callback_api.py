@@ -27,6 +27,8 @@ from cbserver.web.kleincycle import CycleFreeKlein as Klein
 from cbserver.web.responses import json_response
 
 HERE = Path(__file__).resolve().parent
+# The path of ``POST`` below the API's mount (cbserver.web.postfront routes it directly).
+CALLBACKS_POST = "/v1/callbacks"
 NO_SUCH_RESOURCE = {"error": {"code": "not_found", "message": "No such API resource or method.",
                               "field": None}}
 
@@ -56,7 +58,7 @@ class CallbackApi:
             """``GET /api/v1/callbacks/<id>``."""
             return self.get(request, cb_id, app_cfg)
 
-        app.route("/v1/callbacks", methods=["POST"], endpoint="post")(post)
+        app.route(CALLBACKS_POST, methods=["POST"], endpoint="post")(post)
         app.route("/v1/callbacks/<cb_id>", methods=["GET"], endpoint="get")(get)
         app.route("/v1/openapi.json", methods=["GET"], endpoint="openapi")(self.openapi)
         app.handle_errors(self.errors)

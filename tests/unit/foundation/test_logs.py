@@ -58,3 +58,42 @@ def test_text_values_are_escaped_so_no_value_starts_a_line(captured):
     assert "\n" not in text and "\x1b" not in text and "\u2028" not in text
     assert "mode=x\\x0a2026 [forged] ok\\x1b[2J\\u2028\\x9b n=3 raw=b'\\n'" in text
     assert logs.escape("plain café") == "plain café" and logs.escape(7) == 7
+
+
+def test_events_are_the_ones_twisted_builds(captured):
+    """``Logger.emit`` builds the event itself (no ``constantly`` comparisons): the same keys
+    and values as Twisted's ``Logger.emit``, the time aside; a trace is followed."""
+    from twisted.logger import Logger as TwistedLogger
+
+    log, events = captured
+    logs.set_level("debug")
+    twisted_events: list = []
+    theirs = TwistedLogger(namespace="test", observer=LogPublisher(twisted_events.append))
+    for level in LogLevel.iterconstants():
+        log.emit(level, "a {x}", x="1", y=2)
+        theirs.emit(level, "a {x}", x="1", y=2)
+    assert len(events) == 5
+    for ours, twisteds in zip(events, twisted_events, strict=True):
+        assert ours.pop("log_logger") is log and twisteds.pop("log_logger") is theirs
+        assert abs(ours.pop("log_time") - twisteds.pop("log_time")) < 5
+        assert ours == twisteds
+    trace: list = []
+    log.info("traced", log_trace=trace)
+    assert trace[0] == (log, log.observer)  # the publisher adds itself after
+
+
+@pytest.mark.parametrize("level", ["info", 3, None, ["unhashable"]])
+def test_a_level_that_is_not_a_level_is_reported_as_twisted_reports_it(captured, level):
+    log, events = captured
+    logs.set_level("error")
+    log.emit(level, "never written")
+    assert len(events) == 1 and events[0]["log_level"] == LogLevel.critical
+    assert events[0]["log_format"].startswith("Got invalid log level")
+
+
+def test_escape_agrees_with_the_control_class_on_every_character():
+    for code in range(0x3000):
+        char = chr(code)
+        for text in (char, f"a{char}b"):
+            expected = logs._CONTROL.sub(logs._escape_char, text)
+            assert logs.escape(text) == expected, hex(code)

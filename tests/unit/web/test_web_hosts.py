@@ -10,6 +10,7 @@ from klein.resource import KleinResource
 from cbserver.web.app import HostDispatch
 from cbserver.web.hosts import HostTable, normalise_host
 from cbserver.web.live import LiveSite
+from cbserver.web.postfront import CallbackPostFront
 from tests.unit.web.harness import TOKEN, Harness, app_config
 
 A_HOST = "cb.example.net"
@@ -177,12 +178,13 @@ def test_a_hosted_token_form_at_the_root_path_posts_to_a_local_url():
 def test_without_hosts_the_site_root_is_the_path_app_alone():
     h = Harness()
     # The root follows the catalog's applications (LiveSite); the site behind it is built
-    # from the applications of the moment.
+    # from the applications of the moment, behind the callback POST's own route.
     assert isinstance(h.web.resource(), LiveSite)
-    assert isinstance(h.web.site(), KleinResource)
+    assert isinstance(h.web.site(), CallbackPostFront)
+    assert isinstance(h.web.site().site, KleinResource)
     h.finish()
     h = two_instances()
-    assert isinstance(h.web.site(), HostDispatch)
+    assert isinstance(h.web.site().site, HostDispatch)
     h.finish()
 
 
