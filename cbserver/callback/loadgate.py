@@ -47,6 +47,7 @@ class StartDelayGate:
         self.shedding = False
         self.refused = 0  # requests refused by the gate since start-up (for logs and tests)
         self.refused_queue = 0  # of which because of the pool's queue
+        self.refusals = {"start_delay": 0, "queue": 0}  # the same, by reason (``/readyz``)
         self.shut_since: float | None = None  # when the gate last began refusing
         self.last_reason: str | None = None  # why the last refusal ("start_delay" / "queue")
 
@@ -68,6 +69,7 @@ class StartDelayGate:
 
     def _refuse(self, reason: str) -> bool:
         self.refused += 1
+        self.refusals[reason] += 1
         self.last_reason = reason
         if self.shut_since is None:
             self.shut_since = self.clock.seconds()
