@@ -366,6 +366,8 @@ class Admission:
         self.ready = ready
         self.limits = limits
         self.starting = 0  # requests between validation and the service's answer
+        # busy refusals at the fixed node caps, by cap (the gate counts its own by reason)
+        self.refusals = {"active": 0, "starting": 0}
         clock = clock if clock is not None else getattr(service, "clock", None)
         target = limits.start_delay_target if limits is not None and clock is not None else 0.0
         self.gate = StartDelayGate(clock, target, limits.start_delay_interval if target else 1.0)
@@ -388,7 +390,8 @@ class Admission:
     def load_state(self) -> dict:
         """The node's admission load for ``/readyz``: the gate, requests starting now, and
         the pool's queues (running callbacks' statements, admissions')."""
-        state = {"starting": self.starting, "gate": self.gate.state()}
+        state = {"starting": self.starting, "gate": self.gate.state(),
+                 "refused": {**self.refusals, **self.gate.refusals}}
         db = getattr(self.service, "db", None)
         if hasattr(db, "queued"):
             running, admissions = db.queued()
@@ -402,11 +405,18 @@ class Admission:
         database until the callers gave up or hung up on legA; refusing at once, before any
         database work, keeps the accepted callbacks on time and tells the client to retry.
         """
-        if self.limits is not None and (self.service.active >= self.limits.node_max_active
-                                        or self.starting >= self.limits.node_max_starting):
-            raise CallbackRefused("busy", BUSY)
+        if self.limits is not None:
+            if self.service.active >= self.limits.node_max_active:
+                self._busy("active")
+            if self.starting >= self.limits.node_max_starting:
+                self._busy("starting")
         if not self.gate.admit():
             raise CallbackRefused("busy", BUSY)
+
+    def _busy(self, cap: str):
+        """Refuse ``busy`` at the node cap ``cap``, counted by it (``/readyz``)."""
+        self.refusals[cap] += 1
+        raise CallbackRefused("busy", BUSY)
 
     @defer.inlineCallbacks
     def _failed(self, request, window):
