@@ -370,7 +370,8 @@ class Admission:
         self.refusals = {"active": 0, "starting": 0}
         clock = clock if clock is not None else getattr(service, "clock", None)
         target = limits.start_delay_target if limits is not None and clock is not None else 0.0
-        self.gate = StartDelayGate(clock, target, limits.start_delay_interval if target else 1.0)
+        self.gate = StartDelayGate(clock, target, limits.start_delay_interval if target else 1.0,
+                                   ceiling=limits.node_max_starting if target else 100)
         self.starts = 0  # starts that finished (the statements-per-start denominator)
         db = getattr(service, "db", None)
         if target and hasattr(db, "admission_wait"):
