@@ -367,7 +367,11 @@ class Admission:
         self.limits = limits
         self.starting = 0  # requests between validation and the service's answer
         # busy refusals at the fixed node caps, by cap (the gate counts its own by reason)
-        self.refusals = {"active": 0, "starting": 0}
+        self.refusals = {"active": 0, "starting": 0, "media": 0}
+        # The RTP port pool (``cbserver.media.ports.PortPool``; None: not checked): a callback
+        # takes a pair per leg, so a node whose range is short of pairs for one more callback
+        # would accept it and then fail it (``media_unavailable``). Set by the server's wiring.
+        self.media = None
         clock = clock if clock is not None else getattr(service, "clock", None)
         target = limits.start_delay_target if limits is not None and clock is not None else 0.0
         self.gate = StartDelayGate(clock, target, limits.start_delay_interval if target else 1.0,
@@ -411,6 +415,10 @@ class Admission:
                 self._busy("active")
             if self.starting >= self.limits.node_max_starting:
                 self._busy("starting")
+        if self.media is not None and \
+                2 * (self.service.active + self.starting + 1) > self.media.capacity:
+            # Every callback running or starting may hold a pair for each of its two legs.
+            self._busy("media")
         if not self.gate.admit():
             raise CallbackRefused("busy", BUSY)
 
