@@ -305,6 +305,8 @@ class CallbackServer(service.MultiService):
                                                self.metrics, fallback=self.web.resource(),
                                                accepting=lambda: self.callbacks.running,
                                                trusted_proxies=cfg.web.trusted_proxies)
+        # No callback is accepted that the RTP range has no ports for (503 busy, not a failure).
+        self.callback_web.gateway.admission.media = self.media_env.pool
         # /livez, /readyz and draining (issue 16): polls the database on its own schedule.
         self.node_monitor = NodeMonitor(cfg, self.db, self.callbacks, reactor, self.metrics,
                                         starting=lambda: self.callback_web.gateway.starting,
