@@ -563,7 +563,7 @@ class CbServer:
                 if status == 202 and "id" in answer:
                     ids.append(answer["id"])
                     res.accepted_latencies.append(took)
-                elif self.args.overload and status in (429, 503):
+                elif (self.args.overload or self.args.refusal_cost) and status in (429, 503):
                     key = f"{status}:{code}"
                     res.refused[key] = res.refused.get(key, 0) + 1
                     res.refusal_latencies.append(took)
