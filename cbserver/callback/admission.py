@@ -5,9 +5,12 @@ One place for the rules that refuse a valid request before any call is placed (i
 * the node's readiness (``not_ready``) and its own busy caps (``busy``): at most
   ``[limits] node_max_active`` callbacks in progress and ``node_max_starting`` requests
   between validation and the callback service's answer, refused at once, before any
-  database work; and, below those caps, while requests take too long to start (a standing
-  queue in front of the database: ``loadgate.StartDelayGate``, ``[limits] start_delay_target``),
-  so the node's capacity is measured on the machine it runs on, not tuned by hand;
+  database work; when the RTP range has no port pairs left for one more callback's legs; and,
+  below those caps, beyond the requests the start-delay gate lets start at once (a limit cut
+  while starts are late, a standing queue in front of the database or the node's own core:
+  ``loadgate.StartDelayGate``, ``[limits] start_delay_target``), so the node's capacity is
+  measured on the machine it runs on, not tuned by hand; each busy refusal is counted by the
+  rule that made it (``load_state``, ``/readyz``);
 * ``RateLimiter``: requests per client address, per called-back number and per account over a
   sliding window of ``[limits] window`` seconds (estimated from two fixed windows, so no
   burst at a window boundary doubles a limit), counted in the shared ``ILimitStore``
