@@ -77,7 +77,11 @@ class BusyFront(LiveSite):
         try:
             admission.check_load()
         except CallbackRefused as e:
-            return e
+            # Answered here, never raised again: without its traceback the refusal holds no
+            # frame, so it leaves no reference cycle (traceback -> this frame -> the caller's
+            # frames -> the request, its channel's decoder, its headers -> this exception) of
+            # some 60 objects per refused request for the garbage collector.
+            return e.with_traceback(None)
         return None
 
     def _refuse(self, request, app_cfg, refusal: CallbackRefused):
