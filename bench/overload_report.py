@@ -65,7 +65,7 @@ def where_it_went(res, idle: float, before: dict, after: dict) -> str:
     lines.append(f"  busy refusals by reason (the node's counters): {reasons or 'none counted'}")
     gate = after.get("gate") or {}
     if gate:
-        extra = {k: gate[k] for k in ("limit", "min_limit", "lag") if k in gate}
+        extra = {k: gate[k] for k in ("limit", "lowest_limit", "cuts", "ceiling") if k in gate}
         lines.append(f"  gate at the end: open={gate.get('open')} reason={gate.get('reason')} "
                      f"{extra or ''}".rstrip())
     if res.offered_elapsed:
