@@ -10,7 +10,9 @@ callbacks make too, each waiting for the server's reactor to read its result, so
 whose own core is saturated (by callbacks or by refusing a flood) shows it there as well.
 ``StartDelayGate`` watches that delay with the signal of CoDel (Nichols and Jacobson,
 "Controlling Queue Delay", ACM Queue 2012): a queue is *standing* when even the fastest
-request of a whole ``interval`` took longer than ``target``.
+request of a whole ``interval`` took longer than ``target``. Running callbacks' legB
+authorizations are watched the same way, each kind for itself: their statements go first in
+the pool, so a legB in time must not hide that new requests stand in a queue.
 
 What the gate does with the signal is an adaptive limit on the requests starting at once
 (``limit``, between ``floor`` and ``ceiling`` — ``node_max_starting``): after each interval
@@ -78,9 +80,10 @@ class StartDelayGate:
         self.last_reason: str | None = None  # why the last refusal ("start_delay" / "queue")
         self.cuts = 0  # intervals that cut the limit (for /readyz and the benchmark)
         self.lowest = self.limit  # the lowest the limit has been
-        # The interval being measured: when it ends, its fastest delay, the most in flight.
+        # The interval being measured: when it ends, its fastest delay of each kind (a new
+        # request's start, a running callback's legB authorization), the most in flight.
         self._ends = clock.seconds() + interval if clock is not None else 0.0
-        self._fastest: float | None = None
+        self._fastest: dict[str, float] = {}
         self._peak = 0
 
     @property
@@ -140,32 +143,41 @@ class StartDelayGate:
         self.in_flight -= 1
         self.observe(self.clock.seconds() - token)
 
-    def observe(self, delay: float) -> None:
-        """Account for one more delay measured just now: a request's start, or legB's
-        re-authorization of a running callback (the same database queue and the same
-        reactor, on the path where lateness fails an accepted callback: legA hangs up while
-        legB is not yet dialled)."""
+    def observe(self, delay: float, kind: str = "start") -> None:
+        """Account for one more delay measured just now: a request's start, or (``kind``
+        ``"legb"``, ``observe_legb``) legB's re-authorization of a running callback.
+
+        Each kind has its own fastest per interval: legB's statements go first in the pool
+        (``cbserver.priority``), so a legB authorized in time says nothing of the queue new
+        starts stand in, and must not hide it; a late one is a standing queue on the path
+        where lateness fails an accepted callback (legA hangs up while legB is not dialled).
+        """
         if not self.target:
             return
         self._roll()
-        if self._fastest is None or delay < self._fastest:
-            self._fastest = delay
+        fastest = self._fastest.get(kind)
+        if fastest is None or delay < fastest:
+            self._fastest[kind] = delay
+
+    def observe_legb(self, delay: float) -> None:
+        """A running callback's legB waited ``delay`` seconds for its authorization."""
+        self.observe(delay, "legb")
 
     def _roll(self) -> None:
         """Close the measured interval if it has ended: move the limit by what it saw."""
         now = self.clock.seconds()
         if now < self._ends:
             return
-        fastest = self._fastest
-        if fastest is not None and fastest > self.target:
+        late = max((d for d in self._fastest.values() if d > self.target), default=None)
+        if late is not None:
             # A standing queue: fewer at once, in proportion to how late the fastest was.
-            self.limit = max(float(self.floor), self.limit * max(MAX_CUT, self.target / fastest))
+            self.limit = max(float(self.floor), self.limit * max(MAX_CUT, self.target / late))
             self.cuts += 1
             self.lowest = min(self.lowest, self.limit)
-        elif fastest is not None and self._peak >= math.floor(self.limit):
+        elif self._fastest and self._peak >= math.floor(self.limit):
             # In time, and the limit is what held requests back: let more start.
             self.limit = min(float(self.ceiling), self.limit + max(1.0, GROWTH * self.limit))
         # An interval where nothing finished says nothing: the limit stays.
         self._ends = now + self.interval
-        self._fastest = None
+        self._fastest = {}
         self._peak = self.in_flight

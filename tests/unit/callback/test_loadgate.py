@@ -185,14 +185,21 @@ def test_late_legb_authorizations_of_running_callbacks_cut_the_limit_too():
     gate = StartDelayGate(clock, target=0.4, interval=1.0, ceiling=10)
     tokens = [gate.started() for _ in range(6)]  # six new requests in flight
     clock.advance(0.5)
-    gate.observe(0.9)  # a running callback's legB waited 0.9 s for its authorization
+    gate.observe_legb(0.9)  # a running callback's legB waited 0.9 s for its authorization
     clock.advance(0.6)  # and the interval ends with nothing faster: the database queue stands
     assert not gate.admit() and int(gate.limit) == 5 and gate.refusals["start_delay"] == 1
-    gate.observe(0.1)  # one legB authorized in time
+    gate.observe_legb(0.1)  # one legB authorized in time (its statements go first)...
     for t in tokens:
-        gate.finished(t)  # 1.1 s: late as well, but the fastest of the interval counts
+        gate.finished(t)  # ...does not hide that new requests took 1.1 s to start
     clock.advance(1.0)
-    assert gate.admit() and int(gate.limit) == 6  # in time with the limit full: it grows
+    assert gate.admit() and int(gate.limit) == 4 and gate.cuts == 2
+    tokens = fill(gate)  # the limit is full
+    clock.advance(0.2)
+    for t in tokens:
+        gate.finished(t)  # in time
+    gate.observe_legb(0.1)
+    clock.advance(1.0)
+    assert gate.admit() and int(gate.limit) == 5  # in time with the limit full: it grows
 
 
 def test_admission_wires_the_services_legb_delays_to_its_gate():
@@ -200,7 +207,7 @@ def test_admission_wires_the_services_legb_delays_to_its_gate():
     service = SlowService(clock)
     admission = Admission(service, PassLimiter(), None, lambda: True,
                           LimitsConfig(start_delay_target=0.4, start_delay_interval=1.0))
-    assert service.on_legb_delay == admission.gate.observe
+    assert service.on_legb_delay == admission.gate.observe_legb
     off = SlowService(clock)
     Admission(off, PassLimiter(), None, lambda: True, LimitsConfig(start_delay_target=0.0))
     assert not hasattr(off, "on_legb_delay")
