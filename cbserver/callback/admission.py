@@ -386,7 +386,7 @@ class Admission:
             self.gate.queue_delay = self.queue_delay
         if target:
             # Running callbacks report legB's re-authorization time to the same gate.
-            service.on_legb_delay = self.gate.observe
+            service.on_legb_delay = self.gate.observe_legb
 
     def queue_delay(self) -> float:
         """Seconds a start admitted now would spend queued for database connections: the
