@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import overload_report
 import pgstats
 from keepalive import KeepAlive
 
@@ -150,6 +151,11 @@ class Step:
     refused: dict[str, int] = field(default_factory=dict)  # --overload: 503/429 by code
     refusal_latencies: list[float] = field(default_factory=list)
     no_retry_after: int = 0  # refusals without a Retry-After header
+    accepted_latencies: list[float] = field(default_factory=list)  # POSTs answered 202
+    offered_cpu: float = 0.0  # the server's CPU while the requests were being sent (--overload)
+    offered_elapsed: float = 0.0  # how long sending them took
+    client_cpu: float = 0.0  # this process (the HTTP client threads) over the step
+    carrier_cpu: float = 0.0  # the carrier (sipp) over the step
 
     @property
     def failed(self) -> int:
@@ -300,13 +306,13 @@ def serve_main(config_path: str, web_port: int, log_path: str, profile: str | No
 
 def cb_config(dsn: str, state: Path, sip_port: int, carrier_port: int, web_port: int,
               admin_port: int, rtp: str, ssl: bool, pool_size: int, node_caps: bool = True,
-              start_delay_target: float | None = None) -> str:
+              start_delay_target: float | None = None, caps_extra: str = "") -> str:
     """The server's configuration: one instance, plain TCP web (or ssl), limits out of the way.
 
     Without ``node_caps`` the node's own busy caps (``node_max_active``, ``node_max_starting``)
     keep their shipped defaults (``--overload``); the abuse limits stay raised either way.
     """
-    caps = "node_max_active = 100000\nnode_max_starting = 100000\n" if node_caps else ""
+    caps = "node_max_active = 100000\nnode_max_starting = 100000\n" if node_caps else caps_extra
     if node_caps and start_delay_target is None:
         start_delay_target = 0.0    # the ramp: the start-delay gate must not refuse either
     if start_delay_target is not None:
@@ -409,8 +415,10 @@ class CbServer:
         cfg.write_text(cb_config(self.dsn, self.work / "state", free_port(), self.carrier.port,
                                  web_port, free_port(socket.SOCK_STREAM), self.args.rtp_ports,
                                  self.ssl, self.args.pool_size,
-                                 node_caps=not self.args.overload,
-                                 start_delay_target=self.args.start_delay_target))
+                                 node_caps=not (self.args.overload or self.args.refusal_cost),
+                                 start_delay_target=self.args.start_delay_target,
+                                 caps_extra="node_max_active = 1\n" if self.args.refusal_cost
+                                 else ""))
         return cfg
 
     def launch_twistd(self) -> None:
@@ -554,7 +562,8 @@ class CbServer:
                 latencies.append(took)
                 if status == 202 and "id" in answer:
                     ids.append(answer["id"])
-                elif self.args.overload and status in (429, 503):
+                    res.accepted_latencies.append(took)
+                elif (self.args.overload or self.args.refusal_cost) and status in (429, 503):
                     key = f"{status}:{code}"
                     res.refused[key] = res.refused.get(key, 0) + 1
                     res.refusal_latencies.append(took)
@@ -567,6 +576,9 @@ class CbServer:
         cpu0 = self.server_cpu()
         pg0 = sum(cpu_seconds(pid) for pid in backends)
         machine0 = machine_busy_seconds()
+        client0 = time.process_time()
+        carrier_pid = self.carrier.proc.pid if self.carrier and self.carrier.proc else None
+        carrier0 = cpu_seconds(carrier_pid) if carrier_pid else 0.0
         t0 = time.monotonic() + 0.2
         workers = min(512, max(16, int(rate * 2)))
         pool = ThreadPoolExecutor(max_workers=workers)
@@ -577,6 +589,8 @@ class CbServer:
         except BaseException:   # Ctrl-C: drop the requests not sent yet, let clean-up run
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+        res.offered_cpu = self.server_cpu() - cpu0
+        res.offered_elapsed = time.monotonic() - t0
         # Wait for every accepted callback to end and its two xDRs to be written.
         nominal = 1.0 + self.args.hold_ms / 1000
         deadline = time.monotonic() + nominal + self.args.drain
@@ -602,6 +616,12 @@ class CbServer:
         res.elapsed = time.monotonic() - t0
         res.cpu = self.server_cpu() - cpu0
         res.machine_cpu = machine_busy_seconds() - machine0
+        res.client_cpu = time.process_time() - client0
+        if carrier_pid:
+            try:
+                res.carrier_cpu = cpu_seconds(carrier_pid) - carrier0
+            except OSError:
+                pass
         res.pg = snap.delta(self.dsn, polls)
         try:
             res.db_cpu = sum(cpu_seconds(pid) for pid in backends) - pg0
@@ -725,11 +745,13 @@ class Sippy:
 # -- driver ------------------------------------------------------------------------------------
 
 
-def idle_cpu(name: str, pid: int, seconds: float = 5.0) -> None:
-    """Print the share of a core a server uses when no call is up."""
+def idle_cpu(name: str, pid: int, seconds: float = 5.0) -> float:
+    """Print (and return) the share of a core a server uses when no call is up."""
     c0 = cpu_seconds(pid)
     time.sleep(seconds)
-    print(f"{name} idle: {100 * (cpu_seconds(pid) - c0) / seconds:.1f}% of a core", flush=True)
+    share = (cpu_seconds(pid) - c0) / seconds
+    print(f"{name} idle: {100 * share:.1f}% of a core", flush=True)
+    return share
 
 
 def ramp(name: str, system, rates: list[float], duration: float, pause: float,
@@ -772,9 +794,12 @@ def overload(server, sustained: float, duration: float) -> bool:
     answer was 503 ``busy`` or 429 with a ``Retry-After`` within 50 ms at p99, and completed
     callbacks per second stayed at least 90 % of ``sustained``.
     """
-    idle_cpu("cbserver", server.proc.pid)
+    idle = idle_cpu("cbserver", server.proc.pid)
+    before = overload_report.admission_state(server)
     res = server.step(2 * sustained, duration, 0)
     print(res.line("cbserver overload"), flush=True)
+    print(overload_report.where_it_went(res, idle, before, overload_report.admission_state(server)),
+          flush=True)
     others = {k: v for k, v in res.failures.items() if k.startswith("http")}
     accepted_failed = res.failed - sum(others.values())
     p50, p99 = quantile(res.refusal_latencies, 0.5), quantile(res.refusal_latencies, 0.99)
@@ -902,6 +927,9 @@ def main(argv=None) -> int:
                    help="issue 17 item 4: with the node's caps at their shipped defaults, offer "
                         "twice SUSTAINED callbacks/s for --duration s (30 in the issue) and check "
                         "that what is not refused completes (cbserver only)")
+    p.add_argument("--refusal-cost", type=float, metavar="RATE",
+                   help="the server's CPU per busy refusal: node_max_active = 1, one callback held "
+                        "(give --hold-ms longer than --duration + 10 s), RATE POSTs/s all refused")
     p.add_argument("--start-delay-target", type=float,
                    help="[limits] start_delay_target of cbserver (default: the shipped one; 0: off)")
     p.add_argument("--only", choices=("cbserver", "sippy"), help="run one side only")
@@ -939,10 +967,13 @@ def main(argv=None) -> int:
           f"{CLIENT_CORE}; {args.duration:g}s per step, hold {args.hold_ms} ms; load average "
           f"{os.getloadavg()[0]:.1f}", flush=True)
     cb_res = sp_res = None
-    if args.overload:
+    if args.overload or args.refusal_cost:
         server = CbServer(args, work)
         try:
             server.start()
+            if args.refusal_cost:
+                return 0 if overload_report.refusal_cost(server, args.refusal_cost, args.duration,
+                                                         idle_cpu) else 1
             return 0 if overload(server, args.overload, args.duration) else 1
         except KeyboardInterrupt:
             return 130

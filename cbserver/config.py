@@ -230,13 +230,15 @@ class LimitsConfig:
     start_delay_target: float = setting(
         0.4, check=lambda v: v if v >= 0 else _positive(v),
         doc="seconds a callback request may take to start (limits, authorization) before this "
-            "node counts itself past its capacity: when even the fastest start of a whole "
-            "start_delay_interval took longer, new requests are refused 503 busy until one "
-            "starts in time; also at once while a new start is predicted to queue for "
-            "database connections longer than this (0: off)")
+            "node counts itself past its capacity: when even the fastest start of a "
+            "start_delay_interval took longer, fewer requests may start at once (the rest are "
+            "refused 503 busy), more again once starts are in time, up to node_max_starting; "
+            "also refused at once while a new start is predicted to queue for database "
+            "connections longer than this (0: off)")
     start_delay_interval: float = setting(1.0, check=_positive,
-                                          doc="seconds the start delay must stay over "
-                                              "start_delay_target before requests are refused")
+                                          doc="seconds over which the fastest start is measured; "
+                                              "the limit on requests starting at once moves "
+                                              "once per interval")
 
     def validate(self) -> None:
         """Every cap must allow at least one call."""

@@ -63,7 +63,7 @@ from cbserver.web.admin import AdminApp
 from cbserver.web.app import WebApp
 from cbserver.web.callback_pages import build_callback_web
 from cbserver.web.contenttype import install_media_type_parse
-from cbserver.web.flush import FlushingRequest
+from cbserver.web.flush import FlushingRequest, QuietSite
 from cbserver.web.hosts import page_address_mismatch
 from cbserver.web.metrics import GcPauseProbe, Metrics, StallProbe
 from cbserver.web.tls import EndpointService
@@ -305,6 +305,8 @@ class CallbackServer(service.MultiService):
                                                self.metrics, fallback=self.web.resource(),
                                                accepting=lambda: self.callbacks.running,
                                                trusted_proxies=cfg.web.trusted_proxies)
+        # No callback is accepted that the RTP range has no ports for (503 busy, not a failure).
+        self.callback_web.gateway.admission.media = self.media_env.pool
         # /livez, /readyz and draining (issue 16): polls the database on its own schedule.
         self.node_monitor = NodeMonitor(cfg, self.db, self.callbacks, reactor, self.metrics,
                                         starting=lambda: self.callback_web.gateway.starting,
@@ -454,8 +456,9 @@ class CallbackServer(service.MultiService):
 def _site(resource) -> Site:
     """A ``Site`` over ``resource`` that never shows a traceback to a client; its requests
     report to their connection's deadline and send their answer when finished
-    (``FlushingRequest``)."""
-    site = Site(resource, requestFactory=FlushingRequest)
+    (``FlushingRequest``); a flood's busy refusals do not each get an access-log line
+    (``QuietSite``)."""
+    site = QuietSite(resource, requestFactory=FlushingRequest)
     site.displayTracebacks = False
     return site
 

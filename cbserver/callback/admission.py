@@ -5,9 +5,12 @@ One place for the rules that refuse a valid request before any call is placed (i
 * the node's readiness (``not_ready``) and its own busy caps (``busy``): at most
   ``[limits] node_max_active`` callbacks in progress and ``node_max_starting`` requests
   between validation and the callback service's answer, refused at once, before any
-  database work; and, below those caps, while requests take too long to start (a standing
-  queue in front of the database: ``loadgate.StartDelayGate``, ``[limits] start_delay_target``),
-  so the node's capacity is measured on the machine it runs on, not tuned by hand;
+  database work; when the RTP range has no port pairs left for one more callback's legs; and,
+  below those caps, beyond the requests the start-delay gate lets start at once (a limit cut
+  while starts are late, a standing queue in front of the database or the node's own core:
+  ``loadgate.StartDelayGate``, ``[limits] start_delay_target``), so the node's capacity is
+  measured on the machine it runs on, not tuned by hand; each busy refusal is counted by the
+  rule that made it (``load_state``, ``/readyz``);
 * ``RateLimiter``: requests per client address, per called-back number and per account over a
   sliding window of ``[limits] window`` seconds (estimated from two fixed windows, so no
   burst at a window boundary doubles a limit), counted in the shared ``ILimitStore``
@@ -366,9 +369,16 @@ class Admission:
         self.ready = ready
         self.limits = limits
         self.starting = 0  # requests between validation and the service's answer
+        # busy refusals at the fixed node caps, by cap (the gate counts its own by reason)
+        self.refusals = {"active": 0, "starting": 0, "media": 0}
+        # The RTP port pool (``cbserver.media.ports.PortPool``; None: not checked): a callback
+        # takes a pair per leg, so a node whose range is short of pairs for one more callback
+        # would accept it and then fail it (``media_unavailable``). Set by the server's wiring.
+        self.media = None
         clock = clock if clock is not None else getattr(service, "clock", None)
         target = limits.start_delay_target if limits is not None and clock is not None else 0.0
-        self.gate = StartDelayGate(clock, target, limits.start_delay_interval if target else 1.0)
+        self.gate = StartDelayGate(clock, target, limits.start_delay_interval if target else 1.0,
+                                   ceiling=limits.node_max_starting if target else 100)
         self.starts = 0  # starts that finished (the statements-per-start denominator)
         db = getattr(service, "db", None)
         if target and hasattr(db, "admission_wait"):
@@ -376,7 +386,7 @@ class Admission:
             self.gate.queue_delay = self.queue_delay
         if target:
             # Running callbacks report legB's re-authorization time to the same gate.
-            service.on_legb_delay = self.gate.observe
+            service.on_legb_delay = self.gate.observe_legb
 
     def queue_delay(self) -> float:
         """Seconds a start admitted now would spend queued for database connections: the
@@ -388,7 +398,8 @@ class Admission:
     def load_state(self) -> dict:
         """The node's admission load for ``/readyz``: the gate, requests starting now, and
         the pool's queues (running callbacks' statements, admissions')."""
-        state = {"starting": self.starting, "gate": self.gate.state()}
+        state = {"starting": self.starting, "gate": self.gate.state(),
+                 "refused": {**self.refusals, **self.gate.refusals}}
         db = getattr(self.service, "db", None)
         if hasattr(db, "queued"):
             running, admissions = db.queued()
@@ -402,11 +413,22 @@ class Admission:
         database until the callers gave up or hung up on legA; refusing at once, before any
         database work, keeps the accepted callbacks on time and tells the client to retry.
         """
-        if self.limits is not None and (self.service.active >= self.limits.node_max_active
-                                        or self.starting >= self.limits.node_max_starting):
-            raise CallbackRefused("busy", BUSY)
+        if self.limits is not None:
+            if self.service.active >= self.limits.node_max_active:
+                self._busy("active")
+            if self.starting >= self.limits.node_max_starting:
+                self._busy("starting")
+        if self.media is not None and \
+                2 * (self.service.active + self.starting + 1) > self.media.capacity:
+            # Every callback running or starting may hold a pair for each of its two legs.
+            self._busy("media")
         if not self.gate.admit():
             raise CallbackRefused("busy", BUSY)
+
+    def _busy(self, cap: str):
+        """Refuse ``busy`` at the node cap ``cap``, counted by it (``/readyz``)."""
+        self.refusals[cap] += 1
+        raise CallbackRefused("busy", BUSY)
 
     @defer.inlineCallbacks
     def _failed(self, request, window):

@@ -11,6 +11,13 @@ same gate first and, when the node is busy, answers at once the very response th
 as the gateway counts and logs a refusal, and pushes it to the socket now
 (``cbserver.web.flush``). No database work, no body parse.
 
+A flood is not a flood of log lines (issue 14's rule for network-fed error paths): the first
+``LOG_LINES`` busy refusals of each ``LOG_INTERVAL`` seconds get the gateway's ``callback
+refused`` line and the site's access-log line; the rest are counted (the metrics count every
+one) and summed up in one ``suppressed`` line when the interval ends. Two log lines per
+refusal — each written and flushed on its own — were a third of a refusal's CPU on the core
+the accepted callbacks need (docs/bench-callbacks.md, "Session 10").
+
 Anything else, and every callback POST while the node takes callbacks (or while it is not
 ready or draining: those refusals keep their own codes), goes to the site unchanged. A
 malformed POST that arrives while the node is busy is told ``busy`` (retry later) rather than
@@ -23,12 +30,17 @@ from __future__ import annotations
 from twisted.web.server import NOT_DONE_YET
 
 from cbserver.callback.api import CallbackRefused
+from cbserver.logs import Logger, RateLimitedLog
 from cbserver.web.api import error_response
 from cbserver.web.flush import flush_now, tcp_transport
 from cbserver.web.live import LiveSite
 from cbserver.web.responses import json_response
 
 CALLBACKS = "/api/v1/callbacks"
+#: Busy refusals logged line by line per interval; the rest are summed up (module doc).
+LOG_LINES = 5
+LOG_INTERVAL = 10.0
+_log = Logger(namespace="cbserver.web.api.CallbackGateway")  # the gateway's own lines
 
 
 class BusyFront(LiveSite):
@@ -42,6 +54,8 @@ class BusyFront(LiveSite):
         super().__init__(web)
         self._paths_of = None  # the config the path table was built from
         self._paths: dict[bytes, object] = {}
+        self._log = RateLimitedLog(_log, lines=LOG_LINES, interval=LOG_INTERVAL,
+                                   clock=getattr(web, "clock", None))
 
     def render(self, request):
         """Refuse a callback POST now if the node is busy; otherwise render the live site."""
@@ -77,14 +91,26 @@ class BusyFront(LiveSite):
         try:
             admission.check_load()
         except CallbackRefused as e:
-            return e
+            # Answered here, never raised again: without its traceback the refusal holds no
+            # frame, so it leaves no reference cycle (traceback -> this frame -> the caller's
+            # frames -> the request, its channel's decoder, its headers -> this exception) of
+            # some 60 objects per refused request for the garbage collector.
+            return e.with_traceback(None)
         return None
 
     def _refuse(self, request, app_cfg, refusal: CallbackRefused):
         """Answer ``refusal`` as the API would, count and log it, and send it now."""
         if app_cfg is None and self.web.hosts:
             app_cfg = self.web.host_instance(request)
-        self.web.gateway.refused(app_cfg, "", self.web.client(request), refusal)
+        # Counted as the gateway counts a refusal of an unparsed request; logged as it logs
+        # one, unless this interval's lines are used up (then the access log skips it too).
+        self.web.gateway.metrics.request_refused("unknown", refusal.code, None)
+        if not self._log.info(
+                "busy", "callback refused application={app} mode={mode} client={client} "
+                "code={code} limit={kind} field={field} callback_id={callback_id}",
+                app=app_cfg.name if app_cfg else "-", mode="", client=self.web.client(request),
+                code=refusal.code, kind="-", field=refusal.field or "-", callback_id="-"):
+            request.unlogged = True  # cbserver.web.flush.QuietSite
         status, body, headers = error_response(refusal)
         for name, value in headers.items():
             request.setHeader(name, value)

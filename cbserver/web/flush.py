@@ -11,11 +11,14 @@ non-blocking ``send`` of the buffered bytes; what the kernel does not take stays
 for the reactor as before.
 
 ``FlushingRequest`` is the public site's request: every answer is flushed when it finishes.
+``QuietSite`` is its site: Twisted's ``Site`` without the access-log line of a request marked
+``unlogged`` (a busy refusal past its interval's log lines, ``cbserver.web.busyfront``).
 """
 
 from __future__ import annotations
 
 from twisted.internet.tcp import Connection
+from twisted.web.server import Site
 
 from cbserver.connlimit import DeadlineRequest
 
@@ -58,3 +61,13 @@ class FlushingRequest(DeadlineRequest):
         result = super().finish()
         flush_now(tcp)
         return result
+
+
+class QuietSite(Site):
+    """``Site`` whose access log skips requests marked ``unlogged`` (see the module doc)."""
+
+    def log(self, request):
+        """The access-log line of ``request``, unless it is marked ``unlogged``."""
+        if getattr(request, "unlogged", False):
+            return
+        super().log(request)

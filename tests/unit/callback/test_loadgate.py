@@ -26,42 +26,91 @@ def test_fast_starts_never_shut_the_gate():
     assert gate.admit() and not gate.shedding and gate.refused == 0
 
 
-def test_slow_starts_for_a_whole_interval_shut_it_and_one_fast_start_opens_it():
-    clock = task.Clock()
-    gate = StartDelayGate(clock, target=0.4, interval=1.0)
-    a, b = gate.started(), gate.started()  # two requests stuck behind a queue
-    clock.advance(0.5)
-    gate.finished(a)  # 0.5 s, over target: the interval starts now
-    assert gate.admit()
-    clock.advance(1.0)
-    c = gate.started()  # admitted at 1.5 s
-    clock.advance(0.1)
-    gate.finished(b)  # 1.6 s, still over target a whole interval later: a standing queue
-    assert gate.shedding and not gate.admit() and not gate.admit() and gate.refused == 2
-    clock.advance(0.1)
-    gate.finished(c)  # started in 0.2 s: the queue is gone
-    assert gate.admit() and not gate.shedding and gate.refused == 2
+def fill(gate: StartDelayGate) -> list[float]:
+    """Admit requests until the gate refuses one; their tokens (none has finished)."""
+    tokens = []
+    while gate.admit():
+        tokens.append(gate.started())
+    return tokens
 
 
-def test_one_fast_start_inside_the_interval_resets_it():
+def test_an_interval_of_late_starts_cuts_the_limit_in_proportion_and_refuses_beyond_it():
+    clock = task.Clock()
+    gate = StartDelayGate(clock, target=0.4, interval=1.0, ceiling=40)
+    tokens = fill(gate)
+    assert len(tokens) == 40 and gate.refusals["start_delay"] == 1  # the ceiling holds first
+    clock.advance(0.8)
+    for t in tokens[:10]:
+        gate.finished(t)  # 0.8 s each: twice the target
+    clock.advance(0.3)  # the interval is over; its fastest start took 0.8 s
+    assert gate.in_flight == 30 and not gate.admit()  # limit 20 now, 30 in flight: refused
+    assert int(gate.limit) == 20 and gate.cuts == 1 and gate.shedding
+    state = gate.state()
+    assert (state["open"], state["reason"], state["limit"]) == (False, "start_delay", 20)
+
+
+def test_the_cut_is_at_most_half_and_the_limit_never_falls_below_the_floor():
+    clock = task.Clock()
+    gate = StartDelayGate(clock, target=0.4, interval=1.0, ceiling=40, floor=4)
+    for expected in (20, 10, 5, 4, 4):
+        token = gate.started()
+        clock.advance(1.0)
+        gate.finished(token)  # 1 s: 2.5 times the target, cut by half at most
+        clock.advance(1.0)  # the interval it was measured in ends
+        gate.admit()
+        assert int(gate.limit) == expected
+    assert gate.lowest == 4
+
+
+def test_a_limit_that_holds_back_starts_in_time_grows_back_to_the_ceiling():
+    clock = task.Clock()
+    gate = StartDelayGate(clock, target=0.4, interval=1.0, ceiling=40)
+    gate.limit = 8.0
+    grown = []
+    for _ in range(12):
+        tokens = fill(gate)  # the limit is full: requests are held back
+        clock.advance(0.3)
+        for t in tokens:
+            gate.finished(t)  # every one in time
+        clock.advance(0.7)
+        gate.admit()  # the interval has ended
+        grown.append(int(gate.limit))
+    assert grown[:4] == [10, 12, 15, 19] and grown[-1] == 40  # a quarter a time, to the ceiling
+    assert not gate.shedding
+
+
+def test_a_limit_nobody_reaches_does_not_grow_and_fast_starts_never_cut_it():
+    clock = task.Clock()
+    gate = StartDelayGate(clock, target=0.4, interval=1.0, ceiling=40)
+    gate.limit = 8.0
+    for _ in range(50):
+        run(gate, clock, 0.3)  # one at a time, in time: the limit holds nobody back
+    assert int(gate.limit) == 8 and gate.refused == 0
+
+
+def test_one_fast_start_in_the_interval_means_no_standing_queue():
     clock = task.Clock()
     gate = StartDelayGate(clock, target=0.4, interval=1.0)
-    run(gate, clock, 0.9)
+    slow = [gate.started(), gate.started()]
+    clock.advance(0.6)
+    for t in slow:
+        gate.finished(t)  # 0.6 s: late
     run(gate, clock, 0.1)  # CoDel's minimum: the queue drained once, so it is not standing
-    run(gate, clock, 0.9)
-    assert gate.admit() and not gate.shedding
+    clock.advance(0.5)  # the interval is over
+    assert gate.admit() and not gate.shedding and gate.cuts == 0
 
 
-def test_the_gate_opens_once_nothing_admitted_is_in_flight():
+def test_an_interval_with_nothing_finished_leaves_the_limit_and_a_gate_at_the_floor_admits():
     clock = task.Clock()
-    gate = StartDelayGate(clock, target=0.4, interval=1.0)
-    tokens = [gate.started() for _ in range(3)]
-    for t in tokens:  # each slow, over more than an interval
-        clock.advance(0.6)
-        gate.finished(t)
-    assert gate.shedding and gate.in_flight == 0
-    # No request left to measure: the next one is let through rather than refused forever.
-    assert gate.admit() and not gate.shedding
+    gate = StartDelayGate(clock, target=0.4, interval=1.0, ceiling=40, floor=4)
+    gate.limit = 4.0
+    stuck = fill(gate)  # four in flight, the database says nothing for a long while
+    clock.advance(30.0)
+    assert not gate.admit() and int(gate.limit) == 4
+    for t in stuck:
+        gate.finished(t)  # 30 s each: the limit is cut, but not below the floor
+    clock.advance(1.0)
+    assert gate.admit() and int(gate.limit) == 4  # with nothing in flight, four may start
 
 
 def test_target_zero_turns_it_off():
@@ -99,13 +148,13 @@ class PassLimiter:
         return defer.succeed(None)
 
 
-def test_admission_refuses_busy_while_starts_stand_in_a_queue_and_recovers():
-
-
+def test_admission_refuses_busy_beyond_the_limit_with_no_work_and_recovers():
     clock = task.Clock()
     service = SlowService(clock)
     admission = Admission(service, PassLimiter(), None, lambda: True,
-                          LimitsConfig(start_delay_target=0.4, start_delay_interval=1.0))
+                          LimitsConfig(node_max_starting=8, start_delay_target=0.4,
+                                       start_delay_interval=1.0))
+    assert admission.gate.ceiling == 8
     req = CallbackRequest(application="Web callback", mode="simple", phone="15550100")
     outcomes = []
 
@@ -114,33 +163,43 @@ def test_admission_refuses_busy_while_starts_stand_in_a_queue_and_recovers():
                                           lambda f: outcomes.append(f.trap(CallbackRefused)
                                                                     and f.value.code))
 
-    for _ in range(3):
+    for _ in range(8):
         start()
-    clock.advance(0.5)
-    service.pending[0].callback(None)  # 0.5 s: over target, the interval opens
-    clock.advance(1.0)
-    service.pending[1].callback(None)  # 1.5 s, a whole interval later: standing queue
+    clock.advance(1.6)
+    for d in service.pending[:4]:
+        d.callback(None)  # 1.6 s each: four times the target
+    clock.advance(1.0)  # the interval they were measured in ends
+    for _ in range(4):
+        start()  # the limit is now 4, and 4 are in flight: all refused
+    assert outcomes[4:] == ["busy"] * 4 and len(service.pending) == 8  # no work for them
+    for d in service.pending[4:]:
+        d.callback(None)
     start()
-    assert outcomes == ["cb1", "cb2", "busy"]
-    assert admission.starting == 1 and len(service.pending) == 3  # no work for the refused one
-    service.pending[2].callback(None)  # the last one in flight answers: the gate opens
-    start()
-    assert len(service.pending) == 4
-    service.pending[3].callback(None)  # answered at once: within target
-    assert outcomes == ["cb1", "cb2", "busy", "cb3", "cb4"] and not admission.gate.shedding
+    assert len(service.pending) == 9
+    service.pending[8].callback(None)
+    assert outcomes[-1] == "cb9" and admission.gate.refusals["start_delay"] == 4
 
 
-def test_late_legb_authorizations_of_running_callbacks_shut_it_too():
+def test_late_legb_authorizations_of_running_callbacks_cut_the_limit_too():
     clock = task.Clock()
-    gate = StartDelayGate(clock, target=0.4, interval=1.0)
-    token = gate.started()  # one new request in flight
-    gate.observe(0.9)  # a running callback's legB waited 0.9 s for its authorization
+    gate = StartDelayGate(clock, target=0.4, interval=1.0, ceiling=10)
+    tokens = [gate.started() for _ in range(6)]  # six new requests in flight
+    clock.advance(0.5)
+    gate.observe_legb(0.9)  # a running callback's legB waited 0.9 s for its authorization
+    clock.advance(0.6)  # and the interval ends with nothing faster: the database queue stands
+    assert not gate.admit() and int(gate.limit) == 5 and gate.refusals["start_delay"] == 1
+    gate.observe_legb(0.1)  # one legB authorized in time (its statements go first)...
+    for t in tokens:
+        gate.finished(t)  # ...does not hide that new requests took 1.1 s to start
     clock.advance(1.0)
-    gate.observe(0.7)  # and another, a whole interval later: the database queue stands
-    assert not gate.admit()
-    gate.observe(0.1)  # one legB authorized in time: no standing queue
-    assert gate.admit()
-    gate.finished(token)
+    assert gate.admit() and int(gate.limit) == 4 and gate.cuts == 2
+    tokens = fill(gate)  # the limit is full
+    clock.advance(0.2)
+    for t in tokens:
+        gate.finished(t)  # in time
+    gate.observe_legb(0.1)
+    clock.advance(1.0)
+    assert gate.admit() and int(gate.limit) == 5  # in time with the limit full: it grows
 
 
 def test_admission_wires_the_services_legb_delays_to_its_gate():
@@ -148,7 +207,7 @@ def test_admission_wires_the_services_legb_delays_to_its_gate():
     service = SlowService(clock)
     admission = Admission(service, PassLimiter(), None, lambda: True,
                           LimitsConfig(start_delay_target=0.4, start_delay_interval=1.0))
-    assert service.on_legb_delay == admission.gate.observe
+    assert service.on_legb_delay == admission.gate.observe_legb
     off = SlowService(clock)
     Admission(off, PassLimiter(), None, lambda: True, LimitsConfig(start_delay_target=0.0))
     assert not hasattr(off, "on_legb_delay")
