@@ -110,16 +110,26 @@ def machine_busy_seconds() -> float:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
+#: Ports ``free_port`` has handed out in this process: none is handed out twice.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    """A port free on 127.0.0.1 for both UDP and TCP right now."""
+    """A port free on 127.0.0.1 for both UDP and TCP right now, and not one this process was
+    given before: a port is only probed, not held, so the kernel may offer the same number to
+    the next call (the web and admin endpoints once got the same one, and the node failed to
+    listen)."""
     for _ in range(50):
         with socket.socket(socket.AF_INET, kind) as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
+        if port in _HANDED_OUT:
+            continue
         other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
         try:
             with socket.socket(socket.AF_INET, other) as s:
                 s.bind(("127.0.0.1", port))
+            _HANDED_OUT.add(port)
             return port
         except OSError:
             continue
