@@ -29,6 +29,7 @@ import pytest
 
 from tests.support.carrier import Carrier
 from tests.support.node import Node, demo_catalog, http, query, running, wait_for
+from tests.support.rawhttp import post_bytes, read_answers
 from tests.support.world import free_udp_port
 
 pytestmark = pytest.mark.integration
@@ -56,46 +57,7 @@ def body(account: str, i: int) -> bytes:
 
 def post(data: bytes, ctype: bytes = b"application/json") -> bytes:
     """One HTTP/1.1 POST to the callback API."""
-    return (b"POST /api/v1/callbacks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + ctype
-            + b"\r\nContent-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
-
-
-def answers(sock: socket.socket, count: int) -> list[tuple[int, dict, dict]]:
-    """``count`` answers read from ``sock``: (status, headers, JSON body)."""
-    buf, out = b"", []
-    while len(out) < count:
-        while b"\r\n\r\n" not in buf:
-            chunk = sock.recv(65536)
-            assert chunk, f"connection closed after {len(out)} answers: {buf[:200]!r}"
-            buf += chunk
-        head, buf = buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
-        if headers.get("transfer-encoding") == "chunked":
-            data = b""
-            while True:
-                buf = _fill(sock, buf, lambda b: b"\r\n" in b)
-                size_line, buf = buf.split(b"\r\n", 1)
-                size = int(size_line, 16)
-                buf = _fill(sock, buf, lambda b, n=size: len(b) >= n + 2)
-                data, buf = data + buf[:size], buf[size + 2:]
-                if not size:
-                    break
-        else:
-            size = int(headers.get("content-length", "0"))
-            buf = _fill(sock, buf, lambda b, n=size: len(b) >= n)
-            data, buf = buf[:size], buf[size:]
-        out.append((int(lines[0].split()[1]), headers, json.loads(data or b"{}")))
-    return out
-
-
-def _fill(sock: socket.socket, buf: bytes, enough) -> bytes:
-    """``buf`` with more of the connection's bytes until ``enough(buf)``."""
-    while not enough(buf):
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed inside an answer"
-        buf += chunk
-    return buf
+    return post_bytes("/api/v1/callbacks", data, ctype)
 
 
 def connect(port: int) -> socket.socket:
@@ -110,7 +72,7 @@ def caller(port: int, t: int) -> list:
         out = []
         for i in range(EACH):
             sock.sendall(post(body(ACCOUNTS[t], t * EACH + i)))
-            out += answers(sock, 1)
+            out += read_answers(sock, 1)
         return [("valid", *a) for a in out]
 
 
@@ -122,10 +84,10 @@ def stranger(port: int, what: str) -> list:
             for i in range(0, len(data), 9):
                 sock.sendall(data[i:i + 9])
                 time.sleep(0.01)
-            return [(what, *a) for a in answers(sock, 1)]
+            return [(what, *a) for a in read_answers(sock, 1)]
         if what == "pipelined":
             sock.sendall(b"".join(post(body(ACCOUNTS[-1], 9100 + i)) for i in range(4)))
-            return [(what, *a) for a in answers(sock, 4)]
+            return [(what, *a) for a in read_answers(sock, 4)]
         if what == "not json":
             sock.sendall(post(b"{not json"))
         elif what == "binary":
@@ -141,7 +103,7 @@ def stranger(port: int, what: str) -> list:
                 time.sleep(0.02)
             return [(what, "unanswered")]
         try:
-            return [(what, *a) for a in answers(sock, 1)]
+            return [(what, *a) for a in read_answers(sock, 1)]
         except (AssertionError, ConnectionError):
             return [(what, "closed")]
 

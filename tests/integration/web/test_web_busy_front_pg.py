@@ -29,6 +29,7 @@ from cbserver.connlimit import DescriptorBudget
 from cbserver.tap import _limited_site
 from cbserver.web.callback_pages import build_callback_web
 from cbserver.web.metrics import Metrics
+from tests.support.rawhttp import post_bytes, read_answers
 
 pytestmark = pytest.mark.integration
 
@@ -57,47 +58,6 @@ class CappedService:
         return defer.succeed(None)
 
 
-def post(path: str, body: bytes, ctype: bytes = b"application/json", keep_alive=True) -> bytes:
-    """The bytes of one HTTP/1.1 POST."""
-    return (b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + ctype
-            + b"\r\nContent-Length: " + str(len(body)).encode()
-            + (b"" if keep_alive else b"\r\nConnection: close") + b"\r\n\r\n" + body)
-
-
-def read_answers(sock: socket.socket, count: int, timeout: float = 30.0) -> list[tuple[int, dict, dict]]:
-    """``count`` answers from ``sock``: (status, headers, decoded JSON body)."""
-    sock.settimeout(timeout)
-    buf, out = b"", []
-    while len(out) < count:
-        while b"\r\n\r\n" not in buf:
-            chunk = sock.recv(65536)
-            assert chunk, f"connection closed after {len(out)} answers: {buf!r}"
-            buf += chunk
-        head, buf = buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
-        if "content-length" in headers:
-            size = int(headers["content-length"])
-            while len(buf) < size:
-                buf += sock.recv(65536)
-            body, buf = buf[:size], buf[size:]
-        else:  # chunked
-            body = b""
-            while True:
-                while b"\r\n" not in buf:
-                    buf += sock.recv(65536)
-                size_line, buf = buf.split(b"\r\n", 1)
-                size = int(size_line, 16)
-                while len(buf) < size + 2:
-                    buf += sock.recv(65536)
-                body, buf = body + buf[:size], buf[size + 2:]
-                if not size:
-                    break
-        out.append((status, headers, json.loads(body) if body else {}))
-    return out
-
-
 def exchange(port: int, data: bytes, answers: int, drip: int = 0) -> list:
     """Send ``data`` on a new connection (``drip`` bytes at a time, 20 ms apart, if set)."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
@@ -107,7 +67,7 @@ def exchange(port: int, data: bytes, answers: int, drip: int = 0) -> list:
                 time.sleep(0.02)
         else:
             sock.sendall(data)
-        return read_answers(sock, answers)
+        return read_answers(sock, answers, 30.0)
 
 
 def keep_alive_client(port: int, requests: int) -> list:
@@ -115,8 +75,8 @@ def keep_alive_client(port: int, requests: int) -> list:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         out = []
         for _ in range(requests):
-            sock.sendall(post("/api/v1/callbacks", VALID))
-            out += read_answers(sock, 1)
+            sock.sendall(post_bytes("/api/v1/callbacks", VALID))
+            out += read_answers(sock, 1, 30.0)
         return out
 
 
@@ -126,14 +86,14 @@ def flood(port: int) -> list:
 
     jobs = [(keep_alive_client, port, 5) for _ in range(30)]
     jobs += [
-        (exchange, port, post("/api/v1/callbacks", VALID) * 3, 3),  # pipelined
-        (exchange, port, post("/api/v1/callbacks", b"{not json"), 1),
-        (exchange, port, post("/api/v1/callbacks", b"\x00\xff" * 50), 1),
-        (exchange, port, post("/api/v1/callbacks", b"mode=simple", b"text/plain"), 1),
-        (exchange, port, post("/api/v1/callbacks", b"[" * 20000), 1),  # over MAX_BODY
-        (exchange, port, post("/api/v1/callbacks", b"{}", keep_alive=False), 1),
-        (exchange, port, post("/web-callback/api/v1/callbacks", VALID), 1),
-        (exchange, port, post("/api/v1/callbacks", VALID), 1, 7),  # dripped
+        (exchange, port, post_bytes("/api/v1/callbacks", VALID) * 3, 3),  # pipelined
+        (exchange, port, post_bytes("/api/v1/callbacks", b"{not json"), 1),
+        (exchange, port, post_bytes("/api/v1/callbacks", b"\x00\xff" * 50), 1),
+        (exchange, port, post_bytes("/api/v1/callbacks", b"mode=simple", b"text/plain"), 1),
+        (exchange, port, post_bytes("/api/v1/callbacks", b"[" * 20000), 1),  # over MAX_BODY
+        (exchange, port, post_bytes("/api/v1/callbacks", b"{}", keep_alive=False), 1),
+        (exchange, port, post_bytes("/web-callback/api/v1/callbacks", VALID), 1),
+        (exchange, port, post_bytes("/api/v1/callbacks", VALID), 1, 7),  # dripped
     ]
     with ThreadPoolExecutor(max_workers=40) as pool:
         futures = [pool.submit(*job) for job in jobs]
@@ -183,9 +143,9 @@ async def test_a_flood_at_the_busy_cap_is_refused_busy_without_database_work(poo
         # Below the cap: the malformed POST gets its own answer, a valid one reaches PostgreSQL.
         service.active = 0
         [(status, _, body)] = await threads.deferToThread(
-            exchange, port, post("/api/v1/callbacks", b"{not json"), 1)
+            exchange, port, post_bytes("/api/v1/callbacks", b"{not json"), 1)
         assert status == 400 and body["error"]["code"] == "invalid_input"
-        await threads.deferToThread(exchange, port, post("/api/v1/callbacks", VALID), 1)
+        await threads.deferToThread(exchange, port, post_bytes("/api/v1/callbacks", VALID), 1)
         assert database_work(pg_dsn) != before
     finally:
         await listener.stopListening()
