@@ -181,14 +181,24 @@ class CallbackGateway:
         return self.admission.starting
 
     def refused(self, app_cfg, mode: str, client: str, exc: CallbackRefused,
-                callback_id: str | None = None) -> None:
-        """Log and count a refusal (never the credentials); ``callback_id`` once one was drawn."""
+                callback_id: str | None = None, limited=None) -> bool:
+        """Log and count a refusal (never the credentials); ``callback_id`` once one was drawn.
+
+        ``limited``: a ``RateLimitedLog`` that writes the line only while its interval has
+        lines left (a flood's busy refusals, ``cbserver.web.busyfront``); the refusal is
+        counted either way. True when the line was written.
+        """
         kind = exc.kind if isinstance(exc, RateLimited) else None
         self.metrics.request_refused(mode if mode in MODES else "unknown", exc.code, kind)
-        self.log.info("callback refused application={app} mode={mode} client={client} code={code} "
-                      "limit={kind} field={field} callback_id={callback_id}",
-                      app=app_cfg.name if app_cfg else "-", mode=mode, client=client, code=exc.code,
-                      kind=kind or "-", field=exc.field or "-", callback_id=callback_id or "-")
+        line = ("callback refused application={app} mode={mode} client={client} code={code} "
+                "limit={kind} field={field} callback_id={callback_id}")
+        fields = dict(app=app_cfg.name if app_cfg else "-", mode=mode, client=client,
+                      code=exc.code, kind=kind or "-", field=exc.field or "-",
+                      callback_id=callback_id or "-")
+        if limited is not None:
+            return limited.info(exc.code, line, **fields)
+        self.log.info(line, **fields)
+        return True
 
     @defer.inlineCallbacks
     def start(self, app_cfg, mode: str, fields: dict, client: str, token: str | None,

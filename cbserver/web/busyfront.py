@@ -102,14 +102,10 @@ class BusyFront(LiveSite):
         """Answer ``refusal`` as the API would, count and log it, and send it now."""
         if app_cfg is None and self.web.hosts:
             app_cfg = self.web.host_instance(request)
-        # Counted as the gateway counts a refusal of an unparsed request; logged as it logs
-        # one, unless this interval's lines are used up (then the access log skips it too).
-        self.web.gateway.metrics.request_refused("unknown", refusal.code, None)
-        if not self._log.info(
-                "busy", "callback refused application={app} mode={mode} client={client} "
-                "code={code} limit={kind} field={field} callback_id={callback_id}",
-                app=app_cfg.name if app_cfg else "-", mode="", client=self.web.client(request),
-                code=refusal.code, kind="-", field=refusal.field or "-", callback_id="-"):
+        # Counted and logged as the gateway does a refusal of an unparsed request, unless this
+        # interval's lines are used up (then the access log skips it too).
+        if not self.web.gateway.refused(app_cfg, "", self.web.client(request), refusal,
+                                        limited=self._log):
             request.unlogged = True  # cbserver.web.flush.QuietSite
         status, body, headers = error_response(refusal)
         for name, value in headers.items():
