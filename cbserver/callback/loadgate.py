@@ -73,9 +73,8 @@ class StartDelayGate:
         self.floor = max(1, min(floor, self.ceiling))
         self.limit = float(self.ceiling)  # requests that may be starting at once now
         self.in_flight = 0
-        self.refused = 0  # requests refused by the gate since start-up (for logs and tests)
-        self.refused_queue = 0  # of which because of the pool's queue
-        self.refusals = {"start_delay": 0, "queue": 0}  # the same, by reason (``/readyz``)
+        # requests refused by the gate since start-up, by reason (``/readyz``, logs, tests)
+        self.refusals = {"start_delay": 0, "queue": 0}
         self.shut_since: float | None = None  # when the gate last began refusing
         self.last_reason: str | None = None  # why the last refusal ("start_delay" / "queue")
         self.cuts = 0  # intervals that cut the limit (for /readyz and the benchmark)
@@ -85,6 +84,16 @@ class StartDelayGate:
         self._ends = clock.seconds() + interval if clock is not None else 0.0
         self._fastest: dict[str, float] = {}
         self._peak = 0
+
+    @property
+    def refused(self) -> int:
+        """Requests refused by the gate since start-up, for any reason."""
+        return sum(self.refusals.values())
+
+    @property
+    def refused_queue(self) -> int:
+        """Of those, the ones refused because of the pool's queue."""
+        return self.refusals["queue"]
 
     @property
     def shedding(self) -> bool:
@@ -101,13 +110,11 @@ class StartDelayGate:
             self._peak = max(self._peak, self.in_flight + 1)  # one more was wanted
             return self._refuse("start_delay")
         if self.queue_delay is not None and self.queue_delay() > self.target:
-            self.refused_queue += 1
             return self._refuse("queue")
         self.shut_since = None
         return True
 
     def _refuse(self, reason: str) -> bool:
-        self.refused += 1
         self.refusals[reason] += 1
         self.last_reason = reason
         if self.shut_since is None:
